@@ -1,0 +1,1 @@
+"""HTTP entry points: the proxy, the admin API, system endpoints and CLI commands."""

@@ -1,0 +1,183 @@
+"""The admin JSON API (master key): provider keys, request log, statistics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy import func, select
+
+from blueprints.common import gateway, require_master_key
+from extensions import db
+from gateway import keyring
+from gateway.errors import GatewayError
+from models import Profile, ProviderKey, RequestLog, UsageDaily
+
+bp = Blueprint("admin_api", __name__)
+
+
+@bp.before_request
+def authenticate() -> None:
+    """Admin calls need the master key."""
+    require_master_key()
+
+
+@bp.errorhandler(keyring.KeyInputError)
+def bad_input(error: keyring.KeyInputError):
+    """A field that cannot be saved: its name and what to fix."""
+    db.session.rollback()
+    body = GatewayError(error.status, str(error), param=error.field).body()
+    return jsonify(body), error.status
+
+
+def _now():
+    return gateway().clock.now()
+
+
+def _key_or_404(key_id: int) -> ProviderKey:
+    key = db.session.get(ProviderKey, key_id)
+    if key is None:
+        raise GatewayError(404, f"No provider key with id {key_id}.", code="key_not_found")
+    return key
+
+
+def _describe(key: ProviderKey) -> dict:
+    now = _now()
+    return keyring.describe(key, keyring.used_today(db.session, now.date()).get(key.id, 0), now)
+
+
+def _json() -> object:
+    return request.get_json(silent=True)
+
+
+@bp.get("/keys")
+def list_keys():
+    """Every provider key (masked), optionally of one profile."""
+    query = select(ProviderKey).order_by(ProviderKey.id)
+    if profile := request.args.get("profile"):
+        query = query.join(Profile).where(Profile.name == profile)
+    now = _now()
+    used = keyring.used_today(db.session, now.date())
+    keys = db.session.scalars(query).all()
+    return jsonify({"data": [keyring.describe(k, used.get(k.id, 0), now) for k in keys]})
+
+
+@bp.post("/keys")
+def create_key():
+    """Add a provider key; the secret is stored encrypted and answered masked."""
+    data = keyring.parse_key_input(_json(), creating=True)
+    key = keyring.create_key(db.session, gateway().secrets, data, _now())
+    db.session.commit()
+    return jsonify(_describe(key)), 201
+
+
+@bp.get("/keys/<int:key_id>")
+def get_key(key_id: int):
+    """One provider key."""
+    return jsonify(_describe(_key_or_404(key_id)))
+
+
+@bp.put("/keys/<int:key_id>")
+def update_key(key_id: int):
+    """Change a key's fields (any subset; a new secret replaces the old)."""
+    key = _key_or_404(key_id)
+    data = keyring.parse_key_input(_json(), creating=False)
+    keyring.update_key(db.session, gateway().secrets, key, data, _now())
+    db.session.commit()
+    return jsonify(_describe(key))
+
+
+@bp.delete("/keys/<int:key_id>")
+def delete_key(key_id: int):
+    """Remove a key; its log rows and usage stay."""
+    db.session.delete(_key_or_404(key_id))
+    db.session.commit()
+    return "", 204
+
+
+@bp.post("/keys/<int:key_id>/test")
+def test_key(key_id: int):
+    """Test the key with a real cheap call; the result also updates its status."""
+    _key_or_404(key_id)
+    db.session.remove()
+    result = gateway().test_key(key_id)
+    return jsonify({**result, "key": _describe(_key_or_404(key_id))})
+
+
+@bp.post("/keys/<int:key_id>/toggle")
+def toggle_key(key_id: int):
+    """Enable or disable a key (`{"active": bool}`, or flip when no body)."""
+    key = _key_or_404(key_id)
+    body = _json() if isinstance(_json(), dict) else {}
+    active = body.get("active", key.status == "disabled")
+    if not isinstance(active, bool):
+        raise keyring.KeyInputError("active", "'active' must be true or false.")
+    keyring.set_enabled(key, active, _now())
+    db.session.commit()
+    return jsonify(_describe(key))
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, default)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise GatewayError(400, f"'{name}' must be an integer.", param=name) from None
+    if not low <= value <= high:
+        raise GatewayError(400, f"'{name}' must be between {low} and {high}.", param=name)
+    return value
+
+
+@bp.get("/logs")
+def list_logs():
+    """Newest request-log rows first with their attempts; `profile`, `limit`, `offset`."""
+    limit = _int_arg("limit", 50, 1, 500)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    query = select(RequestLog).order_by(RequestLog.id.desc()).limit(limit).offset(offset)
+    if profile := request.args.get("profile"):
+        query = query.join(Profile, Profile.id == RequestLog.profile_id).where(
+            Profile.name == profile
+        )
+    rows = db.session.scalars(query).all()
+    return jsonify({"data": [row.to_dict() for row in rows], "limit": limit, "offset": offset})
+
+
+_SUMS = (
+    "requests",
+    "successes",
+    "failures",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "estimated_tokens",
+    "cost_micros",
+)
+
+
+def _totals(query) -> dict:
+    row = db.session.execute(query).one()
+    totals = {name: int(value or 0) for name, value in zip(_SUMS, row, strict=True)}
+    totals["success_rate"] = (
+        round(totals["successes"] / totals["requests"], 4) if totals["requests"] else None
+    )
+    totals["cost_usd"] = str(totals.pop("cost_micros") / 1_000_000)
+    return totals
+
+
+@bp.get("/stats")
+def stats():
+    """Totals all-time and today, globally or for `?profile=`, from the daily roll-ups."""
+    query = select(*(func.sum(getattr(UsageDaily, name)) for name in _SUMS))
+    scope = {"profile": None}
+    if name := request.args.get("profile"):
+        profile = db.session.scalar(select(Profile).where(Profile.name == name))
+        if profile is None:
+            raise GatewayError(404, f"Profile '{name}' does not exist.", code="profile_not_found")
+        query = query.where(UsageDaily.profile_id == profile.id)
+        scope["profile"] = name
+    today = _now().date()
+    return jsonify(
+        {
+            **scope,
+            "all_time": _totals(query),
+            "today": {"day": today.isoformat(), **_totals(query.where(UsageDaily.day == today))},
+        }
+    )

@@ -1,0 +1,93 @@
+"""CLI commands: `flask init-db`, `flask keys add|list|delete`."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from extensions import db
+from gateway import keyring
+from models import ProviderKey
+
+keys_cli = AppGroup("keys", help="Manage provider keys.")
+
+
+@click.command("init-db")
+def init_db_command() -> None:
+    """Create the database (create_app does) and tell a new user where everything is."""
+    config = current_app.config
+    url = f"http://{config['BIND']}"
+    if config.get("MASTER_KEY_SOURCE") == "env":
+        source = "from KEYRELAY_MASTER_KEY"
+    else:
+        source = f"generated in {current_app.instance_path}/master_key: {config['MASTER_KEY']}"
+    click.echo(
+        f"KeyRelay\n"
+        f"  URL:          {url}   (OpenAI/SDK base_url: {url}/v1)\n"
+        f"  Master key:   {source}\n"
+        f"  Database:     {config['SQLALCHEMY_DATABASE_URI']}\n"
+        f"  Add a key:    curl -X POST {url}/api/admin/keys -H 'Authorization: Bearer <master key>'"
+        f" -H 'Content-Type: application/json' -d '{{\"name\": \"main\", \"provider\": "
+        f"\"openai\", \"secret\": \"sk-…\", \"base_url\": \"https://api.openai.com/v1\"}}'"
+    )
+
+
+def _now():
+    return current_app.extensions["keyrelay"].clock.now()
+
+
+@keys_cli.command("add")
+@click.option("--profile", default="default", show_default=True)
+@click.option("--provider", default="openai", show_default=True)
+@click.option("--name", required=True)
+@click.option("--secret", prompt=True, hide_input=True, help="Prompted for when not given.")
+@click.option("--base-url", default=None, help="Default: the provider's public API.")
+@click.option("--models", default="*", show_default=True, help="Comma-separated, or *.")
+@click.option("--daily-token-limit", type=int, default=None)
+def add_key(profile, provider, name, secret, base_url, models, daily_token_limit) -> None:
+    """Add a provider key."""
+    data = {
+        "profile": profile,
+        "provider": provider,
+        "name": name,
+        "secret": secret,
+        "base_url": base_url,
+        "models": models,
+        "daily_token_limit": daily_token_limit,
+    }
+    try:
+        spec = keyring.parse_key_input(data, creating=True)
+        key = keyring.create_key(
+            db.session, current_app.extensions["keyrelay"].secrets, spec, _now()
+        )
+    except keyring.KeyInputError as exc:
+        raise click.UsageError(str(exc)) from None
+    db.session.commit()
+    click.echo(f"Added key #{key.id} {key.name} ({key.secret_masked}) to profile {profile}.")
+
+
+@keys_cli.command("list")
+def list_keys() -> None:
+    """List provider keys, secrets masked."""
+    now = _now()
+    used = keyring.used_today(db.session, now.date())
+    for key in db.session.scalars(select(ProviderKey).order_by(ProviderKey.id)):
+        info = keyring.describe(key, used.get(key.id, 0), now)
+        click.echo(
+            f"#{info['id']:<4} {info['profile']:<12} {info['provider']:<8} {info['name']:<20} "
+            f"{info['secret']:<24} {info['status']:<14} used today {info['used_today']}"
+        )
+
+
+@keys_cli.command("delete")
+@click.argument("key_id", type=int)
+def delete_key(key_id: int) -> None:
+    """Delete a provider key by id."""
+    key = db.session.get(ProviderKey, key_id)
+    if key is None:
+        raise click.UsageError(f"No provider key with id {key_id}.")
+    db.session.delete(key)
+    db.session.commit()
+    click.echo(f"Deleted key #{key_id}.")

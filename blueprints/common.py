@@ -1,0 +1,49 @@
+"""Helpers shared by the blueprints: the gateway, bearer auth, OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Response, current_app, json, request
+
+from gateway.errors import GatewayError
+from gateway.service import Gateway
+
+
+def gateway() -> Gateway:
+    """The app's Gateway."""
+    return current_app.extensions["keyrelay"]
+
+
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer …` header (or `x-api-key`), if any."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def require_master_key() -> None:
+    """401 unless the request carries the master key."""
+    token = bearer_token()
+    if not token:
+        raise GatewayError(
+            401,
+            "Missing API key. Send 'Authorization: Bearer <key>'.",
+            type="authentication_error",
+            code="missing_api_key",
+        )
+    if not hmac.compare_digest(token.encode(), current_app.config["MASTER_KEY"].encode()):
+        raise GatewayError(
+            401,
+            "Invalid API key. Use the KeyRelay master key (KEYRELAY_MASTER_KEY).",
+            type="authentication_error",
+            code="invalid_api_key",
+        )
+
+
+def error_response(error: GatewayError) -> Response:
+    """The OpenAI error JSON with the error's status and headers."""
+    response = Response(json.dumps(error.body()), error.status, mimetype="application/json")
+    response.headers.update(error.headers)
+    return response

@@ -1,0 +1,104 @@
+"""Settings: every KEYRELAY_* environment variable in one place, with its default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One KEYRELAY_* variable: its Flask config name, default, type and README text."""
+
+    name: str
+    default: object
+    kind: type
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "MASTER_KEY",
+        None,
+        str,
+        "Admin bearer key for `/v1` and `/api/admin`. Unset: one is generated into `instance/master_key` (0600) at first start.",
+    ),
+    Setting(
+        "DATABASE_URL",
+        None,
+        str,
+        "SQLAlchemy URL. Default: `sqlite:///<instance>/keyrelay.db` (WAL mode).",
+    ),
+    Setting(
+        "SECRET_KEY",
+        None,
+        str,
+        "Encrypts provider secrets at rest (Fernet key, or any passphrase). Unset: a key file `instance/secret.key` (0600) is created.",
+    ),
+    Setting("BIND", "127.0.0.1:8080", str, "Address gunicorn listens on."),
+    Setting("WORKERS", 2, int, "gunicorn worker processes."),
+    Setting(
+        "WORKER_CLASS",
+        "gevent",
+        str,
+        "gunicorn worker class (`gevent` holds thousands of open streams per worker).",
+    ),
+    Setting("WORKER_CONNECTIONS", 1000, int, "Concurrent connections per gevent worker."),
+    Setting(
+        "MAX_BODY_BYTES", 8 * MIB, int, "Largest request body accepted on `/v1`; larger gets 413."
+    ),
+    Setting("MAX_ATTEMPTS", 3, int, "Upstream attempts per client request (one per provider key)."),
+    Setting(
+        "REQUEST_DEADLINE",
+        600.0,
+        float,
+        "Seconds a client request may spend on attempts before giving up (504).",
+    ),
+    Setting("CONNECT_TIMEOUT", 5.0, float, "Seconds to connect to an upstream."),
+    Setting(
+        "READ_TIMEOUT",
+        120.0,
+        float,
+        "Seconds an upstream may stay silent (before its answer, or between stream chunks).",
+    ),
+    Setting("COOLDOWN_SECONDS", 60.0, float, "Cooldown after a 429 that has no `Retry-After`."),
+    Setting(
+        "FAILURE_THRESHOLD", 5, int, "Consecutive failures after which a provider key is disabled."
+    ),
+    Setting(
+        "STRATEGY",
+        "most-remaining",
+        str,
+        "Default key selection: `most-remaining` or `round-robin` (a profile may override).",
+    ),
+    Setting("LOG_LEVEL", "INFO", str, "Python log level."),
+    Setting(
+        "INSTANCE_PATH",
+        None,
+        str,
+        "Folder for the SQLite file and key files. Default: `instance/`.",
+    ),
+    # fmt: on
+)
+
+
+def _convert(setting: Setting, raw: str) -> object:
+    """Parse an environment string into the setting's type, naming the variable on error."""
+    try:
+        return setting.kind(raw)
+    except ValueError:
+        raise SystemExit(
+            f"KEYRELAY_{setting.name}={raw!r} is not a valid {setting.kind.__name__}"
+        ) from None
+
+
+def from_environment(environ: dict[str, str] | None = None) -> dict[str, object]:
+    """Return {NAME: value} for every setting, read from KEYRELAY_* variables."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for setting in SETTINGS:
+        raw = environ.get(f"KEYRELAY_{setting.name}")
+        values[setting.name] = setting.default if raw in (None, "") else _convert(setting, raw)
+    return values

@@ -1,0 +1,1 @@
+"""KeyRelay's domain: providers, key selection, failover and accounting. No Flask in here."""

@@ -1,0 +1,142 @@
+"""Usage, tokens and the request-log record: written once per client request."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from gateway import store, tokens
+from gateway.policy import Outcome
+
+
+@dataclass
+class Usage:
+    """Tokens of one request; `estimated` when counted locally instead of by the upstream."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def from_openai(cls, usage: object) -> Usage | None:
+        """Read an OpenAI `usage` object; None if it is missing or malformed."""
+        if not isinstance(usage, dict):
+            return None
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        return cls(prompt, completion)
+
+    @classmethod
+    def estimate(cls, messages: list, completion_text: str) -> Usage:
+        """Count locally what the upstream did not report."""
+        return cls(tokens.count_prompt(messages), tokens.count_text(completion_text), True)
+
+
+@dataclass
+class AttemptRecord:
+    """One upstream call, as it goes into the log."""
+
+    number: int
+    provider_key_id: int
+    outcome: Outcome
+    status_code: int | None
+    latency_ms: int
+    error: str | None = None
+
+    def row(self) -> dict:
+        return {
+            "number": self.number,
+            "provider_key_id": self.provider_key_id,
+            "outcome": self.outcome.value,
+            "status_code": self.status_code,
+            "latency_ms": self.latency_ms,
+            "error": self.error,
+        }
+
+
+@dataclass
+class RequestRecord:
+    """Everything the log row of one client request needs, filled in as the request goes."""
+
+    started_at: datetime
+    endpoint: str
+    model: str | None
+    streamed: bool
+    profile_id: int | None = None
+    client_key_id: int | None = None
+    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+    provider: str | None = None
+    provider_key_id: int | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    status_code: int = 0
+    usage: Usage = field(default_factory=Usage)
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+    error: str | None = None
+    recorded: bool = False
+
+    def log_row(self) -> dict:
+        return {
+            "request_id": self.request_id,
+            "created_at": self.started_at,
+            "profile_id": self.profile_id,
+            "client_key_id": self.client_key_id,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "provider": self.provider,
+            "provider_key_id": self.provider_key_id,
+            "status_code": self.status_code,
+            "streamed": self.streamed,
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "total_tokens": self.usage.total_tokens,
+            "usage_estimated": self.usage.estimated,
+            "cost_micros": 0,
+            "latency_ms": self.latency_ms,
+            "ttft_ms": self.ttft_ms,
+            "attempt_count": len(self.attempts),
+            "error": self.error,
+        }
+
+    def usage_counts(self) -> dict:
+        ok = 200 <= self.status_code < 300
+        return {
+            "requests": 1,
+            "successes": int(ok),
+            "failures": int(not ok),
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "total_tokens": self.usage.total_tokens,
+            "estimated_tokens": self.usage.total_tokens if self.usage.estimated else 0,
+            "cost_micros": 0,
+        }
+
+
+def record(engine: Engine, rec: RequestRecord, now: datetime) -> None:
+    """Write the log row, attempts, usage roll-up and key state in one transaction.
+
+    Called before the last byte goes to the client, so an answer the client got is
+    never missing from the books; `recorded` makes a second call a no-op.
+    """
+    if rec.recorded or rec.profile_id is None:
+        return
+    rec.recorded = True
+    with engine.begin() as conn:
+        store.insert_log(conn, rec.log_row(), [a.row() for a in rec.attempts])
+        day_key = {
+            "day": rec.started_at.date(),
+            "profile_id": rec.profile_id,
+            "provider_key_id": rec.provider_key_id or 0,
+            "model": rec.model or "",
+        }
+        store.add_usage(conn, day_key, rec.usage_counts())
+        if rec.provider_key_id is not None and 200 <= rec.status_code < 300:
+            store.mark_success(conn, rec.provider_key_id, now)

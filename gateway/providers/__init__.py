@@ -1,0 +1,8 @@
+"""The provider registry: provider name → adapter class."""
+
+from gateway.providers.base import ProviderAdapter
+from gateway.providers.openai import OpenAIAdapter
+
+ADAPTERS: dict[str, type[ProviderAdapter]] = {
+    OpenAIAdapter.name: OpenAIAdapter,
+}

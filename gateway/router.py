@@ -1,0 +1,144 @@
+"""The attempt loop: try usable keys in order, apply each outcome to the key, stop or go on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from gateway import store
+from gateway.accounting import AttemptRecord, RequestRecord
+from gateway.clock import Clock
+from gateway.errors import GatewayError
+from gateway.policy import Decision, KeyAction, Outcome, decide
+from gateway.providers.base import Timeouts, TransportError, UpstreamReply, retry_after_seconds
+from gateway.store import KeyRow
+
+_OUTCOME_TEXT = {
+    Outcome.RATE_LIMITED: "rate limited",
+    Outcome.AUTH_FAILED: "rejected the key",
+    Outcome.SERVER_ERROR: "server error",
+    Outcome.TIMEOUT: "timed out",
+    Outcome.CONNECTION_ERROR: "connection failed",
+    Outcome.BAD_RESPONSE: "unreadable answer",
+}
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Bounds of the attempt loop and what failures do to keys."""
+
+    max_attempts: int
+    deadline: float
+    connect_timeout: float
+    read_timeout: float
+    cooldown_seconds: float
+    failure_threshold: int
+
+
+class KeyHealth:
+    """Applies an attempt's outcome to its provider key, right away, for every worker to see."""
+
+    def __init__(self, engine: Engine, clock: Clock, settings: RetrySettings) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.settings = settings
+
+    def apply(self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error: str):
+        """Cool down, fail or count a failure; success is written with the log row."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            if decision.key_action is KeyAction.COOL_DOWN:
+                wait = retry_after_seconds(reply.headers if reply else {}, now)
+                wait = self.settings.cooldown_seconds if wait is None else wait
+                store.cool_down(conn, key.id, now + timedelta(seconds=wait), error)
+            elif decision.key_action is KeyAction.AUTH_FAILED:
+                store.mark_auth_failed(conn, key.id, error, now)
+            elif decision.key_action is KeyAction.COUNT_FAILURE:
+                store.count_failure(conn, key.id, self.settings.failure_threshold, error, now)
+
+
+def _error_text(reply: UpstreamReply | None, transport: TransportError | None) -> str:
+    if transport is not None:
+        return str(transport)
+    return f"HTTP {reply.status}: {reply.body[:300].decode('utf-8', 'replace')}"
+
+
+def run_attempts(
+    keys: list[KeyRow],
+    call: Callable[[KeyRow, Timeouts], UpstreamReply],
+    rec: RequestRecord,
+    settings: RetrySettings,
+    health: KeyHealth,
+) -> tuple[KeyRow, UpstreamReply]:
+    """Call keys in order until one answers or the request's own fault comes back.
+
+    Raises GatewayError when every attempt failed, naming each key's failure.
+    """
+    started = time.monotonic()
+    failures: list[tuple[KeyRow, Outcome, float | None]] = []
+    for key in keys[: settings.max_attempts]:
+        remaining = settings.deadline - (time.monotonic() - started)
+        if remaining <= 0:
+            break
+        timeouts = Timeouts(settings.connect_timeout, min(settings.read_timeout, remaining))
+        attempt_start = time.perf_counter()
+        reply, transport = None, None
+        try:
+            reply = call(key, timeouts)
+            decision = decide(reply.status)
+        except TransportError as exc:
+            transport = exc
+            decision = decide(None, exc.outcome)
+        latency_ms = int((time.perf_counter() - attempt_start) * 1000)
+        error = None if decision.outcome is Outcome.OK else _error_text(reply, transport)
+        rec.attempts.append(
+            AttemptRecord(
+                len(rec.attempts) + 1,
+                key.id,
+                decision.outcome,
+                reply.status if reply else None,
+                latency_ms,
+                error,
+            )
+        )
+        if not decision.fail_over:
+            return key, reply
+        health.apply(key, decision, reply, error)
+        retry_after = retry_after_seconds(reply.headers, health.clock.now()) if reply else None
+        failures.append((key, decision.outcome, retry_after))
+    raise _all_failed(failures, rec, settings, time.monotonic() - started)
+
+
+def _all_failed(failures, rec: RequestRecord, settings: RetrySettings, elapsed: float):
+    """The client-facing error after the last attempt: 429, 504 or 502."""
+    if not failures:
+        return GatewayError(
+            504,
+            f"Request deadline of {settings.deadline:g}s passed before an upstream answered.",
+            type="upstream_error",
+            code="deadline_exceeded",
+        )
+    detail = "; ".join(f"key #{key.id} {_OUTCOME_TEXT[outcome]}" for key, outcome, _ in failures)
+    summary = f"All {len(failures)} attempts for model {rec.model} failed ({detail})."
+    outcomes = {outcome for _, outcome, _ in failures}
+    if outcomes == {Outcome.RATE_LIMITED}:
+        waits = [wait if wait is not None else settings.cooldown_seconds for *_, wait in failures]
+        wait = max(1, int(min(waits) + 0.999))
+        return GatewayError(
+            429,
+            f"{summary} Retry after {wait}s or add provider keys.",
+            type="rate_limit_error",
+            code="upstream_rate_limited",
+            headers={"Retry-After": str(wait)},
+        )
+    status = 504 if failures[-1][1] is Outcome.TIMEOUT else 502
+    return GatewayError(
+        status,
+        f"{summary} Check the keys' health in /api/admin/keys; retry later.",
+        type="upstream_error",
+        code="upstream_failed",
+    )

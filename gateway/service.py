@@ -1,0 +1,408 @@
+"""The Gateway: what the proxy blueprint calls. Profile → keys → attempts → accounting."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import urllib3
+from sqlalchemy import Engine
+
+from gateway import accounting, selection, store
+from gateway.accounting import RequestRecord, Usage
+from gateway.clock import Clock
+from gateway.errors import GatewayError
+from gateway.policy import Outcome
+from gateway.providers import ADAPTERS
+from gateway.providers.base import Target, Timeouts, TransportError, UpstreamReply
+from gateway.router import KeyHealth, RetrySettings, run_attempts
+from gateway.secrets import SecretBox
+from gateway.store import KeyRow
+from gateway.streaming import SSEFilter, error_event
+from gateway.validation import validate_chat
+
+PROFILE_CACHE_SECONDS = 5.0
+TEST_TIMEOUTS = Timeouts(connect=5.0, read=15.0)
+
+
+@dataclass
+class ProxyResponse:
+    """What goes back to the client: status, headers, and a body or a chunk iterator."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    chunks: Iterator[bytes] | None = None
+
+
+@dataclass
+class GatewaySettings:
+    """Everything the gateway reads from configuration."""
+
+    retry: RetrySettings
+    strategy: str = selection.MOST_REMAINING
+    pool_size: int = 256
+
+
+@dataclass
+class _Profiles:
+    """Profile name → (id, strategy), cached briefly: every request needs it."""
+
+    engine: Engine
+    entries: dict[str, tuple[int, str | None, float]] = field(default_factory=dict)
+
+    def resolve(self, name: str) -> tuple[int, str | None]:
+        hit = self.entries.get(name)
+        if hit and time.monotonic() - hit[2] < PROFILE_CACHE_SECONDS:
+            return hit[0], hit[1]
+        with self.engine.connect() as conn:
+            found = store.find_profile(conn, name)
+        if found is None:
+            raise GatewayError(
+                404,
+                f"Profile '{name}' does not exist. Send an existing profile in X-Profile, "
+                "or add a provider key to that profile first.",
+                code="profile_not_found",
+            )
+        self.entries[name] = (*found, time.monotonic())
+        return found
+
+
+class Gateway:
+    """Serves chat completions and model lists from a profile's pool of provider keys."""
+
+    def __init__(self, engine: Engine, secrets: SecretBox, settings: GatewaySettings, clock=None):
+        self.engine = engine
+        self.secrets = secrets
+        self.settings = settings
+        self.clock = clock or Clock()
+        self._http = urllib3.PoolManager(num_pools=64, maxsize=settings.pool_size, block=False)
+        self.adapters = {name: cls(self._http) for name, cls in ADAPTERS.items()}
+        self.profiles = _Profiles(engine)
+        self.health = KeyHealth(engine, self.clock, settings.retry)
+        self._picked_at: dict[int, datetime] = {}
+        self._plain: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close pooled upstream connections."""
+        self._http.clear()
+
+    # -- keys -------------------------------------------------------------------------
+
+    def target(self, key: KeyRow) -> Target:
+        """The key with its secret decrypted (memoised per ciphertext)."""
+        secret = self._plain.get(key.secret_encrypted)
+        if secret is None:
+            secret = self.secrets.decrypt(key.secret_encrypted)
+            self._plain[key.secret_encrypted] = secret
+        return Target(key.id, key.provider, key.base_url.rstrip("/"), secret)
+
+    def candidates(self, profile: str, profile_id: int, strategy: str | None, model: str):
+        """Usable keys serving the model, best first; a 404/503 saying why if none."""
+        now = self.clock.now()
+        with self.engine.connect() as conn:
+            keys = [k for k in store.load_keys(conn, profile_id, now.date()) if k.serves(model)]
+        if not keys:
+            raise GatewayError(
+                404,
+                f"The model '{model}' is not served by any provider key in profile '{profile}'. "
+                "Add a key that serves it, or list models with GET /v1/models.",
+                code="model_not_found",
+                param="model",
+            )
+        usable = [k for k in keys if selection.effective_status(k, now) == "active"]
+        if not usable:
+            raise self._no_keys(profile, keys, now)
+        ordered = selection.order(usable, strategy or self.settings.strategy, self._picked_at)
+        with self._lock:
+            self._picked_at[ordered[0].id] = now
+        return ordered
+
+    def _no_keys(self, profile: str, keys: list[KeyRow], now: datetime) -> GatewayError:
+        summary = selection.unavailable_summary(keys, now)
+        headers = {}
+        cooling = [
+            k.cooldown_until for k in keys if selection.effective_status(k, now) == "cooling_down"
+        ]
+        if cooling:
+            headers["Retry-After"] = str(max(1, int((min(cooling) - now).total_seconds() + 0.999)))
+        return GatewayError(
+            503,
+            f"No available keys for profile {profile}: {summary}.",
+            type="upstream_error",
+            code="no_available_keys",
+            headers=headers,
+        )
+
+    # -- chat -------------------------------------------------------------------------
+
+    def chat(self, profile: str, body: object, client_key_id: int | None = None) -> ProxyResponse:
+        """Serve one chat completion (streaming or not); errors raise GatewayError."""
+        model = body.get("model") if isinstance(body, dict) else None
+        streamed = isinstance(body, dict) and body.get("stream") is True
+        rec = RequestRecord(
+            self.clock.now(),
+            "chat.completions",
+            model if isinstance(model, str) else None,
+            streamed,
+            client_key_id=client_key_id,
+        )
+        started = time.perf_counter()
+        try:
+            rec.profile_id, strategy = self.profiles.resolve(profile)
+            validate_chat(body)
+            keys = self.candidates(profile, rec.profile_id, strategy, model)
+            if streamed:
+                return self._stream(rec, body, keys, started)
+            return self._complete(rec, body, keys, started)
+        except GatewayError as err:
+            rec.status_code, rec.error = err.status, err.message
+            rec.latency_ms = int((time.perf_counter() - started) * 1000)
+            accounting.record(self.engine, rec, self.clock.now())
+            err.headers.update(_trace_headers(rec))
+            raise
+
+    def _complete(self, rec, body, keys, started) -> ProxyResponse:
+        def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
+            reply = self.adapters[key.provider].chat(self.target(key), body, timeouts)
+            if 200 <= reply.status < 300:
+                reply.parsed = _json_object(reply.body)
+                if reply.parsed is None:
+                    raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without JSON")
+            return reply
+
+        key, reply = run_attempts(keys, call, rec, self.settings.retry, self.health)
+        rec.provider, rec.provider_key_id, rec.status_code = key.provider, key.id, reply.status
+        if reply.parsed is not None:
+            rec.usage = Usage.from_openai(reply.parsed.get("usage")) or Usage.estimate(
+                body["messages"], _message_text(reply.parsed)
+            )
+            body_out = reply.body
+        else:
+            rec.error = reply.body[:500].decode("utf-8", "replace")
+            body_out = _client_error_body(reply)
+        rec.latency_ms = int((time.perf_counter() - started) * 1000)
+        accounting.record(self.engine, rec, self.clock.now())
+        headers = {"Content-Type": "application/json", **_trace_headers(rec)}
+        return ProxyResponse(reply.status, headers, body_out)
+
+    def _stream(self, rec, body, keys, started) -> ProxyResponse:
+        asked = body.get("stream_options") or {}
+        upstream_body = {**body, "stream_options": {**asked, "include_usage": True}}
+
+        def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
+            reply = self.adapters[key.provider].chat_stream(
+                self.target(key), upstream_body, timeouts
+            )
+            if 200 <= reply.status < 300:
+                try:
+                    reply.first_chunk = next(reply.chunks, b"")
+                except TransportError:
+                    reply.close()
+                    raise
+                if not reply.first_chunk:
+                    reply.close()
+                    raise TransportError(Outcome.BAD_RESPONSE, "upstream stream was empty")
+            return reply
+
+        key, reply = run_attempts(keys, call, rec, self.settings.retry, self.health)
+        rec.provider, rec.provider_key_id, rec.status_code = key.provider, key.id, reply.status
+        headers = _trace_headers(rec)
+        if reply.status >= 300:
+            rec.error = reply.body[:500].decode("utf-8", "replace")
+            rec.latency_ms = int((time.perf_counter() - started) * 1000)
+            accounting.record(self.engine, rec, self.clock.now())
+            return ProxyResponse(
+                reply.status,
+                {"Content-Type": "application/json", **headers},
+                _client_error_body(reply),
+            )
+        rec.ttft_ms = int((time.perf_counter() - started) * 1000)
+        relay = _StreamRelay(
+            self, rec, reply, body["messages"], not asked.get("include_usage"), started
+        )
+        headers.update(
+            {
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        return ProxyResponse(200, headers, chunks=relay.run())
+
+    # -- models -----------------------------------------------------------------------
+
+    def models(self, profile: str) -> list[dict]:
+        """The models the profile's keys serve, with the provider that owns each."""
+        profile_id, _ = self.profiles.resolve(profile)
+        with self.engine.connect() as conn:
+            keys = store.load_keys(conn, profile_id, self.clock.now().date())
+        owners: dict[str, str] = {}
+        for key in keys:
+            if key.status == "disabled":
+                continue
+            names = key.models if "*" not in key.models else (key.discovered_models or [])
+            for name in names:
+                owners.setdefault(name, key.provider)
+        return [
+            {"id": name, "object": "model", "created": 0, "owned_by": owner}
+            for name, owner in sorted(owners.items())
+        ]
+
+    def model(self, profile: str, model_id: str) -> dict:
+        """One model, or a 404 naming where to look."""
+        for entry in self.models(profile):
+            if entry["id"] == model_id:
+                return entry
+        raise GatewayError(
+            404,
+            f"The model '{model_id}' is not served in profile '{profile}'. "
+            "GET /v1/models lists the models you can use.",
+            code="model_not_found",
+            param="model",
+        )
+
+    # -- key test (F15) ----------------------------------------------------------------
+
+    def test_key(self, key_id: int) -> dict:
+        """A cheap real call (the model list): ok / auth_failed / rate_limited / unreachable."""
+        now = self.clock.now()
+        with self.engine.connect() as conn:
+            (key,) = store.load_keys(conn, None, now.date(), key_id=key_id)
+        try:
+            reply = self.adapters[key.provider].list_models(self.target(key), TEST_TIMEOUTS)
+        except TransportError as exc:
+            return self._test_result(key, "unreachable", None, str(exc), {"last_error": str(exc)})
+        if 200 <= reply.status < 300:
+            models = _model_ids(_json_object(reply.body))
+            values = {"discovered_models": models, "consecutive_failures": 0, "last_error": None}
+            if key.status in ("auth_failed", "cooling_down"):
+                values.update(status="active", cooldown_until=None)
+            return self._test_result(key, "ok", reply.status, None, values, models)
+        error = f"HTTP {reply.status}: {reply.body[:200].decode('utf-8', 'replace')}"
+        if reply.status in (401, 403):
+            values = {"last_error": error}
+            if key.status != "disabled":
+                values["status"] = "auth_failed"
+            return self._test_result(key, "auth_failed", reply.status, error, values)
+        result = "rate_limited" if reply.status == 429 else "error"
+        return self._test_result(key, result, reply.status, error, {"last_error": error})
+
+    def _test_result(self, key, result, status, error, values, models=None) -> dict:
+        with self.engine.begin() as conn:
+            store.record_test(conn, key.id, {**values, "updated_at": self.clock.now()})
+        return {"result": result, "status_code": status, "error": error, "models": models}
+
+    def record(self, rec: RequestRecord) -> None:
+        """Write a finished request to the books."""
+        accounting.record(self.engine, rec, self.clock.now())
+
+
+class _StreamRelay:
+    """Relays an upstream stream to the client and books it exactly once, however it ends."""
+
+    def __init__(self, gateway, rec, reply, messages, hide_usage, started) -> None:
+        self.gateway, self.rec, self.reply = gateway, rec, reply
+        self.messages, self.started = messages, started
+        self.filter = SSEFilter(hide_usage_chunk=hide_usage)
+
+    def run(self) -> Iterator[bytes]:
+        """Yield events as they arrive; book the request before the final event goes out."""
+        try:
+            yield from self._relay()
+        except TransportError as exc:
+            self._finish(502, f"upstream stream broke: {exc}")
+            yield error_event(
+                "The upstream stream broke before it finished; the tokens sent so far were "
+                "counted. Retry the request.",
+                "upstream_stream_broken",
+            )
+        finally:
+            self.reply.close()
+            # Only a client that went away leaves the books unwritten by now.
+            self._finish(499, "client disconnected before the stream finished")
+
+    def _relay(self) -> Iterator[bytes]:
+        for chunk in itertools.chain((self.reply.first_chunk,), self.reply.chunks):
+            events = self.filter.feed(chunk)
+            if self.filter.done:
+                # Book the request before [DONE] leaves: an answer the client got is counted.
+                self._finish(200, None)
+                yield b"".join(events)
+                self._drain()
+                return
+            if events:
+                yield b"".join(events)
+        if self.filter.usage is None:
+            raise TransportError(Outcome.CONNECTION_ERROR, "stream ended without [DONE]")
+        self._finish(200, None)
+
+    def _drain(self) -> None:
+        """Read the upstream to its end so its connection can be reused."""
+        try:
+            for _ in self.reply.chunks:
+                pass
+        except TransportError:
+            pass
+
+    def _finish(self, status: int, error: str | None) -> None:
+        rec = self.rec
+        if rec.recorded:
+            return
+        rec.status_code, rec.error = status, error
+        usage = Usage.from_openai(self.filter.usage)
+        rec.usage = usage or Usage.estimate(self.messages, self.filter.completion_text())
+        rec.latency_ms = int((time.perf_counter() - self.started) * 1000)
+        self.gateway.record(rec)
+
+
+def _trace_headers(rec: RequestRecord) -> dict[str, str]:
+    headers = {
+        "x-keyrelay-request-id": rec.request_id,
+        "x-keyrelay-attempts": str(len(rec.attempts)),
+    }
+    if rec.provider:
+        headers["x-keyrelay-provider"] = rec.provider
+    return headers
+
+
+def _json_object(data: bytes) -> dict | None:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _model_ids(listing: dict | None) -> list[str] | None:
+    """Model ids from an OpenAI model list."""
+    data = (listing or {}).get("data")
+    if not isinstance(data, list):
+        return None
+    return sorted({m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)})
+
+
+def _message_text(completion: dict) -> str:
+    """All choice texts of a chat.completion, for estimating its tokens."""
+    texts = []
+    for choice in completion.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            texts.append(message["content"])
+    return "".join(texts)
+
+
+def _client_error_body(reply: UpstreamReply) -> bytes:
+    """The upstream's error as is when it is OpenAI-shaped; wrapped when it is not."""
+    parsed = _json_object(reply.body)
+    if parsed is not None and isinstance(parsed.get("error"), dict):
+        return reply.body
+    message = reply.body[:500].decode("utf-8", "replace") or f"upstream answered {reply.status}"
+    error = GatewayError(reply.status, f"Upstream rejected the request: {message}")
+    return json.dumps(error.body()).encode()

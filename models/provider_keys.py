@@ -1,0 +1,59 @@
+"""Provider keys: one credential at a provider, with its limits, counters and health."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from extensions import db
+from models.profiles import Profile
+from models.types import UTCDateTime
+
+# Stored statuses. `limit_reached` is never stored: it is derived from today's usage,
+# so a new day brings a key back without any reset job.
+ACTIVE = "active"
+COOLING_DOWN = "cooling_down"
+AUTH_FAILED = "auth_failed"
+DISABLED = "disabled"
+LIMIT_REACHED = "limit_reached"
+STORED_STATUSES = (ACTIVE, COOLING_DOWN, AUTH_FAILED, DISABLED)
+
+
+class ProviderKey(db.Model):
+    """One upstream credential; its secret is encrypted at rest and never shown again."""
+
+    __tablename__ = "provider_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(128))
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    # The masked form (`sk-or-v1-1234…abcd`), kept so listing keys never decrypts them.
+    secret_masked: Mapped[str] = mapped_column(String(64))
+    # SHA-256 of the secret, to refuse duplicates without decrypting every key.
+    secret_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    base_url: Mapped[str] = mapped_column(String(512))
+    # ["*"] serves any model; otherwise the exact model ids this key serves.
+    models: Mapped[list] = mapped_column(JSON)
+    # Models the last key test discovered, for /v1/models when `models` is ["*"].
+    discovered_models: Mapped[list | None] = mapped_column(JSON)
+    daily_token_limit: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default=ACTIVE)
+    cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    profile: Mapped[Profile] = relationship(lazy="joined")
+
+    # Not a column: today's tokens, filled in by whoever loaded the usage roll-up.
+    used_today: int = 0
+
+    def serves(self, model: str) -> bool:
+        """Whether this key is configured to serve the model."""
+        return "*" in self.models or model in self.models

@@ -1,0 +1,152 @@
+"""Fixtures: a fake upstream, KeyRelay served over real HTTP, a movable clock, admin calls."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+import openai
+import pytest
+import urllib3
+from cryptography.fernet import Fernet
+from werkzeug.serving import make_server
+
+from app import create_app
+from extensions import db
+from tests.fake_upstream import FakeUpstream
+
+MASTER_KEY = "kr-test-master-key"
+MODELS = ["gpt-4o-mini", "gpt-4o"]
+
+
+class ManualClock:
+    """A clock the test moves; the gateway reads it instead of the wall clock."""
+
+    def __init__(self) -> None:
+        self.current = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta) -> None:
+        self.current += timedelta(**delta)
+
+
+class Admin:
+    """The admin JSON API over HTTP with the master key."""
+
+    def __init__(self, base: str, http: urllib3.PoolManager) -> None:
+        self.base, self.http = base, http
+
+    def call(self, method: str, path: str, body=None, key: str = MASTER_KEY, raw=None):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if raw is not None:
+            headers["Content-Type"] = "application/json"
+        return self.http.request(
+            method, f"{self.base}/api/admin{path}", json=body, body=raw, headers=headers
+        )
+
+    def add_key(self, secret: str, base_url: str, **fields) -> dict:
+        body = {"provider": "openai", "name": fields.pop("name", secret), "secret": secret}
+        response = self.call("POST", "/keys", {**body, "base_url": base_url, **fields})
+        assert response.status == 201, response.data
+        return response.json()
+
+    def key(self, key_id: int) -> dict:
+        return self.call("GET", f"/keys/{key_id}").json()
+
+    def logs(self, **params) -> list[dict]:
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return self.call("GET", f"/logs?{query}").json()["data"]
+
+    def stats(self, profile: str | None = None) -> dict:
+        return self.call("GET", "/stats" + (f"?profile={profile}" if profile else "")).json()
+
+
+class LiveServer:
+    """The app on a loopback port in a background thread (werkzeug, threaded)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_request_logs():
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def fake():
+    with FakeUpstream(models=MODELS) as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def settings(tmp_path, clock):
+    """Test overrides for create_app; a test may change them before `app` is built."""
+    return {
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "MASTER_KEY": MASTER_KEY,
+        "SECRET_KEY": Fernet.generate_key().decode(),
+        "CLOCK": clock,
+        "READ_TIMEOUT": 1.0,
+        "CONNECT_TIMEOUT": 1.0,
+        "REQUEST_DEADLINE": 10.0,
+    }
+
+
+@pytest.fixture
+def app(settings):
+    app = create_app(settings)
+    yield app
+    app.extensions["keyrelay"].close()
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def server(app):
+    live = LiveServer(app)
+    yield live
+    live.close()
+
+
+@pytest.fixture
+def http():
+    pool = urllib3.PoolManager(retries=False)
+    yield pool
+    pool.clear()
+
+
+@pytest.fixture
+def admin(server, http):
+    return Admin(server.url, http)
+
+
+@pytest.fixture
+def client(server):
+    """The official OpenAI SDK, pointed at KeyRelay by base_url only."""
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    yield sdk
+    sdk.close()
+
+
+def chat(model: str = "gpt-4o-mini", content: str = "Say hello", **extra) -> dict:
+    """A chat request body."""
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}

@@ -1,0 +1,661 @@
+"""A loopback HTTP server that speaks the OpenAI wire protocol, used as KeyRelay's upstream.
+
+The gateway under test talks to it over real HTTP. Behaviour is chosen per provider secret
+(the bearer token the gateway sends): a per-request script first, then the secret's fixed
+behaviour, then ``Behaviour.ok()``. Secrets are only labels; a missing bearer is ``None``.
+
+Token accounting is deterministic so tests can predict it:
+  prompt_tokens     = (total characters of all message contents) // 4 + number of messages
+                      (list contents count the ``text`` of their text parts)
+  completion_tokens = number of whitespace-separated words in the reply content
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_CONTENT = "Hello from the fake upstream"
+DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o")
+MODEL_CREATED = 1_700_000_000
+FINGERPRINT = "fp_fake"
+ERROR_KINDS = frozenset(
+    {"rate_limited", "server_error", "unauthorized", "forbidden", "bad_request"}
+)
+_CLOSE_JOIN_SECONDS = 1.5
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How the fake answers one request; build it with the classmethod constructors."""
+
+    kind: str
+    content: str = DEFAULT_CONTENT
+    usage: bool = True
+    prompt_tokens: int | None = None
+    delay: float = 0.0
+    retry_after: int | float | None = None
+    status: int = 200
+    message: str | None = None
+    code: str | None = None
+    after_events: int = 3
+
+    @classmethod
+    def ok(
+        cls, content: str = DEFAULT_CONTENT, usage: bool = True, prompt_tokens: int | None = None
+    ) -> Behaviour:
+        """A normal 200 completion (streamed when the request asks for it)."""
+        return cls("ok", content=content, usage=usage, prompt_tokens=prompt_tokens)
+
+    @classmethod
+    def slow(
+        cls,
+        delay: float = 0.5,
+        content: str = DEFAULT_CONTENT,
+        usage: bool = True,
+        prompt_tokens: int | None = None,
+    ) -> Behaviour:
+        """Like ok, but waits before the headers (non-stream) or before each SSE event."""
+        return cls("slow", content=content, usage=usage, prompt_tokens=prompt_tokens, delay=delay)
+
+    @classmethod
+    def rate_limited(cls, retry_after: int | float | None = None) -> Behaviour:
+        """429 rate_limit_exceeded, with Retry-After only when given."""
+        return cls("rate_limited", status=429, retry_after=retry_after)
+
+    @classmethod
+    def server_error(cls, status: int = 500) -> Behaviour:
+        """A 5xx with an OpenAI-style error body."""
+        return cls("server_error", status=status)
+
+    @classmethod
+    def unauthorized(cls) -> Behaviour:
+        """401 invalid_api_key."""
+        return cls("unauthorized", status=401)
+
+    @classmethod
+    def forbidden(cls) -> Behaviour:
+        """403 request_forbidden."""
+        return cls("forbidden", status=403)
+
+    @classmethod
+    def bad_request(
+        cls, message: str = "Invalid request.", code: str | None = None, status: int = 400
+    ) -> Behaviour:
+        """A client error: 400, 404 model_not_found, context_length_exceeded, ..."""
+        return cls("bad_request", status=status, message=message, code=code)
+
+    @classmethod
+    def hang(cls) -> Behaviour:
+        """Read the request and never answer until the fake is closed."""
+        return cls("hang")
+
+    @classmethod
+    def cut(cls, after_events: int = 3, content: str = DEFAULT_CONTENT) -> Behaviour:
+        """Drop the connection mid-response (after the role event + N content events)."""
+        return cls("cut", after_events=after_events, content=content)
+
+    @classmethod
+    def malformed(cls) -> Behaviour:
+        """200 whose body (or SSE data) is not JSON."""
+        return cls("malformed")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the fake received it."""
+
+    secret: str | None
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    raw: bytes
+
+
+def count_prompt_tokens(messages: Any) -> int:
+    """Chars of all message contents // 4, plus one per message."""
+    if not isinstance(messages, list):
+        return 0
+    chars = sum(len(_content_text(m.get("content"))) for m in messages if isinstance(m, dict))
+    return chars // 4 + len(messages)
+
+
+def count_completion_tokens(content: str) -> int:
+    """Whitespace-separated words in the reply."""
+    return len(content.split())
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message content: a string or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def _word_pieces(content: str) -> list[str]:
+    """Split content into one piece per word that concatenate back to the exact content."""
+    pieces = re.findall(r"\s*\S+", content)
+    rest = content[len("".join(pieces)) :]
+    if rest and pieces:
+        pieces[-1] += rest
+    elif rest:
+        pieces = [rest]
+    return pieces
+
+
+def _error(message: str, type_: str, code: Any = None, param: str | None = None) -> dict:
+    """An OpenAI error envelope."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _mask(secret: str | None) -> str:
+    """Mask a key the way OpenAI echoes it in 401 messages."""
+    if not secret:
+        return "''"
+    return secret[:3] + "*" * max(len(secret) - 7, 1) + secret[-4:]
+
+
+def _server_error_body(status: int) -> dict:
+    """The body api.openai.com (or its edge) returns for a given 5xx."""
+    if status == 502:
+        return _error("Bad gateway.", "cf_bad_gateway", code=502)
+    if status == 503:
+        return _error("The engine is currently overloaded, please try again later.", "server_error")
+    return _error(
+        "The server had an error while processing your request. Sorry about that!", "server_error"
+    )
+
+
+def _error_response(b: Behaviour, secret: str | None) -> tuple[int, dict, dict[str, str]]:
+    """Status, body and extra headers for an error behaviour."""
+    if b.kind == "rate_limited":
+        headers = {"x-ratelimit-remaining-requests": "0"}
+        message = "Rate limit reached for requests in organization org-fake: Limit 3, Used 3."
+        if b.retry_after is not None:
+            headers["Retry-After"] = str(b.retry_after)
+            message += f" Please try again in {b.retry_after}s."
+        return 429, _error(message, "requests", code="rate_limit_exceeded"), headers
+    if b.kind == "server_error":
+        return b.status, _server_error_body(b.status), {}
+    if b.kind == "unauthorized":
+        message = (
+            f"Incorrect API key provided: {_mask(secret)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys."
+        )
+        return 401, _error(message, "invalid_request_error", code="invalid_api_key"), {}
+    if b.kind == "forbidden":
+        body = _error(
+            "Country, region, or territory not supported",
+            "request_forbidden",
+            code="unsupported_country_region_territory",
+        )
+        return 403, body, {}
+    param = "messages" if b.code == "context_length_exceeded" else None
+    return b.status, _error(b.message or "", "invalid_request_error", b.code, param), {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves one connection; many requests when the client keeps it alive."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # each SSE event must leave as soon as it is written
+    server: _Server
+
+    def do_GET(self) -> None:
+        """Any method goes through the same router."""
+        self._serve()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def _serve(self) -> None:
+        """Record the request, pick its behaviour and answer."""
+        upstream = self.server.upstream
+        raw = self._read_body()
+        body = _parse_json(raw)
+        secret = _bearer(self.headers.get("Authorization"))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        upstream._record(RecordedRequest(secret, self.command, self.path, headers, body, raw))
+        route = self._route(body)
+        if route is None:
+            message = f"Invalid URL ({self.command} {urlsplit(self.path).path})"
+            self._send_json(404, _error(message, "invalid_request_error"))
+            return
+        behaviour = upstream._next_behaviour(secret)
+        if behaviour.kind in ERROR_KINDS:
+            self._send_json(*_error_response(behaviour, secret))
+        elif behaviour.kind == "hang":
+            self.server.released.wait()
+            self._abort()
+        elif behaviour.kind == "malformed":
+            self._malformed(isinstance(body, dict) and bool(body.get("stream")))
+        else:
+            route(behaviour)
+
+    def _route(self, body: Any):
+        """The handler for this method and path, or None for an unknown URL."""
+        path = urlsplit(self.path).path.rstrip("/")
+        if self.command == "POST" and path == "/v1/chat/completions":
+            return lambda b: self._chat(b, body)
+        if self.command == "GET" and path == "/v1/models":
+            return self._list_models
+        if self.command == "GET" and path.startswith("/v1/models/"):
+            model_id = unquote(path[len("/v1/models/") :])
+            return lambda b: self._get_model(b, model_id)
+        return None
+
+    def _list_models(self, b: Behaviour) -> None:
+        """GET /v1/models."""
+        data = [_model_object(m) for m in self.server.upstream.models]
+        self._deliver_json(b, {"object": "list", "data": data})
+
+    def _get_model(self, b: Behaviour, model_id: str) -> None:
+        """GET /v1/models/<id>."""
+        if model_id in self.server.upstream.models:
+            self._deliver_json(b, _model_object(model_id))
+            return
+        message = f"The model '{model_id}' does not exist"
+        self._send_json(404, _error(message, "invalid_request_error", "model_not_found", "model"))
+
+    def _chat(self, b: Behaviour, body: Any) -> None:
+        """POST /v1/chat/completions, streamed or not."""
+        problem = _validate_chat(body)
+        if problem:
+            self._send_json(400, problem)
+            return
+        usage = {
+            "prompt_tokens": (
+                b.prompt_tokens
+                if b.prompt_tokens is not None
+                else count_prompt_tokens(body["messages"])
+            ),
+            "completion_tokens": count_completion_tokens(b.content),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            self._chat_stream(b, body["model"], ident, usage, include_usage)
+            return
+        completion = {
+            "id": ident,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": b.content, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "system_fingerprint": FINGERPRINT,
+        }
+        if b.usage:
+            completion["usage"] = usage
+        self._deliver_json(b, completion, usage if b.usage else None)
+
+    def _chat_stream(
+        self, b: Behaviour, model: str, ident: str, usage: dict, include_usage: bool
+    ) -> None:
+        """Build the SSE events of a streamed completion and send them."""
+        base = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": FINGERPRINT,
+        }
+
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            c = {**base, "choices": [_choice(delta, finish)]}
+            if include_usage:
+                c["usage"] = None
+            return c
+
+        pieces = _word_pieces(b.content)
+        chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        chunks += [chunk({"content": p}) for p in pieces]
+        chunks.append(chunk({}, "stop"))
+        sent_usage = usage if include_usage and b.usage else None
+        if sent_usage:
+            chunks.append({**base, "choices": [], "usage": sent_usage})
+        events = [_sse(c) for c in chunks] + [b"data: [DONE]\n\n"]
+        self._deliver_stream(b, events, 1 + min(b.after_events, len(pieces)), sent_usage)
+
+    def _deliver_json(self, b: Behaviour, payload: dict, usage: dict | None = None) -> None:
+        """Send a 200 JSON body, honouring slow and cut."""
+        if b.kind == "slow" and not self._pause(b.delay):
+            self._abort()
+            return
+        if b.kind == "cut":
+            data = json.dumps(payload, indent=2).encode()
+            self._start(200, "application/json", {"Content-Length": str(len(data))})
+            self.wfile.write(data[: len(data) // 2])
+            self._abort()
+            return
+        data = json.dumps(payload, indent=2).encode()
+        self._start(200, "application/json", {"Content-Length": str(len(data))})
+        # Report before the last byte so a client that saw the whole body can rely on the record.
+        self.wfile.write(data[:-1])
+        if usage is not None:
+            self.server.upstream._report_usage(usage)
+        self.wfile.write(data[-1:])
+
+    def _deliver_stream(
+        self, b: Behaviour, events: list[bytes], cut_at: int, usage: dict | None
+    ) -> None:
+        """Write each SSE event as its own HTTP chunk, honouring slow and cut."""
+        self._start(200, "text/event-stream; charset=utf-8", {"Transfer-Encoding": "chunked"})
+        for i, event in enumerate(events):
+            if b.kind == "cut" and i >= cut_at:
+                self._abort()
+                return
+            if b.kind == "slow" and not self._pause(b.delay):
+                self._abort()
+                return
+            self._write_chunk(event)
+            # Report as soon as the usage event is out, before [DONE] lets the client finish.
+            if usage is not None and i == len(events) - 2:
+                self.server.upstream._report_usage(usage)
+        self._write_chunk(b"")
+
+    def _malformed(self, stream: bool) -> None:
+        """A 200 whose payload cannot be parsed as JSON."""
+        if not stream:
+            self._send_raw(200, "application/json", b"<html><body>upstream hiccup</body></html>")
+            return
+        self._start(200, "text/event-stream; charset=utf-8", {"Transfer-Encoding": "chunked"})
+        self._write_chunk(b'data: {"id": "chatcmpl-broken", "choices": [\n\n')
+        self._write_chunk(b"data: [DONE]\n\n")
+        self._write_chunk(b"")
+
+    def _send_json(self, status: int, payload: dict, headers: dict | None = None) -> None:
+        """Send a complete JSON response with Content-Length."""
+        self._send_raw(status, "application/json", json.dumps(payload, indent=2).encode(), headers)
+
+    def _send_raw(
+        self, status: int, content_type: str, data: bytes, headers: dict | None = None
+    ) -> None:
+        """Send a complete response body with Content-Length."""
+        self._start(status, content_type, {**(headers or {}), "Content-Length": str(len(data))})
+        self.wfile.write(data)
+
+    def _start(self, status: int, content_type: str, headers: dict[str, str]) -> None:
+        """Send the status line and headers."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _write_chunk(self, data: bytes) -> None:
+        """One HTTP/1.1 chunk in a single write; empty data is the terminator."""
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _pause(self, delay: float) -> bool:
+        """Sleep unless the fake is closing; False means stop now."""
+        return not self.server.released.wait(delay)
+
+    def _abort(self) -> None:
+        """Drop the connection without finishing the response."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _read_body(self) -> bytes:
+        """The whole request body, so keep-alive stays in sync."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _read_chunked(self) -> bytes:
+        """Decode a chunked request body, discarding trailers."""
+        parts = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        return b"".join(parts)
+
+
+def _choice(delta: dict, finish: str | None) -> dict:
+    """One streamed choice."""
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+def _sse(payload: dict) -> bytes:
+    """One SSE data event."""
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _model_object(model_id: str) -> dict:
+    """A /v1/models entry."""
+    return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": "fake"}
+
+
+def _validate_chat(body: Any) -> dict | None:
+    """The 400 body OpenAI would send for an unusable chat request, or None."""
+    if not isinstance(body, dict):
+        return _error(
+            "We could not parse the JSON body of your request. (HINT: This likely means you "
+            "aren't using your HTTP library correctly.)",
+            "invalid_request_error",
+        )
+    if not isinstance(body.get("model"), str):
+        return _error("you must provide a model parameter", "invalid_request_error", param="model")
+    if not isinstance(body.get("messages"), list):
+        return _error(
+            "Missing required parameter: 'messages'.",
+            "invalid_request_error",
+            "missing_required_parameter",
+            "messages",
+        )
+    return None
+
+
+def _parse_json(raw: bytes) -> Any:
+    """Parsed JSON, or None when the body is empty or not JSON."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _bearer(header: str | None) -> str | None:
+    """The secret from an Authorization: Bearer header."""
+    if header and header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
+
+
+class _Server(ThreadingHTTPServer):
+    """Tracks live connections and handler threads so close() can release them."""
+
+    daemon_threads = True
+    block_on_close = False  # close() joins with a deadline instead of forever
+
+    def __init__(self, upstream: FakeUpstream) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.upstream = upstream
+        self.released = threading.Event()
+        self._live_lock = threading.Lock()
+        self._live_conns: set[socket.socket] = set()
+        self._live_threads: set[threading.Thread] = set()
+
+    def process_request(self, request, client_address) -> None:
+        """Serve each connection on its own tracked daemon thread."""
+        thread = threading.Thread(
+            target=self._serve_connection, args=(request, client_address), daemon=True
+        )
+        with self._live_lock:
+            self._live_conns.add(request)
+            self._live_threads.add(thread)
+        thread.start()
+
+    def _serve_connection(self, request, client_address) -> None:
+        """Run the handler and forget the thread when it ends."""
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._live_lock:
+                self._live_threads.discard(threading.current_thread())
+
+    def shutdown_request(self, request) -> None:
+        """Forget the connection, then close it."""
+        with self._live_lock:
+            self._live_conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """Clients hanging up mid-response are expected; report anything else."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def drop_all(self, timeout: float) -> None:
+        """Unblock every handler (idle keep-alive reads included) and wait for them."""
+        with self._live_lock:
+            conns, threads = list(self._live_conns), list(self._live_threads)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class FakeUpstream:
+    """An OpenAI-compatible server on 127.0.0.1 whose behaviour tests script per secret."""
+
+    def __init__(self, models: list[str] | tuple[str, ...] = DEFAULT_MODELS) -> None:
+        self.models = list(models)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._behaviours: dict[str | None, Behaviour] = {}
+        self._scripts: dict[str | None, deque[Behaviour]] = {}
+        self._requests: list[RecordedRequest] = []
+        self._usage: list[dict] = []
+        self._closed = False
+        self._server = _Server(self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fake-upstream-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        """The listening port."""
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, ending in /v1."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def usage_reported(self) -> list[dict]:
+        """A snapshot of every usage object sent in a completed response or stream."""
+        with self._lock:
+            return [dict(u) for u in self._usage]
+
+    def requests_for(self, secret: str | None) -> list[RecordedRequest]:
+        """Requests that carried this bearer secret."""
+        return [r for r in self.requests if r.secret == secret]
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        """Block until at least count requests arrived; raise TimeoutError otherwise."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._requests) >= count, timeout):
+                raise TimeoutError(f"expected {count} requests, got {len(self._requests)}")
+            return list(self._requests)
+
+    def set_behaviour(self, secret: str | None, behaviour: Behaviour | None) -> None:
+        """Every request with this secret behaves so (None restores the default ok)."""
+        with self._lock:
+            if behaviour is None:
+                self._behaviours.pop(secret, None)
+            else:
+                self._behaviours[secret] = behaviour
+
+    def script(self, secret: str | None, behaviours: list[Behaviour]) -> None:
+        """Queue behaviours for this secret's next requests, after any already queued."""
+        with self._lock:
+            self._scripts.setdefault(secret, deque()).extend(behaviours)
+
+    def reset(self) -> None:
+        """Forget behaviours, scripts, recorded requests and reported usage."""
+        with self._lock:
+            self._behaviours.clear()
+            self._scripts.clear()
+            self._requests.clear()
+            self._usage.clear()
+
+    def close(self) -> None:
+        """Stop listening, release hanging handlers and drop open connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._server.released.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._server.drop_all(_CLOSE_JOIN_SECONDS)
+        self._thread.join()
+
+    def __enter__(self) -> FakeUpstream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _record(self, request: RecordedRequest) -> None:
+        """Append a received request."""
+        with self._changed:
+            self._requests.append(request)
+            self._changed.notify_all()
+
+    def _report_usage(self, usage: dict) -> None:
+        """Append a usage object that was fully sent."""
+        with self._lock:
+            self._usage.append(dict(usage))
+
+    def _next_behaviour(self, secret: str | None) -> Behaviour:
+        """Scripted behaviour first, then the secret's fixed one, then ok."""
+        with self._lock:
+            queue = self._scripts.get(secret)
+            if queue:
+                return queue.popleft()
+            return self._behaviours.get(secret) or Behaviour.ok()

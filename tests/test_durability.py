@@ -1,0 +1,117 @@
+"""Durability (F43): an answer the client got is in the books even after `kill -9`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+import urllib3
+from cryptography.fernet import Fernet
+
+from tests.conftest import MASTER_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Gunicorn:
+    """KeyRelay served as in production (gunicorn.conf.py), as a process group we can kill."""
+
+    def __init__(self, instance: Path, secret_key: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "KEYRELAY_INSTANCE_PATH": str(instance),
+            "KEYRELAY_MASTER_KEY": MASTER_KEY,
+            "KEYRELAY_SECRET_KEY": secret_key,
+            "KEYRELAY_BIND": f"127.0.0.1:{self.port}",
+            "KEYRELAY_WORKERS": "1",
+        }
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self.process = subprocess.Popen(
+            [str(gunicorn), "-c", "gunicorn.conf.py", "app:create_app()"],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        http = urllib3.PoolManager(retries=False)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if http.request("GET", f"{self.url}/healthz", timeout=1).status == 200:
+                    return
+            except urllib3.exceptions.HTTPError:
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError("gunicorn did not start")
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers: no shutdown handler runs."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+def rows(db: Path, query: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(query).fetchall()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_answer_is_booked_before_a_kill_9(tmp_path, fake, stream):
+    instance, secret_key = tmp_path / "instance", Fernet.generate_key().decode()
+    server = Gunicorn(instance, secret_key)
+    try:
+        response = urllib3.request(
+            "POST",
+            f"{server.url}/api/admin/keys",
+            json={
+                "provider": "openai",
+                "name": "k",
+                "secret": "sk-durable-000000000001",
+                "base_url": fake.base_url,
+            },
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        )
+        assert response.status == 201
+        sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        messages = [{"role": "user", "content": "remember me"}]
+        if stream:
+            raw = sdk.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=messages, stream=True
+            )
+            list(raw.parse())
+        else:
+            raw = sdk.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=messages
+            )
+            raw.parse()
+        request_id = raw.headers["x-keyrelay-request-id"]
+    finally:
+        server.kill()
+    sdk.close()
+    (usage,) = fake.usage_reported
+    db = instance / "keyrelay.db"
+    logged = rows(
+        db, f"SELECT status_code, total_tokens FROM request_logs WHERE request_id = '{request_id}'"
+    )
+    assert logged == [(200, usage["total_tokens"])]
+    assert rows(db, "SELECT SUM(total_tokens) FROM usage_daily") == [(usage["total_tokens"],)]
