@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from extensions import db
@@ -15,6 +15,7 @@ keys_cli = AppGroup("keys", help="Manage provider keys.")
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command() -> None:
     """Create the database (create_app does) and tell a new user where everything is."""
     config = current_app.config
@@ -29,8 +30,8 @@ def init_db_command() -> None:
         f"  Master key:   {source}\n"
         f"  Database:     {config['SQLALCHEMY_DATABASE_URI']}\n"
         f"  Add a key:    curl -X POST {url}/api/admin/keys -H 'Authorization: Bearer <master key>'"
-        f" -H 'Content-Type: application/json' -d '{{\"name\": \"main\", \"provider\": "
-        f"\"openai\", \"secret\": \"sk-…\", \"base_url\": \"https://api.openai.com/v1\"}}'"
+        f' -H \'Content-Type: application/json\' -d \'{{"name": "main", "provider": '
+        f'"openai", "secret": "sk-…", "base_url": "https://api.openai.com/v1"}}\''
     )
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-
 # Vendor prefixes such as `sk-`, `sk-or-v1-`, `sk-proj-`, `sk-ant-api03-`: short lowercase segments.
 _PREFIX = re.compile(r"^[a-z]{2,5}[-_](?:[a-z0-9]{1,6}[-_]){0,2}")
 

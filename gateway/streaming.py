@@ -25,9 +25,10 @@ class SSEFilter:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Complete events (each with its blank line) that should go to the client."""
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
         self._buffer += data
+        if b"\r" in data:
+            # Normalised on the buffer: a CRLF may straddle two reads.
+            self._buffer = self._buffer.replace(b"\r\n", b"\n")
         events = []
         while (end := self._buffer.find(b"\n\n")) != -1:
             event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]

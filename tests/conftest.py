@@ -48,7 +48,7 @@ class Admin:
         )
 
     def add_key(self, secret: str, base_url: str, **fields) -> dict:
-        body = {"provider": "openai", "name": fields.pop("name", secret), "secret": secret}
+        body = {"provider": "openai", "name": fields.pop("name", "key"), "secret": secret}
         response = self.call("POST", "/keys", {**body, "base_url": base_url, **fields})
         assert response.status == 201, response.data
         return response.json()

@@ -8,7 +8,6 @@ from datetime import timedelta
 import openai
 import pytest
 
-from tests.conftest import chat
 from tests.fake_upstream import Behaviour
 
 A, B, C, D = (f"sk-key{n}-0000000000000000{n}" for n in "abcd")
