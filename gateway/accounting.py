@@ -6,9 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine
-
-from gateway import store, tokens
+from gateway import tokens
+from gateway.books import Books
 from gateway.policy import Outcome
 
 
@@ -106,9 +105,14 @@ class RequestRecord:
             "error": self.error,
         }
 
-    def usage_counts(self) -> dict:
+    def usage_row(self) -> dict:
+        """This request's contribution to its (day, profile, key, model) roll-up."""
         ok = 200 <= self.status_code < 300
         return {
+            "day": self.started_at.date(),
+            "profile_id": self.profile_id,
+            "provider_key_id": self.provider_key_id or 0,
+            "model": self.model or "",
             "requests": 1,
             "successes": int(ok),
             "failures": int(not ok),
@@ -120,8 +124,8 @@ class RequestRecord:
         }
 
 
-def record(engine: Engine, rec: RequestRecord, now: datetime) -> None:
-    """Write the log row, attempts, usage roll-up and key state in one transaction.
+def record(books: Books, rec: RequestRecord, now: datetime) -> None:
+    """Book the request: log row, attempts, usage roll-up and key state, committed together.
 
     Called before the last byte goes to the client, so an answer the client got is
     never missing from the books; `recorded` makes a second call a no-op.
@@ -129,14 +133,10 @@ def record(engine: Engine, rec: RequestRecord, now: datetime) -> None:
     if rec.recorded or rec.profile_id is None:
         return
     rec.recorded = True
-    with engine.begin() as conn:
-        store.insert_log(conn, rec.log_row(), [a.row() for a in rec.attempts])
-        day_key = {
-            "day": rec.started_at.date(),
-            "profile_id": rec.profile_id,
-            "provider_key_id": rec.provider_key_id or 0,
-            "model": rec.model or "",
-        }
-        store.add_usage(conn, day_key, rec.usage_counts())
-        if rec.provider_key_id is not None and 200 <= rec.status_code < 300:
-            store.mark_success(conn, rec.provider_key_id, now)
+    ok = rec.provider_key_id is not None and 200 <= rec.status_code < 300
+    books.write(
+        rec.log_row(),
+        [attempt.row() for attempt in rec.attempts],
+        rec.usage_row(),
+        (rec.provider_key_id, now) if ok else None,
+    )

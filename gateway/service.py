@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from gateway import accounting, selection, store
 from gateway.accounting import RequestRecord, Usage
+from gateway.books import Books
 from gateway.clock import Clock
 from gateway.errors import GatewayError
 from gateway.policy import Outcome
@@ -84,6 +85,7 @@ class Gateway:
         self._http = urllib3.PoolManager(num_pools=64, maxsize=settings.pool_size, block=False)
         self.adapters = {name: cls(self._http) for name, cls in ADAPTERS.items()}
         self.profiles = _Profiles(engine)
+        self.books = Books(engine)
         self.health = KeyHealth(engine, self.clock, settings.retry)
         self._picked_at: dict[int, datetime] = {}
         self._plain: dict[bytes, str] = {}
@@ -164,7 +166,7 @@ class Gateway:
         except GatewayError as err:
             rec.status_code, rec.error = err.status, err.message
             rec.latency_ms = int((time.perf_counter() - started) * 1000)
-            accounting.record(self.engine, rec, self.clock.now())
+            accounting.record(self.books, rec, self.clock.now())
             err.headers.update(_trace_headers(rec))
             raise
 
@@ -188,7 +190,7 @@ class Gateway:
             rec.error = reply.body[:500].decode("utf-8", "replace")
             body_out = _client_error_body(reply)
         rec.latency_ms = int((time.perf_counter() - started) * 1000)
-        accounting.record(self.engine, rec, self.clock.now())
+        accounting.record(self.books, rec, self.clock.now())
         headers = {"Content-Type": "application/json", **_trace_headers(rec)}
         return ProxyResponse(reply.status, headers, body_out)
 
@@ -217,7 +219,7 @@ class Gateway:
         if reply.status >= 300:
             rec.error = reply.body[:500].decode("utf-8", "replace")
             rec.latency_ms = int((time.perf_counter() - started) * 1000)
-            accounting.record(self.engine, rec, self.clock.now())
+            accounting.record(self.books, rec, self.clock.now())
             return ProxyResponse(
                 reply.status,
                 {"Content-Type": "application/json", **headers},
@@ -274,7 +276,7 @@ class Gateway:
         """A cheap real call (the model list): ok / auth_failed / rate_limited / unreachable."""
         now = self.clock.now()
         with self.engine.connect() as conn:
-            (key,) = store.load_keys(conn, None, now.date(), key_id=key_id)
+            key = store.load_key(conn, key_id, now.date())
         try:
             reply = self.adapters[key.provider].list_models(self.target(key), TEST_TIMEOUTS)
         except TransportError as exc:
@@ -301,7 +303,7 @@ class Gateway:
 
     def record(self, rec: RequestRecord) -> None:
         """Write a finished request to the books."""
-        accounting.record(self.engine, rec, self.clock.now())
+        accounting.record(self.books, rec, self.clock.now())
 
 
 class _StreamRelay:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import Connection, case, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models import Attempt, Profile, ProviderKey, RequestLog, UsageDaily
@@ -52,47 +52,58 @@ class KeyRow:
         return "*" in self.models or model in self.models
 
 
+_FIND_PROFILE = select(profiles_t.c.id, profiles_t.c.strategy).where(
+    profiles_t.c.name == bindparam("name")
+)
+
+
 def find_profile(conn: Connection, name: str) -> tuple[int, str | None] | None:
     """(id, strategy) of the named profile, or None."""
-    row = conn.execute(
-        select(profiles_t.c.id, profiles_t.c.strategy).where(profiles_t.c.name == name)
-    ).first()
+    row = conn.execute(_FIND_PROFILE, {"name": name}).first()
     return None if row is None else (row.id, row.strategy)
 
 
-def load_keys(
-    conn: Connection, profile_id: int | None, today: date, key_id: int | None = None
-) -> list[KeyRow]:
-    """Provider keys of a profile (or the one key) with the tokens each used today."""
+def _keys_query(by_profile: bool):
+    """Keys with today's tokens; built once per shape so every request hits the SQL cache."""
     used = select(usage_t.c.provider_key_id, func.sum(usage_t.c.total_tokens).label("used"))
-    used = used.where(usage_t.c.day == today)
-    if profile_id is not None:
-        used = used.where(usage_t.c.profile_id == profile_id)
+    used = used.where(usage_t.c.day == bindparam("today"))
+    if by_profile:
+        used = used.where(usage_t.c.profile_id == bindparam("profile_id"))
     used = used.group_by(usage_t.c.provider_key_id).subquery()
-    query = (
-        select(
-            keys_t.c.id,
-            keys_t.c.provider,
-            keys_t.c.name,
-            keys_t.c.base_url,
-            keys_t.c.secret_encrypted,
-            keys_t.c.models,
-            keys_t.c.discovered_models,
-            keys_t.c.daily_token_limit,
-            keys_t.c.status,
-            keys_t.c.cooldown_until,
-            keys_t.c.consecutive_failures,
-            keys_t.c.last_used_at,
-            func.coalesce(used.c.used, 0).label("used_today"),
-        )
-        .select_from(keys_t.outerjoin(used, used.c.provider_key_id == keys_t.c.id))
-        .order_by(keys_t.c.id)
-    )
-    if profile_id is not None:
-        query = query.where(keys_t.c.profile_id == profile_id)
-    if key_id is not None:
-        query = query.where(keys_t.c.id == key_id)
-    return [KeyRow(**row._mapping) for row in conn.execute(query)]
+    query = select(
+        keys_t.c.id,
+        keys_t.c.provider,
+        keys_t.c.name,
+        keys_t.c.base_url,
+        keys_t.c.secret_encrypted,
+        keys_t.c.models,
+        keys_t.c.discovered_models,
+        keys_t.c.daily_token_limit,
+        keys_t.c.status,
+        keys_t.c.cooldown_until,
+        keys_t.c.consecutive_failures,
+        keys_t.c.last_used_at,
+        func.coalesce(used.c.used, 0).label("used_today"),
+    ).select_from(keys_t.outerjoin(used, used.c.provider_key_id == keys_t.c.id))
+    if by_profile:
+        return query.where(keys_t.c.profile_id == bindparam("profile_id")).order_by(keys_t.c.id)
+    return query.where(keys_t.c.id == bindparam("key_id"))
+
+
+_KEYS_OF_PROFILE = _keys_query(by_profile=True)
+_KEY_BY_ID = _keys_query(by_profile=False)
+
+
+def load_keys(conn: Connection, profile_id: int, today: date) -> list[KeyRow]:
+    """Every provider key of the profile with the tokens it used today."""
+    rows = conn.execute(_KEYS_OF_PROFILE, {"profile_id": profile_id, "today": today})
+    return [KeyRow(*row) for row in rows]
+
+
+def load_key(conn: Connection, key_id: int, today: date) -> KeyRow | None:
+    """One provider key with the tokens it used today."""
+    row = conn.execute(_KEY_BY_ID, {"key_id": key_id, "today": today}).first()
+    return None if row is None else KeyRow(*row)
 
 
 def cool_down(conn: Connection, key_id: int, until: datetime, error: str) -> None:
@@ -133,39 +144,49 @@ def record_test(conn: Connection, key_id: int, values: dict) -> None:
     conn.execute(update(keys_t).where(keys_t.c.id == key_id).values(**values))
 
 
+_MARK_SUCCESS = (
+    update(keys_t)
+    .where(keys_t.c.id == bindparam("key_id"))
+    .values(
+        last_used_at=bindparam("now"),
+        consecutive_failures=0,
+        status=case((keys_t.c.status == COOLING_DOWN, ACTIVE), else_=keys_t.c.status),
+        cooldown_until=case((keys_t.c.status == COOLING_DOWN, None), else_=keys_t.c.cooldown_until),
+    )
+)
+
+
 def mark_success(conn: Connection, key_id: int, now: datetime) -> None:
     """A key that answered: used now, failure streak over, back from an expired cooldown."""
-    conn.execute(
-        update(keys_t)
-        .where(keys_t.c.id == key_id)
-        .values(
-            last_used_at=now,
-            consecutive_failures=0,
-            status=case((keys_t.c.status == COOLING_DOWN, ACTIVE), else_=keys_t.c.status),
-            cooldown_until=case(
-                (keys_t.c.status == COOLING_DOWN, None), else_=keys_t.c.cooldown_until
-            ),
-        )
-    )
+    conn.execute(_MARK_SUCCESS, {"key_id": key_id, "now": now})
 
 
-def _insert_for(conn: Connection):
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
-def add_usage(conn: Connection, key: dict, counts: dict) -> None:
-    """Add to the (day, profile, key, model) roll-up, creating the row on first use."""
-    stmt = _insert_for(conn)(usage_t).values(**key, **counts)
-    stmt = stmt.on_conflict_do_update(
+def _upsert_usage(insert):
+    stmt = insert(usage_t)
+    return stmt.on_conflict_do_update(
         index_elements=["day", "profile_id", "provider_key_id", "model"],
         set_={name: usage_t.c[name] + stmt.excluded[name] for name in USAGE_COUNTERS},
     )
-    conn.execute(stmt)
+
+
+_UPSERT_USAGE = {
+    "sqlite": _upsert_usage(sqlite.insert),
+    "postgresql": _upsert_usage(postgresql.insert),
+}
+_INSERT_LOG = logs_t.insert()
+_INSERT_ATTEMPT = attempts_t.insert()
+
+
+def add_usage(conn: Connection, row: dict) -> None:
+    """Add to the (day, profile, key, model) roll-up, creating the row on first use."""
+    conn.execute(_UPSERT_USAGE[conn.dialect.name], row)
 
 
 def insert_log(conn: Connection, log: dict, attempts: list[dict]) -> int:
     """Insert a request-log row and its attempts; returns the row id."""
-    log_id = conn.execute(logs_t.insert().values(**log)).inserted_primary_key[0]
+    log_id = conn.execute(_INSERT_LOG, log).inserted_primary_key[0]
     if attempts:
-        conn.execute(attempts_t.insert(), [{**a, "request_log_id": log_id} for a in attempts])
+        for attempt in attempts:
+            attempt["request_log_id"] = log_id
+        conn.execute(_INSERT_ATTEMPT, attempts)
     return log_id

@@ -15,17 +15,19 @@ class RequestLog(db.Model):
     """One client request: who asked for what, which key answered, tokens, cost and timing."""
 
     __tablename__ = "request_logs"
+    # Every index is written on every request: only the ones a query needs. Newest-first
+    # listing walks the primary key; retention and date ranges use created_at.
 
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[str] = mapped_column(String(40), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    profile_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    profile_id: Mapped[int | None] = mapped_column(Integer)
     client_key_id: Mapped[int | None] = mapped_column(Integer)
     endpoint: Mapped[str] = mapped_column(String(64))
-    model: Mapped[str | None] = mapped_column(String(128), index=True)
+    model: Mapped[str | None] = mapped_column(String(128))
     provider: Mapped[str | None] = mapped_column(String(32))
-    provider_key_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    status_code: Mapped[int] = mapped_column(Integer, index=True)
+    provider_key_id: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int] = mapped_column(Integer)
     streamed: Mapped[bool] = mapped_column(Boolean, default=False)
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

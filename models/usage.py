@@ -18,12 +18,13 @@ class UsageDaily(db.Model):
     """
 
     __tablename__ = "usage_daily"
+    # The unique key doubles as the index for "today's usage" (day first).
     __table_args__ = (UniqueConstraint("day", "profile_id", "provider_key_id", "model"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    day: Mapped[date] = mapped_column(Date, index=True)
-    profile_id: Mapped[int] = mapped_column(Integer, index=True)
-    provider_key_id: Mapped[int] = mapped_column(Integer, index=True)
+    day: Mapped[date] = mapped_column(Date)
+    profile_id: Mapped[int] = mapped_column(Integer)
+    provider_key_id: Mapped[int] = mapped_column(Integer)
     model: Mapped[str] = mapped_column(String(128))
     requests: Mapped[int] = mapped_column(Integer, default=0)
     successes: Mapped[int] = mapped_column(Integer, default=0)
