@@ -32,6 +32,12 @@ def _now():
     return gateway().clock.now()
 
 
+def _commit() -> None:
+    """Commit, and make the proxy re-read keys now rather than within the second."""
+    db.session.commit()
+    gateway().keys.forget()
+
+
 def _key_or_404(key_id: int) -> ProviderKey:
     key = db.session.get(ProviderKey, key_id)
     if key is None:
@@ -65,7 +71,7 @@ def create_key():
     """Add a provider key; the secret is stored encrypted and answered masked."""
     data = keyring.parse_key_input(_json(), creating=True)
     key = keyring.create_key(db.session, gateway().secrets, data, _now())
-    db.session.commit()
+    _commit()
     return jsonify(_describe(key)), 201
 
 
@@ -81,7 +87,7 @@ def update_key(key_id: int):
     key = _key_or_404(key_id)
     data = keyring.parse_key_input(_json(), creating=False)
     keyring.update_key(db.session, gateway().secrets, key, data, _now())
-    db.session.commit()
+    _commit()
     return jsonify(_describe(key))
 
 
@@ -89,7 +95,7 @@ def update_key(key_id: int):
 def delete_key(key_id: int):
     """Remove a key; its log rows and usage stay."""
     db.session.delete(_key_or_404(key_id))
-    db.session.commit()
+    _commit()
     return "", 204
 
 
@@ -111,7 +117,7 @@ def toggle_key(key_id: int):
     if not isinstance(active, bool):
         raise keyring.KeyInputError("active", "'active' must be true or false.")
     keyring.set_enabled(key, active, _now())
-    db.session.commit()
+    _commit()
     return jsonify(_describe(key))
 
 

@@ -42,10 +42,11 @@ class RetrySettings:
 class KeyHealth:
     """Applies an attempt's outcome to its provider key, right away, for every worker to see."""
 
-    def __init__(self, engine: Engine, clock: Clock, settings: RetrySettings) -> None:
+    def __init__(self, engine: Engine, clock: Clock, settings: RetrySettings, on_change) -> None:
         self.engine = engine
         self.clock = clock
         self.settings = settings
+        self.on_change = on_change
 
     def apply(self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error: str):
         """Cool down, fail or count a failure; success is written with the log row."""
@@ -59,6 +60,7 @@ class KeyHealth:
                 store.mark_auth_failed(conn, key.id, error, now)
             elif decision.key_action is KeyAction.COUNT_FAILURE:
                 store.count_failure(conn, key.id, self.settings.failure_threshold, error, now)
+        self.on_change()
 
 
 def _error_text(reply: UpstreamReply | None, transport: TransportError | None) -> str:

@@ -18,6 +18,7 @@ from gateway.accounting import RequestRecord, Usage
 from gateway.books import Books
 from gateway.clock import Clock
 from gateway.errors import GatewayError
+from gateway.keycache import KeyCache, apply_booking, needs_touch
 from gateway.policy import Outcome
 from gateway.providers import ADAPTERS
 from gateway.providers.base import Target, Timeouts, TransportError, UpstreamReply
@@ -86,7 +87,8 @@ class Gateway:
         self.adapters = {name: cls(self._http) for name, cls in ADAPTERS.items()}
         self.profiles = _Profiles(engine)
         self.books = Books(engine)
-        self.health = KeyHealth(engine, self.clock, settings.retry)
+        self.keys = KeyCache(engine)
+        self.health = KeyHealth(engine, self.clock, settings.retry, on_change=self.keys.forget)
         self._picked_at: dict[int, datetime] = {}
         self._plain: dict[bytes, str] = {}
         self._lock = threading.Lock()
@@ -108,8 +110,7 @@ class Gateway:
     def candidates(self, profile: str, profile_id: int, strategy: str | None, model: str):
         """Usable keys serving the model, best first; a 404/503 saying why if none."""
         now = self.clock.now()
-        with self.engine.connect() as conn:
-            keys = [k for k in store.load_keys(conn, profile_id, now.date()) if k.serves(model)]
+        keys = [k for k in self.keys.keys(profile_id, now.date()) if k.serves(model)]
         if not keys:
             raise GatewayError(
                 404,
@@ -166,7 +167,7 @@ class Gateway:
         except GatewayError as err:
             rec.status_code, rec.error = err.status, err.message
             rec.latency_ms = int((time.perf_counter() - started) * 1000)
-            accounting.record(self.books, rec, self.clock.now())
+            self.book(rec)
             err.headers.update(_trace_headers(rec))
             raise
 
@@ -190,7 +191,7 @@ class Gateway:
             rec.error = reply.body[:500].decode("utf-8", "replace")
             body_out = _client_error_body(reply)
         rec.latency_ms = int((time.perf_counter() - started) * 1000)
-        accounting.record(self.books, rec, self.clock.now())
+        self.book(rec, key)
         headers = {"Content-Type": "application/json", **_trace_headers(rec)}
         return ProxyResponse(reply.status, headers, body_out)
 
@@ -219,7 +220,7 @@ class Gateway:
         if reply.status >= 300:
             rec.error = reply.body[:500].decode("utf-8", "replace")
             rec.latency_ms = int((time.perf_counter() - started) * 1000)
-            accounting.record(self.books, rec, self.clock.now())
+            self.book(rec, key)
             return ProxyResponse(
                 reply.status,
                 {"Content-Type": "application/json", **headers},
@@ -227,7 +228,7 @@ class Gateway:
             )
         rec.ttft_ms = int((time.perf_counter() - started) * 1000)
         relay = _StreamRelay(
-            self, rec, reply, body["messages"], not asked.get("include_usage"), started
+            self, rec, key, reply, body["messages"], not asked.get("include_usage"), started
         )
         headers.update(
             {
@@ -299,18 +300,24 @@ class Gateway:
     def _test_result(self, key, result, status, error, values, models=None) -> dict:
         with self.engine.begin() as conn:
             store.record_test(conn, key.id, {**values, "updated_at": self.clock.now()})
+        self.keys.forget()
         return {"result": result, "status_code": status, "error": error, "models": models}
 
-    def record(self, rec: RequestRecord) -> None:
-        """Write a finished request to the books."""
-        accounting.record(self.books, rec, self.clock.now())
+    def book(self, rec: RequestRecord, key: KeyRow | None = None) -> None:
+        """Write a finished request to the books, and mirror it in the key cache."""
+        now = self.clock.now()
+        ok = key is not None and 200 <= rec.status_code < 300
+        touch = ok and needs_touch(key, now)
+        accounting.record(self.books, rec, now, touch_key=touch)
+        if key is not None:
+            apply_booking(key, rec.usage.total_tokens, touch, now)
 
 
 class _StreamRelay:
     """Relays an upstream stream to the client and books it exactly once, however it ends."""
 
-    def __init__(self, gateway, rec, reply, messages, hide_usage, started) -> None:
-        self.gateway, self.rec, self.reply = gateway, rec, reply
+    def __init__(self, gateway, rec, key, reply, messages, hide_usage, started) -> None:
+        self.gateway, self.rec, self.key, self.reply = gateway, rec, key, reply
         self.messages, self.started = messages, started
         self.filter = SSEFilter(hide_usage_chunk=hide_usage)
 
@@ -361,7 +368,7 @@ class _StreamRelay:
         usage = Usage.from_openai(self.filter.usage)
         rec.usage = usage or Usage.estimate(self.messages, self.filter.completion_text())
         rec.latency_ms = int((time.perf_counter() - self.started) * 1000)
-        self.gateway.record(rec)
+        self.gateway.book(rec, self.key)
 
 
 def _trace_headers(rec: RequestRecord) -> dict[str, str]:

@@ -43,7 +43,13 @@ def one_request(base_url: str, seed: int) -> int:
         sdk.close()
 
 
-def test_sums_equal_upstream_usage_after_32_concurrent_clients(server, admin, fake, keys):
+@pytest.fixture
+def patient(settings):
+    """No timeouts under load: a failover would make the upstream count a request twice."""
+    settings.update(READ_TIMEOUT=60.0, REQUEST_DEADLINE=120.0)
+
+
+def test_sums_equal_upstream_usage_after_32_concurrent_clients(patient, server, admin, fake, keys):
     with ThreadPoolExecutor(max_workers=32) as pool:
         seen = list(pool.map(lambda n: one_request(f"{server.url}/v1", n), range(128)))
     reported = sum(usage["total_tokens"] for usage in fake.usage_reported)

@@ -1,0 +1,62 @@
+"""Each profile's provider keys, read from the database at most once a second per process.
+
+This process patches the cached rows with what it does itself (tokens booked, keys
+used); changes made by other workers or instances show within `ttl` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import Engine
+
+from gateway import store
+from gateway.store import KeyRow
+from models.provider_keys import ACTIVE, COOLING_DOWN
+
+# A key's last_used_at is rewritten at most this often: it orders keys, nothing finer.
+TOUCH_INTERVAL = timedelta(seconds=1)
+
+
+class KeyCache:
+    """Short-lived snapshots of (profile, day) → keys, kept current by this process."""
+
+    def __init__(self, engine: Engine, ttl: float = 1.0) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._entries: dict[tuple[int, date], tuple[list[KeyRow], float]] = {}
+
+    def keys(self, profile_id: int, today: date) -> list[KeyRow]:
+        """The profile's keys with today's usage, from the snapshot if it is fresh."""
+        hit = self._entries.get((profile_id, today))
+        if hit is not None and time.monotonic() - hit[1] < self.ttl:
+            return hit[0]
+        with self.engine.connect() as conn:
+            rows = store.load_keys(conn, profile_id, today)
+        self._entries[(profile_id, today)] = (rows, time.monotonic())
+        return rows
+
+    def forget(self) -> None:
+        """Drop every snapshot: a key's state changed in the database."""
+        self._entries.clear()
+
+
+def needs_touch(key: KeyRow, now: datetime) -> bool:
+    """Whether a success must be written to the key row (state to clear, or stale last use)."""
+    return (
+        key.consecutive_failures > 0
+        or key.status != ACTIVE
+        or key.last_used_at is None
+        or now - key.last_used_at >= TOUCH_INTERVAL
+    )
+
+
+def apply_booking(key: KeyRow, tokens: int, touched: bool, now: datetime) -> None:
+    """Mirror a booked request in the cached row, as the database now has it."""
+    key.used_today += tokens
+    if touched:
+        key.last_used_at = now
+        key.consecutive_failures = 0
+        if key.status == COOLING_DOWN:
+            key.status, key.cooldown_until = ACTIVE, None
