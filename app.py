@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 
@@ -21,20 +23,27 @@ from gateway import tokens
 from gateway.router import RetrySettings
 from gateway.secrets import SecretBox, load_or_create_key_file
 from gateway.service import Gateway, GatewaySettings
+from gateway.store import configure_sqlite
 
 ROOT = Path(__file__).resolve().parent
+API_PREFIXES = ("/v1/", "/api/v1/")
 
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL: readers never wait for the writer, and a commit survives a killed process."""
+    """WAL mode and a lock timeout on every SQLite connection the pool opens."""
     if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        configure_sqlite(dbapi_connection)
+
+
+class _Sessions(SecureCookieSessionInterface):
+    """Cookie sessions for the admin area only: the OpenAI-compatible API authenticates
+    every call by bearer key, and skipping the session saves work on each proxied call."""
+
+    def open_session(self, app: Flask, request):
+        if request.path.startswith(API_PREFIXES):
+            return None  # Flask's null session: nothing read, nothing written
+        return super().open_session(app, request)
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -44,6 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     settings.update(test_config or {})
     instance = Path(settings.get("INSTANCE_PATH") or ROOT / "instance")
     app = Flask(__name__, instance_path=str(instance))
+    app.session_interface = _Sessions()
     instance.mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(settings)
     app.config["SQLALCHEMY_DATABASE_URI"] = settings["DATABASE_URL"] or (
@@ -59,12 +69,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         _initialise_database(instance)
-        app.extensions["keyrelay"] = Gateway(
+        gateway = Gateway(
             db.engine,
             SecretBox(secret_material),
             _gateway_settings(settings),
+            journal_dir=instance / "journal",
             clock=settings.get("CLOCK"),
         )
+    # Requests a killed process served but had not written yet (its journal) go in now.
+    gateway.books.recover()
+    app.extensions["keyrelay"] = gateway
+    atexit.register(gateway.close)
     register_blueprints(app)
     register_commands(app)
     tokens.warm_up()

@@ -14,6 +14,7 @@ import platform
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -269,9 +270,11 @@ def keyrelay_env(tag: str) -> tuple[dict[str, str], str]:
     db = tmp / f"bench-{tag}.db"
     for leftover in tmp.glob(f"bench-{tag}.db*"):
         leftover.unlink()
+    shutil.rmtree(tmp / f"instance-{tag}", ignore_errors=True)
     master = "kr-bench-" + secrets.token_urlsafe(24)
     env = {
         "KEYRELAY_DATABASE_URL": f"sqlite:///{db}",
+        "KEYRELAY_INSTANCE_PATH": str(tmp / f"instance-{tag}"),
         "KEYRELAY_MASTER_KEY": master,
         "KEYRELAY_SECRET_KEY": Fernet.generate_key().decode(),
     }
@@ -612,6 +615,9 @@ def render(targets, direct, servers, conf, fallback, acct, args) -> str:
         "",
         "## Machine",
         *machine(),
+        "- load average before the run (1/5/15 min): "
+        + ", ".join(f"{x:.2f}" for x in args.load)
+        + " (anything else busy on the machine skews every figure)",
         f"- gunicorn config: `{shown_path(conf)}`{conf_note}",
         *(f"  - {s.label}: {json.dumps(s.settings)}" for s in servers),
         "",
@@ -634,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     up.OUT_DIR.mkdir(parents=True, exist_ok=True)
     servers = servers_from(args)
+    args.load = os.getloadavg()
     try:
         up.ensure_tool("wrk", "wrk")
         _, nginx_port = up.start_nginx()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import orjson
 from flask import Blueprint, Response, jsonify, request
 
 from blueprints.common import gateway, require_master_key
@@ -28,8 +27,8 @@ def _json_body() -> object:
     """The parsed body; 400 when it is not JSON (413 when too large, raised by Flask)."""
     data = request.get_data(cache=False)
     try:
-        return json.loads(data)
-    except ValueError as exc:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise invalid_request(f"The request body is not valid JSON ({exc}).") from None
 
 

@@ -1,25 +1,39 @@
-"""Group commit for the request log: one writer, one transaction for every request waiting.
+"""The request log and usage roll-ups, written off the request's path.
 
-Each request still waits until its own rows are committed before its last byte goes
-to the client (F43); under load, many requests share one commit and one roll-up
-update instead of paying for their own. The SQL is plain DB-API: on this path
-SQLAlchemy's per-statement machinery cost twice what SQLite itself did.
+`write` appends the request's rows to this process's journal (one `os.write`: safe from a
+`kill -9` once it returns) and queues them; a writer thread commits everything queued in
+one transaction, so under load many requests share a commit, and no request waits for
+SQLite, its fsyncs or its WAL checkpoints. Segments left by a process that died are
+replayed at start and every few seconds, skipping requests already in the log, so a
+request is counted once whatever happened to the process that served it.
+
+The SQL is plain DB-API on a connection the writer owns: SQLAlchemy's per-statement
+machinery cost twice what SQLite itself did, and its pool's locks are green under gevent
+while the writer is a real OS thread (so SQLite's blocking calls never stall the hub).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
-import threading
+import time
+from collections import defaultdict
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine
 
+from gateway import journal
 from gateway.store import USAGE_COUNTERS
 
 log = logging.getLogger(__name__)
 
-COMMIT_WAIT_SECONDS = 30.0
+RECOVER_EVERY_SECONDS = 5.0  # a sibling worker's journal, after it died
+# How long the writer lets bookings gather before a commit: per request, a commit of 25
+# costs a third of a commit of one. Readers that must see everything call flush().
+BATCH_WINDOW_SECONDS = 0.05
+RETRY_SECONDS = (0.05, 0.2, 1.0, 2.0)
 
 _LOG_COLUMNS = (
     "request_id", "created_at", "profile_id", "client_key_id", "endpoint", "model", "provider",
@@ -59,136 +73,344 @@ MARK_SUCCESS = (
     "WHERE id = :key_id"
 )
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
-
-
-class _Entry:
-    """One request's rows, and how its request learns they are committed."""
-
-    __slots__ = ("log", "attempts", "usage", "success", "wake", "committed", "lead", "error")
-
-    def __init__(self, log: dict, attempts: list[dict], usage: dict, success) -> None:
-        self.log, self.attempts, self.usage, self.success = log, attempts, usage, success
-        self.wake = threading.Event()
-        self.committed = self.lead = False
-        self.error: BaseException | None = None
-
-
-class Books:
-    """Leader/follower group commit: the first request waiting commits everyone's rows.
-
-    A lone request commits its own rows with no thread hand-off; under load, rows that
-    arrive during a commit go into the next one, led by the first of them.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.commits = 0  # transactions committed, for tests and metrics
-        self.sqlite = engine.dialect.name == "sqlite"
-        self._sql = {name: self._dialect_sql(sql) for name, sql in _STATEMENTS.items()}
-        self._lock = threading.Lock()
-        self._pending: list[_Entry] = []
-        self._writing = False
-
-    def _dialect_sql(self, sql: str) -> str:
-        # sqlite3 takes :name; psycopg takes %(name)s.
-        return sql if self.sqlite else _NAMED.sub(r"%(\1)s", sql)
-
-    def _value(self, value):
-        # SQLAlchemy's SQLite DATETIME/DATE text formats, so the ORM reads these rows back.
-        if self.sqlite and isinstance(value, datetime):
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-        if self.sqlite and isinstance(value, date):
-            return value.isoformat()
-        return value
-
-    def write(self, log: dict, attempts: list[dict], usage: dict, success) -> None:
-        """Add one request's rows and return once they are committed."""
-        entry = _Entry(log, attempts, usage, success)
-        with self._lock:
-            self._pending.append(entry)
-            lead = not self._writing
-            self._writing = True
-        while True:
-            if lead:
-                self._commit_pending()
-            if entry.committed:
-                break
-            if not entry.wake.wait(COMMIT_WAIT_SECONDS):
-                raise TimeoutError("the request log was not committed in time")
-            entry.wake.clear()
-            lead = entry.lead
-        if entry.error is not None:
-            raise entry.error
-
-    def _commit_pending(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-        try:
-            self._commit(batch)
-        except Exception:  # noqa: BLE001 - one bad row must not cost the others theirs
-            for entry in batch:
-                try:
-                    self._commit([entry])
-                except Exception as exc:  # noqa: BLE001 - its waiter raises it
-                    log.exception("writing request %s to the log failed", entry.log["request_id"])
-                    entry.error = exc
-        with self._lock:
-            successor = self._pending[0] if self._pending else None
-            if successor is None:
-                self._writing = False
-            else:
-                successor.lead = True
-        for entry in batch:
-            entry.committed = True
-            entry.wake.set()
-        if successor is not None:
-            successor.wake.set()
-
-    def _commit(self, batch: list[_Entry]) -> None:
-        usage: dict[tuple, dict] = {}
-        used_at: dict[int, datetime] = {}
-        for entry in batch:
-            key = tuple(entry.usage[c] for c in _USAGE_KEY)
-            total = usage.setdefault(key, dict.fromkeys(USAGE_COUNTERS, 0))
-            for counter in USAGE_COUNTERS:
-                total[counter] += entry.usage[counter]
-            if entry.success is not None:
-                key_id, now = entry.success
-                used_at[key_id] = max(now, used_at.get(key_id, now))
-        raw = self.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            for entry in batch:
-                cursor.execute(
-                    self._sql["log"], {c: self._value(entry.log[c]) for c in _LOG_COLUMNS}
-                )
-                (log_id,) = cursor.fetchone()
-                for attempt in entry.attempts:
-                    attempt["request_log_id"] = log_id
-                if entry.attempts:
-                    cursor.executemany(self._sql["attempt"], entry.attempts)
-            rows = [
-                {**dict(zip(_USAGE_KEY, map(self._value, key), strict=True)), **counts}
-                for key, counts in usage.items()
-            ]
-            cursor.executemany(self._sql["usage"], rows)
-            if used_at:
-                cursor.executemany(
-                    self._sql["success"],
-                    [{"key_id": k, "now": self._value(t)} for k, t in used_at.items()],
-                )
-            raw.commit()
-            self.commits += 1
-        except BaseException:
-            raw.rollback()
-            raise
-        finally:
-            raw.close()
-
-
 _STATEMENTS = {
     "log": INSERT_LOG,
     "attempt": INSERT_ATTEMPT,
     "usage": UPSERT_USAGE,
     "success": MARK_SUCCESS,
 }
+
+
+def _os_threads():
+    """Real OS thread primitives and sleep, also when gevent has patched the stdlib."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        import _thread
+
+        return _thread.start_new_thread, _thread.allocate_lock, time.sleep
+    start, allocate = monkey.get_original("_thread", ["start_new_thread", "allocate_lock"])
+    return start, allocate, monkey.get_original("time", "sleep")
+
+
+_start_thread, _allocate_lock, _os_sleep = _os_threads()
+
+
+class Books:
+    """Journal, queue and writer thread of one process."""
+
+    def __init__(self, engine: Engine, journal_dir: Path) -> None:
+        self.engine = engine
+        self.journal_dir = journal_dir
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.dbapi = engine.dialect.loaded_dbapi
+        self._sql = {name: self._dialect_sql(sql) for name, sql in _STATEMENTS.items()}
+        self.commits = 0  # transactions committed, for tests and metrics
+        self.replayed = 0  # requests recovered from dead processes' journals
+        self.recover_every = RECOVER_EVERY_SECONDS
+        self.batch_window = BATCH_WINDOW_SECONDS
+        self._lock = _allocate_lock()  # a real lock: the writer is a real thread
+        self._signal = _allocate_lock()  # held while the writer has nothing to do
+        self._signal.acquire()
+        self._hurry = _allocate_lock()  # released by flush(): commit now, skip the window
+        self._hurry.acquire()
+        self._queue: list[tuple[dict, journal.Segment | None]] = []
+        self._segment: journal.Segment | None = None
+        self._retired: list[journal.Segment] = []
+        self._unapplied: dict[tuple[int, date], int] = defaultdict(int)
+        self._written = self._done = 0
+        self._pid = 0
+        self._stopping = False
+
+    def _dialect_sql(self, sql: str) -> str:
+        # sqlite3 takes :name; psycopg takes %(name)s.
+        return sql if self.sqlite else _NAMED.sub(r"%(\1)s", sql)
+
+    def db_time(self, value: datetime) -> str:
+        """A UTC datetime as the database takes it: SQLAlchemy's SQLite text format (so
+        the ORM reads these rows back), ISO 8601 with offset elsewhere."""
+        if self.sqlite:
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value.isoformat()
+
+    def entry(self, log_row: dict, attempts: list[dict], usage: dict, success) -> dict:
+        """One request's rows, ready for the journal and the driver (times as text)."""
+        log_row["created_at"] = self.db_time(log_row["created_at"])
+        usage["day"] = usage["day"].isoformat()
+        if success is not None:
+            success = (success[0], self.db_time(success[1]))
+        return {"log": log_row, "attempts": attempts, "usage": usage, "success": success}
+
+    # -- the request's side -----------------------------------------------------------
+
+    def write(self, log_row: dict, attempts: list[dict], usage: dict, success) -> None:
+        """Journal one request's rows and queue them for the database; returns at once."""
+        day = usage["day"]
+        entry = self.entry(log_row, attempts, usage, success)
+        line = journal.encode(entry)
+        with self._lock:
+            self._start_if_needed()
+            segment = self._segment
+            try:
+                if segment is None:
+                    raise OSError(f"no journal segment could be opened in {self.journal_dir}")
+                segment.append(line)
+            except OSError:
+                log.exception("journal write failed; request %s is queued only in memory",
+                              log_row["request_id"])  # fmt: skip
+                segment = None
+            self._queue.append((entry, segment))
+            self._written += 1
+            if usage["provider_key_id"]:
+                self._unapplied[(usage["provider_key_id"], day)] += usage["total_tokens"]
+            if segment is not None and segment.size > journal.ROTATE_BYTES:
+                self._rotate()
+        self._wake()
+
+    def _rotate(self) -> None:
+        """Start a fresh segment; the full one goes once all its lines are committed."""
+        try:
+            fresh = journal.Segment(self.journal_dir)
+        except OSError:
+            log.exception("cannot open a new journal segment; appending to the old one")
+            return
+        self._retired.append(self._segment)
+        self._segment = fresh
+
+    def unapplied_tokens(self, key_id: int, day: date) -> int:
+        """Tokens this process booked for the key and day that are not committed yet."""
+        return self._unapplied.get((key_id, day), 0)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything written so far is in the database; False on timeout."""
+        with self._lock:
+            target = self._written
+        deadline = time.monotonic() + timeout
+        while self._done < target:
+            if time.monotonic() > deadline:
+                return False
+            self._wake()
+            _release(self._hurry)
+            time.sleep(0.001)  # cooperative under gevent
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is queued and stop the writer."""
+        self.flush(timeout)
+        self._stopping = True
+        self._wake()
+
+    def _start_if_needed(self) -> None:
+        """Open a segment and start the writer in this process (after a fork, anew)."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        try:
+            self.journal_dir.mkdir(parents=True, exist_ok=True)
+            self._segment = journal.Segment(self.journal_dir)
+        except OSError:  # the request still gets booked, without the kill -9 guarantee
+            log.exception("cannot open a booking journal in %s", self.journal_dir)
+            self._segment = None
+        self._stopping = False
+        _start_thread(self._run, ())
+
+    def _wake(self) -> None:
+        _release(self._signal)
+
+    # -- the writer's side ------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn = None
+        last_recovery = time.monotonic()
+        while not (self._stopping and not self._queue):
+            if self._signal.acquire(timeout=min(1.0, self.recover_every)):
+                # Let bookings gather: one commit (and one GIL hand-over) for all of them.
+                self._hurry.acquire(timeout=self.batch_window)
+            with self._lock:
+                batch, self._queue = self._queue, []
+            try:
+                conn = conn or self.connect()
+                if batch:
+                    self._apply(conn, batch)
+                    batch = []
+                if time.monotonic() - last_recovery >= self.recover_every:
+                    last_recovery = time.monotonic()
+                    self._recover(conn)
+            except Exception:  # noqa: BLE001 - the writer must outlive any one failure
+                log.exception("the request-log writer failed; retrying")
+                if conn is not None:
+                    _close_quietly(conn)
+                    conn = None
+                with self._lock:  # what was not committed goes first next time
+                    self._queue[:0] = batch
+                _os_sleep(RETRY_SECONDS[-1])
+        if conn is not None:
+            _close_quietly(conn)
+
+    def connect(self):
+        """A DB-API connection of the writer's own, outside SQLAlchemy's pool."""
+        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+        conn = self.engine.dialect.connect(*cargs, **cparams)
+        if self.sqlite:
+            from gateway.store import configure_sqlite
+
+            configure_sqlite(conn)
+        return conn
+
+    def _apply(self, conn, batch: list[tuple[dict, journal.Segment | None]]) -> None:
+        """Commit a batch; transient errors (a locked database) retry, bad rows fail alone."""
+        entries = [entry for entry, _ in batch]
+        for delay in (*RETRY_SECONDS, None):
+            try:
+                self._commit(conn, entries)
+                break
+            except self.dbapi.OperationalError as exc:
+                conn.rollback()
+                if delay is None:
+                    raise
+                log.warning("request log commit failed (%s); retrying in %.2fs", exc, delay)
+                _os_sleep(delay)
+            except self.dbapi.Error:
+                conn.rollback()
+                self._commit_one_by_one(conn, entries)
+                break
+        with self._lock:
+            for entry, segment in batch:
+                usage = entry["usage"]
+                if usage["provider_key_id"]:
+                    slot = (usage["provider_key_id"], date.fromisoformat(usage["day"]))
+                    self._unapplied[slot] -= usage["total_tokens"]
+                    if not self._unapplied[slot]:
+                        del self._unapplied[slot]
+                if segment is not None:
+                    segment.pending -= 1
+            self._done += len(batch)
+            self._tidy_segments()
+
+    def _commit_one_by_one(self, conn, entries: list[dict]) -> None:
+        for entry in entries:
+            try:
+                self._commit(conn, [entry])
+            except self.dbapi.OperationalError:
+                conn.rollback()
+                raise
+            except self.dbapi.Error:
+                conn.rollback()
+                log.exception("request %s could not be logged; dropped", entry["log"]["request_id"])
+
+    def _tidy_segments(self) -> None:
+        """Delete retired segments that are fully committed; empty the current one when idle."""
+        for segment in [s for s in self._retired if s.pending == 0]:
+            self._retired.remove(segment)
+            segment.discard()
+        current = self._segment
+        if current is not None and current.pending == 0 and current.size:
+            current.empty()
+
+    def _commit(self, conn, entries: list[dict]) -> None:
+        usage: dict[tuple, dict] = {}
+        used_at: dict[int, datetime] = {}
+        for entry in entries:
+            key = tuple(entry["usage"][c] for c in _USAGE_KEY)
+            total = usage.setdefault(key, dict.fromkeys(USAGE_COUNTERS, 0))
+            for counter in USAGE_COUNTERS:
+                total[counter] += entry["usage"][counter]
+            if entry["success"] is not None:
+                key_id, now = entry["success"]
+                used_at[key_id] = max(now, used_at.get(key_id, now))
+        cursor = conn.cursor()
+        try:
+            for entry in entries:
+                cursor.execute(self._sql["log"], entry["log"])
+                (log_id,) = cursor.fetchone()
+                if entry["attempts"]:
+                    cursor.executemany(
+                        self._sql["attempt"],
+                        [{**a, "request_log_id": log_id} for a in entry["attempts"]],
+                    )
+            rows = [
+                {**dict(zip(_USAGE_KEY, key, strict=True)), **counts}
+                for key, counts in usage.items()
+            ]
+            cursor.executemany(self._sql["usage"], rows)
+            if used_at:
+                cursor.executemany(
+                    self._sql["success"],
+                    [{"key_id": k, "now": t} for k, t in used_at.items()],
+                )
+            conn.commit()
+            self.commits += 1
+        finally:
+            cursor.close()
+
+    # -- recovery ---------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Replay the journals of dead processes; returns how many requests were added."""
+        conn = self.connect()
+        try:
+            return self._recover(conn)
+        finally:
+            _close_quietly(conn)
+
+    def _recover(self, conn) -> int:
+        added = 0
+        for path, entries in journal.orphans(self.journal_dir):
+            fresh = self._not_logged(conn, entries)
+            if fresh:
+                log.warning("replaying %d request(s) from %s", len(fresh), path.name)
+                self._replay(conn, fresh)
+            added += len(fresh)
+        self.replayed += added
+        return added
+
+    def _replay(self, conn, entries: list[dict]) -> None:
+        try:
+            self._commit(conn, entries)
+        except self.dbapi.OperationalError:
+            conn.rollback()
+            raise
+        except self.dbapi.Error:
+            conn.rollback()
+            self._commit_one_by_one(conn, entries)
+
+    def _not_logged(self, conn, entries: list[dict]) -> list[dict]:
+        """The entries whose request id is not in the log yet."""
+        placeholder = "?" if self.sqlite else "%s"
+        seen: set[str] = set()
+        ids = [entry["log"]["request_id"] for entry in entries]
+        cursor = conn.cursor()
+        try:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join([placeholder] * len(chunk))
+                cursor.execute(
+                    f"SELECT request_id FROM request_logs WHERE request_id IN ({marks})", chunk
+                )
+                seen.update(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.close()
+        conn.rollback()  # end the read transaction
+        fresh, queued = [], set()
+        for entry in entries:
+            request_id = entry["log"]["request_id"]
+            if request_id not in seen and request_id not in queued:
+                queued.add(request_id)
+                fresh.append(entry)
+        return fresh
+
+
+def _release(lock) -> None:
+    """Release a signalling lock if it is held (several threads may try at once)."""
+    if lock.locked():
+        try:  # noqa: SIM105 - cheaper than contextlib.suppress on every request
+            lock.release()
+        except RuntimeError:  # released by another thread first
+            pass
+
+
+def _close_quietly(conn) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection
+        log.debug("closing the writer's connection failed", exc_info=True)

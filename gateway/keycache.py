@@ -1,7 +1,8 @@
 """Each profile's provider keys, read from the database at most once a second per process.
 
 This process patches the cached rows with what it does itself (tokens booked, keys
-used); changes made by other workers or instances show within `ttl` seconds.
+used, including bookings its writer has not committed yet); changes made by other
+workers or instances show within `ttl` seconds.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ TOUCH_INTERVAL = timedelta(seconds=1)
 class KeyCache:
     """Short-lived snapshots of (profile, day) → keys, kept current by this process."""
 
-    def __init__(self, engine: Engine, ttl: float = 1.0) -> None:
+    def __init__(self, engine: Engine, unapplied=None, ttl: float = 1.0) -> None:
         self.engine = engine
         self.ttl = ttl
+        # Tokens this process booked that the writer has not committed yet (books.py).
+        self.unapplied = unapplied or (lambda key_id, day: 0)
         self._entries: dict[tuple[int, date], tuple[list[KeyRow], float]] = {}
 
     def keys(self, profile_id: int, today: date) -> list[KeyRow]:
@@ -34,6 +37,8 @@ class KeyCache:
             return hit[0]
         with self.engine.connect() as conn:
             rows = store.load_keys(conn, profile_id, today)
+        for row in rows:
+            row.used_today += self.unapplied(row.id, today)
         self._entries[(profile_id, today)] = (rows, time.monotonic())
         return rows
 

@@ -9,7 +9,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
+import orjson
 import urllib3
 from sqlalchemy import Engine
 
@@ -78,7 +80,14 @@ class _Profiles:
 class Gateway:
     """Serves chat completions and model lists from a profile's pool of provider keys."""
 
-    def __init__(self, engine: Engine, secrets: SecretBox, settings: GatewaySettings, clock=None):
+    def __init__(
+        self,
+        engine: Engine,
+        secrets: SecretBox,
+        settings: GatewaySettings,
+        journal_dir: Path,
+        clock=None,
+    ):
         self.engine = engine
         self.secrets = secrets
         self.settings = settings
@@ -86,15 +95,16 @@ class Gateway:
         self._http = urllib3.PoolManager(num_pools=64, maxsize=settings.pool_size, block=False)
         self.adapters = {name: cls(self._http) for name, cls in ADAPTERS.items()}
         self.profiles = _Profiles(engine)
-        self.books = Books(engine)
-        self.keys = KeyCache(engine)
+        self.books = Books(engine, journal_dir)
+        self.keys = KeyCache(engine, self.books.unapplied_tokens)
         self.health = KeyHealth(engine, self.clock, settings.retry, on_change=self.keys.forget)
         self._picked_at: dict[int, datetime] = {}
         self._plain: dict[bytes, str] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Close pooled upstream connections."""
+        """Write what is queued to the database; close pooled upstream connections."""
+        self.books.close()
         self._http.clear()
 
     # -- keys -------------------------------------------------------------------------
@@ -383,7 +393,7 @@ def _trace_headers(rec: RequestRecord) -> dict[str, str]:
 
 def _json_object(data: bytes) -> dict | None:
     try:
-        value = json.loads(data)
+        value = orjson.loads(data)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

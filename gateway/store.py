@@ -52,6 +52,19 @@ class KeyRow:
         return "*" in self.models or model in self.models
 
 
+def configure_sqlite(dbapi_connection) -> None:
+    """WAL: readers never wait for the writer, and a commit survives a killed process.
+
+    Every connection waits up to 10 s for a lock instead of failing at once.
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
 _FIND_PROFILE = select(profiles_t.c.id, profiles_t.c.strategy).where(
     profiles_t.c.name == bindparam("name")
 )

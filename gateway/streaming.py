@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import orjson
+
 DONE = b"data: [DONE]"
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 
@@ -65,7 +67,7 @@ def _parse_data(event: bytes) -> dict | None:
     """The JSON of an event's `data:` lines, or None."""
     lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
     try:
-        value = json.loads(b"".join(lines))
+        value = orjson.loads(b"".join(lines))
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

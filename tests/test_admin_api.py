@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import openai
 import pytest
 
 from tests.conftest import MASTER_KEY, chat
@@ -190,6 +193,23 @@ def test_daily_limit_takes_a_key_out_until_the_next_day(admin, fake, client, clo
     clock.advance(days=1)
     assert admin.key(key["id"])["status"] == "active"
     client.chat.completions.create(**chat())
+
+
+def test_daily_limit_counts_bookings_not_yet_in_the_database(app, admin, fake, client):
+    admin.add_key(SECRET, fake.base_url, daily_token_limit=10)
+    db_path = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+    locker = sqlite3.connect(db_path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # the writer cannot commit the first request
+    try:
+        client.chat.completions.create(**chat(content="a long enough prompt to pass ten tokens"))
+        app.extensions["keyrelay"].keys.forget()  # as when the one-second snapshot expires
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(**chat())
+        assert err.value.status_code == 503 and "daily token limit" in str(err.value)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert len(fake.requests) == 1
 
 
 @pytest.mark.parametrize("key", [None, "wrong"])

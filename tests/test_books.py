@@ -1,14 +1,19 @@
-"""Group commit of the request log: concurrent writers share commits; a bad row fails alone."""
+"""The books: journal first, database off the request's path, replay after a crash."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from extensions import db
+from gateway import journal
 from gateway.accounting import AttemptRecord, RequestRecord, Usage, record
 from gateway.policy import Outcome
 from models import Attempt, RequestLog, UsageDaily
@@ -33,6 +38,25 @@ def count(app, query):
         return db.session.scalar(query)
 
 
+def logged(app) -> int:
+    return count(app, select(func.count(RequestLog.id)))
+
+
+@pytest.fixture
+def db_path(app):
+    return app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+
+
+@pytest.fixture
+def write_locked(db_path):
+    """Hold SQLite's write lock from outside, as a long admin transaction would."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    yield conn
+    conn.execute("ROLLBACK")
+    conn.close()
+
+
 def test_concurrent_writers_share_commits_and_lose_nothing(app, gateway):
     barrier = threading.Barrier(16)
 
@@ -43,35 +67,121 @@ def test_concurrent_writers_share_commits_and_lose_nothing(app, gateway):
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(write, range(16)))
-    assert count(app, select(func.count(RequestLog.id))) == 160
+    assert gateway.books.flush()
+    assert logged(app) == 160
     assert count(app, select(func.count(Attempt.id))) == 160
     assert count(app, select(func.sum(UsageDaily.input_tokens))) == 10 * sum(range(16))
     assert count(app, select(func.sum(UsageDaily.requests))) == 160
     assert gateway.books.commits < 160
 
 
-def test_a_bad_row_fails_alone(app, gateway):
+def test_a_bad_row_fails_alone(app, gateway, caplog):
     record(gateway.books, booked(gateway, "req_same"), gateway.clock.now())
     barrier = threading.Barrier(8)
-    errors = []
 
     def write(n: int) -> None:
         barrier.wait()
-        try:
-            record(
-                gateway.books, booked(gateway, "req_same" if n == 0 else None), gateway.clock.now()
-            )
-        except Exception as exc:  # noqa: BLE001 - the driver's own IntegrityError
-            errors.append(exc)
+        record(gateway.books, booked(gateway, "req_same" if n == 0 else None), gateway.clock.now())
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(write, range(8)))
-    assert len(errors) == 1 and "UNIQUE" in str(errors[0])
-    assert count(app, select(func.count(RequestLog.id))) == 8
+    with caplog.at_level(logging.ERROR, logger="gateway.books"):
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(write, range(8)))
+        assert gateway.books.flush()
+    assert logged(app) == 8
+    assert [r.message for r in caplog.records] == ["request req_same could not be logged; dropped"]
 
 
 def test_a_request_is_booked_once(app, gateway):
     rec = booked(gateway)
     record(gateway.books, rec, gateway.clock.now())
     record(gateway.books, rec, gateway.clock.now())
-    assert count(app, select(func.count(RequestLog.id))) == 1
+    assert gateway.books.flush()
+    assert logged(app) == 1
+
+
+def test_writing_does_not_wait_for_a_locked_database(app, gateway, write_locked):
+    started = time.perf_counter()
+    for _ in range(20):
+        record(gateway.books, booked(gateway), gateway.clock.now())
+    assert time.perf_counter() - started < 0.5
+    assert not gateway.books.flush(timeout=0.3)  # the writer is waiting for the lock
+    (segment,) = (gateway.books.journal_dir).glob("*.journal")
+    assert len(segment.read_bytes().splitlines()) == 20  # safe from a kill meanwhile
+    write_locked.execute("ROLLBACK")
+    write_locked.execute("BEGIN")  # the fixture's ROLLBACK ends this one
+    assert gateway.books.flush()
+    assert logged(app) == 20
+    assert segment.stat().st_size == 0  # emptied once committed
+
+
+def entry_of(gateway, request_id: str, tokens=(3, 4)) -> dict:
+    rec = booked(gateway, request_id, tokens)
+    return gateway.books.entry(
+        rec.log_row(), [a.row() for a in rec.attempts], rec.usage_row(), None
+    )
+
+
+def test_recovery_replays_a_dead_process_journal_once(app, gateway, caplog):
+    record(gateway.books, booked(gateway, "req_committed"), gateway.clock.now())
+    assert gateway.books.flush()
+    orphan = gateway.books.journal_dir / "4242-deadbeef.journal"
+    orphan.write_bytes(
+        journal.encode(entry_of(gateway, "req_committed"))  # committed, not yet emptied
+        + journal.encode(entry_of(gateway, "req_lost_1", (10, 5)))
+        + journal.encode(entry_of(gateway, "req_lost_2", (20, 5)))
+        + journal.encode(entry_of(gateway, "req_torn"))[:40]  # killed mid-write
+    )
+    with caplog.at_level(logging.WARNING, logger="gateway.journal"):
+        assert gateway.books.recover() == 2
+    assert any("torn last line" in r.message for r in caplog.records)
+    assert not orphan.exists()
+    assert gateway.books.recover() == 0
+    with app.app_context():
+        ids = db.session.scalars(select(RequestLog.request_id).order_by(RequestLog.id)).all()
+    assert ids == ["req_committed", "req_lost_1", "req_lost_2"]
+    assert count(app, select(func.sum(UsageDaily.total_tokens))) == 7 + 15 + 25
+    assert count(app, select(func.count(Attempt.id))) == 3
+
+
+def test_a_live_process_journal_is_left_alone_and_a_dead_one_is_taken(app, gateway):
+    record(gateway.books, booked(gateway), gateway.clock.now())
+    assert gateway.books.flush()
+    (own,) = gateway.books.journal_dir.glob("*.journal")
+    assert gateway.books.recover() == 0 and own.exists()  # this process holds its lock
+    gateway.books.recover_every = 0.05
+    record(gateway.books, booked(gateway), gateway.clock.now())  # wakes the writer
+    orphan = gateway.books.journal_dir / "4243-cafebabe.journal"
+    orphan.write_bytes(journal.encode(entry_of(gateway, "req_sibling")))
+    deadline = time.monotonic() + 5
+    while orphan.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not orphan.exists()  # the running writer replayed it on its own
+    assert count(app, select(func.count()).where(RequestLog.request_id == "req_sibling")) == 1
+
+
+def test_full_segments_rotate_and_go_once_committed(app, gateway, monkeypatch):
+    monkeypatch.setattr(journal, "ROTATE_BYTES", 2000)
+    for _ in range(30):
+        record(gateway.books, booked(gateway), gateway.clock.now())
+    assert gateway.books.flush()
+    assert logged(app) == 30
+    (left,) = gateway.books.journal_dir.glob("*.journal")  # only the current one
+    assert left.stat().st_size == 0
+
+
+def test_an_unwritable_journal_still_books_the_request(settings, caplog):
+    from app import create_app
+
+    instance = Path(settings["INSTANCE_PATH"])
+    instance.mkdir(parents=True)
+    (instance / "journal").write_text("not a folder")
+    app = create_app(settings)
+    gateway = app.extensions["keyrelay"]
+    try:
+        with caplog.at_level(logging.ERROR, logger="gateway.books"):
+            record(gateway.books, booked(gateway), gateway.clock.now())
+            assert gateway.books.flush()
+        assert logged(app) == 1
+        assert "cannot open a booking journal" in caplog.text
+    finally:
+        gateway.close()

@@ -1,4 +1,4 @@
-"""Durability (F43): an answer the client got is in the books even after `kill -9`."""
+"""Durability (F43): an answer the client got is counted even if `kill -9` follows it."""
 
 from __future__ import annotations
 
@@ -75,10 +75,34 @@ def rows(db: Path, query: str) -> list[tuple]:
         return conn.execute(query).fetchall()
 
 
+def answer(server: Gunicorn, stream: bool) -> str:
+    """One chat request through the official SDK; returns KeyRelay's request id."""
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    messages = [{"role": "user", "content": "remember me"}]
+    try:
+        raw = sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=messages, stream=stream
+        )
+        parsed = raw.parse()
+        if stream:
+            list(parsed)
+        return raw.headers["x-keyrelay-request-id"]
+    finally:
+        sdk.close()
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_answer_is_booked_before_a_kill_9(tmp_path, fake, stream):
+@pytest.mark.parametrize("database", ["free", "locked"])
+def test_answer_is_booked_after_a_kill_9(tmp_path, fake, stream, database):
+    """Killed right after answering, KeyRelay counts the answer once when it starts again.
+
+    With the database write-locked from outside, the answer can only survive in the
+    journal: the row is not in the database when the process dies.
+    """
     instance, secret_key = tmp_path / "instance", Fernet.generate_key().decode()
+    db = instance / "keyrelay.db"
     server = Gunicorn(instance, secret_key)
+    locker = None
     try:
         response = urllib3.request(
             "POST",
@@ -92,26 +116,24 @@ def test_answer_is_booked_before_a_kill_9(tmp_path, fake, stream):
             headers={"Authorization": f"Bearer {MASTER_KEY}"},
         )
         assert response.status == 201
-        sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
-        messages = [{"role": "user", "content": "remember me"}]
-        if stream:
-            raw = sdk.chat.completions.with_raw_response.create(
-                model="gpt-4o-mini", messages=messages, stream=True
-            )
-            list(raw.parse())
-        else:
-            raw = sdk.chat.completions.with_raw_response.create(
-                model="gpt-4o-mini", messages=messages
-            )
-            raw.parse()
-        request_id = raw.headers["x-keyrelay-request-id"]
+        if database == "locked":
+            locker = sqlite3.connect(db, isolation_level=None)
+            locker.execute("BEGIN IMMEDIATE")
+        request_id = answer(server, stream)
+        if locker is not None:
+            assert rows(db, "SELECT COUNT(*) FROM request_logs") == [(0,)]
+            assert list(instance.glob("journal/*.journal"))
     finally:
         server.kill()
-    sdk.close()
+        if locker is not None:
+            locker.execute("ROLLBACK")
+            locker.close()
     (usage,) = fake.usage_reported
-    db = instance / "keyrelay.db"
-    logged = rows(
-        db, f"SELECT status_code, total_tokens FROM request_logs WHERE request_id = '{request_id}'"
-    )
-    assert logged == [(200, usage["total_tokens"])]
-    assert rows(db, "SELECT SUM(total_tokens) FROM usage_daily") == [(usage["total_tokens"],)]
+    for _ in range(2):  # a second start finds nothing left to replay
+        Gunicorn(instance, secret_key).kill()
+        logged = rows(
+            db,
+            f"SELECT status_code, total_tokens FROM request_logs WHERE request_id = '{request_id}'",
+        )
+        assert logged == [(200, usage["total_tokens"])]
+        assert rows(db, "SELECT SUM(total_tokens) FROM usage_daily") == [(usage["total_tokens"],)]

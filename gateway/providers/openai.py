@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
+import orjson
 import urllib3
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -88,7 +88,7 @@ class OpenAIAdapter(ProviderAdapter):
 
     def chat(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         response = self._send(
-            "POST", f"{target.base_url}/chat/completions", target, timeouts, json.dumps(body)
+            "POST", f"{target.base_url}/chat/completions", target, timeouts, orjson.dumps(body)
         )
         return UpstreamReply(response.status, _headers(response), response.data)
 
@@ -98,7 +98,7 @@ class OpenAIAdapter(ProviderAdapter):
             f"{target.base_url}/chat/completions",
             target,
             timeouts,
-            json.dumps(body),
+            orjson.dumps(body),
             stream=True,
         )
         headers = _headers(response)

@@ -1,0 +1,113 @@
+"""An append-only journal of finished requests: what makes booking durable without a commit.
+
+A request's rows are one JSON line, appended with a single `os.write` to a file opened
+with O_APPEND. Once that call returns the line is in the kernel: a `kill -9` of the
+process right after cannot lose it (the same guarantee SQLite gives in WAL mode with
+`synchronous=NORMAL`). The database is written afterwards, off the request's path, and
+the journal is emptied once its lines are committed.
+
+Each process writes its own segment files and holds an exclusive `flock` on each while it
+lives, so a segment nobody holds belongs to a process that died: `orphans()` finds those
+for replay. Locks go with the process however it ends, so no pid bookkeeping is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".journal"
+# A segment is swapped for a fresh one past this size; it is deleted once fully committed.
+ROTATE_BYTES = 4 * 1024 * 1024
+
+
+def encode(entry: dict) -> bytes:
+    """One journal line (the entry holds JSON types only: times are text already)."""
+    return orjson.dumps(entry) + b"\n"
+
+
+class Segment:
+    """One journal file this process appends to, locked for as long as it is open."""
+
+    def __init__(self, directory: Path) -> None:
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # Locked under a name recovery ignores, then renamed: no other process can take
+        # (and delete) a segment between its creation and its lock.
+        staging = directory / f"{name}.new"
+        self.fd = os.open(staging, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = directory / f"{name}{SUFFIX}"
+        os.rename(staging, self.path)
+        self.size = 0
+        self.pending = 0  # lines appended and not yet committed
+
+    def append(self, line: bytes) -> None:
+        """Append one line; raises OSError when the disk refuses it."""
+        written = os.write(self.fd, line)
+        if written != len(line):  # a full disk; the torn line is skipped on replay
+            raise OSError(f"journal write was short ({written} of {len(line)} bytes)")
+        self.size += written
+        self.pending += 1
+
+    def empty(self) -> None:
+        """Drop the committed content (only when nothing in it is pending)."""
+        os.ftruncate(self.fd, 0)
+        self.size = 0
+
+    def discard(self) -> None:
+        """Delete the file and release it."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self.fd)
+
+
+def orphans(directory: Path) -> Iterator[tuple[Path, list[dict]]]:
+    """Segments no live process holds, with their entries; each is deleted after the caller
+    has taken it (the generator resumes only once the entries are in the database)."""
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob(f"*{SUFFIX}")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # replayed and deleted by another process meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive
+            entries = list(_read(fd, path))
+            yield path, entries
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        finally:
+            os.close(fd)
+
+
+def _read(fd: int, path: Path) -> Iterator[dict]:
+    with os.fdopen(os.dup(fd), "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.endswith(b"\n"):
+                log.warning("journal %s: skipping a torn last line (%d bytes)", path, len(line))
+                break
+            try:
+                yield decode(line)
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                log.warning("journal %s: skipping unreadable line %d: %s", path, number, exc)
+
+
+def decode(line: bytes) -> dict:
+    """A journal line back into the entry `encode` was given."""
+    entry = orjson.loads(line)
+    if not isinstance(entry, dict) or not isinstance(entry.get("log"), dict):
+        raise ValueError("not a journal entry")
+    return entry
