@@ -58,8 +58,8 @@ def _insert(table: str, columns) -> str:
     return f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
-# RETURNING (SQLite 3.35+, PostgreSQL) gives the row id on both databases.
-INSERT_LOG = _insert("request_logs", _LOG_COLUMNS) + " RETURNING id"
+# Log rows per INSERT statement: 19 columns each, well under SQLite's 32,766 variables.
+MAX_ROWS_PER_INSERT = 256
 INSERT_ATTEMPT = _insert("attempts", _ATTEMPT_COLUMNS)
 UPSERT_USAGE = (
     _insert("usage_daily", _USAGE_KEY + USAGE_COUNTERS)
@@ -74,7 +74,6 @@ MARK_SUCCESS = (
 )
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _STATEMENTS = {
-    "log": INSERT_LOG,
     "attempt": INSERT_ATTEMPT,
     "usage": UPSERT_USAGE,
     "success": MARK_SUCCESS,
@@ -105,6 +104,7 @@ class Books:
         self.sqlite = engine.dialect.name == "sqlite"
         self.dbapi = engine.dialect.loaded_dbapi
         self._sql = {name: self._dialect_sql(sql) for name, sql in _STATEMENTS.items()}
+        self._multi: dict[int, str] = {}
         self.commits = 0  # transactions committed, for tests and metrics
         self.replayed = 0  # requests recovered from dead processes' journals
         self.recover_every = RECOVER_EVERY_SECONDS
@@ -284,8 +284,8 @@ class Books:
                         del self._unapplied[slot]
                 if segment is not None:
                     segment.pending -= 1
-            self._done += len(batch)
             self._tidy_segments()
+            self._done += len(batch)  # last: flush() returns on it
 
     def _commit_one_by_one(self, conn, entries: list[dict]) -> None:
         for entry in entries:
@@ -320,14 +320,14 @@ class Books:
                 used_at[key_id] = max(now, used_at.get(key_id, now))
         cursor = conn.cursor()
         try:
-            for entry in entries:
-                cursor.execute(self._sql["log"], entry["log"])
-                (log_id,) = cursor.fetchone()
-                if entry["attempts"]:
-                    cursor.executemany(
-                        self._sql["attempt"],
-                        [{**a, "request_log_id": log_id} for a in entry["attempts"]],
-                    )
+            log_ids = self._insert_logs(cursor, entries)
+            attempts = [
+                {**attempt, "request_log_id": log_ids[entry["log"]["request_id"]]}
+                for entry in entries
+                for attempt in entry["attempts"]
+            ]
+            if attempts:
+                cursor.executemany(self._sql["attempt"], attempts)
             rows = [
                 {**dict(zip(_USAGE_KEY, key, strict=True)), **counts}
                 for key, counts in usage.items()
@@ -342,6 +342,37 @@ class Books:
             self.commits += 1
         finally:
             cursor.close()
+
+    def _insert_logs(self, cursor, entries: list[dict]) -> dict[str, int]:
+        """Insert the log rows, many per statement; request id → row id.
+
+        One statement per power-of-two run of rows (so at most a dozen statement shapes
+        for the driver's cache): a batch costs a few calls into SQLite, not one per row.
+        """
+        ids: dict[str, int] = {}
+        start = 0
+        while start < len(entries):
+            size = min(MAX_ROWS_PER_INSERT, 1 << ((len(entries) - start).bit_length() - 1))
+            chunk = entries[start : start + size]
+            params = [entry["log"][column] for entry in chunk for column in _LOG_COLUMNS]
+            cursor.execute(self._multi_insert(size), params)
+            ids.update((request_id, row_id) for row_id, request_id in cursor.fetchall())
+            start += size
+        if len(ids) != len(entries):  # the same request id twice within one batch
+            raise self.dbapi.IntegrityError("UNIQUE constraint failed: request_logs.request_id")
+        return ids
+
+    def _multi_insert(self, rows: int) -> str:
+        sql = self._multi.get(rows)
+        if sql is None:
+            mark = "?" if self.sqlite else "%s"
+            values = "(" + ", ".join([mark] * len(_LOG_COLUMNS)) + ")"
+            sql = (
+                f"INSERT INTO request_logs ({', '.join(_LOG_COLUMNS)}) "
+                f"VALUES {', '.join([values] * rows)} RETURNING id, request_id"
+            )
+            self._multi[rows] = sql
+        return sql
 
     # -- recovery ---------------------------------------------------------------------
 
