@@ -8,17 +8,19 @@ import logging
 import os
 import secrets as pysecrets
 import sqlite3
-from datetime import UTC, datetime
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
-from extensions import db
+from extensions import csrf, db, htmx, login_manager
 from gateway import tokens
 from gateway.router import RetrySettings
 from gateway.secrets import SecretBox, load_or_create_key_file
@@ -45,6 +47,30 @@ class _Sessions(SecureCookieSessionInterface):
             return None  # Flask's null session: nothing read, nothing written
         return super().open_session(app, request)
 
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure cookies whenever the dashboard is reached over HTTPS (or when forced)."""
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+# The dashboard's pages: no inline scripts or styles, no framing, no sniffing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _security_headers(response):
+    if not request.path.startswith(API_PREFIXES):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from KEYRELAY_* (and .env), then test overrides."""
@@ -64,11 +90,26 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["MASTER_KEY_SOURCE"] = "env" if settings["MASTER_KEY"] else "instance"
     secret_material = settings["SECRET_KEY"] or load_or_create_key_file(instance / "secret.key")
     app.config["SECRET_KEY"] = secret_material
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="keyrelay_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings["SESSION_HOURS"]),
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked by the dashboard blueprints, not on /v1
+        WTF_CSRF_TIME_LIMIT=None,  # valid as long as the login session
+        WTF_CSRF_HEADERS=["X-CSRFToken"],
+    )
+    if settings["TRUSTED_PROXIES"]:
+        hops = settings["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(message)s")
 
     db.init_app(app)
+    csrf.init_app(app)
+    htmx.init_app(app)
+    login_manager.init_app(app)
     with app.app_context():
-        _initialise_database(instance)
+        _initialise_database(instance, settings)
         gateway = Gateway(
             db.engine,
             SecretBox(secret_material),
@@ -82,6 +123,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     atexit.register(gateway.close)
     register_blueprints(app)
     register_commands(app)
+    app.after_request(_security_headers)
     tokens.warm_up()
     return app
 
@@ -111,33 +153,56 @@ def _instance_master_key(instance: Path) -> str:
     return key
 
 
-def _initialise_database(instance: Path) -> None:
-    """Create tables and the `default` profile once, even with several workers starting."""
+def _initialise_database(instance: Path, settings: dict) -> None:
+    """Create tables, the `default` profile and the first admin once, even with several
+    workers starting. A generated admin password is printed here, once."""
+    from gateway import accounts
     from models import DEFAULT_PROFILE, Profile
 
+    now = datetime.now(UTC)
     with open(instance / ".init.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         db.create_all()
         if db.session.scalar(select(Profile.id).where(Profile.name == DEFAULT_PROFILE)) is None:
-            db.session.add(Profile(name=DEFAULT_PROFILE, created_at=datetime.now(UTC)))
-            db.session.commit()
+            db.session.add(Profile(name=DEFAULT_PROFILE, created_at=now))
+        username = settings["ADMIN_USERNAME"]
+        try:
+            generated = accounts.ensure_first_admin(
+                db.session, username, settings["ADMIN_PASSWORD"], now
+            )
+        except accounts.AccountError as exc:
+            raise SystemExit(f"KEYRELAY_ADMIN_USERNAME/ADMIN_PASSWORD: {exc}") from None
+        db.session.commit()
         db.session.remove()
+    if generated:
+        print(
+            f"\n  KeyRelay dashboard: first admin '{username}' created with password\n"
+            f"      {generated}\n"
+            "  It is shown this once (only its hash is stored). Change it with\n"
+            f"  `flask --app app users set-password {username}`.\n",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def register_blueprints(app: Flask) -> None:
     """The proxy under /v1 and /api/v1, and the admin JSON API."""
-    from blueprints import admin_api, errors, proxy, system
+    from blueprints import admin_api, auth, dashboard, errors, partials, proxy, system
 
     app.register_blueprint(proxy.bp, url_prefix="/v1")
     app.register_blueprint(proxy.bp, url_prefix="/api/v1", name="proxy_api_v1")
     app.register_blueprint(admin_api.bp, url_prefix="/api/admin")
     app.register_blueprint(system.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(partials.bp, url_prefix="/partials")
     errors.register(app)
 
 
 def register_commands(app: Flask) -> None:
-    """`flask keys …` and `flask init-db`."""
-    from blueprints.cli import init_db_command, keys_cli
+    """`flask keys …`, `flask users …` and `flask init-db`."""
+    from blueprints.cli import init_db_command, keys_cli, users_cli
 
     app.cli.add_command(keys_cli)
+    app.cli.add_command(users_cli)
     app.cli.add_command(init_db_command)

@@ -73,6 +73,41 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "Default key selection: `most-remaining` or `round-robin` (a profile may override).",
     ),
+    Setting(
+        "ADMIN_USERNAME", "admin", str, "Username of the first dashboard admin (created once)."
+    ),
+    Setting(
+        "ADMIN_PASSWORD",
+        None,
+        str,
+        "Password of the first dashboard admin. Unset: one is generated and printed once at first start (`flask users create-admin` makes others).",
+    ),
+    Setting("SESSION_HOURS", 12.0, float, "Dashboard login lasts this long."),
+    Setting(
+        "DASHBOARD_REFRESH",
+        5.0,
+        float,
+        "Seconds between live refreshes of the overview's cards and bars.",
+    ),
+    Setting(
+        "LOGIN_SLOW_AFTER",
+        3,
+        int,
+        "Failed logins (per address and per username, 15 min window) before answers slow down.",
+    ),
+    Setting(
+        "LOGIN_DELAY", 0.5, float, "First slow-down in seconds; doubles per failure, at most 4 s."
+    ),
+    Setting(
+        "LOGIN_LOCK_AFTER", 10, int, "Failed logins after which the address or username is refused."
+    ),
+    Setting("LOGIN_LOCK_MINUTES", 15.0, float, "How long such a lock lasts."),
+    Setting(
+        "TRUSTED_PROXIES",
+        0,
+        int,
+        "Reverse proxies in front of KeyRelay whose X-Forwarded-For/-Proto to believe (client address for login throttling; HTTPS for Secure cookies).",
+    ),
     Setting("LOG_LEVEL", "INFO", str, "Python log level."),
     Setting(
         "INSTANCE_PATH",

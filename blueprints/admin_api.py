@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from flask_login import current_user
 from sqlalchemy import func, select
 
-from blueprints.common import gateway, require_master_key
-from extensions import db
+from blueprints.common import bearer_token, commit_keys, gateway, require_master_key, utcnow
+from blueprints.web import SAFE_METHODS, audit
+from extensions import csrf, db
 from gateway import keyring
 from gateway.errors import GatewayError
 from models import Profile, ProviderKey, RequestLog, UsageDaily
@@ -16,8 +18,20 @@ bp = Blueprint("admin_api", __name__)
 
 @bp.before_request
 def authenticate() -> None:
-    """Admin calls need the master key; they see every request this process has booked."""
-    require_master_key()
+    """The master key, or a dashboard session (changes: an admin, with the CSRF token).
+    Every call sees every request this process has booked."""
+    if bearer_token() is None and current_user.is_authenticated:
+        if request.method not in SAFE_METHODS:
+            if not current_user.is_admin:
+                raise GatewayError(
+                    403,
+                    "Viewers can read but not change anything.",
+                    type="permission_error",
+                    code="forbidden",
+                )
+            csrf.protect()
+    else:
+        require_master_key()
     gateway().books.flush()
 
 
@@ -29,16 +43,6 @@ def bad_input(error: keyring.KeyInputError):
     return jsonify(body), error.status
 
 
-def _now():
-    return gateway().clock.now()
-
-
-def _commit() -> None:
-    """Commit, and make the proxy re-read keys now rather than within the second."""
-    db.session.commit()
-    gateway().keys.forget()
-
-
 def _key_or_404(key_id: int) -> ProviderKey:
     key = db.session.get(ProviderKey, key_id)
     if key is None:
@@ -47,7 +51,7 @@ def _key_or_404(key_id: int) -> ProviderKey:
 
 
 def _describe(key: ProviderKey) -> dict:
-    now = _now()
+    now = utcnow()
     return keyring.describe(key, keyring.used_today(db.session, now.date()).get(key.id, 0), now)
 
 
@@ -61,7 +65,7 @@ def list_keys():
     query = select(ProviderKey).order_by(ProviderKey.id)
     if profile := request.args.get("profile"):
         query = query.join(Profile).where(Profile.name == profile)
-    now = _now()
+    now = utcnow()
     used = keyring.used_today(db.session, now.date())
     keys = db.session.scalars(query).all()
     return jsonify({"data": [keyring.describe(k, used.get(k.id, 0), now) for k in keys]})
@@ -71,8 +75,9 @@ def list_keys():
 def create_key():
     """Add a provider key; the secret is stored encrypted and answered masked."""
     data = keyring.parse_key_input(_json(), creating=True)
-    key = keyring.create_key(db.session, gateway().secrets, data, _now())
-    _commit()
+    key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
+    audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
+    commit_keys()
     return jsonify(_describe(key)), 201
 
 
@@ -87,16 +92,20 @@ def update_key(key_id: int):
     """Change a key's fields (any subset; a new secret replaces the old)."""
     key = _key_or_404(key_id)
     data = keyring.parse_key_input(_json(), creating=False)
-    keyring.update_key(db.session, gateway().secrets, key, data, _now())
-    _commit()
+    keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
+    fields = sorted(k for k, v in (_json() or {}).items() if k != "secret")
+    audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
+    commit_keys()
     return jsonify(_describe(key))
 
 
 @bp.delete("/keys/<int:key_id>")
 def delete_key(key_id: int):
     """Remove a key; its log rows and usage stay."""
-    db.session.delete(_key_or_404(key_id))
-    _commit()
+    key = _key_or_404(key_id)
+    audit("key.delete", f"key:{key.id}", name=key.name)
+    db.session.delete(key)
+    commit_keys()
     return "", 204
 
 
@@ -104,6 +113,8 @@ def delete_key(key_id: int):
 def test_key(key_id: int):
     """Test the key with a real cheap call; the result also updates its status."""
     _key_or_404(key_id)
+    audit("key.test", f"key:{key_id}")
+    db.session.commit()
     db.session.remove()
     result = gateway().test_key(key_id)
     return jsonify({**result, "key": _describe(_key_or_404(key_id))})
@@ -117,8 +128,9 @@ def toggle_key(key_id: int):
     active = body.get("active", key.status == "disabled")
     if not isinstance(active, bool):
         raise keyring.KeyInputError("active", "'active' must be true or false.")
-    keyring.set_enabled(key, active, _now())
-    _commit()
+    keyring.set_enabled(key, active, utcnow())
+    audit("key.enable" if active else "key.disable", f"key:{key.id}")
+    commit_keys()
     return jsonify(_describe(key))
 
 
@@ -180,7 +192,7 @@ def stats():
             raise GatewayError(404, f"Profile '{name}' does not exist.", code="profile_not_found")
         query = query.where(UsageDaily.profile_id == profile.id)
         scope["profile"] = name
-    today = _now().date()
+    today = utcnow().date()
     return jsonify(
         {
             **scope,

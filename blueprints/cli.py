@@ -92,3 +92,64 @@ def delete_key(key_id: int) -> None:
     db.session.delete(key)
     db.session.commit()
     click.echo(f"Deleted key #{key_id}.")
+
+
+users_cli = AppGroup("users", help="Manage dashboard users.")
+
+
+def _create_user(username: str, password: str, role: str) -> None:
+    from gateway import accounts
+
+    try:
+        accounts.create_user(db.session, username, password, role, _now())
+        accounts.audit(db.session, "cli", "user.create", _now(), f"user:{username}", {"role": role})
+    except accounts.AccountError as exc:
+        raise click.UsageError(str(exc)) from None
+    db.session.commit()
+    click.echo(f"Created {role} '{username}'.")
+
+
+@users_cli.command("create-admin")
+@click.argument("username")
+@click.password_option(help="Prompted for (twice) when not given.")
+def create_admin(username: str, password: str) -> None:
+    """Create a dashboard admin."""
+    _create_user(username, password, "admin")
+
+
+@users_cli.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "viewer"]), default="viewer", show_default=True)
+@click.password_option(help="Prompted for (twice) when not given.")
+def create_user(username: str, role: str, password: str) -> None:
+    """Create a dashboard user (a viewer reads only)."""
+    _create_user(username, password, role)
+
+
+@users_cli.command("set-password")
+@click.argument("username")
+@click.password_option(help="Prompted for (twice) when not given.")
+def set_password(username: str, password: str) -> None:
+    """Change a user's password (ends their open sessions)."""
+    from gateway import accounts
+    from models import User
+
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.UsageError(f"No user named '{username}'.")
+    try:
+        accounts.set_password(user, password)
+    except accounts.AccountError as exc:
+        raise click.UsageError(str(exc)) from None
+    accounts.audit(db.session, "cli", "user.password", _now(), f"user:{username}")
+    db.session.commit()
+    click.echo(f"Changed the password of '{username}'.")
+
+
+@users_cli.command("list")
+def list_users() -> None:
+    """List dashboard users and their roles."""
+    from models import User
+
+    for user in db.session.scalars(select(User).order_by(User.username)):
+        click.echo(f"{user.username:<24} {user.role}")

@@ -15,6 +15,21 @@ def gateway() -> Gateway:
     return current_app.extensions["keyrelay"]
 
 
+def utcnow():
+    """The gateway clock's now (tests move it)."""
+    return gateway().clock.now()
+
+
+def commit_keys() -> None:
+    """Commit a change to keys or profiles, and make this process's proxy see it at once
+    (other workers see it within their one-second cache)."""
+    from extensions import db
+
+    db.session.commit()
+    gateway().keys.forget()
+    gateway().profiles.forget()
+
+
 def bearer_token() -> str | None:
     """The token of an `Authorization: Bearer …` header (or `x-api-key`), if any."""
     header = request.headers.get("Authorization", "")

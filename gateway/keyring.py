@@ -223,3 +223,44 @@ def describe(key: ProviderKey, used: int, now: datetime) -> dict:
         "created_at": key.created_at.isoformat(),
         "updated_at": key.updated_at.isoformat(),
     }
+
+
+@dataclass
+class ImportReport:
+    """What a bulk import did with each pasted line (secrets only masked)."""
+
+    added: list[dict]
+    duplicates: list[dict]
+    rejected: list[dict]
+
+
+def import_keys(
+    session: Session, box: SecretBox, text: str, shared: dict, name_prefix: str, now: datetime
+) -> ImportReport:
+    """Add one key per line of `text`, all with the `shared` fields (provider, profile,
+    base_url, models, limit). Blank lines and `#` comments are skipped; a secret already in
+    the profile, or twice in the paste, is a duplicate; a line that is not a secret is
+    rejected with the reason. The shared fields are checked first (KeyInputError)."""
+    parse_key_input({**shared, "name": name_prefix or "imported", "secret": "x"}, creating=True)
+    report = ImportReport([], [], [])
+    seen: set[str] = set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        shown = mask(line)
+        if line in seen:
+            report.duplicates.append({"line": number, "secret": shown, "reason": "twice in paste"})
+            continue
+        seen.add(line)
+        name = f"{name_prefix or 'imported'}-{line[-4:]}"
+        try:
+            data = parse_key_input({**shared, "name": name, "secret": line}, creating=True)
+            with session.begin_nested():
+                key = create_key(session, box, data, now)
+        except KeyInputError as exc:
+            entry = {"line": number, "secret": shown, "reason": str(exc)}
+            (report.duplicates if exc.status == 409 else report.rejected).append(entry)
+            continue
+        report.added.append({"line": number, "id": key.id, "name": key.name, "secret": shown})
+    return report

@@ -76,6 +76,10 @@ class _Profiles:
         self.entries[name] = (*found, time.monotonic())
         return found
 
+    def forget(self) -> None:
+        """Drop the cache (a profile changed in this process)."""
+        self.entries.clear()
+
 
 class Gateway:
     """Serves chat completions and model lists from a profile's pool of provider keys."""

@@ -4,5 +4,16 @@ from models.profiles import DEFAULT_PROFILE, Profile
 from models.provider_keys import ProviderKey
 from models.request_logs import Attempt, RequestLog
 from models.usage import UsageDaily
+from models.users import AuditEntry, LoginThrottle, User
 
-__all__ = ["DEFAULT_PROFILE", "Attempt", "Profile", "ProviderKey", "RequestLog", "UsageDaily"]
+__all__ = [
+    "DEFAULT_PROFILE",
+    "Attempt",
+    "AuditEntry",
+    "LoginThrottle",
+    "Profile",
+    "ProviderKey",
+    "RequestLog",
+    "UsageDaily",
+    "User",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from extensions import db
@@ -16,7 +16,16 @@ class RequestLog(db.Model):
 
     __tablename__ = "request_logs"
     # Every index is written on every request: only the ones a query needs. Newest-first
-    # listing walks the primary key; retention and date ranges use created_at.
+    # listing walks the primary key; retention and date ranges use created_at. "Recent
+    # errors" (the overview) reads a partial index that only failed requests are written to.
+    __table_args__ = (
+        Index(
+            "ix_request_logs_errors",
+            "id",
+            sqlite_where=text("status_code >= 400"),
+            postgresql_where=text("status_code >= 400"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[str] = mapped_column(String(40), unique=True)

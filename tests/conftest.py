@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from extensions import db
 from tests.fake_upstream import FakeUpstream
 
 MASTER_KEY = "kr-test-master-key"
+ADMIN_PASSWORD = "admin-pass-123"
 MODELS = ["gpt-4o-mini", "gpt-4o"]
 
 
@@ -108,6 +110,8 @@ def settings(tmp_path, clock):
         "READ_TIMEOUT": 1.0,
         "CONNECT_TIMEOUT": 1.0,
         "REQUEST_DEADLINE": 10.0,
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "LOGIN_DELAY": 0.01,
     }
 
 
@@ -150,3 +154,52 @@ def client(server):
 def chat(model: str = "gpt-4o-mini", content: str = "Say hello", **extra) -> dict:
     """A chat request body."""
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Web:
+    """The dashboard through Flask's test client, logged in; posts carry the CSRF token."""
+
+    def __init__(self, app, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
+        self.client = app.test_client()
+        self.token = None
+        response = self.login(username, password)
+        assert response.status_code == 302, response.text
+
+    def login(self, username: str, password: str, **kwargs):
+        page = self.client.get("/login")
+        self.token = CSRF_FIELD.search(page.text).group(1)
+        data = {"username": username, "password": password, "csrf_token": self.token}
+        response = self.client.post("/login", data=data, **kwargs)
+        if response.status_code == 302:
+            self.token = CSRF_FIELD.search(self.client.get("/").text).group(1)
+        return response
+
+    def get(self, path: str, **kwargs):
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, data: dict | None = None, htmx: bool = False, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if htmx:
+            headers = {**headers, "HX-Request": "true", "X-CSRFToken": self.token}
+        return self.client.post(
+            path, data={"csrf_token": self.token, **(data or {})}, headers=headers, **kwargs
+        )
+
+
+@pytest.fixture
+def web(app):
+    """The dashboard as the first admin."""
+    return Web(app)
+
+
+def make_viewer(app, username: str = "vera", password: str = "viewer-pass-1") -> Web:
+    """A viewer user, logged in."""
+    from gateway import accounts
+
+    with app.app_context():
+        accounts.create_user(db.session, username, password, "viewer", datetime.now(UTC))
+        db.session.commit()
+    return Web(app, username, password)

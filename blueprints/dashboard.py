@@ -1,0 +1,477 @@
+"""The dashboard's pages (F51–F57): overview, provider keys, profiles, request log, usage,
+audit log and users. Server-rendered; htmx only swaps parts of them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy import select
+
+from blueprints import charts
+from blueprints.common import commit_keys, gateway, utcnow
+from blueprints.web import audit, guard, no_cache, refuse, register_csrf_error
+from extensions import db
+from gateway import accounts, keyring, reports, selection
+from gateway.providers import ADAPTERS
+from models import AuditEntry, Profile, ProviderKey, RequestLog, User
+from models.users import ROLES
+
+bp = Blueprint("dashboard", __name__)
+bp.before_request(guard)
+bp.after_request(no_cache)
+register_csrf_error(bp)
+
+KEY_FIELDS = ("name", "provider", "profile", "secret", "base_url", "models", "daily_token_limit")
+PAGE = 50
+
+
+def _key_or_404(key_id: int) -> ProviderKey:
+    key = db.session.get(ProviderKey, key_id)
+    if key is None:
+        abort(404)
+    return key
+
+
+@bp.app_context_processor
+def _globals() -> dict:
+    return {
+        "refresh_seconds": current_app.config["DASHBOARD_REFRESH"],
+        "providers": sorted(ADAPTERS),
+        "strategies": selection.STRATEGIES,
+    }
+
+
+@bp.app_template_filter("num")
+def _num(value) -> str:
+    return f"{int(value or 0):,}"
+
+
+@bp.app_template_filter("pct")
+def _pct(value) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+@bp.app_template_filter("usd")
+def _usd(micros) -> str:
+    """Micro-dollars as dollars, exact (Decimal), at least cents."""
+    amount = Decimal(int(micros or 0)) / 1_000_000
+    text = f"{amount:,.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
+@bp.app_template_filter("when")
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+# -- overview (F51) -------------------------------------------------------------------
+
+
+@bp.get("/")
+def overview():
+    """Stat cards, quota bars per key and profile, key health, recent errors."""
+    gateway().books.flush()
+    now = utcnow()
+    keys = reports.key_health(db.session, now)
+    return render_template(
+        "overview.html",
+        cards=reports.overview_cards(db.session, now.date()),
+        keys=keys,
+        profiles=reports.profile_usage(db.session, keys),
+        errors=reports.recent_errors(db.session),
+        now=now,
+    )
+
+
+# -- provider keys (F52) --------------------------------------------------------------
+
+
+@bp.get("/keys")
+def keys():
+    now = utcnow()
+    return render_template("keys.html", keys=reports.key_health(db.session, now), now=now)
+
+
+def _profile_names() -> list[str]:
+    return list(db.session.scalars(select(Profile.name).order_by(Profile.name)))
+
+
+def _key_form(key=None, values=None, errors=None, status=200):
+    values = values or {}
+    if key is not None and not values:
+        values = {
+            "name": key.name,
+            "provider": key.provider,
+            "profile": key.profile.name,
+            "base_url": key.base_url,
+            "models": ", ".join(key.models),
+            "daily_token_limit": key.daily_token_limit or "",
+        }
+    values.pop("secret", None)  # a typed secret is never sent back, not even on error
+    page = render_template(
+        "key_form.html",
+        key=key,
+        values=values,
+        errors=errors or {},
+        profile_names=_profile_names(),
+    )
+    return page, status
+
+
+def _form_values() -> dict:
+    return {field: (request.form.get(field) or "").strip() for field in KEY_FIELDS}
+
+
+def _key_input(values: dict, creating: bool) -> keyring.KeyInput:
+    data = {k: v for k, v in values.items() if v != "" or k == "daily_token_limit"}
+    data["daily_token_limit"] = values["daily_token_limit"] or None
+    if not creating and not values["secret"]:
+        data.pop("secret", None)
+    return keyring.parse_key_input(data, creating=creating)
+
+
+@bp.get("/keys/new")
+def new_key():
+    return _key_form(values={"provider": "openai", "profile": "default", "models": "*"})
+
+
+@bp.post("/keys")
+def create_key():
+    """Save a new key, then test it at once and say how that went."""
+    values = _form_values()
+    try:
+        data = _key_input(values, creating=True)
+        key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
+    except keyring.KeyInputError as exc:
+        db.session.rollback()
+        return _key_form(values=values, errors={exc.field: str(exc)}, status=422)
+    audit("key.create", f"key:{key.id}", name=key.name, profile=data.profile or "default")
+    commit_keys()
+    key_id, label = key.id, f"#{key.id} {key.name} ({key.secret_masked})"
+    _flash_test(f"Added key {label}.", gateway().test_key(key_id))
+    return redirect(url_for("dashboard.keys"))
+
+
+def _flash_test(prefix: str, result: dict) -> None:
+    outcome = result["result"]
+    if outcome == "ok":
+        models = result.get("models") or []
+        flash(f"{prefix} Test passed: the provider answered ({len(models)} models).", "ok")
+    else:
+        flash(f"{prefix} Test: {outcome.replace('_', ' ')} — {result['error']}", "error")
+
+
+@bp.get("/keys/<int:key_id>/edit")
+def edit_key(key_id: int):
+    return _key_form(key=_key_or_404(key_id))
+
+
+@bp.post("/keys/<int:key_id>/edit")
+def update_key(key_id: int):
+    key = _key_or_404(key_id)
+    values = _form_values()
+    try:
+        data = _key_input(values, creating=False)
+        keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
+    except keyring.KeyInputError as exc:
+        db.session.rollback()
+        return _key_form(
+            key=_key_or_404(key_id), values=values, errors={exc.field: str(exc)}, status=422
+        )
+    changed = sorted(k for k, v in values.items() if v and k != "secret")
+    audit("key.update", f"key:{key.id}", fields=changed, secret_replaced=bool(values["secret"]))
+    commit_keys()
+    flash(f"Saved key #{key_id} {key.name}.", "ok")
+    return redirect(url_for("dashboard.keys"))
+
+
+@bp.get("/keys/<int:key_id>/delete")
+def confirm_delete_key(key_id: int):
+    return render_template("key_delete.html", key=_key_or_404(key_id))
+
+
+@bp.post("/keys/<int:key_id>/delete")
+def delete_key(key_id: int):
+    key = _key_or_404(key_id)
+    audit("key.delete", f"key:{key.id}", name=key.name)
+    db.session.delete(key)
+    commit_keys()
+    flash(f"Deleted key #{key_id} {key.name}. Its request log and usage stay.", "ok")
+    return redirect(url_for("dashboard.keys"))
+
+
+def _key_row(key_id: int, message: tuple[str, str] | None = None):
+    """The key's table row (htmx swaps it in place), or back to the list without htmx."""
+    if request.headers.get("HX-Request") != "true":
+        if message:
+            flash(message[1], message[0])
+        return redirect(url_for("dashboard.keys"))
+    now = utcnow()
+    row = next(k for k in reports.key_health(db.session, now) if k.id == key_id)
+    return render_template("partials/key_row.html", key=row, message=message, now=now)
+
+
+@bp.post("/keys/<int:key_id>/toggle")
+def toggle_key(key_id: int):
+    key = _key_or_404(key_id)
+    enable = key.status == "disabled"
+    keyring.set_enabled(key, enable, utcnow())
+    audit("key.enable" if enable else "key.disable", f"key:{key.id}")
+    commit_keys()
+    return _key_row(key_id, ("ok", f"Key #{key_id} {'enabled' if enable else 'disabled'}."))
+
+
+@bp.post("/keys/<int:key_id>/test")
+def test_key(key_id: int):
+    _key_or_404(key_id)
+    audit("key.test", f"key:{key_id}")
+    db.session.commit()  # no connection is held during the upstream call
+    result = gateway().test_key(key_id)
+    if result["result"] == "ok":
+        message = ("ok", f"Key #{key_id}: test passed ({len(result['models'] or [])} models).")
+    else:
+        message = (
+            "error",
+            f"Key #{key_id}: {result['result'].replace('_', ' ')} — {result['error']}",
+        )
+    return _key_row(key_id, message)
+
+
+@bp.route("/keys/import", methods=["GET", "POST"])
+def import_keys():
+    """Paste many secrets, one a line, with shared provider/profile/limits; a report."""
+    shared_fields = ("provider", "profile", "base_url", "models", "daily_token_limit")
+    if request.method == "GET":
+        values = {"provider": "openai", "profile": "default", "models": "*", "prefix": "imported"}
+        return render_template(
+            "keys_import.html",
+            values=values,
+            errors={},
+            report=None,
+            profile_names=_profile_names(),
+        )
+    values = {f: (request.form.get(f) or "").strip() for f in (*shared_fields, "prefix")}
+    shared = {f: values[f] for f in shared_fields if values[f]}
+    text = request.form.get("secrets") or ""
+    errors = {}
+    if not text.strip():
+        errors["secrets"] = "Paste at least one key, one a line."
+    if values["prefix"] and not keyring.PROFILE_NAME.match(values["prefix"]):
+        errors["prefix"] = "Use letters, digits, '_', '.', '-'."
+    report = None
+    if not errors:
+        try:
+            report = keyring.import_keys(
+                db.session, gateway().secrets, text, shared, values["prefix"], utcnow()
+            )
+        except keyring.KeyInputError as exc:
+            db.session.rollback()
+            errors[exc.field] = str(exc)
+    if errors:
+        page = render_template(
+            "keys_import.html",
+            values=values,
+            errors=errors,
+            report=None,
+            profile_names=_profile_names(),
+        )
+        return page, 422
+    audit(
+        "key.import",
+        f"profile:{shared.get('profile', 'default')}",
+        added=[entry["id"] for entry in report.added],
+        duplicates=len(report.duplicates),
+        rejected=len(report.rejected),
+    )
+    commit_keys()
+    return render_template(
+        "keys_import.html", values=values, errors={}, report=report, profile_names=_profile_names()
+    )
+
+
+# -- profiles (F53) -------------------------------------------------------------------
+
+
+@bp.get("/profiles")
+def profiles():
+    now = utcnow()
+    keys = reports.key_health(db.session, now)
+    return render_template(
+        "profiles.html", profiles=reports.profile_usage(db.session, keys), errors={}, values={}
+    )
+
+
+def _strategy(raw: str) -> str | None:
+    if raw in ("", "default"):
+        return None
+    if raw not in selection.STRATEGIES:
+        raise keyring.KeyInputError("strategy", f"Pick one of: {', '.join(selection.STRATEGIES)}.")
+    return raw
+
+
+@bp.post("/profiles")
+def create_profile():
+    values = {f: (request.form.get(f) or "").strip() for f in ("name", "strategy")}
+    try:
+        if not keyring.PROFILE_NAME.match(values["name"]):
+            raise keyring.KeyInputError("name", "Use 1–64 letters, digits, '_', '.', '-'.")
+        if db.session.scalar(select(Profile.id).where(Profile.name == values["name"])):
+            raise keyring.KeyInputError("name", f"A profile named '{values['name']}' exists.")
+        strategy = _strategy(values["strategy"])
+    except keyring.KeyInputError as exc:
+        keys = reports.key_health(db.session, utcnow())
+        page = render_template(
+            "profiles.html",
+            profiles=reports.profile_usage(db.session, keys),
+            errors={exc.field: str(exc)},
+            values=values,
+        )
+        return page, 422
+    db.session.add(Profile(name=values["name"], strategy=strategy, created_at=utcnow()))
+    audit("profile.create", f"profile:{values['name']}", strategy=strategy)
+    commit_keys()
+    flash(f"Created profile {values['name']}.", "ok")
+    return redirect(url_for("dashboard.profiles"))
+
+
+@bp.post("/profiles/<int:profile_id>")
+def update_profile(profile_id: int):
+    profile = db.session.get(Profile, profile_id) or abort(404)
+    try:
+        profile.strategy = _strategy((request.form.get("strategy") or "").strip())
+    except keyring.KeyInputError as exc:
+        return refuse(str(exc), 422)
+    audit("profile.update", f"profile:{profile.name}", strategy=profile.strategy)
+    commit_keys()
+    flash(f"Profile {profile.name} now uses {profile.strategy or 'the default'} strategy.", "ok")
+    return redirect(url_for("dashboard.profiles"))
+
+
+# -- request log (F54) ----------------------------------------------------------------
+
+
+@bp.get("/logs")
+def logs():
+    gateway().books.flush()
+    filters = reports.LogFilter.from_args(request.args)
+    before = request.args.get("before", type=int)
+    errors, rows, cursor = {}, [], None
+    try:
+        rows, cursor = reports.search_logs(db.session, filters, before, PAGE)
+    except reports.FilterError as exc:
+        errors[exc.field] = str(exc)
+    names = reports.names(db.session, ProviderKey)
+    profile_names = reports.names(db.session, Profile)
+    page = render_template(
+        "logs.html",
+        rows=rows,
+        cursor=cursor,
+        before=before,
+        filters=filters,
+        errors=errors,
+        choices=reports.log_choices(db.session),
+        key_names=names,
+        profile_names=profile_names,
+    )
+    return page, (422 if errors else 200)
+
+
+@bp.get("/logs/<int:log_id>/attempts")
+def log_attempts(log_id: int):
+    row = db.session.get(RequestLog, log_id) or abort(404)
+    names = reports.names(db.session, ProviderKey)
+    return render_template("partials/attempts.html", row=row, key_names=names)
+
+
+# -- usage charts (F55) ---------------------------------------------------------------
+
+
+@bp.get("/usage")
+def usage():
+    gateway().books.flush()
+    by = "key" if request.args.get("by") == "key" else "model"
+    series = reports.daily_series(db.session, utcnow().date(), by)
+    return render_template(
+        "usage.html",
+        by=by,
+        tokens=charts.stacked(series.days, series.tokens, "tokens"),
+        requests=charts.stacked(series.days, series.requests, "requests"),
+    )
+
+
+# -- audit log (F57) ------------------------------------------------------------------
+
+
+@bp.get("/audit")
+def audit_log():
+    before = request.args.get("before", type=int)
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(PAGE + 1)
+    if before:
+        query = query.where(AuditEntry.id < before)
+    entries = list(db.session.scalars(query))
+    cursor = entries[PAGE - 1].id if len(entries) > PAGE else None
+    return render_template("audit.html", entries=entries[:PAGE], cursor=cursor, before=before)
+
+
+# -- users (F50) ----------------------------------------------------------------------
+
+
+def _admins_only():
+    if not current_user.is_admin:
+        return refuse("Only admins manage users.", 403)
+    return None
+
+
+@bp.get("/users")
+def users():
+    return _admins_only() or _users_page({}, {"role": "viewer"})
+
+
+def _users_page(errors: dict, values: dict, status: int = 200):
+    listing = db.session.scalars(select(User).order_by(User.username)).all()
+    page = render_template("users.html", users=listing, errors=errors, values=values, roles=ROLES)
+    return page, status
+
+
+@bp.post("/users")
+def create_user():
+    values = {f: (request.form.get(f) or "").strip() for f in ("username", "role")}
+    try:
+        user = accounts.create_user(
+            db.session,
+            values["username"],
+            request.form.get("password") or "",
+            values["role"],
+            utcnow(),
+        )
+    except accounts.AccountError as exc:
+        db.session.rollback()
+        return _users_page({exc.field: str(exc)}, values, 422)
+    audit("user.create", f"user:{user.username}", role=user.role)
+    db.session.commit()
+    flash(f"Created {user.role} {user.username}.", "ok")
+    return redirect(url_for("dashboard.users"))
+
+
+@bp.post("/users/<int:user_id>/delete")
+def delete_user(user_id: int):
+    user = db.session.get(User, user_id) or abort(404)
+    if user.id == current_user.id:
+        return refuse("You cannot remove yourself; another admin can.", 400)
+    audit("user.delete", f"user:{user.username}")
+    db.session.delete(user)
+    db.session.commit()
+    flash(f"Removed user {user.username}.", "ok")
+    return redirect(url_for("dashboard.users"))

@@ -1,0 +1,128 @@
+"""What the dashboard's blueprints share: who is logged in, the guard, audit, errors."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+
+from blueprints.common import gateway
+from extensions import csrf, db, login_manager
+from gateway import accounts
+from models import User
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+@login_manager.user_loader
+def load_user(session_id: str) -> User | None:
+    """The logged-in user, unless removed or the password changed since login."""
+    user_id, _, version = session_id.partition(":")
+    if not user_id.isdigit() or not version.isdigit():
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or user.session_version != int(version):
+        return None
+    return user
+
+
+@login_manager.unauthorized_handler
+def unauthorized():
+    """To the login page. An htmx request (a live refresh, a button) is told to send the
+    whole page there (HX-Redirect), instead of getting a login form as its fragment."""
+    target = url_for("auth.login", next=_next_url())
+    if request.headers.get("HX-Request") == "true":
+        return Response("Your session has ended; log in again.", 401, {"HX-Redirect": target})
+    return redirect(target)
+
+
+def _next_url() -> str:
+    """Where to come back to after login: the page, not the fragment that noticed."""
+    if request.headers.get("HX-Request") == "true":
+        current = request.headers.get("HX-Current-URL", "")
+        root = request.host_url.rstrip("/")
+        return (
+            current[len(root) :]
+            if current.startswith(root + "/")
+            else url_for("dashboard.overview")
+        )
+    return request.full_path.rstrip("?")
+
+
+def guard() -> Response | None:
+    """Every dashboard request: logged in; changes need an admin and a CSRF token."""
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    if request.method not in SAFE_METHODS:
+        csrf.protect()
+        if not current_user.is_admin:
+            return refuse("Viewers can look but not change anything; ask an admin.", 403)
+    return None
+
+
+def refuse(message: str, status: int) -> Response:
+    """A readable refusal: a flash on the page it came from, or a fragment for htmx."""
+    if request.headers.get("HX-Request") == "true":
+        body = render_template("partials/flash.html", messages=[("error", message)])
+        return Response(body, status, {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+    return Response(render_template("error.html", message=message, status=status), status)
+
+
+def no_cache(response: Response) -> Response:
+    """Dashboard pages show live data and key names: never cached."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def actor() -> str:
+    """Who did it, for the audit log: the user, the master key (JSON API) or anonymous."""
+    if current_user.is_authenticated:
+        return current_user.username
+    return "master key" if request.path.startswith("/api/") else "anonymous"
+
+
+def audit(action: str, target: str | None = None, **detail) -> None:
+    """Record an admin action in the current transaction."""
+    accounts.audit(
+        db.session,
+        actor(),
+        action,
+        gateway().clock.now(),
+        target=target,
+        detail=detail or None,
+        address=request.remote_addr,
+    )
+
+
+def register_csrf_error(bp: Blueprint) -> None:
+    @bp.app_errorhandler(CSRFError)
+    def csrf_error(error: CSRFError):
+        db.session.rollback()
+        current_app.logger.warning("CSRF refused %s %s: %s", request.method, request.path, error)
+        message = (
+            "This form was not sent from a KeyRelay page, or it expired. "
+            "Reload the page and try again."
+        )
+        if request.path.startswith("/api/"):
+            from blueprints.common import error_response
+            from gateway.errors import GatewayError
+
+            return error_response(GatewayError(403, message, code="csrf_failed"))
+        return refuse(message, 400)
+
+
+def flash_error(message: str) -> None:
+    flash(message, "error")
+
+
+def back(default: str = "dashboard.overview"):
+    return redirect(request.referrer or url_for(default))

@@ -1,0 +1,325 @@
+"""Read models for the dashboard: totals, quota bars, key health, the log search, series.
+
+Everything the overview shows comes from the `usage_daily` roll-ups, the provider keys and
+a partial index of failed requests, so its cost does not grow with the request log (P5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway import selection
+from models import Profile, ProviderKey, RequestLog, UsageDaily
+from models.provider_keys import DISABLED
+
+_SUMS = ("requests", "successes", "failures", "total_tokens", "cost_micros")
+
+
+def totals(session: Session, first: date, last: date) -> dict:
+    """Requests, success rate, tokens and cost (micro-dollars) for days first..last."""
+    row = session.execute(
+        select(*(func.coalesce(func.sum(getattr(UsageDaily, n)), 0) for n in _SUMS)).where(
+            UsageDaily.day >= first, UsageDaily.day <= last
+        )
+    ).one()
+    values = dict(zip(_SUMS, (int(v) for v in row), strict=True))
+    values["success_rate"] = (
+        values["successes"] / values["requests"] if values["requests"] else None
+    )
+    return values
+
+
+def overview_cards(session: Session, today: date) -> dict:
+    """Today's and this month's totals."""
+    return {
+        "today": totals(session, today, today),
+        "month": totals(session, today.replace(day=1), today),
+    }
+
+
+def _used_today(session: Session, today: date) -> dict[int, tuple[int, int]]:
+    rows = session.execute(
+        select(
+            UsageDaily.provider_key_id,
+            func.sum(UsageDaily.total_tokens),
+            func.sum(UsageDaily.requests),
+        )
+        .where(UsageDaily.day == today)
+        .group_by(UsageDaily.provider_key_id)
+    )
+    return {key_id: (int(tokens or 0), int(count or 0)) for key_id, tokens, count in rows}
+
+
+def _percent(used: int, limit: int | None) -> float | None:
+    return None if not limit else min(100.0, round(100.0 * used / limit, 1))
+
+
+@dataclass
+class KeyHealth:
+    """One provider key as the dashboard shows it (the secret only masked)."""
+
+    id: int
+    name: str
+    profile: str
+    provider: str
+    secret: str
+    status: str
+    cooldown_until: datetime | None
+    used: int
+    requests: int
+    limit: int | None
+    percent: float | None
+    last_error: str | None
+    last_used_at: datetime | None
+    models: list
+
+
+def key_health(session: Session, now: datetime, profile: str | None = None) -> list[KeyHealth]:
+    """Every provider key with today's usage against its daily limit and its status now."""
+    used = _used_today(session, now.date())
+    query = select(ProviderKey).order_by(ProviderKey.id)
+    if profile:
+        query = query.join(Profile).where(Profile.name == profile)
+    result = []
+    for key in session.scalars(query):
+        tokens, count = used.get(key.id, (0, 0))
+        key.used_today = tokens
+        status = selection.effective_status(key, now)
+        result.append(
+            KeyHealth(
+                id=key.id,
+                name=key.name,
+                profile=key.profile.name,
+                provider=key.provider,
+                secret=key.secret_masked,
+                status=status,
+                cooldown_until=key.cooldown_until if status == "cooling_down" else None,
+                used=tokens,
+                requests=count,
+                limit=key.daily_token_limit,
+                percent=_percent(tokens, key.daily_token_limit),
+                last_error=key.last_error,
+                last_used_at=key.last_used_at,
+                models=key.models,
+            )
+        )
+    return result
+
+
+@dataclass
+class ProfileUsage:
+    """A profile's tokens today against the daily capacity of its keys."""
+
+    id: int
+    name: str
+    strategy: str | None
+    keys: int
+    usable: int
+    used: int
+    requests: int
+    capacity: int | None
+    percent: float | None
+
+
+def profile_usage(session: Session, keys: list[KeyHealth]) -> list[ProfileUsage]:
+    """Per profile: keys, usable keys, tokens and requests today, and the quota bar.
+
+    Capacity is the sum of its keys' daily limits when every enabled key has one;
+    a profile with an unlimited key has no ceiling to draw.
+    """
+    result = []
+    for profile in session.scalars(select(Profile).order_by(Profile.name)):
+        own = [k for k in keys if k.profile == profile.name]
+        enabled = [k for k in own if k.status != DISABLED]
+        used = sum(k.used for k in own)
+        capacity = None
+        if enabled and all(k.limit for k in enabled):
+            capacity = sum(k.limit for k in enabled)
+        result.append(
+            ProfileUsage(
+                id=profile.id,
+                name=profile.name,
+                strategy=profile.strategy,
+                keys=len(own),
+                usable=sum(1 for k in own if k.status == "active"),
+                used=used,
+                requests=sum(k.requests for k in own),
+                capacity=capacity,
+                percent=_percent(used, capacity),
+            )
+        )
+    return result
+
+
+def recent_errors(session: Session, limit: int = 10) -> list[RequestLog]:
+    """The newest failed requests (the partial index `ix_request_logs_errors`)."""
+    query = (
+        select(RequestLog)
+        .where(RequestLog.status_code >= 400)
+        .order_by(RequestLog.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+# -- request log search ---------------------------------------------------------------
+
+
+class FilterError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class LogFilter:
+    """The request log's filters; empty strings mean "any"."""
+
+    profile: str = ""
+    key: str = ""
+    model: str = ""
+    status: str = ""
+    since: str = ""
+    until: str = ""
+
+    FIELDS = ("profile", "key", "model", "status", "since", "until")
+
+    @classmethod
+    def from_args(cls, args) -> LogFilter:
+        return cls(**{f: (args.get(f) or "").strip()[:128] for f in cls.FIELDS})
+
+    def query_args(self) -> dict:
+        return {f: getattr(self, f) for f in self.FIELDS if getattr(self, f)}
+
+    def _day(self, field: str) -> date | None:
+        raw = getattr(self, field)
+        if not raw:
+            return None
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise FilterError(field, "Use a date like 2026-11-23.") from None
+
+    def apply(self, session: Session, query):
+        """Add the filters to a RequestLog query; FilterError names a bad field."""
+        if self.profile:
+            profile_id = session.scalar(select(Profile.id).where(Profile.name == self.profile))
+            if profile_id is None:
+                raise FilterError("profile", f"No profile named '{self.profile}'.")
+            query = query.where(RequestLog.profile_id == profile_id)
+        if self.key:
+            if not self.key.isdigit():
+                raise FilterError("key", "Pick a key from the list.")
+            query = query.where(RequestLog.provider_key_id == int(self.key))
+        if self.model:
+            query = query.where(RequestLog.model == self.model)
+        if self.status:
+            query = query.where(*_status_clause(self.status))
+        since, until = self._day("since"), self._day("until")
+        if since and until and since > until:
+            raise FilterError("until", "'To' is before 'From'.")
+        if since:
+            query = query.where(RequestLog.created_at >= _midnight(since))
+        if until:
+            query = query.where(RequestLog.created_at < _midnight(until + timedelta(days=1)))
+        return query
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _status_clause(status: str) -> list:
+    if status == "ok":
+        return [RequestLog.status_code >= 200, RequestLog.status_code < 300]
+    if status == "error":
+        return [RequestLog.status_code >= 400]
+    if status.isdigit() and len(status) == 3:
+        return [RequestLog.status_code == int(status)]
+    raise FilterError("status", "Use 'ok', 'error' or a status code such as 429.")
+
+
+def search_logs(
+    session: Session, filters: LogFilter, before: int | None, page_size: int = 50
+) -> tuple[list[RequestLog], int | None]:
+    """One page, newest first, from id `before` down; and the cursor of the next page."""
+    query = filters.apply(session, select(RequestLog))
+    if before is not None:
+        query = query.where(RequestLog.id < before)
+    rows = list(session.scalars(query.order_by(RequestLog.id.desc()).limit(page_size + 1)))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return rows, (rows[-1].id if more else None)
+
+
+def names(session: Session, model) -> dict[int, str]:
+    """id → name for every row of a model with `id` and `name` (keys, profiles)."""
+    return {row_id: name for row_id, name in session.execute(select(model.id, model.name))}
+
+
+def log_choices(session: Session) -> dict:
+    """Values for the filter drop-downs: profiles, keys, models seen in the roll-ups."""
+    return {
+        "profiles": list(session.scalars(select(Profile.name).order_by(Profile.name))),
+        "keys": list(session.execute(select(ProviderKey.id, ProviderKey.name).order_by("id"))),
+        "models": list(
+            session.scalars(select(UsageDaily.model).distinct().order_by(UsageDaily.model))
+        ),
+    }
+
+
+# -- usage series ---------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """Per-day values over `days`, one list per label (model or key), plus totals."""
+
+    days: list[date]
+    tokens: dict[str, list[int]]
+    requests: dict[str, list[int]]
+
+
+def daily_series(session: Session, today: date, by: str, days: int = 30) -> Series:
+    """Tokens and requests per day for the last `days` days, by `model` or by `key`."""
+    first = today - timedelta(days=days - 1)
+    column = UsageDaily.model if by == "model" else UsageDaily.provider_key_id
+    rows = session.execute(
+        select(
+            UsageDaily.day,
+            column,
+            func.sum(UsageDaily.total_tokens),
+            func.sum(UsageDaily.requests),
+        )
+        .where(UsageDaily.day >= first, UsageDaily.day <= today)
+        .group_by(UsageDaily.day, column)
+    ).all()
+    labels = _labels(session, by, {row[1] for row in rows})
+    day_list = [first + timedelta(days=i) for i in range(days)]
+    tokens = {label: [0] * days for label in sorted(set(labels.values()))}
+    requests = {label: [0] * days for label in tokens}
+    for day, group, token_sum, request_sum in rows:
+        index = (day - first).days
+        label = labels[group]
+        tokens[label][index] += int(token_sum or 0)
+        requests[label][index] += int(request_sum or 0)
+    return Series(day_list, tokens, requests)
+
+
+def _labels(session: Session, by: str, groups: set) -> dict:
+    if by == "model":
+        return {group: group for group in groups}
+    names = {
+        key_id: name
+        for key_id, name in session.execute(
+            select(ProviderKey.id, ProviderKey.name).where(ProviderKey.id.in_(groups))
+        )
+    }
+    return {
+        group: (f"#{group} {names[group]}" if group in names else f"#{group} (deleted)")
+        for group in groups
+    }
