@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
-from extensions import csrf, db, htmx, login_manager
+from extensions import csrf, db, login_manager
 from gateway import tokens
 from gateway.router import RetrySettings
 from gateway.secrets import SecretBox, load_or_create_key_file
@@ -106,7 +106,6 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     db.init_app(app)
     csrf.init_app(app)
-    htmx.init_app(app)
     login_manager.init_app(app)
     with app.app_context():
         _initialise_database(instance, settings)
@@ -163,6 +162,11 @@ def _initialise_database(instance: Path, settings: dict) -> None:
     with open(instance / ".init.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         db.create_all()
+        # create_all skips tables that exist; an index added since (the partial index of
+        # failed requests) is created on its own for databases made by an older version.
+        for table in db.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(db.engine, checkfirst=True)
         if db.session.scalar(select(Profile.id).where(Profile.name == DEFAULT_PROFILE)) is None:
             db.session.add(Profile(name=DEFAULT_PROFILE, created_at=now))
         username = settings["ADMIN_USERNAME"]

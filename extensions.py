@@ -3,7 +3,6 @@
 from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
-from htmx_flask import Htmx
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -18,4 +17,3 @@ db = SQLAlchemy(model_class=Base)
 # dashboard blueprints themselves (WTF_CSRF_CHECK_DEFAULT off): the proxy never pays for it.
 login_manager = LoginManager()
 csrf = CSRFProtect()
-htmx = Htmx()

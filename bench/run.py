@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import upstream as up
+from results import write_section
 
 VENV_BIN = Path(sys.executable).parent
 ROOT_CONF = up.REPO_DIR / "gunicorn.conf.py"
@@ -680,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         up.stop_all()
     print(report)
     if args.write:
-        (up.BENCH_DIR / "RESULTS.md").write_text(report)
+        write_section("proxy", report)
         print(f"wrote {up.BENCH_DIR / 'RESULTS.md'}")
     return 0
 

@@ -24,9 +24,15 @@ def init_db_command() -> None:
         source = "from KEYRELAY_MASTER_KEY"
     else:
         source = f"generated in {current_app.instance_path}/master_key: {config['MASTER_KEY']}"
+    password = (
+        "KEYRELAY_ADMIN_PASSWORD"
+        if config.get("ADMIN_PASSWORD")
+        else "printed above when the database was first created"
+    )
     click.echo(
         f"KeyRelay\n"
         f"  URL:          {url}   (OpenAI/SDK base_url: {url}/v1)\n"
+        f"  Dashboard:    {url}/   user '{config['ADMIN_USERNAME']}', password: {password}\n"
         f"  Master key:   {source}\n"
         f"  Database:     {config['SQLALCHEMY_DATABASE_URI']}\n"
         f"  Add a key:    curl -X POST {url}/api/admin/keys -H 'Authorization: Bearer <master key>'"

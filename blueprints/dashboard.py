@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from blueprints import charts
 from blueprints.common import commit_keys, gateway, utcnow
-from blueprints.web import audit, guard, no_cache, refuse, register_csrf_error
+from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
 from gateway import accounts, keyring, reports, selection
 from gateway.providers import ADAPTERS
@@ -214,7 +214,7 @@ def delete_key(key_id: int):
 
 def _key_row(key_id: int, message: tuple[str, str] | None = None):
     """The key's table row (htmx swaps it in place), or back to the list without htmx."""
-    if request.headers.get("HX-Request") != "true":
+    if not htmx():
         if message:
             flash(message[1], message[0])
         return redirect(url_for("dashboard.keys"))

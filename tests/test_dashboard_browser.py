@@ -4,8 +4,13 @@ Each page is saved as a screenshot under test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import openai
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
@@ -13,6 +18,7 @@ from gateway.secrets import mask
 from tests.browser import FLAGS, ensure_chromium, screenshot
 from tests.conftest import ADMIN_PASSWORD, chat, make_viewer
 from tests.fake_upstream import Behaviour
+from tests.test_durability import ROOT, Gunicorn
 
 SECRET = "sk-browser-aaaaaaaaaaaa1111"
 
@@ -232,3 +238,49 @@ def test_every_page_renders(page, admin, client, fake, clock):
         screenshot(page, name)
     page.goto("/usage")
     expect(page.locator("#tokens-chart rect title").first).to_contain_text("gpt-4o")
+
+
+def test_a_new_user_follows_the_readme(browser, fake, tmp_path):
+    """README: start (init-db, then gunicorn as in production: gevent, 2 workers), log in
+    with the password printed once, add a key, send a request, watch the overview move."""
+    instance = tmp_path / "instance"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYRELAY_")}
+    env["KEYRELAY_INSTANCE_PATH"] = str(instance)
+    flask = Path(sys.executable).with_name("flask")
+    init = subprocess.run(
+        [str(flask), "--app", "app", "init-db"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert init.returncode == 0, init.stderr
+    password = re.search(r"created with password\s+(\S+)", init.stderr).group(1)
+    assert "Dashboard:" in init.stdout
+    master = (instance / "master_key").read_text().strip()
+    server = Gunicorn(
+        instance, None, MASTER_KEY=None, WORKERS="2", DASHBOARD_REFRESH="0.5", SECRET_KEY=None
+    )
+    context = browser.new_context(base_url=server.url)
+    page = context.new_page()
+    try:
+        login(page, "admin", password)
+        page.get_by_role("link", name="Provider keys").click()
+        page.get_by_role("link", name="Add a key").click()
+        page.get_by_label("Name", exact=True).fill("my-openai")
+        page.get_by_label("Secret").fill(SECRET)
+        page.get_by_label("Base URL").fill(fake.base_url)
+        page.get_by_label("Daily token limit").fill("100000")
+        page.get_by_role("button", name="Add and test").click()
+        expect(page.locator(".flash.ok")).to_contain_text("Test passed")
+        page.get_by_role("link", name="Overview").click()
+        meter = page.locator('#key-bars tr[data-key-id="1"] meter')
+        expect(meter).to_have_attribute("value", "0")
+        sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=master, max_retries=0)
+        total = 0
+        for _ in range(4):  # two workers: some requests land on the one not serving the page
+            total += sdk.chat.completions.create(**chat()).usage.total_tokens
+        expect(meter).to_have_attribute("value", str(total))
+        expect(page.locator('#cards [data-period="today"] [data-stat="requests"]')).to_have_text(
+            "4"
+        )
+        screenshot(page, "first-run-overview")
+    finally:
+        context.close()
+        server.kill()

@@ -393,3 +393,38 @@ def test_money_is_shown_exactly(app):
 
     assert _usd(0) == "$0.00" and _usd(1) == "$0.000001" and _usd(1_234_560_000) == "$1,234.56"
     assert isinstance(date.today(), date)
+
+
+def test_overview_never_scans_the_request_log(web, app, fake, client):
+    """P5 by construction: every query behind the overview and its partials reads the
+    roll-ups, the keys, or the partial index of failures, never the whole request log.
+    (bench/overview.py times it with 1,000,000 rows.)"""
+    from sqlalchemy import event
+
+    _add(web, fake)
+    client.chat.completions.create(**chat())
+    statements = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        for path in ("/", "/partials/cards", "/partials/key-bars", "/partials/errors"):
+            assert web.get(path).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    touching = [(s, p) for s, p in statements if "request_logs" in s]
+    assert touching, "the recent-errors query was not seen"
+    with app.app_context():
+        raw = db.engine.raw_connection()
+        try:
+            for statement, parameters in touching:
+                plan = raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
+                details = " ".join(row[-1] for row in plan)
+                assert "USING INDEX ix_request_logs_errors" in details, details
+        finally:
+            raw.close()

@@ -30,7 +30,8 @@ def free_port() -> int:
 class Gunicorn:
     """KeyRelay served as in production (gunicorn.conf.py), as a process group we can kill."""
 
-    def __init__(self, instance: Path, secret_key: str) -> None:
+    def __init__(self, instance: Path, secret_key: str | None, **settings: str | None) -> None:
+        """`settings` are extra KEYRELAY_* values (None removes one)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -40,7 +41,9 @@ class Gunicorn:
             "KEYRELAY_SECRET_KEY": secret_key,
             "KEYRELAY_BIND": f"127.0.0.1:{self.port}",
             "KEYRELAY_WORKERS": "1",
+            **{f"KEYRELAY_{name}": value for name, value in settings.items()},
         }
+        env = {name: value for name, value in env.items() if value is not None}
         gunicorn = Path(sys.executable).with_name("gunicorn")
         self.process = subprocess.Popen(
             [str(gunicorn), "-c", "gunicorn.conf.py", "app:create_app()"],
