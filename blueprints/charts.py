@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -24,7 +25,7 @@ class Chart:
     width: int
     height: int
     bars: list[Bar]
-    legend: list[tuple[str, str, int]]  # label, colour, total
+    legend: list[tuple[str, str, str]]  # label, colour, total as text
     ticks: list[tuple[float, str]]  # y, label
     days: list[tuple[float, str]]  # x, label
     peak: int
@@ -40,8 +41,19 @@ def _nice_ceiling(value: int) -> int:
     return 10 * magnitude
 
 
-def stacked(days: list[date], series: dict[str, list[int]], unit: str) -> Chart:
-    """One column per day, one colour per label, stacked; `<title>` tooltips on each part."""
+def _count(unit: str) -> Callable[[int], str]:
+    return lambda value: f"{value:,} {unit}"
+
+
+def stacked(
+    days: list[date],
+    series: dict[str, list[int]],
+    unit: str,
+    fmt: Callable[[int], str] | None = None,
+) -> Chart:
+    """One column per day, one colour per label, stacked; `<title>` tooltips on each part.
+    `fmt` writes a value (default: "1,234 <unit>")."""
+    fmt = fmt or _count(unit)
     width, height, left, bottom, top = 900, 240, 64, 24, 8
     plot_w, plot_h = width - left - 8, height - bottom - top
     per_day = [sum(values[i] for values in series.values()) for i in range(len(days))]
@@ -63,14 +75,17 @@ def stacked(days: list[date], series: dict[str, list[int]], unit: str) -> Chart:
                     width=round(slot * 0.7, 2),
                     height=round(h, 2),
                     colour=colours[label],
-                    title=f"{day.isoformat()} · {label}: {values[i]:,} {unit}",
+                    title=f"{day.isoformat()} · {label}: {fmt(values[i])}",
                 )
             )
-    ticks = [(round(top + plot_h * (1 - f), 2), f"{int(peak * f):,}") for f in (0, 0.5, 1)]
+    ticks = [
+        (round(top + plot_h * (1 - f), 2), fmt(int(peak * f)).removesuffix(f" {unit}"))
+        for f in (0, 0.5, 1)
+    ]
     labels = [
         (round(left + i * slot + slot / 2, 2), day.strftime("%d %b"))
         for i, day in enumerate(days)
         if i % 5 == 0 or i == len(days) - 1
     ]
-    legend = [(label, colours[label], sum(values)) for label, values in series.items()]
+    legend = [(label, colours[label], fmt(sum(values))) for label, values in series.items()]
     return Chart(width, height, bars, legend, ticks, labels, peak)

@@ -408,6 +408,7 @@ def usage():
         by=by,
         tokens=charts.stacked(series.days, series.tokens, "tokens"),
         requests=charts.stacked(series.days, series.requests, "requests"),
+        cost=charts.stacked(series.days, series.cost_micros, "USD", fmt=_usd),
     )
 
 

@@ -282,10 +282,11 @@ class Series:
     days: list[date]
     tokens: dict[str, list[int]]
     requests: dict[str, list[int]]
+    cost_micros: dict[str, list[int]]
 
 
 def daily_series(session: Session, today: date, by: str, days: int = 30) -> Series:
-    """Tokens and requests per day for the last `days` days, by `model` or by `key`."""
+    """Tokens, requests and cost per day for the last `days` days, by `model` or `key`."""
     first = today - timedelta(days=days - 1)
     column = UsageDaily.model if by == "model" else UsageDaily.provider_key_id
     rows = session.execute(
@@ -294,6 +295,7 @@ def daily_series(session: Session, today: date, by: str, days: int = 30) -> Seri
             column,
             func.sum(UsageDaily.total_tokens),
             func.sum(UsageDaily.requests),
+            func.sum(UsageDaily.cost_micros),
         )
         .where(UsageDaily.day >= first, UsageDaily.day <= today)
         .group_by(UsageDaily.day, column)
@@ -302,12 +304,14 @@ def daily_series(session: Session, today: date, by: str, days: int = 30) -> Seri
     day_list = [first + timedelta(days=i) for i in range(days)]
     tokens = {label: [0] * days for label in sorted(set(labels.values()))}
     requests = {label: [0] * days for label in tokens}
-    for day, group, token_sum, request_sum in rows:
+    cost = {label: [0] * days for label in tokens}
+    for day, group, token_sum, request_sum, cost_sum in rows:
         index = (day - first).days
         label = labels[group]
         tokens[label][index] += int(token_sum or 0)
         requests[label][index] += int(request_sum or 0)
-    return Series(day_list, tokens, requests)
+        cost[label][index] += int(cost_sum or 0)
+    return Series(day_list, tokens, requests, cost)
 
 
 def _labels(session: Session, by: str, groups: set) -> dict:

@@ -36,7 +36,7 @@ def ensure_chromium() -> str:
             "run `apt-get install -y chromium`."
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "--no-install-recommends", "chromium"]
+    install = [apt, "install", "-y", "chromium"]
     if subprocess.run(install, env=env, capture_output=True).returncode != 0:
         subprocess.run([apt, "update"], env=env, check=True, capture_output=True)
         subprocess.run(install, env=env, check=True, capture_output=True)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app import create_app
 from extensions import db
-from models import AuditEntry, ProviderKey, User
+from models import AuditEntry, LoginThrottle, ProviderKey, User
 from tests.conftest import ADMIN_PASSWORD, CSRF_FIELD, Web, make_viewer
 
 
@@ -150,8 +150,24 @@ def test_session_cookie_flags_and_secure_over_https(app):
     page = secure.get("/login", base_url="https://localhost")
     token = CSRF_FIELD.search(page.text).group(1)
     data["csrf_token"] = token
-    cookie = secure.post("/login", data=data, base_url="https://localhost").headers["Set-Cookie"]
-    assert "Secure" in cookie and "HttpOnly" in cookie
+    answer = secure.post(
+        "/login",
+        data=data,
+        base_url="https://localhost",
+        headers={"Referer": "https://localhost/login"},
+    )
+    assert answer.status_code == 302
+    assert "Secure" in answer.headers["Set-Cookie"] and "HttpOnly" in answer.headers["Set-Cookie"]
+    # Over HTTPS a post from another site is refused even with a valid token (Referer check).
+    fresh = CSRF_FIELD.search(secure.get("/", base_url="https://localhost").text).group(1)
+    forged = secure.post(
+        "/logout",
+        base_url="https://localhost",
+        data={"csrf_token": fresh},
+        headers={"Referer": "https://evil.example/"},
+    )
+    assert forged.status_code == 400
+    assert secure.get("/", base_url="https://localhost").status_code == 200  # still logged in
 
 
 def test_security_headers_on_every_page(app, web):
@@ -224,3 +240,27 @@ def test_logout_is_a_post_with_a_token(web, path):
     assert web.get("/").status_code == 200
     assert web.post(path).status_code == 302
     assert web.get("/").status_code == 302
+
+
+def test_behind_a_trusted_proxy_https_and_the_client_address_count(settings):
+    settings.update(TRUSTED_PROXIES=1, LOGIN_SLOW_AFTER=5, LOGIN_LOCK_AFTER=2)
+    app = create_app(settings)
+    client = app.test_client()
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    # Over HTTPS flask-wtf also checks that the form came from this site (Referer).
+    forwarded["Referer"] = "https://localhost/login"
+    token = CSRF_FIELD.search(client.get("/login", headers=forwarded).text).group(1)
+    data = {"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token}
+    answer = client.post("/login", data=data, headers=forwarded)
+    assert answer.status_code == 302
+    assert "Secure" in answer.headers["Set-Cookie"]
+    # Failures are counted for the forwarded address, not for the proxy's own.
+    other = app.test_client()
+    for _ in range(2):
+        token = CSRF_FIELD.search(other.get("/login", headers=forwarded).text).group(1)
+        wrong = {"username": "nobody", "password": "wrong-pass", "csrf_token": token}
+        assert other.post("/login", data=wrong, headers=forwarded).status_code == 401
+    with app.app_context():
+        scopes = set(db.session.scalars(select(LoginThrottle.scope)))
+    assert scopes == {"ip:203.0.113.9", "user:nobody"}
+    app.extensions["keyrelay"].close()

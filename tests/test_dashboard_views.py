@@ -313,6 +313,12 @@ def test_usage_charts_by_model_and_by_key(web, fake, client, clock):
     assert "2026-11-24 · gpt-4o: 1 requests" in titles
     by_key = web.get("/usage?by=key").text
     assert "2026-11-23 · #1 main: 1 requests" in by_key
+    # Cost is stored in micro-dollars and drawn exactly (pricing comes with issue 4).
+    with web.client.application.app_context():
+        db.session.execute(text("UPDATE usage_daily SET cost_micros = 1234500"))
+        db.session.commit()
+    cost = html.unescape(web.get("/usage").text.split('id="cost-chart"')[1])
+    assert "2026-11-23 · gpt-4o-mini: $1.2345</title>" in cost
     assert "<script" not in by_key.replace(
         '<script src="/static/vendor/htmx-2.0.11.min.js" defer></script>', ""
     )
