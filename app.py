@@ -115,6 +115,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             _gateway_settings(settings),
             journal_dir=instance / "journal",
             clock=settings.get("CLOCK"),
+            master_key=app.config["MASTER_KEY"],
         )
     # Requests a killed process served but had not written yet (its journal) go in now.
     gateway.books.recover()

@@ -8,10 +8,11 @@ from sqlalchemy import func, select
 
 from blueprints.common import bearer_token, commit_keys, gateway, require_master_key, utcnow
 from blueprints.web import SAFE_METHODS, audit
+from blueprints.web import actor as web_actor
 from extensions import csrf, db
-from gateway import keyring
+from gateway import clientkeys, keyring
 from gateway.errors import GatewayError
-from models import Profile, ProviderKey, RequestLog, UsageDaily
+from models import ClientKey, Profile, ProviderKey, RequestLog, UsageDaily
 
 bp = Blueprint("admin_api", __name__)
 
@@ -200,3 +201,75 @@ def stats():
             "today": {"day": today.isoformat(), **_totals(query.where(UsageDaily.day == today))},
         }
     )
+
+
+# -- client keys (F31) -----------------------------------------------------------------
+
+
+def _client_key_or_404(key_id: int) -> ClientKey:
+    row = db.session.get(ClientKey, key_id)
+    if row is None:
+        raise GatewayError(404, f"No client key with id {key_id}.", code="client_key_not_found")
+    return row
+
+
+def _commit_client_keys() -> None:
+    """Commit, and make this process's proxy re-read client keys now."""
+    db.session.commit()
+    gateway().callers.forget()
+
+
+@bp.post("/client-keys")
+def create_client_key():
+    """A key for an app, bound to a profile. The answer holds the key itself, once."""
+    data = clientkeys.parse(_json(), creating=True)
+    row, key = clientkeys.create(db.session, data, web_actor(), utcnow())
+    audit("client_key.create", f"client_key:{row.id}", name=row.name, profile=row.profile.name)
+    _commit_client_keys()
+    return jsonify({**row.to_dict(utcnow()), "key": key}), 201
+
+
+@bp.get("/client-keys")
+def list_client_keys():
+    """Every client key (never the key, only its hint), optionally of one profile."""
+    query = select(ClientKey).order_by(ClientKey.id)
+    if profile := request.args.get("profile"):
+        query = query.join(Profile).where(Profile.name == profile)
+    now = utcnow()
+    return jsonify({"data": [row.to_dict(now) for row in db.session.scalars(query)]})
+
+
+@bp.get("/client-keys/<int:key_id>")
+def get_client_key(key_id: int):
+    return jsonify(_client_key_or_404(key_id).to_dict(utcnow()))
+
+
+@bp.put("/client-keys/<int:key_id>")
+def update_client_key(key_id: int):
+    """Change name, profile, models or expiry (the key itself never changes)."""
+    row = _client_key_or_404(key_id)
+    data = clientkeys.parse(_json(), creating=False)
+    clientkeys.update(db.session, row, data, utcnow())
+    audit("client_key.update", f"client_key:{row.id}", fields=sorted(_json()))
+    _commit_client_keys()
+    return jsonify(row.to_dict(utcnow()))
+
+
+@bp.post("/client-keys/<int:key_id>/revoke")
+def revoke_client_key(key_id: int):
+    """Revoke for good: the key answers 401 from now on."""
+    row = _client_key_or_404(key_id)
+    clientkeys.revoke(row, utcnow())
+    audit("client_key.revoke", f"client_key:{row.id}", name=row.name)
+    _commit_client_keys()
+    return jsonify(row.to_dict(utcnow()))
+
+
+@bp.delete("/client-keys/<int:key_id>")
+def delete_client_key(key_id: int):
+    """Remove the key; its request-log rows keep its id."""
+    row = _client_key_or_404(key_id)
+    audit("client_key.delete", f"client_key:{row.id}", name=row.name)
+    db.session.delete(row)
+    _commit_client_keys()
+    return "", 204

@@ -22,9 +22,9 @@ from blueprints import charts
 from blueprints.common import commit_keys, gateway, utcnow
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
-from gateway import accounts, keyring, reports, selection
+from gateway import accounts, clientkeys, keyring, reports, selection
 from gateway.providers import ADAPTERS
-from models import AuditEntry, Profile, ProviderKey, RequestLog, User
+from models import AuditEntry, ClientKey, Profile, ProviderKey, RequestLog, User
 from models.users import ROLES
 
 bp = Blueprint("dashboard", __name__)
@@ -476,3 +476,63 @@ def delete_user(user_id: int):
     db.session.commit()
     flash(f"Removed user {user.username}.", "ok")
     return redirect(url_for("dashboard.users"))
+
+
+# -- client keys (F53) ----------------------------------------------------------------
+
+
+def _client_keys_page(errors=None, values=None, created=None, status=200):
+    now = utcnow()
+    rows = db.session.scalars(select(ClientKey).order_by(ClientKey.id.desc())).all()
+    page = render_template(
+        "client_keys.html",
+        rows=rows,
+        now=now,
+        errors=errors or {},
+        values=values or {"profile": "default", "models": "*"},
+        created=created,
+        profile_names=_profile_names(),
+    )
+    return page, status
+
+
+@bp.get("/client-keys")
+def client_keys():
+    return _client_keys_page()
+
+
+@bp.post("/client-keys")
+def create_client_key():
+    """Create a key; the page that answers is the only time it is ever shown."""
+    values = {f: (request.form.get(f) or "").strip() for f in ("name", "profile", "models")}
+    values["expires_at"] = (request.form.get("expires_at") or "").strip()
+    data = {k: v for k, v in values.items() if v}
+    if "expires_at" in data and len(data["expires_at"]) == 16:  # <input type=datetime-local>
+        data["expires_at"] += ":00+00:00"
+    try:
+        spec = clientkeys.parse(data, creating=True)
+        row, key = clientkeys.create(db.session, spec, current_user.username, utcnow())
+    except keyring.KeyInputError as exc:
+        db.session.rollback()
+        return _client_keys_page({exc.field: str(exc)}, values, status=422)
+    audit("client_key.create", f"client_key:{row.id}", name=row.name, profile=row.profile.name)
+    db.session.commit()
+    gateway().callers.forget()
+    return _client_keys_page(created={"row": row, "key": key})
+
+
+@bp.get("/client-keys/<int:key_id>/revoke")
+def confirm_revoke_client_key(key_id: int):
+    row = db.session.get(ClientKey, key_id) or abort(404)
+    return render_template("client_key_revoke.html", row=row)
+
+
+@bp.post("/client-keys/<int:key_id>/revoke")
+def revoke_client_key(key_id: int):
+    row = db.session.get(ClientKey, key_id) or abort(404)
+    clientkeys.revoke(row, utcnow())
+    audit("client_key.revoke", f"client_key:{row.id}", name=row.name)
+    db.session.commit()
+    gateway().callers.forget()
+    flash(f"Revoked client key #{row.id} {row.name}: it is refused from now on.", "ok")
+    return redirect(url_for("dashboard.client_keys"))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import orjson
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from blueprints.common import gateway, require_master_key
-from gateway.errors import invalid_request
+from blueprints.common import bearer_token, gateway
+from gateway.errors import GatewayError, invalid_request
 from gateway.service import ProxyResponse
 from models import DEFAULT_PROFILE
 
@@ -15,12 +15,24 @@ bp = Blueprint("proxy", __name__)
 
 @bp.before_request
 def authenticate() -> None:
-    """Every proxy call needs the master key (client keys come later)."""
-    require_master_key()
+    """The master key, or a client key (401 unknown, revoked or expired)."""
+    g.caller = gateway().callers.resolve(bearer_token())
 
 
 def _profile() -> str:
-    return request.headers.get("X-Profile") or DEFAULT_PROFILE
+    """The client key's profile; the master key picks one with X-Profile (F8)."""
+    asked = request.headers.get("X-Profile")
+    own = g.caller.profile
+    if own is None:
+        return asked or DEFAULT_PROFILE
+    if asked and asked != own:
+        raise GatewayError(
+            403,
+            f"This API key belongs to profile '{own}'; it cannot use profile '{asked}'.",
+            type="permission_error",
+            code="profile_not_allowed",
+        )
+    return own
 
 
 def _json_body() -> object:
@@ -41,16 +53,16 @@ def _to_flask(result: ProxyResponse) -> Response:
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     """Chat completion, streamed (SSE) or not, from the profile's key pool."""
-    return _to_flask(gateway().chat(_profile(), _json_body()))
+    return _to_flask(gateway().chat(_profile(), _json_body(), g.caller))
 
 
 @bp.get("/models")
 def list_models() -> Response:
     """Models the caller's profile serves."""
-    return jsonify({"object": "list", "data": gateway().models(_profile())})
+    return jsonify({"object": "list", "data": gateway().models(_profile(), g.caller)})
 
 
 @bp.get("/models/<path:model_id>")
 def get_model(model_id: str) -> Response:
     """One model, or 404."""
-    return jsonify(gateway().model(_profile(), model_id))
+    return jsonify(gateway().model(_profile(), model_id, g.caller))

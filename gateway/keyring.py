@@ -54,7 +54,7 @@ def _text(data: dict, field: str, limit: int) -> str | None:
     return value.strip()
 
 
-def _models(value) -> list[str] | None:
+def parse_models(value) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -89,7 +89,7 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
         name=_text(data, "name", 128),
         secret=_text(data, "secret", 4096),
         base_url=_text(data, "base_url", 512),
-        models=_models(data.get("models")),
+        models=parse_models(data.get("models")),
         daily_token_limit=_limit(data.get("daily_token_limit")),
         has_limit="daily_token_limit" in data,
     )

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from gateway import accounting, selection, store
 from gateway.accounting import RequestRecord, Usage
 from gateway.books import Books
+from gateway.clientkeys import MASTER, Caller, Callers
 from gateway.clock import Clock
 from gateway.errors import GatewayError
 from gateway.keycache import KeyCache, apply_booking, needs_touch
@@ -91,6 +92,7 @@ class Gateway:
         settings: GatewaySettings,
         journal_dir: Path,
         clock=None,
+        master_key: str = "",
     ):
         self.engine = engine
         self.secrets = secrets
@@ -102,6 +104,7 @@ class Gateway:
         self.books = Books(engine, journal_dir)
         self.keys = KeyCache(engine, self.books.unapplied_tokens)
         self.health = KeyHealth(engine, self.clock, settings.retry, on_change=self.keys.forget)
+        self.callers = Callers(engine, master_key, self.clock)
         self._picked_at: dict[int, datetime] = {}
         self._plain: dict[bytes, str] = {}
         self._lock = threading.Lock()
@@ -159,7 +162,7 @@ class Gateway:
 
     # -- chat -------------------------------------------------------------------------
 
-    def chat(self, profile: str, body: object, client_key_id: int | None = None) -> ProxyResponse:
+    def chat(self, profile: str, body: object, caller: Caller = MASTER) -> ProxyResponse:
         """Serve one chat completion (streaming or not); errors raise GatewayError."""
         model = body.get("model") if isinstance(body, dict) else None
         streamed = isinstance(body, dict) and body.get("stream") is True
@@ -168,12 +171,14 @@ class Gateway:
             "chat.completions",
             model if isinstance(model, str) else None,
             streamed,
-            client_key_id=client_key_id,
+            client_key_id=caller.client_key_id,
         )
         started = time.perf_counter()
         try:
             rec.profile_id, strategy = self.profiles.resolve(profile)
             validate_chat(body)
+            if caller.models is not None and model not in caller.models:
+                raise _model_not_allowed(model, caller)
             keys = self.candidates(profile, rec.profile_id, strategy, model)
             if streamed:
                 return self._stream(rec, body, keys, started)
@@ -255,8 +260,9 @@ class Gateway:
 
     # -- models -----------------------------------------------------------------------
 
-    def models(self, profile: str) -> list[dict]:
-        """The models the profile's keys serve, with the provider that owns each."""
+    def models(self, profile: str, caller: Caller = MASTER) -> list[dict]:
+        """The models the profile's keys serve (those the caller may use), with the
+        provider that owns each."""
         profile_id, _ = self.profiles.resolve(profile)
         with self.engine.connect() as conn:
             keys = store.load_keys(conn, profile_id, self.clock.now().date())
@@ -266,15 +272,16 @@ class Gateway:
                 continue
             names = key.models if "*" not in key.models else (key.discovered_models or [])
             for name in names:
-                owners.setdefault(name, key.provider)
+                if caller.models is None or name in caller.models:
+                    owners.setdefault(name, key.provider)
         return [
             {"id": name, "object": "model", "created": 0, "owned_by": owner}
             for name, owner in sorted(owners.items())
         ]
 
-    def model(self, profile: str, model_id: str) -> dict:
+    def model(self, profile: str, model_id: str, caller: Caller = MASTER) -> dict:
         """One model, or a 404 naming where to look."""
-        for entry in self.models(profile):
+        for entry in self.models(profile, caller):
             if entry["id"] == model_id:
                 return entry
         raise GatewayError(
@@ -383,6 +390,17 @@ class _StreamRelay:
         rec.usage = usage or Usage.estimate(self.messages, self.filter.completion_text())
         rec.latency_ms = int((time.perf_counter() - self.started) * 1000)
         self.gateway.book(rec, self.key)
+
+
+def _model_not_allowed(model: str, caller: Caller) -> GatewayError:
+    allowed = ", ".join(sorted(caller.models))
+    return GatewayError(
+        403,
+        f"This API key may not use the model '{model}'. Allowed: {allowed}.",
+        type="permission_error",
+        code="model_not_allowed",
+        param="model",
+    )
 
 
 def _trace_headers(rec: RequestRecord) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """SQLAlchemy models, one module per aggregate."""
 
+from models.client_keys import ClientKey
 from models.profiles import DEFAULT_PROFILE, Profile
 from models.provider_keys import ProviderKey
 from models.request_logs import Attempt, RequestLog
@@ -10,6 +11,7 @@ __all__ = [
     "DEFAULT_PROFILE",
     "Attempt",
     "AuditEntry",
+    "ClientKey",
     "LoginThrottle",
     "Profile",
     "ProviderKey",

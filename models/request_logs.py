@@ -58,6 +58,7 @@ class RequestLog(db.Model):
             "request_id": self.request_id,
             "created_at": self.created_at.isoformat(),
             "profile_id": self.profile_id,
+            "client_key_id": self.client_key_id,
             "endpoint": self.endpoint,
             "model": self.model,
             "provider": self.provider,

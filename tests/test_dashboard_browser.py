@@ -284,3 +284,30 @@ def test_a_new_user_follows_the_readme(browser, fake, tmp_path):
     finally:
         context.close()
         server.kill()
+
+
+def test_client_key_is_shown_once_with_a_copy_button(page, admin, fake, server):
+    admin.add_key(SECRET, fake.base_url, name="main")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    login(page)
+    page.get_by_role("link", name="Client keys").click()
+    page.get_by_label("Name", exact=True).fill("billing-app")
+    page.get_by_role("button", name="Create key").click()
+    shown = page.get_by_label("The new client key")
+    key = shown.input_value()
+    assert key.startswith("kr-")
+    page.get_by_role("button", name="Copy").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    screenshot(page, "client-key-created")
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+    assert sdk.chat.completions.create(**chat()).choices[0].message.content
+    page.goto("/client-keys")
+    expect(page.get_by_label("The new client key")).to_have_count(0)
+    assert key not in page.content()
+    page.locator('tr[data-client-key-id="1"]').get_by_role("link", name="Revoke").click()
+    page.get_by_role("button", name="Revoke the key").click()
+    expect(page.locator('tr[data-client-key-id="1"] .badge')).to_have_text("revoked")
+    screenshot(page, "client-keys")
+    with pytest.raises(openai.AuthenticationError):
+        sdk.chat.completions.create(**chat())

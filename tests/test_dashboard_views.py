@@ -319,9 +319,11 @@ def test_usage_charts_by_model_and_by_key(web, fake, client, clock):
         db.session.commit()
     cost = html.unescape(web.get("/usage").text.split('id="cost-chart"')[1])
     assert "2026-11-23 · gpt-4o-mini: $1.2345</title>" in cost
-    assert "<script" not in by_key.replace(
-        '<script src="/static/vendor/htmx-2.0.11.min.js" defer></script>', ""
-    )
+    # Scripts only from static/ (CSP script-src 'self'), never inline.
+    assert re.findall(r"<script[^>]*>", by_key) == [
+        '<script src="/static/vendor/htmx-2.0.11.min.js" defer>',
+        '<script src="/static/app.js" defer>',
+    ]
 
 
 def test_audit_log_lists_admin_actions_without_secrets(web, fake, admin, app):
