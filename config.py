@@ -108,6 +108,24 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "Reverse proxies in front of KeyRelay whose X-Forwarded-For/-Proto to believe (client address for login throttling; HTTPS for Secure cookies).",
     ),
+    Setting(
+        "CLIENT_KEY_RPM",
+        100,
+        int,
+        "Requests per minute of a new client key when none is given (0: unlimited).",
+    ),
+    Setting(
+        "CLIENT_KEY_TPM",
+        10000,
+        int,
+        "Tokens per minute of a new client key when none is given (0: unlimited).",
+    ),
+    Setting(
+        "CLIENT_KEY_MAX_PARALLEL",
+        0,
+        int,
+        "Concurrent requests of a new client key when none is given (0: unlimited).",
+    ),
     Setting("LOG_LEVEL", "INFO", str, "Python log level."),
     Setting(
         "INSTANCE_PATH",

@@ -6,7 +6,14 @@ from flask import Blueprint, jsonify, request
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from blueprints.common import bearer_token, commit_keys, gateway, require_master_key, utcnow
+from blueprints.common import (
+    bearer_token,
+    client_key_defaults,
+    commit_keys,
+    gateway,
+    require_master_key,
+    utcnow,
+)
 from blueprints.web import SAFE_METHODS, audit
 from blueprints.web import actor as web_actor
 from extensions import csrf, db
@@ -223,7 +230,9 @@ def _commit_client_keys() -> None:
 def create_client_key():
     """A key for an app, bound to a profile. The answer holds the key itself, once."""
     data = clientkeys.parse(_json(), creating=True)
-    row, key = clientkeys.create(db.session, data, web_actor(), utcnow())
+    row, key = clientkeys.create(
+        db.session, data, web_actor(), utcnow(), defaults=client_key_defaults()
+    )
     audit("client_key.create", f"client_key:{row.id}", name=row.name, profile=row.profile.name)
     _commit_client_keys()
     return jsonify({**row.to_dict(utcnow()), "key": key}), 201

@@ -30,6 +30,16 @@ def commit_keys() -> None:
     gateway().profiles.forget()
 
 
+def client_key_defaults() -> dict[str, int | None]:
+    """Limits of a new client key that names none (KEYRELAY_CLIENT_KEY_*; 0: unlimited)."""
+    config = current_app.config
+    return {
+        "rpm_limit": config["CLIENT_KEY_RPM"] or None,
+        "tpm_limit": config["CLIENT_KEY_TPM"] or None,
+        "max_parallel_requests": config["CLIENT_KEY_MAX_PARALLEL"] or None,
+    }
+
+
 def bearer_token() -> str | None:
     """The token of an `Authorization: Bearer …` header (or `x-api-key`), if any."""
     header = request.headers.get("Authorization", "")

@@ -19,7 +19,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from blueprints import charts
-from blueprints.common import commit_keys, gateway, utcnow
+from blueprints.common import client_key_defaults, commit_keys, gateway, utcnow
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
 from gateway import accounts, clientkeys, keyring, reports, selection
@@ -489,11 +489,15 @@ def _client_keys_page(errors=None, values=None, created=None, status=200):
         rows=rows,
         now=now,
         errors=errors or {},
-        values=values or {"profile": "default", "models": "*"},
+        values=values or {"profile": "default", "models": "*", **_limit_defaults()},
         created=created,
         profile_names=_profile_names(),
     )
     return page, status
+
+
+def _limit_defaults() -> dict[str, str]:
+    return {k: ("" if v is None else str(v)) for k, v in client_key_defaults().items()}
 
 
 @bp.get("/client-keys")
@@ -504,9 +508,11 @@ def client_keys():
 @bp.post("/client-keys")
 def create_client_key():
     """Create a key; the page that answers is the only time it is ever shown."""
-    values = {f: (request.form.get(f) or "").strip() for f in ("name", "profile", "models")}
-    values["expires_at"] = (request.form.get("expires_at") or "").strip()
+    fields = ("name", "profile", "models", "expires_at", *clientkeys.LIMITS)
+    values = {f: (request.form.get(f) or "").strip() for f in fields}
     data = {k: v for k, v in values.items() if v}
+    for name in clientkeys.LIMITS:  # an empty limit field means "unlimited"
+        data.setdefault(name, None)
     if "expires_at" in data and len(data["expires_at"]) == 16:  # <input type=datetime-local>
         data["expires_at"] += ":00+00:00"
     try:

@@ -81,6 +81,10 @@ class RequestRecord:
     ttft_ms: int | None = None
     error: str | None = None
     recorded: bool = False
+    # The client key's rate-limit scope while the request holds a place in it (limiter.py),
+    # and the x-ratelimit-* headers its admission produced (F7).
+    limit_scope: tuple[str, bool] | None = None
+    limit_headers: dict[str, str] | None = None
 
     def log_row(self) -> dict:
         return {

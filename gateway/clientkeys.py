@@ -8,6 +8,7 @@ expiring a key takes effect at once in the process that did it and within a seco
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import secrets
 import time
@@ -19,14 +20,16 @@ from sqlalchemy.orm import Session
 
 from gateway.errors import GatewayError
 from gateway.keyring import KeyInputError, parse_models
+from gateway.limiter import Limits
 from gateway.secrets import fingerprint
 from models import ClientKey, Profile
 
 PREFIX = "kr-"
 # Accepted by the issue's API but not enforced yet (limits and budgets come next): refused
 # with a clear 400 rather than stored and silently ignored.
-NOT_YET = ("max_budget", "budget_duration", "rpm_limit", "tpm_limit", "max_parallel_requests")
-FIELDS = ("profile", "name", "models", "expires_at")
+NOT_YET = ("max_budget", "budget_duration")
+LIMITS = ("rpm_limit", "tpm_limit", "max_parallel_requests")
+FIELDS = ("profile", "name", "models", "expires_at", *LIMITS)
 CACHE_SECONDS = 1.0
 
 
@@ -46,6 +49,8 @@ class ClientKeyInput:
     has_models: bool = False
     expires_at: datetime | None = None
     has_expiry: bool = False
+    # Only the limits given: a value, or None for "unlimited".
+    limits: dict[str, int | None] = dataclasses.field(default_factory=dict)
 
 
 def _expiry(value) -> datetime | None:
@@ -60,6 +65,16 @@ def _expiry(value) -> datetime | None:
             "expires_at", "'expires_at' must be an ISO 8601 time with a zone, or null."
         )
     return moment
+
+
+def _limit(name: str, value) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise KeyInputError(name, f"'{name}' must be a positive integer, or null for no limit.")
+    return value
 
 
 def parse(data: object, creating: bool) -> ClientKeyInput:
@@ -87,15 +102,23 @@ def parse(data: object, creating: bool) -> ClientKeyInput:
         if spec.models == ["*"]:
             spec.models = None
     spec.expires_at = _expiry(data.get("expires_at"))
+    for name in LIMITS:
+        if name in data:
+            spec.limits[name] = _limit(name, data[name])
     if creating and spec.name is None:
         raise KeyInputError("name", "Missing required field 'name'.")
     return spec
 
 
 def create(
-    session: Session, data: ClientKeyInput, actor: str, now: datetime
+    session: Session,
+    data: ClientKeyInput,
+    actor: str,
+    now: datetime,
+    defaults: dict[str, int | None] | None = None,
 ) -> tuple[ClientKey, str]:
-    """A new client key; returns the row and the key itself (never stored, shown once)."""
+    """A new client key; returns the row and the key itself (never stored, shown once).
+    Limits not given take `defaults` (KEYRELAY_CLIENT_KEY_*)."""
     if data.expires_at is not None and data.expires_at <= now:
         raise KeyInputError("expires_at", "'expires_at' is in the past.")
     profile_name = data.profile or "default"
@@ -110,6 +133,7 @@ def create(
         key_hint=hint(key),
         models=data.models,
         expires_at=data.expires_at,
+        **{**(defaults or {}), **data.limits},
         created_by=actor,
         created_at=now,
         updated_at=now,
@@ -131,6 +155,8 @@ def update(session: Session, row: ClientKey, data: ClientKeyInput, now: datetime
         row.models = data.models
     if data.has_expiry:
         row.expires_at = data.expires_at
+    for name, value in data.limits.items():
+        setattr(row, name, value)
     row.updated_at = now
 
 
@@ -150,6 +176,12 @@ class Caller:
     client_key_id: int | None
     profile: str | None  # None: the master key, which picks with X-Profile
     models: frozenset[str] | None  # None: any model
+    limits: Limits | None = None  # None: no rate limits
+
+    @property
+    def scope(self) -> str:
+        """The client key's rate-limit scope in the shared limiter."""
+        return f"ck:{self.client_key_id}"
 
 
 MASTER = Caller(None, None, None)
@@ -166,6 +198,7 @@ class _Entry:
     models: frozenset[str] | None
     expires_at: datetime | None
     revoked: bool
+    limits: Limits | None
 
 
 class Callers:
@@ -194,7 +227,7 @@ class Callers:
             raise _unauthorized("This API key was revoked.", "api_key_revoked")
         if entry.expires_at is not None and entry.expires_at <= self.clock.now():
             raise _unauthorized("This API key has expired.", "api_key_expired")
-        return Caller(entry.id, entry.profile, entry.models)
+        return Caller(entry.id, entry.profile, entry.models, entry.limits)
 
     def _lookup(self, digest: str) -> _Entry | None:
         hit = self._entries.get(digest)
@@ -207,6 +240,9 @@ class Callers:
                 ClientKey.models,
                 ClientKey.expires_at,
                 ClientKey.revoked_at,
+                ClientKey.rpm_limit,
+                ClientKey.tpm_limit,
+                ClientKey.max_parallel_requests,
             )
             .join(Profile, Profile.id == ClientKey.profile_id)
             .where(ClientKey.key_hash == digest)
@@ -216,7 +252,15 @@ class Callers:
         entry = None
         if row is not None:
             models = frozenset(row.models) if row.models else None
-            entry = _Entry(row.id, row.name, models, row.expires_at, row.revoked_at is not None)
+            limits = Limits(row.rpm_limit, row.tpm_limit, row.max_parallel_requests)
+            entry = _Entry(
+                row.id,
+                row.name,
+                models,
+                row.expires_at,
+                row.revoked_at is not None,
+                limits if limits.any() else None,
+            )
         if len(self._entries) > 10_000:  # unknown tokens must not grow the cache forever
             self._entries.clear()
         self._entries[digest] = (entry, time.monotonic())

@@ -22,6 +22,7 @@ from gateway.clientkeys import MASTER, Caller, Callers
 from gateway.clock import Clock
 from gateway.errors import GatewayError
 from gateway.keycache import KeyCache, apply_booking, needs_touch
+from gateway.limiter import Limits, SharedLimiter, Window
 from gateway.policy import Outcome
 from gateway.providers import ADAPTERS
 from gateway.providers.base import Target, Timeouts, TransportError, UpstreamReply
@@ -105,6 +106,7 @@ class Gateway:
         self.keys = KeyCache(engine, self.books.unapplied_tokens)
         self.health = KeyHealth(engine, self.clock, settings.retry, on_change=self.keys.forget)
         self.callers = Callers(engine, master_key, self.clock)
+        self.limiter = SharedLimiter(Path(journal_dir).parent / "limits.bin")
         self._picked_at: dict[int, datetime] = {}
         self._plain: dict[bytes, str] = {}
         self._lock = threading.Lock()
@@ -179,6 +181,8 @@ class Gateway:
             validate_chat(body)
             if caller.models is not None and model not in caller.models:
                 raise _model_not_allowed(model, caller)
+            if caller.limits is not None:
+                self._admit(caller, rec)
             keys = self.candidates(profile, rec.profile_id, strategy, model)
             if streamed:
                 return self._stream(rec, body, keys, started)
@@ -189,6 +193,41 @@ class Gateway:
             self.book(rec)
             err.headers.update(_trace_headers(rec))
             raise
+        except BaseException:
+            self._release(rec)  # a bug must not keep the client key's place for ever
+            raise
+
+    # -- client-key rate limits (F31, F7) -----------------------------------------------
+
+    def _admit(self, caller: Caller, rec: RequestRecord) -> None:
+        """Take a place in the client key's window, or refuse with 429 and Retry-After."""
+        limits = caller.limits
+        now = int(self.clock.now().timestamp())
+        window, refusal = self.limiter.admit(caller.scope, limits, now)
+        rec.limit_headers = _ratelimit_headers(limits, window)
+        if refusal is not None:
+            what = {
+                "rpm": f"{limits.rpm} requests per minute",
+                "tpm": f"{limits.tpm} tokens per minute",
+                "parallel": f"{limits.parallel} requests at a time",
+            }[refusal.reason]
+            raise GatewayError(
+                429,
+                f"Rate limit of this API key reached: {what}. Retry after {refusal.retry_after} s.",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(refusal.retry_after)},
+            )
+        rec.limit_scope = (caller.scope, limits.parallel is not None)
+
+    def _release(self, rec: RequestRecord) -> None:
+        """Book the request's tokens in its client key's window and free its place (once)."""
+        if rec.limit_scope is None:
+            return
+        scope, parallel = rec.limit_scope
+        rec.limit_scope = None
+        now = int(self.clock.now().timestamp())
+        self.limiter.settle(scope, rec.usage.total_tokens, now, parallel)
 
     def _complete(self, rec, body, keys, started) -> ProxyResponse:
         def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
@@ -326,6 +365,7 @@ class Gateway:
 
     def book(self, rec: RequestRecord, key: KeyRow | None = None) -> None:
         """Write a finished request to the books, and mirror it in the key cache."""
+        self._release(rec)
         now = self.clock.now()
         ok = key is not None and 200 <= rec.status_code < 300
         touch = ok and needs_touch(key, now)
@@ -410,6 +450,22 @@ def _trace_headers(rec: RequestRecord) -> dict[str, str]:
     }
     if rec.provider:
         headers["x-keyrelay-provider"] = rec.provider
+    if rec.limit_headers:
+        headers.update(rec.limit_headers)
+    return headers
+
+
+def _ratelimit_headers(limits: Limits, window: Window) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the client key's limits (F7)."""
+    headers = {}
+    if limits.rpm is not None:
+        headers["x-ratelimit-limit-requests"] = str(limits.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - window.requests))
+        headers["x-ratelimit-reset-requests"] = f"{window.requests_reset}s"
+    if limits.tpm is not None:
+        headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - window.tokens))
+        headers["x-ratelimit-reset-tokens"] = f"{window.tokens_reset}s"
     return headers
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from extensions import db
@@ -26,6 +26,10 @@ class ClientKey(db.Model):
     # None: every model the profile serves; otherwise the exact model ids allowed.
     models: Mapped[list | None] = mapped_column(JSON)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Sliding 60 s limits and concurrent requests; None: unlimited.
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer)
+    max_parallel_requests: Mapped[int | None] = mapped_column(Integer)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -48,6 +52,9 @@ class ClientKey(db.Model):
             "profile": self.profile.name,
             "key_hint": self.key_hint,
             "models": self.models,
+            "rpm_limit": self.rpm_limit,
+            "tpm_limit": self.tpm_limit,
+            "max_parallel_requests": self.max_parallel_requests,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "status": self.status(now),

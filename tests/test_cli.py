@@ -46,3 +46,14 @@ def test_init_db_prints_url_and_master_key_source(app):
     assert "http://127.0.0.1:8080/v1" in output
     assert "KEYRELAY_MASTER_KEY" in output
     assert MASTER_KEY not in output
+
+
+def test_readme_documents_every_setting():
+    """The README's settings table names every KEYRELAY_* variable config.py reads."""
+    from pathlib import Path
+
+    import config
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [s.name for s in config.SETTINGS if f"| `KEYRELAY_{s.name}` |" not in readme]
+    assert missing == []
