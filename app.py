@@ -125,6 +125,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_commands(app)
     app.after_request(_security_headers)
     tokens.warm_up()
+    gateway.prices.warm_up()
     return app
 
 

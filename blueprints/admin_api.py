@@ -17,9 +17,10 @@ from blueprints.common import (
 from blueprints.web import SAFE_METHODS, audit
 from blueprints.web import actor as web_actor
 from extensions import csrf, db
-from gateway import clientkeys, keyring
+from gateway import clientkeys, keyring, pricing
 from gateway.errors import GatewayError
-from models import ClientKey, Profile, ProviderKey, RequestLog, UsageDaily
+from models import ClientKey, PriceOverride, Profile, ProviderKey, RequestLog, UsageDaily
+from models.types import usd
 
 bp = Blueprint("admin_api", __name__)
 
@@ -185,7 +186,7 @@ def _totals(query) -> dict:
     totals["success_rate"] = (
         round(totals["successes"] / totals["requests"], 4) if totals["requests"] else None
     )
-    totals["cost_usd"] = str(totals.pop("cost_micros") / 1_000_000)
+    totals["cost_usd"] = usd(totals.pop("cost_micros"))
     return totals
 
 
@@ -281,4 +282,61 @@ def delete_client_key(key_id: int):
     audit("client_key.delete", f"client_key:{row.id}", name=row.name)
     db.session.delete(row)
     _commit_client_keys()
+    return "", 204
+
+
+# -- prices (F42) -------------------------------------------------------------------------
+
+
+def _models_seen() -> list[str]:
+    return list(
+        db.session.scalars(select(UsageDaily.model).distinct().where(UsageDaily.model != ""))
+    )
+
+
+@bp.get("/prices")
+def list_prices():
+    """The effective price of every model used so far and of every override."""
+    prices = gateway().prices
+    overrides = list(db.session.scalars(select(PriceOverride.model)))
+    models = sorted(set(_models_seen()) | set(overrides))
+    return jsonify({"data": [pricing.describe(m, prices.price(None, m)) for m in models]})
+
+
+@bp.get("/prices/<path:model>")
+def get_price(model: str):
+    return jsonify(pricing.describe(model, gateway().prices.price(None, model)))
+
+
+@bp.put("/prices/<path:model>")
+def set_price(model: str):
+    """Override a model's price: `{"input_per_mtok": "0.15", "output_per_mtok": "0.6"}`."""
+    try:
+        pricing.set_override(db.session, model, _json(), web_actor(), utcnow())
+    except ValueError as exc:
+        db.session.rollback()
+        field = next((f for f in ("input_per_mtok", "output_per_mtok") if f in str(exc)), None)
+        raise GatewayError(400, str(exc), param=field) from None
+    body = _json()
+    audit(
+        "price.set",
+        f"model:{model}",
+        input_per_mtok=str(body.get("input_per_mtok")),
+        output_per_mtok=str(body.get("output_per_mtok")),
+    )
+    db.session.commit()
+    gateway().prices.forget()
+    return jsonify(pricing.describe(model, gateway().prices.price(None, model)))
+
+
+@bp.delete("/prices/<path:model>")
+def delete_price(model: str):
+    """Drop the override: the model's price comes from genai-prices again."""
+    row = db.session.scalar(select(PriceOverride).where(PriceOverride.model == model))
+    if row is None:
+        raise GatewayError(404, f"No price override for '{model}'.", code="price_not_found")
+    audit("price.delete", f"model:{model}")
+    db.session.delete(row)
+    db.session.commit()
+    gateway().prices.forget()
     return "", 204

@@ -22,9 +22,18 @@ from blueprints import charts
 from blueprints.common import client_key_defaults, commit_keys, gateway, utcnow
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
-from gateway import accounts, clientkeys, keyring, reports, selection
+from gateway import accounts, clientkeys, keyring, pricing, reports, selection
 from gateway.providers import ADAPTERS
-from models import AuditEntry, ClientKey, Profile, ProviderKey, RequestLog, User
+from models import (
+    AuditEntry,
+    ClientKey,
+    PriceOverride,
+    Profile,
+    ProviderKey,
+    RequestLog,
+    UsageDaily,
+    User,
+)
 from models.users import ROLES
 
 bp = Blueprint("dashboard", __name__)
@@ -34,6 +43,7 @@ register_csrf_error(bp)
 
 KEY_FIELDS = ("name", "provider", "profile", "secret", "base_url", "models", "daily_token_limit")
 PAGE = 50
+PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
 
 
 def _key_or_404(key_id: int) -> ProviderKey:
@@ -542,3 +552,56 @@ def revoke_client_key(key_id: int):
     gateway().callers.forget()
     flash(f"Revoked client key #{row.id} {row.name}: it is refused from now on.", "ok")
     return redirect(url_for("dashboard.client_keys"))
+
+
+# -- prices (F42) ----------------------------------------------------------------------
+
+
+def _prices_page(errors=None, values=None, status=200):
+    gateway().books.flush()
+    prices = gateway().prices
+    seen = set(db.session.scalars(select(UsageDaily.model).distinct()))
+    overrides = set(db.session.scalars(select(PriceOverride.model)))
+    models = sorted((seen | overrides) - {""})
+    rows = [pricing.describe(model, prices.price(None, model)) for model in models]
+    page = render_template(
+        "prices.html", rows=rows, errors=errors or {}, values=values or {}, overrides=overrides
+    )
+    return page, status
+
+
+@bp.get("/prices")
+def prices():
+    return _prices_page()
+
+
+@bp.post("/prices")
+def set_price():
+    values = {f: (request.form.get(f) or "").strip() for f in ("model", *PRICE_FIELDS)}
+    try:
+        if not values["model"]:
+            raise ValueError("Give the model id, as clients send it.")
+        pricing.set_override(db.session, values["model"], values, current_user.username, utcnow())
+    except ValueError as exc:
+        db.session.rollback()
+        field = next((f for f in PRICE_FIELDS if f in str(exc)), "model")
+        return _prices_page({field: str(exc)}, values, 422)
+    audit("price.set", f"model:{values['model']}", **{f: values[f] for f in PRICE_FIELDS})
+    db.session.commit()
+    gateway().prices.forget()
+    flash(f"Price of {values['model']} set.", "ok")
+    return redirect(url_for("dashboard.prices"))
+
+
+@bp.post("/prices/delete")
+def delete_price():
+    model = (request.form.get("model") or "").strip()
+    row = db.session.scalar(select(PriceOverride).where(PriceOverride.model == model))
+    if row is None:
+        abort(404)
+    audit("price.delete", f"model:{model}")
+    db.session.delete(row)
+    db.session.commit()
+    gateway().prices.forget()
+    flash(f"{model} is priced from genai-prices again.", "ok")
+    return redirect(url_for("dashboard.prices"))

@@ -84,6 +84,8 @@ class RequestRecord:
     # The client key's rate-limit scope while the request holds a place in it (limiter.py),
     # and the x-ratelimit-* headers its admission produced (F7).
     limit_scope: tuple[str, bool] | None = None
+    # Set when the request is booked (pricing.py): integer micro-dollars.
+    cost_micros: int = 0
     limit_headers: dict[str, str] | None = None
 
     def log_row(self) -> dict:
@@ -102,7 +104,7 @@ class RequestRecord:
             "output_tokens": self.usage.output_tokens,
             "total_tokens": self.usage.total_tokens,
             "usage_estimated": self.usage.estimated,
-            "cost_micros": 0,
+            "cost_micros": self.cost_micros,
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
             "attempt_count": len(self.attempts),
@@ -124,7 +126,7 @@ class RequestRecord:
             "output_tokens": self.usage.output_tokens,
             "total_tokens": self.usage.total_tokens,
             "estimated_tokens": self.usage.total_tokens if self.usage.estimated else 0,
-            "cost_micros": 0,
+            "cost_micros": self.cost_micros,
         }
 
 

@@ -24,6 +24,7 @@ from gateway.errors import GatewayError
 from gateway.keycache import KeyCache, apply_booking, needs_touch
 from gateway.limiter import Limits, SharedLimiter, Window
 from gateway.policy import Outcome
+from gateway.pricing import Prices
 from gateway.providers import ADAPTERS
 from gateway.providers.base import Target, Timeouts, TransportError, UpstreamReply
 from gateway.router import KeyHealth, RetrySettings, run_attempts
@@ -107,6 +108,7 @@ class Gateway:
         self.health = KeyHealth(engine, self.clock, settings.retry, on_change=self.keys.forget)
         self.callers = Callers(engine, master_key, self.clock)
         self.limiter = SharedLimiter(Path(journal_dir).parent / "limits.bin")
+        self.prices = Prices(engine)
         self._picked_at: dict[int, datetime] = {}
         self._plain: dict[bytes, str] = {}
         self._lock = threading.Lock()
@@ -365,6 +367,8 @@ class Gateway:
 
     def book(self, rec: RequestRecord, key: KeyRow | None = None) -> None:
         """Write a finished request to the books, and mirror it in the key cache."""
+        if not rec.recorded:
+            rec.cost_micros = self.prices.cost_micros(rec.provider, rec.model, rec.usage)
         self._release(rec)
         now = self.clock.now()
         ok = key is not None and 200 <= rec.status_code < 300

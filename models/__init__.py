@@ -1,6 +1,7 @@
 """SQLAlchemy models, one module per aggregate."""
 
 from models.client_keys import ClientKey
+from models.pricing import PriceOverride
 from models.profiles import DEFAULT_PROFILE, Profile
 from models.provider_keys import ProviderKey
 from models.request_logs import Attempt, RequestLog
@@ -13,6 +14,7 @@ __all__ = [
     "AuditEntry",
     "ClientKey",
     "LoginThrottle",
+    "PriceOverride",
     "Profile",
     "ProviderKey",
     "RequestLog",

@@ -8,7 +8,7 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, 
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from extensions import db
-from models.types import UTCDateTime
+from models.types import UTCDateTime, usd
 
 
 class RequestLog(db.Model):
@@ -69,7 +69,7 @@ class RequestLog(db.Model):
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
             "usage_estimated": self.usage_estimated,
-            "cost_usd": str(self.cost_micros / 1_000_000),
+            "cost_usd": usd(self.cost_micros),
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
             "error": self.error,

@@ -23,3 +23,10 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+def usd(micros: int) -> str:
+    """Integer micro-dollars as an exact USD string with six decimals ("0.000020")."""
+    from decimal import Decimal
+
+    return f"{Decimal(int(micros or 0)).scaleb(-6):.6f}"

@@ -231,6 +231,7 @@ def test_every_page_renders(page, admin, client, fake, clock):
         ("/profiles", "profiles", "Profiles"),
         ("/audit", "audit", "Audit log"),
         ("/users", "users", "Users"),
+        ("/prices", "prices", "Model prices"),
         ("/", "overview-with-history", "Overview"),
     ):
         page.goto(path)

@@ -371,6 +371,8 @@ def test_no_provider_secret_on_any_page(web, fake, client):
     for path in (
         "/",
         "/keys",
+        "/keys/new",
+        "/keys/import",
         "/keys/1/edit",
         "/keys/1/delete",
         "/profiles",
@@ -380,6 +382,8 @@ def test_no_provider_secret_on_any_page(web, fake, client):
         "/usage?by=key",
         "/audit",
         "/users",
+        "/prices",
+        "/client-keys",
         "/partials/cards",
         "/partials/key-bars",
         "/partials/profile-bars",

@@ -1,0 +1,169 @@
+"""What a request cost (F42), in integer micro-dollars.
+
+Prices come from genai-prices (pydantic's maintained price table, shipped as a snapshot in
+the package: no network at run time), or from an admin's per-model override. A
+genai-prices lookup costs ~0.27 ms, too much for every request, so each (provider, model)
+is looked up once and its per-token prices kept: a price in USD per million tokens is
+exactly a price in micro-dollars per token, so a request costs
+`input_tokens × input_price + output_tokens × output_price` micro-dollars, computed in
+Decimal and rounded half-up once per request (at most half a micro-dollar off per request).
+Models with tiered prices (a different price past some context length) are computed by
+genai-prices itself on every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from sqlalchemy import Engine, select
+
+from models import PriceOverride
+
+log = logging.getLogger(__name__)
+REFRESH_SECONDS = 60.0
+_ONE = Decimal(1)
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens (= micro-dollars per token) and where it came from."""
+
+    input: Decimal
+    output: Decimal
+    source: str  # "override", "genai-prices"
+    model: str  # the price table's model id (may differ from the requested name)
+    exact: object | None = None  # a genai-prices ModelPrice for tiered prices
+
+    def micros(self, input_tokens: int, output_tokens: int) -> int:
+        if self.exact is not None:
+            from genai_prices import Usage
+
+            usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+            total = self.exact.calc_price(usage)["total_price"] * 1_000_000
+        else:
+            total = input_tokens * self.input + output_tokens * self.output
+        return int(total.quantize(_ONE, rounding=ROUND_HALF_UP))
+
+
+def parse_price(field: str, value) -> Decimal:
+    """A non-negative decimal USD-per-million-tokens price; ValueError names the field."""
+    try:
+        price = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"'{field}' must be a decimal number of USD per million tokens.") from None
+    if not price.is_finite() or price < 0 or price > 1_000_000:
+        raise ValueError(f"'{field}' must be between 0 and 1000000 USD per million tokens.")
+    return price
+
+
+def from_table(provider: str | None, model: str) -> Price | None:
+    """The genai-prices price of a model (None if it does not know the model)."""
+    from genai_prices import Usage, calc_price
+
+    for provider_id in ([provider] if provider else []) + [None]:
+        try:
+            found = calc_price(
+                Usage(input_tokens=0, output_tokens=0), model, provider_id=provider_id
+            )
+        except LookupError:
+            continue
+        price = found.model_price
+        if isinstance(price.input_mtok, Decimal) and isinstance(price.output_mtok, Decimal):
+            return Price(price.input_mtok, price.output_mtok, "genai-prices", found.model.id)
+        return Price(Decimal(0), Decimal(0), "genai-prices", found.model.id, exact=price)
+    return None
+
+
+class Prices:
+    """Cached price lookups for the proxy; overrides re-read every minute or on forget()."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._table: dict[tuple[str | None, str], Price | None] = {}
+        self._overrides: dict[str, Price] = {}
+        self._overrides_at = float("-inf")
+
+    def forget(self) -> None:
+        self._overrides_at = float("-inf")
+
+    def warm_up(self) -> None:
+        """Load genai-prices' table now (~0.3 s) rather than in the first request."""
+        from genai_prices import data_snapshot
+
+        data_snapshot.get_snapshot()
+
+    def _current_overrides(self) -> dict[str, Price]:
+        if time.monotonic() - self._overrides_at < REFRESH_SECONDS:
+            return self._overrides
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    PriceOverride.model, PriceOverride.input_per_mtok, PriceOverride.output_per_mtok
+                )
+            ).all()
+        self._overrides = {
+            model: Price(Decimal(i), Decimal(o), "override", model) for model, i, o in rows
+        }
+        self._overrides_at = time.monotonic()
+        return self._overrides
+
+    def price(self, provider: str | None, model: str) -> Price | None:
+        """The price that applies to the model now, or None when nobody knows it."""
+        override = self._current_overrides().get(model)
+        if override is not None:
+            return override
+        key = (provider, model)
+        if key not in self._table:
+            with self._lock:
+                if key not in self._table:
+                    found = from_table(provider, model)
+                    if found is None:
+                        log.warning("no price known for model %r (provider %r)", model, provider)
+                    self._table[key] = found
+        return self._table[key]
+
+    def cost_micros(self, provider: str | None, model: str | None, usage) -> int:
+        """The request's cost; 0 when its model has no known price."""
+        if not model or not usage.total_tokens:
+            return 0
+        price = self.price(provider, model)
+        if price is None:
+            return 0
+        return price.micros(usage.input_tokens, usage.output_tokens)
+
+
+def describe(model: str, price: Price | None) -> dict:
+    """A model's effective price as the admin API and dashboard show it."""
+    if price is None:
+        return {"model": model, "source": None, "input_per_mtok": None, "output_per_mtok": None}
+    tiered = price.exact is not None
+    return {
+        "model": model,
+        "source": price.source,
+        "matched_model": price.model,
+        "input_per_mtok": None if tiered else str(price.input),
+        "output_per_mtok": None if tiered else str(price.output),
+        "tiered": tiered,
+    }
+
+
+def set_override(session, model: str, data: object, actor: str, now) -> PriceOverride:
+    """Create or change a model's override; ValueError names a bad field."""
+    if not isinstance(data, dict):
+        raise ValueError("The request body must be a JSON object.")
+    if not model or len(model) > 128:
+        raise ValueError("'model' must be 1 to 128 characters.")
+    prices = {f: parse_price(f, data.get(f)) for f in ("input_per_mtok", "output_per_mtok")}
+    row = session.scalar(select(PriceOverride).where(PriceOverride.model == model))
+    if row is None:
+        row = PriceOverride(model=model)
+        session.add(row)
+    row.input_per_mtok = str(prices["input_per_mtok"])
+    row.output_per_mtok = str(prices["output_per_mtok"])
+    row.updated_by, row.updated_at = actor, now
+    return row
