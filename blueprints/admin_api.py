@@ -17,7 +17,7 @@ from blueprints.common import (
 from blueprints.web import SAFE_METHODS, audit
 from blueprints.web import actor as web_actor
 from extensions import csrf, db
-from gateway import clientkeys, keyring, pricing
+from gateway import budgets, clientkeys, keyring, pricing
 from gateway.errors import GatewayError
 from models import ClientKey, PriceOverride, Profile, ProviderKey, RequestLog, UsageDaily
 from models.types import usd
@@ -340,3 +340,25 @@ def delete_price(model: str):
     db.session.commit()
     gateway().prices.forget()
     return "", 204
+
+
+@bp.post("/client-keys/<int:key_id>/topup")
+def top_up_client_key(key_id: int):
+    """Raise a key's budget: `{"amount": "5.00"}` USD is added to its max_budget."""
+    row = _client_key_or_404(key_id)
+    body = _json() if isinstance(_json(), dict) else {}
+    try:
+        amount = budgets.parse_usd("amount", body.get("amount"))
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), param="amount") from None
+    if not amount:
+        raise GatewayError(400, "'amount' must be a positive amount in USD.", param="amount")
+    if row.max_budget_micros is None:
+        raise GatewayError(
+            400, "This key has no budget to top up; set max_budget first.", param="amount"
+        )
+    row.max_budget_micros += amount
+    row.updated_at = utcnow()
+    audit("client_key.topup", f"client_key:{row.id}", amount=usd(amount))
+    _commit_client_keys()
+    return jsonify(row.to_dict(utcnow()))

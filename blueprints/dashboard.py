@@ -22,7 +22,7 @@ from blueprints import charts
 from blueprints.common import client_key_defaults, commit_keys, gateway, utcnow
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
-from gateway import accounts, clientkeys, keyring, pricing, reports, selection
+from gateway import accounts, budgets, clientkeys, keyring, pricing, reports, selection, store
 from gateway.providers import ADAPTERS
 from models import (
     AuditEntry,
@@ -491,12 +491,30 @@ def delete_user(user_id: int):
 # -- client keys (F53) ----------------------------------------------------------------
 
 
+def _budget_use(row: ClientKey, now) -> dict | None:
+    """Spend of a budgeted key in its current period, from the request log."""
+    if row.max_budget_micros is None:
+        return None
+    start, end = budgets.period(row.created_at, row.budget_duration, now)
+    spent = store.client_key_spend(db.session.connection(), row.id, start, end)
+    limit = row.max_budget_micros
+    return {
+        "spent": spent,
+        "limit": limit,
+        "percent": min(100.0, round(100 * spent / limit, 1)) if limit else 100.0,
+        "end": end,
+    }
+
+
 def _client_keys_page(errors=None, values=None, created=None, status=200):
+    gateway().books.flush()
     now = utcnow()
     rows = db.session.scalars(select(ClientKey).order_by(ClientKey.id.desc())).all()
     page = render_template(
         "client_keys.html",
         rows=rows,
+        budget_use={row.id: _budget_use(row, now) for row in rows},
+        durations=budgets.DURATIONS,
         now=now,
         errors=errors or {},
         values=values or {"profile": "default", "models": "*", **_limit_defaults()},
@@ -518,7 +536,7 @@ def client_keys():
 @bp.post("/client-keys")
 def create_client_key():
     """Create a key; the page that answers is the only time it is ever shown."""
-    fields = ("name", "profile", "models", "expires_at", *clientkeys.LIMITS)
+    fields = ("name", "profile", "models", "expires_at", *clientkeys.LIMITS, *clientkeys.BUDGET)
     values = {f: (request.form.get(f) or "").strip() for f in fields}
     data = {k: v for k, v in values.items() if v}
     for name in clientkeys.LIMITS:  # an empty limit field means "unlimited"
@@ -535,6 +553,24 @@ def create_client_key():
     db.session.commit()
     gateway().callers.forget()
     return _client_keys_page(created={"row": row, "key": key})
+
+
+@bp.post("/client-keys/<int:key_id>/topup")
+def top_up_client_key(key_id: int):
+    row = db.session.get(ClientKey, key_id) or abort(404)
+    try:
+        amount = budgets.parse_usd("amount", request.form.get("amount"))
+    except ValueError as exc:
+        return refuse(str(exc), 422)
+    if not amount or row.max_budget_micros is None:
+        return refuse("Give a positive amount, for a key that has a budget.", 422)
+    row.max_budget_micros += amount
+    row.updated_at = utcnow()
+    audit("client_key.topup", f"client_key:{row.id}", amount=_usd(amount))
+    db.session.commit()
+    gateway().callers.forget()
+    flash(f"Added {_usd(amount)} to the budget of #{row.id} {row.name}.", "ok")
+    return redirect(url_for("dashboard.client_keys"))
 
 
 @bp.get("/client-keys/<int:key_id>/revoke")

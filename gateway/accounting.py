@@ -86,6 +86,8 @@ class RequestRecord:
     limit_scope: tuple[str, bool] | None = None
     # Set when the request is booked (pricing.py): integer micro-dollars.
     cost_micros: int = 0
+    # (scope, period id, reserved micro-dollars) while it holds a budget reservation.
+    budget_ticket: tuple[str, int, int] | None = None
     limit_headers: dict[str, str] | None = None
 
     def log_row(self) -> dict:

@@ -33,14 +33,17 @@ IN_FLIGHT_ENTRIES = 4096
 _DIGEST = 16
 _SLOT = struct.Struct(f"<{_DIGEST}s{WINDOW}q{WINDOW}I{WINDOW}Q")  # key, seconds, requests, tokens
 _SLOT_SIZE = _SLOT.size
-_FLIGHT = struct.Struct(f"<{_DIGEST}sii")  # scope key, pid, count
+_FLIGHT = struct.Struct(f"<{_DIGEST}siiq")  # scope key, pid, count, reserved micro-dollars
+_BUDGET = struct.Struct(f"<{_DIGEST}sqq")  # scope key, period id, spent micro-dollars
 _SECONDS_AT = _DIGEST
 _REQUESTS_AT = _DIGEST + 8 * WINDOW
 _TOKENS_AT = _REQUESTS_AT + 4 * WINDOW
-_MAGIC = b"KRLIMIT1"
+_MAGIC = b"KRLIMIT2"
 _HEADER = 64
 _FLIGHTS_AT = _HEADER + SLOTS * _SLOT_SIZE
-_SIZE = _FLIGHTS_AT + IN_FLIGHT_ENTRIES * _FLIGHT.size
+_BUDGETS_AT = _FLIGHTS_AT + IN_FLIGHT_ENTRIES * _FLIGHT.size
+BUDGET_ENTRIES = 4096
+_SIZE = _BUDGETS_AT + BUDGET_ENTRIES * _BUDGET.size
 _EMPTY = bytes(_DIGEST)
 
 
@@ -193,32 +196,47 @@ class SharedLimiter:
 
     # -- in flight --------------------------------------------------------------------
 
-    def _flights(self, buf, key: bytes) -> list[tuple[int, int, int]]:
-        """(offset, pid, count) of the scope's in-flight entries."""
+    def _flights(self, buf, key: bytes) -> list[tuple[int, int, int, int]]:
+        """(offset, pid, count, reserved) of the scope's entries, one per process."""
         found = []
         for i in range(IN_FLIGHT_ENTRIES):
             offset = _FLIGHTS_AT + i * _FLIGHT.size
-            entry_key, pid, count = _FLIGHT.unpack_from(buf, offset)
+            entry_key, pid, count, reserved = _FLIGHT.unpack_from(buf, offset)
             if entry_key == key:
-                found.append((offset, pid, count))
+                found.append((offset, pid, count, reserved))
             elif entry_key == _EMPTY:
                 break
         return found
 
-    def _add_flight(self, buf, key: bytes, delta: int) -> None:
+    def _add_flight(self, buf, key: bytes, delta: int, reserve: int = 0) -> None:
+        """Change this process's in-flight count and reserved amount for the scope."""
         pid = os.getpid()
         free = None
         for i in range(IN_FLIGHT_ENTRIES):
             offset = _FLIGHTS_AT + i * _FLIGHT.size
-            entry_key, entry_pid, count = _FLIGHT.unpack_from(buf, offset)
+            entry_key, entry_pid, count, reserved = _FLIGHT.unpack_from(buf, offset)
             if entry_key == key and entry_pid == pid:
-                _FLIGHT.pack_into(buf, offset, key, pid, max(0, count + delta))
+                _FLIGHT.pack_into(
+                    buf, offset, key, pid, max(0, count + delta), max(0, reserved + reserve)
+                )
                 return
             if entry_key == _EMPTY:
                 free = offset
                 break
-        if free is not None and delta > 0:
-            _FLIGHT.pack_into(buf, free, key, pid, delta)
+        if free is None and (delta > 0 or reserve > 0):
+            free = self._reusable_flight(buf)
+        if free is not None and (delta > 0 or reserve > 0):
+            _FLIGHT.pack_into(buf, free, key, pid, max(0, delta), max(0, reserve))
+
+    def _reusable_flight(self, buf) -> int | None:
+        """An entry holding nothing for a process that is gone (workers restart with new
+        pids, so without reuse the table would fill up over months)."""
+        for i in range(IN_FLIGHT_ENTRIES):
+            offset = _FLIGHTS_AT + i * _FLIGHT.size
+            _, pid, count, reserved = _FLIGHT.unpack_from(buf, offset)
+            if not count and not reserved and not self._alive(pid):
+                return offset
+        return None
 
     @staticmethod
     def _alive(pid: int) -> bool:
@@ -230,13 +248,16 @@ class SharedLimiter:
             return True
         return True
 
-    def _in_flight(self, buf, key: bytes, purge: bool) -> int:
+    def _in_flight(self, buf, key: bytes, purge: bool, field: int = 2) -> int:
+        """Requests in flight (field 2) or micro-dollars reserved (field 3) for the scope;
+        `purge` first drops what processes that no longer exist were holding."""
         total = 0
-        for offset, pid, count in self._flights(buf, key):
-            if purge and count and not self._alive(pid):
-                _FLIGHT.pack_into(buf, offset, key, pid, 0)
+        for entry in self._flights(buf, key):
+            offset, pid = entry[0], entry[1]
+            if purge and (entry[2] or entry[3]) and not self._alive(pid):
+                _FLIGHT.pack_into(buf, offset, key, pid, 0, 0)
                 continue
-            total += count
+            total += entry[field]
         return total
 
     # -- the operations ---------------------------------------------------------------
@@ -298,3 +319,64 @@ class SharedLimiter:
                 return Window(0, 0, 0, 0, 0)
             seconds, requests, tokens = self._read(buf, offset, now)
             return self._window(seconds, requests, tokens, now, self._in_flight(buf, key, False))
+
+    # -- budgets ----------------------------------------------------------------------
+
+    def _budget_entry(self, buf, key: bytes) -> int | None:
+        for i in range(BUDGET_ENTRIES):
+            offset = _BUDGETS_AT + i * _BUDGET.size
+            current = buf[offset : offset + _DIGEST]
+            if current == key:
+                return offset
+            if current == _EMPTY:
+                _BUDGET.pack_into(buf, offset, key, -1, 0)
+                return offset
+        return None
+
+    def reserve(
+        self, scope: str, period: int, budget: int, estimate: int, load_spent
+    ) -> tuple[int, int, bool]:
+        """Reserve `estimate` micro-dollars of the scope's budget for one request.
+
+        `period` identifies the budget period; the first use of a period takes the spend so
+        far from `load_spent()` (the database), once for all workers. Returns (spent,
+        reserved by others, admitted).
+        """
+        key = _key(scope)
+        with self._locked() as buf:
+            offset = self._budget_entry(buf, key)
+            if offset is None:
+                return 0, 0, True  # table full: never block traffic
+            _, known, spent = _BUDGET.unpack_from(buf, offset)
+            if known != period:
+                spent = int(load_spent())
+                _BUDGET.pack_into(buf, offset, key, period, spent)
+            reserved = self._in_flight(buf, key, purge=False, field=3)
+            if spent + reserved + estimate > budget:
+                reserved = self._in_flight(buf, key, purge=True, field=3)
+            if spent + reserved + estimate > budget:
+                return spent, reserved, False
+            self._add_flight(buf, key, 0, estimate)
+            return spent, reserved, True
+
+    def settle_budget(self, scope: str, period: int, estimate: int, cost: int) -> None:
+        """Give back the reservation and add the request's real cost to its period."""
+        key = _key(scope)
+        with self._locked() as buf:
+            self._add_flight(buf, key, 0, -estimate)
+            offset = self._budget_entry(buf, key)
+            if offset is None:
+                return
+            _, known, spent = _BUDGET.unpack_from(buf, offset)
+            if known == period:
+                _BUDGET.pack_into(buf, offset, key, period, spent + cost)
+
+    def spent(self, scope: str, period: int) -> int | None:
+        """The scope's spend in the period, if this host has counted it."""
+        key = _key(scope)
+        with self._locked() as buf:
+            offset = self._budget_entry(buf, key)
+            if offset is None:
+                return None
+            _, known, spent = _BUDGET.unpack_from(buf, offset)
+            return spent if known == period else None

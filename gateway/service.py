@@ -15,7 +15,7 @@ import orjson
 import urllib3
 from sqlalchemy import Engine
 
-from gateway import accounting, selection, store
+from gateway import accounting, budgets, selection, store, tokens
 from gateway.accounting import RequestRecord, Usage
 from gateway.books import Books
 from gateway.clientkeys import MASTER, Caller, Callers
@@ -32,6 +32,7 @@ from gateway.secrets import SecretBox
 from gateway.store import KeyRow
 from gateway.streaming import SSEFilter, error_event
 from gateway.validation import validate_chat
+from models.types import usd
 
 PROFILE_CACHE_SECONDS = 5.0
 TEST_TIMEOUTS = Timeouts(connect=5.0, read=15.0)
@@ -185,6 +186,8 @@ class Gateway:
                 raise _model_not_allowed(model, caller)
             if caller.limits is not None:
                 self._admit(caller, rec)
+            if caller.budget is not None:
+                self._reserve(caller, rec, body)
             keys = self.candidates(profile, rec.profile_id, strategy, model)
             if streamed:
                 return self._stream(rec, body, keys, started)
@@ -222,8 +225,49 @@ class Gateway:
             )
         rec.limit_scope = (caller.scope, limits.parallel is not None)
 
+    def _reserve(self, caller: Caller, rec: RequestRecord, body: dict) -> None:
+        """Reserve the request's estimated cost in the key's budget period, or refuse (F34)."""
+        budget = caller.budget
+        now = self.clock.now()
+        start, end = budgets.period(budget.anchor, budget.duration, now)
+        answer = body.get("max_completion_tokens") or body.get("max_tokens")
+        answer = answer if isinstance(answer, int) else budgets.DEFAULT_ANSWER_TOKENS
+        estimate = self.prices.cost_micros(
+            None, rec.model, Usage(tokens.count_prompt(body["messages"]), answer)
+        )
+        scope, period_id = f"ck:{caller.client_key_id}:budget", int(start.timestamp())
+
+        def spent_so_far() -> int:
+            self.books.flush(timeout=1.0)
+            with self.engine.connect() as conn:
+                return store.client_key_spend(conn, caller.client_key_id, start, end)
+
+        spent, reserved, admitted = self.limiter.reserve(
+            scope, period_id, budget.micros, estimate, spent_so_far
+        )
+        if not admitted:
+            headers = {}
+            when = "for the key's lifetime"
+            if end is not None:
+                headers["Retry-After"] = str(max(1, int((end - now).total_seconds() + 0.999)))
+                when = f"until {end.isoformat(timespec='seconds')}"
+            raise GatewayError(
+                429,
+                f"Budget of this API key reached: ${usd(spent + reserved)} of "
+                f"${usd(budget.micros)} spent or reserved {when}.",
+                type="insufficient_quota",
+                code="budget_exceeded",
+                headers=headers,
+            )
+        rec.budget_ticket = (scope, period_id, estimate)
+
     def _release(self, rec: RequestRecord) -> None:
-        """Book the request's tokens in its client key's window and free its place (once)."""
+        """Book the request's tokens in its client key's window and free its place, and
+        turn its budget reservation into its real cost (once)."""
+        if rec.budget_ticket is not None:
+            scope, period_id, estimate = rec.budget_ticket
+            rec.budget_ticket = None
+            self.limiter.settle_budget(scope, period_id, estimate, rec.cost_micros)
         if rec.limit_scope is None:
             return
         scope, parallel = rec.limit_scope

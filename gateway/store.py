@@ -203,3 +203,14 @@ def insert_log(conn: Connection, log: dict, attempts: list[dict]) -> int:
             attempt["request_log_id"] = log_id
         conn.execute(_INSERT_ATTEMPT, attempts)
     return log_id
+
+
+def client_key_spend(conn: Connection, client_key_id: int, start, end) -> int:
+    """Micro-dollars a client key's requests cost in [start, end) (end None: open)."""
+    log = RequestLog.__table__.c
+    query = select(func.coalesce(func.sum(log.cost_micros), 0)).where(
+        log.client_key_id == client_key_id, log.created_at >= start
+    )
+    if end is not None:
+        query = query.where(log.created_at < end)
+    return int(conn.execute(query).scalar_one())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from extensions import db
 from models.profiles import Profile
-from models.types import UTCDateTime
+from models.types import UTCDateTime, usd
 
 
 class ClientKey(db.Model):
@@ -30,6 +30,9 @@ class ClientKey(db.Model):
     rpm_limit: Mapped[int | None] = mapped_column(Integer)
     tpm_limit: Mapped[int | None] = mapped_column(Integer)
     max_parallel_requests: Mapped[int | None] = mapped_column(Integer)
+    # Budget in micro-dollars per period (budgets.py); None: no budget.
+    max_budget_micros: Mapped[int | None] = mapped_column(BigInteger)
+    budget_duration: Mapped[str | None] = mapped_column(String(8))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -55,6 +58,8 @@ class ClientKey(db.Model):
             "rpm_limit": self.rpm_limit,
             "tpm_limit": self.tpm_limit,
             "max_parallel_requests": self.max_parallel_requests,
+            "max_budget": None if self.max_budget_micros is None else usd(self.max_budget_micros),
+            "budget_duration": self.budget_duration,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "status": self.status(now),

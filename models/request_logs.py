@@ -25,6 +25,15 @@ class RequestLog(db.Model):
             sqlite_where=text("status_code >= 400"),
             postgresql_where=text("status_code >= 400"),
         ),
+        # A client key's spend in its budget period, recounted once per period (budgets.py).
+        # Partial: requests made with the master key never write to it.
+        Index(
+            "ix_request_logs_client_key",
+            "client_key_id",
+            "created_at",
+            sqlite_where=text("client_key_id IS NOT NULL"),
+            postgresql_where=text("client_key_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -129,7 +129,6 @@ def test_update_and_delete(admin, server, pool):
     ("body", "status", "param", "message"),
     [
         ({}, 400, "name", "Missing required field 'name'."),
-        ({"name": "x", "max_budget": 5}, 400, "max_budget", "not supported yet"),
         ({"name": "x", "colour": "red"}, 400, "colour", "Unknown field 'colour'"),
         ({"name": "x", "expires_at": "2027-01-01T00:00"}, 400, "expires_at", "with a zone"),
         ({"name": "x", "expires_at": "2020-01-01T00:00Z"}, 400, "expires_at", "in the past"),
