@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+import csv
+import io
+from datetime import date, timedelta
+
+from flask import Blueprint, Response, jsonify, request
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -17,7 +21,7 @@ from blueprints.common import (
 from blueprints.web import SAFE_METHODS, audit
 from blueprints.web import actor as web_actor
 from extensions import csrf, db
-from gateway import budgets, clientkeys, keyring, pricing
+from gateway import budgets, clientkeys, keyring, pricing, reports, selection
 from gateway.errors import GatewayError
 from models import ClientKey, PriceOverride, Profile, ProviderKey, RequestLog, UsageDaily
 from models.types import usd
@@ -362,3 +366,101 @@ def top_up_client_key(key_id: int):
     audit("client_key.topup", f"client_key:{row.id}", amount=usd(amount))
     _commit_client_keys()
     return jsonify(row.to_dict(utcnow()))
+
+
+# -- statistics and export (F44) ----------------------------------------------------------
+
+
+def _day_arg(name: str, default):
+    raw = request.args.get(name)
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise GatewayError(400, f"'{name}' must be a date like 2026-11-23.", param=name) from None
+
+
+def _choice_arg(name: str, choices: tuple, default: str) -> str:
+    value = request.args.get(name) or default
+    if value not in choices:
+        raise GatewayError(400, f"'{name}' must be one of: {', '.join(choices)}.", param=name)
+    return value
+
+
+@bp.get("/statistics")
+def statistics():
+    """Totals by day or month, globally or per profile / provider key / client key / model,
+    as JSON or CSV: `group`, `period`, `from`, `to` (dates, default the last 30 days),
+    `format`."""
+    today = utcnow().date()
+    group = _choice_arg("group", reports.GROUPS, "global")
+    period = _choice_arg("period", reports.PERIODS, "day")
+    output = _choice_arg("format", ("json", "csv"), "json")
+    last = _day_arg("to", today)
+    first = _day_arg("from", last - timedelta(days=29))
+    if first > last:
+        raise GatewayError(400, "'from' is after 'to'.", param="from")
+    if (last - first).days > 3660:
+        raise GatewayError(400, "Ask for at most ten years at a time.", param="from")
+    rows = reports.statistics(db.session, group, period, first, last)
+    for row in rows:
+        row["cost_usd"] = usd(row.pop("cost_micros"))
+    if output == "csv":
+        buffer = io.StringIO()
+        columns = list(rows[0]) if rows else ["period", *reports.STAT_FIELDS[:-1], "cost_usd"]
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        name = f"keyrelay-{group}-{period}-{first}-{last}.csv"
+        return Response(
+            buffer.getvalue(),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return jsonify(
+        {"group": group, "period": period, "from": str(first), "to": str(last), "data": rows}
+    )
+
+
+@bp.get("/keys/statistics")
+def key_statistics():
+    """The seed's global figures (camelCase): keys, requests, cost today / month / total.
+    Money is an exact decimal string. Limits are null: provider-key cost limits come later."""
+    today = utcnow().date()
+    keys = reports.key_health(db.session, utcnow())
+    cards = reports.overview_cards(db.session, today)
+    total = reports.totals(db.session, date.min, today)
+    return jsonify(
+        {
+            "totalKeys": len(keys),
+            "activeKeys": sum(1 for k in keys if k.status == "active"),
+            "totalCost": usd(total["cost_micros"]),
+            "totalRequests": total["requests"],
+            "successfulRequests": total["successes"],
+            "dailyCost": usd(cards["today"]["cost_micros"]),
+            "dailyLimit": None,
+            "dailyBudgetUsed": None,
+            "monthlyCost": usd(cards["month"]["cost_micros"]),
+            "monthlyLimit": None,
+            "monthlyBudgetUsed": None,
+        }
+    )
+
+
+@bp.get("/keys/active")
+def active_key():
+    """The key the next request of a profile (and model) would go to first."""
+    profile = request.args.get("profile") or "default"
+    model = request.args.get("model")
+    gw = gateway()
+    profile_id, strategy = gw.profiles.resolve(profile)
+    now = utcnow()
+    keys = [k for k in gw.keys.keys(profile_id, now.date()) if model is None or k.serves(model)]
+    usable = [k for k in keys if selection.effective_status(k, now) == "active"]
+    if not usable:
+        raise GatewayError(
+            404, f"No usable key in profile '{profile}' right now.", code="no_available_keys"
+        )
+    first = selection.order(usable, strategy or gw.settings.strategy, {})[0]
+    return jsonify(_describe(_key_or_404(first.id)))

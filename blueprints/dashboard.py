@@ -3,6 +3,7 @@ audit log and users. Server-rendered; htmx only swaps parts of them."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from flask import (
@@ -412,10 +413,12 @@ def log_attempts(log_id: int):
 def usage():
     gateway().books.flush()
     by = "key" if request.args.get("by") == "key" else "model"
-    series = reports.daily_series(db.session, utcnow().date(), by)
+    today = utcnow().date()
+    series = reports.daily_series(db.session, today, by)
     return render_template(
         "usage.html",
         by=by,
+        month_start=(today.replace(day=1) - timedelta(days=365)).replace(day=1).isoformat(),
         tokens=charts.stacked(series.days, series.tokens, "tokens"),
         requests=charts.stacked(series.days, series.requests, "requests"),
         cost=charts.stacked(series.days, series.cost_micros, "USD", fmt=_usd),

@@ -327,3 +327,114 @@ def _labels(session: Session, by: str, groups: set) -> dict:
         group: (f"#{group} {names[group]}" if group in names else f"#{group} (deleted)")
         for group in groups
     }
+
+
+# -- statistics and export (F44) --------------------------------------------------------
+
+GROUPS = ("global", "profile", "provider_key", "client_key", "model")
+PERIODS = ("day", "month")
+STAT_FIELDS = (
+    "requests",
+    "successes",
+    "failures",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost_micros",
+)
+
+
+def statistics(session: Session, group: str, period: str, first: date, last: date) -> list[dict]:
+    """Totals per (day or month, group) for days first..last, oldest first.
+
+    Everything but `client_key` comes from the usage_daily roll-ups; client keys are not a
+    roll-up dimension, so their figures are summed from the request log (the partial
+    index on client_key_id keeps that to the client keys' own rows).
+    """
+    if group == "client_key":
+        return _client_key_statistics(session, period, first, last)
+    column = {
+        "global": None,
+        "profile": UsageDaily.profile_id,
+        "provider_key": UsageDaily.provider_key_id,
+        "model": UsageDaily.model,
+    }[group]
+    sums = [func.sum(getattr(UsageDaily, name)) for name in STAT_FIELDS]
+    keys = [UsageDaily.day] + ([column] if column is not None else [])
+    rows = session.execute(
+        select(*keys, *sums).where(UsageDaily.day >= first, UsageDaily.day <= last).group_by(*keys)
+    ).all()
+    names = _group_names(session, group)
+    merged: dict[tuple, dict] = {}
+    for row in rows:
+        day, rest = row[0], row[1:]
+        label = None
+        if column is not None:
+            label, rest = rest[0], rest[1:]
+        bucket = day.isoformat() if period == "day" else day.strftime("%Y-%m")
+        entry = merged.setdefault(
+            (bucket, label),
+            {"period": bucket, **_label(group, label, names), **dict.fromkeys(STAT_FIELDS, 0)},
+        )
+        for name, value in zip(STAT_FIELDS, rest, strict=True):
+            entry[name] += int(value or 0)
+    return sorted(merged.values(), key=lambda e: (e["period"], str(e.get(group) or "")))
+
+
+def _group_names(session: Session, group: str) -> dict:
+    if group == "profile":
+        return names(session, Profile)
+    if group == "provider_key":
+        return names(session, ProviderKey)
+    if group == "client_key":
+        from models import ClientKey
+
+        return names(session, ClientKey)
+    return {}
+
+
+def _label(group: str, value, names_by_id: dict) -> dict:
+    if group == "global":
+        return {}
+    if group == "model":
+        return {"model": value}
+    return {f"{group}_id": value, f"{group}_name": names_by_id.get(value)}
+
+
+def _client_key_statistics(session: Session, period: str, first: date, last: date) -> list[dict]:
+    start, end = _midnight(first), _midnight(last + timedelta(days=1))
+    rows = session.execute(
+        select(
+            RequestLog.client_key_id,
+            RequestLog.created_at,
+            RequestLog.status_code,
+            RequestLog.input_tokens,
+            RequestLog.output_tokens,
+            RequestLog.cost_micros,
+        ).where(
+            RequestLog.client_key_id.is_not(None),
+            RequestLog.created_at >= start,
+            RequestLog.created_at < end,
+        )
+    )
+    names_by_id = _group_names(session, "client_key")
+    merged: dict[tuple, dict] = {}
+    for key_id, created, status, tokens_in, tokens_out, cost in rows:
+        bucket = created.date().isoformat() if period == "day" else created.strftime("%Y-%m")
+        entry = merged.setdefault(
+            (bucket, key_id),
+            {
+                "period": bucket,
+                **_label("client_key", key_id, names_by_id),
+                **dict.fromkeys(STAT_FIELDS, 0),
+            },
+        )
+        success = 200 <= status < 300
+        entry["requests"] += 1
+        entry["successes"] += int(success)
+        entry["failures"] += int(not success)
+        entry["input_tokens"] += tokens_in
+        entry["output_tokens"] += tokens_out
+        entry["total_tokens"] += tokens_in + tokens_out
+        entry["cost_micros"] += cost
+    return sorted(merged.values(), key=lambda e: (e["period"], e["client_key_id"]))
