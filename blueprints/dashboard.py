@@ -23,7 +23,7 @@ from blueprints import charts
 from blueprints.common import client_key_defaults, commit_keys, gateway, utcnow
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
-from gateway import accounts, budgets, clientkeys, keyring, pricing, reports, selection, store
+from gateway import accounts, budgets, clientkeys, keyring, pricing, reports, selection
 from gateway.providers import ADAPTERS
 from models import (
     AuditEntry,
@@ -102,6 +102,7 @@ def overview():
         keys=keys,
         profiles=reports.profile_usage(db.session, keys),
         errors=reports.recent_errors(db.session),
+        budgets=reports.client_budgets(db.session, gateway().limiter, now, active_only=True),
         now=now,
     )
 
@@ -494,21 +495,6 @@ def delete_user(user_id: int):
 # -- client keys (F53) ----------------------------------------------------------------
 
 
-def _budget_use(row: ClientKey, now) -> dict | None:
-    """Spend of a budgeted key in its current period, from the request log."""
-    if row.max_budget_micros is None:
-        return None
-    start, end = budgets.period(row.created_at, row.budget_duration, now)
-    spent = store.client_key_spend(db.session.connection(), row.id, start, end)
-    limit = row.max_budget_micros
-    return {
-        "spent": spent,
-        "limit": limit,
-        "percent": min(100.0, round(100 * spent / limit, 1)) if limit else 100.0,
-        "end": end,
-    }
-
-
 def _client_keys_page(errors=None, values=None, created=None, status=200):
     gateway().books.flush()
     now = utcnow()
@@ -516,7 +502,7 @@ def _client_keys_page(errors=None, values=None, created=None, status=200):
     page = render_template(
         "client_keys.html",
         rows=rows,
-        budget_use={row.id: _budget_use(row, now) for row in rows},
+        budget_use={b.id: b for b in reports.client_budgets(db.session, gateway().limiter, now)},
         durations=budgets.DURATIONS,
         now=now,
         errors=errors or {},

@@ -45,3 +45,10 @@ def profile_bars():
 @bp.get("/errors")
 def errors():
     return render_template("partials/errors.html", errors=reports.recent_errors(db.session))
+
+
+@bp.get("/budget-bars")
+def budget_bars():
+    now = gateway().clock.now()
+    budgets = reports.client_budgets(db.session, gateway().limiter, now, active_only=True)
+    return render_template("partials/budget_bars.html", budgets=budgets)

@@ -438,3 +438,54 @@ def _client_key_statistics(session: Session, period: str, first: date, last: dat
         entry["total_tokens"] += tokens_in + tokens_out
         entry["cost_micros"] += cost
     return sorted(merged.values(), key=lambda e: (e["period"], e["client_key_id"]))
+
+
+# -- client-key budgets -------------------------------------------------------------------
+
+
+@dataclass
+class BudgetUse:
+    """A budgeted client key's spend in its current period."""
+
+    id: int
+    name: str
+    profile: str
+    spent: int
+    limit: int
+    percent: float
+    duration: str | None
+    end: datetime | None
+    status: str
+
+
+def client_budgets(session: Session, limiter, now: datetime, active_only: bool = False):
+    """Spend against budget for every client key with a budget. The spend comes from the
+    shared limiter when this host has counted the period (no query), else from the log."""
+    from gateway import budgets, store
+    from models import ClientKey
+
+    query = select(ClientKey).where(ClientKey.max_budget_micros.is_not(None))
+    result = []
+    for row in session.scalars(query.order_by(ClientKey.id)):
+        status = row.status(now)
+        if active_only and status != "active":
+            continue
+        start, end = budgets.period(row.created_at, row.budget_duration, now)
+        spent = limiter.spent(f"ck:{row.id}:budget", int(start.timestamp()))
+        if spent is None:
+            spent = store.client_key_spend(session.connection(), row.id, start, end)
+        limit = row.max_budget_micros
+        result.append(
+            BudgetUse(
+                id=row.id,
+                name=row.name,
+                profile=row.profile.name,
+                spent=spent,
+                limit=limit,
+                percent=min(100.0, round(100 * spent / limit, 1)) if limit else 100.0,
+                duration=row.budget_duration,
+                end=end,
+                status=status,
+            )
+        )
+    return result

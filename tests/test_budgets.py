@@ -187,3 +187,15 @@ def test_dashboard_budget_bar_and_top_up(web, admin, server, priced):
     assert web.post("/client-keys/1/topup", {"amount": "0.5"}).status_code == 302
     assert admin.call("GET", "/client-keys/1").json()["max_budget"] == "0.550000"
     assert web.post("/client-keys/1/topup", {"amount": "lots"}).status_code == 422
+
+
+def test_overview_shows_budget_bars_from_the_shared_counters(web, admin, server, priced):
+    created = budget_key(admin, max_budget="0.05", budget_duration="30d")
+    sdk(server, created["key"]).chat.completions.create(**chat(), max_tokens=5)
+    bars = web.get("/partials/budget-bars").text
+    assert 'data-client-key-id="1"' in bars and 'data-spent="8000"' in bars
+    assert "$0.008 / $0.05" in bars and "resets 2026-12-23 12:00:00" in bars
+    overview = web.get("/").text
+    assert "Client-key budgets" in overview and 'hx-get="/partials/budget-bars"' in overview
+    admin.call("POST", f"/client-keys/{created['id']}/revoke")
+    assert 'data-client-key-id="1"' not in web.get("/partials/budget-bars").text
