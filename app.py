@@ -21,7 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
 from extensions import csrf, db, login_manager
-from gateway import tokens
+from gateway import periods, tokens
 from gateway.router import RetrySettings
 from gateway.secrets import SecretBox, load_or_create_key_file
 from gateway.service import Gateway, GatewaySettings
@@ -77,6 +77,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     load_dotenv(ROOT / ".env")
     settings = config.from_environment()
     settings.update(test_config or {})
+    periods.configure(settings["TIMEZONE"])
     instance = Path(settings.get("INSTANCE_PATH") or ROOT / "instance")
     app = Flask(__name__, instance_path=str(instance))
     app.session_interface = _Sessions()
@@ -166,6 +167,7 @@ def _initialise_database(instance: Path, settings: dict) -> None:
         db.create_all()
         # create_all skips tables that exist; an index added since (the partial index of
         # failed requests) is created on its own for databases made by an older version.
+        _add_missing_columns()
         for table in db.metadata.sorted_tables:
             for index in table.indexes:
                 index.create(db.engine, checkfirst=True)
@@ -189,6 +191,22 @@ def _initialise_database(instance: Path, settings: dict) -> None:
             file=sys.stderr,
             flush=True,
         )
+
+
+def _add_missing_columns() -> None:
+    """Columns added since a database was made (all nullable) are added to it: the one
+    schema change KeyRelay makes on its own. Anything else needs a backup and a rebuild."""
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateColumn
+
+    inspector = inspect(db.engine)
+    with db.engine.begin() as conn:
+        for table in db.metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    ddl = CreateColumn(column).compile(dialect=db.engine.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
 
 
 def register_blueprints(app: Flask) -> None:

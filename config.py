@@ -126,6 +126,78 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "Concurrent requests of a new client key when none is given (0: unlimited).",
     ),
+    Setting(
+        "TIMEZONE",
+        "UTC",
+        str,
+        "IANA time zone of days and months: daily/monthly limits and their resets at 00:00, usage days, charts (e.g. `Africa/Lagos`).",
+    ),
+    Setting(
+        "SCHEDULER",
+        True,
+        bool,
+        "Run the in-process scheduler (resets, expiry, re-validation, retention, alerts). One worker runs it, whatever the worker count.",
+    ),
+    Setting(
+        "REVALIDATE_MINUTES",
+        30.0,
+        float,
+        "Minutes between re-tests of auto-disabled and auth-failed provider keys (those that answer come back).",
+    ),
+    Setting(
+        "LOG_RETENTION_DAYS",
+        30,
+        int,
+        "Request-log rows older than this are deleted daily (usage roll-ups stay). 0 keeps them for ever.",
+    ),
+    Setting(
+        "USE_PAID_MODELS",
+        True,
+        bool,
+        "Whether routes may use models marked paid (a profile may override). Off: paid models are skipped in fallback chains.",
+    ),
+    Setting(
+        "FALLBACK_PROVIDER",
+        "openai",
+        str,
+        "Provider of the environment fallback key.",
+    ),
+    Setting(
+        "FALLBACK_KEY",
+        None,
+        str,
+        "A provider key used only when a profile's pool has no usable key (off when unset).",
+    ),
+    Setting(
+        "FALLBACK_BASE_URL",
+        None,
+        str,
+        "Base URL of the environment fallback key (default: the provider's).",
+    ),
+    Setting(
+        "PAYSTACK_SECRET",
+        None,
+        str,
+        "Paystack secret key: verifies `x-paystack-signature` (HMAC-SHA512) on `/api/webhooks/paystack`. Unset: the webhook answers 503.",
+    ),
+    Setting(
+        "PAYSTACK_MICROS_PER_UNIT",
+        10000,
+        int,
+        "Micro-dollars of budget credited per unit of a payment's `amount` (10000: amounts in US cents).",
+    ),
+    Setting(
+        "ALERT_WEBHOOK_URL",
+        None,
+        str,
+        "Budget alerts are posted here as Slack-compatible JSON (`{\"text\": …}`). Unset: no alerts.",
+    ),
+    Setting(
+        "ALERT_THRESHOLDS",
+        "80,100",
+        str,
+        "Percentages of a budget at which an alert goes out, once per threshold per period.",
+    ),
     Setting("LOG_LEVEL", "INFO", str, "Python log level."),
     Setting(
         "INSTANCE_PATH",
@@ -139,6 +211,13 @@ SETTINGS: tuple[Setting, ...] = (
 
 def _convert(setting: Setting, raw: str) -> object:
     """Parse an environment string into the setting's type, naming the variable on error."""
+    if setting.kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SystemExit(f"KEYRELAY_{setting.name}={raw!r} is not a valid flag (true/false)")
     try:
         return setting.kind(raw)
     except ValueError:

@@ -21,7 +21,7 @@ from blueprints.common import (
 from blueprints.web import SAFE_METHODS, audit
 from blueprints.web import actor as web_actor
 from extensions import csrf, db
-from gateway import budgets, clientkeys, keyring, pricing, reports, selection
+from gateway import budgets, clientkeys, keyring, periods, pricing, reports, selection
 from gateway.errors import GatewayError
 from models import ClientKey, PriceOverride, Profile, ProviderKey, RequestLog, UsageDaily
 from models.types import usd
@@ -65,7 +65,9 @@ def _key_or_404(key_id: int) -> ProviderKey:
 
 def _describe(key: ProviderKey) -> dict:
     now = utcnow()
-    return keyring.describe(key, keyring.used_today(db.session, now.date()).get(key.id, 0), now)
+    return keyring.describe(
+        key, keyring.used_today(db.session, periods.local_day(now)).get(key.id, 0), now
+    )
 
 
 def _json() -> object:
@@ -79,7 +81,7 @@ def list_keys():
     if profile := request.args.get("profile"):
         query = query.join(Profile).where(Profile.name == profile)
     now = utcnow()
-    used = keyring.used_today(db.session, now.date())
+    used = keyring.used_today(db.session, periods.local_day(now))
     keys = db.session.scalars(query).all()
     return jsonify({"data": [keyring.describe(k, used.get(k.id, 0), now) for k in keys]})
 
@@ -205,7 +207,7 @@ def stats():
             raise GatewayError(404, f"Profile '{name}' does not exist.", code="profile_not_found")
         query = query.where(UsageDaily.profile_id == profile.id)
         scope["profile"] = name
-    today = utcnow().date()
+    today = periods.local_day(utcnow())
     return jsonify(
         {
             **scope,
@@ -393,7 +395,7 @@ def statistics():
     """Totals by day or month, globally or per profile / provider key / client key / model,
     as JSON or CSV: `group`, `period`, `from`, `to` (dates, default the last 30 days),
     `format`."""
-    today = utcnow().date()
+    today = periods.local_day(utcnow())
     group = _choice_arg("group", reports.GROUPS, "global")
     period = _choice_arg("period", reports.PERIODS, "day")
     output = _choice_arg("format", ("json", "csv"), "json")
@@ -427,7 +429,7 @@ def statistics():
 def key_statistics():
     """The seed's global figures (camelCase): keys, requests, cost today / month / total.
     Money is an exact decimal string. Limits are null: provider-key cost limits come later."""
-    today = utcnow().date()
+    today = periods.local_day(utcnow())
     keys = reports.key_health(db.session, utcnow())
     cards = reports.overview_cards(db.session, today)
     total = reports.totals(db.session, date.min, today)
@@ -456,7 +458,11 @@ def active_key():
     gw = gateway()
     profile_id, strategy = gw.profiles.resolve(profile)
     now = utcnow()
-    keys = [k for k in gw.keys.keys(profile_id, now.date()) if model is None or k.serves(model)]
+    keys = [
+        k
+        for k in gw.keys.keys(profile_id, periods.local_day(now))
+        if model is None or k.serves(model)
+    ]
     usable = [k for k in keys if selection.effective_status(k, now) == "active"]
     if not usable:
         raise GatewayError(

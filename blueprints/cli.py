@@ -8,7 +8,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from extensions import db
-from gateway import keyring
+from gateway import keyring, periods
 from models import ProviderKey
 
 keys_cli = AppGroup("keys", help="Manage provider keys.")
@@ -79,7 +79,7 @@ def add_key(profile, provider, name, secret, base_url, models, daily_token_limit
 def list_keys() -> None:
     """List provider keys, secrets masked."""
     now = _now()
-    used = keyring.used_today(db.session, now.date())
+    used = keyring.used_today(db.session, periods.local_day(now))
     for key in db.session.scalars(select(ProviderKey).order_by(ProviderKey.id)):
         info = keyring.describe(key, used.get(key.id, 0), now)
         click.echo(

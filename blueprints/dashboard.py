@@ -23,7 +23,7 @@ from blueprints import charts
 from blueprints.common import client_key_defaults, commit_keys, gateway, utcnow
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
-from gateway import accounts, budgets, clientkeys, keyring, pricing, reports, selection
+from gateway import accounts, budgets, clientkeys, keyring, periods, pricing, reports, selection
 from gateway.providers import ADAPTERS
 from models import (
     AuditEntry,
@@ -98,7 +98,7 @@ def overview():
     keys = reports.key_health(db.session, now)
     return render_template(
         "overview.html",
-        cards=reports.overview_cards(db.session, now.date()),
+        cards=reports.overview_cards(db.session, periods.local_day(now)),
         keys=keys,
         profiles=reports.profile_usage(db.session, keys),
         errors=reports.recent_errors(db.session),
@@ -414,7 +414,7 @@ def log_attempts(log_id: int):
 def usage():
     gateway().books.flush()
     by = "key" if request.args.get("by") == "key" else "model"
-    today = utcnow().date()
+    today = periods.local_day(utcnow())
     series = reports.daily_series(db.session, today, by)
     return render_template(
         "usage.html",

@@ -7,7 +7,7 @@ from flask import Blueprint, render_template
 from blueprints.common import gateway
 from blueprints.web import guard, no_cache
 from extensions import db
-from gateway import reports
+from gateway import periods, reports
 
 bp = Blueprint("partials", __name__)
 bp.before_request(guard)
@@ -22,7 +22,7 @@ def _fresh() -> None:
 
 @bp.get("/cards")
 def cards():
-    today = gateway().clock.now().date()
+    today = periods.local_day(gateway().clock.now())
     return render_template("partials/cards.html", cards=reports.overview_cards(db.session, today))
 
 

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway import tokens
+from gateway import periods, tokens
 from gateway.books import Books
 from gateway.policy import Outcome
 
@@ -117,7 +117,7 @@ class RequestRecord:
         """This request's contribution to its (day, profile, key, model) roll-up."""
         ok = 200 <= self.status_code < 300
         return {
-            "day": self.started_at.date(),
+            "day": periods.local_day(self.started_at),
             "profile_id": self.profile_id,
             "provider_key_id": self.provider_key_id or 0,
             "model": self.model or "",

@@ -7,12 +7,12 @@ a partial index of failed requests, so its cost does not grow with the request l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway import selection
+from gateway import periods, selection
 from models import Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import DISABLED
 
@@ -80,7 +80,7 @@ class KeyHealth:
 
 def key_health(session: Session, now: datetime, profile: str | None = None) -> list[KeyHealth]:
     """Every provider key with today's usage against its daily limit and its status now."""
-    used = _used_today(session, now.date())
+    used = _used_today(session, periods.local_day(now))
     query = select(ProviderKey).order_by(ProviderKey.id)
     if profile:
         query = query.join(Profile).where(Profile.name == profile)
@@ -230,7 +230,8 @@ class LogFilter:
 
 
 def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=UTC)
+    """The UTC instant the local day begins (KEYRELAY_TIMEZONE)."""
+    return periods.day_start(day)
 
 
 def _status_clause(status: str) -> list:
@@ -420,7 +421,8 @@ def _client_key_statistics(session: Session, period: str, first: date, last: dat
     names_by_id = _group_names(session, "client_key")
     merged: dict[tuple, dict] = {}
     for key_id, created, status, tokens_in, tokens_out, cost in rows:
-        bucket = created.date().isoformat() if period == "day" else created.strftime("%Y-%m")
+        day = periods.local_day(created)
+        bucket = day.isoformat() if period == "day" else day.strftime("%Y-%m")
         entry = merged.setdefault(
             (bucket, key_id),
             {

@@ -15,7 +15,7 @@ import orjson
 import urllib3
 from sqlalchemy import Engine
 
-from gateway import accounting, budgets, selection, store, tokens
+from gateway import accounting, budgets, periods, selection, store, tokens
 from gateway.accounting import RequestRecord, Usage
 from gateway.books import Books
 from gateway.clientkeys import MASTER, Caller, Callers
@@ -132,7 +132,7 @@ class Gateway:
     def candidates(self, profile: str, profile_id: int, strategy: str | None, model: str):
         """Usable keys serving the model, best first; a 404/503 saying why if none."""
         now = self.clock.now()
-        keys = [k for k in self.keys.keys(profile_id, now.date()) if k.serves(model)]
+        keys = [k for k in self.keys.keys(profile_id, periods.local_day(now)) if k.serves(model)]
         if not keys:
             raise GatewayError(
                 404,
@@ -350,7 +350,7 @@ class Gateway:
         provider that owns each."""
         profile_id, _ = self.profiles.resolve(profile)
         with self.engine.connect() as conn:
-            keys = store.load_keys(conn, profile_id, self.clock.now().date())
+            keys = store.load_keys(conn, profile_id, periods.local_day(self.clock.now()))
         owners: dict[str, str] = {}
         for key in keys:
             if key.status == "disabled":
@@ -383,7 +383,7 @@ class Gateway:
         """A cheap real call (the model list): ok / auth_failed / rate_limited / unreachable."""
         now = self.clock.now()
         with self.engine.connect() as conn:
-            key = store.load_key(conn, key_id, now.date())
+            key = store.load_key(conn, key_id, periods.local_day(now))
         try:
             reply = self.adapters[key.provider].list_models(self.target(key), TEST_TIMEOUTS)
         except TransportError as exc:

@@ -18,7 +18,9 @@ COOLING_DOWN = "cooling_down"
 AUTH_FAILED = "auth_failed"
 DISABLED = "disabled"
 LIMIT_REACHED = "limit_reached"
-STORED_STATUSES = (ACTIVE, COOLING_DOWN, AUTH_FAILED, DISABLED)
+# Stored by the hourly expiry job; a key past `expires_at` counts as expired even before.
+EXPIRED = "expired"
+STORED_STATUSES = (ACTIVE, COOLING_DOWN, AUTH_FAILED, DISABLED, EXPIRED)
 
 
 class ProviderKey(db.Model):
@@ -41,6 +43,17 @@ class ProviderKey(db.Model):
     # Models the last key test discovered, for /v1/models when `models` is ["*"].
     discovered_models: Mapped[list | None] = mapped_column(JSON)
     daily_token_limit: Mapped[int | None] = mapped_column(BigInteger)
+    # Limits (F30); None is unlimited. Windows are sliding 60 s; days and months are in
+    # KEYRELAY_TIMEZONE; costs are micro-dollars.
+    monthly_token_limit: Mapped[int | None] = mapped_column(BigInteger)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer)
+    # {"gpt-4o": {"rpm": 10, "tpm": 30000}}: extra windows for one model on this key.
+    model_limits: Mapped[dict | None] = mapped_column(JSON)
+    daily_cost_limit_micros: Mapped[int | None] = mapped_column(BigInteger)
+    monthly_cost_limit_micros: Mapped[int | None] = mapped_column(BigInteger)
+    total_cost_limit_micros: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16), default=ACTIVE)
     cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
