@@ -21,7 +21,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
 from extensions import csrf, db, login_manager
-from gateway import periods, tokens
+from gateway import periods, scheduler, tokens
+from gateway.alerts import BudgetAlerts
 from gateway.router import RetrySettings
 from gateway.secrets import SecretBox, load_or_create_key_file
 from gateway.service import Gateway, GatewaySettings
@@ -120,6 +121,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         )
     # Requests a killed process served but had not written yet (its journal) go in now.
     gateway.books.recover()
+    gateway.alerts = BudgetAlerts.from_settings(gateway, settings)
     app.extensions["keyrelay"] = gateway
     atexit.register(gateway.close)
     register_blueprints(app)
@@ -127,6 +129,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.after_request(_security_headers)
     tokens.warm_up()
     gateway.prices.warm_up()
+    # Last: the elected worker may start jobs at once (catch-up after downtime).
+    scheduler.init_app(app)
     return app
 
 
@@ -139,7 +143,29 @@ def _gateway_settings(settings: dict) -> GatewaySettings:
         cooldown_seconds=settings["COOLDOWN_SECONDS"],
         failure_threshold=settings["FAILURE_THRESHOLD"],
     )
-    return GatewaySettings(retry=retry, strategy=settings["STRATEGY"])
+    return GatewaySettings(
+        retry=retry,
+        strategy=settings["STRATEGY"],
+        use_paid_models=settings["USE_PAID_MODELS"],
+        fallback_key=_fallback_key(settings),
+    )
+
+
+def _fallback_key(settings: dict) -> tuple[str, str, str] | None:
+    """KEYRELAY_FALLBACK_* as (provider, secret, base_url), or None when no key is set."""
+    from gateway.keyring import DEFAULT_BASE_URLS
+    from gateway.providers import ADAPTERS
+
+    secret = settings["FALLBACK_KEY"]
+    if not secret:
+        return None
+    provider = settings["FALLBACK_PROVIDER"]
+    if provider not in ADAPTERS:
+        raise SystemExit(f"KEYRELAY_FALLBACK_PROVIDER={provider!r}: known are {sorted(ADAPTERS)}")
+    base_url = settings["FALLBACK_BASE_URL"] or DEFAULT_BASE_URLS.get(provider)
+    if not base_url:
+        raise SystemExit("KEYRELAY_FALLBACK_BASE_URL is needed for this provider")
+    return provider, secret.strip(), base_url.rstrip("/")
 
 
 def _instance_master_key(instance: Path) -> str:
@@ -211,7 +237,7 @@ def _add_missing_columns() -> None:
 
 def register_blueprints(app: Flask) -> None:
     """The proxy under /v1 and /api/v1, and the admin JSON API."""
-    from blueprints import admin_api, auth, dashboard, errors, partials, proxy, system
+    from blueprints import admin_api, auth, dashboard, errors, partials, proxy, system, webhooks
 
     app.register_blueprint(proxy.bp, url_prefix="/v1")
     app.register_blueprint(proxy.bp, url_prefix="/api/v1", name="proxy_api_v1")
@@ -220,13 +246,16 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(partials.bp, url_prefix="/partials")
+    app.register_blueprint(csrf.exempt(webhooks.bp), url_prefix="/api/webhooks")
     errors.register(app)
 
 
 def register_commands(app: Flask) -> None:
-    """`flask keys …`, `flask users …` and `flask init-db`."""
-    from blueprints.cli import init_db_command, keys_cli, users_cli
+    """`flask keys …`, `flask users …`, `flask jobs …` and `flask init-db`."""
+    from blueprints.cli import config_cli, init_db_command, jobs_cli, keys_cli, users_cli
 
     app.cli.add_command(keys_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(init_db_command)
+    app.cli.add_command(jobs_cli)
+    app.cli.add_command(config_cli)

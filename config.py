@@ -190,7 +190,7 @@ SETTINGS: tuple[Setting, ...] = (
         "ALERT_WEBHOOK_URL",
         None,
         str,
-        "Budget alerts are posted here as Slack-compatible JSON (`{\"text\": …}`). Unset: no alerts.",
+        'Budget alerts are posted here as Slack-compatible JSON (`{"text": …}`). Unset: no alerts.',
     ),
     Setting(
         "ALERT_THRESHOLDS",

@@ -6,7 +6,7 @@ import csv
 import io
 from datetime import date, timedelta
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -21,9 +21,27 @@ from blueprints.common import (
 from blueprints.web import SAFE_METHODS, audit
 from blueprints.web import actor as web_actor
 from extensions import csrf, db
-from gateway import budgets, clientkeys, keyring, periods, pricing, reports, selection
+from gateway import (
+    budgets,
+    clientkeys,
+    keyring,
+    periods,
+    pricing,
+    reports,
+    routes,
+    scheduler,
+    selection,
+)
 from gateway.errors import GatewayError
-from models import ClientKey, PriceOverride, Profile, ProviderKey, RequestLog, UsageDaily
+from models import (
+    ClientKey,
+    PriceOverride,
+    Profile,
+    ProviderKey,
+    RequestLog,
+    Route,
+    UsageDaily,
+)
 from models.types import usd
 
 bp = Blueprint("admin_api", __name__)
@@ -49,7 +67,8 @@ def authenticate() -> None:
 
 
 @bp.errorhandler(keyring.KeyInputError)
-def bad_input(error: keyring.KeyInputError):
+@bp.errorhandler(routes.RouteInputError)
+def bad_input(error: keyring.KeyInputError | routes.RouteInputError):
     """A field that cannot be saved: its name and what to fix."""
     db.session.rollback()
     body = GatewayError(error.status, str(error), param=error.field).body()
@@ -66,7 +85,7 @@ def _key_or_404(key_id: int) -> ProviderKey:
 def _describe(key: ProviderKey) -> dict:
     now = utcnow()
     return keyring.describe(
-        key, keyring.used_today(db.session, periods.local_day(now)).get(key.id, 0), now
+        key, keyring.key_usage(db.session, periods.local_day(now)).get(key.id), now
     )
 
 
@@ -81,9 +100,9 @@ def list_keys():
     if profile := request.args.get("profile"):
         query = query.join(Profile).where(Profile.name == profile)
     now = utcnow()
-    used = keyring.used_today(db.session, periods.local_day(now))
+    used = keyring.key_usage(db.session, periods.local_day(now))
     keys = db.session.scalars(query).all()
-    return jsonify({"data": [keyring.describe(k, used.get(k.id, 0), now) for k in keys]})
+    return jsonify({"data": [keyring.describe(k, used.get(k.id), now) for k in keys]})
 
 
 @bp.post("/keys")
@@ -427,12 +446,23 @@ def statistics():
 
 @bp.get("/keys/statistics")
 def key_statistics():
-    """The seed's global figures (camelCase): keys, requests, cost today / month / total.
-    Money is an exact decimal string. Limits are null: provider-key cost limits come later."""
+    """The seed's global figures (camelCase): keys, requests, cost today / month / total,
+    and the provider keys' daily / monthly cost limits added up (null when no key has one)
+    with the share used. Money is an exact decimal string."""
     today = periods.local_day(utcnow())
     keys = reports.key_health(db.session, utcnow())
     cards = reports.overview_cards(db.session, today)
     total = reports.totals(db.session, date.min, today)
+    limits = db.session.execute(
+        select(
+            func.sum(ProviderKey.daily_cost_limit_micros),
+            func.sum(ProviderKey.monthly_cost_limit_micros),
+        )
+    ).one()
+
+    def share(cost: int, limit: int | None) -> float | None:
+        return round(100 * cost / limit, 2) if limit else None
+
     return jsonify(
         {
             "totalKeys": len(keys),
@@ -441,13 +471,85 @@ def key_statistics():
             "totalRequests": total["requests"],
             "successfulRequests": total["successes"],
             "dailyCost": usd(cards["today"]["cost_micros"]),
-            "dailyLimit": None,
-            "dailyBudgetUsed": None,
+            "dailyLimit": None if limits[0] is None else usd(limits[0]),
+            "dailyBudgetUsed": share(cards["today"]["cost_micros"], limits[0]),
             "monthlyCost": usd(cards["month"]["cost_micros"]),
-            "monthlyLimit": None,
-            "monthlyBudgetUsed": None,
+            "monthlyLimit": None if limits[1] is None else usd(limits[1]),
+            "monthlyBudgetUsed": share(cards["month"]["cost_micros"], limits[1]),
         }
     )
+
+
+# -- routes (F20, F25) ------------------------------------------------------------------
+
+
+def _route_or_404(route_id: int) -> Route:
+    route = db.session.get(Route, route_id)
+    if route is None:
+        raise GatewayError(404, f"No route with id {route_id}.", code="route_not_found")
+    return route
+
+
+@bp.get("/routes")
+def list_routes():
+    """Every route: aliases, prefix patterns, fallback chains, paid flags."""
+    rows = db.session.scalars(select(Route).order_by(Route.name))
+    return jsonify({"data": [r.to_dict() for r in rows]})
+
+
+@bp.post("/routes")
+def create_route():
+    """Add a route: `{"name": "smart", "target": "gpt-4o", "fallbacks": ["gpt-4o-mini"]}`."""
+    route = routes.save(db.session, routes.parse(_json(), creating=True), utcnow())
+    audit("route.create", f"route:{route.name}", route=route.to_dict())
+    commit_keys()
+    return jsonify(route.to_dict()), 201
+
+
+@bp.get("/routes/<int:route_id>")
+def get_route(route_id: int):
+    return jsonify(_route_or_404(route_id).to_dict())
+
+
+@bp.put("/routes/<int:route_id>")
+def update_route(route_id: int):
+    """Change the fields given."""
+    route = _route_or_404(route_id)
+    routes.save(db.session, routes.parse(_json(), creating=False), utcnow(), route)
+    audit("route.update", f"route:{route.name}", route=route.to_dict())
+    commit_keys()
+    return jsonify(route.to_dict())
+
+
+@bp.delete("/routes/<int:route_id>")
+def delete_route(route_id: int):
+    route = _route_or_404(route_id)
+    db.session.delete(route)
+    audit("route.delete", f"route:{route.name}")
+    commit_keys()
+    return "", 204
+
+
+@bp.get("/profiles")
+def list_profiles():
+    """Every profile with its settings."""
+    profiles = db.session.scalars(select(Profile).order_by(Profile.name))
+    return jsonify({"data": [p.to_dict() for p in profiles]})
+
+
+@bp.put("/profiles/<name>")
+def put_profile(name: str):
+    """Create a profile or change the settings given: strategy, wait_for_key_seconds
+    (wait up to N s for a key instead of failing, F32), use_paid_models (F25)."""
+    if not keyring.PROFILE_NAME.match(name):
+        raise GatewayError(400, "A profile name may hold letters, digits, '_', '.', '-'.")
+    values = keyring.parse_profile_settings(_json())
+    profile = keyring.get_or_create_profile(db.session, name, utcnow())
+    for column, value in values.items():
+        setattr(profile, column, value)
+    audit("profile.update", f"profile:{name}", **values)
+    commit_keys()
+    return jsonify(profile.to_dict())
 
 
 @bp.get("/keys/active")
@@ -456,7 +558,7 @@ def active_key():
     profile = request.args.get("profile") or "default"
     model = request.args.get("model")
     gw = gateway()
-    profile_id, strategy = gw.profiles.resolve(profile)
+    profile_id, strategy = gw.profiles.resolve(profile)[:2]
     now = utcnow()
     keys = [
         k
@@ -470,3 +572,10 @@ def active_key():
         )
     first = selection.order(usable, strategy or gw.settings.strategy, {})[0]
     return jsonify(_describe(_key_or_404(first.id)))
+
+
+@bp.get("/jobs")
+def list_jobs():
+    """The scheduled jobs (F33): schedule, last run and its summary, next run, and the pid
+    of the worker that runs them."""
+    return jsonify(scheduler.describe(current_app))

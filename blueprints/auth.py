@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from datetime import timedelta
 from urllib.parse import urlparse
 
@@ -62,7 +61,7 @@ def login():
         audit("login.failed", target=f"user:{username}" if username else None)
         db.session.commit()
         if delay:
-            time.sleep(delay)
+            gateway().clock.sleep(delay)
         return render_template(
             "login.html", username=username, error="Wrong username or password."
         ), 401

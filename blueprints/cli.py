@@ -1,4 +1,4 @@
-"""CLI commands: `flask init-db`, `flask keys add|list|delete`."""
+"""CLI commands: `flask init-db`, `flask keys …`, `flask users …`, `flask jobs list|run`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from extensions import db
-from gateway import keyring, periods
+from gateway import configfiles, keyring, periods, scheduler
 from models import ProviderKey
 
 keys_cli = AppGroup("keys", help="Manage provider keys.")
@@ -79,9 +79,9 @@ def add_key(profile, provider, name, secret, base_url, models, daily_token_limit
 def list_keys() -> None:
     """List provider keys, secrets masked."""
     now = _now()
-    used = keyring.used_today(db.session, periods.local_day(now))
+    used = keyring.key_usage(db.session, periods.local_day(now))
     for key in db.session.scalars(select(ProviderKey).order_by(ProviderKey.id)):
-        info = keyring.describe(key, used.get(key.id, 0), now)
+        info = keyring.describe(key, used.get(key.id), now)
         click.echo(
             f"#{info['id']:<4} {info['profile']:<12} {info['provider']:<8} {info['name']:<20} "
             f"{info['secret']:<24} {info['status']:<14} used today {info['used_today']}"
@@ -159,3 +159,70 @@ def list_users() -> None:
 
     for user in db.session.scalars(select(User).order_by(User.username)):
         click.echo(f"{user.username:<24} {user.role}")
+
+
+jobs_cli = AppGroup("jobs", help="Scheduled jobs: list them, or run one now.")
+
+
+@jobs_cli.command("list")
+def list_jobs() -> None:
+    """Each scheduled job: when it runs, when it last ran and how that went."""
+    for job in scheduler.describe(current_app)["data"]:
+        outcome = "failed" if job["last_error"] else "ok" if job["last_run_at"] else "never run"
+        click.echo(
+            f"{job['name']:<18} {job['schedule']:<34} last run {job['last_run_at'] or '-'} "
+            f"({outcome})"
+        )
+
+
+@jobs_cli.command("run")
+@click.argument("name", type=click.Choice([job.name for job in scheduler.JOBS]))
+def run_job(name: str) -> None:
+    """Run a scheduled job now, in this process, and print what it did (jobs are
+    idempotent: running one by hand never counts anything twice)."""
+    from flask import json
+
+    outcome = scheduler.run_job(current_app._get_current_object(), name)
+    click.echo(json.dumps(outcome, indent=2))
+    if outcome["error"]:
+        raise SystemExit(1)
+
+
+# -- configuration files (F58) ---------------------------------------------------------
+
+config_cli = AppGroup("config", help="Export and import models.yaml / limits.yaml.")
+
+
+@config_cli.command("export")
+@click.argument("kind", type=click.Choice(configfiles.KINDS))
+@click.option("-o", "--output", type=click.File("w"), default="-", help="File (default: stdout).")
+def export_config(kind: str, output) -> None:
+    """Write routes (models) or limits (limits) as YAML."""
+    output.write(configfiles.export(db.session, kind))
+
+
+@config_cli.command("import")
+@click.argument("kind", type=click.Choice(configfiles.KINDS))
+@click.argument("source", type=click.File("r"))
+@click.option("--replace", is_flag=True, help="models: delete routes the file leaves out.")
+@click.option("--dry-run", is_flag=True, help="Check the file and say what would change.")
+def import_config(kind: str, source, replace: bool, dry_run: bool) -> None:
+    """Apply a models.yaml or limits.yaml; a bad entry changes nothing and is named."""
+    try:
+        report = configfiles.import_text(db.session, kind, source.read(), _now(), replace)
+    except configfiles.ConfigFileError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    if dry_run:
+        db.session.rollback()
+        click.echo(f"Would apply {kind}.yaml: {report.summary()}.")
+        return
+    from gateway import accounts
+
+    accounts.audit(
+        db.session, "cli", f"config.import.{kind}", _now(), None, {"summary": report.summary()}
+    )
+    db.session.commit()
+    click.echo(f"Applied {kind}.yaml: {report.summary()}.")
+    for line in report.created + report.updated + report.deleted:
+        click.echo(f"  {line}")

@@ -28,6 +28,7 @@ def commit_keys() -> None:
     db.session.commit()
     gateway().keys.forget()
     gateway().profiles.forget()
+    gateway().routes.forget()
 
 
 def client_key_defaults() -> dict[str, int | None]:

@@ -3,11 +3,12 @@ audit log and users. Server-rendered; htmx only swaps parts of them."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     flash,
@@ -23,7 +24,18 @@ from blueprints import charts
 from blueprints.common import client_key_defaults, commit_keys, gateway, utcnow
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
-from gateway import accounts, budgets, clientkeys, keyring, periods, pricing, reports, selection
+from gateway import (
+    accounts,
+    budgets,
+    clientkeys,
+    configfiles,
+    keyring,
+    periods,
+    pricing,
+    reports,
+    routes,
+    selection,
+)
 from gateway.providers import ADAPTERS
 from models import (
     AuditEntry,
@@ -32,6 +44,7 @@ from models import (
     Profile,
     ProviderKey,
     RequestLog,
+    Route,
     UsageDaily,
     User,
 )
@@ -42,7 +55,19 @@ bp.before_request(guard)
 bp.after_request(no_cache)
 register_csrf_error(bp)
 
-KEY_FIELDS = ("name", "provider", "profile", "secret", "base_url", "models", "daily_token_limit")
+# Limits on the key form (F30); empty means "no limit".
+LIMIT_FORM_FIELDS = (
+    "rpm_limit",
+    "tpm_limit",
+    "daily_token_limit",
+    "monthly_token_limit",
+    "daily_cost_limit",
+    "monthly_cost_limit",
+    "total_cost_limit",
+    "expires_at",
+    "model_limits",
+)
+KEY_FIELDS = ("name", "provider", "profile", "secret", "base_url", "models", *LIMIT_FORM_FIELDS)
 PAGE = 50
 PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
 
@@ -60,6 +85,7 @@ def _globals() -> dict:
         "refresh_seconds": current_app.config["DASHBOARD_REFRESH"],
         "providers": sorted(ADAPTERS),
         "strategies": selection.STRATEGIES,
+        "zone_name": periods.zone_name(),
     }
 
 
@@ -129,7 +155,7 @@ def _key_form(key=None, values=None, errors=None, status=200):
             "profile": key.profile.name,
             "base_url": key.base_url,
             "models": ", ".join(key.models),
-            "daily_token_limit": key.daily_token_limit or "",
+            **_limit_form_values(key),
         }
     values.pop("secret", None)  # a typed secret is never sent back, not even on error
     page = render_template(
@@ -146,9 +172,57 @@ def _form_values() -> dict:
     return {field: (request.form.get(field) or "").strip() for field in KEY_FIELDS}
 
 
+def _limit_form_values(key) -> dict:
+    """A key's limits as the form shows them: plain numbers, local time, one model a line."""
+    limits = keyring.limits_of(key)
+    values = {f: "" if limits[f] is None else str(limits[f]) for f in LIMIT_FORM_FIELDS}
+    for field in ("daily_cost_limit", "monthly_cost_limit", "total_cost_limit"):
+        if values[field]:
+            values[field] = values[field].rstrip("0").rstrip(".")
+    if key.expires_at is not None:
+        values["expires_at"] = key.expires_at.astimezone(periods.zone()).strftime("%Y-%m-%dT%H:%M")
+    values["model_limits"] = "\n".join(
+        " ".join([model, *(f"{k}={v}" for k, v in sorted(limits.items()))])
+        for model, limits in sorted((key.model_limits or {}).items())
+    )
+    return values
+
+
+def _form_model_limits(text: str) -> dict | None:
+    """`gpt-4o rpm=10 tpm=30000`, one model a line → {"gpt-4o": {"rpm": 10, ...}}."""
+    result = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        model, *pairs = line.split()
+        if not pairs or not all(p.count("=") == 1 for p in pairs):
+            raise keyring.KeyInputError(
+                "model_limits", f"Line {number}: write a model then rpm=N and/or tpm=N."
+            )
+        result[model] = dict(p.split("=") for p in pairs)
+    return result or None
+
+
+def _form_time(text: str) -> str | None:
+    """A datetime-local value (in KEYRELAY_TIMEZONE) as ISO 8601 with the zone."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise keyring.KeyInputError(
+            "expires_at", "Give a date and time like 2027-01-31 18:00."
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=periods.zone())
+    return moment.isoformat()
+
+
 def _key_input(values: dict, creating: bool) -> keyring.KeyInput:
-    data = {k: v for k, v in values.items() if v != "" or k == "daily_token_limit"}
-    data["daily_token_limit"] = values["daily_token_limit"] or None
+    data = {k: v for k, v in values.items() if v != "" and k not in LIMIT_FORM_FIELDS}
+    for field in LIMIT_FORM_FIELDS:
+        data[field] = values[field] or None
+    lines = [line for line in values["model_limits"].splitlines() if line.strip()]
+    data["model_limits"] = _form_model_limits("\n".join(lines))
+    data["expires_at"] = _form_time(values["expires_at"])
     if not creating and not values["secret"]:
         data.pop("secret", None)
     return keyring.parse_key_input(data, creating=creating)
@@ -325,34 +399,44 @@ def profiles():
     )
 
 
-def _strategy(raw: str) -> str | None:
-    if raw in ("", "default"):
-        return None
-    if raw not in selection.STRATEGIES:
-        raise keyring.KeyInputError("strategy", f"Pick one of: {', '.join(selection.STRATEGIES)}.")
-    return raw
+PROFILE_FORM_FIELDS = ("strategy", "wait_for_key_seconds", "use_paid_models")
+_PAID_CHOICES = {"default": None, "yes": True, "no": False}
+
+
+def _profile_settings(form) -> dict:
+    """The profile form's settings, checked like the JSON API's."""
+    raw = {f: (form.get(f) or "").strip() for f in PROFILE_FORM_FIELDS if f in form}
+    if "use_paid_models" in raw:
+        if raw["use_paid_models"] not in _PAID_CHOICES:
+            raise keyring.KeyInputError("use_paid_models", "Pick default, yes or no.")
+        raw["use_paid_models"] = _PAID_CHOICES[raw["use_paid_models"]]
+    return keyring.parse_profile_settings(raw)
+
+
+def _profiles_page(values: dict, errors: dict, status: int = 200):
+    keys = reports.key_health(db.session, utcnow())
+    page = render_template(
+        "profiles.html",
+        profiles=reports.profile_usage(db.session, keys),
+        errors=errors,
+        values=values,
+    )
+    return page, status
 
 
 @bp.post("/profiles")
 def create_profile():
-    values = {f: (request.form.get(f) or "").strip() for f in ("name", "strategy")}
+    values = {f: (request.form.get(f) or "").strip() for f in ("name", *PROFILE_FORM_FIELDS)}
     try:
         if not keyring.PROFILE_NAME.match(values["name"]):
             raise keyring.KeyInputError("name", "Use 1–64 letters, digits, '_', '.', '-'.")
         if db.session.scalar(select(Profile.id).where(Profile.name == values["name"])):
             raise keyring.KeyInputError("name", f"A profile named '{values['name']}' exists.")
-        strategy = _strategy(values["strategy"])
+        settings = _profile_settings(request.form)
     except keyring.KeyInputError as exc:
-        keys = reports.key_health(db.session, utcnow())
-        page = render_template(
-            "profiles.html",
-            profiles=reports.profile_usage(db.session, keys),
-            errors={exc.field: str(exc)},
-            values=values,
-        )
-        return page, 422
-    db.session.add(Profile(name=values["name"], strategy=strategy, created_at=utcnow()))
-    audit("profile.create", f"profile:{values['name']}", strategy=strategy)
+        return _profiles_page(values, {exc.field: str(exc)}, 422)
+    db.session.add(Profile(name=values["name"], created_at=utcnow(), **settings))
+    audit("profile.create", f"profile:{values['name']}", **settings)
     commit_keys()
     flash(f"Created profile {values['name']}.", "ok")
     return redirect(url_for("dashboard.profiles"))
@@ -362,12 +446,21 @@ def create_profile():
 def update_profile(profile_id: int):
     profile = db.session.get(Profile, profile_id) or abort(404)
     try:
-        profile.strategy = _strategy((request.form.get("strategy") or "").strip())
+        settings = _profile_settings(request.form)
     except keyring.KeyInputError as exc:
         return refuse(str(exc), 422)
-    audit("profile.update", f"profile:{profile.name}", strategy=profile.strategy)
+    for column, value in settings.items():
+        setattr(profile, column, value)
+    audit("profile.update", f"profile:{profile.name}", **settings)
     commit_keys()
-    flash(f"Profile {profile.name} now uses {profile.strategy or 'the default'} strategy.", "ok")
+    wait = (
+        f", waits up to {profile.wait_for_key_seconds} s for a key"
+        if profile.wait_for_key_seconds
+        else ""
+    )
+    flash(
+        f"Profile {profile.name} now uses {profile.strategy or 'the default'} strategy{wait}.", "ok"
+    )
     return redirect(url_for("dashboard.profiles"))
 
 
@@ -630,3 +723,96 @@ def delete_price():
     gateway().prices.forget()
     flash(f"{model} is priced from genai-prices again.", "ok")
     return redirect(url_for("dashboard.prices"))
+
+
+# -- routes and configuration files (F20, F58) ---------------------------------------------
+
+
+def _routes_page(errors: dict | None = None, values: dict | None = None, status: int = 200):
+    rows = db.session.scalars(select(Route).order_by(Route.name)).all()
+    page = render_template(
+        "routes.html",
+        routes=rows,
+        errors=errors or {},
+        values=values or {"kind": "models"},
+        kinds=configfiles.KINDS,
+        report=None,
+    )
+    return page, status
+
+
+@bp.get("/routes")
+def routes_page():
+    return _routes_page()
+
+
+@bp.post("/routes")
+def create_route():
+    values = {f: (request.form.get(f) or "").strip() for f in ("name", "target", "fallbacks")}
+    data = {**values, "paid": request.form.get("paid") == "on"}
+    try:
+        route = routes.save(db.session, routes.parse(data, creating=True), utcnow())
+    except routes.RouteInputError as exc:
+        db.session.rollback()
+        return _routes_page({exc.field: str(exc)}, {**values, "kind": "models"}, 422)
+    audit("route.create", f"route:{route.name}", route=route.to_dict())
+    commit_keys()
+    flash(f"Route {route.name} added.", "ok")
+    return redirect(url_for("dashboard.routes_page"))
+
+
+@bp.post("/routes/<int:route_id>/delete")
+def delete_route(route_id: int):
+    route = db.session.get(Route, route_id) or abort(404)
+    db.session.delete(route)
+    audit("route.delete", f"route:{route.name}")
+    commit_keys()
+    flash(f"Route {route.name} deleted.", "ok")
+    return redirect(url_for("dashboard.routes_page"))
+
+
+@bp.get("/config/<kind>.yaml")
+def export_config(kind: str):
+    if kind not in configfiles.KINDS:
+        abort(404)
+    text = configfiles.export(db.session, kind)
+    headers = {"Content-Disposition": f'attachment; filename="{kind}.yaml"'}
+    return Response(text, mimetype="application/yaml", headers=headers)
+
+
+@bp.post("/config/import")
+def import_config():
+    values = {
+        "kind": request.form.get("kind") or "",
+        "text": request.form.get("text") or "",
+        "replace": request.form.get("replace") == "on",
+    }
+    upload = request.files.get("file")
+    if upload is not None and upload.filename:
+        values["text"] = upload.read().decode("utf-8", "replace")
+    dry_run = request.form.get("action") == "check"
+    try:
+        if values["kind"] not in configfiles.KINDS:
+            raise configfiles.ConfigFileError("kind", "pick models.yaml or limits.yaml")
+        report = configfiles.import_text(
+            db.session, values["kind"], values["text"], utcnow(), values["replace"]
+        )
+    except configfiles.ConfigFileError as exc:
+        db.session.rollback()
+        return _routes_page({"text": str(exc)}, values, 422)
+    if dry_run:
+        db.session.rollback()
+        flash(f"{values['kind']}.yaml is valid; it would apply: {report.summary()}.", "ok")
+        rows = db.session.scalars(select(Route).order_by(Route.name)).all()
+        return render_template(
+            "routes.html",
+            routes=rows,
+            errors={},
+            values=values,
+            kinds=configfiles.KINDS,
+            report=report,
+        )
+    audit(f"config.import.{values['kind']}", None, summary=report.summary())
+    commit_keys()
+    flash(f"Imported {values['kind']}.yaml: {report.summary()}.", "ok")
+    return redirect(url_for("dashboard.routes_page"))

@@ -89,6 +89,8 @@ class RequestRecord:
     # (scope, period id, reserved micro-dollars) while it holds a budget reservation.
     budget_ticket: tuple[str, int, int] | None = None
     limit_headers: dict[str, str] | None = None
+    # The provider key's sliding windows the last attempt was admitted to (F30).
+    key_scopes: tuple[str, ...] = ()
 
     def log_row(self) -> dict:
         return {

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from gateway import budgets
 from gateway.errors import GatewayError
-from gateway.keyring import KeyInputError, parse_models
+from gateway.keyring import KeyInputError, parse_models, parse_moment
 from gateway.limiter import Limits
 from gateway.secrets import fingerprint
 from models import ClientKey, Profile
@@ -55,17 +55,7 @@ class ClientKeyInput:
 
 
 def _expiry(value) -> datetime | None:
-    if value in (None, ""):
-        return None
-    try:
-        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise KeyInputError(
-            "expires_at", "'expires_at' must be an ISO 8601 time with a zone, or null."
-        )
-    return moment
+    return parse_moment("expires_at", value)
 
 
 def _limit(name: str, value) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 
@@ -11,3 +12,7 @@ class Clock:
     def now(self) -> datetime:
         """The current time in UTC."""
         return datetime.now(UTC)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait (cooperatively under gevent, which patches time.sleep)."""
+        time.sleep(seconds)

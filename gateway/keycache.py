@@ -38,7 +38,9 @@ class KeyCache:
         with self.engine.connect() as conn:
             rows = store.load_keys(conn, profile_id, today)
         for row in rows:
-            row.used_today += self.unapplied(row.id, today)
+            pending = self.unapplied(row.id, today)
+            row.used_today += pending
+            row.used_month += pending
         self._entries[(profile_id, today)] = (rows, time.monotonic())
         return rows
 
@@ -57,9 +59,13 @@ def needs_touch(key: KeyRow, now: datetime) -> bool:
     )
 
 
-def apply_booking(key: KeyRow, tokens: int, touched: bool, now: datetime) -> None:
+def apply_booking(key: KeyRow, tokens: int, cost: int, touched: bool, now: datetime) -> None:
     """Mirror a booked request in the cached row, as the database now has it."""
     key.used_today += tokens
+    key.used_month += tokens
+    key.cost_today += cost
+    key.cost_month += cost
+    key.cost_total += cost
     if touched:
         key.last_used_at = now
         key.consecutive_failures = 0

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from gateway import selection
+from gateway import budgets, periods, selection
 from gateway.providers import ADAPTERS
 from gateway.secrets import SecretBox, fingerprint, mask
 from models import Profile, ProviderKey, UsageDaily
-from models.provider_keys import ACTIVE, DISABLED
+from models.provider_keys import ACTIVE, DISABLED, EXPIRED
+from models.types import usd
 
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
@@ -39,8 +40,9 @@ class KeyInput:
     secret: str | None = None
     base_url: str | None = None
     models: list[str] | None = None
-    daily_token_limit: int | None = None
-    has_limit: bool = False
+    # Only the limits given (column → value; None is "no limit"), so an update changes
+    # just those.
+    limits: dict = field(default_factory=dict)
 
 
 def _text(data: dict, field: str, limit: int) -> str | None:
@@ -67,16 +69,74 @@ def parse_models(value) -> list[str] | None:
     return ["*"] if "*" in value else sorted(set(value))
 
 
-def _limit(value) -> int | None:
+def _count(name: str, value) -> int | None:
     if value is None or value == "":
         return None
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise KeyInputError(
-            "daily_token_limit", "'daily_token_limit' must be a positive integer or null."
-        )
+        raise KeyInputError(name, f"'{name}' must be a positive integer, or null for no limit.")
     return value
+
+
+def _usd(name: str, value) -> int | None:
+    try:
+        micros = budgets.parse_usd(name, value)
+    except ValueError as exc:
+        raise KeyInputError(name, str(exc)) from None
+    if micros == 0:
+        raise KeyInputError(name, f"'{name}' must be more than 0 USD, or null for no limit.")
+    return micros
+
+
+def parse_moment(name: str, value) -> datetime | None:
+    """An ISO 8601 time with a zone (stored in UTC), or None; KeyInputError otherwise."""
+    if value in (None, ""):
+        return None
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise KeyInputError(name, f"'{name}' must be an ISO 8601 time with a zone, or null.")
+    return moment.astimezone(UTC)
+
+
+def _model_limits(name: str, value) -> dict | None:
+    """{"gpt-4o": {"rpm": 10, "tpm": 30000}}: extra windows for single models."""
+    if value in (None, "", {}):
+        return None
+    problem = f'\'{name}\' must map model ids to {{"rpm": n, "tpm": n}}, or be null.'
+    if not isinstance(value, dict):
+        raise KeyInputError(name, problem)
+    result = {}
+    for model, limits in value.items():
+        if not isinstance(model, str) or not model.strip() or not isinstance(limits, dict):
+            raise KeyInputError(name, problem)
+        if not limits or set(limits) - {"rpm", "tpm"}:
+            raise KeyInputError(name, problem)
+        try:
+            entry = {k: _count(f"{name}.{model}.{k}", v) for k, v in limits.items()}
+        except KeyInputError as exc:
+            raise KeyInputError(name, str(exc)) from None
+        entry = {k: v for k, v in entry.items() if v is not None}
+        if entry:
+            result[model.strip()] = entry
+    return result or None
+
+
+# API field → (column, parser). Costs are USD in the API, micro-dollars in the database.
+LIMIT_FIELDS = {
+    "daily_token_limit": ("daily_token_limit", _count),
+    "monthly_token_limit": ("monthly_token_limit", _count),
+    "rpm_limit": ("rpm_limit", _count),
+    "tpm_limit": ("tpm_limit", _count),
+    "model_limits": ("model_limits", _model_limits),
+    "daily_cost_limit": ("daily_cost_limit_micros", _usd),
+    "monthly_cost_limit": ("monthly_cost_limit_micros", _usd),
+    "total_cost_limit": ("total_cost_limit_micros", _usd),
+    "expires_at": ("expires_at", parse_moment),
+}
 
 
 def parse_key_input(data: object, creating: bool) -> KeyInput:
@@ -90,8 +150,11 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
         secret=_text(data, "secret", 4096),
         base_url=_text(data, "base_url", 512),
         models=parse_models(data.get("models")),
-        daily_token_limit=_limit(data.get("daily_token_limit")),
-        has_limit="daily_token_limit" in data,
+        limits={
+            column: parse(name, data[name])
+            for name, (column, parse) in LIMIT_FIELDS.items()
+            if name in data
+        },
     )
     if key.profile is not None and not PROFILE_NAME.match(key.profile):
         raise KeyInputError("profile", "'profile' may hold letters, digits, '_', '.', '-'.")
@@ -109,6 +172,45 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
             if getattr(key, field) is None:
                 raise KeyInputError(field, f"Missing required field '{field}'.")
     return key
+
+
+def parse_profile_settings(data: object) -> dict:
+    """The given profile settings (strategy, wait_for_key_seconds, use_paid_models) as
+    column → value; KeyInputError naming a bad one."""
+    if not isinstance(data, dict):
+        raise KeyInputError("body", "The request body must be a JSON object.")
+    unknown = set(data) - {"strategy", "wait_for_key_seconds", "use_paid_models"}
+    if unknown:
+        raise KeyInputError(sorted(unknown)[0], f"Unknown profile field '{sorted(unknown)[0]}'.")
+    values = {}
+    if "strategy" in data:
+        strategy = data["strategy"]
+        if strategy in ("", "default"):
+            strategy = None
+        if strategy is not None and strategy not in selection.STRATEGIES:
+            choices = ", ".join(selection.STRATEGIES)
+            raise KeyInputError("strategy", f"'strategy' must be one of: {choices}, or null.")
+        values["strategy"] = strategy
+    if "wait_for_key_seconds" in data:
+        wait = data["wait_for_key_seconds"]
+        if isinstance(wait, str) and wait.strip().isdigit():
+            wait = int(wait)
+        if wait in (None, "", 0):
+            wait = None
+        elif isinstance(wait, bool) or not isinstance(wait, int) or not 0 < wait <= 600:
+            raise KeyInputError(
+                "wait_for_key_seconds",
+                "'wait_for_key_seconds' must be whole seconds from 0 to 600, or null.",
+            )
+        values["wait_for_key_seconds"] = wait
+    if "use_paid_models" in data:
+        paid = data["use_paid_models"]
+        if paid is not None and not isinstance(paid, bool):
+            raise KeyInputError(
+                "use_paid_models", "'use_paid_models' must be true, false, or null (the default)."
+            )
+        values["use_paid_models"] = paid
+    return values
 
 
 def get_or_create_profile(session: Session, name: str, now: datetime) -> Profile:
@@ -148,12 +250,13 @@ def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) 
         secret_fingerprint=fingerprint(data.secret),
         base_url=base_url.rstrip("/"),
         models=data.models or ["*"],
-        daily_token_limit=data.daily_token_limit,
         status=ACTIVE,
         consecutive_failures=0,
         created_at=now,
         updated_at=now,
     )
+    for column, value in data.limits.items():
+        setattr(key, column, value)
     session.add(key)
     session.flush()
     return key
@@ -165,13 +268,15 @@ def update_key(
     """Change the given fields of a key; a new secret is re-encrypted."""
     if data.profile is not None:
         key.profile = get_or_create_profile(session, data.profile, now)
-    for field in ("provider", "name", "models"):
-        if getattr(data, field) is not None:
-            setattr(key, field, getattr(data, field))
+    for name in ("provider", "name", "models"):
+        if getattr(data, name) is not None:
+            setattr(key, name, getattr(data, name))
     if data.base_url is not None:
         key.base_url = data.base_url.rstrip("/")
-    if data.has_limit:
-        key.daily_token_limit = data.daily_token_limit
+    for column, value in data.limits.items():
+        setattr(key, column, value)
+    if "expires_at" in data.limits and key.status == EXPIRED:
+        key.status = ACTIVE  # a new (or no) expiry brings an expired key back
     if data.secret is not None:
         _refuse_duplicate(session, key.profile, data.secret, key.id)
         key.secret_encrypted = box.encrypt(data.secret)
@@ -189,20 +294,69 @@ def set_enabled(key: ProviderKey, enabled: bool, now: datetime) -> None:
     key.updated_at = now
 
 
-def used_today(session: Session, today) -> dict[int, int]:
-    """Tokens used today per provider key id."""
-    rows = session.execute(
-        select(UsageDaily.provider_key_id, func.sum(UsageDaily.total_tokens))
-        .where(UsageDaily.day == today)
-        .group_by(UsageDaily.provider_key_id)
-    )
-    return {key_id: int(total or 0) for key_id, total in rows}
+@dataclass(frozen=True)
+class KeyUsage:
+    """A key's tokens and cost (micro-dollars) this local day and month, and cost ever."""
+
+    used_today: int = 0
+    used_month: int = 0
+    cost_today: int = 0
+    cost_month: int = 0
+    cost_total: int = 0
 
 
-def describe(key: ProviderKey, used: int, now: datetime) -> dict:
+def key_usage(session: Session, today) -> dict[int, KeyUsage]:
+    """Usage per provider key id, from the daily roll-ups (days in KEYRELAY_TIMEZONE)."""
+    u = UsageDaily
+    is_today = u.day == today
+    month = select(
+        u.provider_key_id,
+        func.sum(case((is_today, u.total_tokens), else_=0)),
+        func.sum(case((u.day >= periods.month_start(today), u.total_tokens), else_=0)),
+        func.sum(case((is_today, u.cost_micros), else_=0)),
+        func.sum(case((u.day >= periods.month_start(today), u.cost_micros), else_=0)),
+        func.sum(u.cost_micros),
+    ).group_by(u.provider_key_id)
+    return {
+        key_id: KeyUsage(*(int(v or 0) for v in values))
+        for key_id, *values in session.execute(month)
+    }
+
+
+def attach_usage(key: ProviderKey, usage: KeyUsage | None) -> ProviderKey:
+    """Give an ORM key the usage fields the selector reads (like a KeyRow has)."""
+    usage = usage or KeyUsage()
+    for name in ("used_today", "used_month", "cost_today", "cost_month", "cost_total"):
+        setattr(key, name, getattr(usage, name))
+    return key
+
+
+def _money(micros: int | None) -> str | None:
+    return None if micros is None else usd(micros)
+
+
+def limits_of(key) -> dict:
+    """The key's limits as the API (and limits.yaml) write them: costs in USD strings."""
+    return {
+        "daily_token_limit": key.daily_token_limit,
+        "monthly_token_limit": key.monthly_token_limit,
+        "rpm_limit": key.rpm_limit,
+        "tpm_limit": key.tpm_limit,
+        "model_limits": key.model_limits,
+        "daily_cost_limit": _money(key.daily_cost_limit_micros),
+        "monthly_cost_limit": _money(key.monthly_cost_limit_micros),
+        "total_cost_limit": _money(key.total_cost_limit_micros),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+    }
+
+
+def describe(key: ProviderKey, usage: KeyUsage | None, now: datetime) -> dict:
     """The key as the admin API shows it: never the secret, only its masked form."""
-    key.used_today = used
-    limit = key.daily_token_limit
+    attach_usage(key, usage)
+    limit, used = key.daily_token_limit, key.used_today
+    status = selection.effective_status(key, now)
+    hit = selection.limit_hit(key) if status == "limit_reached" else None
+    back = selection.back_at(key, now)
     return {
         "id": key.id,
         "profile": key.profile.name,
@@ -212,10 +366,16 @@ def describe(key: ProviderKey, used: int, now: datetime) -> dict:
         "base_url": key.base_url,
         "models": key.models,
         "discovered_models": key.discovered_models,
-        "daily_token_limit": limit,
+        **limits_of(key),
         "used_today": used,
         "remaining_today": None if limit is None else max(0, limit - used),
-        "status": selection.effective_status(key, now),
+        "used_month": key.used_month,
+        "cost_today": usd(key.cost_today),
+        "cost_month": usd(key.cost_month),
+        "cost_total": usd(key.cost_total),
+        "status": status,
+        "limit_reached": hit[0] if hit else None,
+        "available_at": back.isoformat() if back and status != "active" else None,
         "cooldown_until": key.cooldown_until.isoformat() if key.cooldown_until else None,
         "consecutive_failures": key.consecutive_failures,
         "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,

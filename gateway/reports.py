@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway import periods, selection
+from gateway import keyring, periods, selection
 from models import Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import DISABLED
 
@@ -80,14 +80,16 @@ class KeyHealth:
 
 def key_health(session: Session, now: datetime, profile: str | None = None) -> list[KeyHealth]:
     """Every provider key with today's usage against its daily limit and its status now."""
-    used = _used_today(session, periods.local_day(now))
+    today = periods.local_day(now)
+    used = _used_today(session, today)
+    usage = keyring.key_usage(session, today)
     query = select(ProviderKey).order_by(ProviderKey.id)
     if profile:
         query = query.join(Profile).where(Profile.name == profile)
     result = []
     for key in session.scalars(query):
         tokens, count = used.get(key.id, (0, 0))
-        key.used_today = tokens
+        keyring.attach_usage(key, usage.get(key.id))
         status = selection.effective_status(key, now)
         result.append(
             KeyHealth(
@@ -123,6 +125,8 @@ class ProfileUsage:
     requests: int
     capacity: int | None
     percent: float | None
+    wait_for_key_seconds: int | None = None
+    use_paid_models: bool | None = None
 
 
 def profile_usage(session: Session, keys: list[KeyHealth]) -> list[ProfileUsage]:
@@ -150,6 +154,8 @@ def profile_usage(session: Session, keys: list[KeyHealth]) -> list[ProfileUsage]
                 requests=sum(k.requests for k in own),
                 capacity=capacity,
                 percent=_percent(used, capacity),
+                wait_for_key_seconds=profile.wait_for_key_seconds,
+                use_paid_models=profile.use_paid_models,
             )
         )
     return result

@@ -75,17 +75,26 @@ def run_attempts(
     rec: RequestRecord,
     settings: RetrySettings,
     health: KeyHealth,
+    admit: Callable[[KeyRow], int | None] | None = None,
 ) -> tuple[KeyRow, UpstreamReply]:
     """Call keys in order until one answers or the request's own fault comes back.
 
+    `admit(key)` takes a place in the key's RPM/TPM windows, or answers the seconds until
+    it has room: such a key is passed over without an attempt and without penalty (F32).
     Raises GatewayError when every attempt failed, naming each key's failure.
     """
     started = time.monotonic()
     failures: list[tuple[KeyRow, Outcome, float | None]] = []
-    for key in keys[: settings.max_attempts]:
+    at_limit: list[int] = []
+    for key in keys:
+        if len(failures) >= settings.max_attempts:
+            break
         remaining = settings.deadline - (time.monotonic() - started)
         if remaining <= 0:
             break
+        if admit is not None and (wait := admit(key)) is not None:
+            at_limit.append(wait)
+            continue
         timeouts = Timeouts(settings.connect_timeout, min(settings.read_timeout, remaining))
         attempt_start = time.perf_counter()
         reply, transport = None, None
@@ -112,7 +121,21 @@ def run_attempts(
         health.apply(key, decision, reply, error)
         retry_after = retry_after_seconds(reply.headers, health.clock.now()) if reply else None
         failures.append((key, decision.outcome, retry_after))
+    if not failures and at_limit:
+        raise _keys_at_limit(rec, len(at_limit), min(at_limit))
     raise _all_failed(failures, rec, settings, time.monotonic() - started)
+
+
+def _keys_at_limit(rec: RequestRecord, count: int, wait: int) -> GatewayError:
+    noun = "key is" if count == 1 else "keys are"
+    return GatewayError(
+        429,
+        f"Every provider key for model {rec.model} is at its requests- or tokens-per-minute "
+        f"limit ({count} {noun} full). Retry after {wait}s, or add provider keys.",
+        type="rate_limit_error",
+        code="provider_keys_at_limit",
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def _all_failed(failures, rec: RequestRecord, settings: RetrySettings, elapsed: float):

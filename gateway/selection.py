@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
+from gateway import periods
 from gateway.store import KeyRow
-from models.provider_keys import ACTIVE, COOLING_DOWN, LIMIT_REACHED
+from models.provider_keys import ACTIVE, COOLING_DOWN, EXPIRED, LIMIT_REACHED
 
 MOST_REMAINING = "most-remaining"
 ROUND_ROBIN = "round-robin"
@@ -14,22 +15,64 @@ STRATEGIES = (MOST_REMAINING, ROUND_ROBIN)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
-def effective_status(key: KeyRow, now: datetime) -> str:
-    """The status that counts now: expired cooldowns are over, exhausted quotas are out."""
+def effective_status(key, now: datetime) -> str:
+    """The status that counts now: expired cooldowns are over, keys past their expiry are
+    expired, keys at a token or cost limit of this day / month / for ever are out.
+
+    `key` is a KeyRow, or a ProviderKey with its usage attached (keyring.attach_usage).
+    """
     status = key.status
     if status == COOLING_DOWN and (key.cooldown_until is None or key.cooldown_until <= now):
         status = ACTIVE
-    limit = key.daily_token_limit
-    if status == ACTIVE and limit is not None and key.used_today >= limit:
+    if status in (ACTIVE, COOLING_DOWN) and key.expires_at is not None and key.expires_at <= now:
+        return EXPIRED
+    if status == ACTIVE and limit_hit(key) is not None:
         return LIMIT_REACHED
     return status
 
 
+# (attribute of the limit, attribute of the usage, what it is, when it resets)
+_LIMITS = (
+    ("daily_token_limit", "used_today", "daily token limit", "day"),
+    ("monthly_token_limit", "used_month", "monthly token limit", "month"),
+    ("daily_cost_limit_micros", "cost_today", "daily cost limit", "day"),
+    ("monthly_cost_limit_micros", "cost_month", "monthly cost limit", "month"),
+    ("total_cost_limit_micros", "cost_total", "total cost limit", None),
+)
+
+
+def limit_hit(key) -> tuple[str, str | None] | None:
+    """(what, "day" | "month" | None) of the first token/cost limit the key has reached."""
+    for limit_attr, used_attr, what, period in _LIMITS:
+        limit = getattr(key, limit_attr, None)
+        if limit is not None and getattr(key, used_attr, 0) >= limit:
+            return what, period
+    return None
+
+
+def back_at(key, now: datetime) -> datetime | None:
+    """When an unusable key can serve again by itself (cooldown over, limit reset), or
+    None if only an admin can bring it back (disabled, auth failed, expired, total cost)."""
+    status = effective_status(key, now)
+    if status == COOLING_DOWN:
+        return key.cooldown_until
+    if status == LIMIT_REACHED:
+        period = limit_hit(key)[1]
+        if period == "day":
+            return periods.next_day_start(now)
+        if period == "month":
+            return periods.next_month_start(now)
+    return None
+
+
 def remaining_today(key: KeyRow) -> float:
-    """Tokens left under the daily limit; unlimited keys have all the room there is."""
-    if key.daily_token_limit is None:
-        return float("inf")
-    return key.daily_token_limit - key.used_today
+    """Tokens left under the daily (and monthly) limit; unlimited keys have all the room."""
+    left = float("inf")
+    if key.daily_token_limit is not None:
+        left = key.daily_token_limit - key.used_today
+    if key.monthly_token_limit is not None:
+        left = min(left, key.monthly_token_limit - key.used_month)
+    return left
 
 
 def order(keys: list[KeyRow], strategy: str, picked_at: dict[int, datetime]) -> list[KeyRow]:
@@ -53,7 +96,21 @@ def unavailable_summary(keys: list[KeyRow], now: datetime) -> str:
             until = min(k.cooldown_until for k in keys if effective_status(k, now) == status)
             parts.append(f"{count} {noun} cooling down until {until:%H:%M:%S} UTC")
         elif status == LIMIT_REACHED:
-            parts.append(f"{count} {noun} at the daily token limit (resets at 00:00 UTC)")
+            at_limit = [k for k in keys if effective_status(k, now) == status]
+            reasons = sorted({limit_hit(k)[0] for k in at_limit})
+            parts.append(f"{count} {noun} at a limit ({', '.join(reasons)}{_reset_text(at_limit)})")
         else:
             parts.append(f"{count} {noun} {status}")
     return ", ".join(parts)
+
+
+def _reset_text(keys: list) -> str:
+    """`; resets at 00:00 Africa/Lagos` for the limits among `keys`."""
+    resets = {limit_hit(k)[1] for k in keys}
+    zone = periods.zone_name()
+    texts = []
+    if "day" in resets:
+        texts.append(f"daily limits reset at 00:00 {zone}")
+    if "month" in resets:
+        texts.append(f"monthly limits on the 1st at 00:00 {zone}")
+    return f"; {', '.join(texts)}" if texts else ""

@@ -28,6 +28,7 @@ from gateway.pricing import Prices
 from gateway.providers import ADAPTERS
 from gateway.providers.base import Target, Timeouts, TransportError, UpstreamReply
 from gateway.router import KeyHealth, RetrySettings, run_attempts
+from gateway.routes import Routes
 from gateway.secrets import SecretBox
 from gateway.store import KeyRow
 from gateway.streaming import SSEFilter, error_event
@@ -55,19 +56,23 @@ class GatewaySettings:
     retry: RetrySettings
     strategy: str = selection.MOST_REMAINING
     pool_size: int = 256
+    use_paid_models: bool = True
+    # (provider, secret, base_url) of the environment fallback key (F26), or None.
+    fallback_key: tuple[str, str, str] | None = None
 
 
 @dataclass
 class _Profiles:
-    """Profile name → (id, strategy), cached briefly: every request needs it."""
+    """Profile name → its row (id, strategy, wait, paid gating), cached briefly: every
+    request needs it."""
 
     engine: Engine
-    entries: dict[str, tuple[int, str | None, float]] = field(default_factory=dict)
+    entries: dict[str, tuple[store.ProfileRow, float]] = field(default_factory=dict)
 
-    def resolve(self, name: str) -> tuple[int, str | None]:
+    def resolve(self, name: str) -> store.ProfileRow:
         hit = self.entries.get(name)
-        if hit and time.monotonic() - hit[2] < PROFILE_CACHE_SECONDS:
-            return hit[0], hit[1]
+        if hit and time.monotonic() - hit[1] < PROFILE_CACHE_SECONDS:
+            return hit[0]
         with self.engine.connect() as conn:
             found = store.find_profile(conn, name)
         if found is None:
@@ -77,7 +82,7 @@ class _Profiles:
                 "or add a provider key to that profile first.",
                 code="profile_not_found",
             )
-        self.entries[name] = (*found, time.monotonic())
+        self.entries[name] = (found, time.monotonic())
         return found
 
     def forget(self) -> None:
@@ -110,6 +115,26 @@ class Gateway:
         self.callers = Callers(engine, master_key, self.clock)
         self.limiter = SharedLimiter(Path(journal_dir).parent / "limits.bin")
         self.prices = Prices(engine)
+        self.routes = Routes(engine)
+        self._fallback = None
+        if settings.fallback_key is not None:
+            provider, secret, base_url = settings.fallback_key
+            self._fallback = KeyRow(  # the environment key, never written back (id 0)
+                FALLBACK_KEY_ID,
+                provider,
+                "environment fallback key",
+                base_url,
+                secrets.encrypt(secret),
+                ["*"],
+                None,
+                None,
+                "active",
+                None,
+                0,
+                None,
+                0,
+            )
+        self.alerts = None  # budget alerts (alerts.py), attached by create_app when set up
         self._picked_at: dict[int, datetime] = {}
         self._plain: dict[bytes, str] = {}
         self._lock = threading.Lock()
@@ -152,11 +177,9 @@ class Gateway:
     def _no_keys(self, profile: str, keys: list[KeyRow], now: datetime) -> GatewayError:
         summary = selection.unavailable_summary(keys, now)
         headers = {}
-        cooling = [
-            k.cooldown_until for k in keys if selection.effective_status(k, now) == "cooling_down"
-        ]
-        if cooling:
-            headers["Retry-After"] = str(max(1, int((min(cooling) - now).total_seconds() + 0.999)))
+        back = [at for k in keys if (at := selection.back_at(k, now)) is not None]
+        if back:
+            headers["Retry-After"] = str(max(1, int((min(back) - now).total_seconds() + 0.999)))
         return GatewayError(
             503,
             f"No available keys for profile {profile}: {summary}.",
@@ -180,7 +203,8 @@ class Gateway:
         )
         started = time.perf_counter()
         try:
-            rec.profile_id, strategy = self.profiles.resolve(profile)
+            found = self.profiles.resolve(profile)
+            rec.profile_id = found.id
             validate_chat(body)
             if caller.models is not None and model not in caller.models:
                 raise _model_not_allowed(model, caller)
@@ -188,10 +212,20 @@ class Gateway:
                 self._admit(caller, rec)
             if caller.budget is not None:
                 self._reserve(caller, rec, body)
-            keys = self.candidates(profile, rec.profile_id, strategy, model)
-            if streamed:
-                return self._stream(rec, body, keys, started)
-            return self._complete(rec, body, keys, started)
+            paid = found.use_paid_models
+            chain = self.routes.table().chain(
+                model, self.settings.use_paid_models if paid is None else paid
+            )
+            waited = 0.0
+            while True:
+                try:
+                    return self._serve_chain(profile, found, chain, rec, body, started)
+                except GatewayError as err:
+                    pause = _wait_for_key(err, found.wait_for_key_seconds, waited)
+                    if pause is None:
+                        raise
+                waited += pause
+                self.clock.sleep(pause)
         except GatewayError as err:
             rec.status_code, rec.error = err.status, err.message
             rec.latency_ms = int((time.perf_counter() - started) * 1000)
@@ -201,6 +235,32 @@ class Gateway:
         except BaseException:
             self._release(rec)  # a bug must not keep the client key's place for ever
             raise
+
+    def _serve_chain(self, profile, found, chain, rec, body, started) -> ProxyResponse:
+        """Try each model of the route's chain in turn (F20); the environment key (F26)
+        when the pool had no usable key for any of them."""
+        streamed = body.get("stream") is True
+        last: GatewayError | None = None
+        for model in chain:
+            sent = body if model == body["model"] else {**body, "model": model}
+            rec.model = model
+            try:
+                keys = self.candidates(profile, found.id, found.strategy, model)
+                if streamed:
+                    return self._stream(rec, sent, keys, started)
+                return self._complete(rec, sent, keys, started)
+            except GatewayError as err:
+                if err.code not in _NEXT_IN_CHAIN:
+                    raise
+                last = err
+        if self.settings.fallback_key is not None and last.code in _POOL_EMPTY:
+            rec.model = chain[0]
+            sent = body if chain[0] == body["model"] else {**body, "model": chain[0]}
+            keys = [self._fallback]
+            if streamed:
+                return self._stream(rec, sent, keys, started)
+            return self._complete(rec, sent, keys, started)
+        raise last
 
     # -- client-key rate limits (F31, F7) -----------------------------------------------
 
@@ -263,7 +323,13 @@ class Gateway:
 
     def _release(self, rec: RequestRecord) -> None:
         """Book the request's tokens in its client key's window and free its place, and
-        turn its budget reservation into its real cost (once)."""
+        turn its budget reservation into its real cost (once); book the tokens in the
+        serving provider key's windows too."""
+        if rec.key_scopes:
+            now = int(self.clock.now().timestamp())
+            for scope in rec.key_scopes:
+                self.limiter.settle(scope, rec.usage.total_tokens, now, False)
+            rec.key_scopes = ()
         if rec.budget_ticket is not None:
             scope, period_id, estimate = rec.budget_ticket
             rec.budget_ticket = None
@@ -275,6 +341,34 @@ class Gateway:
         now = int(self.clock.now().timestamp())
         self.limiter.settle(scope, rec.usage.total_tokens, now, parallel)
 
+    # -- provider-key rate limits (F30, F32) ----------------------------------------------
+
+    def _key_admission(self, rec: RequestRecord):
+        """The attempt loop's admission check: a place in the key's RPM/TPM windows (and
+        the model's on that key), or the seconds until there is room. Keys without such
+        limits cost nothing here."""
+
+        def admit(key: KeyRow) -> int | None:
+            if not key.rate_limited:
+                rec.key_scopes = ()
+                return None
+            now = int(self.clock.now().timestamp())
+            scopes = []
+            per_model = (key.model_limits or {}).get(rec.model)
+            windows = [(f"pk:{key.id}:{rec.model}", per_model)] if per_model else []
+            if key.rpm_limit or key.tpm_limit:
+                windows.append((f"pk:{key.id}", {"rpm": key.rpm_limit, "tpm": key.tpm_limit}))
+            for scope, limits in windows:
+                limits = Limits(limits.get("rpm"), limits.get("tpm"))
+                _, refusal = self.limiter.admit(scope, limits, now)
+                if refusal is not None:
+                    return refusal.retry_after
+                scopes.append(scope)
+            rec.key_scopes = tuple(scopes)
+            return None
+
+        return admit
+
     def _complete(self, rec, body, keys, started) -> ProxyResponse:
         def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
             reply = self.adapters[key.provider].chat(self.target(key), body, timeouts)
@@ -284,8 +378,14 @@ class Gateway:
                     raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without JSON")
             return reply
 
-        key, reply = run_attempts(keys, call, rec, self.settings.retry, self.health)
-        rec.provider, rec.provider_key_id, rec.status_code = key.provider, key.id, reply.status
+        key, reply = run_attempts(
+            keys, call, rec, self.settings.retry, self.health, self._key_admission(rec)
+        )
+        rec.provider, rec.provider_key_id, rec.status_code = (
+            key.provider,
+            key.id or None,
+            reply.status,
+        )
         if reply.parsed is not None:
             rec.usage = Usage.from_openai(reply.parsed.get("usage")) or Usage.estimate(
                 body["messages"], _message_text(reply.parsed)
@@ -318,8 +418,14 @@ class Gateway:
                     raise TransportError(Outcome.BAD_RESPONSE, "upstream stream was empty")
             return reply
 
-        key, reply = run_attempts(keys, call, rec, self.settings.retry, self.health)
-        rec.provider, rec.provider_key_id, rec.status_code = key.provider, key.id, reply.status
+        key, reply = run_attempts(
+            keys, call, rec, self.settings.retry, self.health, self._key_admission(rec)
+        )
+        rec.provider, rec.provider_key_id, rec.status_code = (
+            key.provider,
+            key.id or None,
+            reply.status,
+        )
         headers = _trace_headers(rec)
         if reply.status >= 300:
             rec.error = reply.body[:500].decode("utf-8", "replace")
@@ -348,7 +454,7 @@ class Gateway:
     def models(self, profile: str, caller: Caller = MASTER) -> list[dict]:
         """The models the profile's keys serve (those the caller may use), with the
         provider that owns each."""
-        profile_id, _ = self.profiles.resolve(profile)
+        profile_id = self.profiles.resolve(profile).id
         with self.engine.connect() as conn:
             keys = store.load_keys(conn, profile_id, periods.local_day(self.clock.now()))
         owners: dict[str, str] = {}
@@ -359,6 +465,12 @@ class Gateway:
             for name in names:
                 if caller.models is None or name in caller.models:
                     owners.setdefault(name, key.provider)
+        table = self.routes.table()
+        for alias in table.aliases():  # an alias is listed when its target is served
+            target = table.hop(alias).model
+            served = any(k.serves(target) for k in keys if k.status != "disabled")
+            if served and (caller.models is None or alias in caller.models):
+                owners.setdefault(alias, "keyrelay")
         return [
             {"id": name, "object": "model", "created": 0, "owned_by": owner}
             for name, owner in sorted(owners.items())
@@ -419,7 +531,9 @@ class Gateway:
         touch = ok and needs_touch(key, now)
         accounting.record(self.books, rec, now, touch_key=touch)
         if key is not None:
-            apply_booking(key, rec.usage.total_tokens, touch, now)
+            apply_booking(key, rec.usage.total_tokens, rec.cost_micros, touch, now)
+        if self.alerts is not None:
+            self.alerts.after_booking(rec)
 
 
 class _StreamRelay:
@@ -478,6 +592,36 @@ class _StreamRelay:
         rec.usage = usage or Usage.estimate(self.messages, self.filter.completion_text())
         rec.latency_ms = int((time.perf_counter() - self.started) * 1000)
         self.gateway.book(rec, self.key)
+
+
+FALLBACK_KEY_ID = 0
+# A chain goes on to its next model after these (the model has no usable key, or every
+# key failed); anything else (a bad request, a client-key limit) ends the request.
+_NEXT_IN_CHAIN = {
+    "model_not_found",
+    "no_available_keys",
+    "provider_keys_at_limit",
+    "upstream_rate_limited",
+    "upstream_failed",
+    "deadline_exceeded",
+}
+# The pool had nothing to offer: where the environment fallback key steps in.
+_POOL_EMPTY = {"model_not_found", "no_available_keys", "provider_keys_at_limit"}
+
+# Errors after which waiting can help: no key free now, but one will be (F32).
+_WAITABLE = {"no_available_keys", "provider_keys_at_limit", "upstream_rate_limited"}
+
+
+def _wait_for_key(err: GatewayError, allowed: int | None, waited: float) -> float | None:
+    """Seconds to wait before trying the profile's keys again, or None to fail now: only
+    when the profile allows waiting and a key comes free within what is left of it."""
+    if not allowed or err.code not in _WAITABLE:
+        return None
+    retry_after = err.headers.get("Retry-After")
+    if retry_after is None:
+        return None
+    pause = float(retry_after)
+    return pause if waited + pause <= allowed else None
 
 
 def _model_not_allowed(model: str, caller: Caller) -> GatewayError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,7 +32,10 @@ USAGE_COUNTERS = (
 
 @dataclass
 class KeyRow:
-    """A provider key as the selector sees it: config, health and today's usage."""
+    """A provider key as the selector sees it: config, health, limits and usage.
+
+    Usage is by local day and month (KEYRELAY_TIMEZONE); costs are micro-dollars.
+    """
 
     id: int
     provider: str
@@ -46,10 +50,27 @@ class KeyRow:
     consecutive_failures: int
     last_used_at: datetime | None
     used_today: int
+    monthly_token_limit: int | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    model_limits: dict | None = None
+    daily_cost_limit_micros: int | None = None
+    monthly_cost_limit_micros: int | None = None
+    total_cost_limit_micros: int | None = None
+    expires_at: datetime | None = None
+    used_month: int = 0
+    cost_today: int = 0
+    cost_month: int = 0
+    cost_total: int = 0
 
     def serves(self, model: str) -> bool:
         """Whether this key is configured to serve the model."""
         return "*" in self.models or model in self.models
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether the key has any sliding-window limit (RPM/TPM, per key or per model)."""
+        return bool(self.rpm_limit or self.tpm_limit or self.model_limits)
 
 
 def configure_sqlite(dbapi_connection) -> None:
@@ -65,24 +86,49 @@ def configure_sqlite(dbapi_connection) -> None:
     cursor.close()
 
 
-_FIND_PROFILE = select(profiles_t.c.id, profiles_t.c.strategy).where(
-    profiles_t.c.name == bindparam("name")
-)
+_FIND_PROFILE = select(
+    profiles_t.c.id,
+    profiles_t.c.strategy,
+    profiles_t.c.wait_for_key_seconds,
+    profiles_t.c.use_paid_models,
+).where(profiles_t.c.name == bindparam("name"))
 
 
-def find_profile(conn: Connection, name: str) -> tuple[int, str | None] | None:
-    """(id, strategy) of the named profile, or None."""
+class ProfileRow(NamedTuple):
+    """What a request needs of its profile."""
+
+    id: int
+    strategy: str | None
+    wait_for_key_seconds: int | None
+    use_paid_models: bool | None
+
+
+def find_profile(conn: Connection, name: str) -> ProfileRow | None:
+    """The named profile, or None."""
     row = conn.execute(_FIND_PROFILE, {"name": name}).first()
-    return None if row is None else (row.id, row.strategy)
+    return None if row is None else ProfileRow(*row)
 
 
 def _keys_query(by_profile: bool):
-    """Keys with today's tokens; built once per shape so every request hits the SQL cache."""
-    used = select(usage_t.c.provider_key_id, func.sum(usage_t.c.total_tokens).label("used"))
-    used = used.where(usage_t.c.day == bindparam("today"))
+    """Keys with this day's and month's tokens and cost (and all-time cost for keys with a
+    total cost limit); built once per shape so every request hits the SQL cache."""
+    today = usage_t.c.day == bindparam("today")
+    used = select(
+        usage_t.c.provider_key_id,
+        func.sum(case((today, usage_t.c.total_tokens), else_=0)).label("used_today"),
+        func.sum(usage_t.c.total_tokens).label("used_month"),
+        func.sum(case((today, usage_t.c.cost_micros), else_=0)).label("cost_today"),
+        func.sum(usage_t.c.cost_micros).label("cost_month"),
+    ).where(usage_t.c.day >= bindparam("month_start"))
     if by_profile:
         used = used.where(usage_t.c.profile_id == bindparam("profile_id"))
     used = used.group_by(usage_t.c.provider_key_id).subquery()
+    # Only keys with a total cost limit pay for summing their whole history.
+    all_time = (
+        select(func.coalesce(func.sum(usage_t.c.cost_micros), 0))
+        .where(usage_t.c.provider_key_id == keys_t.c.id)
+        .scalar_subquery()
+    )
     query = select(
         keys_t.c.id,
         keys_t.c.provider,
@@ -96,7 +142,19 @@ def _keys_query(by_profile: bool):
         keys_t.c.cooldown_until,
         keys_t.c.consecutive_failures,
         keys_t.c.last_used_at,
-        func.coalesce(used.c.used, 0).label("used_today"),
+        func.coalesce(used.c.used_today, 0).label("used_today"),
+        keys_t.c.monthly_token_limit,
+        keys_t.c.rpm_limit,
+        keys_t.c.tpm_limit,
+        keys_t.c.model_limits,
+        keys_t.c.daily_cost_limit_micros,
+        keys_t.c.monthly_cost_limit_micros,
+        keys_t.c.total_cost_limit_micros,
+        keys_t.c.expires_at,
+        func.coalesce(used.c.used_month, 0).label("used_month"),
+        func.coalesce(used.c.cost_today, 0).label("cost_today"),
+        func.coalesce(used.c.cost_month, 0).label("cost_month"),
+        case((keys_t.c.total_cost_limit_micros.is_(None), 0), else_=all_time).label("cost_total"),
     ).select_from(keys_t.outerjoin(used, used.c.provider_key_id == keys_t.c.id))
     if by_profile:
         return query.where(keys_t.c.profile_id == bindparam("profile_id")).order_by(keys_t.c.id)
@@ -108,14 +166,15 @@ _KEY_BY_ID = _keys_query(by_profile=False)
 
 
 def load_keys(conn: Connection, profile_id: int, today: date) -> list[KeyRow]:
-    """Every provider key of the profile with the tokens it used today."""
-    rows = conn.execute(_KEYS_OF_PROFILE, {"profile_id": profile_id, "today": today})
-    return [KeyRow(*row) for row in rows]
+    """Every provider key of the profile with its usage today and this month."""
+    params = {"profile_id": profile_id, "today": today, "month_start": today.replace(day=1)}
+    return [KeyRow(*row) for row in conn.execute(_KEYS_OF_PROFILE, params)]
 
 
 def load_key(conn: Connection, key_id: int, today: date) -> KeyRow | None:
-    """One provider key with the tokens it used today."""
-    row = conn.execute(_KEY_BY_ID, {"key_id": key_id, "today": today}).first()
+    """One provider key with its usage today and this month."""
+    params = {"key_id": key_id, "today": today, "month_start": today.replace(day=1)}
+    row = conn.execute(_KEY_BY_ID, params).first()
     return None if row is None else KeyRow(*row)
 
 

@@ -1,10 +1,14 @@
 """SQLAlchemy models, one module per aggregate."""
 
+from models.alerts import BudgetAlert
 from models.client_keys import ClientKey
+from models.credits import CreditTransaction
+from models.jobs import JobRun
 from models.pricing import PriceOverride
 from models.profiles import DEFAULT_PROFILE, Profile
 from models.provider_keys import ProviderKey
 from models.request_logs import Attempt, RequestLog
+from models.routes import Route
 from models.usage import UsageDaily
 from models.users import AuditEntry, LoginThrottle, User
 
@@ -12,12 +16,16 @@ __all__ = [
     "DEFAULT_PROFILE",
     "Attempt",
     "AuditEntry",
+    "BudgetAlert",
     "ClientKey",
+    "CreditTransaction",
+    "JobRun",
     "LoginThrottle",
     "PriceOverride",
     "Profile",
     "ProviderKey",
     "RequestLog",
+    "Route",
     "UsageDaily",
     "User",
 ]

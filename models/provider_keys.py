@@ -64,8 +64,12 @@ class ProviderKey(db.Model):
 
     profile: Mapped[Profile] = relationship(lazy="joined")
 
-    # Not a column: today's tokens, filled in by whoever loaded the usage roll-up.
+    # Not columns: usage filled in by whoever loaded the roll-ups (keyring.attach_usage).
     used_today: int = 0
+    used_month: int = 0
+    cost_today: int = 0
+    cost_month: int = 0
+    cost_total: int = 0
 
     def serves(self, model: str) -> bool:
         """Whether this key is configured to serve the model."""

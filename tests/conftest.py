@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import openai
@@ -27,12 +29,18 @@ class ManualClock:
 
     def __init__(self) -> None:
         self.current = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+        self.slept: list[float] = []
 
     def now(self) -> datetime:
         return self.current
 
     def advance(self, **delta) -> None:
         self.current += timedelta(**delta)
+
+    def sleep(self, seconds: float) -> None:
+        """What the gateway's waits do here: time passes at once."""
+        self.slept.append(seconds)
+        self.current += timedelta(seconds=seconds)
 
 
 class Admin:
@@ -82,6 +90,20 @@ class LiveServer:
         self.thread.join(5)
 
 
+@contextmanager
+def live_app(settings: dict, **overrides) -> Iterator[tuple]:
+    """A second app (with settings of its own) served on loopback; closed afterwards."""
+    app = create_app({**settings, **overrides})
+    live = LiveServer(app)
+    try:
+        yield app, live
+    finally:
+        live.close()
+        app.extensions["keyrelay"].close()
+        with app.app_context():
+            db.engine.dispose()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_request_logs():
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -112,6 +134,7 @@ def settings(tmp_path, clock):
         "REQUEST_DEADLINE": 10.0,
         "ADMIN_PASSWORD": ADMIN_PASSWORD,
         "LOGIN_DELAY": 0.01,
+        "SCHEDULER": False,  # a test that needs it turns it on (test_scheduler.py)
     }
 
 

@@ -119,6 +119,42 @@ def test_edit_key_keeps_the_secret_unless_a_new_one_is_given(web, fake, admin):
     assert web.get("/keys/99/edit").status_code == 404
 
 
+def test_key_form_sets_and_shows_every_limit(web, fake, admin):
+    limits = {
+        "rpm_limit": "60",
+        "tpm_limit": "90000",
+        "monthly_token_limit": "5000000",
+        "daily_cost_limit": "1.5",
+        "monthly_cost_limit": "20",
+        "total_cost_limit": "100",
+        "expires_at": "2027-01-31T18:00",
+        "model_limits": "gpt-4o rpm=5 tpm=1000\n\ngpt-4o-mini rpm=50",
+    }
+    assert _add(web, fake, **limits).status_code == 302
+    key = admin.key(1)
+    assert (key["rpm_limit"], key["tpm_limit"], key["monthly_token_limit"]) == (60, 90000, 5000000)
+    assert (key["daily_cost_limit"], key["total_cost_limit"]) == ("1.500000", "100.000000")
+    assert key["expires_at"] == "2027-01-31T18:00:00+00:00"  # the form's time is in the zone
+    assert key["model_limits"] == {"gpt-4o": {"rpm": 5, "tpm": 1000}, "gpt-4o-mini": {"rpm": 50}}
+    form = web.get("/keys/1/edit").text
+    for shown in ('value="60"', 'value="1.5"', 'value="2027-01-31T18:00"', "gpt-4o rpm=5 tpm=1000"):
+        assert shown in form, shown
+    data = {"name": "main", "provider": "openai", "profile": "default", "secret": ""}
+    data.update(base_url=fake.base_url, models="*", **{**limits, "rpm_limit": ""})
+    assert web.post("/keys/1/edit", data).status_code == 302
+    assert admin.key(1)["rpm_limit"] is None and admin.key(1)["tpm_limit"] == 90000
+    for field, value, message in [
+        ("daily_cost_limit", "lots", "amount in USD"),
+        ("model_limits", "gpt-4o fast", "rpm=N"),
+        ("model_limits", "gpt-4o rpm=0", "positive integer"),
+        ("expires_at", "soon", "date and time"),
+    ]:
+        bad = web.post("/keys/1/edit", {**data, field: value})
+        assert bad.status_code == 422 and message in _text(bad), field
+        assert f'name="{field}"' in bad.text and value in _text(bad)  # the input is kept
+    assert admin.key(1)["daily_cost_limit"] == "1.500000"
+
+
 def test_delete_asks_first_then_deletes(web, fake, admin):
     _add(web, fake)
     confirm = web.get("/keys/1/delete")
@@ -248,6 +284,19 @@ def test_profiles_page_creates_and_changes_strategy(web, admin):
     page = web.get("/profiles").text
     assert re.search(r'data-profile="team-a">.*?<option selected>most-remaining', page, re.S)
     assert web.post(f"/profiles/{profile_id}", {"strategy": "random"}).status_code == 422
+    form = {"strategy": "default", "wait_for_key_seconds": "20", "use_paid_models": "no"}
+    web.post(f"/profiles/{profile_id}", form)
+    shown = {p["name"]: p for p in admin.call("GET", "/profiles").json()["data"]}["team-a"]
+    assert (shown["strategy"], shown["wait_for_key_seconds"], shown["use_paid_models"]) == (
+        None,
+        20,
+        False,
+    )
+    assert "waits up to 20 s for a key" in web.get("/profiles").text
+    bad_wait = web.post(f"/profiles/{profile_id}", {**form, "wait_for_key_seconds": "forever"})
+    assert bad_wait.status_code == 422 and "wait_for_key_seconds" in _text(bad_wait)
+    bad_new = web.post("/profiles", {"name": "team-c", "wait_for_key_seconds": "-1"})
+    assert bad_new.status_code == 422 and 'value="team-c"' in bad_new.text
 
 
 def test_request_log_filters_pages_and_attempts(web, fake, client, clock):

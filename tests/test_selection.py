@@ -85,5 +85,5 @@ def test_unavailable_summary_names_counts_and_times():
     ]
     assert unavailable_summary(keys, NOW) == (
         "1 key auth_failed, 2 keys cooling down until 12:00:10 UTC, "
-        "1 key at the daily token limit (resets at 00:00 UTC)"
+        "1 key at a limit (daily token limit; daily limits reset at 00:00 UTC)"
     )

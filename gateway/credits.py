@@ -1,0 +1,195 @@
+"""Credits (F35): a paid charge raises a client key's budget.
+
+Paystack posts every event of the merchant's account to one webhook, signed with the
+secret key: `x-paystack-signature` is the hex HMAC-SHA512 of the raw body. A
+`charge.success` whose `data.metadata.client_key_id` names a client key credits that key
+`data.amount` (the currency's smallest unit) × KEYRELAY_PAYSTACK_MICROS_PER_UNIT
+micro-dollars, added to its `max_budget` (a key without a budget gets one of the credit).
+
+Paystack retries a delivery until it gets a 2xx, so every delivery that can never succeed
+is acknowledged: other events, charges not meant for KeyRelay (no client key in their
+metadata), and charges naming a client key that does not exist (recorded as `unmatched`
+for an admin to settle, rather than retried for 72 hours). The transaction's reference is
+unique in `credit_transactions`, written in the same transaction as the budget, so a
+retried or replayed delivery credits once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from gateway import accounts
+from models import ClientKey, CreditTransaction
+from models.credits import CREDITED, UNMATCHED
+from models.types import usd
+
+log = logging.getLogger(__name__)
+
+ACTOR = "paystack"
+CHARGE_SUCCESS = "charge.success"
+
+
+class PayloadError(ValueError):
+    """A signed delivery that is not a readable Paystack event (a 400)."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A successful charge, as far as KeyRelay reads it."""
+
+    event: str
+    reference: str
+    amount: int  # the currency's smallest unit
+    currency: str
+    client_key_id: int | None  # None: the charge is not for a client key
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a delivery did: credited, duplicate, unmatched or ignored."""
+
+    status: str
+    reference: str | None = None
+    client_key_id: int | None = None
+    credit_micros: int = 0
+
+    def body(self) -> dict:
+        body = {"status": self.status}
+        if self.reference is not None:
+            body["reference"] = self.reference
+        if self.client_key_id is not None:
+            body["client_key_id"] = self.client_key_id
+        if self.status == CREDITED:
+            body["credited"] = usd(self.credit_micros)
+        return body
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The `x-paystack-signature` of a body: hex HMAC-SHA512 keyed by the secret key."""
+    return hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()
+
+
+def verify(secret: str, body: bytes, header: str | None) -> bool:
+    """True when the header is the body's signature (compared in constant time)."""
+    return bool(header) and hmac.compare_digest(signature(secret, body), header.strip())
+
+
+def parse(body: bytes) -> Charge | str:
+    """A `charge.success` for a client key, or the event's name when there is nothing to
+    do with it. PayloadError when the body is not a well-formed event."""
+    try:
+        event = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise PayloadError("The body is not JSON.") from None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        raise PayloadError("The body is not a Paystack event: 'event' is missing.")
+    if event["event"] != CHARGE_SUCCESS:
+        return event["event"]
+    data = event.get("data")
+    if not isinstance(data, dict):
+        raise PayloadError("'data' must be an object.")
+    reference, amount, currency = data.get("reference"), data.get("amount"), data.get("currency")
+    if not isinstance(reference, str) or not reference.strip() or len(reference) > 128:
+        raise PayloadError("'data.reference' must be a non-empty string.")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise PayloadError("'data.amount' must be a positive integer (smallest unit).")
+    if not isinstance(currency, str) or not 0 < len(currency) <= 8:
+        raise PayloadError("'data.currency' must be a currency code.")
+    return Charge(event["event"], reference.strip(), amount, currency, _client_key_id(data))
+
+
+def _client_key_id(data: dict) -> int | None:
+    """`metadata.client_key_id` (or `client_key`): an id, as a number or digits."""
+    metadata = data.get("metadata")
+    if isinstance(metadata, str):  # Paystack passes metadata given as a string through
+        try:
+            metadata = json.loads(metadata) if metadata.strip() else {}
+        except ValueError:
+            metadata = {}
+    if not isinstance(metadata, dict):
+        return None
+    value = metadata.get("client_key_id", metadata.get("client_key"))
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PayloadError("'data.metadata.client_key_id' must be a client key's id.")
+    return value
+
+
+def receive(
+    session: Session, body: bytes, micros_per_unit: int, now: datetime, address=None
+) -> Outcome:
+    """Act on a verified delivery in the session's transaction (the caller commits)."""
+    charge = parse(body)
+    if isinstance(charge, str):
+        return Outcome("ignored")
+    if charge.client_key_id is None:
+        return Outcome("ignored", charge.reference)
+    return credit(session, charge, micros_per_unit, now, address)
+
+
+def credit(
+    session: Session, charge: Charge, micros_per_unit: int, now: datetime, address=None
+) -> Outcome:
+    """Record the charge and raise its client key's budget, in the session's transaction
+    (the caller commits). A reference seen before changes nothing: 'duplicate'."""
+    known = select(CreditTransaction.id).where(CreditTransaction.reference == charge.reference)
+    if session.scalar(known) is not None:
+        return Outcome("duplicate", charge.reference)
+    micros = charge.amount * micros_per_unit
+    found = session.get(ClientKey, charge.client_key_id) is not None
+    session.add(
+        CreditTransaction(
+            reference=charge.reference,
+            client_key_id=charge.client_key_id if found else None,
+            status=CREDITED if found else UNMATCHED,
+            amount=charge.amount,
+            currency=charge.currency,
+            amount_micros=micros,
+            event=charge.event,
+            created_at=now,
+        )
+    )
+    if found:
+        # One UPDATE, not read-and-write: a top-up at the same moment is not lost.
+        session.execute(
+            update(ClientKey)
+            .where(ClientKey.id == charge.client_key_id)
+            .values(
+                max_budget_micros=func.coalesce(ClientKey.max_budget_micros, 0) + micros,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    accounts.audit(
+        session,
+        ACTOR,
+        "client_key.credit" if found else "credit.unmatched",
+        now,
+        target=f"client_key:{charge.client_key_id}",
+        detail={
+            "reference": charge.reference,
+            "paid": charge.amount,
+            "currency": charge.currency,
+            "amount": usd(micros),
+        },
+        address=address,
+    )
+    session.flush()  # the unique reference: a concurrent delivery fails here, not later
+    if not found:
+        log.warning(
+            "paystack charge %s names client key #%s, which does not exist: kept as unmatched",
+            charge.reference,
+            charge.client_key_id,
+        )
+    return Outcome(CREDITED if found else UNMATCHED, charge.reference, charge.client_key_id, micros)

@@ -1,0 +1,208 @@
+"""Routes (F20, F25): aliases, prefix patterns, fallback chains and paid-model gating.
+
+A request for model `M` becomes a *chain* of upstream models: the route's target first,
+then its fallbacks, each resolved through the routes once more (an alias in a chain is
+followed, a fallback's own fallbacks are not). Paid models leave the chain when paid
+models are off. Without a matching route the chain is just `[M]`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from gateway.errors import GatewayError
+from models import Route
+
+CACHE_SECONDS = 5.0
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,126}\*?$")
+MAX_FALLBACKS = 5
+
+
+class RouteInputError(ValueError):
+    """Admin input for a route that cannot be saved; `field` names it."""
+
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One model of a chain and whether it is paid."""
+
+    model: str
+    paid: bool
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    target: str | None
+    fallbacks: tuple[str, ...]
+    paid: bool
+
+
+class RouteTable:
+    """Routes by exact name and by prefix (longest first)."""
+
+    def __init__(self, routes: list[_Entry]) -> None:
+        self.exact = {r.name: r for r in routes if not r.name.endswith("*")}
+        self.patterns = sorted(
+            (r for r in routes if r.name.endswith("*")), key=lambda r: -len(r.name)
+        )
+
+    def match(self, model: str) -> tuple[_Entry, str] | None:
+        """The route for a model and the model it sends upstream, or None."""
+        entry = self.exact.get(model)
+        if entry is not None:
+            return entry, entry.target or model
+        for entry in self.patterns:
+            prefix = entry.name[:-1]
+            if model.startswith(prefix) and len(model) > len(prefix):
+                rest = model[len(prefix) :]
+                if entry.target is None:
+                    return entry, model
+                return entry, entry.target.replace("*", rest)
+        return None
+
+    def hop(self, model: str) -> Hop:
+        """A model resolved once: its alias target, paid if its route or the target's
+        own route says so."""
+        found = self.match(model)
+        if found is None:
+            return Hop(model, False)
+        entry, target = found
+        own = self.exact.get(target) if target != model else None
+        return Hop(target, entry.paid or (own is not None and own.paid))
+
+    def chain(self, model: str, paid_allowed: bool) -> list[str]:
+        """Upstream models to try for a requested model, best first (403 if every one is
+        paid and paid models are off)."""
+        found = self.match(model)
+        if found is None:
+            return [model]
+        hops = [self.hop(model), *(self.hop(name) for name in found[0].fallbacks)]
+        chain: list[str] = []
+        for hop in hops:
+            if (paid_allowed or not hop.paid) and hop.model not in chain:
+                chain.append(hop.model)
+        if not chain:
+            raise GatewayError(
+                403,
+                f"The model '{model}' is a paid model, and paid models are off for this "
+                "profile (KEYRELAY_USE_PAID_MODELS or the profile's setting).",
+                type="permission_error",
+                code="paid_model_disabled",
+                param="model",
+            )
+        return chain
+
+    def aliases(self) -> list[str]:
+        """Exact route names that are not model ids of their own (for /v1/models)."""
+        return sorted(name for name, r in self.exact.items() if r.target not in (None, name))
+
+
+class Routes:
+    """The route table, read from the database at most every few seconds per process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._table: RouteTable | None = None
+        self._loaded = 0.0
+        self._lock = threading.Lock()
+
+    def table(self) -> RouteTable:
+        if self._table is None or time.monotonic() - self._loaded > CACHE_SECONDS:
+            with self._lock, Session(self.engine) as session:
+                rows = session.scalars(select(Route)).all()
+                self._table = RouteTable(
+                    [_Entry(r.name, r.target, tuple(r.fallbacks or ()), r.paid) for r in rows]
+                )
+                self._loaded = time.monotonic()
+        return self._table
+
+    def forget(self) -> None:
+        """Re-read the routes on next use (they changed in this process)."""
+        self._table = None
+
+
+# -- admin input ---------------------------------------------------------------------
+
+
+def _name(field: str, value, pattern_ok: bool = True) -> str:
+    if not isinstance(value, str) or not NAME.match(value.strip()):
+        raise RouteInputError(
+            field, f"'{field}' must be a model name (letters, digits, '/', ':', '.', '-', …)."
+        )
+    value = value.strip()
+    if value.endswith("*") and not pattern_ok:
+        raise RouteInputError(field, f"'{field}' must be a model name, not a pattern.")
+    return value
+
+
+def parse(data: object, creating: bool) -> dict:
+    """The given fields of a route, checked: name, target, fallbacks, paid."""
+    if not isinstance(data, dict):
+        raise RouteInputError("body", "The request body must be a JSON object.")
+    unknown = sorted(set(data) - {"name", "target", "fallbacks", "paid", "id"})
+    if unknown:
+        raise RouteInputError(unknown[0], f"Unknown route field '{unknown[0]}'.")
+    values: dict = {}
+    if "name" in data or creating:
+        values["name"] = _name("name", data.get("name"))
+    if data.get("target") not in (None, ""):
+        target = data["target"]
+        if not isinstance(target, str) or target.count("*") > 1:
+            raise RouteInputError("target", "'target' must be a model name with at most one '*'.")
+        _name("target", target.replace("*", "x"), pattern_ok=False)  # `*` stands for a name
+        values["target"] = target.strip()
+    elif "target" in data:
+        values["target"] = None
+    target = values.get("target") or ""
+    if "*" in target and not values.get("name", "").endswith("*"):
+        raise RouteInputError("target", "Only a pattern route's target may hold '*'.")
+    if "fallbacks" in data:
+        fallbacks = data["fallbacks"] or []
+        if isinstance(fallbacks, str):
+            fallbacks = [part.strip() for part in fallbacks.split(",") if part.strip()]
+        if not isinstance(fallbacks, list) or len(fallbacks) > MAX_FALLBACKS:
+            raise RouteInputError(
+                "fallbacks", f"'fallbacks' must be a list of at most {MAX_FALLBACKS} model names."
+            )
+        values["fallbacks"] = [_name("fallbacks", f, pattern_ok=False) for f in fallbacks]
+    elif creating:
+        values["fallbacks"] = []
+    if "paid" in data:
+        if not isinstance(data["paid"], bool):
+            raise RouteInputError("paid", "'paid' must be true or false.")
+        values["paid"] = data["paid"]
+    elif creating:
+        values["paid"] = False
+    return values
+
+
+def save(session: Session, values: dict, now: datetime, route: Route | None = None) -> Route:
+    """Create a route, or change one; a name already taken is a 409."""
+    name = values.get("name")
+    if name is not None:
+        taken = session.scalar(select(Route.id).where(Route.name == name))
+        if taken is not None and (route is None or taken != route.id):
+            raise RouteInputError("name", f"A route named '{name}' exists.", 409)
+    if route is None:
+        route = Route(name=name, fallbacks=[], paid=False)
+        session.add(route)
+    for field, value in values.items():
+        setattr(route, field, value)
+    if route.target == route.name:
+        route.target = None
+    route.updated_at = now
+    session.flush()
+    return route
