@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
-import urllib3
 from sqlalchemy import Engine
 
 from gateway import accounting, budgets, periods, selection, store, tokens
@@ -27,6 +26,7 @@ from gateway.policy import Outcome
 from gateway.pricing import Prices
 from gateway.providers import ADAPTERS
 from gateway.providers.base import Target, Timeouts, TransportError, UpstreamReply
+from gateway.providers.http import UpstreamClient
 from gateway.router import KeyHealth, RetrySettings, run_attempts
 from gateway.routes import Routes
 from gateway.secrets import SecretBox
@@ -106,7 +106,7 @@ class Gateway:
         self.secrets = secrets
         self.settings = settings
         self.clock = clock or Clock()
-        self._http = urllib3.PoolManager(num_pools=64, maxsize=settings.pool_size, block=False)
+        self._http = UpstreamClient(maxsize=settings.pool_size)
         self.adapters = {name: cls(self._http) for name, cls in ADAPTERS.items()}
         self.profiles = _Profiles(engine)
         self.books = Books(engine, journal_dir)

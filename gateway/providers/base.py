@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-
-import urllib3
+from typing import TYPE_CHECKING
 
 from gateway.policy import Outcome
+
+if TYPE_CHECKING:
+    from gateway.providers.http import UpstreamClient
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class ProviderAdapter(ABC):
 
     name: str = ""
 
-    def __init__(self, http: urllib3.PoolManager) -> None:
+    def __init__(self, http: UpstreamClient) -> None:
         self.http = http
 
     @abstractmethod
