@@ -5,17 +5,17 @@ from __future__ import annotations
 import atexit
 import fcntl
 import logging
-import os
 import secrets as pysecrets
 import sqlite3
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dotenv import load_dotenv
 from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -23,10 +23,12 @@ import config
 from extensions import csrf, db, login_manager
 from gateway import periods, scheduler, tokens
 from gateway.alerts import BudgetAlerts
+from gateway.journal import DatabaseIdentity
+from gateway.keyring import check_stored_secrets
 from gateway.router import RetrySettings
-from gateway.secrets import SecretBox, load_or_create_key_file
+from gateway.secrets import SecretBox, load_or_create, load_or_create_key_file
 from gateway.service import Gateway, GatewaySettings
-from gateway.store import configure_sqlite
+from gateway.store import configure_sqlite, set_busy_timeout
 
 ROOT = Path(__file__).resolve().parent
 API_PREFIXES = ("/v1/", "/api/v1/")
@@ -66,6 +68,28 @@ SECURITY_HEADERS = {
 }
 
 
+def _trace_headers(response):
+    """Every answer on the proxy paths carries the trace headers the README promises,
+    also those given before a request reached the gateway (401, unknown path): a
+    request id (for the server log), no attempts, no provider."""
+    if request.path.startswith(API_PREFIXES):
+        headers = response.headers
+        if "x-keyrelay-request-id" not in headers:
+            request_id = "req_" + uuid.uuid4().hex
+            headers["x-keyrelay-request-id"] = request_id
+            headers["x-keyrelay-attempts"] = "0"
+            headers["x-keyrelay-provider"] = "none"
+            if response.status_code == 401:
+                logging.getLogger("keyrelay.auth").info(
+                    "401 on %s %s from %s (%s)",
+                    request.method,
+                    request.path,
+                    request.remote_addr,
+                    request_id,
+                )
+    return response
+
+
 def _security_headers(response):
     if not request.path.startswith(API_PREFIXES):
         for name, value in SECURITY_HEADERS.items():
@@ -79,6 +103,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     settings = config.from_environment()
     settings.update(test_config or {})
     periods.configure(settings["TIMEZONE"])
+    set_busy_timeout(settings["DB_BUSY_TIMEOUT"])
     instance = Path(settings.get("INSTANCE_PATH") or ROOT / "instance")
     app = Flask(__name__, instance_path=str(instance))
     app.session_interface = _Sessions()
@@ -90,7 +115,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.config["MASTER_KEY"] = settings["MASTER_KEY"] or _instance_master_key(instance)
     app.config["MASTER_KEY_SOURCE"] = "env" if settings["MASTER_KEY"] else "instance"
-    secret_material = settings["SECRET_KEY"] or load_or_create_key_file(instance / "secret.key")
+    secret_material = settings["SECRET_KEY"]
+    if secret_material is not None and not secret_material.strip():
+        raise SystemExit(
+            "KEYRELAY_SECRET_KEY is set but blank: provider secrets would be encrypted with an "
+            "empty passphrase. Set it to a Fernet key or a long passphrase, or unset it to use "
+            f"the key file {instance / 'secret.key'}."
+        )
+    secret_material = secret_material or load_or_create_key_file(instance / "secret.key")
     app.config["SECRET_KEY"] = secret_material
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
@@ -110,14 +142,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     with app.app_context():
-        _initialise_database(instance, settings)
+        database = _initialise_database(instance, settings)
+        box = SecretBox(secret_material)
+        # Keys whose secret this key cannot decrypt, or that an empty key encrypted.
+        check_stored_secrets(db.engine, box, datetime.now(UTC))
         gateway = Gateway(
             db.engine,
-            SecretBox(secret_material),
+            box,
             _gateway_settings(settings),
             journal_dir=instance / "journal",
             clock=settings.get("CLOCK"),
             master_key=app.config["MASTER_KEY"],
+            database=database,
         )
     # Requests a killed process served but had not written yet (its journal) go in now.
     gateway.books.recover()
@@ -127,6 +163,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_blueprints(app)
     register_commands(app)
     app.after_request(_security_headers)
+    app.after_request(_trace_headers)
     tokens.warm_up()
     gateway.prices.warm_up()
     # Last: the elected worker may start jobs at once (catch-up after downtime).
@@ -168,22 +205,36 @@ def _fallback_key(settings: dict) -> tuple[str, str, str] | None:
     return provider, secret.strip(), base_url.rstrip("/")
 
 
+MASTER_PREFIX = "kr-master-"
+
+
 def _instance_master_key(instance: Path) -> str:
-    """The generated master key in instance/master_key (0600), created on first start."""
-    path = instance / "master_key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    key = "kr-master-" + pysecrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    return key
+    """The generated master key in instance/master_key (0600), created on first start;
+    atomically, so every worker reads the same whole key (gateway.secrets.load_or_create)."""
+    return load_or_create(
+        instance / "master_key",
+        lambda: MASTER_PREFIX + pysecrets.token_urlsafe(32),
+        _master_key_problem,
+        "Delete the file to generate a new master key, or write the one you use into it, "
+        "or set KEYRELAY_MASTER_KEY.",
+    )
 
 
-def _initialise_database(instance: Path, settings: dict) -> None:
-    """Create tables, the `default` profile and the first admin once, even with several
-    workers starting. A generated admin password is printed here, once."""
+def _master_key_problem(text: str) -> str | None:
+    """What is wrong with the content of instance/master_key, or None."""
+    if not text:
+        return "is empty"
+    if any(ch.isspace() for ch in text):
+        return "holds more than one word (a master key is one word)"
+    if text.startswith(MASTER_PREFIX) and len(text) != len(MASTER_PREFIX) + 43:
+        return "holds a cut-short generated master key"
+    return None
+
+
+def _initialise_database(instance: Path, settings: dict) -> DatabaseIdentity:
+    """Create tables, the `default` profile, the database's identity and the first admin
+    once, even with several workers starting. A generated admin password is printed here,
+    once. Returns the database's identity (what the instance's state files carry)."""
     from gateway import accounts
     from models import DEFAULT_PROFILE, Profile
 
@@ -199,6 +250,8 @@ def _initialise_database(instance: Path, settings: dict) -> None:
                 index.create(db.engine, checkfirst=True)
         if db.session.scalar(select(Profile.id).where(Profile.name == DEFAULT_PROFILE)) is None:
             db.session.add(Profile(name=DEFAULT_PROFILE, created_at=now))
+            db.session.flush()
+        identity = _database_identity(now)
         username = settings["ADMIN_USERNAME"]
         try:
             generated = accounts.ensure_first_admin(
@@ -217,6 +270,22 @@ def _initialise_database(instance: Path, settings: dict) -> None:
             file=sys.stderr,
             flush=True,
         )
+    return identity
+
+
+def _database_identity(now: datetime) -> DatabaseIdentity:
+    """The database's UUID (made once, at its first start with this version) and when the
+    database was born: its first profile's creation, which is older than the UUID in a
+    database made by an earlier version."""
+    from models import DATABASE_ID, InstanceMeta, Profile
+
+    row = db.session.get(InstanceMeta, DATABASE_ID)
+    if row is None:
+        row = InstanceMeta(name=DATABASE_ID, value=uuid.uuid4().hex, created_at=now)
+        db.session.add(row)
+        db.session.flush()
+    born = db.session.scalar(select(func.min(Profile.created_at))) or row.created_at
+    return DatabaseIdentity(row.value, min(born, row.created_at))
 
 
 def _add_missing_columns() -> None:

@@ -198,6 +198,12 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "Percentages of a budget at which an alert goes out, once per threshold per period.",
     ),
+    Setting(
+        "DB_BUSY_TIMEOUT",
+        10.0,
+        float,
+        "Seconds a database write waits for another process's lock (SQLite) before the change is refused with 503 and `Retry-After`, nothing saved.",
+    ),
     Setting("LOG_LEVEL", "INFO", str, "Python log level."),
     Setting(
         "INSTANCE_PATH",

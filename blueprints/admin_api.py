@@ -6,12 +6,13 @@ import csv
 import io
 from datetime import date, timedelta
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_login import current_user
 from sqlalchemy import func, select
 
 from blueprints.common import (
     bearer_token,
+    budgets_changed,
     client_key_defaults,
     commit_keys,
     gateway,
@@ -24,6 +25,7 @@ from extensions import csrf, db
 from gateway import (
     budgets,
     clientkeys,
+    credits,
     keyring,
     periods,
     pricing,
@@ -31,6 +33,7 @@ from gateway import (
     routes,
     scheduler,
     selection,
+    validation,
 )
 from gateway.errors import GatewayError
 from models import (
@@ -63,6 +66,8 @@ def authenticate() -> None:
             csrf.protect()
     else:
         require_master_key()
+    if request.method not in SAFE_METHODS:
+        _json()  # any change's body is checked, even where the route ignores it
     gateway().books.flush()
 
 
@@ -90,7 +95,32 @@ def _describe(key: ProviderKey) -> dict:
 
 
 def _json() -> object:
-    return request.get_json(silent=True)
+    """The JSON body (None when there is none, or it is not sent as JSON), checked once:
+    valid JSON, not nested too deep, no integer a database column cannot hold (a 400
+    naming the field)."""
+    if "admin_body" not in g:
+        g.admin_body = _parse_body()
+    return g.admin_body
+
+
+def _parse_body() -> object:
+    if not request.is_json:
+        return None
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return None
+    body = validation.load_json(raw, param="body")
+    path = validation.out_of_range_int(body)
+    if path is not None:
+        field = path.split(".")[0].split("[")[0] or "body"
+        raise GatewayError(
+            400,
+            f"'{path}' is out of range: numbers here go from -{validation.MAX_SQL_INT + 1} "
+            f"to {validation.MAX_SQL_INT}.",
+            code="number_out_of_range",
+            param=field,
+        )
+    return body
 
 
 @bp.get("/keys")
@@ -140,6 +170,7 @@ def delete_key(key_id: int):
     audit("key.delete", f"key:{key.id}", name=key.name)
     db.session.delete(key)
     commit_keys()
+    gateway().forget_limits(f"pk:{key_id}")
     return "", 204
 
 
@@ -297,6 +328,7 @@ def revoke_client_key(key_id: int):
     clientkeys.revoke(row, utcnow())
     audit("client_key.revoke", f"client_key:{row.id}", name=row.name)
     _commit_client_keys()
+    gateway().forget_limits(f"ck:{row.id}")
     return jsonify(row.to_dict(utcnow()))
 
 
@@ -307,6 +339,7 @@ def delete_client_key(key_id: int):
     audit("client_key.delete", f"client_key:{row.id}", name=row.name)
     db.session.delete(row)
     _commit_client_keys()
+    gateway().forget_limits(f"ck:{key_id}")
     return "", 204
 
 
@@ -378,14 +411,14 @@ def top_up_client_key(key_id: int):
         raise GatewayError(400, str(exc), param="amount") from None
     if not amount:
         raise GatewayError(400, "'amount' must be a positive amount in USD.", param="amount")
-    if row.max_budget_micros is None:
+    reference = credits.top_up(db.session, row.id, amount, utcnow(), web_actor())
+    if reference is None:
         raise GatewayError(
             400, "This key has no budget to top up; set max_budget first.", param="amount"
         )
-    row.max_budget_micros += amount
-    row.updated_at = utcnow()
-    audit("client_key.topup", f"client_key:{row.id}", amount=usd(amount))
-    _commit_client_keys()
+    audit("client_key.topup", f"client_key:{row.id}", amount=usd(amount), reference=reference)
+    db.session.commit()
+    budgets_changed()
     return jsonify(row.to_dict(utcnow()))
 
 
@@ -397,9 +430,16 @@ def _day_arg(name: str, default):
     if not raw:
         return default
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise GatewayError(400, f"'{name}' must be a date like 2026-11-23.", param=name) from None
+    if not validation.FIRST_DAY <= day <= validation.LAST_DAY:
+        raise GatewayError(
+            400,
+            f"'{name}' must be a date from {validation.FIRST_DAY} to {validation.LAST_DAY}.",
+            param=name,
+        )
+    return day
 
 
 def _choice_arg(name: str, choices: tuple, default: str) -> str:

@@ -97,6 +97,7 @@ def delete_key(key_id: int) -> None:
         raise click.UsageError(f"No provider key with id {key_id}.")
     db.session.delete(key)
     db.session.commit()
+    current_app.extensions["keyrelay"].forget_limits(f"pk:{key_id}")
     click.echo(f"Deleted key #{key_id}.")
 
 

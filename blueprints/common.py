@@ -31,6 +31,14 @@ def commit_keys() -> None:
     gateway().routes.forget()
 
 
+def budgets_changed() -> None:
+    """After committing a credit or top-up: this process's proxy and budget alerts use the
+    new budget at once (other workers within their one-second cache)."""
+    gateway().callers.forget()
+    if gateway().alerts is not None:
+        gateway().alerts.forget()
+
+
 def client_key_defaults() -> dict[str, int | None]:
     """Limits of a new client key that names none (KEYRELAY_CLIENT_KEY_*; 0: unlimited)."""
     config = current_app.config

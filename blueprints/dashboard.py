@@ -21,7 +21,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from blueprints import charts
-from blueprints.common import client_key_defaults, commit_keys, gateway, utcnow
+from blueprints.common import budgets_changed, client_key_defaults, commit_keys, gateway, utcnow
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
 from gateway import (
@@ -29,12 +29,14 @@ from gateway import (
     budgets,
     clientkeys,
     configfiles,
+    credits,
     keyring,
     periods,
     pricing,
     reports,
     routes,
     selection,
+    validation,
 )
 from gateway.providers import ADAPTERS
 from models import (
@@ -294,6 +296,7 @@ def delete_key(key_id: int):
     audit("key.delete", f"key:{key.id}", name=key.name)
     db.session.delete(key)
     commit_keys()
+    gateway().forget_limits(f"pk:{key_id}")
     flash(f"Deleted key #{key_id} {key.name}. Its request log and usage stay.", "ok")
     return redirect(url_for("dashboard.keys"))
 
@@ -467,11 +470,17 @@ def update_profile(profile_id: int):
 # -- request log (F54) ----------------------------------------------------------------
 
 
+def _cursor() -> int | None:
+    """`?before=<id>` of a paged list; anything but an id a row can have: the first page."""
+    before = request.args.get("before", type=int)
+    return before if before is not None and 0 < before <= validation.MAX_SQL_INT else None
+
+
 @bp.get("/logs")
 def logs():
     gateway().books.flush()
     filters = reports.LogFilter.from_args(request.args)
-    before = request.args.get("before", type=int)
+    before = _cursor()
     errors, rows, cursor = {}, [], None
     try:
         rows, cursor = reports.search_logs(db.session, filters, before, PAGE)
@@ -524,7 +533,7 @@ def usage():
 
 @bp.get("/audit")
 def audit_log():
-    before = request.args.get("before", type=int)
+    before = _cursor()
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(PAGE + 1)
     if before:
         query = query.where(AuditEntry.id < before)
@@ -644,13 +653,14 @@ def top_up_client_key(key_id: int):
         amount = budgets.parse_usd("amount", request.form.get("amount"))
     except ValueError as exc:
         return refuse(str(exc), 422)
-    if not amount or row.max_budget_micros is None:
+    if not amount:
         return refuse("Give a positive amount, for a key that has a budget.", 422)
-    row.max_budget_micros += amount
-    row.updated_at = utcnow()
-    audit("client_key.topup", f"client_key:{row.id}", amount=_usd(amount))
+    reference = credits.top_up(db.session, row.id, amount, utcnow(), current_user.username)
+    if reference is None:
+        return refuse(f"Client key #{row.id} has no budget to top up; give it one first.", 422)
+    audit("client_key.topup", f"client_key:{row.id}", amount=_usd(amount), reference=reference)
     db.session.commit()
-    gateway().callers.forget()
+    budgets_changed()
     flash(f"Added {_usd(amount)} to the budget of #{row.id} {row.name}.", "ok")
     return redirect(url_for("dashboard.client_keys"))
 
@@ -668,6 +678,7 @@ def revoke_client_key(key_id: int):
     audit("client_key.revoke", f"client_key:{row.id}", name=row.name)
     db.session.commit()
     gateway().callers.forget()
+    gateway().forget_limits(f"ck:{row.id}")
     flash(f"Revoked client key #{row.id} {row.name}: it is refused from now on.", "ok")
     return redirect(url_for("dashboard.client_keys"))
 

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+from urllib.parse import urlsplit
 
-from flask import Flask, render_template, request
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    flash,
+    get_flashed_messages,
+    make_response,
+    render_template,
+    request,
+)
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from blueprints.common import error_response
 from extensions import db
 from gateway.errors import GatewayError
+from gateway.validation import MAX_SQL_INT
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +53,56 @@ def _page(status: int, message: str):
         return message, status, {"Content-Type": "text/plain; charset=utf-8"}
 
 
+# Another process holds the database's write lock for longer than KEYRELAY_DB_BUSY_TIMEOUT
+# (a backup, a migration, a long CLI job): the change is rolled back and refused with 503.
+BUSY_MESSAGE = (
+    "The database is busy: another process holds its write lock. Nothing was changed; "
+    "try again in a few seconds."
+)
+BUSY_RETRY_AFTER = "2"
+
+
+def _is_locked(error: Exception) -> bool:
+    text = str(getattr(error, "orig", error)).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _form_page(message: str):
+    """The page a dashboard form was sent from, with the message in its flash area (the
+    same page, not an error page). Only a page whose URL saves nothing is rendered again;
+    otherwise, or if that fails, the error page."""
+    try:
+        referrer = urlsplit(request.referrer or "")
+        path = referrer.path if referrer.netloc == request.host else request.path
+        adapter = current_app.url_map.bind_to_environ(request.environ)
+        rule, args = adapter.match(path, method="GET", return_rule=True)
+        if "POST" in (rule.methods or ()):  # its view would save again
+            raise LookupError(rule.rule)
+        flash(message, "error")
+        response = make_response(current_app.view_functions[rule.endpoint](**args))
+    except Exception:  # no such page, or it failed: the plain message
+        get_flashed_messages()  # shown once, by the page below
+        response = make_response(_page(503, message))
+    response.status_code = 503
+    return response
+
+
 def register(app: Flask) -> None:
     """Install the handlers on the app."""
+
+    @app.url_value_preprocessor
+    def ids_in_range(endpoint, values) -> None:
+        """An `<int:…>` id past SQLite's integers names nothing: 404, on every route."""
+        for name, value in (values or {}).items():
+            if isinstance(value, int) and not -MAX_SQL_INT - 1 <= value <= MAX_SQL_INT:
+                if not _is_api():
+                    abort(404)
+                raise GatewayError(
+                    404,
+                    f"Nothing has {name} {value}: ids go up to {MAX_SQL_INT}.",
+                    code="not_found",
+                    param=name,
+                )
 
     @app.errorhandler(GatewayError)
     def gateway_error(error: GatewayError):
@@ -72,3 +133,24 @@ def register(app: Flask) -> None:
                 code="internal_error",
             )
         )
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(sqlite3.OperationalError)
+    def database_busy(error: Exception):
+        """A write-locked database: the transaction is rolled back whole, the answer is a
+        503 with Retry-After (on a dashboard form: the message on the form's page)."""
+        if not _is_locked(error):
+            return unexpected(error)
+        db.session.rollback()
+        log.warning("database locked: %s %s refused with 503", request.method, request.path)
+        headers = {"Retry-After": BUSY_RETRY_AFTER}
+        if _is_api():
+            busy = GatewayError(
+                503, BUSY_MESSAGE, type="server_error", code="database_busy", headers=headers
+            )
+            return error_response(busy)
+        from blueprints.web import htmx, refuse
+
+        response = refuse(BUSY_MESSAGE, 503) if htmx() else _form_page(BUSY_MESSAGE)
+        response.headers.update(headers)
+        return response

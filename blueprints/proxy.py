@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import orjson
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from blueprints.common import bearer_token, gateway
+from gateway import validation
 from gateway.errors import GatewayError, invalid_request
 from gateway.service import ProxyResponse
 from models import DEFAULT_PROFILE
@@ -39,9 +41,13 @@ def _json_body() -> object:
     """The parsed body; 400 when it is not JSON (413 when too large, raised by Flask)."""
     data = request.get_data(cache=False)
     try:
-        return orjson.loads(data)
+        body = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if validation.is_too_deep(exc):
+            raise validation.too_deep() from None
         raise invalid_request(f"The request body is not valid JSON ({exc}).") from None
+    validation.check_depth(body)  # deeper would fail later, serialising it (a 500)
+    return body
 
 
 def _to_flask(result: ProxyResponse) -> Response:
@@ -50,10 +56,32 @@ def _to_flask(result: ProxyResponse) -> Response:
     return Response(result.body, result.status, result.headers)
 
 
+def _read(endpoint: str) -> tuple[str, object]:
+    """The profile and the parsed body of a call that spends tokens. A call refused here
+    (a profile it may not use, a body too large or not JSON) is booked like any other,
+    so that every authenticated call to such an endpoint has one log row."""
+    profile = None
+    try:
+        profile = _profile()
+        return profile, _json_body()
+    except RequestEntityTooLarge:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        err = GatewayError(
+            413,
+            f"The request body is larger than the {limit} bytes allowed (KEYRELAY_MAX_BODY_BYTES).",
+            code="request_too_large",
+        )
+    except GatewayError as exc:
+        err = exc
+    gateway().refuse(endpoint, profile, g.caller, err)
+    raise err
+
+
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     """Chat completion, streamed (SSE) or not, from the profile's key pool."""
-    return _to_flask(gateway().chat(_profile(), _json_body(), g.caller))
+    profile, body = _read("chat.completions")
+    return _to_flask(gateway().chat(profile, body, g.caller))
 
 
 @bp.get("/models")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError
 
-from blueprints.common import gateway, utcnow
+from blueprints.common import budgets_changed, utcnow
 from extensions import db
 from gateway import credits
 from gateway.errors import GatewayError
@@ -47,7 +47,5 @@ def paystack():
         db.session.rollback()
         outcome = credits.Outcome("duplicate", credits.parse(body).reference)
     if outcome.status == credits.CREDITED:
-        gateway().callers.forget()  # the proxy sees the new budget now (elsewhere: 1 s)
-        if gateway().alerts is not None:
-            gateway().alerts.forget()
+        budgets_changed()  # the proxy sees the new budget now (elsewhere: 1 s)
     return jsonify(outcome.body())

@@ -141,7 +141,7 @@ def record(books: Books, rec: RequestRecord, now: datetime, touch_key: bool = Tr
     never missing from the books; `recorded` makes a second call a no-op. `touch_key`
     writes the answering key's success (last use, failure streak over) too.
     """
-    if rec.recorded or rec.profile_id is None:
+    if rec.recorded:
         return
     rec.recorded = True
     ok = rec.provider_key_id is not None and 200 <= rec.status_code < 300 and touch_key

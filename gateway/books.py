@@ -98,9 +98,12 @@ _start_thread, _allocate_lock, _os_sleep = _os_threads()
 class Books:
     """Journal, queue and writer thread of one process."""
 
-    def __init__(self, engine: Engine, journal_dir: Path) -> None:
+    def __init__(
+        self, engine: Engine, journal_dir: Path, database: journal.DatabaseIdentity | None = None
+    ) -> None:
         self.engine = engine
         self.journal_dir = journal_dir
+        self.database = database
         self.sqlite = engine.dialect.name == "sqlite"
         self.dbapi = engine.dialect.loaded_dbapi
         self._sql = {name: self._dialect_sql(sql) for name, sql in _STATEMENTS.items()}
@@ -121,6 +124,10 @@ class Books:
         self._written = self._done = 0
         self._pid = 0
         self._stopping = False
+
+    @property
+    def _database_id(self) -> str:
+        return self.database.id if self.database is not None else ""
 
     def _dialect_sql(self, sql: str) -> str:
         # sqlite3 takes :name; psycopg takes %(name)s.
@@ -170,7 +177,7 @@ class Books:
     def _rotate(self) -> None:
         """Start a fresh segment; the full one goes once all its lines are committed."""
         try:
-            fresh = journal.Segment(self.journal_dir)
+            fresh = journal.Segment(self.journal_dir, self._database_id)
         except OSError:
             log.exception("cannot open a new journal segment; appending to the old one")
             return
@@ -194,6 +201,23 @@ class Books:
             time.sleep(0.001)  # cooperative under gevent
         return True
 
+    def settle(self, timeout: float = 2.0) -> bool:
+        """Wait until what every process booked so far is in the database, as far as can
+        be told: this process's queue committed, dead processes' journals replayed, and
+        the live siblings' journals emptied by their writers (each commits within
+        BATCH_WINDOW_SECONDS). For readers that sum usage across processes, such as the
+        scheduled jobs. False when a sibling still had lines pending at the timeout
+        (under steady load a busy writer's journal is rarely empty)."""
+        deadline = time.monotonic() + timeout
+        if not self.flush(timeout):
+            return False
+        self.recover()
+        while journal.live_segments(self.journal_dir, self.database):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued and stop the writer."""
         self.flush(timeout)
@@ -207,7 +231,7 @@ class Books:
         self._pid = os.getpid()
         try:
             self.journal_dir.mkdir(parents=True, exist_ok=True)
-            self._segment = journal.Segment(self.journal_dir)
+            self._segment = journal.Segment(self.journal_dir, self._database_id)
         except OSError:  # the request still gets booked, without the kill -9 guarantee
             log.exception("cannot open a booking journal in %s", self.journal_dir)
             self._segment = None
@@ -311,6 +335,8 @@ class Books:
         usage: dict[tuple, dict] = {}
         used_at: dict[int, datetime] = {}
         for entry in entries:
+            if entry["usage"]["profile_id"] is None:
+                continue  # a request for a profile that does not exist: logged, not rolled up
             key = tuple(entry["usage"][c] for c in _USAGE_KEY)
             total = usage.setdefault(key, dict.fromkeys(USAGE_COUNTERS, 0))
             for counter in USAGE_COUNTERS:
@@ -332,7 +358,8 @@ class Books:
                 {**dict(zip(_USAGE_KEY, key, strict=True)), **counts}
                 for key, counts in usage.items()
             ]
-            cursor.executemany(self._sql["usage"], rows)
+            if rows:
+                cursor.executemany(self._sql["usage"], rows)
             if used_at:
                 cursor.executemany(
                     self._sql["success"],
@@ -386,7 +413,7 @@ class Books:
 
     def _recover(self, conn) -> int:
         added = 0
-        for path, entries in journal.orphans(self.journal_dir):
+        for path, entries in journal.orphans(self.journal_dir, self.database):
             fresh = self._not_logged(conn, entries)
             if fresh:
                 log.warning("replaying %d request(s) from %s", len(fresh), path.name)

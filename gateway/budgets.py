@@ -51,7 +51,7 @@ def parse_usd(field: str, value) -> int | None:
 def parse_duration(value) -> str | None:
     if value in (None, ""):
         return None
-    if value not in DURATIONS:
+    if not isinstance(value, str) or value not in DURATIONS:
         raise ValueError(f"'budget_duration' must be one of: {', '.join(DURATIONS)}, or null.")
     return value
 

@@ -22,7 +22,8 @@ from gateway import budgets
 from gateway.errors import GatewayError
 from gateway.keyring import KeyInputError, parse_models, parse_moment
 from gateway.limiter import Limits
-from gateway.secrets import fingerprint
+from gateway.secrets import token_hash as fingerprint  # plain SHA-256: see the docstring
+from gateway.validation import MAX_SQL_INT, whole_number
 from models import ClientKey, Profile
 
 PREFIX = "kr-"
@@ -61,10 +62,12 @@ def _expiry(value) -> datetime | None:
 def _limit(name: str, value) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str) and whole_number(value) is not None:
+        value = whole_number(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise KeyInputError(name, f"'{name}' must be a positive integer, or null for no limit.")
+    if value > MAX_SQL_INT:
+        raise KeyInputError(name, f"'{name}' is too large: at most {MAX_SQL_INT}.")
     return value
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import keyring, routes
+from gateway.validation import MAX_SQL_INT
 from models import Profile, ProviderKey, Route
 
 KINDS = ("models", "limits")
@@ -172,6 +173,8 @@ def _import_limits(session: Session, data: dict, now: datetime) -> ImportReport:
         where = f"keys[{index}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), int):
             raise ConfigFileError(where, "each key needs its numeric 'id' (see an export)")
+        if not 0 < entry["id"] <= MAX_SQL_INT:
+            raise ConfigFileError(f"{where}.id", f"no provider key with id {entry['id']}")
         key = session.get(ProviderKey, entry["id"])
         if key is None:
             raise ConfigFileError(f"{where}.id", f"no provider key with id {entry['id']}")

@@ -12,6 +12,11 @@ metadata), and charges naming a client key that does not exist (recorded as `unm
 for an admin to settle, rather than retried for 72 hours). The transaction's reference is
 unique in `credit_transactions`, written in the same transaction as the budget, so a
 retried or replayed delivery credits once.
+
+An admin's top-up (the JSON API or the dashboard) goes the same way, `add_to_budget`: one
+UPDATE that adds to the budget in SQL (never read, add, write back), and a
+`credit_transactions` row (source `admin`, the actor, reference `admin-<uuid>`). Twenty
+top-ups at once add twenty times; a top-up racing a payment loses neither.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,13 +34,14 @@ from sqlalchemy.orm import Session
 
 from gateway import accounts
 from models import ClientKey, CreditTransaction
-from models.credits import CREDITED, UNMATCHED
+from models.credits import ADMIN, CREDITED, PAYSTACK, UNMATCHED
 from models.types import usd
 
 log = logging.getLogger(__name__)
 
-ACTOR = "paystack"
+ACTOR = PAYSTACK
 CHARGE_SUCCESS = "charge.success"
+TOPUP_EVENT = "admin.topup"
 
 
 class PayloadError(ValueError):
@@ -138,6 +145,10 @@ def receive(
     return credit(session, charge, micros_per_unit, now, address)
 
 
+# The most one payment may credit: a billion dollars, far below the column's 2^63 µ$.
+MAX_CREDIT_MICROS = 10**15
+
+
 def credit(
     session: Session, charge: Charge, micros_per_unit: int, now: datetime, address=None
 ) -> Outcome:
@@ -147,29 +158,36 @@ def credit(
     if session.scalar(known) is not None:
         return Outcome("duplicate", charge.reference)
     micros = charge.amount * micros_per_unit
-    found = session.get(ClientKey, charge.client_key_id) is not None
-    session.add(
-        CreditTransaction(
-            reference=charge.reference,
-            client_key_id=charge.client_key_id if found else None,
-            status=CREDITED if found else UNMATCHED,
-            amount=charge.amount,
-            currency=charge.currency,
-            amount_micros=micros,
-            event=charge.event,
-            created_at=now,
+    if micros > MAX_CREDIT_MICROS:  # no real payment; it would overflow the budget column
+        raise PayloadError(
+            f"'data.amount' credits more than ${MAX_CREDIT_MICROS // 1_000_000:,} at once."
         )
+    found = add_to_budget(
+        session,
+        charge.client_key_id,
+        micros,
+        now,
+        reference=charge.reference,
+        source=PAYSTACK,
+        actor=ACTOR,
+        event=charge.event,
+        amount=charge.amount,
+        currency=charge.currency,
     )
-    if found:
-        # One UPDATE, not read-and-write: a top-up at the same moment is not lost.
-        session.execute(
-            update(ClientKey)
-            .where(ClientKey.id == charge.client_key_id)
-            .values(
-                max_budget_micros=func.coalesce(ClientKey.max_budget_micros, 0) + micros,
-                updated_at=now,
+    if not found:
+        session.add(
+            CreditTransaction(
+                reference=charge.reference,
+                client_key_id=None,
+                status=UNMATCHED,
+                amount=charge.amount,
+                currency=charge.currency,
+                amount_micros=micros,
+                event=charge.event,
+                created_at=now,
+                source=PAYSTACK,
+                actor=ACTOR,
             )
-            .execution_options(synchronize_session=False)
         )
     accounts.audit(
         session,
@@ -193,3 +211,72 @@ def credit(
             charge.client_key_id,
         )
     return Outcome(CREDITED if found else UNMATCHED, charge.reference, charge.client_key_id, micros)
+
+
+def add_to_budget(
+    session: Session,
+    client_key_id: int,
+    micros: int,
+    now: datetime,
+    *,
+    reference: str,
+    source: str,
+    actor: str,
+    event: str,
+    amount: int = 0,
+    currency: str = "USD",
+    require_budget: bool = False,
+) -> bool:
+    """Raise a client key's budget by `micros` and record it in `credit_transactions`, in
+    the session's transaction (the caller commits, then makes the proxy forget its cached
+    budgets). The budget is added to by one UPDATE in SQL, never read and written back, so
+    concurrent credits (top-ups, payments, other workers) all count. A key without a budget
+    gets one of the credit, unless `require_budget`. False, and nothing written, when the
+    key does not exist (or has no budget and one is required)."""
+    query = update(ClientKey).where(ClientKey.id == client_key_id)
+    if require_budget:
+        query = query.where(ClientKey.max_budget_micros.is_not(None))
+    changed = session.execute(
+        query.values(
+            max_budget_micros=func.coalesce(ClientKey.max_budget_micros, 0) + micros,
+            updated_at=now,
+        ).execution_options(synchronize_session=False)
+    ).rowcount
+    if changed != 1:
+        return False
+    session.add(
+        CreditTransaction(
+            reference=reference,
+            client_key_id=client_key_id,
+            status=CREDITED,
+            amount=amount,
+            currency=currency,
+            amount_micros=micros,
+            event=event,
+            created_at=now,
+            source=source,
+            actor=actor,
+        )
+    )
+    session.flush()  # a reference seen before fails here, inside the caller's transaction
+    return True
+
+
+def top_up(
+    session: Session, client_key_id: int, micros: int, now: datetime, actor: str
+) -> str | None:
+    """An admin's top-up of a key that has a budget: its reference (`admin-<uuid>`), or
+    None when the key has no budget to top up (nothing changed). The caller commits."""
+    reference = f"{ADMIN}-{uuid.uuid4().hex}"
+    added = add_to_budget(
+        session,
+        client_key_id,
+        micros,
+        now,
+        reference=reference,
+        source=ADMIN,
+        actor=actor,
+        event=TOPUP_EVENT,
+        require_budget=True,
+    )
+    return reference if added else None

@@ -9,6 +9,13 @@ the journal is emptied once its lines are committed.
 Each process writes its own segment files and holds an exclusive `flock` on each while it
 lives, so a segment nobody holds belongs to a process that died: `orphans()` finds those
 for replay. Locks go with the process however it ends, so no pid bookkeeping is needed.
+
+A segment's name starts with the identity of the database it books into
+(`<database id>.<pid>-<random>.journal`). A segment of another database (a new database
+made beside an old instance folder) is never replayed into this one: it is moved to
+`foreign/` with a log line, for whoever owns that database. Segments named by an older
+version carry no identity; they are taken as this database's unless their last write is
+older than the database itself.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -28,6 +37,26 @@ log = logging.getLogger(__name__)
 SUFFIX = ".journal"
 # A segment is swapped for a fresh one past this size; it is deleted once fully committed.
 ROTATE_BYTES = 4 * 1024 * 1024
+FOREIGN = "foreign"
+
+
+@dataclass(frozen=True)
+class DatabaseIdentity:
+    """Which database the instance's state files belong to: its UUID (`keyrelay_meta`)
+    and when it was born (UTC)."""
+
+    id: str
+    born: datetime
+
+    def __post_init__(self) -> None:
+        if self.born.tzinfo is None:  # stored UTC, read back without a zone
+            object.__setattr__(self, "born", self.born.replace(tzinfo=UTC))
+
+
+def owner(path: Path) -> str | None:
+    """The database id a segment's name carries; None for a name without one."""
+    head, dot, _ = path.name.partition(".")
+    return head if dot and "-" not in head else None
 
 
 def encode(entry: dict) -> bytes:
@@ -38,8 +67,10 @@ def encode(entry: dict) -> bytes:
 class Segment:
     """One journal file this process appends to, locked for as long as it is open."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, database_id: str = "") -> None:
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        if database_id:
+            name = f"{database_id}.{name}"
         # Locked under a name recovery ignores, then renamed: no other process can take
         # (and delete) a segment between its creation and its lock.
         staging = directory / f"{name}.new"
@@ -70,12 +101,18 @@ class Segment:
         os.close(self.fd)
 
 
-def orphans(directory: Path) -> Iterator[tuple[Path, list[dict]]]:
-    """Segments no live process holds, with their entries; each is deleted after the caller
-    has taken it (the generator resumes only once the entries are in the database)."""
+def orphans(
+    directory: Path, database: DatabaseIdentity | None = None
+) -> Iterator[tuple[Path, list[dict]]]:
+    """Segments of this database no live process holds, with their entries; each is deleted
+    after the caller has taken it (the generator resumes only once the entries are in the
+    database). Dead segments of another database are set aside in `foreign/`."""
     if not directory.is_dir():
         return
-    for path in sorted(directory.glob(f"*{SUFFIX}")):
+    paths = sorted(directory.glob(f"*{SUFFIX}"))
+    if database is not None:  # ours, set aside while another database was in use
+        paths += sorted((directory / FOREIGN).glob(f"{database.id}.*{SUFFIX}"))
+    for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -85,12 +122,58 @@ def orphans(directory: Path) -> Iterator[tuple[Path, list[dict]]]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its writer is alive
+            if database is not None and not _belongs(path, fd, database):
+                _set_aside(path, directory)
+                continue
             entries = list(_read(fd, path))
             yield path, entries
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         finally:
             os.close(fd)
+
+
+def _belongs(path: Path, fd: int, database: DatabaseIdentity) -> bool:
+    """Whether a dead segment books into this database."""
+    named = owner(path)
+    if named is not None:
+        return named == database.id
+    # An older version's segment: ours unless it was last written before we were born.
+    written = datetime.fromtimestamp(os.fstat(fd).st_mtime, UTC)
+    return os.fstat(fd).st_size == 0 or written >= database.born
+
+
+def _set_aside(path: Path, directory: Path) -> None:
+    """Move another database's segment out of the way, keeping it for its owner."""
+    aside = directory / FOREIGN
+    aside.mkdir(exist_ok=True)
+    try:
+        os.rename(path, aside / path.name)
+    except FileNotFoundError:
+        return
+    log.warning(
+        "journal %s belongs to database %s, not to this one: kept aside in %s, not replayed",
+        path.name,
+        owner(path) or "(made before this database)",
+        aside,
+    )
+
+
+def live_segments(directory: Path, database: DatabaseIdentity | None = None) -> list[Path]:
+    """Segments of this database still holding lines a live process has not committed
+    (a writer empties its segment once everything in it is committed)."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.glob(f"*{SUFFIX}"):
+        if database is not None and owner(path) not in (None, database.id):
+            continue
+        try:
+            if path.stat().st_size:
+                found.append(path)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _read(fd: int, path: Path) -> Iterator[dict]:

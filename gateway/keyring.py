@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
-from sqlalchemy import case, func, select
+from cryptography.fernet import InvalidToken
+from sqlalchemy import Engine, case, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from gateway import budgets, periods, selection
 from gateway.providers import ADAPTERS
-from gateway.secrets import SecretBox, fingerprint, mask
+from gateway.secrets import (
+    FINGERPRINT_PREFIX,
+    SecretBox,
+    SecretUnreadable,
+    empty_passphrase_fernet,
+    mask,
+)
+from gateway.validation import FIRST_DAY, LAST_DAY, MAX_SQL_INT, whole_number
 from models import Profile, ProviderKey, UsageDaily
-from models.provider_keys import ACTIVE, DISABLED, EXPIRED
+from models.provider_keys import (
+    ACTIVE,
+    DISABLED,
+    EXPIRED,
+    SECRET_INSECURE,
+    SECRET_STATUSES,
+    SECRET_UNREADABLE,
+    STATUS_SENTENCES,
+)
 from models.types import usd
 
+log = logging.getLogger(__name__)
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
 
@@ -72,10 +90,12 @@ def parse_models(value) -> list[str] | None:
 def _count(name: str, value) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str) and whole_number(value) is not None:
+        value = whole_number(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise KeyInputError(name, f"'{name}' must be a positive integer, or null for no limit.")
+    if value > MAX_SQL_INT:
+        raise KeyInputError(name, f"'{name}' is too large: at most {MAX_SQL_INT}.")
     return value
 
 
@@ -99,6 +119,8 @@ def parse_moment(name: str, value) -> datetime | None:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise KeyInputError(name, f"'{name}' must be an ISO 8601 time with a zone, or null.")
+    if not FIRST_DAY <= moment.date() <= LAST_DAY:
+        raise KeyInputError(name, f"'{name}' must be between {FIRST_DAY} and {LAST_DAY}.")
     return moment.astimezone(UTC)
 
 
@@ -193,8 +215,8 @@ def parse_profile_settings(data: object) -> dict:
         values["strategy"] = strategy
     if "wait_for_key_seconds" in data:
         wait = data["wait_for_key_seconds"]
-        if isinstance(wait, str) and wait.strip().isdigit():
-            wait = int(wait)
+        if isinstance(wait, str) and whole_number(wait) is not None:
+            wait = whole_number(wait)
         if wait in (None, "", 0):
             wait = None
         elif isinstance(wait, bool) or not isinstance(wait, int) or not 0 < wait <= 600:
@@ -223,10 +245,12 @@ def get_or_create_profile(session: Session, name: str, now: datetime) -> Profile
     return profile
 
 
-def _refuse_duplicate(session: Session, profile: Profile, secret: str, key_id=None) -> None:
+def _refuse_duplicate(
+    session: Session, box: SecretBox, profile: Profile, secret: str, key_id=None
+) -> None:
     query = select(ProviderKey.id).where(
         ProviderKey.profile_id == profile.id,
-        ProviderKey.secret_fingerprint == fingerprint(secret),
+        ProviderKey.secret_fingerprint == box.fingerprint(secret),
     )
     if session.scalar(query) not in (None, key_id):
         raise KeyInputError(
@@ -237,7 +261,7 @@ def _refuse_duplicate(session: Session, profile: Profile, secret: str, key_id=No
 def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) -> ProviderKey:
     """Store a new provider key with its secret encrypted."""
     profile = get_or_create_profile(session, data.profile or "default", now)
-    _refuse_duplicate(session, profile, data.secret)
+    _refuse_duplicate(session, box, profile, data.secret)
     base_url = data.base_url or DEFAULT_BASE_URLS.get(data.provider)
     if base_url is None:
         raise KeyInputError("base_url", "Missing required field 'base_url' for this provider.")
@@ -247,7 +271,7 @@ def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) 
         name=data.name,
         secret_encrypted=box.encrypt(data.secret),
         secret_masked=mask(data.secret),
-        secret_fingerprint=fingerprint(data.secret),
+        secret_fingerprint=box.fingerprint(data.secret),
         base_url=base_url.rstrip("/"),
         models=data.models or ["*"],
         status=ACTIVE,
@@ -278,12 +302,90 @@ def update_key(
     if "expires_at" in data.limits and key.status == EXPIRED:
         key.status = ACTIVE  # a new (or no) expiry brings an expired key back
     if data.secret is not None:
-        _refuse_duplicate(session, key.profile, data.secret, key.id)
+        _refuse_duplicate(session, box, key.profile, data.secret, key.id)
         key.secret_encrypted = box.encrypt(data.secret)
         key.secret_masked = mask(data.secret)
-        key.secret_fingerprint = fingerprint(data.secret)
+        key.secret_fingerprint = box.fingerprint(data.secret)
+        if key.status in SECRET_STATUSES:  # re-entered: readable again
+            key.status, key.last_error, key.consecutive_failures = ACTIVE, None, 0
     key.updated_at = now
     return key
+
+
+def check_stored_secrets(engine: Engine, box: SecretBox, now: datetime) -> dict[int, str]:
+    """Once per process at start: find provider keys whose secret this instance cannot
+    decrypt, and keep fingerprints keyed. Answers {key id: status} of the keys found.
+
+    - A secret the empty passphrase decrypts was saved by a worker that read an empty key
+      file (before key files were written atomically): anyone with the database can read
+      it. The key becomes `secret_insecure` (even when disabled) until an admin re-enters
+      the secret; it is logged (id and name, never the secret).
+    - Any other secret that cannot be decrypted: `secret_unreadable` (unless disabled).
+      One that decrypts again (the right secret key is back) returns to `active`.
+    - Fingerprints are recomputed where the secret is readable (rows from before keyed
+      fingerprints hold a plain SHA-256); an unreadable row's plain SHA-256 is dropped.
+    Cheap: one Fernet decryption per key; the empty passphrase's key derivation runs only
+    if some secret fails, once per process.
+    """
+    _widen_status_column(engine)
+    k = ProviderKey.__table__.c
+    query = select(k.id, k.name, k.status, k.secret_encrypted, k.secret_fingerprint)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    found, changes = {}, []
+    for row in rows:
+        values = {}
+        try:
+            secret, status = box.decrypt(row.secret_encrypted), None
+        except SecretUnreadable:
+            secret, status = _insecure_secret(row.secret_encrypted), SECRET_UNREADABLE
+            if secret is not None:
+                status = SECRET_INSECURE
+        if status is None and row.status == SECRET_UNREADABLE:
+            values.update(status=ACTIVE, last_error=None, updated_at=now)
+        if status is not None:
+            found[row.id] = status
+            log.warning("provider key #%s (%s): %s", row.id, row.name, STATUS_SENTENCES[status])
+            overrides = row.status != DISABLED or status == SECRET_INSECURE
+            if row.status != status and row.status != SECRET_INSECURE and overrides:
+                values.update(status=status, last_error=STATUS_SENTENCES[status], updated_at=now)
+        if secret is not None:
+            digest = box.fingerprint(secret)
+        elif row.secret_fingerprint.startswith(FINGERPRINT_PREFIX):
+            digest = row.secret_fingerprint  # keyed under the key it was saved with
+        else:
+            digest = ""  # a plain SHA-256 that cannot be recomputed: not kept
+        if digest != row.secret_fingerprint:
+            values["secret_fingerprint"] = digest
+        if values:
+            changes.append((row.id, row.secret_encrypted, values))
+    if changes:
+        with engine.begin() as conn:
+            for key_id, ciphertext, values in changes:
+                # Only while the row holds what was checked (an admin may re-enter it now).
+                condition = (k.id == key_id, k.secret_encrypted == ciphertext)
+                conn.execute(update(ProviderKey.__table__).where(*condition).values(**values))
+    return found
+
+
+def _insecure_secret(ciphertext: bytes) -> str | None:
+    """The secret if the empty passphrase decrypts it, else None."""
+    try:
+        return empty_passphrase_fernet().decrypt(ciphertext).decode()
+    except (InvalidToken, TypeError, UnicodeDecodeError):
+        return None
+
+
+def _widen_status_column(engine: Engine) -> None:
+    """`secret_unreadable` needs more than the VARCHAR(16) of databases made before it:
+    PostgreSQL enforces the length (SQLite does not), so widen it there, once."""
+    if engine.dialect.name != "postgresql":
+        return
+    column = next(c for c in inspect(engine).get_columns("provider_keys") if c["name"] == "status")
+    length = getattr(column["type"], "length", None)
+    if length is not None and length < 32:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE provider_keys ALTER COLUMN status TYPE VARCHAR(32)")
 
 
 def set_enabled(key: ProviderKey, enabled: bool, now: datetime) -> None:

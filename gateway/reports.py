@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import keyring, periods, selection
+from gateway.validation import FIRST_DAY, LAST_DAY, MAX_SQL_INT, whole_number
 from models import Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import DISABLED
 
@@ -206,9 +207,12 @@ class LogFilter:
         if not raw:
             return None
         try:
-            return date.fromisoformat(raw)
+            day = date.fromisoformat(raw)
         except ValueError:
             raise FilterError(field, "Use a date like 2026-11-23.") from None
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise FilterError(field, f"Use a date from {FIRST_DAY} to {LAST_DAY}.")
+        return day
 
     def apply(self, session: Session, query):
         """Add the filters to a RequestLog query; FilterError names a bad field."""
@@ -218,9 +222,10 @@ class LogFilter:
                 raise FilterError("profile", f"No profile named '{self.profile}'.")
             query = query.where(RequestLog.profile_id == profile_id)
         if self.key:
-            if not self.key.isdigit():
+            key_id = whole_number(self.key)
+            if key_id is None or key_id > MAX_SQL_INT:
                 raise FilterError("key", "Pick a key from the list.")
-            query = query.where(RequestLog.provider_key_id == int(self.key))
+            query = query.where(RequestLog.provider_key_id == key_id)
         if self.model:
             query = query.where(RequestLog.model == self.model)
         if self.status:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -15,7 +15,10 @@ from gateway.clock import Clock
 from gateway.errors import GatewayError
 from gateway.policy import Decision, KeyAction, Outcome, decide
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply, retry_after_seconds
+from gateway.secrets import SecretUnreadable
+from gateway.selection import unavailable_summary
 from gateway.store import KeyRow
+from models.provider_keys import SECRET_UNREADABLE
 
 _OUTCOME_TEXT = {
     Outcome.RATE_LIMITED: "rate limited",
@@ -81,11 +84,14 @@ def run_attempts(
 
     `admit(key)` takes a place in the key's RPM/TPM windows, or answers the seconds until
     it has room: such a key is passed over without an attempt and without penalty (F32).
+    A key whose secret cannot be decrypted (`call` raises SecretUnreadable; the key is
+    marked by then) is passed over the same way, without an attempt.
     Raises GatewayError when every attempt failed, naming each key's failure.
     """
     started = time.monotonic()
     failures: list[tuple[KeyRow, Outcome, float | None]] = []
     at_limit: list[int] = []
+    unreadable: list[KeyRow] = []
     for key in keys:
         if len(failures) >= settings.max_attempts:
             break
@@ -104,6 +110,9 @@ def run_attempts(
         except TransportError as exc:
             transport = exc
             decision = decide(None, exc.outcome)
+        except SecretUnreadable:
+            unreadable.append(key)
+            continue
         latency_ms = int((time.perf_counter() - attempt_start) * 1000)
         error = None if decision.outcome is Outcome.OK else _error_text(reply, transport)
         rec.attempts.append(
@@ -123,7 +132,22 @@ def run_attempts(
         failures.append((key, decision.outcome, retry_after))
     if not failures and at_limit:
         raise _keys_at_limit(rec, len(at_limit), min(at_limit))
+    if not failures and unreadable:
+        raise _keys_unreadable(rec, unreadable, health.clock.now())
+    if failures:  # the provider that failed last answers for the request (its headers, log)
+        rec.provider = failures[-1][0].provider
     raise _all_failed(failures, rec, settings, time.monotonic() - started)
+
+
+def _keys_unreadable(rec: RequestRecord, keys: list[KeyRow], now) -> GatewayError:
+    """Every key tried had a secret this instance cannot decrypt: the usual no-keys 503."""
+    marked = [replace(key, status=SECRET_UNREADABLE) for key in keys]  # as stored by now
+    return GatewayError(
+        503,
+        f"No available keys for model {rec.model}: {unavailable_summary(marked, now)}.",
+        type="upstream_error",
+        code="no_available_keys",
+    )
 
 
 def _keys_at_limit(rec: RequestRecord, count: int, wait: int) -> GatewayError:

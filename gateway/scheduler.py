@@ -118,6 +118,9 @@ def run_job(app, name: str, now: datetime | None = None) -> dict:
     if not _running[name].acquire(blocking=False):
         return {"job": name, "ran_at": None, "result": None, "error": "already running"}
     try:
+        # A job sums usage: let every process's bookings so far reach the database first.
+        if not gateway.books.settle():
+            log.info("job %s: a sibling worker still had bookings to commit", name)
         now = now or gateway.clock.now()
         with app.app_context():
             try:

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 from gateway import periods
 from gateway.store import KeyRow
-from models.provider_keys import ACTIVE, COOLING_DOWN, EXPIRED, LIMIT_REACHED
+from models.provider_keys import (
+    ACTIVE,
+    COOLING_DOWN,
+    EXPIRED,
+    LIMIT_REACHED,
+    SECRET_INSECURE,
+    SECRET_UNREADABLE,
+)
 
 MOST_REMAINING = "most-remaining"
 ROUND_ROBIN = "round-robin"
@@ -99,9 +106,19 @@ def unavailable_summary(keys: list[KeyRow], now: datetime) -> str:
             at_limit = [k for k in keys if effective_status(k, now) == status]
             reasons = sorted({limit_hit(k)[0] for k in at_limit})
             parts.append(f"{count} {noun} at a limit ({', '.join(reasons)}{_reset_text(at_limit)})")
+        elif status in _SECRET_TEXT:
+            parts.append(f"{count} {noun} {status} ({_SECRET_TEXT[status]})")
         else:
             parts.append(f"{count} {noun} {status}")
     return ", ".join(parts)
+
+
+# Why a key with a secret status is out, in a no-keys error.
+_SECRET_TEXT = {
+    SECRET_UNREADABLE: "secret cannot be decrypted with this instance's secret key: an admin "
+    "must re-enter it",
+    SECRET_INSECURE: "secret was saved under an empty secret key: an admin must re-enter it",
+}
 
 
 def _reset_text(keys: list) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from gateway.books import Books
 from gateway.clientkeys import MASTER, Caller, Callers
 from gateway.clock import Clock
 from gateway.errors import GatewayError
+from gateway.journal import DatabaseIdentity
 from gateway.keycache import KeyCache, apply_booking, needs_touch
 from gateway.limiter import Limits, SharedLimiter, Window
 from gateway.policy import Outcome
@@ -29,14 +32,16 @@ from gateway.providers.base import Target, Timeouts, TransportError, UpstreamRep
 from gateway.providers.http import UpstreamClient
 from gateway.router import KeyHealth, RetrySettings, run_attempts
 from gateway.routes import Routes
-from gateway.secrets import SecretBox
+from gateway.secrets import SecretBox, SecretUnreadable
 from gateway.store import KeyRow
-from gateway.streaming import SSEFilter, error_event
+from gateway.streaming import SSEFilter, error_event, strip_cost
 from gateway.validation import validate_chat
+from models.provider_keys import SECRET_INSECURE, SECRET_UNREADABLE, STATUS_SENTENCES
 from models.types import usd
 
 PROFILE_CACHE_SECONDS = 5.0
 TEST_TIMEOUTS = Timeouts(connect=5.0, read=15.0)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,6 +106,7 @@ class Gateway:
         journal_dir: Path,
         clock=None,
         master_key: str = "",
+        database: DatabaseIdentity | None = None,
     ):
         self.engine = engine
         self.secrets = secrets
@@ -109,11 +115,13 @@ class Gateway:
         self._http = UpstreamClient(maxsize=settings.pool_size)
         self.adapters = {name: cls(self._http) for name, cls in ADAPTERS.items()}
         self.profiles = _Profiles(engine)
-        self.books = Books(engine, journal_dir)
+        self.books = Books(engine, journal_dir, database)
         self.keys = KeyCache(engine, self.books.unapplied_tokens)
         self.health = KeyHealth(engine, self.clock, settings.retry, on_change=self.keys.forget)
         self.callers = Callers(engine, master_key, self.clock)
-        self.limiter = SharedLimiter(Path(journal_dir).parent / "limits.bin")
+        self.limiter = SharedLimiter(
+            Path(journal_dir).parent / "limits.bin", database.id if database else ""
+        )
         self.prices = Prices(engine)
         self.routes = Routes(engine)
         self._fallback = None
@@ -139,6 +147,11 @@ class Gateway:
         self._plain: dict[bytes, str] = {}
         self._lock = threading.Lock()
 
+    def forget_limits(self, owner: str) -> None:
+        """Free the shared windows and budget entries of a revoked or deleted key
+        (`ck:7`, `pk:3`), so a key given the same id later starts clean."""
+        self.limiter.forget(owner)
+
     def close(self) -> None:
         """Write what is queued to the database; close pooled upstream connections."""
         self.books.close()
@@ -147,12 +160,31 @@ class Gateway:
     # -- keys -------------------------------------------------------------------------
 
     def target(self, key: KeyRow) -> Target:
-        """The key with its secret decrypted (memoised per ciphertext)."""
+        """The key with its secret decrypted (memoised per ciphertext). A secret this
+        instance cannot decrypt marks the key `secret_unreadable` and raises
+        SecretUnreadable (the attempt loop passes over such a key)."""
         secret = self._plain.get(key.secret_encrypted)
         if secret is None:
-            secret = self.secrets.decrypt(key.secret_encrypted)
+            try:
+                secret = self.secrets.decrypt(key.secret_encrypted)
+            except SecretUnreadable:
+                self._secret_unreadable(key)
+                raise
             self._plain[key.secret_encrypted] = secret
         return Target(key.id, key.provider, key.base_url.rstrip("/"), secret)
+
+    def _secret_unreadable(self, key: KeyRow) -> None:
+        if not key.id:  # the environment fallback key has no row
+            return
+        with self.engine.begin() as conn:
+            marked = store.mark_secret_unreadable(
+                conn, key.id, key.secret_encrypted, self.clock.now()
+            )
+        self.keys.forget()
+        if marked:
+            log.warning(
+                "provider key #%s (%s): %s", key.id, key.name, STATUS_SENTENCES[SECRET_UNREADABLE]
+            )
 
     def candidates(self, profile: str, profile_id: int, strategy: str | None, model: str):
         """Usable keys serving the model, best first; a 404/503 saying why if none."""
@@ -208,10 +240,11 @@ class Gateway:
             validate_chat(body)
             if caller.models is not None and model not in caller.models:
                 raise _model_not_allowed(model, caller)
-            if caller.limits is not None:
-                self._admit(caller, rec)
+            # The budget first: a request it refuses takes no place in the key's window.
             if caller.budget is not None:
                 self._reserve(caller, rec, body)
+            if caller.limits is not None:
+                self._admit(caller, rec)
             paid = found.use_paid_models
             chain = self.routes.table().chain(
                 model, self.settings.use_paid_models if paid is None else paid
@@ -235,6 +268,20 @@ class Gateway:
         except BaseException:
             self._release(rec)  # a bug must not keep the client key's place for ever
             raise
+
+    def refuse(self, endpoint: str, profile: str | None, caller: Caller, err: GatewayError):
+        """Book a request refused before its body could be read (malformed JSON, too
+        large, a profile it may not use): every authenticated call to a proxy endpoint
+        that spends tokens gets its one log row. The error gets the trace headers."""
+        rec = RequestRecord(
+            self.clock.now(), endpoint, None, False, client_key_id=caller.client_key_id
+        )
+        if profile is not None:
+            with contextlib.suppress(GatewayError):  # else logged without a profile
+                rec.profile_id = self.profiles.resolve(profile).id
+        rec.status_code, rec.error = err.status, err.message
+        self.book(rec)
+        err.headers.update(_trace_headers(rec))
 
     def _serve_chain(self, profile, found, chain, rec, body, started) -> ProxyResponse:
         """Try each model of the route's chain in turn (F20); the environment key (F26)
@@ -290,11 +337,12 @@ class Gateway:
         budget = caller.budget
         now = self.clock.now()
         start, end = budgets.period(budget.anchor, budget.duration, now)
-        answer = body.get("max_completion_tokens") or body.get("max_tokens")
-        answer = answer if isinstance(answer, int) else budgets.DEFAULT_ANSWER_TOKENS
-        estimate = self.prices.cost_micros(
-            None, rec.model, Usage(tokens.count_prompt(body["messages"]), answer)
-        )
+        # validate_chat has made these positive integers within bounds.
+        asked = body.get("max_completion_tokens") or body.get("max_tokens")
+        answer = asked or budgets.DEFAULT_ANSWER_TOKENS
+        choices = body.get("n") or 1
+        prompt = tokens.count_prompt(body["messages"])
+        estimate = max(0, self.prices.cost_micros(None, rec.model, Usage(prompt, answer * choices)))
         scope, period_id = f"ck:{caller.client_key_id}:budget", int(start.timestamp())
 
         def spent_so_far() -> int:
@@ -311,10 +359,21 @@ class Gateway:
             if end is not None:
                 headers["Retry-After"] = str(max(1, int((end - now).total_seconds() + 0.999)))
                 when = f"until {end.isoformat(timespec='seconds')}"
+            basis = (
+                f"{prompt} prompt tokens + {answer:,} answer tokens"
+                + (f" x {choices} choices" if choices > 1 else "")
+                + (
+                    ""
+                    if asked
+                    else " (the default when the request sets no max_tokens; "
+                    "a smaller max_tokens needs less)"
+                )
+            )
             raise GatewayError(
                 429,
-                f"Budget of this API key reached: ${usd(spent + reserved)} of "
-                f"${usd(budget.micros)} spent or reserved {when}.",
+                f"Budget of this API key reached: ${usd(spent)} spent and ${usd(reserved)} "
+                f"reserved by requests in flight, of ${usd(budget.micros)} {when}; this "
+                f"request would reserve ${usd(estimate)} ({basis}).",
                 type="insufficient_quota",
                 code="budget_exceeded",
                 headers=headers,
@@ -391,6 +450,8 @@ class Gateway:
                 body["messages"], _message_text(reply.parsed)
             )
             body_out = reply.body
+            if b'"cost"' in body_out and strip_cost(reply.parsed):
+                body_out = _reencoded(reply.parsed, body_out)
         else:
             rec.error = reply.body[:500].decode("utf-8", "replace")
             body_out = _client_error_body(reply)
@@ -447,7 +508,7 @@ class Gateway:
                 "X-Accel-Buffering": "no",
             }
         )
-        return ProxyResponse(200, headers, chunks=relay.run())
+        return ProxyResponse(200, headers, chunks=_Relayed(relay))
 
     # -- models -----------------------------------------------------------------------
 
@@ -492,26 +553,36 @@ class Gateway:
     # -- key test (F15) ----------------------------------------------------------------
 
     def test_key(self, key_id: int) -> dict:
-        """A cheap real call (the model list): ok / auth_failed / rate_limited / unreachable."""
+        """A cheap real call (the model list): ok / auth_failed / rate_limited / unreachable;
+        secret_unreadable / secret_insecure (no call) when the secret must be re-entered."""
         now = self.clock.now()
         with self.engine.connect() as conn:
             key = store.load_key(conn, key_id, periods.local_day(now))
+        if key.status == SECRET_INSECURE:
+            return _secret_result(SECRET_INSECURE)
         try:
-            reply = self.adapters[key.provider].list_models(self.target(key), TEST_TIMEOUTS)
+            target = self.target(key)
+        except SecretUnreadable:
+            return _secret_result(SECRET_UNREADABLE)
+        try:
+            reply = self.adapters[key.provider].list_models(target, TEST_TIMEOUTS)
         except TransportError as exc:
             return self._test_result(key, "unreachable", None, str(exc), {"last_error": str(exc)})
         if 200 <= reply.status < 300:
             models = _model_ids(_json_object(reply.body))
             values = {"discovered_models": models, "consecutive_failures": 0, "last_error": None}
-            if key.status in ("auth_failed", "cooling_down"):
+            if key.status in ("auth_failed", "cooling_down", SECRET_UNREADABLE):
                 values.update(status="active", cooldown_until=None)
             return self._test_result(key, "ok", reply.status, None, values, models)
         error = f"HTTP {reply.status}: {reply.body[:200].decode('utf-8', 'replace')}"
-        if reply.status in (401, 403):
+        if 400 <= reply.status < 500 and reply.status not in _TEST_SAYS_NOTHING_OF_THE_KEY:
+            # A trivial request refused (LiteLLM answers a bad key with 400 "No connected
+            # db."): the key is not trusted until a test passes (re-validation retries it).
             values = {"last_error": error}
             if key.status != "disabled":
                 values["status"] = "auth_failed"
-            return self._test_result(key, "auth_failed", reply.status, error, values)
+            result = "auth_failed" if reply.status in (401, 403) else "error"
+            return self._test_result(key, result, reply.status, error, values)
         result = "rate_limited" if reply.status == 429 else "error"
         return self._test_result(key, result, reply.status, error, {"last_error": error})
 
@@ -534,6 +605,23 @@ class Gateway:
             apply_booking(key, rec.usage.total_tokens, rec.cost_micros, touch, now)
         if self.alerts is not None:
             self.alerts.after_booking(rec)
+
+
+class _Relayed:
+    """The stream's chunks for the WSGI server, whose `close()` books the request even
+    when the client went away before the first chunk was asked for (a generator that
+    never started runs no `finally`)."""
+
+    def __init__(self, relay: _StreamRelay) -> None:
+        self.relay = relay
+        self.chunks = relay.run()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks
+
+    def close(self) -> None:
+        self.chunks.close()
+        self.relay.abandon()
 
 
 class _StreamRelay:
@@ -575,6 +663,12 @@ class _StreamRelay:
             raise TransportError(Outcome.CONNECTION_ERROR, "stream ended without [DONE]")
         self._finish(200, None)
 
+    def abandon(self) -> None:
+        """The client is gone: free the upstream and book what happened (once)."""
+        if not self.rec.recorded:
+            self.reply.close()
+            self._finish(499, "client disconnected before the stream finished")
+
     def _drain(self) -> None:
         """Read the upstream to its end so its connection can be reused."""
         try:
@@ -595,6 +689,9 @@ class _StreamRelay:
 
 
 FALLBACK_KEY_ID = 0
+# Client errors of a key test that are no verdict on the key: an upstream without a model
+# list (404/405), a timeout or conflict on its side, a rate limit.
+_TEST_SAYS_NOTHING_OF_THE_KEY = {404, 405, 408, 409, 429}
 # A chain goes on to its next model after these (the model has no usable key, or every
 # key failed); anything else (a bad request, a client-key limit) ends the request.
 _NEXT_IN_CHAIN = {
@@ -640,8 +737,8 @@ def _trace_headers(rec: RequestRecord) -> dict[str, str]:
         "x-keyrelay-request-id": rec.request_id,
         "x-keyrelay-attempts": str(len(rec.attempts)),
     }
-    if rec.provider:
-        headers["x-keyrelay-provider"] = rec.provider
+    # Which provider answered (or failed last); `none` when no upstream was asked.
+    headers["x-keyrelay-provider"] = rec.provider or "none"
     if rec.limit_headers:
         headers.update(rec.limit_headers)
     return headers
@@ -661,12 +758,26 @@ def _ratelimit_headers(limits: Limits, window: Window) -> dict[str, str]:
     return headers
 
 
+def _reencoded(value: dict, original: bytes) -> bytes:
+    """The value as JSON again; the original bytes if it cannot be (nested too deep)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return original
+
+
 def _json_object(data: bytes) -> dict | None:
     try:
         value = orjson.loads(data)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _secret_result(status: str) -> dict:
+    """A key test's answer for a key whose secret must be re-entered (nothing was called)."""
+    error = STATUS_SENTENCES[status]
+    return {"result": status, "status_code": None, "error": error, "models": None}
 
 
 def _model_ids(listing: dict | None) -> list[str] | None:

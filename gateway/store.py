@@ -10,7 +10,15 @@ from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from models import Attempt, Profile, ProviderKey, RequestLog, UsageDaily
-from models.provider_keys import ACTIVE, AUTH_FAILED, COOLING_DOWN, DISABLED
+from models.provider_keys import (
+    ACTIVE,
+    AUTH_FAILED,
+    COOLING_DOWN,
+    DISABLED,
+    SECRET_INSECURE,
+    SECRET_UNREADABLE,
+    STATUS_SENTENCES,
+)
 
 keys_t = ProviderKey.__table__
 usage_t = UsageDaily.__table__
@@ -73,15 +81,26 @@ class KeyRow:
         return bool(self.rpm_limit or self.tpm_limit or self.model_limits)
 
 
+# Milliseconds a connection waits for another's write lock (KEYRELAY_DB_BUSY_TIMEOUT);
+# set once by create_app, like the time zone.
+_busy_timeout_ms = 10_000
+
+
+def set_busy_timeout(seconds: float) -> None:
+    global _busy_timeout_ms
+    _busy_timeout_ms = max(0, round(seconds * 1000))
+
+
 def configure_sqlite(dbapi_connection) -> None:
     """WAL: readers never wait for the writer, and a commit survives a killed process.
 
-    Every connection waits up to 10 s for a lock instead of failing at once.
+    Every connection waits up to KEYRELAY_DB_BUSY_TIMEOUT (10 s) for a lock instead of
+    failing at once; after that the write fails whole (the admin gets a 503).
     """
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={int(_busy_timeout_ms)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -194,6 +213,24 @@ def mark_auth_failed(conn: Connection, key_id: int, error: str, now: datetime) -
         .where(keys_t.c.id == key_id, keys_t.c.status != DISABLED)
         .values(status=AUTH_FAILED, last_error=error, updated_at=now)
     )
+
+
+def mark_secret_unreadable(conn: Connection, key_id: int, ciphertext: bytes, now) -> bool:
+    """Take a key whose secret cannot be decrypted out of the pool until an admin re-enters
+    it; only while it still holds that ciphertext (not if the secret was just replaced), and
+    not over `disabled` or `secret_insecure`. True if the row changed."""
+    result = conn.execute(
+        update(keys_t)
+        .where(
+            keys_t.c.id == key_id,
+            keys_t.c.secret_encrypted == ciphertext,
+            keys_t.c.status.not_in((DISABLED, SECRET_UNREADABLE, SECRET_INSECURE)),
+        )
+        .values(
+            status=SECRET_UNREADABLE, last_error=STATUS_SENTENCES[SECRET_UNREADABLE], updated_at=now
+        )
+    )
+    return result.rowcount > 0
 
 
 def count_failure(conn: Connection, key_id: int, threshold: int, error: str, now) -> None:

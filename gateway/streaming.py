@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
@@ -9,6 +10,7 @@ import orjson
 
 DONE = b"data: [DONE]"
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_COST = b'"cost"'
 
 
 class SSEFilter:
@@ -34,22 +36,34 @@ class SSEFilter:
         events = []
         while (end := self._buffer.find(b"\n\n")) != -1:
             event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-            if self._keep(event):
-                events.append(event + b"\n\n")
+            kept = self._keep(event)
+            if kept is not None:
+                events.append(kept + b"\n\n")
         return events
 
-    def _keep(self, event: bytes) -> bool:
+    def _keep(self, event: bytes) -> bytes | None:
+        """The event as the client gets it, or None to drop it."""
         if event.startswith(DONE):
             self.done = True
-            return True
-        if _USAGE.search(event):
+            return event
+        if _USAGE.search(event) or _COST in event:
             chunk = _parse_data(event)
             if chunk is not None:
-                self.usage = chunk.get("usage")
-                if self.hide_usage_chunk and not chunk.get("choices"):
-                    return False
+                usage = chunk.get("usage")
+                if isinstance(usage, dict):
+                    self.usage = usage
+                changed = strip_cost(chunk)
+                if self.hide_usage_chunk and "usage" in chunk:
+                    # Some upstreams (LiteLLM) send usage with `choices: [{"delta": {}}]`.
+                    if not _carries_anything(chunk.get("choices")):
+                        return None
+                    del chunk["usage"]
+                    changed = True
+                if changed:  # (a chunk nested too deep to write back goes as sent)
+                    with contextlib.suppress(orjson.JSONEncodeError):
+                        event = b"data: " + orjson.dumps(chunk)
         self.sent_events.append(event)
-        return True
+        return event
 
     def completion_text(self) -> str:
         """The content sent so far, for counting tokens of an unfinished stream."""
@@ -61,6 +75,33 @@ class SSEFilter:
                 if isinstance(delta, dict) and isinstance(delta.get("content"), str):
                     parts.append(delta["content"])
         return "".join(parts)
+
+
+def strip_cost(chunk: dict) -> bool:
+    """Drop an upstream's own `cost` (LiteLLM adds one, at the top or in `usage`): the
+    client's price is KeyRelay's to state. True when something was removed."""
+    removed = chunk.pop("cost", None) is not None
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and "cost" in usage:
+        del usage["cost"]
+        removed = True
+    return removed
+
+
+def _carries_anything(choices) -> bool:
+    """Whether a chunk's choices hold anything for the client: a delta with a value, a
+    finish reason or log probabilities."""
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return True
+        if choice.get("finish_reason") is not None or choice.get("logprobs") is not None:
+            return True
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and any(v not in (None, "", [], {}) for v in delta.values()):
+            return True
+    return False
 
 
 def _parse_data(event: bytes) -> dict | None:

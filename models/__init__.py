@@ -4,6 +4,7 @@ from models.alerts import BudgetAlert
 from models.client_keys import ClientKey
 from models.credits import CreditTransaction
 from models.jobs import JobRun
+from models.meta import DATABASE_ID, InstanceMeta
 from models.pricing import PriceOverride
 from models.profiles import DEFAULT_PROFILE, Profile
 from models.provider_keys import ProviderKey
@@ -13,12 +14,14 @@ from models.usage import UsageDaily
 from models.users import AuditEntry, LoginThrottle, User
 
 __all__ = [
+    "DATABASE_ID",
     "DEFAULT_PROFILE",
     "Attempt",
     "AuditEntry",
     "BudgetAlert",
     "ClientKey",
     "CreditTransaction",
+    "InstanceMeta",
     "JobRun",
     "LoginThrottle",
     "PriceOverride",

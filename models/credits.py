@@ -11,6 +11,8 @@ from extensions import db
 from models.types import UTCDateTime
 
 CREDITED = "credited"
+PAYSTACK = "paystack"
+ADMIN = "admin"
 # A paid charge naming a client key that does not exist: kept for an admin to settle.
 UNMATCHED = "unmatched"
 
@@ -35,3 +37,8 @@ class CreditTransaction(db.Model):
     amount_micros: Mapped[int] = mapped_column(BigInteger)
     event: Mapped[str] = mapped_column(String(48))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Where the credit came from: `paystack` (a payment) or `admin` (a top-up by hand, whose
+    # `amount` paid is 0 and whose reference is `admin-<uuid>`); and who: the dashboard
+    # user, `master key`, or `paystack`. Null on rows written before these columns: Paystack.
+    source: Mapped[str | None] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(80))

@@ -20,7 +20,22 @@ DISABLED = "disabled"
 LIMIT_REACHED = "limit_reached"
 # Stored by the hourly expiry job; a key past `expires_at` counts as expired even before.
 EXPIRED = "expired"
-STORED_STATUSES = (ACTIVE, COOLING_DOWN, AUTH_FAILED, DISABLED, EXPIRED)
+# Set when the secret cannot be decrypted with this instance's secret key (it was saved
+# under another one); out of the pool until an admin re-enters the secret.
+SECRET_UNREADABLE = "secret_unreadable"
+# Set at start for a secret saved under an empty secret key (anyone holding the database
+# can read it); out of the pool until an admin re-enters the secret.
+SECRET_INSECURE = "secret_insecure"
+SECRET_STATUSES = (SECRET_UNREADABLE, SECRET_INSECURE)
+STORED_STATUSES = (ACTIVE, COOLING_DOWN, AUTH_FAILED, DISABLED, EXPIRED, *SECRET_STATUSES)
+# What the admin reads next to such a key (stored as its last_error, shown in the API and
+# on the dashboard's keys page and overview).
+STATUS_SENTENCES = {
+    SECRET_UNREADABLE: "Its secret cannot be decrypted with this instance's secret key: "
+    "re-enter the secret.",
+    SECRET_INSECURE: "Its secret was saved under an empty secret key, readable by anyone: "
+    "re-enter the secret.",
+}
 
 
 class ProviderKey(db.Model):
@@ -35,7 +50,8 @@ class ProviderKey(db.Model):
     secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     # The masked form (`sk-or-v1-1234…abcd`), kept so listing keys never decrypts them.
     secret_masked: Mapped[str] = mapped_column(String(64))
-    # SHA-256 of the secret, to refuse duplicates without decrypting every key.
+    # Keyed hash of the secret (SecretBox.fingerprint, `h1:…`), to refuse duplicates
+    # without decrypting every key. Older rows' plain SHA-256 is recomputed at start.
     secret_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
     base_url: Mapped[str] = mapped_column(String(512))
     # ["*"] serves any model; otherwise the exact model ids this key serves.
@@ -54,7 +70,9 @@ class ProviderKey(db.Model):
     monthly_cost_limit_micros: Mapped[int | None] = mapped_column(BigInteger)
     total_cost_limit_micros: Mapped[int | None] = mapped_column(BigInteger)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    status: Mapped[str] = mapped_column(String(16), default=ACTIVE)
+    # 32 since `secret_unreadable`; databases made before keep their VARCHAR(16), which
+    # SQLite does not enforce (PostgreSQL's is widened at start: keyring.check_stored_secrets).
+    status: Mapped[str] = mapped_column(String(32), default=ACTIVE)
     cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -50,6 +50,9 @@ class Behaviour:
     message: str | None = None
     code: str | None = None
     after_events: int = 3
+    # LiteLLM's shape: usage in a chunk whose choices hold an empty delta, and a `cost`
+    # (top level and inside usage) that a gateway must not pass on.
+    litellm: bool = False
 
     @classmethod
     def ok(
@@ -68,6 +71,12 @@ class Behaviour:
     ) -> Behaviour:
         """Like ok, but waits before the headers (non-stream) or before each SSE event."""
         return cls("slow", content=content, usage=usage, prompt_tokens=prompt_tokens, delay=delay)
+
+    @classmethod
+    def litellm_style(cls, content: str = DEFAULT_CONTENT) -> Behaviour:
+        """A 200 as LiteLLM Proxy sends it (usage chunk with `choices: [{"delta": {}}]`,
+        and a `cost` field)."""
+        return cls("ok", content=content, litellm=True)
 
     @classmethod
     def rate_limited(cls, retry_after: int | float | None = None) -> Behaviour:
@@ -312,6 +321,9 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if b.usage:
             completion["usage"] = usage
+        if b.litellm:
+            completion["usage"] = {**usage, "cost": 0.000042}
+            completion["cost"] = 0.000042
         self._deliver_json(b, completion, usage if b.usage else None)
 
     def _chat_stream(
@@ -337,7 +349,16 @@ class _Handler(BaseHTTPRequestHandler):
         chunks += [chunk({"content": p}) for p in pieces]
         chunks.append(chunk({}, "stop"))
         sent_usage = usage if include_usage and b.usage else None
-        if sent_usage:
+        if sent_usage and b.litellm:
+            chunks.append(
+                {
+                    **base,
+                    "choices": [{"index": 0, "delta": {}}],
+                    "usage": {**sent_usage, "cost": 0.000042},
+                    "cost": 0.000042,
+                }
+            )
+        elif sent_usage:
             chunks.append({**base, "choices": [], "usage": sent_usage})
         events = [_sse(c) for c in chunks] + [b"data: [DONE]\n\n"]
         self._deliver_stream(b, events, 1 + min(b.after_events, len(pieces)), sent_usage)
@@ -564,7 +585,7 @@ class FakeUpstream:
         self._server = _Server(self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.02},
             name=f"fake-upstream-{self.port}",
             daemon=True,
         )

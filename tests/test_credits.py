@@ -209,6 +209,7 @@ def test_without_a_secret_the_webhook_is_unavailable(app, server, http, admin):
         (charge("", 100, 1), "reference"),
         (charge("T-bad-amount", "100", 1), "amount"),
         (charge("T-zero", 0, 1), "amount"),
+        (charge("T-huge", 2**62, 1), "more than $1,000,000,000"),
         (charge("T-no-currency", 100, 1, currency=None), "currency"),
         (charge("T-bad-key", 100, "abc"), "client_key_id"),
     ],

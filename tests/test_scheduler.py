@@ -7,8 +7,10 @@ import dataclasses
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
@@ -364,6 +366,31 @@ def test_restart_after_downtime_across_midnight(app, admin, client, fake, clock,
     assert again.extensions["scheduler"].caught_up == []
     after = {name: run.last_run_at for name, run in scheduler.last_runs(engine).items()}
     assert after == before
+
+
+def test_a_job_sees_what_a_sibling_worker_booked_and_had_not_committed(
+    app, admin, client, fake, clock, build, settings
+):
+    """The cause of the old flaky restart test: a job summed usage before another
+    process's writer had committed it. Here the serving worker's writer is held back by a
+    write lock while the leader's daily reset starts; the job waits for it."""
+    clock.current = at("2026-11-23 23:00")
+    limited = admin.add_key(A, fake.base_url, name="limited", daily_token_limit=10)
+    leader = build()  # a second worker on the same database and instance folder
+    database = Path(settings["INSTANCE_PATH"]) / "keyrelay.db"
+    lock = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    lock.execute("BEGIN EXCLUSIVE")  # the serving worker's commits wait behind this
+    try:
+        ask(client)
+        ask(client)  # 16 tokens booked (journal), not committed
+        releaser = threading.Timer(0.3, lock.rollback)
+        releaser.start()
+        clock.current = at("2026-11-24 00:05")
+        result = run(leader, "daily-reset")
+        releaser.join()
+    finally:
+        lock.close()
+    assert result["back_from_limit"] == [limited["id"]]
 
 
 # -- the CLI and a failing job ------------------------------------------------------------
