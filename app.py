@@ -25,7 +25,7 @@ from gateway import periods, scheduler, tokens
 from gateway.alerts import BudgetAlerts
 from gateway.journal import DatabaseIdentity
 from gateway.keyring import check_stored_secrets
-from gateway.router import RetrySettings
+from gateway.proxy.attempts import RetrySettings
 from gateway.secrets import SecretBox, load_or_create, load_or_create_key_file
 from gateway.service import Gateway, GatewaySettings
 from gateway.store import configure_sqlite, set_busy_timeout

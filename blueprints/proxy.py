@@ -9,7 +9,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from blueprints.common import bearer_token, gateway
 from gateway import validation
 from gateway.errors import GatewayError, invalid_request
-from gateway.service import ProxyResponse
+from gateway.proxy.relay import ProxyResponse
 from models import DEFAULT_PROFILE
 
 bp = Blueprint("proxy", __name__)

@@ -6,37 +6,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway import periods, tokens
+from gateway import periods
 from gateway.books import Books
 from gateway.policy import Outcome
+from gateway.usage import Usage
 
-
-@dataclass
-class Usage:
-    """Tokens of one request; `estimated` when counted locally instead of by the upstream."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    estimated: bool = False
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    @classmethod
-    def from_openai(cls, usage: object) -> Usage | None:
-        """Read an OpenAI `usage` object; None if it is missing or malformed."""
-        if not isinstance(usage, dict):
-            return None
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if not isinstance(prompt, int) or not isinstance(completion, int):
-            return None
-        return cls(prompt, completion)
-
-    @classmethod
-    def estimate(cls, messages: list, completion_text: str) -> Usage:
-        """Count locally what the upstream did not report."""
-        return cls(tokens.count_prompt(messages), tokens.count_text(completion_text), True)
+__all__ = ["AttemptRecord", "RequestRecord", "Usage", "record"]
 
 
 @dataclass
@@ -81,16 +56,10 @@ class RequestRecord:
     ttft_ms: int | None = None
     error: str | None = None
     recorded: bool = False
-    # The client key's rate-limit scope while the request holds a place in it (limiter.py),
-    # and the x-ratelimit-* headers its admission produced (F7).
-    limit_scope: tuple[str, bool] | None = None
+    # The model the client asked for (None: the one in `model`).
+    requested_model: str | None = None
     # Set when the request is booked (pricing.py): integer micro-dollars.
     cost_micros: int = 0
-    # (scope, period id, reserved micro-dollars) while it holds a budget reservation.
-    budget_ticket: tuple[str, int, int] | None = None
-    limit_headers: dict[str, str] | None = None
-    # The provider key's sliding windows the last attempt was admitted to (F30).
-    key_scopes: tuple[str, ...] = ()
 
     def log_row(self) -> dict:
         return {
@@ -100,6 +69,7 @@ class RequestRecord:
             "client_key_id": self.client_key_id,
             "endpoint": self.endpoint,
             "model": self.model,
+            "requested_model": self.requested_model if self.requested_model != self.model else None,
             "provider": self.provider,
             "provider_key_id": self.provider_key_id,
             "status_code": self.status_code,

@@ -36,7 +36,8 @@ BATCH_WINDOW_SECONDS = 0.05
 RETRY_SECONDS = (0.05, 0.2, 1.0, 2.0)
 
 _LOG_COLUMNS = (
-    "request_id", "created_at", "profile_id", "client_key_id", "endpoint", "model", "provider",
+    "request_id", "created_at", "profile_id", "client_key_id", "endpoint", "model",
+    "requested_model", "provider",
     "provider_key_id", "status_code", "streamed", "input_tokens", "output_tokens",
     "total_tokens", "usage_estimated", "cost_micros", "latency_ms", "ttft_ms",
     "attempt_count", "error",
@@ -58,7 +59,7 @@ def _insert(table: str, columns) -> str:
     return f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
-# Log rows per INSERT statement: 19 columns each, well under SQLite's 32,766 variables.
+# Log rows per INSERT statement: 20 columns each, well under SQLite's 32,766 variables.
 MAX_ROWS_PER_INSERT = 256
 INSERT_ATTEMPT = _insert("attempts", _ATTEMPT_COLUMNS)
 UPSERT_USAGE = (
@@ -381,7 +382,8 @@ class Books:
         while start < len(entries):
             size = min(MAX_ROWS_PER_INSERT, 1 << ((len(entries) - start).bit_length() - 1))
             chunk = entries[start : start + size]
-            params = [entry["log"][column] for entry in chunk for column in _LOG_COLUMNS]
+            # .get: a journal line of an older version lacks the newer columns
+            params = [entry["log"].get(column) for entry in chunk for column in _LOG_COLUMNS]
             cursor.execute(self._multi_insert(size), params)
             ids.update((request_id, row_id) for row_id, request_id in cursor.fetchall())
             start += size

@@ -43,6 +43,9 @@ class RequestLog(db.Model):
     client_key_id: Mapped[int | None] = mapped_column(Integer)
     endpoint: Mapped[str] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(128))
+    # The model the client asked for, when a route served another (`model` is the one
+    # that served and priced it).
+    requested_model: Mapped[str | None] = mapped_column(String(128))
     provider: Mapped[str | None] = mapped_column(String(32))
     provider_key_id: Mapped[int | None] = mapped_column(Integer)
     status_code: Mapped[int] = mapped_column(Integer)
@@ -70,6 +73,7 @@ class RequestLog(db.Model):
             "client_key_id": self.client_key_id,
             "endpoint": self.endpoint,
             "model": self.model,
+            "requested_model": self.requested_model or self.model,
             "provider": self.provider,
             "provider_key_id": self.provider_key_id,
             "status_code": self.status_code,

@@ -64,6 +64,7 @@ def test_an_alias_is_served_by_its_target_and_listed(admin, fake, client):
     assert "fast" in listed and "gpt-4o-mini" in listed
     log = admin.logs()[0]
     assert log["model"] == "gpt-4o-mini"  # the model that was served (and priced)
+    assert log["requested_model"] == "fast"  # and the one the client asked for
 
 
 def test_a_chain_falls_back_to_the_next_model(admin, fake, client):

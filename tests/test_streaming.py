@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.streaming import SSEFilter
+from gateway.providers.openai_sse import SSEFilter
 
 
 def event(payload) -> bytes:

@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from gateway.policy import Outcome
-from gateway.providers.base import Timeouts, TransportError
 from gateway.providers.http import UpstreamClient
+from gateway.providers.transport import Timeouts, TransportError
 
 TIMEOUTS = Timeouts(connect=1.0, read=1.0)
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"

@@ -1,57 +1,77 @@
-"""The provider adapter interface: OpenAI-format requests in, OpenAI-format answers out."""
+"""The provider adapter interface: the gateway's request in, a normalized answer out.
+
+An adapter speaks one upstream format. Whatever that format is, the proxy core reads only
+the normalized fields of `UpstreamReply` (status, usage, the answer's text, the error
+message, a stream reader) and never the provider's JSON. Where the client's dialect and
+the upstream speak the same format, `body` and the stream's events are the upstream's own
+bytes (passthrough); the adapter reads usage from them on the side.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from gateway.policy import Outcome
+from gateway.errors import GatewayError
+from gateway.providers.http import UpstreamClient
+from gateway.providers.transport import Target, Timeouts, TransportError
+from gateway.usage import Usage
 
-if TYPE_CHECKING:
-    from gateway.providers.http import UpstreamClient
-
-
-@dataclass(frozen=True)
-class Target:
-    """The provider key an attempt uses, with its secret decrypted for this call only."""
-
-    key_id: int
-    provider: str
-    base_url: str
-    secret: str = field(repr=False)
-
-
-@dataclass
-class Timeouts:
-    """Seconds to connect and to wait for bytes from the upstream."""
-
-    connect: float
-    read: float
+__all__ = [
+    "ProviderAdapter",
+    "StreamReader",
+    "Target",
+    "Timeouts",
+    "TransportError",
+    "UpstreamReply",
+    "retry_after_seconds",
+]
 
 
-class TransportError(Exception):
-    """The upstream could not be reached, went silent, or answered something unreadable."""
+class StreamReader(Protocol):
+    """Reads a 2xx stream as it passes: which events go on to the client, and its usage."""
 
-    def __init__(self, outcome: Outcome, message: str) -> None:
-        super().__init__(message)
-        self.outcome = outcome
+    done: bool  # the upstream's end-of-stream event was seen
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Complete events (each with its blank line) that should go to the client."""
+
+    def read_usage(self) -> Usage | None:
+        """The usage the upstream reported, if it did."""
+
+    def completion_text(self) -> str:
+        """The answer's text sent so far, for counting tokens of an unfinished stream."""
 
 
 @dataclass
 class UpstreamReply:
-    """An upstream answer: status, headers, and either the whole body or a chunk stream."""
+    """An upstream answer, normalized by its adapter.
+
+    On 2xx without streaming: `body` is what the client gets, `usage` what the upstream
+    reported (None if it did not), `text` the answer's text (to estimate usage). On 2xx
+    streaming: `chunks` yields raw bytes and `stream` reads them. Otherwise: `body` is the
+    upstream's error body as it came, and `error` its message.
+    """
 
     status: int
     headers: dict[str, str]
     body: bytes = b""
     chunks: Iterator[bytes] | None = None
     _release: object = None
-    # Filled by the gateway: the parsed JSON body, or the first stream bytes.
-    parsed: dict | None = None
+    usage: Usage | None = None
+    text: str = ""
+    error: str | None = None
+    stream: StreamReader | None = None
+    model: str | None = None
+    # The wire format of `body` and of the stream's events: a client dialect of the same
+    # format relays them as they are. `error_shaped`: an error body in that format's shape.
+    format: str = "openai"
+    error_shaped: bool = False
+    # Filled by the gateway: the first stream bytes (read before the answer is committed).
     first_chunk: bytes = b""
 
     def close(self) -> None:
@@ -82,6 +102,14 @@ def retry_after_seconds(headers: dict[str, str], now: datetime) -> float | None:
         return None
 
 
+def unsupported(provider: str, what: str) -> GatewayError:
+    return GatewayError(
+        400,
+        f"Provider '{provider}' does not serve {what}; route this model to a provider that does.",
+        code="unsupported_by_provider",
+    )
+
+
 class ProviderAdapter(ABC):
     """One upstream API kind. Adding a provider is one module and one registry line."""
 
@@ -92,12 +120,30 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     def chat(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
-        """A non-streaming chat completion; the reply body is an OpenAI chat.completion."""
+        """A chat completion, not streamed (`body` is the gateway's request: OpenAI chat)."""
 
     @abstractmethod
-    def chat_stream(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
-        """A streaming chat completion; on 2xx, `chunks` yields OpenAI SSE bytes as they come."""
+    def chat_stream(
+        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool
+    ) -> UpstreamReply:
+        """A streamed chat completion. `wants_usage`: the client asked to see the usage
+        (the adapter asks the upstream for it anyway, to book the request)."""
+
+    def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
+        """Embeddings (`body`: OpenAI's embeddings request)."""
+        raise unsupported(self.name, "embeddings")
+
+    def completions(
+        self, target: Target, body: dict, timeouts: Timeouts, stream: bool, wants_usage: bool
+    ) -> UpstreamReply:
+        """A legacy text completion (`body`: OpenAI's completions request)."""
+        raise unsupported(self.name, "text completions")
 
     @abstractmethod
     def list_models(self, target: Target, timeouts: Timeouts) -> UpstreamReply:
-        """The upstream's model list (the cheap call a key test makes)."""
+        """The upstream's model list (the key test's cheap call); `models` in `text`-less
+        form: the reply's `body` parsed by `model_ids`."""
+
+    @abstractmethod
+    def model_ids(self, reply: UpstreamReply) -> list[str] | None:
+        """The model ids of a 2xx model list, or None if it cannot be read."""

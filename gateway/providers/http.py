@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from gateway.policy import Outcome
-from gateway.providers.base import Timeouts, TransportError
+from gateway.providers.transport import Timeouts, TransportError
 
 READ_SIZE = 65536
 _TLS = ssl.create_default_context()

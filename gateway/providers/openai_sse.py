@@ -1,12 +1,14 @@
-"""Relaying an OpenAI SSE stream: event by event, usage captured, hidden when not asked for."""
+"""Reading an OpenAI SSE stream as it is relayed: event by event, usage captured (and
+hidden from a client that did not ask for it), an upstream's own `cost` dropped."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 
 import orjson
+
+from gateway.usage import Usage
 
 DONE = b"data: [DONE]"
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
@@ -65,16 +67,36 @@ class SSEFilter:
         self.sent_events.append(event)
         return event
 
+    def read_usage(self) -> Usage | None:
+        """The usage the upstream reported, if it did."""
+        return usage_of(self.usage)
+
     def completion_text(self) -> str:
         """The content sent so far, for counting tokens of an unfinished stream."""
         parts = []
         for event in self.sent_events:
             chunk = _parse_data(event)
             for choice in (chunk or {}).get("choices") or ():
-                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if not isinstance(choice, dict):
+                    continue
+                delta = choice.get("delta")
                 if isinstance(delta, dict) and isinstance(delta.get("content"), str):
                     parts.append(delta["content"])
+                elif isinstance(choice.get("text"), str):  # a legacy text completion
+                    parts.append(choice["text"])
         return "".join(parts)
+
+
+def usage_of(usage: object) -> Usage | None:
+    """Read an OpenAI `usage` object; None if it is missing or malformed."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if completion is None and isinstance(usage.get("total_tokens"), int):
+        completion = usage["total_tokens"] - prompt if isinstance(prompt, int) else None
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt, max(0, completion))
 
 
 def strip_cost(chunk: dict) -> bool:
@@ -98,6 +120,8 @@ def _carries_anything(choices) -> bool:
             return True
         if choice.get("finish_reason") is not None or choice.get("logprobs") is not None:
             return True
+        if choice.get("text"):  # a legacy text completion
+            return True
         delta = choice.get("delta")
         if isinstance(delta, dict) and any(v not in (None, "", [], {}) for v in delta.values()):
             return True
@@ -112,9 +136,3 @@ def _parse_data(event: bytes) -> dict | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def error_event(message: str, code: str) -> bytes:
-    """An SSE event telling the client the stream broke (the OpenAI SDK raises on it)."""
-    body = {"error": {"message": message, "type": "upstream_error", "code": code, "param": None}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -1,0 +1,83 @@
+"""What a dialect hands the proxy, and what it must render."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from gateway.errors import GatewayError
+from gateway.providers.base import UpstreamReply
+
+
+@dataclass
+class ProxyRequest:
+    """One client request in the gateway's terms, whatever dialect it came in.
+
+    `body` is the request as the upstream gets it, in OpenAI chat form (the gateway's own
+    request format: the OpenAI adapter sends it as is, others translate it); `model` is
+    the model the client asked for (a route may send another upstream).
+    """
+
+    endpoint: str
+    model: str
+    stream: bool
+    body: dict
+    # What the upstream is asked for: "chat", "embeddings" or "completions".
+    operation: str = "chat"
+    # The client asked to see usage in its stream.
+    wants_usage: bool = False
+    # For budget estimates: the answer length the client allows (None: not set) and how
+    # many answers (OpenAI's `n`).
+    answer_tokens: int | None = None
+    choices: int = 1
+    # For counting tokens locally when the upstream reports none: the prompt's texts as
+    # chat messages, and tokens already counted (inputs given as token ids).
+    messages: list = field(default_factory=list)
+    prompt_tokens: int = 0
+    # Whether the upstream writes an answer (embeddings do not): budgets reserve for it.
+    answers: bool = True
+    # What the dialect keeps between parsing and rendering (e.g. a response id).
+    extra: dict = field(default_factory=dict)
+
+    def for_model(self, model: str) -> dict:
+        """The body to send when the route serves this request with `model`."""
+        return self.body if model == self.body.get("model") else {**self.body, "model": model}
+
+
+class Dialect(ABC):
+    """One client-facing format."""
+
+    name: str = ""
+    endpoint: str = ""
+
+    @abstractmethod
+    def parse(self, body: object) -> ProxyRequest:
+        """Validate the client's body (400 naming the field) and read it."""
+
+    def prepare(self, request: ProxyRequest, client_key_id: int | None) -> None:
+        """Complete the request with what only the caller's identity gives (an earlier
+        conversation); nothing by default."""
+        return None
+
+    @abstractmethod
+    def render(self, reply: UpstreamReply, request: ProxyRequest | None = None) -> bytes:
+        """A whole answer (2xx) or an upstream's error, as the client's format wants it."""
+
+    def stream_translator(self, request: ProxyRequest):
+        """What turns the upstream's stream events into this dialect's (None: relayed as
+        they are). It has `feed(events) -> events`."""
+        return None
+
+    @abstractmethod
+    def stream_error(self, message: str, code: str) -> bytes:
+        """The event that tells a streaming client its stream broke."""
+
+    def error_body(self, error: GatewayError) -> dict:
+        """The gateway's own error, in the client's format."""
+        return error.body()
+
+
+def sse_data(event: bytes) -> bytes | None:
+    """The payload of an SSE event's `data:` lines, or None."""
+    lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"".join(lines) if lines else None

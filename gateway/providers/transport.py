@@ -1,0 +1,34 @@
+"""What every provider module and the HTTP client share: the key an attempt uses, its
+timeouts, and the one error a transport failure raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.policy import Outcome
+
+
+@dataclass(frozen=True)
+class Target:
+    """The provider key an attempt uses, with its secret decrypted for this call only."""
+
+    key_id: int
+    provider: str
+    base_url: str
+    secret: str = field(repr=False)
+
+
+@dataclass
+class Timeouts:
+    """Seconds to connect and to wait for bytes from the upstream."""
+
+    connect: float
+    read: float
+
+
+class TransportError(Exception):
+    """The upstream could not be reached, went silent, or answered something unreadable."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome

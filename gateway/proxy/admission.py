@@ -1,0 +1,207 @@
+"""Admission: what a client key may do before any upstream is asked (F31, F7, F34).
+
+The model permission, the budget reservation and a place in the key's rate window, in
+that order (a request the budget refuses takes no place in the window). What was taken is
+a `Ticket`: `settle()` turns it into the request's real tokens and cost once the request
+is booked; a ticket settled without usage gives everything back. Provider-key windows an
+attempt was admitted to (F30) are kept on the ticket too, to book their tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from gateway import budgets, store, tokens
+from gateway.books import Books
+from gateway.clientkeys import Caller
+from gateway.dialects.base import ProxyRequest
+from gateway.errors import GatewayError
+from gateway.limiter import Limits, SharedLimiter, Window
+from gateway.pricing import Prices
+from gateway.store import KeyRow
+from gateway.usage import Usage
+from models.types import usd
+
+
+@dataclass
+class Ticket:
+    """What one request holds in the shared limiter until it is booked."""
+
+    limiter: SharedLimiter
+    clock: object
+    # The client key's window scope, and whether it holds a place in flight there.
+    scope: tuple[str, bool] | None = None
+    # (scope, period id, reserved micro-dollars) of the budget reservation.
+    reservation: tuple[str, int, int] | None = None
+    # The x-ratelimit-* headers the admission produced (F7).
+    headers: dict[str, str] = field(default_factory=dict)
+    # The provider key's windows the serving attempt was admitted to (F30).
+    key_scopes: tuple[str, ...] = ()
+
+    def settle(self, total_tokens: int = 0, cost_micros: int = 0) -> None:
+        """Book the request's tokens in the windows and its cost in the budget period, and
+        free its places; once (a second call does nothing). With no arguments: a release."""
+        now = None
+        if self.key_scopes:
+            now = int(self.clock.now().timestamp())
+            for scope in self.key_scopes:
+                self.limiter.settle(scope, total_tokens, now, False)
+            self.key_scopes = ()
+        if self.reservation is not None:
+            scope, period_id, estimate = self.reservation
+            self.reservation = None
+            self.limiter.settle_budget(scope, period_id, estimate, cost_micros)
+        if self.scope is not None:
+            scope, parallel = self.scope
+            self.scope = None
+            now = now or int(self.clock.now().timestamp())
+            self.limiter.settle(scope, total_tokens, now, parallel)
+
+    release = settle
+
+
+class Admission:
+    """Admits a caller's request, or refuses it with the client's error."""
+
+    def __init__(
+        self, engine: Engine, books: Books, limiter: SharedLimiter, prices: Prices, clock
+    ) -> None:
+        self.engine, self.books, self.limiter = engine, books, limiter
+        self.prices, self.clock = prices, clock
+
+    def ticket(self) -> Ticket:
+        return Ticket(self.limiter, self.clock)
+
+    def admit(self, caller: Caller, request: ProxyRequest, ticket: Ticket) -> None:
+        """Check the model, reserve the budget, take a place in the window (in that order);
+        what was taken is on the ticket, also when a later step refuses."""
+        if caller.models is not None and request.model not in caller.models:
+            raise _model_not_allowed(request.model, caller)
+        if caller.budget is not None:
+            self._reserve(caller, request, ticket)
+        if caller.limits is not None:
+            self._take_place(caller, ticket)
+
+    def _take_place(self, caller: Caller, ticket: Ticket) -> None:
+        """A place in the client key's window, or 429 with Retry-After."""
+        limits = caller.limits
+        now = int(self.clock.now().timestamp())
+        window, refusal = self.limiter.admit(caller.scope, limits, now)
+        ticket.headers = ratelimit_headers(limits, window)
+        if refusal is not None:
+            what = {
+                "rpm": f"{limits.rpm} requests per minute",
+                "tpm": f"{limits.tpm} tokens per minute",
+                "parallel": f"{limits.parallel} requests at a time",
+            }[refusal.reason]
+            raise GatewayError(
+                429,
+                f"Rate limit of this API key reached: {what}. Retry after {refusal.retry_after} s.",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(refusal.retry_after)},
+            )
+        ticket.scope = (caller.scope, limits.parallel is not None)
+
+    def _reserve(self, caller: Caller, request: ProxyRequest, ticket: Ticket) -> None:
+        """Reserve the request's estimated cost in the key's budget period, or refuse (F34)."""
+        budget = caller.budget
+        now = self.clock.now()
+        start, end = budgets.period(budget.anchor, budget.duration, now)
+        asked = request.answer_tokens  # the dialect made it a positive integer, or None
+        answer = (asked or budgets.DEFAULT_ANSWER_TOKENS) if request.answers else 0
+        choices = request.choices
+        prompt = tokens.count_prompt(request.messages) + request.prompt_tokens
+        usage = Usage(prompt, answer * choices)
+        estimate = max(0, self.prices.cost_micros(None, request.model, usage))
+        scope, period_id = f"ck:{caller.client_key_id}:budget", int(start.timestamp())
+
+        def spent_so_far() -> int:
+            self.books.flush(timeout=1.0)
+            with self.engine.connect() as conn:
+                return store.client_key_spend(conn, caller.client_key_id, start, end)
+
+        spent, reserved, admitted = self.limiter.reserve(
+            scope, period_id, budget.micros, estimate, spent_so_far
+        )
+        if not admitted:
+            headers = {}
+            when = "for the key's lifetime"
+            if end is not None:
+                headers["Retry-After"] = str(max(1, int((end - now).total_seconds() + 0.999)))
+                when = f"until {end.isoformat(timespec='seconds')}"
+            basis = (
+                f"{prompt} prompt tokens + {answer:,} answer tokens"
+                + (f" x {choices} choices" if choices > 1 else "")
+                + (
+                    ""
+                    if asked
+                    else " (the default when the request sets no max_tokens; "
+                    "a smaller max_tokens needs less)"
+                )
+            )
+            raise GatewayError(
+                429,
+                f"Budget of this API key reached: ${usd(spent)} spent and ${usd(reserved)} "
+                f"reserved by requests in flight, of ${usd(budget.micros)} {when}; this "
+                f"request would reserve ${usd(estimate)} ({basis}).",
+                type="insufficient_quota",
+                code="budget_exceeded",
+                headers=headers,
+            )
+        ticket.reservation = (scope, period_id, estimate)
+
+    def key_windows(self, model_of: Callable[[], str], ticket: Ticket):
+        """The attempt loop's check of a provider key's RPM/TPM windows (and the model's on
+        that key): a place, or the seconds until there is room. Keys without such limits
+        cost nothing here."""
+
+        def admit(key: KeyRow) -> int | None:
+            if not key.rate_limited:
+                ticket.key_scopes = ()
+                return None
+            now = int(self.clock.now().timestamp())
+            model = model_of()
+            scopes = []
+            per_model = (key.model_limits or {}).get(model)
+            windows = [(f"pk:{key.id}:{model}", per_model)] if per_model else []
+            if key.rpm_limit or key.tpm_limit:
+                windows.append((f"pk:{key.id}", {"rpm": key.rpm_limit, "tpm": key.tpm_limit}))
+            for scope, limits in windows:
+                limits = Limits(limits.get("rpm"), limits.get("tpm"))
+                _, refusal = self.limiter.admit(scope, limits, now)
+                if refusal is not None:
+                    return refusal.retry_after
+                scopes.append(scope)
+            ticket.key_scopes = tuple(scopes)
+            return None
+
+        return admit
+
+
+def ratelimit_headers(limits: Limits, window: Window) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the client key's limits (F7)."""
+    headers = {}
+    if limits.rpm is not None:
+        headers["x-ratelimit-limit-requests"] = str(limits.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, limits.rpm - window.requests))
+        headers["x-ratelimit-reset-requests"] = f"{window.requests_reset}s"
+    if limits.tpm is not None:
+        headers["x-ratelimit-limit-tokens"] = str(limits.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tpm - window.tokens))
+        headers["x-ratelimit-reset-tokens"] = f"{window.tokens_reset}s"
+    return headers
+
+
+def _model_not_allowed(model: str, caller: Caller) -> GatewayError:
+    allowed = ", ".join(sorted(caller.models))
+    return GatewayError(
+        403,
+        f"This API key may not use the model '{model}'. Allowed: {allowed}.",
+        type="permission_error",
+        code="model_not_allowed",
+        param="model",
+    )

@@ -1,0 +1,36 @@
+"""Booking: the only caller of accounting. A finished request is priced, its ticket
+settled (tokens into the windows, cost into the budget), its rows journaled and the key
+cache told; budget alerts look at it afterwards."""
+
+from __future__ import annotations
+
+from gateway import accounting
+from gateway.accounting import RequestRecord
+from gateway.books import Books
+from gateway.keycache import KeyCache, apply_booking, needs_touch
+from gateway.pricing import Prices
+from gateway.proxy.admission import Ticket
+from gateway.store import KeyRow
+
+
+class Booking:
+    def __init__(self, books: Books, prices: Prices, keys: KeyCache, clock) -> None:
+        self.books, self.prices, self.keys, self.clock = books, prices, keys, clock
+        self.alerts = None  # budget alerts (alerts.py), attached by create_app when set up
+
+    def book(
+        self, rec: RequestRecord, ticket: Ticket | None = None, key: KeyRow | None = None
+    ) -> None:
+        """Write a finished request to the books (once), and mirror it in the key cache."""
+        if not rec.recorded:
+            rec.cost_micros = self.prices.cost_micros(rec.provider, rec.model, rec.usage)
+        if ticket is not None:
+            ticket.settle(rec.usage.total_tokens, rec.cost_micros)
+        now = self.clock.now()
+        ok = key is not None and 200 <= rec.status_code < 300
+        touch = ok and needs_touch(key, now)
+        accounting.record(self.books, rec, now, touch_key=touch)
+        if key is not None:
+            apply_booking(key, rec.usage.total_tokens, rec.cost_micros, touch, now)
+        if self.alerts is not None:
+            self.alerts.after_booking(rec)

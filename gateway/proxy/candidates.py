@@ -1,0 +1,128 @@
+"""Candidates: a profile's usable keys for a model, best first (F21), or why there are
+none; and the keys' secrets, decrypted for an attempt."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from gateway import periods, selection, store
+from gateway.errors import GatewayError
+from gateway.keycache import KeyCache
+from gateway.providers.transport import Target
+from gateway.secrets import SecretBox, SecretUnreadable
+from gateway.store import KeyRow
+from models.provider_keys import SECRET_UNREADABLE, STATUS_SENTENCES
+
+PROFILE_CACHE_SECONDS = 5.0
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Profiles:
+    """Profile name → its row (id, strategy, wait, paid gating), cached briefly: every
+    request needs it."""
+
+    engine: Engine
+    entries: dict[str, tuple[store.ProfileRow, float]] = field(default_factory=dict)
+
+    def resolve(self, name: str) -> store.ProfileRow:
+        hit = self.entries.get(name)
+        if hit and time.monotonic() - hit[1] < PROFILE_CACHE_SECONDS:
+            return hit[0]
+        with self.engine.connect() as conn:
+            found = store.find_profile(conn, name)
+        if found is None:
+            raise GatewayError(
+                404,
+                f"Profile '{name}' does not exist. Send an existing profile in X-Profile, "
+                "or add a provider key to that profile first.",
+                code="profile_not_found",
+            )
+        self.entries[name] = (found, time.monotonic())
+        return found
+
+    def forget(self) -> None:
+        """Drop the cache (a profile changed in this process)."""
+        self.entries.clear()
+
+
+class Candidates:
+    """Usable keys of a profile for a model, in the profile's strategy's order."""
+
+    def __init__(
+        self, engine: Engine, keys: KeyCache, secrets: SecretBox, clock, strategy: str
+    ) -> None:
+        self.engine, self.keys, self.secrets, self.clock = engine, keys, secrets, clock
+        self.strategy = strategy
+        self._picked_at: dict[int, datetime] = {}
+        self._plain: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, profile: store.ProfileRow, model: str) -> list[KeyRow]:
+        """Usable keys serving the model, best first; a 404/503 saying why if none."""
+        now = self.clock.now()
+        day = periods.local_day(now)
+        keys = [k for k in self.keys.keys(profile.id, day) if k.serves(model)]
+        if not keys:
+            raise GatewayError(
+                404,
+                f"The model '{model}' is not served by any provider key in profile "
+                f"'{name}'. Add a key that serves it, or list models with "
+                "GET /v1/models.",
+                code="model_not_found",
+                param="model",
+            )
+        usable = [k for k in keys if selection.effective_status(k, now) == "active"]
+        if not usable:
+            raise self._no_keys(name, keys, now)
+        ordered = selection.order(usable, profile.strategy or self.strategy, self._picked_at)
+        with self._lock:
+            self._picked_at[ordered[0].id] = now
+        return ordered
+
+    def _no_keys(self, profile: str, keys: list[KeyRow], now: datetime) -> GatewayError:
+        summary = selection.unavailable_summary(keys, now)
+        headers = {}
+        back = [at for k in keys if (at := selection.back_at(k, now)) is not None]
+        if back:
+            headers["Retry-After"] = str(max(1, int((min(back) - now).total_seconds() + 0.999)))
+        return GatewayError(
+            503,
+            f"No available keys for profile {profile}: {summary}.",
+            type="upstream_error",
+            code="no_available_keys",
+            headers=headers,
+        )
+
+    def target(self, key: KeyRow) -> Target:
+        """The key with its secret decrypted (memoised per ciphertext). A secret this
+        instance cannot decrypt marks the key `secret_unreadable` and raises
+        SecretUnreadable (the attempt loop passes over such a key)."""
+        secret = self._plain.get(key.secret_encrypted)
+        if secret is None:
+            try:
+                secret = self.secrets.decrypt(key.secret_encrypted)
+            except SecretUnreadable:
+                self._secret_unreadable(key)
+                raise
+            self._plain[key.secret_encrypted] = secret
+        return Target(key.id, key.provider, key.base_url.rstrip("/"), secret)
+
+    def _secret_unreadable(self, key: KeyRow) -> None:
+        if not key.id:  # the environment fallback key has no row
+            return
+        with self.engine.begin() as conn:
+            marked = store.mark_secret_unreadable(
+                conn, key.id, key.secret_encrypted, self.clock.now()
+            )
+        self.keys.forget()
+        if marked:
+            log.warning(
+                "provider key #%s (%s): %s", key.id, key.name, STATUS_SENTENCES[SECRET_UNREADABLE]
+            )

@@ -1,0 +1,175 @@
+"""Relay: the serving attempt's answer to the client, in the client's dialect. A whole
+answer is booked before it goes; a stream is relayed event by event and booked exactly
+once, before its last event, whatever ends it (the upstream, a cut, the client leaving)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gateway.accounting import RequestRecord
+from gateway.dialects.base import Dialect, ProxyRequest
+from gateway.policy import Outcome
+from gateway.providers.base import TransportError, UpstreamReply
+from gateway.proxy.admission import Ticket
+from gateway.proxy.booking import Booking
+from gateway.store import KeyRow
+from gateway.usage import Usage
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass
+class ProxyResponse:
+    """What goes back to the client: status, headers, and a body or a chunk iterator."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    chunks: Iterator[bytes] | None = None
+
+
+@dataclass
+class Served:
+    """One request on its way back: what was asked, in which dialect, and its books."""
+
+    request: ProxyRequest
+    dialect: Dialect
+    rec: RequestRecord
+    ticket: Ticket
+    started: float
+
+    def elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+
+def trace_headers(rec: RequestRecord, ticket: Ticket | None) -> dict[str, str]:
+    headers = {
+        "x-keyrelay-request-id": rec.request_id,
+        "x-keyrelay-attempts": str(len(rec.attempts)),
+        # Which provider answered (or failed last); `none` when no upstream was asked.
+        "x-keyrelay-provider": rec.provider or "none",
+    }
+    if ticket is not None and ticket.headers:
+        headers.update(ticket.headers)
+    return headers
+
+
+class Relay:
+    def __init__(self, booking: Booking) -> None:
+        self.booking = booking
+
+    def respond(self, served: Served, key: KeyRow, reply: UpstreamReply) -> ProxyResponse:
+        rec = served.rec
+        rec.provider, rec.provider_key_id, rec.status_code = (
+            key.provider,
+            key.id or None,
+            reply.status,
+        )
+        headers = trace_headers(rec, served.ticket)
+        if reply.status >= 300 or reply.stream is None:
+            if reply.status < 300:
+                rec.usage = reply.usage or Usage.estimate(served.request.messages, reply.text)
+            else:
+                rec.error = reply.error
+            body = served.dialect.render(reply, served.request)
+            rec.latency_ms = served.elapsed_ms()
+            self.booking.book(rec, served.ticket, key)
+            return ProxyResponse(
+                reply.status, {"Content-Type": "application/json", **headers}, body
+            )
+        rec.ttft_ms = served.elapsed_ms()
+        relay = StreamRelay(self.booking, served, key, reply)
+        return ProxyResponse(200, {**headers, **SSE_HEADERS}, chunks=Relayed(relay))
+
+
+class Relayed:
+    """The stream's chunks for the WSGI server, whose `close()` books the request even
+    when the client went away before the first chunk was asked for (a generator that
+    never started runs no `finally`)."""
+
+    def __init__(self, relay: StreamRelay) -> None:
+        self.relay = relay
+        self.chunks = relay.run()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks
+
+    def close(self) -> None:
+        self.chunks.close()
+        self.relay.abandon()
+
+
+class StreamRelay:
+    """Relays an upstream stream to the client and books it exactly once, however it ends."""
+
+    def __init__(self, booking: Booking, served: Served, key: KeyRow, reply: UpstreamReply):
+        self.booking, self.served, self.key, self.reply = booking, served, key, reply
+        self.reader = reply.stream
+        self.translator = served.dialect.stream_translator(served.request)
+
+    def run(self) -> Iterator[bytes]:
+        """Yield events as they arrive; book the request before the final event goes out."""
+        try:
+            yield from self._relay()
+        except TransportError as exc:
+            self._finish(502, f"upstream stream broke: {exc}")
+            yield self.served.dialect.stream_error(
+                "The upstream stream broke before it finished; the tokens sent so far were "
+                "counted. Retry the request.",
+                "upstream_stream_broken",
+            )
+        finally:
+            self.reply.close()
+            # Only a client that went away leaves the books unwritten by now.
+            self._finish(499, "client disconnected before the stream finished")
+
+    def _relay(self) -> Iterator[bytes]:
+        reader, translator = self.reader, self.translator
+        for chunk in itertools.chain((self.reply.first_chunk,), self.reply.chunks):
+            events = reader.feed(chunk)
+            if translator is not None and events:
+                events = translator.feed(events)
+            if reader.done:
+                # Book the request before its end leaves: an answer the client got is counted.
+                self._finish(200, None)
+                yield b"".join(events)
+                self._drain()
+                return
+            if events:
+                yield b"".join(events)
+        if reader.read_usage() is None:
+            raise TransportError(Outcome.CONNECTION_ERROR, "stream ended without its end event")
+        self._finish(200, None)
+
+    def abandon(self) -> None:
+        """The client is gone: free the upstream and book what happened (once)."""
+        if not self.served.rec.recorded:
+            self.reply.close()
+            self._finish(499, "client disconnected before the stream finished")
+
+    def _drain(self) -> None:
+        """Read the upstream to its end so its connection can be reused."""
+        try:
+            for _ in self.reply.chunks:
+                pass
+        except TransportError:
+            pass
+
+    def _finish(self, status: int, error: str | None) -> None:
+        served = self.served
+        rec = served.rec
+        if rec.recorded:
+            return
+        rec.status_code, rec.error = status, error
+        rec.usage = self.reader.read_usage() or Usage.estimate(
+            served.request.messages, self.reader.completion_text()
+        )
+        rec.latency_ms = served.elapsed_ms()
+        self.booking.book(rec, served.ticket, self.key)

@@ -1,0 +1,25 @@
+"""Tokens of one request, as every layer speaks of them (providers report, accounting books)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway import tokens
+
+
+@dataclass
+class Usage:
+    """Tokens of one request; `estimated` when counted locally instead of by the upstream."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def estimate(cls, messages: list, completion_text: str) -> Usage:
+        """Count locally what the upstream did not report."""
+        return cls(tokens.count_prompt(messages), tokens.count_text(completion_text), True)
