@@ -6,8 +6,11 @@ import hmac
 
 from flask import Response, current_app, json, request
 
+from gateway.dialects.anthropic_messages import error_json as anthropic_error
 from gateway.errors import GatewayError
 from gateway.service import Gateway
+
+ANTHROPIC_PATHS = ("/messages", "/messages/count_tokens")
 
 
 def gateway() -> Gateway:
@@ -77,7 +80,11 @@ def require_master_key() -> None:
 
 
 def error_response(error: GatewayError) -> Response:
-    """The OpenAI error JSON with the error's status and headers."""
-    response = Response(json.dumps(error.body()), error.status, mimetype="application/json")
+    """The error JSON in the dialect of the path (Anthropic's on `/messages`, OpenAI's
+    elsewhere) with the error's status and headers."""
+    body = error.body()
+    if request.path.endswith(ANTHROPIC_PATHS) and request.path.startswith(("/v1/", "/api/v1/")):
+        body = anthropic_error(error.status, error.message)
+    response = Response(json.dumps(body), error.status, mimetype="application/json")
     response.headers.update(error.headers)
     return response

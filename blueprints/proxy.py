@@ -84,6 +84,52 @@ def chat_completions() -> Response:
     return _to_flask(gateway().chat(profile, body, g.caller))
 
 
+@bp.post("/embeddings")
+def embeddings() -> Response:
+    """Embeddings (strings or token ids; float or base64) from the profile's key pool."""
+    profile, body = _read("embeddings")
+    return _to_flask(gateway().serve("openai_embeddings", profile, body, g.caller))
+
+
+@bp.post("/completions")
+def completions() -> Response:
+    """Legacy text completions, streamed or not, from the profile's key pool."""
+    profile, body = _read("completions")
+    return _to_flask(gateway().serve("openai_completions", profile, body, g.caller))
+
+
+@bp.post("/responses")
+def responses() -> Response:
+    """The Responses API (`responses.create`, the Codex CLI), streamed or not, translated
+    for chat-completions upstreams."""
+    profile, body = _read("responses")
+    return _to_flask(gateway().serve("openai_responses", profile, body, g.caller))
+
+
+@bp.get("/responses/<response_id>")
+def get_response(response_id: str) -> Response:
+    """A stored response (made with `store` not false) of this caller."""
+    _, response = gateway().responses.load(response_id, g.caller.client_key_id)
+    return jsonify(response)
+
+
+@bp.post("/messages")
+def messages() -> Response:
+    """Anthropic Messages (the Anthropic SDK, Claude Code), streamed or not, from the same
+    key pool; `?beta=true` and `anthropic-version` / `anthropic-beta` headers are accepted
+    as they come (unknown beta flags are never an error)."""
+    profile, body = _read("messages")
+    return _to_flask(gateway().serve("anthropic_messages", profile, body, g.caller))
+
+
+@bp.post("/messages/count_tokens")
+def count_tokens() -> Response:
+    """The prompt's tokens, counted locally (no upstream call, nothing booked)."""
+    _profile()
+    counted = gateway().dialects["anthropic_messages"].count_tokens(_json_body())
+    return jsonify({"input_tokens": counted})
+
+
 @bp.get("/models")
 def list_models() -> Response:
     """Models the caller's profile serves."""

@@ -243,8 +243,19 @@ def prune_logs(gateway, now: datetime, config: Mapping) -> dict:
     for client_key_id, floor in floors.items():
         mine = and_(logs_t.c.client_key_id == client_key_id, logs_t.c.created_at < floor)
         rows += _delete_batches(gateway.engine, mine)
-    log.info("log retention: %d request-log row(s) before %s deleted", rows, _iso(cutoff))
-    return {"retention_days": days, "cutoff": _iso(cutoff), "deleted": rows}
+    stored = gateway.responses.prune(now, days)
+    log.info(
+        "log retention: %d request-log row(s) and %d stored response(s) before %s deleted",
+        rows,
+        stored,
+        _iso(cutoff),
+    )
+    return {
+        "retention_days": days,
+        "cutoff": _iso(cutoff),
+        "deleted": rows,
+        "stored_responses_deleted": stored,
+    }
 
 
 def _budget_floors(engine: Engine, now: datetime, cutoff: datetime) -> dict[int, datetime]:

@@ -18,8 +18,11 @@ from gateway.accounting import RequestRecord
 from gateway.books import Books
 from gateway.clientkeys import MASTER, Caller, Callers
 from gateway.clock import Clock
+from gateway.dialects.anthropic_messages import AnthropicMessages
 from gateway.dialects.base import Dialect
 from gateway.dialects.openai_chat import OpenAIChat
+from gateway.dialects.openai_other import OpenAICompletions, OpenAIEmbeddings
+from gateway.dialects.openai_responses import OpenAIResponses
 from gateway.errors import GatewayError
 from gateway.journal import DatabaseIdentity
 from gateway.keycache import KeyCache
@@ -35,6 +38,7 @@ from gateway.proxy.booking import Booking
 from gateway.proxy.candidates import Candidates, Profiles
 from gateway.proxy.chain import Chain
 from gateway.proxy.relay import ProxyResponse, Relay, Served, trace_headers
+from gateway.responses_store import ResponseStore
 from gateway.routes import Routes
 from gateway.secrets import SecretBox, SecretUnreadable
 from gateway.store import KeyRow
@@ -91,6 +95,7 @@ class Gateway:
         )
         self.prices = Prices(engine)
         self.routes = Routes(engine)
+        self.responses = ResponseStore(engine)
         self.candidates = Candidates(engine, self.keys, secrets, self.clock, settings.strategy)
         self.admission = Admission(engine, self.books, self.limiter, self.prices, self.clock)
         self.booking = Booking(self.books, self.prices, self.keys, self.clock)
@@ -102,7 +107,16 @@ class Gateway:
             settings.use_paid_models,
             self._fallback_row(settings, secrets),
         )
-        self.dialects: dict[str, Dialect] = {dialect.name: dialect for dialect in (OpenAIChat(),)}
+        self.dialects: dict[str, Dialect] = {
+            dialect.name: dialect
+            for dialect in (
+                OpenAIChat(),
+                AnthropicMessages(),
+                OpenAIEmbeddings(),
+                OpenAICompletions(),
+                OpenAIResponses(self.responses, self.clock),
+            )
+        }
 
     @staticmethod
     def _fallback_row(settings: GatewaySettings, secrets: SecretBox) -> KeyRow | None:

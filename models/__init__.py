@@ -9,6 +9,7 @@ from models.pricing import PriceOverride
 from models.profiles import DEFAULT_PROFILE, Profile
 from models.provider_keys import ProviderKey
 from models.request_logs import Attempt, RequestLog
+from models.responses import StoredResponse
 from models.routes import Route
 from models.usage import UsageDaily
 from models.users import AuditEntry, LoginThrottle, User
@@ -29,6 +30,7 @@ __all__ = [
     "ProviderKey",
     "RequestLog",
     "Route",
+    "StoredResponse",
     "UsageDaily",
     "User",
 ]

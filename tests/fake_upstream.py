@@ -12,10 +12,12 @@ Token accounting is deterministic so tests can predict it:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -53,13 +55,25 @@ class Behaviour:
     # LiteLLM's shape: usage in a chunk whose choices hold an empty delta, and a `cost`
     # (top level and inside usage) that a gateway must not pass on.
     litellm: bool = False
+    # A tool call the model makes (name, arguments as a JSON string), after `content`.
+    tool_name: str | None = None
+    tool_arguments: str = "{}"
+    # Reasoning streamed before the answer (`delta.reasoning_content`, as DeepSeek and
+    # vLLM send it).
+    reasoning: str = ""
 
     @classmethod
     def ok(
-        cls, content: str = DEFAULT_CONTENT, usage: bool = True, prompt_tokens: int | None = None
+        cls,
+        content: str = DEFAULT_CONTENT,
+        usage: bool = True,
+        prompt_tokens: int | None = None,
+        reasoning: str = "",
     ) -> Behaviour:
         """A normal 200 completion (streamed when the request asks for it)."""
-        return cls("ok", content=content, usage=usage, prompt_tokens=prompt_tokens)
+        return cls(
+            "ok", content=content, usage=usage, prompt_tokens=prompt_tokens, reasoning=reasoning
+        )
 
     @classmethod
     def slow(
@@ -71,6 +85,17 @@ class Behaviour:
     ) -> Behaviour:
         """Like ok, but waits before the headers (non-stream) or before each SSE event."""
         return cls("slow", content=content, usage=usage, prompt_tokens=prompt_tokens, delay=delay)
+
+    @classmethod
+    def tool_call(cls, name: str, arguments: dict, content: str = "") -> Behaviour:
+        """The model calls a tool (finish_reason `tool_calls`); streamed, the arguments
+        arrive split across several chunks, as OpenAI sends them."""
+        return cls(
+            "ok",
+            content=content,
+            tool_name=name,
+            tool_arguments=json.dumps(arguments, separators=(",", ":")),
+        )
 
     @classmethod
     def litellm_style(cls, content: str = DEFAULT_CONTENT) -> Behaviour:
@@ -264,12 +289,76 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path.rstrip("/")
         if self.command == "POST" and path == "/v1/chat/completions":
             return lambda b: self._chat(b, body)
+        if self.command == "POST" and path == "/v1/embeddings":
+            return lambda b: self._embeddings(b, body)
+        if self.command == "POST" and path == "/v1/completions":
+            return lambda b: self._completions(b, body)
         if self.command == "GET" and path == "/v1/models":
             return self._list_models
         if self.command == "GET" and path.startswith("/v1/models/"):
             model_id = unquote(path[len("/v1/models/") :])
             return lambda b: self._get_model(b, model_id)
         return None
+
+    def _embeddings(self, b: Behaviour, body: Any) -> None:
+        """POST /v1/embeddings: a deterministic vector per input (float or base64)."""
+        inputs = body.get("input") if isinstance(body, dict) else None
+        if isinstance(inputs, str) or (
+            isinstance(inputs, list) and inputs and isinstance(inputs[0], int)
+        ):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            self._send_json(400, _error("'input' is required", "invalid_request_error"))
+            return
+        size = body.get("dimensions") or 8
+        data, tokens = [], 0
+        for index, item in enumerate(inputs):
+            seed = sum(item) if isinstance(item, list) else len(item)
+            tokens += len(item) if isinstance(item, list) else len(item.split())
+            vector = [round((seed + i) / 100, 4) for i in range(size)]
+            if body.get("encoding_format") == "base64":
+                packed = struct.pack(f"<{size}f", *vector)
+                vector = base64.b64encode(packed).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        answer = {"object": "list", "data": data, "model": body["model"], "usage": usage}
+        self._deliver_json(b, answer, usage)
+
+    def _completions(self, b: Behaviour, body: Any) -> None:
+        """POST /v1/completions (legacy), streamed or not."""
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        if not isinstance(prompt, str | list):
+            self._send_json(400, _error("'prompt' is required", "invalid_request_error"))
+            return
+        text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+        usage = {
+            "prompt_tokens": len(text.split()),
+            "completion_tokens": count_completion_tokens(b.content),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        base = {
+            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body["model"],
+        }
+        if not body.get("stream"):
+            choice = {"text": b.content, "index": 0, "logprobs": None, "finish_reason": "stop"}
+            self._deliver_json(b, {**base, "choices": [choice], "usage": usage}, usage)
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        pieces = _word_pieces(b.content)
+        chunks = [
+            {**base, "choices": [{"text": p, "index": 0, "logprobs": None, "finish_reason": None}]}
+            for p in pieces
+        ]
+        last = {"text": "", "index": 0, "logprobs": None, "finish_reason": "stop"}
+        chunks.append({**base, "choices": [last]})
+        sent_usage = usage if include_usage else None
+        if sent_usage:
+            chunks.append({**base, "choices": [], "usage": usage})
+        events = [_sse(c) for c in chunks] + [b"data: [DONE]\n\n"]
+        self._deliver_stream(b, events, min(b.after_events, len(pieces)), sent_usage)
 
     def _list_models(self, b: Behaviour) -> None:
         """GET /v1/models."""
@@ -296,7 +385,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if b.prompt_tokens is not None
                 else count_prompt_tokens(body["messages"])
             ),
-            "completion_tokens": count_completion_tokens(b.content),
+            "completion_tokens": count_completion_tokens(b.content)
+            + (count_completion_tokens(b.tool_arguments) if b.tool_name else 0),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -319,6 +409,17 @@ class _Handler(BaseHTTPRequestHandler):
             ],
             "system_fingerprint": FINGERPRINT,
         }
+        if b.tool_name:
+            message = completion["choices"][0]["message"]
+            message["content"] = b.content or None
+            message["tool_calls"] = [
+                {
+                    "id": TOOL_CALL_ID,
+                    "type": "function",
+                    "function": {"name": b.tool_name, "arguments": b.tool_arguments},
+                }
+            ]
+            completion["choices"][0]["finish_reason"] = "tool_calls"
         if b.usage:
             completion["usage"] = usage
         if b.litellm:
@@ -346,8 +447,20 @@ class _Handler(BaseHTTPRequestHandler):
 
         pieces = _word_pieces(b.content)
         chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        chunks += [chunk({"reasoning_content": p}) for p in _word_pieces(b.reasoning)]
         chunks += [chunk({"content": p}) for p in pieces]
-        chunks.append(chunk({}, "stop"))
+        if b.tool_name:
+            call = {"index": 0, "id": TOOL_CALL_ID, "type": "function"}
+            call["function"] = {"name": b.tool_name, "arguments": ""}
+            chunks.append(chunk({"tool_calls": [call]}))
+            arguments = b.tool_arguments
+            third = max(1, len(arguments) // 3)
+            for start in range(0, len(arguments), third):
+                piece = {"index": 0, "function": {"arguments": arguments[start : start + third]}}
+                chunks.append(chunk({"tool_calls": [piece]}))
+            chunks.append(chunk({}, "tool_calls"))
+        else:
+            chunks.append(chunk({}, "stop"))
         sent_usage = usage if include_usage and b.usage else None
         if sent_usage and b.litellm:
             chunks.append(
@@ -465,6 +578,9 @@ class _Handler(BaseHTTPRequestHandler):
         return b"".join(parts)
 
 
+TOOL_CALL_ID = "call_fake0123456789abcdef"
+
+
 def _choice(delta: dict, finish: str | None) -> dict:
     """One streamed choice."""
     return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -497,6 +613,22 @@ def _validate_chat(body: Any) -> dict | None:
             "missing_required_parameter",
             "messages",
         )
+    # As OpenAI: a tool message answers a tool call of the assistant message before it.
+    open_calls: set[str] = set()
+    for message in body["messages"]:
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "assistant":
+            open_calls = {c.get("id") for c in message.get("tool_calls") or ()}
+        elif role == "tool":
+            if message.get("tool_call_id") not in open_calls:
+                return _error(
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'.",
+                    "invalid_request_error",
+                    param="messages",
+                )
+        else:
+            open_calls = set()
     return None
 
 

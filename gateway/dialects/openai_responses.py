@@ -1,0 +1,497 @@
+"""OpenAI Responses (`POST /v1/responses`): what `responses.create` and the Codex CLI send.
+
+Translated to the gateway's chat form: `instructions`, `input` as text or items (messages,
+`function_call`, `function_call_output`), function tools, `tool_choice`,
+`max_output_tokens`, sampling, `reasoning.effort`. The answer comes back as a `response`
+object, or streamed as the Responses event sequence (`response.created`,
+`response.output_item.added`, `response.output_text.delta`,
+`response.function_call_arguments.delta`, …, `response.completed` with usage), each event
+numbered. With `store` (the default) the response is kept for `previous_response_id` and
+`GET /v1/responses/{id}`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+
+from gateway import tokens
+from gateway.dialects.base import ProxyRequest, sse_data
+from gateway.dialects.openai_chat import OpenAIChat
+from gateway.errors import invalid_request
+from gateway.providers.base import UpstreamReply
+from gateway.responses_store import ResponseStore
+from gateway.validation import MAX_ANSWER_TOKENS
+
+ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+class OpenAIResponses(OpenAIChat):
+    name = "openai_responses"
+    endpoint = "responses"
+
+    def __init__(self, store: ResponseStore, clock) -> None:
+        self.store, self.clock = store, clock
+
+    # -- the request ------------------------------------------------------------------
+
+    def parse(self, body: object) -> ProxyRequest:
+        if not isinstance(body, dict):
+            raise invalid_request("The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise invalid_request("'model' must be a non-empty string.", "model")
+        answer = body.get("max_output_tokens")
+        if answer is not None and (
+            isinstance(answer, bool)
+            or not isinstance(answer, int)
+            or not 1 <= answer <= MAX_ANSWER_TOKENS
+        ):
+            raise invalid_request(
+                f"'max_output_tokens' must be a positive integer of at most {MAX_ANSWER_TOKENS:,}.",
+                "max_output_tokens",
+            )
+        stream = body.get("stream") is True
+        messages = _input_messages(body.get("input"))
+        chat: dict = {"model": model, "messages": messages}
+        if answer:
+            chat["max_tokens"] = answer
+        if stream:
+            chat["stream"] = True
+        for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
+            if body.get(name) is not None:
+                chat[name] = body[name]
+        effort = (body.get("reasoning") or {}).get("effort")
+        if isinstance(effort, str):
+            chat["reasoning_effort"] = effort
+        tools = _tools(body.get("tools"))
+        if tools:
+            chat["tools"] = tools
+            choice = _tool_choice(body.get("tool_choice"))
+            if choice is not None:
+                chat["tool_choice"] = choice
+        instructions = body.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            raise invalid_request("'instructions' must be a string.", "instructions")
+        request = ProxyRequest(
+            self.endpoint,
+            model,
+            stream,
+            chat,
+            wants_usage=True,  # read by the translator, never shown as a chat chunk
+            answer_tokens=answer,
+            messages=messages,
+        )
+        request.extra = {
+            "id": "resp_" + uuid.uuid4().hex,
+            "created_at": int(time.time()),
+            "instructions": instructions,
+            "previous_response_id": body.get("previous_response_id"),
+            "store": body.get("store") is not False,
+            "tools": body.get("tools") or [],
+            "tool_choice": body.get("tool_choice") or "auto",
+            "new_messages": messages,
+        }
+        return request
+
+    def prepare(self, request: ProxyRequest, client_key_id: int | None) -> None:
+        """Put the earlier conversation (`previous_response_id`) and the instructions in
+        front of this request's input."""
+        extra = request.extra
+        history: list[dict] = []
+        if extra["previous_response_id"] is not None:
+            history, _ = self.store.load(extra["previous_response_id"], client_key_id)
+        system = (
+            [{"role": "system", "content": extra["instructions"]}] if extra["instructions"] else []
+        )
+        messages = system + history + extra["new_messages"]
+        request.body["messages"] = request.messages = messages
+        extra["client_key_id"] = client_key_id
+        extra["history"] = history
+
+    # -- the answer -------------------------------------------------------------------
+
+    def render(self, reply: UpstreamReply, request: ProxyRequest | None = None) -> bytes:
+        if reply.status >= 300 or request is None:
+            return super().render(reply)
+        completion = orjson.loads(reply.body)
+        choice = (completion.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        output = []
+        text = message.get("content")
+        if isinstance(text, str) and text:
+            output.append(_message_item(text))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            output.append(
+                _call_item(call.get("id"), function.get("name", ""), function.get("arguments", ""))
+            )
+        usage = reply.usage
+        response = self.response_object(
+            request,
+            "completed" if choice.get("finish_reason") != "length" else "incomplete",
+            output,
+            usage.input_tokens if usage else 0,
+            usage.output_tokens if usage else 0,
+            completion.get("model"),
+        )
+        self.keep(request, output, response)
+        return orjson.dumps(response)
+
+    def response_object(self, request, status, output, prompt, completion, model=None) -> dict:
+        extra = request.extra
+        return {
+            "id": extra["id"],
+            "object": "response",
+            "created_at": extra["created_at"],
+            "status": status,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"}
+            if status == "incomplete"
+            else None,
+            "instructions": extra["instructions"],
+            "max_output_tokens": request.answer_tokens,
+            "model": model or request.model,
+            "output": output,
+            "parallel_tool_calls": request.body.get("parallel_tool_calls", True),
+            "previous_response_id": extra["previous_response_id"],
+            "reasoning": {"effort": request.body.get("reasoning_effort"), "summary": None},
+            "store": extra["store"],
+            "temperature": request.body.get("temperature"),
+            "text": {"format": {"type": "text"}},
+            "tool_choice": extra["tool_choice"],
+            "tools": extra["tools"],
+            "top_p": request.body.get("top_p"),
+            "truncation": "disabled",
+            "usage": {
+                "input_tokens": prompt,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": completion,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": prompt + completion,
+            },
+            "user": request.body.get("user"),
+            "metadata": {},
+        }
+
+    def keep(self, request: ProxyRequest, output: list[dict], response: dict) -> None:
+        """Store the response and its conversation, unless the request said `store: false`."""
+        extra = request.extra
+        if not extra["store"]:
+            return
+        conversation = extra["history"] + extra["new_messages"] + _as_messages(output)
+        self.store.save(
+            extra["id"], extra.get("client_key_id"), conversation, response, self.clock.now()
+        )
+
+    def stream_translator(self, request: ProxyRequest):
+        return ResponsesStream(self, request)
+
+
+class ResponsesStream:
+    """OpenAI chat chunks in, Responses stream events out."""
+
+    def __init__(self, dialect: OpenAIResponses, request: ProxyRequest) -> None:
+        self.dialect, self.request = dialect, request
+        self.sequence = 0
+        self.started = False
+        self.items: list[dict] = []  # output items, in order
+        self.text_item: dict | None = None
+        self.calls: dict[int, dict] = {}  # chat tool-call index → function_call item
+        self.usage: dict | None = None
+        self.finish: str | None = None
+        self.model: str | None = None
+
+    def _event(self, kind: str, body: dict) -> bytes:
+        body = {"type": kind, "sequence_number": self.sequence, **body}
+        self.sequence += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
+
+    def feed(self, events: list[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        for event in events:
+            data = sse_data(event)
+            if data is None:
+                continue
+            if data == b"[DONE]":
+                out += self._complete()
+                continue
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(chunk, dict):
+                continue
+            if not self.started:
+                out += self._start(chunk)
+            if isinstance(chunk.get("usage"), dict):
+                self.usage = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                if isinstance(choice, dict):
+                    out += self._choice(choice)
+        return out
+
+    def _start(self, chunk: dict) -> list[bytes]:
+        self.started = True
+        self.model = chunk.get("model") or self.request.model
+        response = self.dialect.response_object(self.request, "in_progress", [], 0, 0, self.model)
+        response["usage"] = None
+        return [
+            self._event("response.created", {"response": response}),
+            self._event("response.in_progress", {"response": response}),
+        ]
+
+    def _choice(self, choice: dict) -> list[bytes]:
+        out: list[bytes] = []
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            if self.text_item is None:
+                self.text_item = _message_item("", "in_progress")
+                self.items.append(self.text_item)
+                index = len(self.items) - 1
+                out.append(
+                    self._event(
+                        "response.output_item.added",
+                        {"output_index": index, "item": {**self.text_item, "content": []}},
+                    )
+                )
+                part = {"type": "output_text", "text": "", "annotations": []}
+                out.append(
+                    self._event(
+                        "response.content_part.added",
+                        {
+                            "item_id": self.text_item["id"],
+                            "output_index": index,
+                            "content_index": 0,
+                            "part": part,
+                        },
+                    )
+                )
+            self.text_item["content"][0]["text"] += text
+            out.append(
+                self._event(
+                    "response.output_text.delta",
+                    {
+                        "item_id": self.text_item["id"],
+                        "output_index": self.items.index(self.text_item),
+                        "content_index": 0,
+                        "delta": text,
+                        "logprobs": [],
+                    },
+                )
+            )
+        for call in delta.get("tool_calls") or ():
+            if not isinstance(call, dict):
+                continue
+            number = call.get("index", 0)
+            function = call.get("function") or {}
+            item = self.calls.get(number)
+            if item is None:
+                item = _call_item(call.get("id"), function.get("name") or "", "", "in_progress")
+                self.calls[number] = item
+                self.items.append(item)
+                out.append(
+                    self._event(
+                        "response.output_item.added",
+                        {"output_index": len(self.items) - 1, "item": dict(item)},
+                    )
+                )
+            piece = function.get("arguments")
+            if isinstance(piece, str) and piece:
+                item["arguments"] += piece
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.delta",
+                        {
+                            "item_id": item["id"],
+                            "output_index": self.items.index(item),
+                            "delta": piece,
+                        },
+                    )
+                )
+        if choice.get("finish_reason"):
+            self.finish = choice["finish_reason"]
+        return out
+
+    def _complete(self) -> list[bytes]:
+        out = [] if self.started else self._start({})
+        for index, item in enumerate(self.items):
+            item["status"] = "completed"
+            if item["type"] == "message":
+                part = item["content"][0]
+                body = {"item_id": item["id"], "output_index": index, "content_index": 0}
+                out.append(
+                    self._event(
+                        "response.output_text.done", {**body, "text": part["text"], "logprobs": []}
+                    )
+                )
+                out.append(self._event("response.content_part.done", {**body, "part": part}))
+            else:
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.done",
+                        {
+                            "item_id": item["id"],
+                            "output_index": index,
+                            "arguments": item["arguments"],
+                        },
+                    )
+                )
+            out.append(
+                self._event("response.output_item.done", {"output_index": index, "item": item})
+            )
+        usage = self.usage or {}
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens")
+        prompt = prompt if isinstance(prompt, int) else tokens.count_prompt(self.request.messages)
+        completion = completion if isinstance(completion, int) else 0
+        status = "incomplete" if self.finish == "length" else "completed"
+        response = self.dialect.response_object(
+            self.request, status, self.items, prompt, completion, self.model
+        )
+        self.dialect.keep(self.request, self.items, response)
+        kind = "response.incomplete" if status == "incomplete" else "response.completed"
+        out.append(self._event(kind, {"response": response}))
+        return out
+
+
+def _input_messages(given: object) -> list[dict]:
+    """`input` (a string, or items) as chat messages."""
+    if isinstance(given, str):
+        if not given:
+            raise invalid_request("'input' must not be empty.", "input")
+        return [{"role": "user", "content": given}]
+    if not isinstance(given, list) or not given:
+        raise invalid_request("'input' must be a string or a non-empty array of items.", "input")
+    out: list[dict] = []
+    for number, item in enumerate(given):
+        where = f"input[{number}]"
+        if not isinstance(item, dict):
+            raise invalid_request(f"{where}: an object.", where)
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = ROLES.get(item.get("role"))
+            if role is None:
+                raise invalid_request(f"{where}.role: user, assistant, system or developer.", where)
+            content = _content(item.get("content"), where)
+            if (
+                role == "assistant"
+                and out
+                and out[-1]["role"] == "assistant"
+                and not out[-1].get("content")
+            ):
+                out[-1]["content"] = content  # text of a turn whose calls came first
+            else:
+                out.append({"role": role, "content": content})
+        elif kind == "function_call":
+            call = {
+                "id": str(item.get("call_id") or item.get("id") or ""),
+                "type": "function",
+                "function": {
+                    "name": str(item.get("name", "")),
+                    "arguments": str(item.get("arguments") or "{}"),
+                },
+            }
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            if not isinstance(output, str):
+                output = orjson.dumps(output).decode()
+            out.append(
+                {"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": output}
+            )
+        # reasoning items and other tools' items carry nothing a chat upstream takes
+    if not out:
+        raise invalid_request("'input' holds no message.", "input")
+    return out
+
+
+def _content(content: object, where: str):
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise invalid_request(f"{where}.content: a string or an array of parts.", where)
+    parts = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+    if all(p["type"] == "text" for p in parts):
+        return "\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _tools(tools: object) -> list[dict]:
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise invalid_request("'tools' must be an array.", "tools")
+    out = []
+    for tool in tools:
+        if isinstance(tool, dict) and tool.get("type") == "function" and tool.get("name"):
+            function = {
+                "name": tool["name"],
+                "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+            }
+            if tool.get("description"):
+                function["description"] = tool["description"]
+            out.append({"type": "function", "function": function})
+        # built-in tools (web search, …) and namespaces have no chat-completions form
+    return out
+
+
+def _tool_choice(choice: object):
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name"):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return None
+
+
+def _message_item(text: str, status: str = "completed") -> dict:
+    return {
+        "id": "msg_" + uuid.uuid4().hex,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def _call_item(call_id: object, name: str, arguments: str, status: str = "completed") -> dict:
+    return {
+        "id": "fc_" + uuid.uuid4().hex,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id if isinstance(call_id, str) and call_id else "call_" + uuid.uuid4().hex,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+def _as_messages(output: list[dict]) -> list[dict]:
+    """Output items as the chat messages a next turn continues from."""
+    message: dict = {"role": "assistant", "content": None}
+    for item in output:
+        if item["type"] == "message":
+            message["content"] = item["content"][0]["text"]
+        elif item["type"] == "function_call":
+            message.setdefault("tool_calls", []).append(
+                {
+                    "id": item["call_id"],
+                    "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]},
+                }
+            )
+    return [message]

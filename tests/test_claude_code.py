@@ -1,0 +1,101 @@
+"""Claude Code itself (npm `@anthropic-ai/claude-code`, its native binary) pointed at
+KeyRelay by ANTHROPIC_BASE_URL, with a client key, while the pool holds only an
+OpenAI-format upstream: it prints the upstream's answer, and runs a tool the model asks
+for and sends its result back through KeyRelay."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.fake_upstream import Behaviour
+from tests.npm_tools import claude_code
+
+SECRET = "sk-claude-code-aaaaaaaaaaaaaa"
+
+
+@pytest.fixture(scope="module")
+def claude():
+    return claude_code()
+
+
+@pytest.fixture
+def client_key(admin, fake):
+    admin.add_key(SECRET, fake.base_url)
+    created = admin.call("POST", "/client-keys", {"name": "claude-code", "rpm_limit": 50})
+    assert created.status == 201
+    return created.json()
+
+
+def run(claude, server, key: str, tmp_path, prompt: str, *flags: str):
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": server.url,
+        "ANTHROPIC_AUTH_TOKEN": key,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    return subprocess.run(
+        [str(claude), "-p", prompt, "--model", "gpt-4o-mini", *flags],
+        cwd=work,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_claude_code_prints_the_upstream_answer(claude, server, client_key, fake, admin, tmp_path):
+    done = run(claude, server, client_key["key"], tmp_path, "Say hello")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Hello from the fake upstream"
+    (sent,) = fake.requests
+    assert sent.secret == SECRET and sent.path == "/v1/chat/completions"
+    assert sent.body["stream"] is True
+    assert len(sent.body["tools"]) >= 10  # Claude Code's tools, as OpenAI functions
+    assert all(tool["type"] == "function" for tool in sent.body["tools"])
+    assert sent.body["messages"][0]["role"] == "system"
+    server.app.extensions["keyrelay"].books.flush()
+    (row,) = admin.logs()
+    assert row["endpoint"] == "messages" and row["status_code"] == 200
+    assert row["client_key_id"] == client_key["id"]
+    assert row["total_tokens"] == fake.usage_reported[0]["total_tokens"]
+
+
+def test_claude_code_runs_a_tool_and_sends_the_result_back(
+    claude, server, client_key, fake, tmp_path
+):
+    fake.script(
+        SECRET,
+        [
+            Behaviour.tool_call(
+                "Bash", {"command": "echo hello-from-tool", "description": "Print a greeting"}
+            ),
+            Behaviour.ok("The command printed hello-from-tool."),
+        ],
+    )
+    done = run(
+        claude,
+        server,
+        client_key["key"],
+        tmp_path,
+        "Run echo hello-from-tool",
+        "--allowedTools",
+        "Bash",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "The command printed hello-from-tool."
+    assert len(fake.requests) == 2
+    messages = fake.requests[1].body["messages"]
+    calls = [m for m in messages if m["role"] == "assistant" and m.get("tool_calls")]
+    assert calls[-1]["tool_calls"][0]["function"]["name"] == "Bash"
+    (result,) = [m for m in messages if m["role"] == "tool"]
+    assert result["tool_call_id"] == calls[-1]["tool_calls"][0]["id"]
+    assert "hello-from-tool" in result["content"]  # Claude Code ran it and sent the output
