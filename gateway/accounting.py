@@ -77,6 +77,8 @@ class RequestRecord:
             "input_tokens": self.usage.input_tokens,
             "output_tokens": self.usage.output_tokens,
             "total_tokens": self.usage.total_tokens,
+            "cache_write_tokens": self.usage.cache_write or None,
+            "cache_read_tokens": self.usage.cache_read or None,
             "usage_estimated": self.usage.estimated,
             "cost_micros": self.cost_micros,
             "latency_ms": self.latency_ms,

@@ -39,7 +39,8 @@ _LOG_COLUMNS = (
     "request_id", "created_at", "profile_id", "client_key_id", "endpoint", "model",
     "requested_model", "provider",
     "provider_key_id", "status_code", "streamed", "input_tokens", "output_tokens",
-    "total_tokens", "usage_estimated", "cost_micros", "latency_ms", "ttft_ms",
+    "total_tokens", "cache_write_tokens", "cache_read_tokens", "usage_estimated",
+    "cost_micros", "latency_ms", "ttft_ms",
     "attempt_count", "error",
 )  # fmt: skip
 _ATTEMPT_COLUMNS = (
@@ -59,7 +60,7 @@ def _insert(table: str, columns) -> str:
     return f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
-# Log rows per INSERT statement: 20 columns each, well under SQLite's 32,766 variables.
+# Log rows per INSERT statement: 22 columns each, well under SQLite's 32,766 variables.
 MAX_ROWS_PER_INSERT = 256
 INSERT_ATTEMPT = _insert("attempts", _ATTEMPT_COLUMNS)
 UPSERT_USAGE = (

@@ -36,7 +36,10 @@ from models.types import usd
 
 log = logging.getLogger(__name__)
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+}
 
 
 class KeyInputError(ValueError):

@@ -37,15 +37,32 @@ class Price:
     source: str  # "override", "genai-prices"
     model: str  # the price table's model id (may differ from the requested name)
     exact: object | None = None  # a genai-prices ModelPrice for tiered prices
+    # Prompt-cache writes and reads (None: priced as plain input).
+    cache_write: Decimal | None = None
+    cache_read: Decimal | None = None
 
-    def micros(self, input_tokens: int, output_tokens: int) -> int:
+    def micros(
+        self, input_tokens: int, output_tokens: int, cache_write: int = 0, cache_read: int = 0
+    ) -> int:
+        """`input_tokens` counts every prompt token; the cached ones are priced apart."""
         if self.exact is not None:
             from genai_prices import Usage
 
-            usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+            usage = Usage(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_write_tokens=cache_write,
+                cache_read_tokens=cache_read,
+            )
             total = self.exact.calc_price(usage)["total_price"] * 1_000_000
         else:
-            total = input_tokens * self.input + output_tokens * self.output
+            plain = input_tokens - cache_write - cache_read
+            total = (
+                plain * self.input
+                + cache_write * (self.input if self.cache_write is None else self.cache_write)
+                + cache_read * (self.input if self.cache_read is None else self.cache_read)
+                + output_tokens * self.output
+            )
         return int(total.quantize(_ONE, rounding=ROUND_HALF_UP))
 
 
@@ -73,7 +90,15 @@ def from_table(provider: str | None, model: str) -> Price | None:
             continue
         price = found.model_price
         if isinstance(price.input_mtok, Decimal) and isinstance(price.output_mtok, Decimal):
-            return Price(price.input_mtok, price.output_mtok, "genai-prices", found.model.id)
+            write, read = price.cache_write_mtok, price.cache_read_mtok
+            return Price(
+                price.input_mtok,
+                price.output_mtok,
+                "genai-prices",
+                found.model.id,
+                cache_write=write if isinstance(write, Decimal) else None,
+                cache_read=read if isinstance(read, Decimal) else None,
+            )
         return Price(Decimal(0), Decimal(0), "genai-prices", found.model.id, exact=price)
     return None
 
@@ -134,7 +159,9 @@ class Prices:
         price = self.price(provider, model)
         if price is None:
             return 0
-        return price.micros(usage.input_tokens, usage.output_tokens)
+        return price.micros(
+            usage.input_tokens, usage.output_tokens, usage.cache_write, usage.cache_read
+        )
 
 
 def describe(model: str, price: Price | None) -> dict:

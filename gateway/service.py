@@ -213,9 +213,11 @@ class Gateway:
                 if operation == "completions":
                     reply = adapter.completions(target, body, timeouts, stream, request.wants_usage)
                 elif not stream:
-                    return adapter.chat(target, body, timeouts)
+                    return adapter.chat(target, body, timeouts, request.native)
                 else:
-                    reply = adapter.chat_stream(target, body, timeouts, request.wants_usage)
+                    reply = adapter.chat_stream(
+                        target, body, timeouts, request.wants_usage, request.native
+                    )
                 if reply.stream is not None:  # 2xx: its first bytes decide the attempt
                     try:
                         reply.first_chunk = next(reply.chunks, b"")

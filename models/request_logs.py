@@ -53,6 +53,9 @@ class RequestLog(db.Model):
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Of the input tokens: written to and read from the upstream's prompt cache.
+    cache_write_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int | None] = mapped_column(BigInteger)
     usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
@@ -81,6 +84,8 @@ class RequestLog(db.Model):
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
+            "cache_write_tokens": self.cache_write_tokens or 0,
+            "cache_read_tokens": self.cache_read_tokens or 0,
             "usage_estimated": self.usage_estimated,
             "cost_usd": usd(self.cost_micros),
             "latency_ms": self.latency_ms,

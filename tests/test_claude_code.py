@@ -99,3 +99,21 @@ def test_claude_code_runs_a_tool_and_sends_the_result_back(
     (result,) = [m for m in messages if m["role"] == "tool"]
     assert result["tool_call_id"] == calls[-1]["tool_calls"][0]["id"]
     assert "hello-from-tool" in result["content"]  # Claude Code ran it and sent the output
+
+
+def test_claude_code_through_an_anthropic_key_is_passed_through(claude, server, admin, tmp_path):
+    """With an `anthropic` provider key the Messages body goes up as Claude Code sent it."""
+    from tests.fake_anthropic import DEFAULT_TEXT, FakeAnthropic
+
+    secret = "sk-ant-api03-claudecodeaaaaaaaaaaaa"
+    with FakeAnthropic([secret]) as upstream:
+        admin.add_key(secret, upstream.base_url, provider="anthropic", name="claude")
+        made = admin.call("POST", "/client-keys", {"name": "cc", "rpm_limit": 50}).json()
+        done = run(claude, server, made["key"], tmp_path, "Say hello")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == DEFAULT_TEXT
+        (sent,) = upstream.messages_requests
+        assert sent.key == secret and sent.body["stream"] is True
+        assert sent.body["model"] == "gpt-4o-mini"  # the model Claude Code asked for
+        assert isinstance(sent.body["system"], list)  # Anthropic's own shape, untranslated
+        assert any(tool["name"] == "Bash" for tool in sent.body["tools"])

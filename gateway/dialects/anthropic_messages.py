@@ -61,6 +61,7 @@ def error_json(status: int, message: str) -> dict:
 class AnthropicMessages(Dialect):
     name = "anthropic_messages"
     endpoint = "messages"
+    format = FORMAT
 
     # -- the request ------------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class AnthropicMessages(Dialect):
             wants_usage=True,  # the translator reads it; the client never sees OpenAI's chunk
             answer_tokens=max_tokens,
             messages=messages,
+            native=(FORMAT, body),  # an Anthropic upstream gets the client's own body
         )
 
     def count_tokens(self, body: object) -> int:

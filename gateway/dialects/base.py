@@ -38,6 +38,8 @@ class ProxyRequest:
     answers: bool = True
     # What the dialect keeps between parsing and rendering (e.g. a response id).
     extra: dict = field(default_factory=dict)
+    # (format, body) as the client sent it: an adapter of that format sends it as it is.
+    native: tuple[str, dict] | None = None
 
     def for_model(self, model: str) -> dict:
         """The body to send when the route serves this request with `model`."""
@@ -49,6 +51,7 @@ class Dialect(ABC):
 
     name: str = ""
     endpoint: str = ""
+    format: str = "openai"  # the wire format it speaks: an upstream's in it is relayed
 
     @abstractmethod
     def parse(self, body: object) -> ProxyRequest:

@@ -31,6 +31,7 @@ ROLES = {"user": "user", "assistant": "assistant", "system": "system", "develope
 class OpenAIResponses(OpenAIChat):
     name = "openai_responses"
     endpoint = "responses"
+    format = "openai_responses"  # no upstream speaks it yet: always translated
 
     def __init__(self, store: ResponseStore, clock) -> None:
         self.store, self.clock = store, clock

@@ -119,12 +119,14 @@ class ProviderAdapter(ABC):
         self.http = http
 
     @abstractmethod
-    def chat(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
-        """A chat completion, not streamed (`body` is the gateway's request: OpenAI chat)."""
+    def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
+        """A chat completion, not streamed (`body` is the gateway's request: OpenAI chat).
+        `native`: (format, body) as the client sent it, for an adapter of that format to
+        send as it is (passthrough)."""
 
     @abstractmethod
     def chat_stream(
-        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool
+        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
     ) -> UpstreamReply:
         """A streamed chat completion. `wants_usage`: the client asked to see the usage
         (the adapter asks the upstream for it anyway, to book the request)."""

@@ -36,11 +36,11 @@ class OpenAIAdapter(ProviderAdapter):
             "POST", f"{target.base_url}{path}", self._headers(target), timeouts, orjson.dumps(body)
         )
 
-    def chat(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
+    def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
         return self._whole(target, "/chat/completions", body, timeouts)
 
     def chat_stream(
-        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool
+        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
     ) -> UpstreamReply:
         return self._streamed(target, "/chat/completions", body, timeouts, wants_usage)
 

@@ -112,7 +112,9 @@ class StreamRelay:
     def __init__(self, booking: Booking, served: Served, key: KeyRow, reply: UpstreamReply):
         self.booking, self.served, self.key, self.reply = booking, served, key, reply
         self.reader = reply.stream
-        self.translator = served.dialect.stream_translator(served.request)
+        dialect = served.dialect
+        translate = reply.format != dialect.format  # same format: relayed as it is
+        self.translator = dialect.stream_translator(served.request) if translate else None
 
     def run(self) -> Iterator[bytes]:
         """Yield events as they arrive; book the request before the final event goes out."""

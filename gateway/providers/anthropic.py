@@ -1,0 +1,509 @@
+"""The `anthropic` provider: Anthropic's native Messages API (`x-api-key`,
+`anthropic-version`).
+
+The gateway's request (OpenAI chat) is translated into a Messages request, and the answer
+back into OpenAI chat (whole, or stream events), so every client dialect reaches it. A
+client that speaks Anthropic Messages itself gets passthrough: its own body goes up (with
+the routed model) and the upstream's bytes come back, usage read on the side. Prompt
+caching usage (`cache_creation_input_tokens`, `cache_read_input_tokens`) is booked and
+priced; 529 `overloaded_error` fails over like a 5xx.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+
+from gateway.policy import Outcome
+from gateway.providers.base import (
+    ProviderAdapter,
+    Target,
+    Timeouts,
+    TransportError,
+    UpstreamReply,
+)
+from gateway.usage import Usage
+
+VERSION = "2023-06-01"
+FORMAT = "anthropic"
+# A Messages request must say how long the answer may be; OpenAI's may not.
+DEFAULT_MAX_TOKENS = 4096
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "stop",
+}
+EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+
+
+class AnthropicAdapter(ProviderAdapter):
+    name = "anthropic"
+
+    def _headers(self, target: Target) -> dict[str, str]:
+        return {
+            "x-api-key": target.secret,
+            "anthropic-version": VERSION,
+            "Content-Type": "application/json",
+        }
+
+    def _payload(self, body: dict, native) -> tuple[dict, bool]:
+        """(the Messages request, whether the client's own Anthropic body is sent)."""
+        if native is not None and native[0] == FORMAT:
+            return {**native[1], "model": body["model"]}, True
+        return to_messages(body), False
+
+    def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
+        payload, passthrough = self._payload(body, native)
+        payload.pop("stream", None)
+        response = self.http.request(
+            "POST", f"{target.base_url}/messages", self._headers(target), timeouts,
+            orjson.dumps(payload),
+        )  # fmt: skip
+        raw = response.read()
+        if response.status >= 300:
+            return error_reply(response.status, response.headers, raw)
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict):
+            raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without JSON")
+        usage = usage_of(message.get("usage"))
+        text = "".join(
+            block.get("text", "")
+            for block in message.get("content") or ()
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+        if passthrough:
+            return UpstreamReply(
+                response.status, response.headers, raw, usage=usage, text=text,
+                model=message.get("model"), format=FORMAT,
+            )  # fmt: skip
+        completion = to_completion(message, usage)
+        return UpstreamReply(
+            response.status,
+            response.headers,
+            orjson.dumps(completion),
+            usage=usage,
+            text=text,
+            model=message.get("model"),
+        )
+
+    def chat_stream(
+        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
+    ) -> UpstreamReply:
+        payload, passthrough = self._payload(body, native)
+        payload["stream"] = True
+        response = self.http.request(
+            "POST", f"{target.base_url}/messages", self._headers(target), timeouts,
+            orjson.dumps(payload),
+        )  # fmt: skip
+        if response.status >= 300:
+            return error_reply(response.status, response.headers, response.read())
+        return UpstreamReply(
+            response.status,
+            response.headers,
+            chunks=response.chunks(),
+            _release=response.abandon,
+            stream=MessagesStream(passthrough, wants_usage),
+            format=FORMAT if passthrough else "openai",
+        )
+
+    def list_models(self, target: Target, timeouts: Timeouts) -> UpstreamReply:
+        response = self.http.request(
+            "GET", f"{target.base_url}/models?limit=1000", self._headers(target), timeouts
+        )
+        raw = response.read()
+        if response.status >= 300:
+            return error_reply(response.status, response.headers, raw)
+        return UpstreamReply(response.status, response.headers, raw, format=FORMAT)
+
+    def model_ids(self, reply: UpstreamReply) -> list[str] | None:
+        try:
+            data = orjson.loads(reply.body).get("data")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        if not isinstance(data, list):
+            return None
+        return sorted(
+            {m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
+        )
+
+
+def usage_of(usage: object) -> Usage | None:
+    """A Messages `usage` as the gateway's: input counts every prompt token, cached or not
+    (as OpenAI's prompt_tokens does), with the cache writes and reads beside it."""
+    if not isinstance(usage, dict):
+        return None
+    plain = usage.get("input_tokens")
+    output = usage.get("output_tokens")
+    if not isinstance(plain, int) or not isinstance(output, int):
+        return None
+    write = usage.get("cache_creation_input_tokens") or 0
+    read = usage.get("cache_read_input_tokens") or 0
+    write = write if isinstance(write, int) else 0
+    read = read if isinstance(read, int) else 0
+    return Usage(plain + write + read, output, cache_write=write, cache_read=read)
+
+
+def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamReply:
+    """An error: the body as it came (Anthropic's shape), and its message."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str):
+        message = body[:500].decode("utf-8", "replace") or f"upstream answered {status}"
+    return UpstreamReply(
+        status,
+        headers,
+        body,
+        error=message,
+        error_shaped=isinstance(parsed, dict) and parsed.get("type") == "error",
+        format=FORMAT,
+    )
+
+
+# -- OpenAI chat → Messages ---------------------------------------------------------------
+
+
+def to_messages(body: dict) -> dict:
+    """The gateway's OpenAI chat request as a Messages request."""
+    system: list[str] = []
+    turns: list[dict] = []
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text(message.get("content"))
+            if text:
+                system.append(text)
+        elif role == "tool":
+            block = {
+                "type": "tool_result",
+                "tool_use_id": str(message.get("tool_call_id", "")),
+                "content": _text(message.get("content")),
+            }
+            _append(turns, "user", [block])
+        elif role == "assistant":
+            blocks = []
+            text = _text(message.get("content"))
+            if text:
+                blocks.append({"type": "text", "text": text})
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
+                        "name": function.get("name", ""),
+                        "input": _object(function.get("arguments")),
+                    }
+                )
+            if blocks:
+                _append(turns, "assistant", blocks)
+        else:
+            _append(turns, "user", _user_blocks(message.get("content")))
+    out: dict = {
+        "model": body["model"],
+        "messages": turns,
+        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
+        or DEFAULT_MAX_TOKENS,
+    }  # fmt: skip
+    if system:
+        out["system"] = "\n\n".join(system)
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    stop = body.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(body.get("user"), str):
+        out["metadata"] = {"user_id": body["user"]}
+    tools = [_tool(t) for t in body.get("tools") or () if isinstance(t, dict)]
+    tools = [t for t in tools if t is not None]
+    if tools:
+        out["tools"] = tools
+        choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if choice is not None:
+            out["tool_choice"] = choice
+    effort = body.get("reasoning_effort")
+    if effort in EFFORT_BUDGETS:
+        budget = EFFORT_BUDGETS[effort]
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        out["max_tokens"] = max(out["max_tokens"], budget + 1024)
+    return out
+
+
+def _append(turns: list[dict], role: str, blocks: list[dict]) -> None:
+    """Add blocks to the conversation, merging into the last turn of the same role (the
+    API wants user and assistant turns to alternate)."""
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["content"] += blocks
+    else:
+        turns.append({"role": role, "content": list(blocks)})
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text")
+        )
+    return ""
+
+
+def _user_blocks(content) -> list[dict]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for part in content or ():
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            blocks.append({"type": "text", "text": part.get("text", "")})
+        elif part.get("type") == "image_url":
+            url = (part.get("image_url") or {}).get("url", "")
+            blocks.append({"type": "image", "source": _image_source(url)})
+    return blocks
+
+
+def _image_source(url: str) -> dict:
+    if url.startswith("data:") and ";base64," in url:
+        media, data = url[5:].split(";base64,", 1)
+        return {"type": "base64", "media_type": media, "data": data}
+    return {"type": "url", "url": url}
+
+
+def _object(arguments) -> dict:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = orjson.loads(arguments or "{}")
+    except (orjson.JSONDecodeError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tool(tool: dict) -> dict | None:
+    function = tool.get("function")
+    if tool.get("type") != "function" or not isinstance(function, dict):
+        return None
+    out = {
+        "name": function.get("name", ""),
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        out["description"] = function["description"]
+    return out
+
+
+def _tool_choice(choice, parallel) -> dict | None:
+    out = None
+    if choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        out = {"type": "none"}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        out = {"type": "tool", "name": choice["function"].get("name", "")}
+    if parallel is False:
+        out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return out
+
+
+# -- Messages → OpenAI chat ---------------------------------------------------------------
+
+
+def to_completion(message: dict, usage: Usage | None) -> dict:
+    text, thinking, calls = [], [], []
+    for block in message.get("content") or ():
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "thinking":
+            thinking.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+    answer: dict = {"role": "assistant", "content": "".join(text) or None, "refusal": None}
+    if thinking:
+        answer["reasoning_content"] = "".join(thinking)
+    if calls:
+        answer["tool_calls"] = calls
+    completion = {
+        "id": "chatcmpl-" + str(message.get("id", uuid.uuid4().hex)).removeprefix("msg_"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": message.get("model", ""),
+        "choices": [
+            {
+                "index": 0,
+                "message": answer,
+                "logprobs": None,
+                "finish_reason": FINISH_REASONS.get(message.get("stop_reason"), "stop"),
+            }
+        ],
+    }
+    if usage is not None:
+        completion["usage"] = openai_usage(usage)
+    return completion
+
+
+def openai_usage(usage: Usage) -> dict:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read},
+    }
+
+
+class MessagesStream:
+    """Reads a Messages SSE stream: relays its events as they are (passthrough), or turns
+    them into OpenAI chat chunks; either way reads usage and the end (`message_stop`)."""
+
+    def __init__(self, passthrough: bool, wants_usage: bool) -> None:
+        self.passthrough, self.wants_usage = passthrough, wants_usage
+        self.done = False
+        self._buffer = b""
+        self._start: dict = {}
+        self._output = 0
+        self._text: list[str] = []
+        self._id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        self._model = ""
+        self._created = int(time.time())
+        self._calls: dict[int, int] = {}  # block index → tool-call index
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        if b"\r" in data:
+            self._buffer = self._buffer.replace(b"\r\n", b"\n")
+        out: list[bytes] = []
+        while (end := self._buffer.find(b"\n\n")) != -1:
+            event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            out += self._event(event)
+        return out
+
+    def _event(self, event: bytes) -> list[bytes]:
+        payload = None
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                try:
+                    payload = orjson.loads(line[5:].strip())
+                except orjson.JSONDecodeError:
+                    payload = None
+        if not isinstance(payload, dict):
+            return [event + b"\n\n"] if self.passthrough else []
+        kind = payload.get("type")
+        if kind == "message_start":
+            message = payload.get("message") or {}
+            self._start = message.get("usage") or {}
+            self._model = message.get("model", "")
+        elif kind == "message_delta":
+            output = (payload.get("usage") or {}).get("output_tokens")
+            if isinstance(output, int):
+                self._output = output
+        elif kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                self._text.append(delta.get("text", ""))
+        elif kind == "message_stop":
+            self.done = True
+        if self.passthrough:
+            return [event + b"\n\n"]
+        return self._translate(kind, payload)
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
+        chunk = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _translate(self, kind, payload: dict) -> list[bytes]:
+        if kind == "message_start":
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                number = len(self._calls)
+                self._calls[payload.get("index", 0)] = number
+                call = {
+                    "index": number,
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {"name": block.get("name", ""), "arguments": ""},
+                }
+                return [self._chunk({"tool_calls": [call]})]
+            return []
+        if kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [self._chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "thinking_delta":
+                return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
+            if delta.get("type") == "input_json_delta":
+                number = self._calls.get(payload.get("index", 0), 0)
+                piece = {"index": number, "function": {"arguments": delta.get("partial_json", "")}}
+                return [self._chunk({"tool_calls": [piece]})]
+            return []
+        if kind == "message_delta":
+            reason = (payload.get("delta") or {}).get("stop_reason")
+            return [self._chunk({}, FINISH_REASONS.get(reason, "stop"))]
+        if kind == "message_stop":
+            out = []
+            usage = self.read_usage()
+            if self.wants_usage and usage is not None:
+                chunk = {
+                    "id": self._id,
+                    "object": "chat.completion.chunk",
+                    "created": self._created,
+                    "model": self._model,
+                    "choices": [],
+                    "usage": openai_usage(usage),
+                }
+                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            out.append(b"data: [DONE]\n\n")
+            return out
+        if kind == "error":
+            error = payload.get("error") or {}
+            raise TransportError(
+                Outcome.SERVER_ERROR, f"upstream stream error: {error.get('message', '')}"
+            )
+        return []
+
+    def read_usage(self) -> Usage | None:
+        if not self._start:
+            return None
+        return usage_of({**self._start, "output_tokens": self._output})
+
+    def completion_text(self) -> str:
+        return "".join(self._text)
