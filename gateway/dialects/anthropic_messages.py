@@ -16,7 +16,7 @@ import uuid
 import orjson
 
 from gateway import tokens
-from gateway.dialects.base import Dialect, ProxyRequest, sse_data
+from gateway.dialects.base import ChunkTranslator, Dialect, ProxyRequest
 from gateway.errors import GatewayError, invalid_request
 from gateway.providers.base import UpstreamReply
 from gateway.validation import MAX_ANSWER_TOKENS
@@ -201,7 +201,7 @@ def message_of(completion: dict, reply: UpstreamReply) -> dict:
     }
 
 
-class StreamTranslator:
+class StreamTranslator(ChunkTranslator):
     """OpenAI chat chunks in, Anthropic Messages events out, block by block."""
 
     def __init__(self, request: ProxyRequest) -> None:
@@ -213,30 +213,6 @@ class StreamTranslator:
         self.stop_reason: str | None = None
         self.usage: dict | None = None
         self.prompt_tokens = tokens.count_prompt(request.messages)
-
-    def feed(self, events: list[bytes]) -> list[bytes]:
-        out: list[bytes] = []
-        for event in events:
-            data = sse_data(event)
-            if data is None:
-                continue
-            if data == b"[DONE]":
-                out += self._close()
-                continue
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if not self.started:
-                out += self._start(chunk)
-            if isinstance(chunk.get("usage"), dict):
-                self.usage = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                if isinstance(choice, dict):
-                    out += self._choice(choice)
-        return out
 
     def _start(self, chunk: dict) -> list[bytes]:
         self.started = True

@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+import orjson
+
 from gateway.errors import GatewayError
 from gateway.providers.base import UpstreamReply
 
@@ -78,6 +80,48 @@ class Dialect(ABC):
     def error_body(self, error: GatewayError) -> dict:
         """The gateway's own error, in the client's format."""
         return error.body()
+
+
+class ChunkTranslator:
+    """Turns OpenAI chat chunks (the gateway's stream form) into a dialect's events:
+    `_start(chunk)` at the first chunk, `_choice(choice)` per choice, `_close()` at
+    `[DONE]`; `usage` holds the upstream's usage chunk."""
+
+    started = False
+    usage: dict | None = None
+
+    def feed(self, events: list[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        for event in events:
+            data = sse_data(event)
+            if data is None:
+                continue
+            if data == b"[DONE]":
+                out += self._close()
+                continue
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(chunk, dict):
+                continue
+            if not self.started:
+                out += self._start(chunk)
+            if isinstance(chunk.get("usage"), dict):
+                self.usage = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                if isinstance(choice, dict):
+                    out += self._choice(choice)
+        return out
+
+    def _start(self, chunk: dict) -> list[bytes]:
+        raise NotImplementedError
+
+    def _choice(self, choice: dict) -> list[bytes]:
+        raise NotImplementedError
+
+    def _close(self) -> list[bytes]:
+        raise NotImplementedError
 
 
 def sse_data(event: bytes) -> bytes | None:

@@ -18,7 +18,7 @@ import uuid
 import orjson
 
 from gateway import tokens
-from gateway.dialects.base import ProxyRequest, sse_data
+from gateway.dialects.base import ChunkTranslator, ProxyRequest
 from gateway.dialects.openai_chat import OpenAIChat
 from gateway.errors import invalid_request
 from gateway.providers.base import UpstreamReply
@@ -191,7 +191,7 @@ class OpenAIResponses(OpenAIChat):
         return ResponsesStream(self, request)
 
 
-class ResponsesStream:
+class ResponsesStream(ChunkTranslator):
     """OpenAI chat chunks in, Responses stream events out."""
 
     def __init__(self, dialect: OpenAIResponses, request: ProxyRequest) -> None:
@@ -209,30 +209,6 @@ class ResponsesStream:
         body = {"type": kind, "sequence_number": self.sequence, **body}
         self.sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
-
-    def feed(self, events: list[bytes]) -> list[bytes]:
-        out: list[bytes] = []
-        for event in events:
-            data = sse_data(event)
-            if data is None:
-                continue
-            if data == b"[DONE]":
-                out += self._complete()
-                continue
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if not self.started:
-                out += self._start(chunk)
-            if isinstance(chunk.get("usage"), dict):
-                self.usage = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                if isinstance(choice, dict):
-                    out += self._choice(choice)
-        return out
 
     def _start(self, chunk: dict) -> list[bytes]:
         self.started = True
@@ -317,7 +293,7 @@ class ResponsesStream:
             self.finish = choice["finish_reason"]
         return out
 
-    def _complete(self) -> list[bytes]:
+    def _close(self) -> list[bytes]:
         out = [] if self.started else self._start({})
         for index, item in enumerate(self.items):
             item["status"] = "completed"
