@@ -102,6 +102,14 @@ def _count(name: str, value) -> int | None:
     return value
 
 
+def _flag(name: str, value) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if value in ("true", "on", "1", "false", "off", "0", ""):
+        return value in ("true", "on", "1")
+    raise KeyInputError(name, f"'{name}' must be true or false.")
+
+
 def _usd(name: str, value) -> int | None:
     try:
         micros = budgets.parse_usd(name, value)
@@ -161,6 +169,8 @@ LIMIT_FIELDS = {
     "monthly_cost_limit": ("monthly_cost_limit_micros", _usd),
     "total_cost_limit": ("total_cost_limit_micros", _usd),
     "expires_at": ("expires_at", parse_moment),
+    # Not a limit, but kept and exported beside them: the upstream's Responses API.
+    "responses_api": ("responses_api", _flag),
 }
 
 
@@ -452,6 +462,7 @@ def limits_of(key) -> dict:
         "monthly_cost_limit": _money(key.monthly_cost_limit_micros),
         "total_cost_limit": _money(key.total_cost_limit_micros),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "responses_api": bool(key.responses_api),
     }
 
 

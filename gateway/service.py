@@ -207,6 +207,9 @@ class Gateway:
 
             def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
                 adapter, target = self.adapters[key.provider], self.candidates.target(key)
+                unresolved = request.extra.get("unresolved")
+                if unresolved is not None and not adapter.passes_through(target, request.native):
+                    raise unresolved  # a conversation only a passthrough upstream could know
                 operation, stream = request.operation, request.stream
                 if operation == "embeddings":
                     return adapter.embeddings(target, body, timeouts)

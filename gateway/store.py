@@ -70,6 +70,7 @@ class KeyRow:
     cost_today: int = 0
     cost_month: int = 0
     cost_total: int = 0
+    responses_api: bool | None = None
 
     def serves(self, model: str) -> bool:
         """Whether this key is configured to serve the model."""
@@ -174,6 +175,7 @@ def _keys_query(by_profile: bool):
         func.coalesce(used.c.cost_today, 0).label("cost_today"),
         func.coalesce(used.c.cost_month, 0).label("cost_month"),
         case((keys_t.c.total_cost_limit_micros.is_(None), 0), else_=all_time).label("cost_total"),
+        keys_t.c.responses_api,
     ).select_from(keys_t.outerjoin(used, used.c.provider_key_id == keys_t.c.id))
     if by_profile:
         return query.where(keys_t.c.profile_id == bindparam("profile_id")).order_by(keys_t.c.id)

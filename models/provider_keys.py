@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from extensions import db
@@ -63,6 +63,8 @@ class ProviderKey(db.Model):
     # KEYRELAY_TIMEZONE; costs are micro-dollars.
     monthly_token_limit: Mapped[int | None] = mapped_column(BigInteger)
     rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    # The upstream has OpenAI's Responses API too: Responses clients are passed through.
+    responses_api: Mapped[bool | None] = mapped_column(Boolean)
     tpm_limit: Mapped[int | None] = mapped_column(Integer)
     # {"gpt-4o": {"rpm": 10, "tpm": 30000}}: extra windows for one model on this key.
     model_limits: Mapped[dict | None] = mapped_column(JSON)

@@ -293,6 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
             return lambda b: self._embeddings(b, body)
         if self.command == "POST" and path == "/v1/completions":
             return lambda b: self._completions(b, body)
+        if self.command == "POST" and path == "/v1/responses":
+            return lambda b: self._responses(b, body)
         if self.command == "GET" and path == "/v1/models":
             return self._list_models
         if self.command == "GET" and path.startswith("/v1/models/"):
@@ -359,6 +361,56 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append({**base, "choices": [], "usage": usage})
         events = [_sse(c) for c in chunks] + [b"data: [DONE]\n\n"]
         self._deliver_stream(b, events, min(b.after_events, len(pieces)), sent_usage)
+
+    def _responses(self, b: Behaviour, body: Any) -> None:
+        """POST /v1/responses (OpenAI's own Responses API), streamed or not."""
+        if not isinstance(body, dict) or "input" not in body:
+            self._send_json(400, _error("'input' is required", "invalid_request_error"))
+            return
+        prompt = count_completion_tokens(json.dumps(body["input"]))
+        usage = {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": count_completion_tokens(b.content),
+            "output_tokens_details": {"reasoning_tokens": 0},
+        }
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        item = {
+            "id": "msg_upstream",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": b.content, "annotations": []}],
+        }
+        response = {
+            "id": "resp_upstream_" + uuid.uuid4().hex[:8],
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": body.get("model"),
+            "output": [item],
+            "previous_response_id": body.get("previous_response_id"),
+            "usage": usage,
+        }
+        reported = {"prompt_tokens": prompt, "completion_tokens": usage["output_tokens"]}
+        if not body.get("stream"):
+            self._deliver_json(b, response, reported)
+            return
+        number = iter(range(1000))
+
+        def event(kind: str, payload: dict) -> bytes:
+            data = {"type": kind, "sequence_number": next(number), **payload}
+            return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        events = [event("response.created", {"response": started})]
+        events += [
+            event("response.output_text.delta", {"item_id": "msg_upstream", "output_index": 0,
+                                                 "content_index": 0, "delta": piece})
+            for piece in _word_pieces(b.content)
+        ]  # fmt: skip
+        events.append(event("response.completed", {"response": response}))
+        self._deliver_stream(b, events, len(events) - 1, reported)
 
     def _list_models(self, b: Behaviour) -> None:
         """GET /v1/models."""

@@ -158,3 +158,31 @@ def test_bad_requests_are_400(server, http, key, fake):
         assert response.status == 400, body
         assert response.json()["error"]["param"] == param
     assert fake.requests == []
+
+
+def test_a_key_with_the_responses_api_gets_passthrough(client, admin, fake, server):
+    made = admin.add_key(SECRET, fake.base_url, responses_api=True)
+    assert made["responses_api"] is True
+    body = {"model": "gpt-4o-mini", "input": "Say hello", "reasoning": {"summary": "auto"}}
+    response = client.responses.create(**body)
+    assert response.id.startswith("resp_upstream_")  # the upstream's own object
+    assert response.output_text == "Hello from the fake upstream"
+    (sent,) = fake.requests
+    assert sent.path == "/v1/responses" and sent.body == body  # the client's body as it is
+    events = list(client.responses.create(**body, stream=True))
+    assert [e.type for e in events][0] == "response.created"
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.id.startswith("resp_upstream_")
+    # A conversation the upstream keeps goes to it: not looked up here.
+    client.responses.create(model="gpt-4o-mini", input="more", previous_response_id="resp_x")
+    assert fake.requests[-1].body["previous_response_id"] == "resp_x"
+    server.app.extensions["keyrelay"].books.flush()
+    rows = admin.logs()
+    assert [r["endpoint"] for r in rows] == ["responses"] * 3
+    assert all(r["total_tokens"] > 0 and not r["usage_estimated"] for r in rows)
+
+
+def test_an_unknown_previous_response_without_passthrough_is_404(client, key, fake):
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="gpt-4o-mini", input="x", previous_response_id="resp_x")
+    assert fake.requests == []

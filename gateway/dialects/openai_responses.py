@@ -20,7 +20,7 @@ import orjson
 from gateway import tokens
 from gateway.dialects.base import ChunkTranslator, ProxyRequest
 from gateway.dialects.openai_chat import OpenAIChat
-from gateway.errors import invalid_request
+from gateway.errors import GatewayError, invalid_request
 from gateway.providers.base import UpstreamReply
 from gateway.responses_store import ResponseStore
 from gateway.validation import MAX_ANSWER_TOKENS
@@ -31,7 +31,7 @@ ROLES = {"user": "user", "assistant": "assistant", "system": "system", "develope
 class OpenAIResponses(OpenAIChat):
     name = "openai_responses"
     endpoint = "responses"
-    format = "openai_responses"  # no upstream speaks it yet: always translated
+    format = "openai_responses"  # relayed as it is from a key with `responses_api`
 
     def __init__(self, store: ResponseStore, clock) -> None:
         self.store, self.clock = store, clock
@@ -84,6 +84,7 @@ class OpenAIResponses(OpenAIChat):
             wants_usage=True,  # read by the translator, never shown as a chat chunk
             answer_tokens=answer,
             messages=messages,
+            native=("openai_responses", body),  # for an upstream with the Responses API
         )
         request.extra = {
             "id": "resp_" + uuid.uuid4().hex,
@@ -103,7 +104,11 @@ class OpenAIResponses(OpenAIChat):
         extra = request.extra
         history: list[dict] = []
         if extra["previous_response_id"] is not None:
-            history, _ = self.store.load(extra["previous_response_id"], client_key_id)
+            try:
+                history, _ = self.store.load(extra["previous_response_id"], client_key_id)
+            except GatewayError as missing:
+                # Perhaps the upstream's own: only a passthrough key may serve it.
+                extra["unresolved"] = missing
         system = (
             [{"role": "system", "content": extra["instructions"]}] if extra["instructions"] else []
         )
@@ -115,6 +120,8 @@ class OpenAIResponses(OpenAIChat):
     # -- the answer -------------------------------------------------------------------
 
     def render(self, reply: UpstreamReply, request: ProxyRequest | None = None) -> bytes:
+        if reply.format == self.format and (reply.status < 300 or reply.error_shaped):
+            return reply.body  # an upstream with the Responses API: passthrough
         if reply.status >= 300 or request is None:
             return super().render(reply)
         completion = orjson.loads(reply.body)

@@ -51,6 +51,9 @@ class AnthropicAdapter(ProviderAdapter):
             "Content-Type": "application/json",
         }
 
+    def passes_through(self, target: Target, native) -> bool:
+        return native is not None and native[0] == FORMAT
+
     def _payload(self, body: dict, native) -> tuple[dict, bool]:
         """(the Messages request, whether the client's own Anthropic body is sent)."""
         if native is not None and native[0] == FORMAT:

@@ -131,6 +131,10 @@ class ProviderAdapter(ABC):
         """A streamed chat completion. `wants_usage`: the client asked to see the usage
         (the adapter asks the upstream for it anyway, to book the request)."""
 
+    def passes_through(self, target: Target, native) -> bool:
+        """Whether this key sends the client's own body (`native`) as it is."""
+        return False
+
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         """Embeddings (`body`: OpenAI's embeddings request)."""
         raise unsupported(self.name, "embeddings")

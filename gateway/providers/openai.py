@@ -18,6 +18,7 @@ from gateway.providers.base import (
     UpstreamReply,
 )
 from gateway.providers.openai_sse import SSEFilter, strip_cost, usage_of
+from gateway.usage import Usage
 
 
 class OpenAIAdapter(ProviderAdapter):
@@ -36,13 +37,52 @@ class OpenAIAdapter(ProviderAdapter):
             "POST", f"{target.base_url}{path}", self._headers(target), timeouts, orjson.dumps(body)
         )
 
+    def passes_through(self, target: Target, native) -> bool:
+        """A Responses client on a key whose upstream has the Responses API."""
+        return native is not None and native[0] == RESPONSES and target.responses_api
+
     def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
+        if self.passes_through(target, native):
+            return self._responses(target, {**native[1], "model": body["model"]}, timeouts)
         return self._whole(target, "/chat/completions", body, timeouts)
 
     def chat_stream(
         self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
     ) -> UpstreamReply:
+        if self.passes_through(target, native):
+            sent = {**native[1], "model": body["model"], "stream": True}
+            response = self._post(target, "/responses", sent, timeouts)
+            if response.status >= 300:
+                return error_reply(response.status, response.headers, response.read())
+            return UpstreamReply(
+                response.status,
+                response.headers,
+                chunks=response.chunks(),
+                _release=response.abandon,
+                stream=ResponsesEvents(),
+                format=RESPONSES,
+            )
         return self._streamed(target, "/chat/completions", body, timeouts, wants_usage)
+
+    def _responses(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
+        """The Responses API as it is: the upstream's response object relayed."""
+        response = self._post(target, "/responses", body, timeouts)
+        raw = response.read()
+        if response.status >= 300:
+            reply = error_reply(response.status, response.headers, raw)
+            reply.format = RESPONSES
+            return reply
+        parsed = json_object(raw)
+        if parsed is None:
+            raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without JSON")
+        return UpstreamReply(
+            response.status,
+            response.headers,
+            raw,
+            usage=responses_usage(parsed.get("usage")),
+            text=responses_text(parsed),
+            format=RESPONSES,
+        )
 
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         return self._whole(target, "/embeddings", body, timeouts)
@@ -92,6 +132,75 @@ class OpenAIAdapter(ProviderAdapter):
             return None
         ids = {m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
         return sorted(ids)
+
+
+RESPONSES = "openai_responses"
+
+
+def responses_usage(usage: object) -> Usage | None:
+    """A Responses `usage` (input_tokens, output_tokens, cached input) as the gateway's."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(prompt, completion, cache_read=cached if isinstance(cached, int) else 0)
+
+
+def responses_text(response: dict) -> str:
+    return "".join(
+        part.get("text", "")
+        for item in response.get("output") or ()
+        if isinstance(item, dict) and item.get("type") == "message"
+        for part in item.get("content") or ()
+        if isinstance(part, dict) and part.get("type") == "output_text"
+    )
+
+
+class ResponsesEvents:
+    """Reads a Responses stream as it is relayed: its end and usage (`response.completed`,
+    `.incomplete` or `.failed`) and the text sent so far."""
+
+    ENDS = (b"response.completed", b"response.incomplete", b"response.failed")
+
+    def __init__(self) -> None:
+        self.done = False
+        self._buffer = b""
+        self._usage: Usage | None = None
+        self._text: list[str] = []
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        if b"\r" in data:
+            self._buffer = self._buffer.replace(b"\r\n", b"\n")
+        out = []
+        while (end := self._buffer.find(b"\n\n")) != -1:
+            event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            out.append(event + b"\n\n")
+            if b"output_text.delta" in event or any(name in event for name in self.ENDS):
+                self._read(event)
+        return out
+
+    def _read(self, event: bytes) -> None:
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            payload = json_object(line[5:].strip())
+            if payload is None:
+                continue
+            kind = payload.get("type")
+            if kind == "response.output_text.delta" and isinstance(payload.get("delta"), str):
+                self._text.append(payload["delta"])
+            elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                self.done = True
+                self._usage = responses_usage((payload.get("response") or {}).get("usage"))
+
+    def read_usage(self) -> Usage | None:
+        return self._usage
+
+    def completion_text(self) -> str:
+        return "".join(self._text)
 
 
 def completion_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamReply:

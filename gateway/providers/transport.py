@@ -16,6 +16,8 @@ class Target:
     provider: str
     base_url: str
     secret: str = field(repr=False)
+    # The upstream serves OpenAI's Responses API as well as chat completions.
+    responses_api: bool = False
 
 
 @dataclass

@@ -112,7 +112,8 @@ class Candidates:
                 self._secret_unreadable(key)
                 raise
             self._plain[key.secret_encrypted] = secret
-        return Target(key.id, key.provider, key.base_url.rstrip("/"), secret)
+        base = key.base_url.rstrip("/")
+        return Target(key.id, key.provider, base, secret, bool(key.responses_api))
 
     def _secret_unreadable(self, key: KeyRow) -> None:
         if not key.id:  # the environment fallback key has no row
