@@ -70,6 +70,48 @@ def stream_body() -> str:
     return "".join(events)
 
 
+ANTHROPIC_USAGE = {"input_tokens": 9, "output_tokens": 9}
+
+
+def messages_body() -> str:
+    """The fixed Anthropic Messages answer (for `anthropic` provider keys)."""
+    body = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": [{"type": "text", "text": "Hello! How can I help?"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": ANTHROPIC_USAGE,
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+def messages_stream_body() -> str:
+    """The fixed Anthropic Messages stream: the event sequence of one text block."""
+
+    def event(name: str, data: dict) -> str:
+        return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+    start = json.loads(messages_body())
+    start.update(content=[], stop_reason=None, usage={"input_tokens": 9, "output_tokens": 1})
+    events = [event("message_start", {"type": "message_start", "message": start})]
+    block = {"type": "text", "text": ""}
+    events.append(event("content_block_start", {"type": "content_block_start", "index": 0,
+                                                "content_block": block}))  # fmt: skip
+    for piece in STREAM_PIECES:
+        delta = {"type": "text_delta", "text": piece}
+        events.append(event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                    "delta": delta}))  # fmt: skip
+    events.append(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    final = {"stop_reason": "end_turn", "stop_sequence": None}
+    events.append(event("message_delta", {"type": "message_delta", "delta": final,
+                                          "usage": {"output_tokens": 7}}))  # fmt: skip
+    events.append(event("message_stop", {"type": "message_stop"}))
+    return "".join(events)
+
+
 def models_body() -> str:
     """Return the fixed /v1/models list."""
     data = [{"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "bench"}]
@@ -110,6 +152,14 @@ http {{
         location = /stream/v1/chat/completions {{
             default_type text/event-stream;
             return 200 {_nginx_quote(stream_body())};
+        }}
+        location = /v1/messages {{
+            default_type application/json;
+            return 200 {_nginx_quote(messages_body())};
+        }}
+        location = /stream/v1/messages {{
+            default_type text/event-stream;
+            return 200 {_nginx_quote(messages_stream_body())};
         }}
         location = /v1/models {{
             default_type application/json;
