@@ -41,6 +41,14 @@ def _content_text(content) -> str:
     return ""
 
 
+def quick_prompt_estimate(messages: list) -> int:
+    """A prompt's tokens guessed from its length (about four characters a token), for a
+    figure that must be there at once and is corrected later (a stream's first event):
+    the tokenizer costs ~0.4 ms on a short prompt and milliseconds on an agent's."""
+    chars = sum(len(_content_text(m.get("content"))) for m in messages if isinstance(m, dict))
+    return REPLY_PRIMER + MESSAGE_OVERHEAD * len(messages) + chars // 4
+
+
 def count_prompt(messages: list) -> int:
     """Estimated prompt tokens of a chat request's messages."""
     total = REPLY_PRIMER

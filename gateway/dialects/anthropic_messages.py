@@ -212,7 +212,8 @@ class StreamTranslator(ChunkTranslator):
         self.tools: dict[int, int] = {}  # OpenAI tool-call index → block index
         self.stop_reason: str | None = None
         self.usage: dict | None = None
-        self.prompt_tokens = tokens.count_prompt(request.messages)
+        # message_start needs a figure now; message_delta brings the upstream's own.
+        self.prompt_tokens = tokens.quick_prompt_estimate(request.messages)
 
     def _start(self, chunk: dict) -> list[bytes]:
         self.started = True
