@@ -123,6 +123,23 @@ def _parse_body() -> object:
     return body
 
 
+@bp.get("/providers")
+def list_providers():
+    """The provider kinds a key may have: default base URL and price-table id of each."""
+    from gateway.providers import ADAPTERS
+
+    kinds = [
+        {
+            "provider": name,
+            "default_base_url": cls.default_base_url,
+            "price_provider": cls.price_provider,
+            "wire_format": "anthropic" if name == "anthropic" else "openai",
+        }
+        for name, cls in sorted(ADAPTERS.items())
+    ]
+    return jsonify({"data": kinds})
+
+
 @bp.get("/keys")
 def list_keys():
     """Every provider key (masked), optionally of one profile."""

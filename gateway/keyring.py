@@ -13,7 +13,7 @@ from sqlalchemy import Engine, case, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from gateway import budgets, periods, selection
-from gateway.providers import ADAPTERS
+from gateway.providers import ADAPTERS, DEFAULT_BASE_URLS
 from gateway.secrets import (
     FINGERPRINT_PREFIX,
     SecretBox,
@@ -36,10 +36,6 @@ from models.types import usd
 
 log = logging.getLogger(__name__)
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com/v1",
-}
 
 
 class KeyInputError(ValueError):

@@ -3,8 +3,13 @@
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.base import ProviderAdapter
 from gateway.providers.openai import OpenAIAdapter
+from gateway.providers.presets import preset_adapters
 
 ADAPTERS: dict[str, type[ProviderAdapter]] = {
     OpenAIAdapter.name: OpenAIAdapter,
     AnthropicAdapter.name: AnthropicAdapter,
+    **preset_adapters(),
 }
+# Each kind's default base URL and its provider id in the price table.
+DEFAULT_BASE_URLS = {name: cls.default_base_url for name, cls in ADAPTERS.items()}
+PRICE_PROVIDERS = {name: cls.price_provider for name, cls in ADAPTERS.items()}

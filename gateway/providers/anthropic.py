@@ -43,6 +43,8 @@ EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
 
 class AnthropicAdapter(ProviderAdapter):
     name = "anthropic"
+    default_base_url = "https://api.anthropic.com/v1"
+    price_provider = "anthropic"
 
     def _headers(self, target: Target) -> dict[str, str]:
         return {

@@ -114,6 +114,8 @@ class ProviderAdapter(ABC):
     """One upstream API kind. Adding a provider is one module and one registry line."""
 
     name: str = ""
+    default_base_url: str = ""
+    price_provider: str = ""  # its id in the price table
 
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http

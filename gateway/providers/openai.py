@@ -25,6 +25,8 @@ class OpenAIAdapter(ProviderAdapter):
     """Talks the OpenAI wire protocol as is."""
 
     name = "openai"
+    default_base_url = "https://api.openai.com/v1"
+    price_provider = "openai"
 
     def _headers(self, target: Target) -> dict[str, str]:
         return {

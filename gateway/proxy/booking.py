@@ -9,6 +9,7 @@ from gateway.accounting import RequestRecord
 from gateway.books import Books
 from gateway.keycache import KeyCache, apply_booking, needs_touch
 from gateway.pricing import Prices
+from gateway.providers import PRICE_PROVIDERS
 from gateway.proxy.admission import Ticket
 from gateway.store import KeyRow
 
@@ -23,7 +24,8 @@ class Booking:
     ) -> None:
         """Write a finished request to the books (once), and mirror it in the key cache."""
         if not rec.recorded:
-            rec.cost_micros = self.prices.cost_micros(rec.provider, rec.model, rec.usage)
+            priced_as = PRICE_PROVIDERS.get(rec.provider, rec.provider)
+            rec.cost_micros = self.prices.cost_micros(priced_as, rec.model, rec.usage)
         if ticket is not None:
             ticket.settle(rec.usage.total_tokens, rec.cost_micros)
         now = self.clock.now()
