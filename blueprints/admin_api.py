@@ -191,6 +191,16 @@ def delete_key(key_id: int):
     return "", 204
 
 
+@bp.post("/keys/<int:key_id>/set-default")
+def set_default_key(key_id: int):
+    """The profile's default key: tried first, whatever the strategy, while it is usable."""
+    key = _key_or_404(key_id)
+    keyring.set_default(db.session, key)
+    audit("key.set_default", f"key:{key.id}", name=key.name)
+    commit_keys()
+    return jsonify(_describe(key))
+
+
 @bp.post("/keys/<int:key_id>/test")
 def test_key(key_id: int):
     """Test the key with a real cheap call; the result also updates its status."""

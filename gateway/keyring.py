@@ -106,6 +106,16 @@ def _flag(name: str, value) -> bool | None:
     raise KeyInputError(name, f"'{name}' must be true or false.")
 
 
+def _bounded(name: str, value, low: int, high: int) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and whole_number(value) is not None:
+        value = whole_number(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise KeyInputError(name, f"'{name}' must be an integer from {low} to {high}.")
+    return value
+
+
 def _usd(name: str, value) -> int | None:
     try:
         micros = budgets.parse_usd(name, value)
@@ -165,8 +175,11 @@ LIMIT_FIELDS = {
     "monthly_cost_limit": ("monthly_cost_limit_micros", _usd),
     "total_cost_limit": ("total_cost_limit_micros", _usd),
     "expires_at": ("expires_at", parse_moment),
-    # Not a limit, but kept and exported beside them: the upstream's Responses API.
+    # Not limits, but kept and exported beside them: the upstream's Responses API, the
+    # key's share (weighted) and tier (priority) in its pool.
     "responses_api": ("responses_api", _flag),
+    "weight": ("weight", lambda name, value: _bounded(name, value, 1, 1000)),
+    "priority": ("priority", lambda name, value: _bounded(name, value, 0, 100)),
 }
 
 
@@ -434,6 +447,16 @@ def key_usage(session: Session, today) -> dict[int, KeyUsage]:
     }
 
 
+def set_default(session: Session, key: ProviderKey) -> None:
+    """Make the key its profile's default (the profile's other keys lose it)."""
+    session.execute(
+        update(ProviderKey)
+        .where(ProviderKey.profile_id == key.profile_id, ProviderKey.id != key.id)
+        .values(is_default=None)
+    )
+    key.is_default = True
+
+
 def attach_usage(key: ProviderKey, usage: KeyUsage | None) -> ProviderKey:
     """Give an ORM key the usage fields the selector reads (like a KeyRow has)."""
     usage = usage or KeyUsage()
@@ -459,6 +482,8 @@ def limits_of(key) -> dict:
         "total_cost_limit": _money(key.total_cost_limit_micros),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "responses_api": bool(key.responses_api),
+        "weight": key.weight,
+        "priority": key.priority,
     }
 
 
@@ -475,6 +500,7 @@ def describe(key: ProviderKey, usage: KeyUsage | None, now: datetime) -> dict:
         "provider": key.provider,
         "name": key.name,
         "secret": key.secret_masked,
+        "is_default": bool(key.is_default),
         "base_url": key.base_url,
         "models": key.models,
         "discovered_models": key.discovered_models,

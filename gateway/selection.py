@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -18,7 +19,9 @@ from models.provider_keys import (
 
 MOST_REMAINING = "most-remaining"
 ROUND_ROBIN = "round-robin"
-STRATEGIES = (MOST_REMAINING, ROUND_ROBIN)
+WEIGHTED = "weighted"
+PRIORITY = "priority"
+STRATEGIES = (MOST_REMAINING, ROUND_ROBIN, WEIGHTED, PRIORITY)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -82,15 +85,37 @@ def remaining_today(key: KeyRow) -> float:
     return left
 
 
-def order(keys: list[KeyRow], strategy: str, picked_at: dict[int, datetime]) -> list[KeyRow]:
-    """Sort usable keys by the strategy; `picked_at` spreads requests already in flight."""
+def order(
+    keys: list[KeyRow], strategy: str, picked_at: dict[int, datetime], rng=random
+) -> list[KeyRow]:
+    """Sort usable keys by the strategy; `picked_at` spreads requests already in flight.
+    The profile's default key comes first, whatever the strategy, while it is usable.
+
+    - most-remaining: most tokens left today, then least recently used;
+    - round-robin: least recently used;
+    - weighted: a random order in which each key comes first in proportion to its weight;
+    - priority: by tier (lower first), most-remaining within a tier, so a lower tier
+      serves only when no key of a higher one can.
+    """
 
     def last_used(key: KeyRow) -> datetime:
         return max(key.last_used_at or _EPOCH, picked_at.get(key.id, _EPOCH))
 
+    def default(key: KeyRow) -> int:
+        return 0 if key.is_default else 1
+
     if strategy == ROUND_ROBIN:
-        return sorted(keys, key=lambda k: (last_used(k), k.id))
-    return sorted(keys, key=lambda k: (-remaining_today(k), last_used(k), k.id))
+        return sorted(keys, key=lambda k: (default(k), last_used(k), k.id))
+    if strategy == WEIGHTED:
+        # Efraimidis-Spirakis: sorting by u^(1/w) draws keys without replacement by weight.
+        draw = {k.id: rng.random() ** (1.0 / max(1, k.weight or 1)) for k in keys}
+        return sorted(keys, key=lambda k: (default(k), -draw[k.id], k.id))
+    if strategy == PRIORITY:
+        return sorted(
+            keys,
+            key=lambda k: (default(k), k.priority or 0, -remaining_today(k), last_used(k), k.id),
+        )
+    return sorted(keys, key=lambda k: (default(k), -remaining_today(k), last_used(k), k.id))
 
 
 def unavailable_summary(keys: list[KeyRow], now: datetime) -> str:

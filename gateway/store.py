@@ -71,6 +71,9 @@ class KeyRow:
     cost_month: int = 0
     cost_total: int = 0
     responses_api: bool | None = None
+    weight: int | None = None
+    priority: int | None = None
+    is_default: bool | None = None
 
     def serves(self, model: str) -> bool:
         """Whether this key is configured to serve the model."""
@@ -176,6 +179,9 @@ def _keys_query(by_profile: bool):
         func.coalesce(used.c.cost_month, 0).label("cost_month"),
         case((keys_t.c.total_cost_limit_micros.is_(None), 0), else_=all_time).label("cost_total"),
         keys_t.c.responses_api,
+        keys_t.c.weight,
+        keys_t.c.priority,
+        keys_t.c.is_default,
     ).select_from(keys_t.outerjoin(used, used.c.provider_key_id == keys_t.c.id))
     if by_profile:
         return query.where(keys_t.c.profile_id == bindparam("profile_id")).order_by(keys_t.c.id)

@@ -65,6 +65,11 @@ class ProviderKey(db.Model):
     rpm_limit: Mapped[int | None] = mapped_column(Integer)
     # The upstream has OpenAI's Responses API too: Responses clients are passed through.
     responses_api: Mapped[bool | None] = mapped_column(Boolean)
+    # Pool settings: share under `weighted` (None: 1), tier under `priority` (lower first;
+    # None: 0), and the profile's default key, tried first while it is usable.
+    weight: Mapped[int | None] = mapped_column(Integer)
+    priority: Mapped[int | None] = mapped_column(Integer)
+    is_default: Mapped[bool | None] = mapped_column(Boolean)
     tpm_limit: Mapped[int | None] = mapped_column(Integer)
     # {"gpt-4o": {"rpm": 10, "tpm": 30000}}: extra windows for one model on this key.
     model_limits: Mapped[dict | None] = mapped_column(JSON)
