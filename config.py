@@ -71,7 +71,7 @@ SETTINGS: tuple[Setting, ...] = (
         "STRATEGY",
         "most-remaining",
         str,
-        "Default key selection: `most-remaining`, `round-robin`, `weighted` or `priority` (a profile may override).",
+        "Default key selection: `most-remaining`, `round-robin`, `weighted`, `priority` or `least-busy` (a profile may override).",
     ),
     Setting(
         "ADMIN_USERNAME", "admin", str, "Username of the first dashboard admin (created once)."

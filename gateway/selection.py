@@ -21,7 +21,8 @@ MOST_REMAINING = "most-remaining"
 ROUND_ROBIN = "round-robin"
 WEIGHTED = "weighted"
 PRIORITY = "priority"
-STRATEGIES = (MOST_REMAINING, ROUND_ROBIN, WEIGHTED, PRIORITY)
+LEAST_BUSY = "least-busy"
+STRATEGIES = (MOST_REMAINING, ROUND_ROBIN, WEIGHTED, PRIORITY, LEAST_BUSY)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -86,7 +87,11 @@ def remaining_today(key: KeyRow) -> float:
 
 
 def order(
-    keys: list[KeyRow], strategy: str, picked_at: dict[int, datetime], rng=random
+    keys: list[KeyRow],
+    strategy: str,
+    picked_at: dict[int, datetime],
+    rng=random,
+    busy: dict[int, int] | None = None,
 ) -> list[KeyRow]:
     """Sort usable keys by the strategy; `picked_at` spreads requests already in flight.
     The profile's default key comes first, whatever the strategy, while it is usable.
@@ -95,7 +100,9 @@ def order(
     - round-robin: least recently used;
     - weighted: a random order in which each key comes first in proportion to its weight;
     - priority: by tier (lower first), most-remaining within a tier, so a lower tier
-      serves only when no key of a higher one can.
+      serves only when no key of a higher one can;
+    - least-busy: fewest requests in flight (`busy`, from every worker), then least
+      recently used.
     """
 
     def last_used(key: KeyRow) -> datetime:
@@ -106,6 +113,9 @@ def order(
 
     if strategy == ROUND_ROBIN:
         return sorted(keys, key=lambda k: (default(k), last_used(k), k.id))
+    if strategy == LEAST_BUSY:
+        flying = busy or {}
+        return sorted(keys, key=lambda k: (default(k), flying.get(k.id, 0), last_used(k), k.id))
     if strategy == WEIGHTED:
         # Efraimidis-Spirakis: sorting by u^(1/w) draws keys without replacement by weight.
         draw = {k.id: rng.random() ** (1.0 / max(1, k.weight or 1)) for k in keys}

@@ -98,6 +98,7 @@ class Gateway:
         self.responses = ResponseStore(engine)
         self.candidates = Candidates(engine, self.keys, secrets, self.clock, settings.strategy)
         self.admission = Admission(engine, self.books, self.limiter, self.prices, self.clock)
+        self.candidates.limiter = self.limiter
         self.booking = Booking(self.books, self.prices, self.keys, self.clock)
         self.relay = Relay(self.booking)
         self.chain = Chain(
@@ -185,7 +186,7 @@ class Gateway:
             rec.requested_model = request.model
             dialect.prepare(request, caller.client_key_id)
             self.admission.admit(caller, request, ticket)
-            served = Served(request, dialect, rec, ticket, started)
+            served = Served(request, dialect, rec, ticket, started, found.strategy)
             return self.chain.serve(profile, found, request, rec, self._dispatch(served))
         except GatewayError as err:
             rec.status_code, rec.error = err.status, err.message
@@ -200,7 +201,10 @@ class Gateway:
     def _dispatch(self, served: Served):
         """Serve one model of the chain with its keys: the attempts, then the relay."""
         request, rec = served.request, served.rec
-        key_windows = self.admission.key_windows(lambda: rec.model, served.ticket)
+        strategy = served.strategy or self.settings.strategy
+        key_windows = self.admission.key_windows(
+            lambda: rec.model, served.ticket, count_busy=strategy == selection.LEAST_BUSY
+        )
 
         def dispatch(model: str, keys: list[KeyRow]) -> ProxyResponse:
             body = request.for_model(model)

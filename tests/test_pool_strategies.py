@@ -4,11 +4,15 @@ the order keys are tried in, then the same through the proxy."""
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import json
 import random
+import time
 from collections import Counter
 
 from gateway.selection import MOST_REMAINING, PRIORITY, ROUND_ROBIN, WEIGHTED, order
-from tests.conftest import chat
+from tests.conftest import MASTER_KEY, chat
+from tests.fake_upstream import Behaviour
 from tests.test_selection import ids, key
 
 
@@ -74,3 +78,42 @@ def test_weights_and_tiers_through_the_api(admin, fake, client):
     client.chat.completions.create(**chat())
     assert fake.requests[-1].secret == "sk-pool-low-bbbbbbbbbbbbbb"  # tier 1 before tier 2
     assert low["priority"] == 1
+
+
+def test_least_busy_sends_the_next_request_to_the_key_with_fewest_in_flight(
+    admin, fake, server, client
+):
+    a, b = "sk-busy-a-aaaaaaaaaaaaaaaa", "sk-busy-b-bbbbbbbbbbbbbbbb"
+    first = admin.add_key(a, fake.base_url, name="a")
+    second = admin.add_key(b, fake.base_url, name="b")
+    assert admin.call("PUT", "/profiles/default", {"strategy": "least-busy"}).status == 200
+    fake.set_behaviour(a, Behaviour.slow(0.3, content="one two three four five"))
+    fake.set_behaviour(b, Behaviour.slow(0.3, content="one two three four five"))
+    # A stream held open on one key...
+    host, port = server.url.removeprefix("http://").split(":")
+    held = http.client.HTTPConnection(host, int(port), timeout=10)
+    held.request(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(chat(stream=True)),
+        {"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+    )
+    stream = held.getresponse()
+    assert stream.status == 200
+    busy_secret = fake.requests[0].secret
+    limiter = server.app.extensions["keyrelay"].limiter
+    now = int(server.app.extensions["keyrelay"].clock.now().timestamp())
+    busy_id = first["id"] if busy_secret == a else second["id"]
+    assert limiter.window(f"pk:{busy_id}:busy", now).in_flight == 1
+    # ...so the next request goes to the other one, whichever was first before.
+    fake.set_behaviour(a, Behaviour.ok())
+    fake.set_behaviour(b, Behaviour.ok())
+    for _ in range(3):
+        client.chat.completions.create(**chat())
+    assert {r.secret for r in fake.requests[1:]} == {a, b} - {busy_secret}
+    stream.read()
+    held.close()
+    deadline = time.monotonic() + 5
+    while limiter.window(f"pk:{busy_id}:busy", now).in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert limiter.window(f"pk:{busy_id}:busy", now).in_flight == 0  # given back at the end

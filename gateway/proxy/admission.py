@@ -40,10 +40,19 @@ class Ticket:
     headers: dict[str, str] = field(default_factory=dict)
     # The provider key's windows the serving attempt was admitted to (F30).
     key_scopes: tuple[str, ...] = ()
+    # The provider key's in-flight count it holds a place in (strategy least-busy).
+    busy_scope: str | None = None
+
+    def leave_busy(self) -> None:
+        """Give back the place in the serving key's in-flight count (once)."""
+        if self.busy_scope is not None:
+            scope, self.busy_scope = self.busy_scope, None
+            self.limiter.settle(scope, 0, int(self.clock.now().timestamp()), True)
 
     def settle(self, total_tokens: int = 0, cost_micros: int = 0) -> None:
         """Book the request's tokens in the windows and its cost in the budget period, and
         free its places; once (a second call does nothing). With no arguments: a release."""
+        self.leave_busy()
         now = None
         if self.key_scopes:
             now = int(self.clock.now().timestamp())
@@ -154,12 +163,19 @@ class Admission:
             )
         ticket.reservation = (scope, period_id, estimate)
 
-    def key_windows(self, model_of: Callable[[], str], ticket: Ticket):
+    def key_windows(self, model_of: Callable[[], str], ticket: Ticket, count_busy: bool = False):
         """The attempt loop's check of a provider key's RPM/TPM windows (and the model's on
         that key): a place, or the seconds until there is room. Keys without such limits
-        cost nothing here."""
+        cost nothing here. With `count_busy` (strategy least-busy) the attempt also takes a
+        place in the key's in-flight count, shared by every worker."""
 
         def admit(key: KeyRow) -> int | None:
+            if count_busy:
+                ticket.leave_busy()  # a previous attempt's key is done with
+                now = int(self.clock.now().timestamp())
+                scope = busy_scope(key.id)
+                self.limiter.admit(scope, BUSY_LIMITS, now)
+                ticket.busy_scope = scope
             if not key.rate_limited:
                 ticket.key_scopes = ()
                 return None
@@ -180,6 +196,14 @@ class Admission:
             return None
 
         return admit
+
+
+# In-flight counting without a cap (least-busy reads the counts; nothing is refused).
+BUSY_LIMITS = Limits(parallel=2**31 - 1)
+
+
+def busy_scope(key_id: int) -> str:
+    return f"pk:{key_id}:busy"
 
 
 def ratelimit_headers(limits: Limits, window: Window) -> dict[str, str]:

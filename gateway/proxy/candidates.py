@@ -15,6 +15,7 @@ from gateway import periods, selection, store
 from gateway.errors import GatewayError
 from gateway.keycache import KeyCache
 from gateway.providers.transport import Target
+from gateway.proxy.admission import busy_scope
 from gateway.secrets import SecretBox, SecretUnreadable
 from gateway.store import KeyRow
 from models.provider_keys import SECRET_UNREADABLE, STATUS_SENTENCES
@@ -60,6 +61,7 @@ class Candidates:
     ) -> None:
         self.engine, self.keys, self.secrets, self.clock = engine, keys, secrets, clock
         self.strategy = strategy
+        self.limiter = None  # the shared counters, for least-busy (set by the Gateway)
         self._picked_at: dict[int, datetime] = {}
         self._plain: dict[bytes, str] = {}
         self._lock = threading.Lock()
@@ -81,7 +83,12 @@ class Candidates:
         usable = [k for k in keys if selection.effective_status(k, now) == "active"]
         if not usable:
             raise self._no_keys(name, keys, now)
-        ordered = selection.order(usable, profile.strategy or self.strategy, self._picked_at)
+        strategy = profile.strategy or self.strategy
+        busy = None
+        if strategy == selection.LEAST_BUSY and self.limiter is not None:
+            now_s = int(now.timestamp())
+            busy = {k.id: self.limiter.window(busy_scope(k.id), now_s).in_flight for k in usable}
+        ordered = selection.order(usable, strategy, self._picked_at, busy=busy)
         with self._lock:
             self._picked_at[ordered[0].id] = now
         return ordered

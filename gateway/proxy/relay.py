@@ -44,6 +44,7 @@ class Served:
     rec: RequestRecord
     ticket: Ticket
     started: float
+    strategy: str | None = None  # the profile's key selection
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
