@@ -180,11 +180,17 @@ def _gateway_settings(settings: dict) -> GatewaySettings:
         cooldown_seconds=settings["COOLDOWN_SECONDS"],
         failure_threshold=settings["FAILURE_THRESHOLD"],
     )
+    breaker = (
+        settings["BREAKER_FAILURES"],
+        settings["BREAKER_WINDOW"],
+        settings["BREAKER_COOLDOWN"],
+    )
     return GatewaySettings(
         retry=retry,
         strategy=settings["STRATEGY"],
         use_paid_models=settings["USE_PAID_MODELS"],
         fallback_key=_fallback_key(settings),
+        breaker=breaker,
     )
 
 

@@ -68,6 +68,19 @@ SETTINGS: tuple[Setting, ...] = (
         "FAILURE_THRESHOLD", 5, int, "Consecutive failures after which a provider key is disabled."
     ),
     Setting(
+        "BREAKER_FAILURES",
+        5,
+        int,
+        "Failed attempts (5xx, time-outs, connection errors) to one upstream host within `KEYRELAY_BREAKER_WINDOW` that open its circuit: its keys are passed over (0: no breaker).",
+    ),
+    Setting("BREAKER_WINDOW", 30.0, float, "Seconds in which those failures are counted."),
+    Setting(
+        "BREAKER_COOLDOWN",
+        30.0,
+        float,
+        "Seconds an open circuit stays open; then one request probes the upstream and closes it (an answer) or opens it again.",
+    ),
+    Setting(
         "STRATEGY",
         "most-remaining",
         str,

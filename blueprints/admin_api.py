@@ -89,9 +89,12 @@ def _key_or_404(key_id: int) -> ProviderKey:
 
 def _describe(key: ProviderKey) -> dict:
     now = utcnow()
-    return keyring.describe(
+    described = keyring.describe(
         key, keyring.key_usage(db.session, periods.local_day(now)).get(key.id), now
     )
+    # This worker's circuit for the key's upstream (None: closed).
+    described["upstream_circuit"] = gateway().breaker.state(key.base_url)
+    return described
 
 
 def _json() -> object:

@@ -53,6 +53,14 @@ from models import (
 from models.users import ROLES
 
 bp = Blueprint("dashboard", __name__)
+
+
+@bp.app_template_global()
+def upstream_circuit(base_url: str) -> dict | None:
+    """This worker's circuit for a key's upstream (None while closed), for the key rows."""
+    return gateway().breaker.state(base_url)
+
+
 bp.before_request(guard)
 bp.after_request(no_cache)
 register_csrf_error(bp)

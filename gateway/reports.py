@@ -68,6 +68,7 @@ class KeyHealth:
     profile: str
     provider: str
     secret: str
+    base_url: str
     status: str
     cooldown_until: datetime | None
     used: int
@@ -99,6 +100,7 @@ def key_health(session: Session, now: datetime, profile: str | None = None) -> l
                 profile=key.profile.name,
                 provider=key.provider,
                 secret=key.secret_masked,
+                base_url=key.base_url,
                 status=status,
                 cooldown_until=key.cooldown_until if status == "cooling_down" else None,
                 used=tokens,

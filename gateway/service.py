@@ -35,6 +35,7 @@ from gateway.providers.http import UpstreamClient
 from gateway.proxy.admission import Admission
 from gateway.proxy.attempts import KeyHealth, RetrySettings, run_attempts
 from gateway.proxy.booking import Booking
+from gateway.proxy.breaker import Breaker
 from gateway.proxy.candidates import Candidates, Profiles
 from gateway.proxy.chain import Chain
 from gateway.proxy.relay import ProxyResponse, Relay, Served, trace_headers
@@ -64,6 +65,8 @@ class GatewaySettings:
     use_paid_models: bool = True
     # (provider, secret, base_url) of the environment fallback key (F26), or None.
     fallback_key: tuple[str, str, str] | None = None
+    # The circuit per upstream: (failures, window seconds, cooldown seconds).
+    breaker: tuple[int, float, float] = (5, 30.0, 30.0)
 
 
 class Gateway:
@@ -88,7 +91,10 @@ class Gateway:
         self.profiles = Profiles(engine)
         self.books = Books(engine, journal_dir, database)
         self.keys = KeyCache(engine, self.books.unapplied_tokens)
-        self.health = KeyHealth(engine, self.clock, settings.retry, on_change=self.keys.forget)
+        self.breaker = Breaker(self.clock, *settings.breaker)
+        self.health = KeyHealth(
+            engine, self.clock, settings.retry, on_change=self.keys.forget, breaker=self.breaker
+        )
         self.callers = Callers(engine, master_key, self.clock)
         self.limiter = SharedLimiter(
             Path(journal_dir).parent / "limits.bin", database.id if database else ""

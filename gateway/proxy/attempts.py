@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
@@ -45,11 +45,14 @@ class RetrySettings:
 class KeyHealth:
     """Applies an attempt's outcome to its provider key, right away, for every worker to see."""
 
-    def __init__(self, engine: Engine, clock: Clock, settings: RetrySettings, on_change) -> None:
+    def __init__(
+        self, engine: Engine, clock: Clock, settings: RetrySettings, on_change, breaker=None
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.settings = settings
         self.on_change = on_change
+        self.breaker = breaker  # the circuit per upstream (breaker.py), or None
 
     def apply(self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error: str):
         """Cool down, fail or count a failure; success is written with the log row."""
@@ -92,6 +95,8 @@ def run_attempts(
     failures: list[tuple[KeyRow, Outcome, float | None]] = []
     at_limit: list[int] = []
     unreadable: list[KeyRow] = []
+    circuit_open: list[KeyRow] = []
+    breaker = health.breaker
     for key in keys:
         if len(failures) >= settings.max_attempts:
             break
@@ -100,6 +105,9 @@ def run_attempts(
             break
         if admit is not None and (wait := admit(key)) is not None:
             at_limit.append(wait)
+            continue
+        if breaker is not None and not breaker.allow(key.base_url):
+            circuit_open.append(key)  # its upstream is failing: not even tried
             continue
         timeouts = Timeouts(settings.connect_timeout, min(settings.read_timeout, remaining))
         attempt_start = time.perf_counter()
@@ -111,8 +119,12 @@ def run_attempts(
             transport = exc
             decision = decide(None, exc.outcome)
         except SecretUnreadable:
+            if breaker is not None:
+                breaker.release(key.base_url)
             unreadable.append(key)
             continue
+        if breaker is not None:
+            breaker.record(key.base_url, decision.outcome)
         latency_ms = int((time.perf_counter() - attempt_start) * 1000)
         error = None if decision.outcome is Outcome.OK else _error_text(reply, transport)
         rec.attempts.append(
@@ -134,6 +146,8 @@ def run_attempts(
         raise _keys_at_limit(rec, len(at_limit), min(at_limit))
     if not failures and unreadable:
         raise _keys_unreadable(rec, unreadable, health.clock.now())
+    if not failures and circuit_open:
+        raise _circuits_open(rec, circuit_open, breaker)
     if failures:  # the provider that failed last answers for the request (its headers, log)
         rec.provider = failures[-1][0].provider
     raise _all_failed(failures, rec, settings, time.monotonic() - started)
@@ -147,6 +161,27 @@ def _keys_unreadable(rec: RequestRecord, keys: list[KeyRow], now) -> GatewayErro
         f"No available keys for model {rec.model}: {unavailable_summary(marked, now)}.",
         type="upstream_error",
         code="no_available_keys",
+    )
+
+
+def _circuits_open(rec: RequestRecord, keys: list[KeyRow], breaker) -> GatewayError:
+    """Every key's upstream is failing: 503 naming them and when they are tried again."""
+    from gateway.proxy.breaker import upstream_of
+
+    states = {upstream_of(k.base_url): breaker.state(k.base_url) for k in keys}
+    until = min((s["until"] for s in states.values() if s), default=None)
+    names = ", ".join(sorted(states))
+    headers = {}
+    if until is not None:
+        wait = (datetime.fromisoformat(until) - breaker.clock.now()).total_seconds()
+        headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+    return GatewayError(
+        503,
+        f"No available keys for model {rec.model}: their upstream ({names}) is failing; "
+        f"the circuit is open{f' until {until}' if until else ''}, then one request tries it.",
+        type="upstream_error",
+        code="no_available_keys",
+        headers=headers,
     )
 
 
