@@ -75,9 +75,20 @@ LIMIT_FORM_FIELDS = (
     "monthly_cost_limit",
     "total_cost_limit",
     "expires_at",
+    "weight",
+    "priority",
     "model_limits",
 )
-KEY_FIELDS = ("name", "provider", "profile", "secret", "base_url", "models", *LIMIT_FORM_FIELDS)
+KEY_FIELDS = (
+    "name",
+    "provider",
+    "profile",
+    "secret",
+    "base_url",
+    "models",
+    "responses_api",
+    *LIMIT_FORM_FIELDS,
+)
 PAGE = 50
 PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
 
@@ -195,6 +206,7 @@ def _limit_form_values(key) -> dict:
         " ".join([model, *(f"{k}={v}" for k, v in sorted(limits.items()))])
         for model, limits in sorted((key.model_limits or {}).items())
     )
+    values["responses_api"] = "on" if key.responses_api else ""
     return values
 
 
@@ -233,6 +245,7 @@ def _key_input(values: dict, creating: bool) -> keyring.KeyInput:
     lines = [line for line in values["model_limits"].splitlines() if line.strip()]
     data["model_limits"] = _form_model_limits("\n".join(lines))
     data["expires_at"] = _form_time(values["expires_at"])
+    data["responses_api"] = values.get("responses_api") == "on"
     if not creating and not values["secret"]:
         data.pop("secret", None)
     return keyring.parse_key_input(data, creating=creating)

@@ -489,3 +489,29 @@ def test_overview_never_scans_the_request_log(web, app, fake, client):
                 assert "USING INDEX ix_request_logs_errors" in details, details
         finally:
             raw.close()
+
+
+def test_the_key_form_carries_the_pool_settings(web, fake, admin):
+    """Weight, priority tier and the Responses API: saved from the form, shown on edit,
+    refused with a message on the form when out of range."""
+    assert _add(web, fake, weight="4", priority="2", responses_api="on").status_code == 302
+    key = admin.key(1)
+    assert (key["weight"], key["priority"], key["responses_api"]) == (4, 2, True)
+    form = web.get("/keys/1/edit").text
+    assert 'name="weight" value="4"' in form and 'name="priority" value="2"' in form
+    assert 'name="responses_api" checked' in form
+    refused = _add(web, fake, secret="sk-dash-cccccccccccc3333", weight="0")
+    assert refused.status_code == 422 and "from 1 to 1000" in refused.text
+    data = {
+        "name": "main",
+        "provider": "openai",
+        "profile": "default",
+        "secret": "",
+        "base_url": fake.base_url,
+        "models": "*",
+        "weight": "",
+        "priority": "",
+    }
+    assert web.post("/keys/1/edit", data).status_code == 302  # box unticked: off
+    key = admin.key(1)
+    assert (key["weight"], key["priority"], key["responses_api"]) == (None, None, False)
