@@ -60,6 +60,9 @@ class KeyInput:
     # Only the limits given (column → value; None is "no limit"), so an update changes
     # just those.
     limits: dict = field(default_factory=dict)
+    # The provider's own settings (ProviderKey.options), checked by its adapter when the
+    # provider is known (create_key/update_key); None: not given.
+    options: dict | None = None
 
 
 def _text(data: dict, field: str, limit: int) -> str | None:
@@ -200,6 +203,11 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
             if name in data
         },
     )
+    if "options" in data:
+        options = data["options"]
+        if options is not None and not isinstance(options, dict):
+            raise KeyInputError("options", "'options' must be a JSON object.")
+        key.options = options or {}
     if key.profile is not None and not PROFILE_NAME.match(key.profile):
         raise KeyInputError("profile", "'profile' may hold letters, digits, '_', '.', '-'.")
     if key.provider is not None and key.provider not in ADAPTERS:
@@ -303,9 +311,19 @@ def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) 
     )
     for column, value in data.limits.items():
         setattr(key, column, value)
+    key.options = _checked_options(data.provider, data.options or {}) or None
     session.add(key)
     session.flush()
     return key
+
+
+def _checked_options(provider: str, options: dict) -> dict:
+    """The provider's settings as its adapter accepts them; KeyInputError naming the bad one."""
+    try:
+        return ADAPTERS[provider].check_options(options)
+    except ValueError as exc:
+        field = exc.args[0] if len(exc.args) > 1 else "options"
+        raise KeyInputError(field, str(exc.args[-1])) from None
 
 
 def update_key(
@@ -321,6 +339,9 @@ def update_key(
         key.base_url = data.base_url.rstrip("/")
     for column, value in data.limits.items():
         setattr(key, column, value)
+    if data.options is not None or data.provider is not None:
+        given = data.options if data.options is not None else key.options or {}
+        key.options = _checked_options(key.provider, given) or None
     if "expires_at" in data.limits and key.status == EXPIRED:
         key.status = ACTIVE  # a new (or no) expiry brings an expired key back
     if data.secret is not None:
@@ -504,6 +525,12 @@ def describe(key: ProviderKey, usage: KeyUsage | None, now: datetime) -> dict:
         "base_url": key.base_url,
         "models": key.models,
         "discovered_models": key.discovered_models,
+        "options": key.options or {},
+        "remaining_tokens": key.remaining_tokens,
+        "remaining_credit": usd(key.remaining_credit_micros)
+        if key.remaining_credit_micros is not None
+        else None,
+        "synced_at": key.synced_at.isoformat() if key.synced_at else None,
         **limits_of(key),
         "used_today": used,
         "remaining_today": None if limit is None else max(0, limit - used),

@@ -74,6 +74,9 @@ class KeyRow:
     weight: int | None = None
     priority: int | None = None
     is_default: bool | None = None
+    options: dict | None = None
+    remaining_tokens: int | None = None
+    remaining_credit_micros: int | None = None
 
     def serves(self, model: str) -> bool:
         """Whether this key is configured to serve the model."""
@@ -182,6 +185,9 @@ def _keys_query(by_profile: bool):
         keys_t.c.weight,
         keys_t.c.priority,
         keys_t.c.is_default,
+        keys_t.c.options,
+        keys_t.c.remaining_tokens,
+        keys_t.c.remaining_credit_micros,
     ).select_from(keys_t.outerjoin(used, used.c.provider_key_id == keys_t.c.id))
     if by_profile:
         return query.where(keys_t.c.profile_id == bindparam("profile_id")).order_by(keys_t.c.id)

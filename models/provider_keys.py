@@ -70,6 +70,15 @@ class ProviderKey(db.Model):
     weight: Mapped[int | None] = mapped_column(Integer)
     priority: Mapped[int | None] = mapped_column(Integer)
     is_default: Mapped[bool | None] = mapped_column(Boolean)
+    # Settings of the provider kind that are not secret (RovoDev: email, cloud id, auth
+    # scheme; CLI backends: command, concurrency, timeout). Checked by the adapter's
+    # `check_options`; None is {}.
+    options: Mapped[dict | None] = mapped_column(JSON)
+    # What the provider itself says is left on the account (usage sync: RovoDev credits
+    # check, OpenRouter key info), in tokens or micro-dollars, and when it said so.
+    remaining_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    remaining_credit_micros: Mapped[int | None] = mapped_column(BigInteger)
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     tpm_limit: Mapped[int | None] = mapped_column(Integer)
     # {"gpt-4o": {"rpm": 10, "tpm": 30000}}: extra windows for one model on this key.
     model_limits: Mapped[dict | None] = mapped_column(JSON)

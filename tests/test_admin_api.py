@@ -76,6 +76,8 @@ def test_new_secret_replaces_the_old(admin, fake, client):
         ({"provider": "openai", "name": "n", "secret": "s", "models": 7}, "models"),
         ({"provider": "openai", "name": "n", "secret": "s", "profile": "bad name!"}, "profile"),
         ({"provider": "openai", "name": "n", "secret": "has space"}, "secret"),
+        ({"provider": "openai", "name": "n", "secret": "s", "options": [1]}, "options"),
+        ({"provider": "openai", "name": "n", "secret": "s", "options": {"x": 1}}, "options.x"),
     ],
 )
 def test_bad_key_input_names_the_field(admin, body, param):

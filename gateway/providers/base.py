@@ -120,6 +120,17 @@ class ProviderAdapter(ABC):
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
 
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        """The key's provider settings (ProviderKey.options) as stored; raise
+        ValueError(field, message) for a bad one. This kind takes none."""
+        if options:
+            field = sorted(options)[0]
+            raise ValueError(
+                f"options.{field}", f"Provider '{cls.name}' takes no option '{field}'."
+            )
+        return {}
+
     @abstractmethod
     def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
         """A chat completion, not streamed (`body` is the gateway's request: OpenAI chat).

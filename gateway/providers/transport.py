@@ -18,6 +18,8 @@ class Target:
     secret: str = field(repr=False)
     # The upstream serves OpenAI's Responses API as well as chat completions.
     responses_api: bool = False
+    # The key's provider settings (ProviderKey.options), never secret.
+    options: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass

@@ -120,7 +120,9 @@ class Candidates:
                 raise
             self._plain[key.secret_encrypted] = secret
         base = key.base_url.rstrip("/")
-        return Target(key.id, key.provider, base, secret, bool(key.responses_api))
+        return Target(
+            key.id, key.provider, base, secret, bool(key.responses_api), key.options or {}
+        )
 
     def _secret_unreadable(self, key: KeyRow) -> None:
         if not key.id:  # the environment fallback key has no row
