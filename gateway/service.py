@@ -91,7 +91,9 @@ class Gateway:
         self.profiles = Profiles(engine)
         self.books = Books(engine, journal_dir, database)
         self.keys = KeyCache(engine, self.books.unapplied_tokens)
-        self.breaker = Breaker(self.clock, *settings.breaker)
+        self.breaker = Breaker(
+            self.clock, *settings.breaker, path=Path(journal_dir).parent / "circuits.bin"
+        )
         self.health = KeyHealth(
             engine, self.clock, settings.retry, on_change=self.keys.forget, breaker=self.breaker
         )

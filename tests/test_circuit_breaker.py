@@ -85,3 +85,97 @@ def test_only_failing_upstreams_give_a_503_that_says_so(settings, clock, http):
             assert refused.response.headers["Retry-After"] == "30"
         assert len(a.requests) == 1
         sdk.close()
+
+
+# What another worker does to the shared circuits: a separate process on the same file.
+SIBLING = """
+import sys, time
+from datetime import UTC, datetime
+from gateway.policy import Outcome
+from gateway.proxy.breaker import Breaker
+
+class Clock:
+    def now(self):
+        return datetime.fromtimestamp(float(sys.argv[2]), UTC)
+
+breaker = Breaker(Clock(), 2, 30.0, 30.0, path=sys.argv[1])
+url = "http://upstream-a:8080/v1"
+action = sys.argv[3]
+if action == "fail":
+    breaker.record(url, Outcome.SERVER_ERROR)
+    breaker.record(url, Outcome.SERVER_ERROR)
+elif action == "probe-and-hold":
+    print(breaker.allow(url), flush=True)
+    sys.stdin.read()  # holds the probe until the test closes stdin
+elif action == "answer":
+    print(breaker.allow(url), flush=True)
+    breaker.record(url, Outcome.OK)
+"""
+
+
+class _At:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def now(self):
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(self.seconds, UTC)
+
+
+def _sibling(path, at: float, action: str, **popen):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", SIBLING, str(path), str(at), action]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True, **popen)
+
+
+def test_every_worker_sees_one_circuit_and_sends_one_probe(tmp_path):
+    import subprocess
+
+    from gateway.proxy.breaker import Breaker
+
+    path, url, t0 = tmp_path / "circuits.bin", "http://upstream-a:8080/v1", 1_800_000_000.0
+    clock = _At(t0)
+    here = Breaker(clock, 2, 30.0, 30.0, path=path)
+    assert here.allow(url) and here.state(url) is None
+    failing = _sibling(path, t0, "fail")
+    failing.communicate()
+    assert failing.returncode == 0  # another worker saw two 5xx
+    assert not here.allow(url)  # this one passes the upstream over at once
+    assert here.allow("http://upstream-b:8080/v1")  # other upstreams serve
+    assert here.state(url)["state"] == "open"
+    clock.seconds = t0 + 31  # half-open: the sibling takes the one probe
+    holder = _sibling(path, t0 + 31, "probe-and-hold", stdin=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == "True"
+    assert not here.allow(url)  # a probe is out (another worker's)
+    holder.communicate()
+    assert here.allow(url)  # that worker died without an answer: this one may probe
+    here.release(url)
+    answered = _sibling(path, t0 + 31, "answer")
+    assert answered.communicate()[0].strip() == "True"
+    assert answered.returncode == 0
+    assert here.state(url) is None and here.allow(url)  # the answer closed it for all
+
+
+def test_failures_outside_the_window_do_not_open_the_circuit(tmp_path):
+    from gateway.policy import Outcome
+    from gateway.proxy.breaker import Breaker
+
+    clock = _At(1_800_000_000.0)
+    breaker = Breaker(clock, 3, 10.0, 30.0, path=tmp_path / "circuits.bin")
+    url = "https://api.example.com/v1"
+    for _ in range(2):
+        breaker.record(url, Outcome.TIMEOUT)
+    clock.seconds += 11  # those two are too old to count
+    breaker.record(url, Outcome.CONNECTION_ERROR)
+    breaker.record(url, Outcome.SERVER_ERROR)
+    assert breaker.allow(url)
+    breaker.record(url, Outcome.BAD_RESPONSE)  # three within ten seconds
+    assert not breaker.allow(url)
+    breaker.record("https://api.example.com/v2", Outcome.OK)  # same host: closes it
+    assert breaker.allow(url)
+    for _ in range(5):
+        breaker.record(url, Outcome.CLIENT_ERROR)  # a client's 4xx is no upstream failure
+    assert breaker.allow(url)

@@ -2,20 +2,41 @@
 (5xx, time-outs, refused or broken connections) `failures` times within `window` seconds,
 every key of that host is passed over for `cooldown` seconds; then one attempt (the
 half-open probe) decides: an answer closes the circuit, a failure opens it again. Keys of
-other upstreams keep serving. The state is this worker's (each worker learns on its own
-traffic, within a few requests); the clock is the gateway's."""
+other upstreams keep serving.
+
+The circuits live in a small shared, memory-mapped file (`instance/circuits.bin`), so
+every worker counts the same failures, skips the same open upstream, sends one probe
+between them, and the admin sees one state whichever worker answers. The clock is the
+gateway's. The common case (a closed circuit) reads the map without a lock; only failures,
+probes and the first answer after a failure take the file lock.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
 import threading
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway.policy import Outcome
 
 FAILURES = {Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.BAD_RESPONSE}
+# Failure times kept per upstream: KEYRELAY_BREAKER_FAILURES above this counts as this.
+RING = 64
+ENTRIES = 1024  # upstream hosts; a full table leaves a new host's circuit closed
+
+_MAGIC, _VERSION = b"KRCIRC", 1
+_HEAD = struct.Struct("<6sHII")  # magic, version, entries, ring
+# host key, open_until (0: closed), probe pid (0: none), probe started, failures within
+# the window when last counted, next ring position, then the ring of failure times.
+_ENTRY = struct.Struct(f"<8sdidII{RING}d")
+_STATE = struct.Struct("<8sd")  # the entry's head: what the lock-free read needs
+_PAGE = mmap.PAGESIZE
 
 
 def upstream_of(base_url: str) -> str:
@@ -24,71 +45,208 @@ def upstream_of(base_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-@dataclass
-class _Circuit:
-    failures: deque = field(default_factory=deque)
-    open_until: float | None = None
-    probing: bool = False
+def _key(host: str) -> bytes:
+    return hashlib.blake2b(host.encode(), digest_size=8).digest() or b"\1" * 8
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Table:
+    """The shared file: a header, then ENTRIES fixed entries found by linear probing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = os.fspath(path)
+        self.size = -(-(_HEAD.size + ENTRIES * _ENTRY.size) // _PAGE) * _PAGE
+        self.header = _HEAD.pack(_MAGIC, _VERSION, ENTRIES, RING)
+        self._pid = None
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._where: dict[bytes, int] = {}
+        self._mutex = threading.Lock()
+
+    def _attach(self) -> None:
+        """Open (after a fork, again) and map the file, rebuilding one that is not ours."""
+        if self._fd >= 0 and self._pid == os.getpid():
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_size != self.size or os.pread(fd, _HEAD.size, 0) != self.header:
+                os.ftruncate(fd, 0)  # another layout, or torn: circuits are cheap to relearn
+                os.ftruncate(fd, self.size)
+                os.pwrite(fd, self.header, 0)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        self._map = mmap.mmap(fd, self.size)
+        self._fd, self._pid = fd, os.getpid()
+        self._where.clear()
+
+    def offset(self, key: bytes, claim: bool) -> int | None:
+        """Where the host's entry is (claiming a free one if asked; under the lock)."""
+        index = self._where.get(key)
+        buf = self._map
+        if index is not None and buf[index : index + 8] == key:
+            return index
+        home = int.from_bytes(key[:4], "little") % ENTRIES
+        for step in range(ENTRIES):
+            at = _HEAD.size + ((home + step) % ENTRIES) * _ENTRY.size
+            found = buf[at : at + 8]
+            if found == key:
+                self._where[key] = at
+                return at
+            if found == b"\0" * 8:
+                if not claim:
+                    return None
+                buf[at : at + 8] = key
+                self._where[key] = at
+                return at
+        return None
+
+    def peek(self, key: bytes) -> float:
+        """The circuit's open_until, read without the lock (0: closed or unknown). A torn
+        read of a slot being claimed only misses the key: this attempt goes ahead."""
+        self._attach()
+        at = self.offset(key, claim=False)
+        if at is None:
+            return 0.0
+        found, open_until = _STATE.unpack_from(self._map, at)
+        return open_until if found == key else 0.0
+
+    def read(self, at: int) -> list:
+        return list(_ENTRY.unpack_from(self._map, at))
+
+    def write(self, at: int, entry: list) -> None:
+        _ENTRY.pack_into(self._map, at, *entry)
+
+    def __enter__(self) -> _Table:
+        self._attach()
+        self._mutex.acquire()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._mutex.release()
 
 
 class Breaker:
-    def __init__(self, clock, failures: int, window: float, cooldown: float) -> None:
+    """The circuits of every upstream, shared by the workers through `path`."""
+
+    def __init__(
+        self, clock, failures: int, window: float, cooldown: float, path: Path | None = None
+    ) -> None:
         self.clock = clock
-        self.threshold, self.window, self.cooldown = failures, window, cooldown
-        self._circuits: dict[str, _Circuit] = {}
-        self._lock = threading.Lock()
+        self.threshold = min(failures, RING)
+        self.window, self.cooldown = window, cooldown
+        self._table = _Table(path) if path is not None and self.threshold > 0 else None
+        self._keys: dict[str, bytes] = {}
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
 
+    def _host_key(self, base_url: str) -> bytes:
+        key = self._keys.get(base_url)
+        if key is None:
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            key = self._keys[base_url] = _key(upstream_of(base_url))
+        return key
+
     def allow(self, base_url: str) -> bool:
         """Whether a key of this upstream may be tried now (the half-open probe once)."""
-        if self.threshold <= 0:
+        if self._table is None:
             return True
-        circuit = self._circuits.get(upstream_of(base_url))
-        if circuit is None or circuit.open_until is None:
+        key = self._host_key(base_url)
+        if not self._table.peek(key):
             return True
-        with self._lock:
-            if self._now() < circuit.open_until or circuit.probing:
+        with self._table as table:
+            at = table.offset(key, claim=False)
+            if at is None:
+                return True
+            entry = table.read(at)
+            _, open_until, probe_pid, probe_at = entry[:4]
+            now = self._now()
+            if not open_until:
+                return True
+            if now < open_until:
                 return False
-            circuit.probing = True
+            if probe_pid and _pid_alive(probe_pid) and now - probe_at < max(self.cooldown, 60):
+                return False  # another attempt (this worker's or another's) is probing
+            entry[2], entry[3] = os.getpid(), now
+            table.write(at, entry)
             return True
 
     def release(self, base_url: str) -> None:
         """A probe that made no attempt after all: the next request may probe."""
-        circuit = self._circuits.get(upstream_of(base_url))
-        if circuit is not None:
-            circuit.probing = False
+        if self._table is None or not self._table.peek(self._host_key(base_url)):
+            return
+        with self._table as table:
+            at = table.offset(self._host_key(base_url), claim=False)
+            if at is not None:
+                entry = table.read(at)
+                entry[2], entry[3] = 0, 0.0
+                table.write(at, entry)
 
     def record(self, base_url: str, outcome: Outcome) -> None:
         """An attempt's outcome: failures open the circuit; any answer closes it."""
-        if self.threshold <= 0:
+        if self._table is None:
             return
-        host = upstream_of(base_url)
+        key = self._host_key(base_url)
+        if outcome not in FAILURES:
+            self._close(key)
+            return
         now = self._now()
-        with self._lock:
-            circuit = self._circuits.get(host)
-            if outcome not in FAILURES:
-                if circuit is not None:
-                    del self._circuits[host]  # the upstream answered: closed
-                return
-            circuit = self._circuits.setdefault(host, _Circuit())
-            if circuit.probing:  # the probe failed: open again
-                circuit.probing, circuit.failures = False, deque()
-                circuit.open_until = now + self.cooldown
-                return
-            circuit.failures.append(now)
-            while circuit.failures and circuit.failures[0] <= now - self.window:
-                circuit.failures.popleft()
-            if len(circuit.failures) >= self.threshold:
-                circuit.open_until, circuit.failures = now + self.cooldown, deque()
+        with self._table as table:
+            at = table.offset(key, claim=True)
+            if at is None:
+                return  # no room: this host goes without a breaker
+            entry = table.read(at)
+            if entry[2]:  # the probe failed: open again
+                self._open(entry, now)
+            else:
+                ring = entry[6:]
+                ring[entry[5]] = now  # the oldest failure time makes room
+                entry[5] = (entry[5] + 1) % RING
+                entry[6:] = ring
+                recent = [t for t in ring if t > now - self.window]
+                entry[4] = len(recent)
+                if len(recent) >= self.threshold:
+                    self._open(entry, now)
+            table.write(at, entry)
+
+    def _open(self, entry: list, now: float) -> None:
+        entry[1], entry[2], entry[3], entry[4], entry[5] = now + self.cooldown, 0, 0.0, 0, 0
+        entry[6:] = [0.0] * RING
+
+    def _close(self, key: bytes) -> None:
+        """The upstream answered: forget its failures (the lock only if there were any)."""
+        table = self._table
+        table._attach()
+        at = table.offset(key, claim=False)
+        if at is None:
+            return
+        entry = _ENTRY.unpack_from(table._map, at)
+        if entry[0] != key or not (entry[1] or entry[4]):
+            return
+        with table:
+            table.write(at, [key, 0.0, 0, 0.0, 0, 0] + [0.0] * RING)
 
     def state(self, base_url: str) -> dict | None:
         """`{"state": "open" | "half_open", "until": ISO time}` of the key's upstream, or
         None while its circuit is closed."""
-        circuit = self._circuits.get(upstream_of(base_url))
-        if circuit is None or circuit.open_until is None:
+        if self._table is None:
             return None
-        until = datetime.fromtimestamp(circuit.open_until, UTC)
-        half_open = self._now() >= circuit.open_until
+        open_until = self._table.peek(self._host_key(base_url))
+        if not open_until:
+            return None
+        until = datetime.fromtimestamp(open_until, UTC)
+        half_open = self._now() >= open_until
         return {"state": "half_open" if half_open else "open", "until": until.isoformat()}
