@@ -36,6 +36,7 @@ _HEAD = struct.Struct("<6sHII")  # magic, version, entries, ring
 # the window when last counted, next ring position, then the ring of failure times.
 _ENTRY = struct.Struct(f"<8sdidII{RING}d")
 _STATE = struct.Struct("<8sd")  # the entry's head: what the lock-free read needs
+_HEAD_FIELDS = struct.Struct("<8sdidII")  # the entry without its ring
 _PAGE = mmap.PAGESIZE
 
 
@@ -233,7 +234,7 @@ class Breaker:
         at = table.offset(key, claim=False)
         if at is None:
             return
-        entry = _ENTRY.unpack_from(table._map, at)
+        entry = _HEAD_FIELDS.unpack_from(table._map, at)
         if entry[0] != key or not (entry[1] or entry[4]):
             return
         with table:
