@@ -1,6 +1,7 @@
-"""What translating a client dialect costs: KeyRelay serving Anthropic Messages and the
-Responses API from an OpenAI-format upstream, against the OpenAI chat passthrough, in the
-same run (same nginx fake upstream, same gunicorn settings as bench/run.py).
+"""What translating a client dialect or a provider costs: KeyRelay serving Anthropic
+Messages and the Responses API from an OpenAI-format upstream, and OpenAI chat from
+Anthropic and Gemini upstreams, against the OpenAI chat passthrough, in the same run
+(same nginx fake upstream, same gunicorn settings as bench/run.py).
 
     .venv/bin/python bench/dialects.py            # 5 s runs
     .venv/bin/python bench/dialects.py --quick    # 3 s runs
@@ -47,15 +48,36 @@ CASES = [
      {"model": up.MODEL, "max_tokens": 64, "messages": PROMPT, "stream": True}),
     ("openai chat -> anthropic (translated)", "astream", "/v1/chat/completions",
      {"model": up.MODEL, "messages": PROMPT, "stream": True}),
+    # And against a `gemini` provider key (nginx answering generateContent).
+    ("openai chat -> gemini (translated)", "gchat", "/v1/chat/completions",
+     {"model": up.MODEL, "messages": PROMPT}),
+    ("openai chat -> gemini (translated)", "gstream", "/v1/chat/completions",
+     {"model": up.MODEL, "messages": PROMPT, "stream": True}),
 ]  # fmt: skip
 PROFILES = {
     "chat": "bench",
     "stream": "bench-stream",
     "achat": "bench-anthropic",
     "astream": "bench-anthropic-stream",
+    "gchat": "bench-gemini",
+    "gstream": "bench-gemini-stream",
 }
 # The reference of each mode: the OpenAI chat passthrough of the same shape.
-REFERENCE = {"chat": "chat", "stream": "stream", "achat": "chat", "astream": "stream"}
+REFERENCE = {
+    "chat": "chat",
+    "stream": "stream",
+    "achat": "chat",
+    "astream": "stream",
+    "gchat": "chat",
+    "gstream": "stream",
+}
+# The translated provider keys: (provider, profile, base URL path on nginx).
+PROVIDER_KEYS = [
+    ("anthropic", "bench-anthropic", "/v1"),
+    ("anthropic", "bench-anthropic-stream", "/stream/v1"),
+    ("gemini", "bench-gemini", "/v1beta"),
+    ("gemini", "bench-gemini-stream", "/v1beta"),  # Gemini streams at their own path
+]
 
 
 def wrk(base: str, path: str, body: dict, profile: str, auth: str, conns: int, secs: int):
@@ -111,25 +133,22 @@ def main(argv: list[str] | None = None) -> int:
         base = f"http://127.0.0.1:{port}"
         try:
             run.register_keys(base, master, nginx_port)
-            for profile, prefix in (
-                ("bench-anthropic", "/v1"),
-                ("bench-anthropic-stream", "/stream/v1"),
-            ):
+            for provider, profile, prefix in PROVIDER_KEYS:
                 status, answer = run.api(
                     "POST",
                     f"{base}/api/admin/keys",
                     master,
                     {
                         "profile": profile,
-                        "provider": "anthropic",
+                        "provider": provider,
                         "name": profile,
-                        "secret": "sk-ant-bench-0001",
+                        "secret": f"bench-{provider}-key-0001",
                         "base_url": f"http://127.0.0.1:{nginx_port}{prefix}",
                         "models": ["*"],
                     },
                 )
                 if status != 201:
-                    raise RuntimeError(f"anthropic key for {profile}: {status} {answer}")
+                    raise RuntimeError(f"{provider} key for {profile}: {status} {answer}")
             for case, mode, path, body in CASES:
                 profile = PROFILES[mode]
                 check(base, path, body, profile, master)

@@ -112,6 +112,43 @@ def messages_stream_body() -> str:
     return "".join(events)
 
 
+GEMINI_USAGE = {"promptTokenCount": 9, "candidatesTokenCount": 9, "totalTokenCount": 18}
+
+
+def gemini_body() -> str:
+    """The fixed Gemini generateContent answer (for `gemini` provider keys)."""
+    body = {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": "Hello! How can I help?"}]},
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": GEMINI_USAGE,
+        "modelVersion": MODEL,
+        "responseId": "gemini-bench",
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+def gemini_stream_body() -> str:
+    """The fixed streamGenerateContent?alt=sse answer: one candidate chunk per piece, the
+    last with its finish reason and usage (Google ends each event with CRLF CRLF)."""
+    events = []
+    for number, piece in enumerate(STREAM_PIECES, 1):
+        last = number == len(STREAM_PIECES)
+        candidate = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}
+        if last:
+            candidate["finishReason"] = "STOP"
+        usage = {"promptTokenCount": 9}
+        if last:
+            usage = {"promptTokenCount": 9, "candidatesTokenCount": 7, "totalTokenCount": 16}
+        chunk = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": MODEL}
+        events.append("data: " + json.dumps(chunk, separators=(",", ":")) + "\r\n\r\n")
+    return "".join(events)
+
+
 def models_body() -> str:
     """Return the fixed /v1/models list."""
     data = [{"id": MODEL, "object": "model", "created": 1700000000, "owned_by": "bench"}]
@@ -123,6 +160,7 @@ def _nginx_quote(text: str) -> str:
     if "$" in text:
         raise ValueError("nginx would expand '$' in a return body")
     escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+    escaped = escaped.replace("\r", "\\r")
     return "'" + escaped + "'"
 
 
@@ -160,6 +198,14 @@ http {{
         location = /stream/v1/messages {{
             default_type text/event-stream;
             return 200 {_nginx_quote(messages_stream_body())};
+        }}
+        location = /v1beta/models/{MODEL}:generateContent {{
+            default_type application/json;
+            return 200 {_nginx_quote(gemini_body())};
+        }}
+        location = /v1beta/models/{MODEL}:streamGenerateContent {{
+            default_type text/event-stream;
+            return 200 {_nginx_quote(gemini_stream_body())};
         }}
         location = /v1/models {{
             default_type application/json;
