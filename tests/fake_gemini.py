@@ -16,10 +16,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_TEXT = "Hello from the fake Gemini"
-MODELS = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-embedding-001", "text-embedding-004"]
+MODELS = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-flash-preview", "gemini-embedding-001",
+          "text-embedding-004"]  # fmt: skip
 # Listed but serving neither content nor embeddings: key discovery leaves it out.
 OTHER_MODELS = ["imagen-4.0-generate-001"]
 DIMENSIONS = 8
+# Gemini 3 signs its function calls and wants the signature back (or Google's stand-in).
+SIGNATURE = "c2lnbmVkIGJ5IHRoZSBmYWtl"
+SKIP_SIGNATURE = "skip_thought_signature_validator"
 # Fields the real API takes; it refuses any other ("Invalid JSON payload received").
 REQUEST_FIELDS = {"contents", "systemInstruction", "generationConfig", "tools", "toolConfig",
                   "safetySettings", "cachedContent"}  # fmt: skip
@@ -153,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         if streamed and parse_qs(parts.query).get("alt") != ["sse"]:
             self._error(400, "INVALID_ARGUMENT", "this fake speaks only alt=sse streams")
             return
-        problem = _check(body)
+        problem = _check(body, model)
         if problem:
             self._error(400, "INVALID_ARGUMENT", problem)
             return
@@ -231,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(_chunk([part], model, partial))
         for word in _words(reply.text):
             chunks.append(_chunk([{"text": word}], model, partial))
-        calls = [{"functionCall": {"name": n, "args": a}} for n, a in reply.calls]
+        calls = _call_parts(reply, model)
         if calls:
             chunks.append(_chunk(calls, model, partial))
         final = _chunk([{"text": ""}], model, usage)
@@ -292,7 +296,7 @@ def _answer(reply: Reply, model: str, usage: dict, body: dict) -> dict:
         parts.append({"text": reply.thoughts, "thought": True})
     if reply.text:
         parts.append({"text": reply.text})
-    parts += [{"functionCall": {"name": n, "args": a}} for n, a in reply.calls]
+    parts += _call_parts(reply, model)
     answer = _chunk(parts, model, usage)
     answer["candidates"][0]["finishReason"] = reply.finish
     for index in range(1, count):
@@ -300,7 +304,28 @@ def _answer(reply: Reply, model: str, usage: dict, body: dict) -> dict:
     return answer
 
 
-def _check(body: Any) -> str | None:
+def _call_parts(reply: Reply, model: str) -> list[dict]:
+    parts = [{"functionCall": {"name": n, "args": a}} for n, a in reply.calls]
+    if parts and model.startswith("gemini-3"):
+        parts[0]["thoughtSignature"] = SIGNATURE  # only the first of parallel calls
+    return parts
+
+
+def _signature_problem(parts: list[dict], number: int) -> str | None:
+    """Gemini 3: a model turn's first function call must carry a signature it issued."""
+    calls = [p for p in parts if "functionCall" in p]
+    if not calls:
+        return None
+    signature = calls[0].get("thoughtSignature")
+    if signature is None:
+        return (f"Function call is missing a thought_signature in functionCall parts. "
+                f"(contents[{number}])")  # fmt: skip
+    if signature not in (SIGNATURE, SKIP_SIGNATURE):
+        return f"Corrupted thought signature. (contents[{number}])"
+    return None
+
+
+def _check(body: Any, model: str = "") -> str | None:
     """What the real API refuses: unknown fields, no contents, roles other than user and
     model, a function response naming no function called in the turn before."""
     if not isinstance(body, dict):
@@ -323,6 +348,10 @@ def _check(body: Any) -> str | None:
             if response is not None and response.get("name") not in called:
                 return (f"contents[{number}]: function response {response.get('name')!r} "
                         "answers no function call of the previous turn")  # fmt: skip
+        if content["role"] == "model" and model.startswith("gemini-3"):
+            problem = _signature_problem(parts, number)
+            if problem:
+                return problem
         if content["role"] == "model":
             called = {p["functionCall"]["name"] for p in parts if "functionCall" in p}
         else:

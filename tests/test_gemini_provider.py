@@ -24,7 +24,7 @@ from gateway import tokens
 from tests.conftest import MASTER_KEY, Admin, live_app
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_anthropic import Reply as ClaudeReply
-from tests.fake_gemini import DEFAULT_TEXT, MODELS, FakeGemini, Reply, vector
+from tests.fake_gemini import DEFAULT_TEXT, MODELS, SIGNATURE, FakeGemini, Reply, vector
 
 KEYS = [f"AIzaSyFake{n}-aaaaaaaaaaaaaaaaaaaaaaaaaaaa" for n in "ABC"]
 KEY = KEYS[0]
@@ -233,6 +233,53 @@ def test_tools_round_trip_with_a_tool_result(client, key, gemini):
         "mode": "ANY",
         "allowedFunctionNames": ["get_weather"],
     }
+
+
+def test_gemini_3_gets_its_thought_signatures_back(client, key, gemini):
+    gemini3 = "gemini-3-flash-preview"
+    gemini.script(KEY, [Reply.function_call("get_weather", {"city": "Kano"})])
+    call = (
+        client.chat.completions.create(
+            model=gemini3, messages=[{"role": "user", "content": "Kano?"}], tools=[WEATHER]
+        )
+        .choices[0]
+        .message.tool_calls[0]
+    )
+
+    def follow_up(tool_call: dict) -> str:
+        return (
+            client.chat.completions.create(
+                model=gemini3,
+                tools=[WEATHER],
+                messages=[
+                    {"role": "user", "content": "Kano?"},
+                    {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+                    {"role": "tool", "tool_call_id": tool_call["id"], "content": "35 C"},
+                ],
+            )
+            .choices[0]
+            .message.content
+        )
+
+    assert follow_up(call.model_dump()) == DEFAULT_TEXT  # the fake refuses a missing one
+    replayed = gemini.calls()[1].body["contents"][1]["parts"][0]
+    assert replayed["thoughtSignature"] == SIGNATURE
+    # A call this process never saw (another worker's, or before a restart): Google's
+    # documented stand-in, which Gemini 3 takes.
+    assert follow_up({**call.model_dump(), "id": "call_from_elsewhere"}) == DEFAULT_TEXT
+    replayed = gemini.calls()[2].body["contents"][1]["parts"][0]
+    assert replayed["thoughtSignature"] == "skip_thought_signature_validator"
+    # Gemini 2.5 gets no stand-in.
+    client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "Kano?"},
+            {"role": "assistant", "content": None,
+             "tool_calls": [{**call.model_dump(), "id": "call_other"}]},
+            {"role": "tool", "tool_call_id": "call_other", "content": "35 C"},
+        ],
+    )  # fmt: skip
+    assert "thoughtSignature" not in gemini.calls()[3].body["contents"][1]["parts"][0]
 
 
 def test_a_streamed_function_call(client, key, gemini):
@@ -476,7 +523,7 @@ def test_key_test_discovers_the_models_across_pages(admin, key, gemini):
     result = admin.call("POST", f"/keys/{key['id']}/test").json()
     assert result["result"] == "ok" and result["models"] == sorted(MODELS)
     listed = [r for r in gemini.requests if r.method == "GET"]
-    assert len(listed) == 3  # five models, two a page
+    assert len(listed) == 3  # six models, two a page
     assert [r.path.partition("pageToken=")[2] for r in listed] == ["", "2", "4"]
     assert admin.key(key["id"])["discovered_models"] == sorted(MODELS)
     bad = admin.add_key("AIzaSyUnknown-yyyyyyyyyyyyyyyyyyyyyyyy", gemini.base_url,

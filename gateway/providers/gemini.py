@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+import re
 import struct
 import time
 import uuid
@@ -30,7 +31,13 @@ from gateway.providers.base import (
     TransportError,
     UpstreamReply,
 )
-from gateway.providers.gemini_sse import GeminiStream, choice_of, openai_usage, usage_of
+from gateway.providers.gemini_sse import (
+    SIGNATURES,
+    GeminiStream,
+    choice_of,
+    openai_usage,
+    usage_of,
+)
 
 FORMAT = "gemini"
 # Model list pages read at most for a key test (1000 models a page).
@@ -38,6 +45,10 @@ MAX_MODEL_PAGES = 10
 # What this adapter calls; models that offer none of these are left out of discovery.
 SERVED_METHODS = {"generateContent", "streamGenerateContent", "embedContent"}
 THINKING_BUDGETS = {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
+# Google's documented stand-in for a thought signature lost on the way (the call came
+# from another worker, or before a restart): Gemini 3 takes it instead of refusing.
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+_MAJOR = re.compile(r"gemini-(\d+)")
 KEY_REJECTED = ("API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED")
 
 
@@ -238,6 +249,7 @@ def to_gemini(body: dict) -> dict:
     system: list[str] = []
     contents: list[dict] = []
     names: dict[str, str] = {}  # tool call id → function name, for the tool results
+    signed = _signs_calls(body["model"])
     for message in body.get("messages") or ():
         if not isinstance(message, dict):
             continue
@@ -247,7 +259,7 @@ def to_gemini(body: dict) -> dict:
             if text:
                 system.append(text)
         elif role == "assistant":
-            _append(contents, "model", _model_parts(message, names))
+            _append(contents, "model", _model_parts(message, names, signed))
         elif role == "tool":
             call_id = str(message.get("tool_call_id", ""))
             response = {
@@ -319,18 +331,32 @@ def _image(url: str) -> dict:
     return {"fileData": {"mimeType": media, "fileUri": url}}
 
 
-def _model_parts(message: dict, names: dict[str, str]) -> list[dict]:
+def _signs_calls(model: str) -> bool:
+    """Whether the model wants its function calls' thought signatures back (Gemini 3+)."""
+    found = _MAJOR.match(model.removeprefix("models/"))
+    return found is not None and int(found.group(1)) >= 3
+
+
+def _model_parts(message: dict, names: dict[str, str], signed: bool) -> list[dict]:
     parts = []
     text = _text(message.get("content"))
     if text:
         parts.append({"text": text})
+    first = True
     for call in message.get("tool_calls") or ():
         if not isinstance(call, dict):
             continue
         function = call.get("function") or {}
-        name = function.get("name", "")
-        names[str(call.get("id", ""))] = name
-        parts.append({"functionCall": {"name": name, "args": _object(function.get("arguments"))}})
+        name, call_id = function.get("name", ""), str(call.get("id", ""))
+        names[call_id] = name
+        part: dict = {"functionCall": {"name": name, "args": _object(function.get("arguments"))}}
+        signature = SIGNATURES.get(call_id)
+        if signature is None and signed and first:  # only a turn's first call carries one
+            signature = SKIP_SIGNATURE
+        if signature is not None:
+            part["thoughtSignature"] = signature
+        first = False
+        parts.append(part)
     return parts
 
 

@@ -3,8 +3,10 @@ a `streamGenerateContent?alt=sse` stream as OpenAI chat chunks."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import OrderedDict
 
 import orjson
 
@@ -22,6 +24,32 @@ FINISH_REASONS = {
     "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter",
 }
+
+
+class Signatures:
+    """Thought signatures of the function calls this process handed out, by tool call id.
+
+    Gemini 3 refuses a conversation whose earlier function calls come back without the
+    `thoughtSignature` they were sent with; OpenAI's tool calls have no field for it, so
+    it is kept here (bounded, oldest dropped) and put back when the call returns."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._by_id: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, call_id: str, signature: str) -> None:
+        with self._lock:
+            self._by_id[call_id] = signature
+            while len(self._by_id) > self.size:
+                self._by_id.popitem(last=False)
+
+    def get(self, call_id: str) -> str | None:
+        with self._lock:
+            return self._by_id.get(call_id)
+
+
+SIGNATURES = Signatures()
 
 
 def usage_of(metadata: object) -> Usage | None:
@@ -60,10 +88,15 @@ def finish_reason(reason: object, called: bool) -> str:
     return "tool_calls" if called and mapped == "stop" else mapped
 
 
-def tool_call(call: dict, number: int | None = None) -> dict:
-    """A `functionCall` part as an OpenAI tool call, its arguments a JSON string."""
+def tool_call(part: dict, number: int | None = None) -> dict:
+    """A `functionCall` part as an OpenAI tool call, its arguments a JSON string (its
+    thought signature kept for when the call comes back)."""
+    call = part["functionCall"]
+    call_id = call.get("id") or "call_" + uuid.uuid4().hex[:24]
+    if isinstance(part.get("thoughtSignature"), str):
+        SIGNATURES.keep(call_id, part["thoughtSignature"])
     out = {
-        "id": call.get("id") or "call_" + uuid.uuid4().hex[:24],
+        "id": call_id,
         "type": "function",
         "function": {
             "name": call.get("name", ""),
@@ -74,13 +107,13 @@ def tool_call(call: dict, number: int | None = None) -> dict:
 
 
 def split_parts(candidate: dict) -> tuple[list[str], list[str], list[dict]]:
-    """(texts, thoughts, function calls) of a candidate's parts."""
+    """(texts, thoughts, function call parts) of a candidate's parts."""
     texts, thoughts, calls = [], [], []
     for part in (candidate.get("content") or {}).get("parts") or ():
         if not isinstance(part, dict):
             continue
         if isinstance(part.get("functionCall"), dict):
-            calls.append(part["functionCall"])
+            calls.append(part)
         elif isinstance(part.get("text"), str):
             (thoughts if part.get("thought") else texts).append(part["text"])
     return texts, thoughts, calls
