@@ -28,6 +28,10 @@ class KeyCache:
         self.ttl = ttl
         # Tokens this process booked that the writer has not committed yet (books.py).
         self.unapplied = unapplied or (lambda key_id, day: 0)
+        # Last uses this process wrote (key id -> when), for the same reason: a snapshot
+        # read before the writer committed them would put a key just used back at the head
+        # of the rotation (round-robin, least recently used).
+        self._used: dict[int, datetime] = {}
         self._entries: dict[tuple[int, date], tuple[list[KeyRow], float]] = {}
 
     def keys(self, profile_id: int, today: date) -> list[KeyRow]:
@@ -41,8 +45,15 @@ class KeyCache:
             pending = self.unapplied(row.id, today)
             row.used_today += pending
             row.used_month += pending
+            used = self._used.get(row.id)
+            if used is not None and (row.last_used_at is None or row.last_used_at < used):
+                row.last_used_at = used
         self._entries[(profile_id, today)] = (rows, time.monotonic())
         return rows
+
+    def touched(self, key_id: int, now: datetime) -> None:
+        """This process wrote the key's last use (booked, perhaps not committed yet)."""
+        self._used[key_id] = now
 
     def forget(self) -> None:
         """Drop every snapshot: a key's state changed in the database."""

@@ -2,12 +2,14 @@
 
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.base import ProviderAdapter
+from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
 from gateway.providers.presets import preset_adapters
 
 ADAPTERS: dict[str, type[ProviderAdapter]] = {
     OpenAIAdapter.name: OpenAIAdapter,
     AnthropicAdapter.name: AnthropicAdapter,
+    GeminiAdapter.name: GeminiAdapter,
     **preset_adapters(),
 }
 # Each kind's default base URL and its provider id in the price table.

@@ -34,5 +34,7 @@ class Booking:
         accounting.record(self.books, rec, now, touch_key=touch)
         if key is not None:
             apply_booking(key, rec.usage.total_tokens, rec.cost_micros, touch, now)
+            if touch:
+                self.keys.touched(key.id, now)
         if self.alerts is not None:
             self.alerts.after_booking(rec)

@@ -1,0 +1,469 @@
+"""The `gemini` provider: Google AI Studio's native API (`generateContent`,
+`streamGenerateContent?alt=sse`, `embedContent` / `batchEmbedContents`, `x-goog-api-key`).
+
+The gateway's request (OpenAI chat) is translated into a generateContent request and the
+answer back into OpenAI chat (whole, or stream chunks: gemini_sse.py), so every client
+dialect reaches it. Usage comes from `usageMetadata` (thoughts count as output, cached
+content as cache reads). Google's errors are normalized for the retry decision: a bad key
+(400 `API_KEY_INVALID`) is an auth failure, and a 429's `RetryInfo.retryDelay` sets the
+key's cooldown like a `Retry-After` header.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import re
+import struct
+import time
+import uuid
+from urllib.parse import quote
+
+import orjson
+
+from gateway import tokens
+from gateway.errors import GatewayError
+from gateway.policy import Outcome
+from gateway.providers.base import (
+    ProviderAdapter,
+    Target,
+    Timeouts,
+    TransportError,
+    UpstreamReply,
+)
+from gateway.providers.gemini_sse import (
+    SIGNATURES,
+    GeminiStream,
+    choice_of,
+    openai_usage,
+    usage_of,
+)
+
+FORMAT = "gemini"
+# Model list pages read at most for a key test (1000 models a page).
+MAX_MODEL_PAGES = 10
+# What this adapter calls; models that offer none of these are left out of discovery.
+SERVED_METHODS = {"generateContent", "streamGenerateContent", "embedContent"}
+THINKING_BUDGETS = {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
+# Google's documented stand-in for a thought signature lost on the way (the call came
+# from another worker, or before a restart): Gemini 3 takes it instead of refusing.
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+_MAJOR = re.compile(r"gemini-(\d+)")
+KEY_REJECTED = ("API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED")
+
+
+class GeminiAdapter(ProviderAdapter):
+    name = "gemini"
+    default_base_url = "https://generativelanguage.googleapis.com/v1beta"
+    price_provider = "google"
+
+    def _headers(self, target: Target) -> dict[str, str]:
+        return {"x-goog-api-key": target.secret, "Content-Type": "application/json"}
+
+    def _post(self, target: Target, model: str, method: str, payload: dict, timeouts: Timeouts):
+        url = f"{target.base_url}/models/{model_path(model)}:{method}"
+        return self.http.request(
+            "POST", url, self._headers(target), timeouts, orjson.dumps(payload)
+        )
+
+    def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
+        response = self._post(target, body["model"], "generateContent", to_gemini(body), timeouts)
+        raw = response.read()
+        if response.status >= 300:
+            return error_reply(response.status, response.headers, raw)
+        answer = _json_object(raw)
+        if answer is None:
+            raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without JSON")
+        usage = usage_of(answer.get("usageMetadata"))
+        completion = to_completion(answer, body["model"])
+        text = "".join(
+            c["message"].get("content") or "" for c in completion["choices"]
+        )  # fmt: skip
+        return UpstreamReply(
+            response.status, response.headers, orjson.dumps(completion), usage=usage, text=text,
+            model=completion["model"],
+        )  # fmt: skip
+
+    def chat_stream(
+        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
+    ) -> UpstreamReply:
+        response = self._post(
+            target, body["model"], "streamGenerateContent?alt=sse", to_gemini(body), timeouts
+        )
+        if response.status >= 300:
+            return error_reply(response.status, response.headers, response.read())
+        return UpstreamReply(
+            response.status,
+            response.headers,
+            chunks=response.chunks(),
+            _release=response.abandon,
+            stream=GeminiStream(body["model"], wants_usage),
+        )
+
+    def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
+        model, inputs = body["model"], body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        if not all(isinstance(item, str) for item in inputs):
+            raise GatewayError(
+                400,
+                "Provider 'gemini' embeds text only; send 'input' as a string or strings, "
+                "not token ids.",
+                code="unsupported_by_provider",
+                param="input",
+            )
+        one = len(inputs) == 1
+        payload = _embed_request(model, inputs[0], body) if one else {
+            "requests": [_embed_request(model, text, body) for text in inputs]
+        }  # fmt: skip
+        method = "embedContent" if one else "batchEmbedContents"
+        response = self._post(target, model, method, payload, timeouts)
+        raw = response.read()
+        if response.status >= 300:
+            return error_reply(response.status, response.headers, raw)
+        answer = _json_object(raw) or {}
+        found = [answer.get("embedding")] if one else answer.get("embeddings")
+        vectors = [e.get("values") for e in found or () if isinstance(e, dict)]
+        if len(vectors) != len(inputs) or not all(isinstance(v, list) for v in vectors):
+            raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without embeddings")
+        usage = usage_of(answer.get("usageMetadata"))
+        if usage is None:  # Google does not count an embedding's tokens: count them here
+            usage = usage_of({"promptTokenCount": sum(map(tokens.count_text, inputs))})
+            usage.estimated = True
+        listing = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": _encoded(v, body)}
+                for i, v in enumerate(vectors)
+            ],
+            "model": model,
+            "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens},
+        }
+        return UpstreamReply(response.status, response.headers, orjson.dumps(listing), usage=usage)
+
+    def list_models(self, target: Target, timeouts: Timeouts) -> UpstreamReply:
+        """Every page of `GET models` (followed by `nextPageToken`), as one listing."""
+        models: list = []
+        token = ""
+        for _ in range(MAX_MODEL_PAGES):
+            url = f"{target.base_url}/models?pageSize=1000"
+            if token:
+                url += "&pageToken=" + quote(token, safe="")
+            response = self.http.request("GET", url, self._headers(target), timeouts)
+            raw = response.read()
+            if response.status >= 300:
+                return error_reply(response.status, response.headers, raw)
+            page = _json_object(raw) or {}
+            models += page.get("models") or []
+            token = page.get("nextPageToken")
+            if not isinstance(token, str) or not token:
+                break
+        return UpstreamReply(
+            response.status, response.headers, orjson.dumps({"models": models}), format=FORMAT
+        )
+
+    def model_ids(self, reply: UpstreamReply) -> list[str] | None:
+        models = (_json_object(reply.body) or {}).get("models")
+        if not isinstance(models, list):
+            return None
+        ids = set()
+        for model in models:
+            if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+                continue
+            methods = model.get("supportedGenerationMethods")
+            if isinstance(methods, list) and not SERVED_METHODS.intersection(methods):
+                continue
+            ids.add(model["name"].removeprefix("models/"))
+        return sorted(ids)
+
+
+def model_path(model: str) -> str:
+    """The model as a path segment (`models/` is ours to add; nothing may escape it)."""
+    return quote(model.removeprefix("models/"), safe="-._~")
+
+
+def _json_object(data: bytes) -> dict | None:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _embed_request(model: str, text: str, body: dict) -> dict:
+    request = {"model": "models/" + model.removeprefix("models/"),
+               "content": {"parts": [{"text": text}]}}  # fmt: skip
+    if isinstance(body.get("dimensions"), int):
+        request["outputDimensionality"] = body["dimensions"]
+    return request
+
+
+def _encoded(values: list, body: dict):
+    """A vector as the client asked: floats, or base64 of little-endian float32 (what
+    the OpenAI SDK asks for by default)."""
+    if body.get("encoding_format") != "base64":
+        return values
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamReply:
+    """Google's `{"error": {code, message, status, details}}`, normalized: a rejected key
+    is a 401 whatever Google's status, and `RetryInfo.retryDelay` a `retry-after`."""
+    error = (_json_object(body) or {}).get("error")
+    error = error if isinstance(error, dict) else {}
+    message = error.get("message")
+    if not isinstance(message, str) or not message:
+        message = body[:500].decode("utf-8", "replace") or f"upstream answered {status}"
+    if error.get("status"):
+        message = f"{error['status']}: {message}"
+    headers = dict(headers)
+    details = [d for d in error.get("details") or () if isinstance(d, dict)]
+    if any(d.get("reason") in KEY_REJECTED for d in details):
+        status = 401  # Google answers a bad key with 400; it is the key, not the request
+    delay = _retry_delay(details)
+    if delay is not None and "retry-after" not in headers:
+        headers["retry-after"] = f"{delay:g}"
+    return UpstreamReply(status, headers, body, error=message, format=FORMAT)
+
+
+def _retry_delay(details: list[dict]) -> float | None:
+    """Seconds of a `google.rpc.RetryInfo` detail (`"37s"`, `"1.5s"`)."""
+    for detail in details:
+        if not str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            continue
+        delay = detail.get("retryDelay")
+        try:
+            return max(0.0, float(str(delay).removesuffix("s")))
+        except ValueError:
+            return None
+    return None
+
+
+# -- OpenAI chat → generateContent --------------------------------------------------------
+
+
+def to_gemini(body: dict) -> dict:
+    """The gateway's OpenAI chat request as a generateContent request."""
+    system: list[str] = []
+    contents: list[dict] = []
+    names: dict[str, str] = {}  # tool call id → function name, for the tool results
+    signed = _signs_calls(body["model"])
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text(message.get("content"))
+            if text:
+                system.append(text)
+        elif role == "assistant":
+            _append(contents, "model", _model_parts(message, names, signed))
+        elif role == "tool":
+            call_id = str(message.get("tool_call_id", ""))
+            response = {
+                "name": names.get(call_id) or message.get("name") or "",
+                "response": _result(message.get("content")),
+            }
+            _append(contents, "user", [{"functionResponse": response}])
+        else:
+            _append(contents, "user", _user_parts(message.get("content")))
+    out: dict = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    config = _generation_config(body)
+    if config:
+        out["generationConfig"] = config
+    declarations = [_declaration(t) for t in body.get("tools") or () if isinstance(t, dict)]
+    declarations = [d for d in declarations if d is not None]
+    if declarations:
+        out["tools"] = [{"functionDeclarations": declarations}]
+        choice = _tool_config(body.get("tool_choice"))
+        if choice is not None:
+            out["toolConfig"] = {"functionCallingConfig": choice}
+    return out
+
+
+def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
+    """Add parts, merging into the last turn of the same role (turns alternate, and the
+    results of parallel calls go back in one turn)."""
+    if not parts:
+        return
+    if contents and contents[-1]["role"] == role:
+        contents[-1]["parts"] += parts
+    else:
+        contents.append({"role": role, "parts": list(parts)})
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text")
+        )
+    return ""
+
+
+def _user_parts(content) -> list[dict]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    parts = []
+    for part in content or ():
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") in ("text", "input_text"):
+            parts.append({"text": part.get("text", "")})
+        elif part.get("type") == "image_url":
+            url = (part.get("image_url") or {}).get("url", "")
+            parts.append(_image(url))
+    return parts
+
+
+def _image(url: str) -> dict:
+    if url.startswith("data:") and ";base64," in url:
+        media, data = url[5:].split(";base64,", 1)
+        return {"inlineData": {"mimeType": media, "data": data}}
+    media = mimetypes.guess_type(url.split("?", 1)[0])[0] or "image/jpeg"
+    return {"fileData": {"mimeType": media, "fileUri": url}}
+
+
+def _signs_calls(model: str) -> bool:
+    """Whether the model wants its function calls' thought signatures back (Gemini 3+)."""
+    found = _MAJOR.match(model.removeprefix("models/"))
+    return found is not None and int(found.group(1)) >= 3
+
+
+def _model_parts(message: dict, names: dict[str, str], signed: bool) -> list[dict]:
+    parts = []
+    text = _text(message.get("content"))
+    if text:
+        parts.append({"text": text})
+    first = True
+    for call in message.get("tool_calls") or ():
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") or {}
+        name, call_id = function.get("name", ""), str(call.get("id", ""))
+        names[call_id] = name
+        part: dict = {"functionCall": {"name": name, "args": _object(function.get("arguments"))}}
+        signature = SIGNATURES.get(call_id)
+        if signature is None and signed and first:  # only a turn's first call carries one
+            signature = SKIP_SIGNATURE
+        if signature is not None:
+            part["thoughtSignature"] = signature
+        first = False
+        parts.append(part)
+    return parts
+
+
+def _object(arguments) -> dict:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = orjson.loads(arguments or "{}")
+    except (orjson.JSONDecodeError, TypeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _result(content) -> dict:
+    """A tool's output as functionResponse.response, which must be an object: a JSON
+    object as it is, anything else under `result`."""
+    text = _text(content)
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else {"result": text}
+
+
+def _generation_config(body: dict) -> dict:
+    config: dict = {}
+    for ours, theirs in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("seed", "seed"),
+    ):
+        if body.get(ours) is not None:
+            config[theirs] = body[ours]
+    answer = body.get("max_completion_tokens") or body.get("max_tokens")
+    if answer:
+        config["maxOutputTokens"] = answer
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(body.get("n"), int) and body["n"] > 1:
+        config["candidateCount"] = body["n"]
+    config.update(_response_format(body.get("response_format")))
+    effort = body.get("reasoning_effort")
+    if effort in THINKING_BUDGETS:
+        config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[effort]}
+    return config
+
+
+def _response_format(fmt) -> dict:
+    if not isinstance(fmt, dict):
+        return {}
+    if fmt.get("type") == "json_object":
+        return {"responseMimeType": "application/json"}
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    if fmt.get("type") == "json_schema" and isinstance(schema, dict):
+        return {"responseMimeType": "application/json", "responseJsonSchema": schema}
+    return {}
+
+
+def _declaration(tool: dict) -> dict | None:
+    """An OpenAI function tool as a function declaration; its JSON schema goes as
+    `parametersJsonSchema`, which takes JSON Schema whole (`parameters` takes only an
+    OpenAPI subset and refuses keys such as `additionalProperties`)."""
+    function = tool.get("function")
+    if tool.get("type") != "function" or not isinstance(function, dict):
+        return None
+    out: dict = {"name": function.get("name", "")}
+    if function.get("description"):
+        out["description"] = function["description"]
+    if isinstance(function.get("parameters"), dict):
+        out["parametersJsonSchema"] = function["parameters"]
+    return out
+
+
+def _tool_config(choice) -> dict | None:
+    if choice == "auto":
+        return {"mode": "AUTO"}
+    if choice == "required":
+        return {"mode": "ANY"}
+    if choice == "none":
+        return {"mode": "NONE"}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return {"mode": "ANY", "allowedFunctionNames": [choice["function"].get("name", "")]}
+    return None
+
+
+# -- generateContent → OpenAI chat --------------------------------------------------------
+
+
+def to_completion(answer: dict, model: str) -> dict:
+    """A GenerateContentResponse as an OpenAI chat.completion."""
+    candidates = [c for c in answer.get("candidates") or () if isinstance(c, dict)]
+    choices = [choice_of(c, number) for number, c in enumerate(candidates)]
+    if not choices:  # the prompt itself was blocked (promptFeedback.blockReason)
+        message = {"role": "assistant", "content": None, "refusal": None}
+        choices = [{"index": 0, "message": message, "logprobs": None,
+                    "finish_reason": "content_filter"}]  # fmt: skip
+    completion = {
+        "id": "chatcmpl-" + str(answer.get("responseId") or uuid.uuid4().hex),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": answer.get("modelVersion") or model,
+        "choices": choices,
+    }
+    usage = usage_of(answer.get("usageMetadata"))
+    if usage is not None:
+        completion["usage"] = openai_usage(usage, answer.get("usageMetadata"))
+    return completion
