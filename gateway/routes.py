@@ -247,7 +247,7 @@ def _pool_fields(data: dict, creating: bool) -> dict:
     elif "on_context_overflow" in data or creating:
         values["on_context_overflow"] = ERROR
     window = data.get("context_window")
-    if isinstance(window, str) and window.strip().isdigit():  # a form field
+    if isinstance(window, str) and re.fullmatch(r"[0-9]{1,12}", window.strip()):  # a form field
         window = int(window.strip())
     if window not in (None, ""):
         if isinstance(window, bool) or not isinstance(window, int):

@@ -114,7 +114,10 @@ class Chain:
             return overflowed.answer(rec)
         if self.fallback is not None and last.code in POOL_EMPTY:
             rec.model = models[0]
-            return dispatch(models[0], [self.fallback])
+            try:
+                return dispatch(models[0], [self.fallback])
+            except ContextOverflowed as over:  # the environment key is not pruned for
+                return over.answer(rec)
         raise last
 
     def _pruning(self, model, keys, request, rec, dispatch, route: RoutePolicy):
