@@ -769,6 +769,8 @@ def _routes_page(errors: dict | None = None, values: dict | None = None, status:
         values=values or {"kind": "models"},
         kinds=configfiles.KINDS,
         report=None,
+        strategies=selection.STRATEGIES,
+        overflow_modes=routes.OVERFLOW_MODES,
     )
     return page, status
 
@@ -780,7 +782,8 @@ def routes_page():
 
 @bp.post("/routes")
 def create_route():
-    values = {f: (request.form.get(f) or "").strip() for f in ("name", "target", "fallbacks")}
+    fields = ("name", "target", "fallbacks", "strategy", "on_context_overflow", "context_window")
+    values = {f: (request.form.get(f) or "").strip() for f in fields}
     data = {**values, "paid": request.form.get("paid") == "on"}
     try:
         route = routes.save(db.session, routes.parse(data, creating=True), utcnow())

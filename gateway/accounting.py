@@ -60,6 +60,8 @@ class RequestRecord:
     requested_model: str | None = None
     # Set when the request is booked (pricing.py): integer micro-dollars.
     cost_micros: int = 0
+    # Messages dropped to fit the model's context window (a route's `prune`), or None.
+    context_pruned: int | None = None
 
     def log_row(self) -> dict:
         return {
@@ -85,6 +87,7 @@ class RequestRecord:
             "ttft_ms": self.ttft_ms,
             "attempt_count": len(self.attempts),
             "error": self.error,
+            "context_pruned": self.context_pruned,
         }
 
     def usage_row(self) -> dict:

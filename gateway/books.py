@@ -41,7 +41,7 @@ _LOG_COLUMNS = (
     "provider_key_id", "status_code", "streamed", "input_tokens", "output_tokens",
     "total_tokens", "cache_write_tokens", "cache_read_tokens", "usage_estimated",
     "cost_micros", "latency_ms", "ttft_ms",
-    "attempt_count", "error",
+    "attempt_count", "error", "context_pruned",
 )  # fmt: skip
 _ATTEMPT_COLUMNS = (
     "request_log_id",

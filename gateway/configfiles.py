@@ -52,7 +52,9 @@ _HEADERS = {
     "models": (
         "# KeyRelay routes (models.yaml). name: the model a client asks for, or a prefix\n"
         "# pattern ending in '*'; target: the model sent upstream ('*' = what matched);\n"
-        "# fallbacks: models tried in order; paid: skipped when paid models are off.\n"
+        "# fallbacks: models tried in order; paid: skipped when paid models are off;\n"
+        "# strategy: key selection (null: the profile's); on_context_overflow: error,\n"
+        "# fallback (the next model) or prune (oldest turns); context_window: for prune.\n"
     ),
     "limits": (
         "# KeyRelay limits (limits.yaml). Keys are matched by id; costs are USD; days and\n"
@@ -76,9 +78,16 @@ def export(session: Session, kind: str) -> str:
     return _HEADERS[kind] + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
+# Route fields left out of models.yaml at their defaults (an entry without one gets it).
+_ROUTE_DEFAULTS = {"strategy": None, "on_context_overflow": routes.ERROR, "context_window": None}
+
+
 def _route_entry(route: Route) -> dict:
     entry = route.to_dict()
     entry.pop("id")
+    for name, default in _ROUTE_DEFAULTS.items():
+        if entry.get(name) == default:
+            entry.pop(name)
     return entry
 
 
@@ -138,9 +147,12 @@ def _import_models(session: Session, data: dict, now: datetime, replace: bool) -
         parsed.append(values)
     report = ImportReport()
     existing = {r.name: r for r in session.scalars(select(Route))}
-    for values in parsed:
+    for index, values in enumerate(parsed):
         route = existing.get(values["name"])
-        routes.save(session, values, now, route)
+        try:
+            routes.save(session, values, now, route)
+        except routes.RouteInputError as exc:
+            raise ConfigFileError(f"routes[{index}].{exc.field}", str(exc)) from None
         (report.updated if route else report.created).append(f"route {values['name']}")
     if replace:
         for name, route in existing.items():

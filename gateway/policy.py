@@ -17,6 +17,10 @@ class Outcome(StrEnum):
     CONNECTION_ERROR = "connection_error"
     BAD_RESPONSE = "bad_response"
     CLIENT_ERROR = "client_error"
+    # The prompt is longer than the model's context window (OpenAI's
+    # `context_length_exceeded`, a 413, Anthropic's "prompt is too long"): the route's
+    # `on_context_overflow` says what happens next (chain.py).
+    CONTEXT_OVERFLOW = "context_overflow"
 
 
 class KeyAction(StrEnum):
@@ -38,14 +42,19 @@ class Decision:
     fail_over: bool
 
 
-def classify(status: int | None, transport_error: Outcome | None = None) -> Outcome:
-    """Name the outcome of an attempt from its HTTP status or transport failure."""
+def classify(
+    status: int | None, transport_error: Outcome | None = None, overflow: bool = False
+) -> Outcome:
+    """Name the outcome of an attempt from its HTTP status or transport failure; `overflow`:
+    the adapter read the error as a context overflow (UpstreamReply.overflow)."""
     if transport_error is not None:
         return transport_error
     if status is None:
         return Outcome.CONNECTION_ERROR
     if 200 <= status < 300:
         return Outcome.OK
+    if overflow and 400 <= status < 500 and status not in (401, 403, 429):
+        return Outcome.CONTEXT_OVERFLOW
     if status == 429:
         return Outcome.RATE_LIMITED
     if status in (401, 403):
@@ -67,9 +76,14 @@ _DECISIONS = {
     Outcome.BAD_RESPONSE: Decision(Outcome.BAD_RESPONSE, KeyAction.COUNT_FAILURE, fail_over=True),
     # 400s are the request's fault: another key would say the same, so tell the client.
     Outcome.CLIENT_ERROR: Decision(Outcome.CLIENT_ERROR, KeyAction.NONE, fail_over=False),
+    # Too long for the model, not the key's fault: another key of the same model would say
+    # the same. The chain falls back to a larger model or prunes, as the route says.
+    Outcome.CONTEXT_OVERFLOW: Decision(Outcome.CONTEXT_OVERFLOW, KeyAction.NONE, fail_over=False),
 }
 
 
-def decide(status: int | None, transport_error: Outcome | None = None) -> Decision:
+def decide(
+    status: int | None, transport_error: Outcome | None = None, overflow: bool = False
+) -> Decision:
     """The decision for an attempt that ended with this status or transport failure."""
-    return _DECISIONS[classify(status, transport_error)]
+    return _DECISIONS[classify(status, transport_error, overflow)]

@@ -4,6 +4,10 @@ A request for model `M` becomes a *chain* of upstream models: the route's target
 then its fallbacks, each resolved through the routes once more (an alias in a chain is
 followed, a fallback's own fallbacks are not). Paid models leave the chain when paid
 models are off. Without a matching route the chain is just `[M]`.
+
+The route `M` matched also sets, for the whole request (every model of its chain), the key
+selection strategy (None: the profile's) and what a context overflow does (`error`,
+`fallback` to the next model of the chain, or `prune` the oldest turns; chain.py).
 """
 
 from __future__ import annotations
@@ -18,11 +22,19 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.errors import GatewayError
+from gateway.selection import STRATEGIES
 from models import Route
 
 CACHE_SECONDS = 5.0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,126}\*?$")
 MAX_FALLBACKS = 5
+# What an upstream's "prompt too long" does: go back to the client, move on to the next
+# model of the chain, or drop the oldest turns and try again.
+ERROR, FALLBACK, PRUNE = "error", "fallback", "prune"
+OVERFLOW_MODES = (ERROR, FALLBACK, PRUNE)
+MAX_CONTEXT_WINDOW = 100_000_000
+FIELDS = {"name", "target", "fallbacks", "paid", "strategy", "on_context_overflow",
+          "context_window"}  # fmt: skip
 
 
 class RouteInputError(ValueError):
@@ -43,11 +55,25 @@ class Hop:
 
 
 @dataclass(frozen=True)
+class RoutePolicy:
+    """What the route a request matched says beyond its models: the key selection
+    strategy (None: the profile's), the context-overflow mode and the context window."""
+
+    strategy: str | None = None
+    on_context_overflow: str = ERROR
+    context_window: int | None = None
+
+
+NO_ROUTE = RoutePolicy()
+
+
+@dataclass(frozen=True)
 class _Entry:
     name: str
     target: str | None
     fallbacks: tuple[str, ...]
     paid: bool
+    policy: RoutePolicy = NO_ROUTE
 
 
 class RouteTable:
@@ -105,6 +131,11 @@ class RouteTable:
             )
         return chain
 
+    def policy(self, model: str) -> RoutePolicy:
+        """The strategy and overflow handling of the route a requested model matches."""
+        found = self.match(model)
+        return NO_ROUTE if found is None else found[0].policy
+
     def aliases(self) -> list[str]:
         """Exact route names that are not model ids of their own (for /v1/models)."""
         return sorted(name for name, r in self.exact.items() if r.target not in (None, name))
@@ -123,15 +154,18 @@ class Routes:
         if self._table is None or time.monotonic() - self._loaded > CACHE_SECONDS:
             with self._lock, Session(self.engine) as session:
                 rows = session.scalars(select(Route)).all()
-                self._table = RouteTable(
-                    [_Entry(r.name, r.target, tuple(r.fallbacks or ()), r.paid) for r in rows]
-                )
+                self._table = RouteTable([_entry(r) for r in rows])
                 self._loaded = time.monotonic()
         return self._table
 
     def forget(self) -> None:
         """Re-read the routes on next use (they changed in this process)."""
         self._table = None
+
+
+def _entry(route: Route) -> _Entry:
+    policy = RoutePolicy(route.strategy, route.on_context_overflow or ERROR, route.context_window)
+    return _Entry(route.name, route.target, tuple(route.fallbacks or ()), route.paid, policy)
 
 
 # -- admin input ---------------------------------------------------------------------
@@ -149,10 +183,11 @@ def _name(field: str, value, pattern_ok: bool = True) -> str:
 
 
 def parse(data: object, creating: bool) -> dict:
-    """The given fields of a route, checked: name, target, fallbacks, paid."""
+    """The given fields of a route, checked: name, target, fallbacks, paid, strategy,
+    on_context_overflow, context_window."""
     if not isinstance(data, dict):
         raise RouteInputError("body", "The request body must be a JSON object.")
-    unknown = sorted(set(data) - {"name", "target", "fallbacks", "paid", "id"})
+    unknown = sorted(set(data) - FIELDS - {"id"})
     if unknown:
         raise RouteInputError(unknown[0], f"Unknown route field '{unknown[0]}'.")
     values: dict = {}
@@ -186,6 +221,45 @@ def parse(data: object, creating: bool) -> dict:
         values["paid"] = data["paid"]
     elif creating:
         values["paid"] = False
+    values.update(_pool_fields(data, creating))
+    return values
+
+
+def _pool_fields(data: dict, creating: bool) -> dict:
+    """strategy, on_context_overflow and context_window, checked ("" or null: unset)."""
+    values: dict = {}
+    if data.get("strategy") not in (None, ""):
+        if data["strategy"] not in STRATEGIES:
+            raise RouteInputError(
+                "strategy", f"'strategy' must be one of {', '.join(STRATEGIES)} (or null: the "
+                "profile's)."
+            )  # fmt: skip
+        values["strategy"] = data["strategy"]
+    elif "strategy" in data or creating:
+        values["strategy"] = None
+    if data.get("on_context_overflow") not in (None, ""):
+        if data["on_context_overflow"] not in OVERFLOW_MODES:
+            raise RouteInputError(
+                "on_context_overflow",
+                f"'on_context_overflow' must be one of {', '.join(OVERFLOW_MODES)}.",
+            )
+        values["on_context_overflow"] = data["on_context_overflow"]
+    elif "on_context_overflow" in data or creating:
+        values["on_context_overflow"] = ERROR
+    window = data.get("context_window")
+    if isinstance(window, str) and re.fullmatch(r"[0-9]{1,12}", window.strip()):  # a form field
+        window = int(window.strip())
+    if window not in (None, ""):
+        if isinstance(window, bool) or not isinstance(window, int):
+            raise RouteInputError("context_window", "'context_window' must be a whole number.")
+        if not 1 <= window <= MAX_CONTEXT_WINDOW:
+            raise RouteInputError(
+                "context_window",
+                f"'context_window' must be between 1 and {MAX_CONTEXT_WINDOW:,} tokens.",
+            )
+        values["context_window"] = window
+    elif "context_window" in data or creating:
+        values["context_window"] = None
     return values
 
 
@@ -203,6 +277,12 @@ def save(session: Session, values: dict, now: datetime, route: Route | None = No
         setattr(route, field, value)
     if route.target == route.name:
         route.target = None
+    if route.on_context_overflow == FALLBACK and not route.fallbacks:
+        raise RouteInputError(
+            "on_context_overflow",
+            "'fallback' moves on to the route's fallbacks when the prompt is too long: give "
+            "the route fallbacks (models with a larger context window), or choose 'prune'.",
+        )
     route.updated_at = now
     session.flush()
     return route

@@ -6,6 +6,7 @@ writes it down. Also the model list and the key test."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from gateway.proxy.attempts import KeyHealth, RetrySettings, run_attempts
 from gateway.proxy.booking import Booking
 from gateway.proxy.breaker import Breaker
 from gateway.proxy.candidates import Candidates, Profiles
-from gateway.proxy.chain import Chain
+from gateway.proxy.chain import Chain, ContextOverflowed
 from gateway.proxy.relay import ProxyResponse, Relay, Served, trace_headers
 from gateway.responses_store import ResponseStore
 from gateway.routes import Routes
@@ -194,8 +195,12 @@ class Gateway:
             rec.requested_model = request.model
             dialect.prepare(request, caller.client_key_id)
             self.admission.admit(caller, request, ticket)
+            route = self.routes.table().policy(request.model)
+            if route.strategy is not None:  # the route's key selection over the profile's
+                found = found._replace(strategy=route.strategy)
             served = Served(request, dialect, rec, ticket, started, found.strategy)
-            return self.chain.serve(profile, found, request, rec, self._dispatch(served))
+            dispatch = self._dispatch(served)
+            return self.chain.serve(profile, found, request, rec, dispatch, route)
         except GatewayError as err:
             rec.status_code, rec.error = err.status, err.message
             rec.latency_ms = int((time.perf_counter() - started) * 1000)
@@ -215,7 +220,7 @@ class Gateway:
         )
 
         def dispatch(model: str, keys: list[KeyRow]) -> ProxyResponse:
-            body = request.for_model(model)
+            body = request.for_model(model)  # read again per hop: pruning replaces it
 
             def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
                 adapter, target = self.adapters[key.provider], self.candidates.target(key)
@@ -247,6 +252,9 @@ class Gateway:
             key, reply = run_attempts(
                 keys, call, rec, self.settings.retry, self.health, key_windows
             )
+            if reply.overflow is not None:  # the chain decides, as the route says
+                answer = functools.partial(self.relay.respond, served, key, reply)
+                raise ContextOverflowed(model, reply.overflow, answer)
             return self.relay.respond(served, key, reply)
 
         return dispatch

@@ -62,6 +62,8 @@ class RequestLog(db.Model):
     ttft_ms: Mapped[int | None] = mapped_column(Integer)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # Messages dropped to fit the model's context window (a route's `prune`).
+    context_pruned: Mapped[int | None] = mapped_column(Integer)
 
     attempts: Mapped[list[Attempt]] = relationship(
         order_by="Attempt.number", cascade="all, delete-orphan", lazy="selectin"
@@ -91,6 +93,7 @@ class RequestLog(db.Model):
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
             "error": self.error,
+            "context_pruned": self.context_pruned,
             "attempts": [attempt.to_dict() for attempt in self.attempts],
         }
 

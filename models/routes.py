@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, String
+from sqlalchemy import JSON, Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from extensions import db
@@ -28,6 +28,12 @@ class Route(db.Model):
     # Paid models are skipped unless paid models are on (KEYRELAY_USE_PAID_MODELS or the
     # profile's override).
     paid: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Key selection for requests through this route (None: the profile's strategy).
+    strategy: Mapped[str | None] = mapped_column(String(32))
+    # What an upstream's "prompt too long" does: error (None too), fallback, prune.
+    on_context_overflow: Mapped[str | None] = mapped_column(String(16))
+    # Tokens the prompt and answer may take, for `prune` (None: as the upstream says).
+    context_window: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     def to_dict(self) -> dict:
@@ -38,4 +44,7 @@ class Route(db.Model):
             "target": self.target,
             "fallbacks": list(self.fallbacks or []),
             "paid": self.paid,
+            "strategy": self.strategy,
+            "on_context_overflow": self.on_context_overflow or "error",
+            "context_window": self.context_window,
         }

@@ -129,6 +129,11 @@ class _Handler(BaseHTTPRequestHandler):
         if problem:
             self._error(400, "invalid_request_error", problem)
             return
+        prompt = count_tokens(body.get("messages")) + count_tokens(body.get("system"))
+        if fake.context_window is not None and prompt > fake.context_window:
+            message = f"prompt is too long: {prompt} tokens > {fake.context_window} maximum"
+            self._error(400, "invalid_request_error", message)
+            return
         reply = fake._next(key)
         if reply.kind == "error":
             extra = {"retry-after": reply.retry_after} if reply.retry_after else {}
@@ -302,6 +307,9 @@ class FakeAnthropic:
         self.requests: list[Recorded] = []
         self.usage_reported: list[dict] = []
         self._scripts: dict[str, list[Reply]] = {}
+        # The models' context window in the fake's tokens (None: unbounded); a longer
+        # prompt gets the real API's 400 "prompt is too long: N tokens > M maximum".
+        self.context_window: int | None = None
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self

@@ -61,6 +61,8 @@ class Behaviour:
     # Reasoning streamed before the answer (`delta.reasoning_content`, as DeepSeek and
     # vLLM send it).
     reasoning: str = ""
+    # `context_window`: the model's context length in the fake's tokens (see above).
+    context_limit: int = 0
 
     @classmethod
     def ok(
@@ -129,6 +131,13 @@ class Behaviour:
     ) -> Behaviour:
         """A client error: 400, 404 model_not_found, context_length_exceeded, ..."""
         return cls("bad_request", status=status, message=message, code=code)
+
+    @classmethod
+    def context_window(cls, limit: int, status: int = 400) -> Behaviour:
+        """A model with a context window of `limit` tokens: a longer chat prompt (with its
+        `max_tokens`) gets OpenAI's real 400 `context_length_exceeded` (status 413: the
+        HTML page a fronting proxy answers a too-large body with); a shorter one, ok."""
+        return cls("context_window", status=status, context_limit=limit)
 
     @classmethod
     def hang(cls) -> Behaviour:
@@ -244,6 +253,33 @@ def _error_response(b: Behaviour, secret: str | None) -> tuple[int, dict, dict[s
     return b.status, _error(b.message or "", "invalid_request_error", b.code, param), {}
 
 
+def _context_overflow(b: Behaviour, body: Any) -> tuple[int, str, bytes] | None:
+    """(status, content type, body) of a prompt too long for the window, or None."""
+    if not isinstance(body, dict):
+        return None
+    used = count_prompt_tokens(body.get("messages"))
+    answer = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    if used + answer <= b.context_limit:
+        return None
+    if b.status == 413:
+        page = b"<html><head><title>413 Request Entity Too Large</title></head><body>"
+        page += b"<center><h1>413 Request Entity Too Large</h1></center></body></html>"
+        return 413, "text/html", page
+    message = f"This model's maximum context length is {b.context_limit} tokens. "
+    if answer:
+        message += (
+            f"However, you requested {used + answer} tokens ({used} in the messages, "
+            f"{answer} in the completion). Please reduce the length of the messages or completion."
+        )
+    else:
+        message += (
+            f"However, your messages resulted in {used} tokens. Please reduce the length of "
+            "the messages."
+        )
+    error = _error(message, "invalid_request_error", "context_length_exceeded", "messages")
+    return 400, "application/json", json.dumps(error).encode()
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Serves one connection; many requests when the client keeps it alive."""
 
@@ -274,6 +310,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(404, _error(message, "invalid_request_error"))
             return
         behaviour = upstream._next_behaviour(secret)
+        if behaviour.kind == "context_window":
+            too_long = _context_overflow(behaviour, body)
+            if too_long is not None:
+                self._send_raw(*too_long)
+                return
+            behaviour = Behaviour.ok()
         if behaviour.kind in ERROR_KINDS:
             self._send_json(*_error_response(behaviour, secret))
         elif behaviour.kind == "hang":

@@ -121,3 +121,44 @@ def test_dashboard_exports_checks_and_imports(web, admin, fake):
     route_id = [r for r in admin.call("GET", "/routes").json()["data"] if r["name"] == "fast"]
     assert web.post(f"/routes/{route_id[0]['id']}/delete").status_code == 302
     assert "fast" not in [r["name"] for r in admin.call("GET", "/routes").json()["data"]]
+
+
+def test_route_strategy_and_overflow_round_trip(app, admin, tmp_path):
+    body = {
+        "name": "long",
+        "target": "gpt-4o-mini",
+        "fallbacks": ["gpt-4o"],
+        "strategy": "least-busy",
+        "on_context_overflow": "prune",
+        "context_window": 8192,
+    }
+    assert admin.call("POST", "/routes", body).status == 201
+    assert admin.call("POST", "/routes", {"name": "plain"}).status == 201
+    runner = app.test_cli_runner()
+    data = yaml.safe_load(runner.invoke(args=["config", "export", "models"]).output)
+    assert data["routes"][0] == {**body, "paid": False}
+    assert data["routes"][1] == {"name": "plain", "target": None, "fallbacks": [], "paid": False}
+    source = tmp_path / "models.yaml"
+    source.write_text(yaml.safe_dump(data))
+    admin.call("PUT", "/routes/1", {"strategy": None, "on_context_overflow": "error"})
+    applied = runner.invoke(args=["config", "import", "models", str(source)])
+    assert applied.exit_code == 0, applied.output
+    route = admin.call("GET", "/routes/1").json()
+    assert {k: route[k] for k in ("strategy", "on_context_overflow", "context_window")} == {
+        "strategy": "least-busy",
+        "on_context_overflow": "prune",
+        "context_window": 8192,
+    }
+    # A bad value is named, and a fallback without fallbacks too; nothing changes.
+    for text, where in [
+        ("routes:\n  - name: long\n    strategy: fastest\n", "routes[0].strategy"),
+        (
+            "routes:\n  - name: x\n    on_context_overflow: fallback\n",
+            "routes[0].on_context_overflow",
+        ),
+    ]:
+        source.write_text(text)
+        refused = runner.invoke(args=["config", "import", "models", str(source)])
+        assert refused.exit_code != 0 and where in refused.output, refused.output
+    assert admin.call("GET", "/routes/1").json() == route
+    assert len(admin.call("GET", "/routes").json()["data"]) == 2

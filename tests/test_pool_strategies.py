@@ -117,3 +117,26 @@ def test_least_busy_sends_the_next_request_to_the_key_with_fewest_in_flight(
     while limiter.window(f"pk:{busy_id}:busy", now).in_flight and time.monotonic() < deadline:
         time.sleep(0.02)
     assert limiter.window(f"pk:{busy_id}:busy", now).in_flight == 0  # given back at the end
+
+
+def test_a_routes_strategy_overrides_the_profiles(admin, fake, client):
+    roomy, tight = "sk-route-roomy-aaaaaaaaaaaa", "sk-route-tight-bbbbbbbbbbbb"
+    admin.add_key(roomy, fake.base_url, name="roomy", priority=1, daily_token_limit=1_000_000)
+    admin.add_key(tight, fake.base_url, name="tight", priority=0, daily_token_limit=1_000)
+    assert admin.call("PUT", "/profiles/default", {"strategy": "priority"}).status == 200
+    body = {"name": "roomiest", "target": "gpt-4o-mini", "strategy": "most-remaining"}
+    made = admin.call("POST", "/routes", body)
+    assert made.status == 201 and made.json()["strategy"] == "most-remaining"
+
+    def served_by(model: str) -> set[str]:
+        fake.reset()
+        for _ in range(3):
+            client.chat.completions.create(**chat(model=model))
+        return {r.secret for r in fake.requests}
+
+    assert served_by("gpt-4o-mini") == {tight}  # the profile's priority: tier 0
+    assert served_by("roomiest") == {roomy}  # the route's most-remaining
+    # Back to the profile's when the route's strategy is cleared.
+    assert admin.call("PUT", f"/routes/{made.json()['id']}", {"strategy": None}).status == 200
+    assert admin.call("GET", "/routes").json()["data"][0]["strategy"] is None
+    assert served_by("roomiest") == {tight}

@@ -150,3 +150,65 @@ def test_the_environment_key_serves_only_when_the_pool_has_none(with_env_key, fa
     assert log["provider_key_id"] is None and log["status_code"] == 200
     assert ENV not in str(admin.call("GET", "/logs").data)  # the secret is never shown
     client.close()
+
+
+def test_strategy_and_overflow_fields_are_checked(admin):
+    made = admin.call(
+        "POST",
+        "/routes",
+        {"name": "long", "target": "gpt-4o-mini", "fallbacks": ["gpt-4o"],
+         "strategy": "round-robin", "on_context_overflow": "fallback"},
+    )  # fmt: skip
+    assert made.status == 201, made.data
+    route = made.json()
+    assert (route["strategy"], route["on_context_overflow"], route["context_window"]) == (
+        "round-robin",
+        "fallback",
+        None,
+    )
+    for body, field, words in [
+        ({"strategy": "fastest"}, "strategy", "most-remaining, round-robin"),
+        ({"strategy": 3}, "strategy", "must be one of"),
+        ({"on_context_overflow": "shrink"}, "on_context_overflow", "error, fallback, prune"),
+        ({"context_window": 0}, "context_window", "between 1 and"),
+        ({"context_window": "lots"}, "context_window", "whole number"),
+        ({"context_window": True}, "context_window", "whole number"),
+        # fallback needs models to fall back to
+        ({"fallbacks": []}, "on_context_overflow", "give the route fallbacks"),
+    ]:
+        response = admin.call("PUT", f"/routes/{route['id']}", body)
+        assert response.status == 400, body
+        error = response.json()["error"]
+        assert error["param"] == field and words in error["message"], (body, error)
+    assert admin.call("GET", f"/routes/{route['id']}").json() == route  # nothing changed
+    changed = admin.call(
+        "PUT",
+        f"/routes/{route['id']}",
+        {"on_context_overflow": "prune", "context_window": 8192, "strategy": ""},
+    )
+    assert changed.status == 200
+    assert changed.json()["on_context_overflow"] == "prune"
+    assert (changed.json()["context_window"], changed.json()["strategy"]) == (8192, None)
+    alone = admin.call("POST", "/routes", {"name": "solo", "on_context_overflow": "fallback"})
+    assert alone.status == 400 and alone.json()["error"]["param"] == "on_context_overflow"
+    assert [r["name"] for r in admin.call("GET", "/routes").json()["data"]] == ["long"]
+
+
+def test_the_routes_page_takes_strategy_and_overflow(web):
+    refused = web.post(
+        "/routes", {"name": "long", "target": "gpt-4o", "context_window": "big", "strategy": ""}
+    )
+    assert refused.status_code == 422
+    assert "&#39;context_window&#39; must be a whole number." in refused.text
+    refused = web.post("/routes", {"name": "long", "on_context_overflow": "fallback"})
+    assert refused.status_code == 422 and "give the route fallbacks" in refused.text
+    added = web.post(
+        "/routes",
+        {"name": "long", "target": "gpt-4o-mini", "fallbacks": "gpt-4o", "strategy": "priority",
+         "on_context_overflow": "prune", "context_window": "16000"},
+    )  # fmt: skip
+    assert added.status_code == 302
+    page = web.get("/routes").text
+    row = page[page.index('data-route="long"') :].split("</tr>")[0]
+    assert "priority" in row and "prune (16,000 tokens)" in row
+    assert '<option value="least-busy"' in page and '<option value="prune"' in page

@@ -23,6 +23,7 @@ from gateway.providers.base import (
     Timeouts,
     TransportError,
     UpstreamReply,
+    context_overflow,
 )
 from gateway.usage import Usage
 
@@ -173,6 +174,9 @@ def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamRe
         error=message,
         error_shaped=isinstance(parsed, dict) and parsed.get("type") == "error",
         format=FORMAT,
+        overflow=context_overflow(
+            status, error.get("type") if isinstance(error, dict) else None, message
+        ),
     )
 
 

@@ -9,6 +9,7 @@ bytes (passthrough); the adapter reads usage from them on the side.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +23,14 @@ from gateway.providers.transport import Target, Timeouts, TransportError
 from gateway.usage import Usage
 
 __all__ = [
+    "ContextOverflow",
     "ProviderAdapter",
     "StreamReader",
     "Target",
     "Timeouts",
     "TransportError",
     "UpstreamReply",
+    "context_overflow",
     "retry_after_seconds",
 ]
 
@@ -45,6 +48,51 @@ class StreamReader(Protocol):
 
     def completion_text(self) -> str:
         """The answer's text sent so far, for counting tokens of an unfinished stream."""
+
+
+@dataclass(frozen=True)
+class ContextOverflow:
+    """An upstream's "the prompt is too long", with what it said of the sizes (None: it
+    did not say): its context window, the prompt's tokens, the answer's tokens asked."""
+
+    limit: int | None = None
+    used: int | None = None
+    answer: int | None = None
+
+
+# What upstreams say when a prompt does not fit (OpenAI, vLLM, LiteLLM, Anthropic, Groq…).
+_OVERFLOW_TEXT = re.compile(
+    r"maximum context length|context_length_exceeded|context length exceeded|"
+    r"context window|prompt is too long|exceed context limit",
+    re.IGNORECASE,
+)
+_LIMIT = re.compile(r"maximum context length is (\d+)|> (\d+) maximum")
+_USED = re.compile(r"resulted in (\d+) tokens|\((\d+) in the messages|too long: (\d+) tokens")
+_ANSWER = re.compile(r"(\d+) in the completion|: \d+ \+ (\d+) >")
+_SUM = re.compile(r": (\d+) \+ (\d+) > (\d+)")  # Anthropic: input + max_tokens > limit
+
+
+def _number(pattern: re.Pattern, text: str) -> int | None:
+    found = pattern.search(text)
+    return next((int(g) for g in found.groups() if g), None) if found else None
+
+
+def context_overflow(status: int, code: object, message: object) -> ContextOverflow | None:
+    """Whether an error answer means the prompt is too long for the model (and the sizes
+    its message gives); None for any other error. Adapters call it on their error's code
+    and message, so the core never reads a provider's JSON."""
+    if status in (401, 403, 429) or not 400 <= status < 500:
+        return None
+    text = message if isinstance(message, str) else ""
+    if code == "rate_limit_exceeded":  # Groq answers a tokens-per-minute limit with 413
+        return None
+    if status != 413 and code != "context_length_exceeded" and not _OVERFLOW_TEXT.search(text):
+        return None
+    summed = _SUM.search(text)
+    if summed:
+        used, answer, limit = (int(g) for g in summed.groups())
+        return ContextOverflow(limit, used, answer)
+    return ContextOverflow(_number(_LIMIT, text), _number(_USED, text), _number(_ANSWER, text))
 
 
 @dataclass
@@ -73,6 +121,8 @@ class UpstreamReply:
     error_shaped: bool = False
     # Filled by the gateway: the first stream bytes (read before the answer is committed).
     first_chunk: bytes = b""
+    # Set by the adapter when its error says the prompt is too long (context_overflow()).
+    overflow: ContextOverflow | None = None
 
     def close(self) -> None:
         """Give the connection back (or drop it, for an unfinished stream)."""

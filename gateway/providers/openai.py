@@ -16,6 +16,7 @@ from gateway.providers.base import (
     Timeouts,
     TransportError,
     UpstreamReply,
+    context_overflow,
 )
 from gateway.providers.openai_sse import SSEFilter, strip_cost, usage_of
 from gateway.usage import Usage
@@ -229,12 +230,17 @@ def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamRe
     """An error answer: the body as it came, and the message found in it."""
     parsed = json_object(body)
     error = parsed.get("error") if parsed is not None else None
+    text = body[:500].decode("utf-8", "replace")
+    code, message = (
+        (error.get("code"), error.get("message")) if isinstance(error, dict) else (None, text)
+    )
     return UpstreamReply(
         status,
         headers,
         body,
-        error=body[:500].decode("utf-8", "replace") or f"upstream answered {status}",
+        error=text or f"upstream answered {status}",
         error_shaped=isinstance(error, dict),
+        overflow=context_overflow(status, code, message),
     )
 
 

@@ -114,7 +114,7 @@ def run_attempts(
         reply, transport = None, None
         try:
             reply = call(key, timeouts)
-            decision = decide(reply.status)
+            decision = decide(reply.status, overflow=reply.overflow is not None)
         except TransportError as exc:
             transport = exc
             decision = decide(None, exc.outcome)

@@ -57,6 +57,8 @@ def trace_headers(rec: RequestRecord, ticket: Ticket | None) -> dict[str, str]:
         # Which provider answered (or failed last); `none` when no upstream was asked.
         "x-keyrelay-provider": rec.provider or "none",
     }
+    if rec.context_pruned:  # the conversation the model saw is shorter than the client's
+        headers["x-keyrelay-context-pruned"] = str(rec.context_pruned)
     if ticket is not None and ticket.headers:
         headers.update(ticket.headers)
     return headers
