@@ -161,6 +161,12 @@ class _Handler(BaseHTTPRequestHandler):
         if problem:
             self._error(400, "INVALID_ARGUMENT", problem)
             return
+        window = fake.context_window
+        prompt = count_tokens(body.get("contents")) + count_tokens(body.get("systemInstruction"))
+        if window is not None and prompt > window:
+            self._error(400, "INVALID_ARGUMENT", f"The input token count ({prompt}) exceeds the "
+                        f"maximum number of tokens allowed ({window}).")  # fmt: skip
+            return
         reply = fake._next(key)
         if reply.kind == "error":
             self._scripted_error(reply)
@@ -372,6 +378,8 @@ class FakeGemini:
         self.page_size = page_size
         self.requests: list[Recorded] = []
         self.usage_reported: list[dict] = []
+        # Prompt tokens (this fake's count) past which a request is refused as too long.
+        self.context_window: int | None = None
         self._scripts: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)

@@ -90,6 +90,13 @@ def chat_requests(fake, secret: str) -> list[dict]:
             "decrease input length or `max_tokens` and try again",
             ContextOverflow(200000, 188240, 21333),
         ),
+        (
+            400,
+            "INVALID_ARGUMENT",
+            "INVALID_ARGUMENT: The input token count (1048577) exceeds the maximum number of "
+            "tokens allowed (1048576).",
+            ContextOverflow(1048576, 1048577, None),
+        ),
         (413, None, "<html>413 Request Entity Too Large</html>", ContextOverflow()),
         (413, "request_too_large", "Request exceeds the maximum allowed size", ContextOverflow()),
         (413, "rate_limit_exceeded", "Request too large: tokens per minute", None),  # Groq's TPM

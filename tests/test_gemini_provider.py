@@ -566,3 +566,23 @@ def test_base64_embeddings_decode_to_the_upstream_floats(client, key, gemini):
     )
     raw = json.loads(answer.text)["data"][0]["embedding"]
     assert list(struct.unpack("<8f", base64.b64decode(raw))) == vector("x", 8)
+
+
+def test_a_prompt_too_long_for_gemini_is_pruned_on_a_prune_route(client, key, gemini, admin):
+    made = admin.call(
+        "POST", "/routes", {"name": "chat", "target": MODEL, "on_context_overflow": "prune"}
+    )
+    assert made.status == 201, made.data
+    gemini.context_window = 120
+    messages = [{"role": "system", "content": "Be brief."}]
+    for number in range(6):
+        messages.append({"role": "user", "content": f"question {number} " + "word " * 20})
+        messages.append({"role": "assistant", "content": f"answer {number} " + "word " * 20})
+    messages.append({"role": "user", "content": "the last question"})
+    raw = client.chat.completions.with_raw_response.create(model="chat", messages=messages)
+    assert raw.parse().choices[0].message.content == DEFAULT_TEXT
+    sent = gemini.calls()[-1].body
+    assert sent["systemInstruction"]["parts"][0]["text"] == "Be brief."
+    assert sent["contents"][-1]["parts"][0]["text"] == "the last question"
+    kept = len(sent["contents"]) + 1  # and the system turn
+    assert int(raw.headers["x-keyrelay-context-pruned"]) == len(messages) - kept > 0

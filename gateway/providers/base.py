@@ -63,11 +63,15 @@ class ContextOverflow:
 # What upstreams say when a prompt does not fit (OpenAI, vLLM, LiteLLM, Anthropic, Groq…).
 _OVERFLOW_TEXT = re.compile(
     r"maximum context length|context_length_exceeded|context length exceeded|"
-    r"context window|prompt is too long|exceed context limit",
+    r"context window|prompt is too long|exceed context limit|"
+    r"exceeds the maximum number of tokens allowed",
     re.IGNORECASE,
 )
-_LIMIT = re.compile(r"maximum context length is (\d+)|> (\d+) maximum")
-_USED = re.compile(r"resulted in (\d+) tokens|\((\d+) in the messages|too long: (\d+) tokens")
+_LIMIT = re.compile(r"maximum context length is (\d+)|> (\d+) maximum|tokens allowed \((\d+)\)")
+_USED = re.compile(
+    r"resulted in (\d+) tokens|\((\d+) in the messages|too long: (\d+) tokens|"
+    r"input token count \((\d+)\)"  # Gemini
+)
 _ANSWER = re.compile(r"(\d+) in the completion|: \d+ \+ (\d+) >")
 _SUM = re.compile(r": (\d+) \+ (\d+) > (\d+)")  # Anthropic: input + max_tokens > limit
 

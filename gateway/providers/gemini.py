@@ -30,6 +30,7 @@ from gateway.providers.base import (
     Timeouts,
     TransportError,
     UpstreamReply,
+    context_overflow,
 )
 from gateway.providers.gemini_sse import (
     SIGNATURES,
@@ -225,7 +226,8 @@ def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamRe
     delay = _retry_delay(details)
     if delay is not None and "retry-after" not in headers:
         headers["retry-after"] = f"{delay:g}"
-    return UpstreamReply(status, headers, body, error=message, format=FORMAT)
+    overflow = context_overflow(status, error.get("status"), message)
+    return UpstreamReply(status, headers, body, error=message, format=FORMAT, overflow=overflow)
 
 
 def _retry_delay(details: list[dict]) -> float | None:
