@@ -100,7 +100,9 @@ def run_dirs() -> list[str]:
 
 def test_claude_code_serves_every_dialect_with_its_usage(binaries, upstream, admin, server, client):
     before = set(run_dirs())
-    add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    key = add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    tested = admin.call("POST", f"/keys/{key['id']}/test").json()
+    assert tested["result"] == "ok" and tested["models"] is None  # the binary runs
     completion = client.chat.completions.create(model=MODEL, messages=CONVERSATION)
     assert completion.choices[0].message.content == DEFAULT_TEXT
     (sent,) = upstream.messages_requests
