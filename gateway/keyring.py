@@ -217,8 +217,13 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
         raise KeyInputError("secret", "'secret' must not contain spaces or line breaks.")
     if key.base_url is not None:
         parsed = urlparse(key.base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise KeyInputError("base_url", "'base_url' must be an http(s) URL.")
+        adapter = ADAPTERS.get(key.provider)
+        schemes = adapter.url_schemes if adapter else ("http", "https", "cli")
+        if parsed.scheme not in schemes or not parsed.netloc:
+            kind = "an http(s) URL"
+            if "cli" in schemes:  # a CLI provider's keys name a local command, not a URL
+                kind = "a cli:// name (e.g. cli://claude-code)" if adapter else kind + " or cli://"
+            raise KeyInputError("base_url", f"'base_url' must be {kind}.")
     if creating:
         for field in ("provider", "name", "secret"):
             if getattr(key, field) is None:

@@ -32,6 +32,14 @@ class Reply:
     cache_creation: int = 0
     cache_read: int = 0
     thinking: str = ""
+    # (events sent, gate): the answer waits for the gate after that many stream events
+    # (0: before answering at all), to hold a client mid-answer.
+    holds: tuple = ()
+
+    @classmethod
+    def held(cls, *holds: tuple[int, threading.Event]) -> Reply:
+        """An ok answer that stops at each (events sent, gate) until the gate is set."""
+        return cls("ok", holds=holds)
 
     @classmethod
     def ok(cls, text: str = DEFAULT_TEXT, cache_creation: int = 0, cache_read: int = 0,
@@ -135,6 +143,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "invalid_request_error", message)
             return
         reply = fake._next(key)
+        for after, gate in reply.holds:
+            if after == 0:
+                gate.wait()
         if reply.kind == "error":
             extra = {"retry-after": reply.retry_after} if reply.retry_after else {}
             self._error(reply.status, reply.error_type, f"fake {reply.error_type}", extra)
@@ -196,6 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
         events.append(("message_stop", {"type": "message_stop"}))
         try:
             for number, (name, data) in enumerate(events):
+                for after, gate in reply.holds:
+                    if after == number and after:
+                        gate.wait()
                 if reply.kind == "cut" and number == 4:
                     self.wfile.flush()
                     self.connection.shutdown(2)

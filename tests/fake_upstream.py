@@ -445,12 +445,20 @@ class _Handler(BaseHTTPRequestHandler):
             return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
         started = {**response, "status": "in_progress", "output": [], "usage": None}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        at = {"item_id": "msg_upstream", "output_index": 0, "content_index": 0}
         events = [event("response.created", {"response": started})]
+        # The item and part around the deltas, as OpenAI sends them (Codex needs them).
+        events.append(event("response.output_item.added", {"output_index": 0, "item": {
+            **item, "status": "in_progress", "content": []}}))  # fmt: skip
+        events.append(event("response.content_part.added", {**at, "part": part}))
         events += [
-            event("response.output_text.delta", {"item_id": "msg_upstream", "output_index": 0,
-                                                 "content_index": 0, "delta": piece})
+            event("response.output_text.delta", {**at, "delta": piece})
             for piece in _word_pieces(b.content)
-        ]  # fmt: skip
+        ]
+        events.append(event("response.output_text.done", {**at, "text": b.content}))
+        events.append(event("response.content_part.done", {**at, "part": item["content"][0]}))
+        events.append(event("response.output_item.done", {"output_index": 0, "item": item}))
         events.append(event("response.completed", {"response": response}))
         self._deliver_stream(b, events, len(events) - 1, reported)
 

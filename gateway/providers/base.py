@@ -170,6 +170,7 @@ class ProviderAdapter(ABC):
     name: str = ""
     default_base_url: str = ""
     price_provider: str = ""  # its id in the price table
+    url_schemes: tuple[str, ...] = ("http", "https")  # what its keys' base_url may be
 
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
@@ -184,6 +185,11 @@ class ProviderAdapter(ABC):
                 f"options.{field}", f"Provider '{cls.name}' takes no option '{field}'."
             )
         return {}
+
+    @classmethod
+    def max_concurrency(cls, options: dict) -> int | None:
+        """How many requests a key of this kind serves at once (None: no cap)."""
+        return None
 
     @abstractmethod
     def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:

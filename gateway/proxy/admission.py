@@ -21,6 +21,7 @@ from gateway.dialects.base import ProxyRequest
 from gateway.errors import GatewayError
 from gateway.limiter import Limits, SharedLimiter, Window
 from gateway.pricing import Prices
+from gateway.providers import ADAPTERS
 from gateway.store import KeyRow
 from gateway.usage import Usage
 from models.types import usd
@@ -42,6 +43,14 @@ class Ticket:
     key_scopes: tuple[str, ...] = ()
     # The provider key's in-flight count it holds a place in (strategy least-busy).
     busy_scope: str | None = None
+    # The serving key's count of running requests, for a kind with a cap (a CLI's).
+    running_scope: str | None = None
+
+    def leave_running(self) -> None:
+        """Give back the place under the serving key's concurrency cap (once)."""
+        if self.running_scope is not None:
+            scope, self.running_scope = self.running_scope, None
+            self.limiter.settle(scope, 0, int(self.clock.now().timestamp()), True)
 
     def leave_busy(self) -> None:
         """Give back the place in the serving key's in-flight count (once)."""
@@ -53,6 +62,7 @@ class Ticket:
         """Book the request's tokens in the windows and its cost in the budget period, and
         free its places; once (a second call does nothing). With no arguments: a release."""
         self.leave_busy()
+        self.leave_running()
         now = None
         if self.key_scopes:
             now = int(self.clock.now().timestamp())
@@ -167,9 +177,20 @@ class Admission:
         """The attempt loop's check of a provider key's RPM/TPM windows (and the model's on
         that key): a place, or the seconds until there is room. Keys without such limits
         cost nothing here. With `count_busy` (strategy least-busy) the attempt also takes a
-        place in the key's in-flight count, shared by every worker."""
+        place in the key's in-flight count, shared by every worker. A key whose kind caps
+        its concurrent requests (`max_concurrency`, shared by every worker) is passed over
+        at its cap like a key at its RPM limit."""
 
         def admit(key: KeyRow) -> int | None:
+            ticket.leave_running()  # a previous attempt's key is done with
+            if (wait := self._take_running(key, ticket)) is not None:
+                return wait
+            if (wait := windows(key)) is not None:
+                ticket.leave_running()
+                return wait
+            return None
+
+        def windows(key: KeyRow) -> int | None:
             if count_busy:
                 ticket.leave_busy()  # a previous attempt's key is done with
                 now = int(self.clock.now().timestamp())
@@ -196,6 +217,20 @@ class Admission:
             return None
 
         return admit
+
+    def _take_running(self, key: KeyRow, ticket: Ticket) -> int | None:
+        adapter = ADAPTERS.get(key.provider)
+        cap = adapter.max_concurrency(key.options or {}) if adapter else None
+        if cap is None:
+            return None
+        scope = f"pk:{key.id}:running"
+        _, refusal = self.limiter.admit(
+            scope, Limits(parallel=cap), int(self.clock.now().timestamp())
+        )
+        if refusal is not None:
+            return refusal.retry_after
+        ticket.running_scope = scope
+        return None
 
 
 # In-flight counting without a cap (least-busy reads the counts; nothing is refused).

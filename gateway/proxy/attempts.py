@@ -190,7 +190,7 @@ def _keys_at_limit(rec: RequestRecord, count: int, wait: int) -> GatewayError:
     return GatewayError(
         429,
         f"Every provider key for model {rec.model} is at its requests- or tokens-per-minute "
-        f"limit ({count} {noun} full). Retry after {wait}s, or add provider keys.",
+        f"or concurrency limit ({count} {noun} full). Retry after {wait}s, or add provider keys.",
         type="rate_limit_error",
         code="provider_keys_at_limit",
         headers={"Retry-After": str(wait)},

@@ -1,0 +1,354 @@
+"""Provider kinds `claude_code` and `codex_cli`: a request routed to such a key runs the
+real CLI (npm `@anthropic-ai/claude-code`, `@openai/codex`) non-interactively in an empty
+temporary directory with its tools off, pointed by `upstream_base_url` at a fake upstream
+(the Messages API for Claude Code, the Responses API for Codex). Every client dialect
+reaches it; usage is the CLI's; the cap, the timeout and a client leaving end the run, its
+process group killed."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+
+import anthropic
+import openai
+import pytest
+import urllib3
+
+from tests.conftest import MASTER_KEY
+from tests.fake_anthropic import DEFAULT_TEXT, FakeAnthropic, Reply
+from tests.fake_upstream import DEFAULT_CONTENT
+from tests.npm_tools import claude_code, codex
+
+CLAUDE = "sk-ant-api03-cliaaaaaaaaaaaaaaaaaaaa"
+SPARE = "sk-ant-api03-clibbbbbbbbbbbbbbbbbbbb"
+CODEX = "sk-codex-cli-aaaaaaaaaaaaaaaaaaaa"
+MODEL = "claude-haiku-4-5"
+CONVERSATION = [
+    {"role": "system", "content": "Answer like a pirate."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris, matey."},
+    {"role": "user", "content": "And of Spain?"},
+]
+
+
+@pytest.fixture(scope="module")
+def binaries():
+    return str(claude_code()), str(codex())
+
+
+@pytest.fixture
+def upstream():
+    with FakeAnthropic([CLAUDE, SPARE]) as fake:
+        yield fake
+
+
+def add_cli_key(admin, provider, secret, command, base, name="cli", **options) -> dict:
+    options = {"command": command, "upstream_base_url": base, **options}
+    body = {"provider": provider, "name": name, "secret": secret, "options": options}
+    made = admin.call("POST", "/keys", body)
+    assert made.status == 201, made.data
+    return made.json()
+
+
+def logged(server, admin) -> list[dict]:
+    server.app.extensions["keyrelay"].books.flush()
+    return admin.logs()
+
+
+def cli_processes() -> dict[int, str]:
+    """pid → working directory of every live process running in a CLI run's directory."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if "/keyrelay-cli-" in cwd and alive(int(entry)):
+            found[int(entry)] = cwd
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def run_dirs() -> list[str]:
+    return glob.glob(os.path.join(tempfile.gettempdir(), "keyrelay-cli-*"))
+
+
+def test_claude_code_serves_every_dialect_with_its_usage(binaries, upstream, admin, server, client):
+    before = set(run_dirs())
+    key = add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    tested = admin.call("POST", f"/keys/{key['id']}/test").json()
+    assert tested["result"] == "ok" and tested["models"] is None  # the binary runs
+    completion = client.chat.completions.create(model=MODEL, messages=CONVERSATION)
+    assert completion.choices[0].message.content == DEFAULT_TEXT
+    (sent,) = upstream.messages_requests
+    assert sent.key == CLAUDE and sent.body["tools"] == []  # Claude Code's tools are off
+    assert sent.body["model"] == MODEL
+    assert sent.body["system"][-1]["text"] == "Answer like a pirate."
+    (prompt,) = [block["text"] for block in sent.body["messages"][-1]["content"]]
+    assert prompt == (
+        "User: What is the capital of France?\n\nAssistant: Paris, matey.\n\nUser: And of Spain?"
+    )
+    reported = upstream.usage_reported[0]
+    assert completion.usage.prompt_tokens == reported["input_tokens"]
+    assert completion.usage.completion_tokens == reported["output_tokens"]
+
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Say hello"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == DEFAULT_TEXT
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 5  # deltas
+    assert chunks[-1].usage.completion_tokens == upstream.usage_reported[1]["output_tokens"]
+    assert upstream.messages_requests[1].body["messages"][-1]["content"][0]["text"] == "Say hello"
+
+    sdk = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
+    message = sdk.messages.create(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "Hi there"}]
+    )
+    assert message.content[0].text == DEFAULT_TEXT
+    with sdk.messages.stream(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "Hi"}]
+    ) as events:
+        assert events.get_final_text() == DEFAULT_TEXT
+    assert client.responses.create(model=MODEL, input="Hello?").output_text == DEFAULT_TEXT
+
+    rows = logged(server, admin)
+    assert [r["status_code"] for r in rows] == [200] * 5
+    booked = sorted((r["input_tokens"], r["output_tokens"]) for r in rows)
+    said = sorted((u["input_tokens"], u["output_tokens"]) for u in upstream.usage_reported)
+    assert booked == said and not any(r["usage_estimated"] for r in rows)
+    assert set(run_dirs()) == before  # every run's directory is gone
+    assert cli_processes() == {}
+
+
+def test_codex_serves_every_dialect_with_its_usage(binaries, fake, admin, server, client):
+    add_cli_key(admin, "codex_cli", CODEX, binaries[1], fake.base_url)
+    completion = client.chat.completions.create(model="gpt-4o-mini", messages=CONVERSATION)
+    assert completion.choices[0].message.content == DEFAULT_CONTENT
+    (sent,) = fake.requests
+    assert sent.path == "/v1/responses" and sent.secret == CODEX
+    assert sent.body["model"] == "gpt-4o-mini"
+    tools = {tool.get("name") or tool.get("type") for tool in sent.body["tools"]}
+    assert not tools & {"exec_command", "write_stdin", "web_search", "create_goal"}
+    texts = [
+        part["text"]
+        for item in sent.body["input"]
+        if item.get("type") == "message"
+        for part in item["content"]
+    ]
+    assert texts[-1] == (
+        "System: Answer like a pirate.\n\nUser: What is the capital of France?\n\n"
+        "Assistant: Paris, matey.\n\nUser: And of Spain?"
+    )
+    cwd = next(t for t in texts if "<cwd>" in t).split("<cwd>")[1].split("</cwd>")[0]
+    assert "/keyrelay-cli-" in cwd and not os.path.exists(cwd)  # a temporary dir, removed
+    assert completion.usage.prompt_tokens == fake.usage_reported[0]["prompt_tokens"]
+
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream) == DEFAULT_CONTENT
+    sdk = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
+    message = sdk.messages.create(
+        model="gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert message.content[0].text == DEFAULT_CONTENT
+    answer = client.responses.create(model="gpt-4o-mini", input="Hi", stream=True)
+    done = [e for e in answer if e.type == "response.completed"]
+    assert done[0].response.output_text == DEFAULT_CONTENT
+
+    rows = logged(server, admin)
+    assert [r["status_code"] for r in rows] == [200] * 4
+    booked = sorted((r["input_tokens"], r["output_tokens"]) for r in rows)
+    said = sorted((u["prompt_tokens"], u["completion_tokens"]) for u in fake.usage_reported)
+    assert booked == said and not any(r["usage_estimated"] for r in rows)
+    assert cli_processes() == {}
+
+
+def test_tool_calls_are_refused_before_anything_runs(binaries, upstream, admin, client):
+    add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], tools=[tool]
+        )
+    assert refused.value.code == "unsupported_by_provider"
+    assert "claude_code" in refused.value.message
+    assert upstream.requests == []
+
+
+def test_a_key_at_its_cap_is_passed_over(binaries, upstream, admin, server, client):
+    first = add_cli_key(
+        admin, "claude_code", CLAUDE, binaries[0], upstream.base_url, max_concurrency=1
+    )
+    gate = threading.Event()
+    upstream.script(CLAUDE, [Reply.held((4, gate))])  # stops after its first word
+    held = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hello"}], stream=True
+    )
+    try:
+        assert next(iter(held)).choices[0].delta.role == "assistant"
+        running = cli_processes()
+        assert running and all(os.listdir(cwd) == [] for cwd in running.values())  # empty
+        with pytest.raises(openai.RateLimitError) as full:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+        assert full.value.code == "provider_keys_at_limit"
+        assert full.value.response.headers["Retry-After"] == "1"
+        second = add_cli_key(admin, "claude_code", SPARE, binaries[0], upstream.base_url)
+        other = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}]
+        )
+        assert other.parse().choices[0].message.content == DEFAULT_TEXT
+    finally:
+        gate.set()
+    assert "".join(c.choices[0].delta.content or "" for c in held) == DEFAULT_TEXT
+    rows = logged(server, admin)
+    served = sorted(r["provider_key_id"] for r in rows if r["status_code"] == 200)
+    assert served == sorted([first["id"], second["id"]])
+    assert upstream.messages_requests[-1].key == SPARE
+
+
+def test_a_run_past_its_timeout_is_killed_and_fails_over(binaries, upstream, admin, server):
+    gate = threading.Event()
+    upstream.script(CLAUDE, [Reply.held((0, gate))])  # never answers
+    slow = add_cli_key(
+        admin, "claude_code", CLAUDE, binaries[0], upstream.base_url, timeout_seconds=2
+    )
+    spare = add_cli_key(admin, "claude_code", SPARE, binaries[0], upstream.base_url, name="b")
+    http = urllib3.PoolManager(retries=False)
+    result = {}
+
+    def ask():
+        result["response"] = http.request(
+            "POST",
+            f"{server.url}/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        )
+
+    asking = threading.Thread(target=ask)
+    try:
+        asking.start()
+        assert wait_until(lambda: upstream.messages_requests), result
+        running = cli_processes()
+        assert running
+        asking.join(20)
+    finally:
+        gate.set()
+    response = result["response"]
+    assert response.status == 200, response.data
+    assert response.json()["choices"][0]["message"]["content"] == DEFAULT_TEXT
+    assert not any(alive(pid) for pid in running)  # the whole group was killed
+    assert not any(os.path.exists(cwd) for cwd in running.values())
+    (row,) = logged(server, admin)
+    attempts = [(a["provider_key_id"], a["outcome"]) for a in row["attempts"]]
+    assert attempts == [(slow["id"], "timeout"), (spare["id"], "ok")]
+    assert 2000 <= row["attempts"][0]["latency_ms"] < 5000
+    assert "did not finish in time" in row["attempts"][0]["error"]
+
+
+def test_a_client_that_leaves_kills_the_run(binaries, upstream, admin, server):
+    add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    first, rest = threading.Event(), threading.Event()
+    upstream.script(CLAUDE, [Reply.held((4, first), (9, rest))])
+    body = json.dumps(
+        {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    )
+    sock = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    sock.sendall(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        .encode()
+    )  # fmt: skip
+    try:
+        seen = b""
+        while b"Hello" not in seen:
+            seen += sock.recv(4096)
+        running = cli_processes()
+        assert running
+        sock.close()  # the client goes away mid-answer
+        first.set()  # the next words reach the gateway, which finds the client gone
+        assert wait_until(lambda: not any(alive(pid) for pid in running))
+        assert not rest.is_set()  # killed while the upstream was still answering
+    finally:
+        first.set()
+        rest.set()
+    assert wait_until(lambda: logged(server, admin))
+    (row,) = logged(server, admin)
+    assert row["status_code"] == 499
+    assert not any(os.path.exists(cwd) for cwd in running.values())
+
+
+def test_a_cli_error_comes_back_with_its_message_and_no_secret(
+    binaries, upstream, admin, server, client
+):
+    wrong = "sk-ant-api03-notknownaaaaaaaaaaaaaa"
+    key = add_cli_key(admin, "claude_code", wrong, binaries[0], upstream.base_url)
+    with pytest.raises(openai.APIStatusError) as failed:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert failed.value.status_code == 502
+    assert "rejected the key" in failed.value.message
+    assert admin.key(key["id"])["status"] == "auth_failed"  # Claude Code said 401
+    (row,) = logged(server, admin)
+    assert "Invalid API key" in str(row)
+    assert wrong not in str(row) and wrong not in str(admin.key(key["id"]))
+
+
+@pytest.mark.parametrize(
+    ("provider", "fields", "param"),
+    [
+        ("claude_code", {"options": {"max_concurrency": 0}}, "options.max_concurrency"),
+        ("codex_cli", {"options": {"timeout_seconds": "soon"}}, "options.timeout_seconds"),
+        ("claude_code", {"options": {"upstream_base_url": "ftp://x"}}, "options.upstream_base_url"),
+        ("codex_cli", {"options": {"command": ""}}, "options.command"),
+        ("claude_code", {"options": {"colour": "red"}}, "options.colour"),
+        ("claude_code", {"base_url": "http://127.0.0.1:1"}, "base_url"),
+        ("openai", {"base_url": "cli://claude-code"}, "base_url"),
+    ],
+)
+def test_bad_cli_settings_are_refused_by_name(admin, provider, fields, param):
+    body = {"provider": provider, "name": "n", "secret": "sk-x", **fields}
+    response = admin.call("POST", "/keys", body)
+    assert response.status == 400
+    assert response.json()["error"]["param"] == param
+
+
+def test_a_cli_key_gets_its_placeholder_base_url_and_options(admin):
+    made = admin.call(
+        "POST",
+        "/keys",
+        {"provider": "codex_cli", "name": "c", "secret": "dir:/srv/codex-home",
+         "options": {"max_concurrency": 3, "timeout_seconds": 60}},
+    )  # fmt: skip
+    assert made.status == 201, made.data
+    key = made.json()
+    assert key["base_url"] == "cli://codex"
+    assert key["options"] == {"max_concurrency": 3, "timeout_seconds": 60}
