@@ -312,11 +312,22 @@ def _add_missing_columns() -> None:
 
 def register_blueprints(app: Flask) -> None:
     """The proxy under /v1 and /api/v1, and the admin JSON API."""
-    from blueprints import admin_api, auth, dashboard, errors, partials, proxy, system, webhooks
+    from blueprints import (
+        admin_api,
+        auth,
+        dashboard,
+        errors,
+        partials,
+        proxy,
+        rovodev_api,
+        system,
+        webhooks,
+    )
 
     app.register_blueprint(proxy.bp, url_prefix="/v1")
     app.register_blueprint(proxy.bp, url_prefix="/api/v1", name="proxy_api_v1")
     app.register_blueprint(admin_api.bp, url_prefix="/api/admin")
+    app.register_blueprint(rovodev_api.bp, url_prefix="/api/admin")
     app.register_blueprint(system.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
