@@ -320,6 +320,7 @@ def register_blueprints(app: Flask) -> None:
         partials,
         proxy,
         rovodev_api,
+        rovodev_pages,
         system,
         webhooks,
     )
@@ -331,6 +332,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(system.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(rovodev_pages.bp)
     app.register_blueprint(partials.bp, url_prefix="/partials")
     app.register_blueprint(csrf.exempt(webhooks.bp), url_prefix="/api/webhooks")
     errors.register(app)

@@ -15,7 +15,8 @@ import openai
 import pytest
 
 from gateway import scheduler
-from tests.conftest import MASTER_KEY, chat
+from gateway.secrets import mask
+from tests.conftest import MASTER_KEY, chat, make_viewer
 from tests.fake_rovodev import Account, FakeRovoDev
 
 TOKEN = "ATATT3xFfGF0rovodev-token-aaaaaaaaaaaa"
@@ -382,3 +383,59 @@ def test_openrouter_key_info_is_synced_as_credit(admin, fake, client):
     client.chat.completions.create(**chat())
     assert fake.requests[-1].secret == "sk-plain-openai-aaaaaaaaaaaa"
     assert admin.call("POST", "/keys/sync?profile=nobody").json()["keys"] == []
+
+
+# -- the dashboard's RovoDev page ----------------------------------------------------------
+
+
+def form(rovo, **fields) -> dict:
+    return {"profile": "default", "email": EMAIL, "apiToken": TOKEN, "cloudId": CLOUD,
+            "dailyTokenLimit": "20000000", "authScheme": "bearer", "baseUrl": rovo.base_url,
+            **fields}  # fmt: skip
+
+
+def test_the_page_adds_an_account_tests_it_and_lists_it_masked(web, rovo, app):
+    added = web.post("/rovodev", form(rovo), follow_redirects=True)
+    assert added.status_code == 200
+    page = added.text
+    assert "Added RovoDev account" in page and "Test passed" in page
+    assert TOKEN not in page and mask(TOKEN) in page
+    assert EMAIL in page and CLOUD in page and "internal" in page
+    assert 'max="20000000"' in page  # the usage bar against the daily limit
+    assert "not synced yet" in page
+    assert rovo.credit_checks == [TOKEN]
+
+
+def test_a_bad_form_says_which_field_and_never_echoes_the_token(web, rovo):
+    refused = web.post("/rovodev", form(rovo, email="nobody", dailyTokenLimit="12"))
+    assert refused.status_code == 422
+    assert 'id="email-error"' in refused.text and "email address" in refused.text
+    assert TOKEN not in refused.text and 'value="nobody"' in refused.text
+    limit = web.post("/rovodev", form(rovo, dailyTokenLimit="-3"))
+    assert limit.status_code == 422 and 'id="dailyTokenLimit-error"' in limit.text
+    missing = web.post("/rovodev", form(rovo, apiToken=""))
+    assert missing.status_code == 422 and 'id="apiToken-error"' in missing.text
+    assert "No RovoDev accounts yet" in web.get("/rovodev").text
+
+
+def test_sync_and_test_buttons_report_on_the_page(web, admin, rovo):
+    add(admin, rovo)
+    wrong = add(admin, rovo, SPARE, "someone-else@example.com", cloud=None)
+    rovo.accounts[TOKEN].daily_used = 19_000_000
+    synced = web.post("/rovodev/sync", {}, follow_redirects=True).text
+    assert "Synced 1 of 2 RovoDev account(s)" in synced
+    assert "1,000,000 tokens" in synced
+    tested = web.post(f"/rovodev/{wrong['id']}/test", {}, follow_redirects=True).text
+    assert "RovoDev authentication failed" in tested
+    assert SPARE not in tested and TOKEN not in tested
+    assert web.post("/rovodev/999/test", {}).status_code == 404
+
+
+def test_viewers_see_the_page_but_change_nothing(app, admin, rovo):
+    add(admin, rovo)
+    viewer = make_viewer(app)
+    page = viewer.get("/rovodev").text
+    assert EMAIL in page and "Add a RovoDev account" not in page
+    assert viewer.post("/rovodev/sync", {}).status_code == 403
+    assert viewer.post("/rovodev", form(rovo, apiToken=SPARE)).status_code == 403
+    assert len(admin.call("GET", "/rovodev-keys").json()["data"]) == 1
