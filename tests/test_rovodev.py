@@ -7,6 +7,7 @@ checks the headers and 401s otherwise."""
 
 from __future__ import annotations
 
+import html
 import logging
 from decimal import Decimal
 
@@ -439,3 +440,11 @@ def test_viewers_see_the_page_but_change_nothing(app, admin, rovo):
     assert viewer.post("/rovodev/sync", {}).status_code == 403
     assert viewer.post("/rovodev", form(rovo, apiToken=SPARE)).status_code == 403
     assert len(admin.call("GET", "/rovodev-keys").json()["data"]) == 1
+
+
+def test_the_general_key_form_says_where_rovodev_accounts_are_added(web):
+    values = {"name": "r", "provider": "rovodev", "profile": "default", "secret": TOKEN}
+    refused = web.post("/keys", values)
+    assert refused.status_code == 422
+    assert "'email' must be the account's email address." in html.unescape(refused.text)
+    assert 'href="/rovodev"' in refused.text and TOKEN not in refused.text
