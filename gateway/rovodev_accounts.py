@@ -49,6 +49,9 @@ def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
             options[inner.removeprefix("options.")] = body[outer]
         else:
             data[inner] = body[outer]
+    named_by_email = key is not None and key.name == (key.options or {}).get("email")
+    if named_by_email and "email" in body and "name" not in body:
+        data["name"] = body["email"]  # the account's name follows its email
     if key is None:
         if not isinstance(data.get("name"), str) and isinstance(options.get("email"), str):
             data["name"] = options["email"].strip() or None

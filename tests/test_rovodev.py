@@ -100,6 +100,7 @@ def test_accounts_round_trip_with_camel_case_fields_and_the_token_masked(admin, 
     )
     assert changed.status == 200 and TOKEN.encode() not in changed.data
     assert changed.json()["email"] == OTHER and changed.json()["isInternal"] is False
+    assert changed.json()["name"] == OTHER  # named by its email: the name follows
     assert changed.json()["dailyTokenLimit"] == 50_000_000
     assert changed.json()["cloudId"] == CLOUD  # options not given stay
 
