@@ -312,14 +312,27 @@ def _add_missing_columns() -> None:
 
 def register_blueprints(app: Flask) -> None:
     """The proxy under /v1 and /api/v1, and the admin JSON API."""
-    from blueprints import admin_api, auth, dashboard, errors, partials, proxy, system, webhooks
+    from blueprints import (
+        admin_api,
+        auth,
+        dashboard,
+        errors,
+        partials,
+        proxy,
+        rovodev_api,
+        rovodev_pages,
+        system,
+        webhooks,
+    )
 
     app.register_blueprint(proxy.bp, url_prefix="/v1")
     app.register_blueprint(proxy.bp, url_prefix="/api/v1", name="proxy_api_v1")
     app.register_blueprint(admin_api.bp, url_prefix="/api/admin")
+    app.register_blueprint(rovodev_api.bp, url_prefix="/api/admin")
     app.register_blueprint(system.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(rovodev_pages.bp)
     app.register_blueprint(partials.bp, url_prefix="/partials")
     app.register_blueprint(csrf.exempt(webhooks.bp), url_prefix="/api/webhooks")
     errors.register(app)

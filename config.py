@@ -158,6 +158,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Minutes between re-tests of auto-disabled and auth-failed provider keys (those that answer come back).",
     ),
     Setting(
+        "CREDITS_SYNC_MINUTES",
+        15.0,
+        float,
+        "Minutes between usage syncs of provider keys whose provider reports what is left (RovoDev credits check, OpenRouter key info); 0: only on demand.",
+    ),
+    Setting(
         "LOG_RETENTION_DAYS",
         30,
         int,

@@ -33,6 +33,7 @@ from gateway import (
     routes,
     scheduler,
     selection,
+    usage_sync,
     validation,
 )
 from gateway.errors import GatewayError
@@ -213,6 +214,22 @@ def test_key(key_id: int):
     db.session.remove()
     result = gateway().test_key(key_id)
     return jsonify({**result, "key": _describe(_key_or_404(key_id))})
+
+
+@bp.post("/keys/sync")
+def sync_keys():
+    """Usage sync now: keys whose provider reports what is left (`profile`, `provider`
+    from the query or the body narrow it)."""
+    body = _json() if isinstance(_json(), dict) else {}
+    profile = request.args.get("profile") or body.get("profile")
+    provider = request.args.get("provider") or body.get("provider")
+    for name, value in (("profile", profile), ("provider", provider)):
+        if value is not None and not isinstance(value, str):
+            raise GatewayError(400, f"'{name}' must be a string.", param=name)
+    audit("keys.sync", f"profile:{profile or '*'}", provider=provider)
+    db.session.commit()
+    db.session.remove()
+    return jsonify(usage_sync.sync_credits(gateway(), utcnow(), profile, provider))
 
 
 @bp.post("/keys/<int:key_id>/toggle")

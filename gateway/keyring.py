@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from urllib.parse import urlparse
 
 from cryptography.fernet import InvalidToken
@@ -308,21 +308,23 @@ def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) 
         secret_masked=mask(data.secret),
         secret_fingerprint=box.fingerprint(data.secret),
         base_url=base_url.rstrip("/"),
-        models=data.models or ["*"],
+        models=data.models or list(ADAPTERS[data.provider].default_models) or ["*"],
         status=ACTIVE,
         consecutive_failures=0,
         created_at=now,
         updated_at=now,
     )
+    # A kind's own daily limit (RovoDev: 20M tokens) unless the admin gave one, or none.
+    key.daily_token_limit = ADAPTERS[data.provider].default_daily_token_limit
     for column, value in data.limits.items():
         setattr(key, column, value)
-    key.options = _checked_options(data.provider, data.options or {}) or None
+    key.options = check_options(data.provider, data.options or {}) or None
     session.add(key)
     session.flush()
     return key
 
 
-def _checked_options(provider: str, options: dict) -> dict:
+def check_options(provider: str, options: dict) -> dict:
     """The provider's settings as its adapter accepts them; KeyInputError naming the bad one."""
     try:
         return ADAPTERS[provider].check_options(options)
@@ -346,7 +348,7 @@ def update_key(
         setattr(key, column, value)
     if data.options is not None or data.provider is not None:
         given = data.options if data.options is not None else key.options or {}
-        key.options = _checked_options(key.provider, given) or None
+        key.options = check_options(key.provider, given) or None
     if "expires_at" in data.limits and key.status == EXPIRED:
         key.status = ACTIVE  # a new (or no) expiry brings an expired key back
     if data.secret is not None:
@@ -453,6 +455,7 @@ class KeyUsage:
     cost_today: int = 0
     cost_month: int = 0
     cost_total: int = 0
+    day: date | None = None  # the local day of used_today
 
 
 def key_usage(session: Session, today) -> dict[int, KeyUsage]:
@@ -468,7 +471,7 @@ def key_usage(session: Session, today) -> dict[int, KeyUsage]:
         func.sum(u.cost_micros),
     ).group_by(u.provider_key_id)
     return {
-        key_id: KeyUsage(*(int(v or 0) for v in values))
+        key_id: KeyUsage(*(int(v or 0) for v in values), day=today)
         for key_id, *values in session.execute(month)
     }
 
@@ -488,6 +491,7 @@ def attach_usage(key: ProviderKey, usage: KeyUsage | None) -> ProviderKey:
     usage = usage or KeyUsage()
     for name in ("used_today", "used_month", "cost_today", "cost_month", "cost_total"):
         setattr(key, name, getattr(usage, name))
+    key.usage_day = usage.day
     return key
 
 

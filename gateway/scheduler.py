@@ -36,7 +36,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway import housekeeping, periods
+from gateway import housekeeping, periods, usage_sync
 from models import JobRun
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,12 @@ JOBS = (
     ),
     Job("log-retention", housekeeping.prune_logs, "03:00 every day", cron={"hour": 3, "minute": 0}),
     Job("budget-alerts", housekeeping.budget_alerts, "every 5 minutes", minutes=5),
+    Job(
+        "credits-sync",
+        usage_sync.credits_sync,
+        "every KEYRELAY_CREDITS_SYNC_MINUTES",
+        minutes="CREDITS_SYNC_MINUTES",
+    ),
 )
 BY_NAME = {job.name: job for job in JOBS}
 # One run of a job at a time in this process (a catch-up and a regular run, or `jobs run`).

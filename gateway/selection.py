@@ -52,13 +52,41 @@ _LIMITS = (
 )
 
 
+CREDITS_EXHAUSTED = "credits exhausted"
+
+
 def limit_hit(key) -> tuple[str, str | None] | None:
-    """(what, "day" | "month" | None) of the first token/cost limit the key has reached."""
+    """(what, "day" | "month" | None) of the first token/cost limit the key has reached;
+    a key whose provider reported nothing left (usage sync) is out until a sync says more."""
     for limit_attr, used_attr, what, period in _LIMITS:
         limit = getattr(key, limit_attr, None)
         if limit is not None and getattr(key, used_attr, 0) >= limit:
             return what, period
+    tokens, micros = synced_left(key)
+    if (tokens is not None and tokens <= 0) or (micros is not None and micros <= 0):
+        return CREDITS_EXHAUSTED, None
     return None
+
+
+def synced_left(key) -> tuple[int | None, int | None]:
+    """(tokens, micro-dollars) the provider said were left at the last usage sync, less
+    what this gateway booked on the key since; None where it reported nothing.
+
+    The figure is a snapshot: usage booked after it is subtracted (the usage above what
+    the key had booked that day at the sync). A sync of an earlier day counts all of
+    today's usage as after it (what came after it on its own day is missed until the
+    next sync, a few minutes later)."""
+    if getattr(key, "synced_at", None) is None:
+        return None, None
+    same_day = key.usage_day is not None and periods.local_day(key.synced_at) == key.usage_day
+    tokens_since = key.used_today - (key.synced_used_tokens or 0) if same_day else key.used_today
+    cost_since = key.cost_today - (key.synced_used_cost_micros or 0) if same_day else key.cost_today
+    tokens = key.remaining_tokens
+    micros = key.remaining_credit_micros
+    return (
+        None if tokens is None else tokens - max(0, tokens_since),
+        None if micros is None else micros - max(0, cost_since),
+    )
 
 
 def back_at(key, now: datetime) -> datetime | None:
@@ -77,12 +105,16 @@ def back_at(key, now: datetime) -> datetime | None:
 
 
 def remaining_today(key: KeyRow) -> float:
-    """Tokens left under the daily (and monthly) limit; unlimited keys have all the room."""
+    """Tokens left under the daily (and monthly) limit and of what the provider last said
+    was left (usage sync); unlimited keys have all the room."""
     left = float("inf")
     if key.daily_token_limit is not None:
         left = key.daily_token_limit - key.used_today
     if key.monthly_token_limit is not None:
         left = min(left, key.monthly_token_limit - key.used_month)
+    synced = synced_left(key)[0]
+    if synced is not None:
+        left = min(left, synced)
     return left
 
 

@@ -30,7 +30,7 @@ from gateway.keycache import KeyCache
 from gateway.limiter import SharedLimiter
 from gateway.policy import Outcome
 from gateway.pricing import Prices
-from gateway.providers import ADAPTERS
+from gateway.providers import ADAPTERS, OWNERS
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply
 from gateway.providers.http import UpstreamClient
 from gateway.proxy.admission import Admission
@@ -292,7 +292,7 @@ class Gateway:
             names = key.models if "*" not in key.models else (key.discovered_models or [])
             for name in names:
                 if caller.models is None or name in caller.models:
-                    owners.setdefault(name, key.provider)
+                    owners.setdefault(name, OWNERS.get(key.provider, key.provider))
         table = self.routes.table()
         for alias in table.aliases():  # an alias is listed when its target is served
             target = table.hop(alias).model

@@ -77,6 +77,10 @@ class KeyRow:
     options: dict | None = None
     remaining_tokens: int | None = None
     remaining_credit_micros: int | None = None
+    synced_at: datetime | None = None
+    synced_used_tokens: int | None = None
+    synced_used_cost_micros: int | None = None
+    usage_day: date | None = None  # the local day of used_today (set by load_keys)
 
     def serves(self, model: str) -> bool:
         """Whether this key is configured to serve the model."""
@@ -188,6 +192,9 @@ def _keys_query(by_profile: bool):
         keys_t.c.options,
         keys_t.c.remaining_tokens,
         keys_t.c.remaining_credit_micros,
+        keys_t.c.synced_at,
+        keys_t.c.synced_used_tokens,
+        keys_t.c.synced_used_cost_micros,
     ).select_from(keys_t.outerjoin(used, used.c.provider_key_id == keys_t.c.id))
     if by_profile:
         return query.where(keys_t.c.profile_id == bindparam("profile_id")).order_by(keys_t.c.id)
@@ -201,14 +208,14 @@ _KEY_BY_ID = _keys_query(by_profile=False)
 def load_keys(conn: Connection, profile_id: int, today: date) -> list[KeyRow]:
     """Every provider key of the profile with its usage today and this month."""
     params = {"profile_id": profile_id, "today": today, "month_start": today.replace(day=1)}
-    return [KeyRow(*row) for row in conn.execute(_KEYS_OF_PROFILE, params)]
+    return [KeyRow(*row, usage_day=today) for row in conn.execute(_KEYS_OF_PROFILE, params)]
 
 
 def load_key(conn: Connection, key_id: int, today: date) -> KeyRow | None:
     """One provider key with its usage today and this month."""
     params = {"key_id": key_id, "today": today, "month_start": today.replace(day=1)}
     row = conn.execute(_KEY_BY_ID, params).first()
-    return None if row is None else KeyRow(*row)
+    return None if row is None else KeyRow(*row, usage_day=today)
 
 
 def cool_down(conn: Connection, key_id: int, until: datetime, error: str) -> None:
@@ -263,7 +270,7 @@ def count_failure(conn: Connection, key_id: int, threshold: int, error: str, now
 
 
 def record_test(conn: Connection, key_id: int, values: dict) -> None:
-    """Store what a key test found (status, discovered models, error)."""
+    """Store what a key test (or a usage sync) found (status, models, credits, error)."""
     conn.execute(update(keys_t).where(keys_t.c.id == key_id).values(**values))
 
 

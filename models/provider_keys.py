@@ -79,6 +79,10 @@ class ProviderKey(db.Model):
     remaining_tokens: Mapped[int | None] = mapped_column(BigInteger)
     remaining_credit_micros: Mapped[int | None] = mapped_column(BigInteger)
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The key's tokens and cost booked on synced_at's local day, as of the sync: what was
+    # booked since is the usage above them (selection.synced_left), not yet in the figure.
+    synced_used_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    synced_used_cost_micros: Mapped[int | None] = mapped_column(BigInteger)
     tpm_limit: Mapped[int | None] = mapped_column(Integer)
     # {"gpt-4o": {"rpm": 10, "tpm": 30000}}: extra windows for one model on this key.
     model_limits: Mapped[dict | None] = mapped_column(JSON)
@@ -104,6 +108,7 @@ class ProviderKey(db.Model):
     cost_today: int = 0
     cost_month: int = 0
     cost_total: int = 0
+    usage_day = None  # the local day of used_today
 
     def serves(self, model: str) -> bool:
         """Whether this key is configured to serve the model."""

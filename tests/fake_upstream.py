@@ -337,6 +337,8 @@ class _Handler(BaseHTTPRequestHandler):
             return lambda b: self._completions(b, body)
         if self.command == "POST" and path == "/v1/responses":
             return lambda b: self._responses(b, body)
+        if self.command == "GET" and path == "/v1/key":  # OpenRouter's key info
+            return lambda b: self._key_info()
         if self.command == "GET" and path == "/v1/models":
             return self._list_models
         if self.command == "GET" and path.startswith("/v1/models/"):
@@ -461,6 +463,15 @@ class _Handler(BaseHTTPRequestHandler):
         events.append(event("response.output_item.done", {"output_index": 0, "item": item}))
         events.append(event("response.completed", {"response": response}))
         self._deliver_stream(b, events, len(events) - 1, reported)
+
+    def _key_info(self) -> None:
+        """GET /v1/key as OpenRouter answers it: the key's credit limit and usage in USD."""
+        secret = _bearer(self.headers.get("Authorization"))
+        limit, usage = self.server.upstream.key_info.get(secret, (None, 0.0))
+        remaining = None if limit is None else limit - usage
+        data = {"label": f"sk-or-v1-{_mask(secret)}", "limit": limit, "usage": usage,
+                "limit_remaining": remaining, "is_free_tier": False}  # fmt: skip
+        self._send_json(200, {"data": data})
 
     def _list_models(self, b: Behaviour) -> None:
         """GET /v1/models."""
@@ -756,7 +767,7 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False  # close() joins with a deadline instead of forever
 
     def __init__(self, upstream: FakeUpstream) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", 0), upstream.handler)
         self.upstream = upstream
         self.released = threading.Event()
         self._live_lock = threading.Lock()
@@ -807,8 +818,12 @@ class _Server(ThreadingHTTPServer):
 class FakeUpstream:
     """An OpenAI-compatible server on 127.0.0.1 whose behaviour tests script per secret."""
 
+    handler: type[BaseHTTPRequestHandler] = _Handler  # a fake of another provider adds to it
+
     def __init__(self, models: list[str] | tuple[str, ...] = DEFAULT_MODELS) -> None:
         self.models = list(models)
+        # OpenRouter's key info per secret: (credit limit in USD or None, usage in USD).
+        self.key_info: dict[str | None, tuple[float | None, float]] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._behaviours: dict[str | None, Behaviour] = {}

@@ -317,3 +317,32 @@ def test_client_key_is_shown_once_with_a_copy_button(page, admin, fake, server):
     screenshot(page, "client-keys")
     with pytest.raises(openai.AuthenticationError):
         sdk.chat.completions.create(**chat())
+
+
+def test_rovodev_page_adds_an_account_masked_and_sync_shows_what_is_left(page):
+    from tests.fake_rovodev import Account, FakeRovoDev
+
+    token = "ATATT3xFfGF0browser-rovodev-aaaa"
+    with FakeRovoDev({token: Account("dev@atlassian.com", "cloud-1")}) as rovo:
+        login(page)
+        page.get_by_role("link", name="RovoDev").click()
+        page.get_by_label("Email").fill("not an email")
+        page.get_by_label("API token").fill(token)
+        page.get_by_role("button", name="Add account").click()
+        expect(page.locator("#email-error")).to_contain_text("email address")
+        expect(page.get_by_label("API token")).to_have_value("")  # never sent back
+        page.get_by_label("Email").fill("dev@atlassian.com")
+        page.get_by_label("API token").fill(token)
+        page.get_by_label("Cloud ID (optional)").fill("cloud-1")
+        page.get_by_label("Base URL (optional)").fill(rovo.base_url)
+        page.get_by_role("button", name="Add account").click()
+        expect(page.locator(".flash.ok")).to_contain_text("Test passed")
+        row = page.locator("table.rovodev tr[data-key-id]")
+        expect(row.locator(".token")).to_have_text(mask(token))
+        expect(row.locator("meter")).to_have_attribute("max", "20000000")
+        assert token not in page.content()
+        rovo.accounts[token].daily_used = 15_000_000
+        page.get_by_role("button", name="Sync usage").click()
+        expect(page.locator(".flash.ok")).to_contain_text("Synced 1 of 1")
+        expect(row.locator("td.synced .amount")).to_have_text("5,000,000 tokens")
+        screenshot(page, "rovodev")

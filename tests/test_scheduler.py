@@ -337,7 +337,13 @@ def test_restart_after_downtime_across_midnight(app, admin, client, fake, clock,
     restarted = build(SCHEDULER=True)
     leader = restarted.extensions["scheduler"]
     assert leader.leading
-    assert leader.caught_up == ["daily-reset", "key-expiry", "key-revalidation", "budget-alerts"]
+    assert leader.caught_up == [
+        "daily-reset",
+        "key-expiry",
+        "key-revalidation",
+        "budget-alerts",
+        "credits-sync",
+    ]
     engine = restarted.extensions["keyrelay"].engine
 
     def caught_up() -> bool:

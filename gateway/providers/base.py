@@ -24,6 +24,7 @@ from gateway.usage import Usage
 
 __all__ = [
     "ContextOverflow",
+    "Credits",
     "ProviderAdapter",
     "StreamReader",
     "Target",
@@ -135,6 +136,14 @@ class UpstreamReply:
             self._release = None
 
 
+@dataclass(frozen=True)
+class Credits:
+    """What a provider says is left on an account (usage sync): tokens, or micro-dollars."""
+
+    remaining_tokens: int | None = None
+    remaining_credit_micros: int | None = None
+
+
 def retry_after_seconds(headers: dict[str, str], now: datetime) -> float | None:
     """Seconds the upstream asked us to wait (`retry-after-ms`, `Retry-After` secs or date)."""
     millis = headers.get("retry-after-ms")
@@ -171,6 +180,17 @@ class ProviderAdapter(ABC):
     default_base_url: str = ""
     price_provider: str = ""  # its id in the price table
     url_schemes: tuple[str, ...] = ("http", "https")  # what its keys' base_url may be
+    owned_by: str = ""  # the models' `owned_by` in /v1/models (empty: the kind's name)
+    # What a new key of this kind serves and may use a day when the admin says nothing
+    # (empty: any model; None: no limit).
+    default_models: tuple[str, ...] = ()
+    default_daily_token_limit: int | None = None
+    # Whether the provider reports what is left on an account (`check_credits`).
+    reports_credits: bool = False
+    # The provider's own words for a client-facing error, where it has them: keys
+    # "auth_failed" (the upstream refused every key), "limit_reached" (every key at its
+    # daily limit), "no_keys" (no usable key of this kind).
+    wording: dict[str, str] = {}
 
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
@@ -217,6 +237,11 @@ class ProviderAdapter(ABC):
     ) -> UpstreamReply:
         """A legacy text completion (`body`: OpenAI's completions request)."""
         raise unsupported(self.name, "text completions")
+
+    def check_credits(self, target: Target, timeouts: Timeouts) -> Credits | UpstreamReply:
+        """What the provider says is left on the key's account, or its error reply (a
+        non-2xx UpstreamReply). Only kinds with `reports_credits` are asked."""
+        raise unsupported(self.name, "a credits check")
 
     @abstractmethod
     def list_models(self, target: Target, timeouts: Timeouts) -> UpstreamReply:

@@ -14,6 +14,7 @@ from gateway.accounting import AttemptRecord, RequestRecord
 from gateway.clock import Clock
 from gateway.errors import GatewayError
 from gateway.policy import Decision, KeyAction, Outcome, decide
+from gateway.providers import wording
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply, retry_after_seconds
 from gateway.secrets import SecretUnreadable
 from gateway.selection import unavailable_summary
@@ -220,6 +221,9 @@ def _all_failed(failures, rec: RequestRecord, settings: RetrySettings, elapsed: 
             headers={"Retry-After": str(wait)},
         )
     status = 504 if failures[-1][1] is Outcome.TIMEOUT else 502
+    if outcomes == {Outcome.AUTH_FAILED}:  # in the provider's own words, where it has them
+        own = wording((key.provider for key, *_ in failures), "auth_failed")
+        summary = f"{own}: {summary}" if own else summary
     return GatewayError(
         status,
         f"{summary} Check the keys' health in /api/admin/keys; retry later.",

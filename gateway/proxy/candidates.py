@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from gateway import periods, selection, store
 from gateway.errors import GatewayError
 from gateway.keycache import KeyCache
+from gateway.providers import DEFAULT_MODEL_KINDS, wording
 from gateway.providers.transport import Target
 from gateway.proxy.admission import busy_scope
 from gateway.secrets import SecretBox, SecretUnreadable
@@ -72,9 +73,11 @@ class Candidates:
         day = periods.local_day(now)
         keys = [k for k in self.keys.keys(profile.id, day) if k.serves(model)]
         if not keys:
+            kind = DEFAULT_MODEL_KINDS.get(model)
+            head = f"{wording([kind], 'no_keys')}: t" if kind else "T"
             raise GatewayError(
                 404,
-                f"The model '{model}' is not served by any provider key in profile "
+                f"{head}he model '{model}' is not served by any provider key in profile "
                 f"'{name}'. Add a key that serves it, or list models with "
                 "GET /v1/models.",
                 code="model_not_found",
@@ -101,7 +104,7 @@ class Candidates:
             headers["Retry-After"] = str(max(1, int((min(back) - now).total_seconds() + 0.999)))
         return GatewayError(
             503,
-            f"No available keys for profile {profile}: {summary}.",
+            f"{_no_keys_head(profile, keys, now)}: {summary}.",
             type="upstream_error",
             code="no_available_keys",
             headers=headers,
@@ -136,3 +139,17 @@ class Candidates:
             log.warning(
                 "provider key #%s (%s): %s", key.id, key.name, STATUS_SENTENCES[SECRET_UNREADABLE]
             )
+
+
+def _no_keys_head(profile: str, keys: list[KeyRow], now: datetime) -> str:
+    """The start of a no-keys error: the provider's own words when every key is of one
+    kind that has them (RovoDev: daily limit exceeded, or no available keys)."""
+    kinds = [k.provider for k in keys]
+    hits = [selection.limit_hit(k) for k in keys]
+    at_daily = all(
+        selection.effective_status(k, now) == "limit_reached" and hit[0] == "daily token limit"
+        for k, hit in zip(keys, hits, strict=True)
+    )
+    own = wording(kinds, "limit_reached") if at_daily else None
+    own = own or wording(kinds, "no_keys")
+    return f"{own} ({profile})" if own else f"No available keys for profile {profile}"

@@ -1,0 +1,156 @@
+"""The RovoDev integration guide's admin endpoints (`/api/admin/rovodev-keys…`), with its
+camelCase fields. Accounts are provider keys of kind `rovodev` (gateway/rovodev_accounts);
+authentication and errors are the admin API's."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy import select
+
+from blueprints import admin_api
+from blueprints.common import commit_keys, gateway, utcnow
+from blueprints.web import audit
+from extensions import db
+from gateway import keyring, periods, rovodev_accounts, usage_sync
+from gateway.errors import GatewayError
+from gateway.providers import wording
+from models import Profile, ProviderKey
+
+bp = Blueprint("rovodev_api", __name__)
+bp.before_request(admin_api.authenticate)
+bp.register_error_handler(keyring.KeyInputError, admin_api.bad_input)
+PROVIDER = rovodev_accounts.PROVIDER
+
+
+def _accounts(query) -> list[dict]:
+    now = utcnow()
+    today = periods.local_day(now)
+    usage = keyring.key_usage(db.session, today)
+    requests = rovodev_accounts.requests_today(db.session, today)
+    return [
+        rovodev_accounts.describe(key, usage.get(key.id), requests.get(key.id, 0), now)
+        for key in db.session.scalars(query)
+    ]
+
+
+def _of_kind():
+    return select(ProviderKey).where(ProviderKey.provider == PROVIDER).order_by(ProviderKey.id)
+
+
+def _account(key_id: int) -> dict:
+    return _accounts(_of_kind().where(ProviderKey.id == key_id))[0]
+
+
+def _account_or_404(key_id: int) -> ProviderKey:
+    key = db.session.get(ProviderKey, key_id)
+    if key is None or key.provider != PROVIDER:
+        raise GatewayError(404, f"No RovoDev key with id {key_id}.", code="key_not_found")
+    return key
+
+
+@bp.get("/rovodev-keys")
+def list_accounts():
+    """Every RovoDev account (token masked), optionally of one profile (`?profile=`)."""
+    query = _of_kind()
+    if profile := request.args.get("profile"):
+        query = query.join(Profile).where(Profile.name == profile)
+    return jsonify({"data": _accounts(query)})
+
+
+@bp.post("/rovodev-keys")
+def create_account():
+    """Add an account: `email`, `apiToken` (stored encrypted), optional `profile`,
+    `cloudId`, `dailyTokenLimit` (default 20,000,000), `authScheme`, `baseUrl`."""
+    data = rovodev_accounts.account_input(admin_api._json())
+    try:
+        key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
+    except keyring.KeyInputError as exc:
+        raise rovodev_accounts.camel_error(exc) from None
+    audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
+    commit_keys()
+    return jsonify(_account(key.id)), 201
+
+
+@bp.put("/rovodev-keys/<int:key_id>")
+def update_account(key_id: int):
+    """Change the fields given; a new `apiToken` replaces the old."""
+    key = _account_or_404(key_id)
+    body = admin_api._json()
+    data = rovodev_accounts.account_input(body, key)
+    try:
+        keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
+    except keyring.KeyInputError as exc:
+        raise rovodev_accounts.camel_error(exc) from None
+    fields = sorted(f for f in body if f != "apiToken")
+    audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
+    commit_keys()
+    return jsonify(_account(key.id))
+
+
+@bp.delete("/rovodev-keys/<int:key_id>")
+def delete_account(key_id: int):
+    """Remove an account; its log rows and usage stay."""
+    key = _account_or_404(key_id)
+    audit("key.delete", f"key:{key.id}", name=key.name)
+    db.session.delete(key)
+    commit_keys()
+    gateway().forget_limits(f"pk:{key_id}")
+    return "", 204
+
+
+@bp.post("/rovodev-keys/test/<int:key_id>")
+def test_account(key_id: int):
+    """Test the account with RovoDev's credits check; the result sets its status."""
+    _account_or_404(key_id)
+    audit("key.test", f"key:{key_id}")
+    db.session.commit()
+    db.session.remove()
+    result = gateway().test_key(key_id)
+    error = result["error"]
+    if result["result"] == "auth_failed":
+        error = f"{wording([PROVIDER], 'auth_failed')}: {error}"
+    return jsonify(
+        {
+            "success": result["result"] == "ok",
+            "result": result["result"],
+            "statusCode": result["status_code"],
+            "error": error,
+            "key": _account(key_id),
+        }
+    )
+
+
+@bp.post("/rovodev-keys/sync")
+def sync_accounts():
+    """Usage sync of the accounts (`{"profile": …}` or `?profile=` narrows it)."""
+    body = admin_api._json() if isinstance(admin_api._json(), dict) else {}
+    profile = request.args.get("profile") or body.get("profile")
+    if profile is not None and not isinstance(profile, str):
+        raise GatewayError(400, "'profile' must be a string.", param="profile")
+    audit("keys.sync", f"profile:{profile or '*'}", provider=PROVIDER)
+    db.session.commit()
+    db.session.remove()
+    done = usage_sync.sync_credits(gateway(), utcnow(), profile, PROVIDER)
+    keys = [
+        {
+            "id": entry["id"],
+            "name": entry["name"],
+            "profile": entry["profile"],
+            "result": entry["result"],
+            "remainingTokens": entry.get("remaining_tokens"),
+            "syncedAt": entry.get("synced_at"),
+            "error": entry.get("error"),
+        }
+        for entry in done["keys"]
+    ]
+    return jsonify({"synced": done["synced"], "failed": done["failed"], "keys": keys})
+
+
+@bp.get("/rovodev-keys/stats/<profile>")
+def profile_stats(profile: str):
+    """A profile's accounts: keys, active and internal ones, tokens used today against
+    the daily limits, what is left, requests."""
+    if db.session.scalar(select(Profile.id).where(Profile.name == profile)) is None:
+        raise GatewayError(404, f"Profile '{profile}' does not exist.", code="profile_not_found")
+    query = _of_kind().join(Profile).where(Profile.name == profile)
+    return jsonify(rovodev_accounts.profile_stats(profile, _accounts(query)))
