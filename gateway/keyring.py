@@ -351,6 +351,7 @@ def update_key(
         key.secret_fingerprint = box.fingerprint(data.secret)
         if key.status in SECRET_STATUSES:  # re-entered: readable again
             key.status, key.last_error, key.consecutive_failures = ACTIVE, None, 0
+            key.disabled_by = key.disabled_at = None
     key.updated_at = now
     return key
 
@@ -431,11 +432,15 @@ def _widen_status_column(engine: Engine) -> None:
             conn.exec_driver_sql("ALTER TABLE provider_keys ALTER COLUMN status TYPE VARCHAR(32)")
 
 
-def set_enabled(key: ProviderKey, enabled: bool, now: datetime) -> None:
-    """Enable (a clean slate: no cooldown, no failure streak) or disable a key."""
+def set_enabled(key: ProviderKey, enabled: bool, now: datetime, actor: str | None = None) -> None:
+    """Enable (a clean slate: no cooldown, no failure streak, no stale error) or disable a
+    key, remembering who disabled it and when."""
     key.status = ACTIVE if enabled else DISABLED
     key.cooldown_until = None
     key.consecutive_failures = 0
+    key.disabled_by, key.disabled_at = (None, None) if enabled else (actor, now)
+    if enabled:
+        key.last_error = None
     key.updated_at = now
 
 
