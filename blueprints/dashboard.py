@@ -4,7 +4,6 @@ audit log and users. Server-rendered; htmx only swaps parts of them."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from flask import (
     Blueprint,
@@ -20,8 +19,15 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
-from blueprints import charts
-from blueprints.common import budgets_changed, client_key_defaults, commit_keys, gateway, utcnow
+from blueprints import charts, formatting
+from blueprints.common import (
+    budgets_changed,
+    client_key_defaults,
+    commit_keys,
+    gateway,
+    key_health,
+    utcnow,
+)
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
 from gateway import (
@@ -38,6 +44,7 @@ from gateway import (
     selection,
     validation,
 )
+from gateway.messages import upstream_message
 from gateway.providers import ADAPTERS
 from models import (
     AuditEntry,
@@ -90,6 +97,7 @@ KEY_FIELDS = (
     *LIMIT_FORM_FIELDS,
 )
 PAGE = 50
+MAX_ID = validation.MAX_SQL_INT
 PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
 
 
@@ -120,18 +128,8 @@ def _pct(value) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-@bp.app_template_filter("usd")
-def _usd(micros) -> str:
-    """Micro-dollars as dollars, exact (Decimal), at least cents."""
-    amount = Decimal(int(micros or 0)) / 1_000_000
-    text = f"{amount:,.6f}".rstrip("0")
-    whole, _, cents = text.partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
-
-
-@bp.app_template_filter("when")
-def _when(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+formatting.register(bp)
+_usd = formatting.usd  # money for people (blueprints/formatting.py)
 
 
 # -- overview (F51) -------------------------------------------------------------------
@@ -142,7 +140,7 @@ def overview():
     """Stat cards, quota bars per key and profile, key health, recent errors."""
     gateway().books.flush()
     now = utcnow()
-    keys = reports.key_health(db.session, now)
+    keys = key_health(now)
     return render_template(
         "overview.html",
         cards=reports.overview_cards(db.session, periods.local_day(now)),
@@ -157,10 +155,157 @@ def overview():
 # -- provider keys (F52) --------------------------------------------------------------
 
 
+# Key states a filter can pick: the effective statuses, and `auto_disabled` (disabled by
+# KeyRelay after failures, not by an admin).
+STATE_CHOICES = (
+    "active",
+    "cooling_down",
+    "limit_reached",
+    "disabled",
+    "auto_disabled",
+    "auth_failed",
+    "expired",
+    "secret_unreadable",
+    "secret_insecure",
+)
+
+
+def _matches(key, q: str, state: str, profile: str) -> bool:
+    """Whether a key row passes the keys page's search box and filters."""
+    auto = key.status == "disabled" and key.state.by == "system"
+    if state and not (key.status == state or (state == "auto_disabled" and auto)):
+        return False
+    if profile and key.profile != profile:
+        return False
+    if not q:
+        return True
+    haystack = " ".join(
+        [f"#{key.id}", key.name, key.secret, key.provider, key.profile, *key.models]
+    ).lower()
+    return all(word in haystack for word in q.lower().split())
+
+
+def _keys_page(report=None, status=200):
+    now = utcnow()
+    search = {f: (request.values.get(f) or "").strip()[:128] for f in ("q", "state", "profile")}
+    rows = key_health(now)
+    shown = [k for k in rows if _matches(k, search["q"], search["state"], search["profile"])]
+    page = render_template(
+        "keys.html",
+        keys=shown,
+        all_count=len(rows),
+        search=search,
+        state_choices=STATE_CHOICES,
+        profile_names=_profile_names(),
+        report=report,
+        now=now,
+    )
+    return page, status
+
+
 @bp.get("/keys")
 def keys():
-    now = utcnow()
-    return render_template("keys.html", keys=reports.key_health(db.session, now), now=now)
+    return _keys_page()
+
+
+def _test_keys(ids: list[int]) -> list[dict]:
+    """Test each key with a real call (no database connection held meanwhile); one audit
+    entry per key, with its result and response time."""
+    names = reports.names(db.session, ProviderKey)
+    db.session.commit()
+    rows = []
+    for key_id in ids:
+        result = gateway().test_key(key_id)
+        audit(
+            "key.test",
+            f"key:{key_id}",
+            result=result["result"],
+            status_code=result["status_code"],
+            latency_ms=result["latency_ms"],
+            message=result["message"],
+        )
+        db.session.commit()
+        rows.append({"id": key_id, "name": names.get(key_id, ""), **result})
+    return rows
+
+
+@bp.post("/keys/test-all")
+def test_all_keys():
+    """Test every key (or those the page's filters show) and report response times."""
+    ids = list(db.session.scalars(select(ProviderKey.id).order_by(ProviderKey.id)))
+    rows = _test_keys(ids)
+    passed = sum(1 for r in rows if r["result"] == "ok")
+    title = f"Tested {len(rows)} keys: {passed} passed, {len(rows) - passed} failed"
+    report = {"title": title, "rows": rows, "empty": "No keys to test."}
+    return _keys_page(report)
+
+
+@bp.post("/keys/restore")
+def restore_keys():
+    """Re-test auth-failed and automatically disabled keys; those that answer come back."""
+    from gateway import housekeeping
+
+    db.session.commit()
+    outcome = housekeeping.revalidate_keys(
+        gateway(), utcnow(), current_app.config, actor=current_user.username
+    )
+    db.session.expire_all()
+    names = reports.names(db.session, ProviderKey)
+    rows = [
+        {"id": i, "name": names.get(i, ""), "result": "ok", "restored": True, "latency_ms": None}
+        for i in outcome["restored"]
+    ]
+    for key_id, result in sorted(outcome["still_failing"].items()):
+        key = db.session.get(ProviderKey, key_id)
+        message = upstream_message(key.last_error if key else None)
+        rows.append(
+            {"id": key_id, "name": names.get(key_id, ""), "result": result, "message": message}
+        )
+        rows[-1]["latency_ms"] = None
+    title = (
+        f"Re-tested {outcome['tested']} invalid keys: {len(outcome['restored'])} back in the "
+        f"pool, {len(outcome['still_failing'])} still failing"
+    )
+    empty = "No auth-failed or automatically disabled key to re-test."
+    return _keys_page({"title": title, "rows": rows, "empty": empty})
+
+
+BATCH_ACTIONS = ("enable", "disable", "delete", "test")
+
+
+@bp.post("/keys/batch")
+def batch_keys():
+    """Enable, disable, test or delete the selected keys at once (delete asks to confirm)."""
+    action = request.form.get("action", "")
+    ids = sorted({i for i in request.form.getlist("ids", type=int) if 0 < i <= MAX_ID})
+    if action not in BATCH_ACTIONS:
+        return refuse("Pick enable, disable, test or delete.", 422)
+    selected = list(db.session.scalars(select(ProviderKey).where(ProviderKey.id.in_(ids))))
+    if not selected:
+        flash("Select at least one key first.", "error")
+        return redirect(url_for("dashboard.keys"))
+    if action == "test":
+        rows = _test_keys([k.id for k in selected])
+        passed = sum(1 for r in rows if r["result"] == "ok")
+        title = f"Tested {len(rows)} selected keys: {passed} passed"
+        return _keys_page({"title": title, "rows": rows, "empty": ""})
+    if action == "delete" and request.form.get("confirm") != "yes":
+        flash("Tick “yes, delete them” to delete the selected keys.", "error")
+        return redirect(url_for("dashboard.keys"))
+    now, labels = utcnow(), ", ".join(f"#{k.id}" for k in selected)
+    for key in selected:
+        if action == "delete":
+            audit("key.delete", f"key:{key.id}", name=key.name, batch=True)
+            db.session.delete(key)
+        else:
+            keyring.set_enabled(key, action == "enable", now, current_user.username)
+            audit(f"key.{action}", f"key:{key.id}", batch=True)
+    commit_keys()
+    if action == "delete":
+        for key in selected:
+            gateway().forget_limits(f"pk:{key.id}")
+    flash(f"{action.capitalize()}d {len(selected)} keys: {labels}.", "ok")
+    return redirect(url_for("dashboard.keys"))
 
 
 def _profile_names() -> list[str]:
@@ -279,7 +424,7 @@ def _flash_test(prefix: str, result: dict) -> None:
         models = result.get("models") or []
         flash(f"{prefix} Test passed: the provider answered ({len(models)} models).", "ok")
     else:
-        flash(f"{prefix} Test: {outcome.replace('_', ' ')} — {result['error']}", "error")
+        flash(f"{prefix} Test: {outcome.replace('_', ' ')} — {result['message']}", "error")
 
 
 @bp.get("/keys/<int:key_id>/edit")
@@ -329,7 +474,7 @@ def _key_row(key_id: int, message: tuple[str, str] | None = None):
             flash(message[1], message[0])
         return redirect(url_for("dashboard.keys"))
     now = utcnow()
-    row = next(k for k in reports.key_health(db.session, now) if k.id == key_id)
+    row = next(k for k in key_health(now) if k.id == key_id)
     return render_template("partials/key_row.html", key=row, message=message, now=now)
 
 
@@ -337,7 +482,7 @@ def _key_row(key_id: int, message: tuple[str, str] | None = None):
 def toggle_key(key_id: int):
     key = _key_or_404(key_id)
     enable = key.status == "disabled"
-    keyring.set_enabled(key, enable, utcnow())
+    keyring.set_enabled(key, enable, utcnow(), current_user.username)
     audit("key.enable" if enable else "key.disable", f"key:{key.id}")
     commit_keys()
     return _key_row(key_id, ("ok", f"Key #{key_id} {'enabled' if enable else 'disabled'}."))
@@ -346,16 +491,14 @@ def toggle_key(key_id: int):
 @bp.post("/keys/<int:key_id>/test")
 def test_key(key_id: int):
     _key_or_404(key_id)
-    audit("key.test", f"key:{key_id}")
-    db.session.commit()  # no connection is held during the upstream call
-    result = gateway().test_key(key_id)
+    [result] = _test_keys([key_id])
+    took = f" ({result['latency_ms']:,} ms)" if result["latency_ms"] is not None else ""
     if result["result"] == "ok":
-        message = ("ok", f"Key #{key_id}: test passed ({len(result['models'] or [])} models).")
+        models = len(result["models"] or [])
+        message = ("ok", f"Key #{key_id}: test passed ({models} models){took}.")
     else:
-        message = (
-            "error",
-            f"Key #{key_id}: {result['result'].replace('_', ' ')} — {result['error']}",
-        )
+        outcome = result["result"].replace("_", " ")
+        message = ("error", f"Key #{key_id}: {outcome} — {result['message']}{took}")
     return _key_row(key_id, message)
 
 
@@ -417,7 +560,7 @@ def import_keys():
 @bp.get("/profiles")
 def profiles():
     now = utcnow()
-    keys = reports.key_health(db.session, now)
+    keys = key_health(now)
     return render_template(
         "profiles.html", profiles=reports.profile_usage(db.session, keys), errors={}, values={}
     )
@@ -438,7 +581,7 @@ def _profile_settings(form) -> dict:
 
 
 def _profiles_page(values: dict, errors: dict, status: int = 200):
-    keys = reports.key_health(db.session, utcnow())
+    keys = key_health(utcnow())
     page = render_template(
         "profiles.html",
         profiles=reports.profile_usage(db.session, keys),

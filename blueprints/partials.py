@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
-from blueprints.common import gateway
+from blueprints.common import gateway, key_health
 from blueprints.web import guard, no_cache
 from extensions import db
 from gateway import periods, reports
@@ -29,14 +29,12 @@ def cards():
 @bp.get("/key-bars")
 def key_bars():
     now = gateway().clock.now()
-    return render_template(
-        "partials/key_bars.html", keys=reports.key_health(db.session, now), now=now
-    )
+    return render_template("partials/key_bars.html", keys=key_health(now), now=now)
 
 
 @bp.get("/profile-bars")
 def profile_bars():
-    keys = reports.key_health(db.session, gateway().clock.now())
+    keys = key_health(gateway().clock.now())
     return render_template(
         "partials/profile_bars.html", profiles=reports.profile_usage(db.session, keys)
     )

@@ -6,16 +6,19 @@ a partial index of failed requests, so its cost does not grow with the request l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway import keyring, periods, selection
+from gateway import keyring, periods, selection, states
 from gateway.validation import FIRST_DAY, LAST_DAY, MAX_SQL_INT, whole_number
 from models import Profile, ProviderKey, RequestLog, UsageDaily
-from models.provider_keys import DISABLED
+from models.provider_keys import AUTH_FAILED, DISABLED, EXPIRED, SECRET_STATUSES
+
+# Statuses a key leaves only by an admin's (or a re-test's) hand.
+DEAD = (DISABLED, AUTH_FAILED, EXPIRED, *SECRET_STATUSES)
 
 _SUMS = ("requests", "successes", "failures", "total_tokens", "cost_micros")
 
@@ -42,17 +45,21 @@ def overview_cards(session: Session, today: date) -> dict:
     }
 
 
-def _used_today(session: Session, today: date) -> dict[int, tuple[int, int]]:
+def _used_today(session: Session, today: date) -> dict[int, tuple[int, int, int]]:
     rows = session.execute(
         select(
             UsageDaily.provider_key_id,
             func.sum(UsageDaily.total_tokens),
             func.sum(UsageDaily.requests),
+            func.sum(UsageDaily.failures),
         )
         .where(UsageDaily.day == today)
         .group_by(UsageDaily.provider_key_id)
     )
-    return {key_id: (int(tokens or 0), int(count or 0)) for key_id, tokens, count in rows}
+    return {
+        key_id: (int(tokens or 0), int(count or 0), int(failed or 0))
+        for key_id, tokens, count, failed in rows
+    }
 
 
 def _percent(used: int, limit: int | None) -> float | None:
@@ -78,10 +85,30 @@ class KeyHealth:
     last_error: str | None
     last_used_at: datetime | None
     models: list
+    # Why it is in its status and until when (states.key_state), every limit that binds
+    # it, tightest first, and its failures: in a row now, and today.
+    state: states.KeyState | None = None
+    limits: list = field(default_factory=list)
+    failures_in_a_row: int = 0
+    failures_today: int = 0
+    expires_at: datetime | None = None
+
+    @property
+    def tightest(self):
+        """The limit closest to binding, or None for a key without limits."""
+        return self.limits[0] if self.limits else None
 
 
-def key_health(session: Session, now: datetime, profile: str | None = None) -> list[KeyHealth]:
-    """Every provider key with today's usage against its daily limit and its status now."""
+def key_health(
+    session: Session,
+    now: datetime,
+    profile: str | None = None,
+    windows=None,
+    threshold: int | None = None,
+    when=None,
+) -> list[KeyHealth]:
+    """Every provider key with today's usage, its limits (RPM/TPM too given `windows(scope)`
+    → the limiter's Window), and its status now with the reason (times written by `when`)."""
     today = periods.local_day(now)
     used = _used_today(session, today)
     usage = keyring.key_usage(session, today)
@@ -90,9 +117,10 @@ def key_health(session: Session, now: datetime, profile: str | None = None) -> l
         query = query.join(Profile).where(Profile.name == profile)
     result = []
     for key in session.scalars(query):
-        tokens, count = used.get(key.id, (0, 0))
+        tokens, count, failed = used.get(key.id, (0, 0, 0))
         keyring.attach_usage(key, usage.get(key.id))
         status = selection.effective_status(key, now)
+        state = states.key_state(key, now, threshold, when)
         result.append(
             KeyHealth(
                 id=key.id,
@@ -110,6 +138,11 @@ def key_health(session: Session, now: datetime, profile: str | None = None) -> l
                 last_error=key.last_error,
                 last_used_at=key.last_used_at,
                 models=key.models,
+                state=state,
+                limits=states.binding_limits(key, now, windows),
+                failures_in_a_row=key.consecutive_failures,
+                failures_today=failed,
+                expires_at=key.expires_at,
             )
         )
     return result
@@ -135,13 +168,15 @@ class ProfileUsage:
 def profile_usage(session: Session, keys: list[KeyHealth]) -> list[ProfileUsage]:
     """Per profile: keys, usable keys, tokens and requests today, and the quota bar.
 
-    Capacity is the sum of its keys' daily limits when every enabled key has one;
-    a profile with an unlimited key has no ceiling to draw.
+    Capacity is the sum of its live keys' daily limits when every live key has one; a
+    profile with an unlimited live key has no ceiling to draw. A key that cannot come back
+    by itself (disabled, auth failed, expired, secret to re-enter) is not live: it neither
+    adds capacity nor removes the ceiling.
     """
     result = []
     for profile in session.scalars(select(Profile).order_by(Profile.name)):
         own = [k for k in keys if k.profile == profile.name]
-        enabled = [k for k in own if k.status != DISABLED]
+        enabled = [k for k in own if k.status not in DEAD]
         used = sum(k.used for k in own)
         capacity = None
         if enabled and all(k.limit for k in enabled):
