@@ -146,7 +146,8 @@ def overview():
         cards=reports.overview_cards(db.session, periods.local_day(now)),
         keys=keys,
         profiles=reports.profile_usage(db.session, keys),
-        errors=reports.recent_errors(db.session),
+        errors=reports.recent_errors(db.session, kind="provider"),
+        key_names=reports.names(db.session, ProviderKey),
         budgets=reports.client_budgets(db.session, gateway().limiter, now, active_only=True),
         now=now,
     )
@@ -640,6 +641,15 @@ def _cursor() -> int | None:
     return before if before is not None and 0 < before <= validation.MAX_SQL_INT else None
 
 
+def _log_labels() -> dict:
+    """Names the log and the detail page show for ids: keys, profiles, client keys."""
+    return {
+        "key_names": reports.names(db.session, ProviderKey),
+        "profile_names": reports.names(db.session, Profile),
+        "client_names": reports.names(db.session, ClientKey),
+    }
+
+
 @bp.get("/logs")
 def logs():
     gateway().books.flush()
@@ -650,8 +660,6 @@ def logs():
         rows, cursor = reports.search_logs(db.session, filters, before, PAGE)
     except reports.FilterError as exc:
         errors[exc.field] = str(exc)
-    names = reports.names(db.session, ProviderKey)
-    profile_names = reports.names(db.session, Profile)
     page = render_template(
         "logs.html",
         rows=rows,
@@ -660,17 +668,46 @@ def logs():
         filters=filters,
         errors=errors,
         choices=reports.log_choices(db.session),
-        key_names=names,
-        profile_names=profile_names,
+        error_kind=reports.error_kind,
+        **_log_labels(),
     )
     return page, (422 if errors else 200)
+
+
+@bp.get("/requests")
+def find_request():
+    """Search by request id (`x-keyrelay-request-id`, or its beginning): its page when one
+    request matches, else the log filtered by it."""
+    wanted = (request.args.get("id") or "").strip().lower()
+    if not wanted:
+        return redirect(url_for("dashboard.logs"))
+    gateway().books.flush()
+    try:
+        found, _ = reports.search_logs(db.session, reports.LogFilter(request=wanted), None, 2)
+    except reports.FilterError:
+        found = []
+    if len(found) == 1:
+        return redirect(url_for("dashboard.request_detail", request_id=found[0].request_id))
+    return redirect(url_for("dashboard.logs", request=wanted))
+
+
+@bp.get("/requests/<request_id>")
+def request_detail(request_id: str):
+    """Everything about one request: attempts, keys, statuses, timings, tokens, cost, who
+    asked, in which dialect, asked vs served model, what the upstream said."""
+    gateway().books.flush()
+    row = db.session.scalar(select(RequestLog).where(RequestLog.request_id == request_id))
+    if row is None:
+        abort(404)
+    return render_template(
+        "request.html", row=row, error_kind=reports.error_kind(row), **_log_labels()
+    )
 
 
 @bp.get("/logs/<int:log_id>/attempts")
 def log_attempts(log_id: int):
     row = db.session.get(RequestLog, log_id) or abort(404)
-    names = reports.names(db.session, ProviderKey)
-    return render_template("partials/attempts.html", row=row, key_names=names)
+    return render_template("partials/attempts.html", row=row, **_log_labels())
 
 
 # -- usage charts (F55) ---------------------------------------------------------------

@@ -8,6 +8,7 @@ from blueprints.common import gateway, key_health
 from blueprints.web import guard, no_cache
 from extensions import db
 from gateway import periods, reports
+from models import ProviderKey
 
 bp = Blueprint("partials", __name__)
 bp.before_request(guard)
@@ -42,7 +43,11 @@ def profile_bars():
 
 @bp.get("/errors")
 def errors():
-    return render_template("partials/errors.html", errors=reports.recent_errors(db.session))
+    return render_template(
+        "partials/errors.html",
+        errors=reports.recent_errors(db.session, kind="provider"),
+        key_names=reports.names(db.session, ProviderKey),
+    )
 
 
 @bp.get("/budget-bars")

@@ -6,15 +6,16 @@ a partial index of failed requests, so its cost does not grow with the request l
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from gateway import keyring, periods, selection, states
 from gateway.validation import FIRST_DAY, LAST_DAY, MAX_SQL_INT, whole_number
-from models import Profile, ProviderKey, RequestLog, UsageDaily
+from models import ClientKey, Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import AUTH_FAILED, DISABLED, EXPIRED, SECRET_STATUSES
 
 # Statuses a key leaves only by an admin's (or a re-test's) hand.
@@ -199,15 +200,13 @@ def profile_usage(session: Session, keys: list[KeyHealth]) -> list[ProfileUsage]
     return result
 
 
-def recent_errors(session: Session, limit: int = 10) -> list[RequestLog]:
-    """The newest failed requests (the partial index `ix_request_logs_errors`)."""
-    query = (
-        select(RequestLog)
-        .where(RequestLog.status_code >= 400)
-        .order_by(RequestLog.id.desc())
-        .limit(limit)
-    )
-    return list(session.scalars(query))
+def recent_errors(session: Session, limit: int = 10, kind: str | None = None) -> list[RequestLog]:
+    """The newest failed requests (the partial index `ix_request_logs_errors`), of one kind
+    (`provider`: what went wrong upstream; `client`: refusals) or all."""
+    query = select(RequestLog).where(RequestLog.status_code >= 400)
+    if kind:
+        query = query.where(ERROR_KINDS[kind])
+    return list(session.scalars(query.order_by(RequestLog.id.desc()).limit(limit)))
 
 
 # -- request log search ---------------------------------------------------------------
@@ -229,8 +228,21 @@ class LogFilter:
     status: str = ""
     since: str = ""
     until: str = ""
+    request: str = ""  # a request id, or its beginning
+    client_key: str = ""  # a client key id, or `master`
+    kind: str = ""  # `client` or `provider` errors
 
-    FIELDS = ("profile", "key", "model", "status", "since", "until")
+    FIELDS = (
+        "profile",
+        "key",
+        "model",
+        "status",
+        "since",
+        "until",
+        "request",
+        "client_key",
+        "kind",
+    )
 
     @classmethod
     def from_args(cls, args) -> LogFilter:
@@ -264,7 +276,20 @@ class LogFilter:
                 raise FilterError("key", "Pick a key from the list.")
             query = query.where(RequestLog.provider_key_id == key_id)
         if self.model:
-            query = query.where(RequestLog.model == self.model)
+            query = query.where(
+                or_(RequestLog.model == self.model, RequestLog.requested_model == self.model)
+            )
+        if self.request:
+            wanted = self.request.strip().lower()
+            if not _REQUEST_ID.match(wanted):
+                raise FilterError("request", "Give a request id (letters, digits and '-').")
+            query = query.where(RequestLog.request_id.startswith(wanted, autoescape=True))
+        if self.client_key:
+            query = query.where(_client_key_clause(self.client_key))
+        if self.kind:
+            if self.kind not in ERROR_KINDS:
+                raise FilterError("kind", "Pick client or provider errors.")
+            query = query.where(ERROR_KINDS[self.kind])
         if self.status:
             query = query.where(*_status_clause(self.status))
         since, until = self._day("since"), self._day("until")
@@ -275,6 +300,39 @@ class LogFilter:
         if until:
             query = query.where(RequestLog.created_at < _midnight(until + timedelta(days=1)))
         return query
+
+
+_REQUEST_ID = re.compile(r"^[a-z0-9_-]{1,40}$")
+# What the client got wrong or was refused by KeyRelay itself (its own limits, an unknown
+# model, a bad body) versus what went wrong at the providers (every key failed, timeouts).
+_CLIENT_FAULT = and_(
+    RequestLog.status_code >= 400,
+    RequestLog.status_code < 500,
+    or_(RequestLog.attempt_count == 0, RequestLog.status_code.in_((400, 404, 413, 422))),
+)
+ERROR_KINDS = {
+    "client": _CLIENT_FAULT,
+    "provider": and_(RequestLog.status_code >= 400, not_(_CLIENT_FAULT)),
+}
+
+
+def error_kind(row: RequestLog) -> str | None:
+    """`client` or `provider` for a failed request (the same rule as the filter)."""
+    if row.status_code < 400:
+        return None
+    client = row.status_code < 500 and (
+        row.attempt_count == 0 or row.status_code in (400, 404, 413, 422)
+    )
+    return "client" if client else "provider"
+
+
+def _client_key_clause(value: str):
+    if value == "master":
+        return RequestLog.client_key_id.is_(None)
+    key_id = whole_number(value)
+    if key_id is None or key_id > MAX_SQL_INT:
+        raise FilterError("client_key", "Pick a client key from the list.")
+    return RequestLog.client_key_id == key_id
 
 
 def _midnight(day: date) -> datetime:
@@ -295,11 +353,18 @@ def _status_clause(status: str) -> list:
 def search_logs(
     session: Session, filters: LogFilter, before: int | None, page_size: int = 50
 ) -> tuple[list[RequestLog], int | None]:
-    """One page, newest first, from id `before` down; and the cursor of the next page."""
+    """One page in time order, newest first, from the row `before` on; and the cursor of the
+    next page (a row id: rows are written when they end, so ids are not in time order)."""
     query = filters.apply(session, select(RequestLog))
     if before is not None:
-        query = query.where(RequestLog.id < before)
-    rows = list(session.scalars(query.order_by(RequestLog.id.desc()).limit(page_size + 1)))
+        at = session.scalar(select(RequestLog.created_at).where(RequestLog.id == before))
+        if at is None:
+            query = query.where(RequestLog.id < before)
+        else:
+            older = and_(RequestLog.created_at == at, RequestLog.id < before)
+            query = query.where(or_(RequestLog.created_at < at, older))
+    newest = (RequestLog.created_at.desc(), RequestLog.id.desc())
+    rows = list(session.scalars(query.order_by(*newest).limit(page_size + 1)))
     more = len(rows) > page_size
     rows = rows[:page_size]
     return rows, (rows[-1].id if more else None)
@@ -315,6 +380,9 @@ def log_choices(session: Session) -> dict:
     return {
         "profiles": list(session.scalars(select(Profile.name).order_by(Profile.name))),
         "keys": list(session.execute(select(ProviderKey.id, ProviderKey.name).order_by("id"))),
+        "client_keys": list(
+            session.execute(select(ClientKey.id, ClientKey.name).order_by(ClientKey.id))
+        ),
         "models": list(
             session.scalars(select(UsageDaily.model).distinct().order_by(UsageDaily.model))
         ),
@@ -436,8 +504,6 @@ def _group_names(session: Session, group: str) -> dict:
     if group == "provider_key":
         return names(session, ProviderKey)
     if group == "client_key":
-        from models import ClientKey
-
         return names(session, ClientKey)
     return {}
 
@@ -512,7 +578,6 @@ def client_budgets(session: Session, limiter, now: datetime, active_only: bool =
     """Spend against budget for every client key with a budget. The spend comes from the
     shared limiter when this host has counted the period (no query), else from the log."""
     from gateway import budgets, store
-    from models import ClientKey
 
     query = select(ClientKey).where(ClientKey.max_budget_micros.is_not(None))
     result = []
