@@ -3,6 +3,7 @@ audit log and users. Server-rendered; htmx only swaps parts of them."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 
 from flask import (
@@ -732,15 +733,43 @@ def usage():
 # -- audit log (F57) ------------------------------------------------------------------
 
 
+AUDIT_FILTERS = ("actor", "action", "target")
+
+
 @bp.get("/audit")
 def audit_log():
+    """The audit log, newest first, filtered by actor, action (or its start: `key.`) and
+    target (`key:3`)."""
     before = _cursor()
+    filters = {f: (request.args.get(f) or "").strip()[:160] for f in AUDIT_FILTERS}
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(PAGE + 1)
+    if filters["actor"]:
+        query = query.where(AuditEntry.actor == filters["actor"])
+    if filters["action"]:
+        action = filters["action"]
+        exact = AuditEntry.action == action
+        query = query.where(
+            AuditEntry.action.startswith(action, autoescape=True) if action.endswith(".") else exact
+        )
+    if filters["target"]:
+        query = query.where(AuditEntry.target == filters["target"])
     if before:
         query = query.where(AuditEntry.id < before)
     entries = list(db.session.scalars(query))
     cursor = entries[PAGE - 1].id if len(entries) > PAGE else None
-    return render_template("audit.html", entries=entries[:PAGE], cursor=cursor, before=before)
+    choices = {
+        "actor": list(db.session.scalars(select(AuditEntry.actor).distinct().order_by("actor"))),
+        "action": list(db.session.scalars(select(AuditEntry.action).distinct().order_by("action"))),
+    }
+    return render_template(
+        "audit.html",
+        entries=entries[:PAGE],
+        cursor=cursor,
+        before=before,
+        filters=filters,
+        query={k: v for k, v in filters.items() if v},
+        choices=choices,
+    )
 
 
 # -- users (F50) ----------------------------------------------------------------------
@@ -834,7 +863,8 @@ def create_client_key():
     for name in clientkeys.LIMITS:  # an empty limit field means "unlimited"
         data.setdefault(name, None)
     if "expires_at" in data and len(data["expires_at"]) == 16:  # <input type=datetime-local>
-        data["expires_at"] += ":00+00:00"
+        with contextlib.suppress(keyring.KeyInputError):
+            data["expires_at"] = _form_time(data["expires_at"])  # in KEYRELAY_TIMEZONE
     try:
         spec = clientkeys.parse(data, creating=True)
         row, key = clientkeys.create(db.session, spec, current_user.username, utcnow())

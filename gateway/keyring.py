@@ -12,7 +12,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import Engine, case, func, inspect, select, update
 from sqlalchemy.orm import Session
 
-from gateway import budgets, periods, selection
+from gateway import budgets, periods, selection, states
 from gateway.providers import ADAPTERS, DEFAULT_BASE_URLS
 from gateway.secrets import (
     FINGERPRINT_PREFIX,
@@ -520,6 +520,7 @@ def describe(key: ProviderKey, usage: KeyUsage | None, now: datetime) -> dict:
     status = selection.effective_status(key, now)
     hit = selection.limit_hit(key) if status == "limit_reached" else None
     back = selection.back_at(key, now)
+    state = states.key_state(key, now)
     return {
         "id": key.id,
         "profile": key.profile.name,
@@ -550,6 +551,12 @@ def describe(key: ProviderKey, usage: KeyUsage | None, now: datetime) -> dict:
         "consecutive_failures": key.consecutive_failures,
         "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
         "last_error": key.last_error,
+        # Readable: why the key is in its status and until when (times in the zone, named),
+        # who took it out and when, and the upstream's message without its JSON.
+        "status_reason": state.sentence,
+        "disabled_by": key.disabled_by,
+        "disabled_at": key.disabled_at.isoformat() if key.disabled_at else None,
+        "last_error_message": state.message,
         "created_at": key.created_at.isoformat(),
         "updated_at": key.updated_at.isoformat(),
     }
