@@ -922,8 +922,16 @@ def _prices_page(errors=None, values=None, status=200):
     prices = gateway().prices
     seen = set(db.session.scalars(select(UsageDaily.model).distinct()))
     overrides = set(db.session.scalars(select(PriceOverride.model)))
+    routes_by_name = {r.name: r for r in db.session.scalars(select(Route))}
     models = sorted((seen | overrides) - {""})
-    rows = [pricing.describe(model, prices.price(None, model)) for model in models]
+    rows = []
+    for model in models:
+        row = pricing.describe(model, prices.price(None, model))
+        route = routes_by_name.get(model)
+        if route is not None and model not in overrides:
+            # A route alias is priced as the model that serves it, never "unknown".
+            row = {**row, "route": route.target or "its fallbacks"}
+        rows.append(row)
     page = render_template(
         "prices.html", rows=rows, errors=errors or {}, values=values or {}, overrides=overrides
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 
 from markupsafe import Markup, escape
 
@@ -68,11 +69,15 @@ def tokens(value) -> Markup:
     return Markup('<abbr class="count" title="{}">{}</abbr>').format(exact, short)
 
 
-def per_mtok(micros_per_mtok) -> str:
-    """A price per million tokens with its unit: `$2.50 / 1M tokens`."""
-    if micros_per_mtok is None:
+def per_mtok(dollars) -> str:
+    """A price in USD per million tokens (a decimal string) with its unit: `$2.50 / 1M
+    tokens`, `$0.075 / 1M tokens` (cents with two decimals, more only when it has them)."""
+    if dollars in (None, ""):
         return "—"
-    return f"{states.money(micros_per_mtok)} / 1M tokens"
+    amount = Decimal(str(dollars))
+    text = f"{amount:,.6f}".rstrip("0")
+    whole, _, fraction = text.partition(".")
+    return f"${whole}.{fraction.ljust(2, '0')} / 1M tokens"
 
 
 def readable(error: str | None) -> str:

@@ -440,10 +440,17 @@ def _labels(session: Session, by: str, groups: set) -> dict:
             select(ProviderKey.id, ProviderKey.name).where(ProviderKey.id.in_(groups))
         )
     }
-    return {
-        group: (f"#{group} {names[group]}" if group in names else f"#{group} (deleted)")
-        for group in groups
-    }
+    return {group: _key_label(group, names) for group in groups}
+
+
+# Requests refused before any key was chosen are rolled up under key 0.
+NO_KEY = "no key (refused before one was chosen)"
+
+
+def _key_label(key_id: int | None, names_by_id: dict) -> str:
+    if not key_id:
+        return NO_KEY
+    return f"#{key_id} {names_by_id[key_id]}" if key_id in names_by_id else f"#{key_id} (deleted)"
 
 
 # -- statistics and export (F44) --------------------------------------------------------
