@@ -190,3 +190,31 @@ def test_money_counts_and_times_for_people(app, clock):
         assert formatting.relative(now - timedelta(hours=3)) == "3 h ago"
         # 12:00 UTC is 13:00 in Berlin: full times are written in the configured zone.
         assert formatting.when(now) == "2026-11-23 13:00:00"
+
+
+def test_chromium_shows_the_limit_and_its_reset_in_the_zone(admin, fake, client, server):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.browser import FLAGS, ensure_chromium, screenshot
+    from tests.conftest import ADMIN_PASSWORD
+
+    admin.add_key(SECRET, fake.base_url, name="capped", daily_token_limit=5)
+    client.chat.completions.create(**chat())
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=ensure_chromium(), args=FLAGS)
+        page = browser.new_page(base_url=server.url, viewport={"width": 1440, "height": 900})
+        page.set_default_timeout(10_000)
+        page.goto("/login")
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        for path, row in (("/keys", "#key-1"), ("/", '#key-bars tr[data-key-id="1"]')):
+            page.goto(path)
+            state = page.locator(f"{row} td.state")
+            expect(state).to_contain_text("limit reached")
+            expect(state).to_contain_text("Daily token limit reached: 8 tokens of 5 tokens")
+            expect(state).to_contain_text("serves again at Tue 24 Nov 00:00")
+            expect(state).to_contain_text("back in 11 h")
+            expect(page.locator(".zone-note")).to_have_text("Times in Europe/Berlin.")
+        screenshot(page, "overview-limit-reached")
+        browser.close()
