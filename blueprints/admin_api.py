@@ -209,10 +209,18 @@ def set_default_key(key_id: int):
 def test_key(key_id: int):
     """Test the key with a real cheap call; the result also updates its status."""
     _key_or_404(key_id)
-    audit("key.test", f"key:{key_id}")
     db.session.commit()
     db.session.remove()
     result = gateway().test_key(key_id)
+    audit(
+        "key.test",
+        f"key:{key_id}",
+        result=result["result"],
+        status_code=result["status_code"],
+        latency_ms=result["latency_ms"],
+        message=result["message"],
+    )
+    db.session.commit()
     return jsonify({**result, "key": _describe(_key_or_404(key_id))})
 
 
@@ -240,7 +248,7 @@ def toggle_key(key_id: int):
     active = body.get("active", key.status == "disabled")
     if not isinstance(active, bool):
         raise keyring.KeyInputError("active", "'active' must be true or false.")
-    keyring.set_enabled(key, active, utcnow())
+    keyring.set_enabled(key, active, utcnow(), web_actor())
     audit("key.enable" if active else "key.disable", f"key:{key.id}")
     commit_keys()
     return jsonify(_describe(key))

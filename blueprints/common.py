@@ -88,3 +88,21 @@ def error_response(error: GatewayError) -> Response:
     response = Response(json.dumps(body), error.status, mimetype="application/json")
     response.headers.update(error.headers)
     return response
+
+
+def key_health(now, profile: str | None = None) -> list:
+    """The keys as the dashboard shows them: status with its reason (times in the zone,
+    unlabelled: the page names the zone), every limit (RPM/TPM windows from the shared
+    limiter), failures."""
+    from extensions import db
+    from gateway import reports, states
+
+    second = int(now.timestamp())
+    return reports.key_health(
+        db.session,
+        now,
+        profile,
+        windows=lambda scope: gateway().limiter.window(scope, second),
+        threshold=current_app.config.get("FAILURE_THRESHOLD"),
+        when=states.local_time,
+    )

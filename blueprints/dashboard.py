@@ -3,8 +3,8 @@ audit log and users. Server-rendered; htmx only swaps parts of them."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from flask import (
     Blueprint,
@@ -20,8 +20,15 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
-from blueprints import charts
-from blueprints.common import budgets_changed, client_key_defaults, commit_keys, gateway, utcnow
+from blueprints import charts, formatting
+from blueprints.common import (
+    budgets_changed,
+    client_key_defaults,
+    commit_keys,
+    gateway,
+    key_health,
+    utcnow,
+)
 from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
 from gateway import (
@@ -38,6 +45,7 @@ from gateway import (
     selection,
     validation,
 )
+from gateway.messages import upstream_message
 from gateway.providers import ADAPTERS
 from models import (
     AuditEntry,
@@ -90,6 +98,7 @@ KEY_FIELDS = (
     *LIMIT_FORM_FIELDS,
 )
 PAGE = 50
+MAX_ID = validation.MAX_SQL_INT
 PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
 
 
@@ -120,18 +129,8 @@ def _pct(value) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-@bp.app_template_filter("usd")
-def _usd(micros) -> str:
-    """Micro-dollars as dollars, exact (Decimal), at least cents."""
-    amount = Decimal(int(micros or 0)) / 1_000_000
-    text = f"{amount:,.6f}".rstrip("0")
-    whole, _, cents = text.partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
-
-
-@bp.app_template_filter("when")
-def _when(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+formatting.register(bp)
+_usd = formatting.usd  # money for people (blueprints/formatting.py)
 
 
 # -- overview (F51) -------------------------------------------------------------------
@@ -142,13 +141,14 @@ def overview():
     """Stat cards, quota bars per key and profile, key health, recent errors."""
     gateway().books.flush()
     now = utcnow()
-    keys = reports.key_health(db.session, now)
+    keys = key_health(now)
     return render_template(
         "overview.html",
         cards=reports.overview_cards(db.session, periods.local_day(now)),
         keys=keys,
         profiles=reports.profile_usage(db.session, keys),
-        errors=reports.recent_errors(db.session),
+        errors=reports.recent_errors(db.session, kind="provider"),
+        key_names=reports.names(db.session, ProviderKey),
         budgets=reports.client_budgets(db.session, gateway().limiter, now, active_only=True),
         now=now,
     )
@@ -157,10 +157,158 @@ def overview():
 # -- provider keys (F52) --------------------------------------------------------------
 
 
+# Key states a filter can pick: the effective statuses, and `auto_disabled` (disabled by
+# KeyRelay after failures, not by an admin).
+STATE_CHOICES = (
+    "active",
+    "cooling_down",
+    "limit_reached",
+    "disabled",
+    "auto_disabled",
+    "auth_failed",
+    "expired",
+    "secret_unreadable",
+    "secret_insecure",
+)
+
+
+def _matches(key, q: str, state: str, profile: str) -> bool:
+    """Whether a key row passes the keys page's search box and filters."""
+    auto = key.status == "disabled" and key.state.by == "system"
+    if state and not (key.status == state or (state == "auto_disabled" and auto)):
+        return False
+    if profile and key.profile != profile:
+        return False
+    if not q:
+        return True
+    haystack = " ".join(
+        [f"#{key.id}", key.name, key.secret, key.provider, key.profile, *key.models]
+    ).lower()
+    return all(word in haystack for word in q.lower().split())
+
+
+def _keys_page(report=None, status=200):
+    gateway().books.flush()  # usage this process has answered counts against the limits
+    now = utcnow()
+    search = {f: (request.values.get(f) or "").strip()[:128] for f in ("q", "state", "profile")}
+    rows = key_health(now)
+    shown = [k for k in rows if _matches(k, search["q"], search["state"], search["profile"])]
+    page = render_template(
+        "keys.html",
+        keys=shown,
+        all_count=len(rows),
+        search=search,
+        state_choices=STATE_CHOICES,
+        profile_names=_profile_names(),
+        report=report,
+        now=now,
+    )
+    return page, status
+
+
 @bp.get("/keys")
 def keys():
-    now = utcnow()
-    return render_template("keys.html", keys=reports.key_health(db.session, now), now=now)
+    return _keys_page()
+
+
+def _test_keys(ids: list[int]) -> list[dict]:
+    """Test each key with a real call (no database connection held meanwhile); one audit
+    entry per key, with its result and response time."""
+    names = reports.names(db.session, ProviderKey)
+    db.session.commit()
+    rows = []
+    for key_id in ids:
+        result = gateway().test_key(key_id)
+        audit(
+            "key.test",
+            f"key:{key_id}",
+            result=result["result"],
+            status_code=result["status_code"],
+            latency_ms=result["latency_ms"],
+            message=result["message"],
+        )
+        db.session.commit()
+        rows.append({"id": key_id, "name": names.get(key_id, ""), **result})
+    return rows
+
+
+@bp.post("/keys/test-all")
+def test_all_keys():
+    """Test every key (or those the page's filters show) and report response times."""
+    ids = list(db.session.scalars(select(ProviderKey.id).order_by(ProviderKey.id)))
+    rows = _test_keys(ids)
+    passed = sum(1 for r in rows if r["result"] == "ok")
+    title = f"Tested {len(rows)} keys: {passed} passed, {len(rows) - passed} failed"
+    report = {"title": title, "rows": rows, "empty": "No keys to test."}
+    return _keys_page(report)
+
+
+@bp.post("/keys/restore")
+def restore_keys():
+    """Re-test auth-failed and automatically disabled keys; those that answer come back."""
+    from gateway import housekeeping
+
+    db.session.commit()
+    outcome = housekeeping.revalidate_keys(
+        gateway(), utcnow(), current_app.config, actor=current_user.username
+    )
+    db.session.expire_all()
+    names = reports.names(db.session, ProviderKey)
+    rows = [
+        {"id": i, "name": names.get(i, ""), "result": "ok", "restored": True, "latency_ms": None}
+        for i in outcome["restored"]
+    ]
+    for key_id, result in sorted(outcome["still_failing"].items()):
+        key = db.session.get(ProviderKey, key_id)
+        message = upstream_message(key.last_error if key else None)
+        rows.append(
+            {"id": key_id, "name": names.get(key_id, ""), "result": result, "message": message}
+        )
+        rows[-1]["latency_ms"] = None
+    title = (
+        f"Re-tested {outcome['tested']} invalid keys: {len(outcome['restored'])} back in the "
+        f"pool, {len(outcome['still_failing'])} still failing"
+    )
+    empty = "No auth-failed or automatically disabled key to re-test."
+    return _keys_page({"title": title, "rows": rows, "empty": empty})
+
+
+BATCH_ACTIONS = ("enable", "disable", "delete", "test")
+
+
+@bp.post("/keys/batch")
+def batch_keys():
+    """Enable, disable, test or delete the selected keys at once (delete asks to confirm)."""
+    action = request.form.get("action", "")
+    ids = sorted({i for i in request.form.getlist("ids", type=int) if 0 < i <= MAX_ID})
+    if action not in BATCH_ACTIONS:
+        return refuse("Pick enable, disable, test or delete.", 422)
+    selected = list(db.session.scalars(select(ProviderKey).where(ProviderKey.id.in_(ids))))
+    if not selected:
+        flash("Select at least one key first.", "error")
+        return redirect(url_for("dashboard.keys"))
+    if action == "test":
+        rows = _test_keys([k.id for k in selected])
+        passed = sum(1 for r in rows if r["result"] == "ok")
+        title = f"Tested {len(rows)} selected keys: {passed} passed"
+        return _keys_page({"title": title, "rows": rows, "empty": ""})
+    if action == "delete" and request.form.get("confirm") != "yes":
+        flash("Tick “yes, delete them” to delete the selected keys.", "error")
+        return redirect(url_for("dashboard.keys"))
+    now, labels = utcnow(), ", ".join(f"#{k.id}" for k in selected)
+    for key in selected:
+        if action == "delete":
+            audit("key.delete", f"key:{key.id}", name=key.name, batch=True)
+            db.session.delete(key)
+        else:
+            keyring.set_enabled(key, action == "enable", now, current_user.username)
+            audit(f"key.{action}", f"key:{key.id}", batch=True)
+    commit_keys()
+    if action == "delete":
+        for key in selected:
+            gateway().forget_limits(f"pk:{key.id}")
+    flash(f"{action.capitalize()}d {len(selected)} keys: {labels}.", "ok")
+    return redirect(url_for("dashboard.keys"))
 
 
 def _profile_names() -> list[str]:
@@ -279,7 +427,7 @@ def _flash_test(prefix: str, result: dict) -> None:
         models = result.get("models") or []
         flash(f"{prefix} Test passed: the provider answered ({len(models)} models).", "ok")
     else:
-        flash(f"{prefix} Test: {outcome.replace('_', ' ')} — {result['error']}", "error")
+        flash(f"{prefix} Test: {outcome.replace('_', ' ')} — {result['message']}", "error")
 
 
 @bp.get("/keys/<int:key_id>/edit")
@@ -329,7 +477,7 @@ def _key_row(key_id: int, message: tuple[str, str] | None = None):
             flash(message[1], message[0])
         return redirect(url_for("dashboard.keys"))
     now = utcnow()
-    row = next(k for k in reports.key_health(db.session, now) if k.id == key_id)
+    row = next(k for k in key_health(now) if k.id == key_id)
     return render_template("partials/key_row.html", key=row, message=message, now=now)
 
 
@@ -337,7 +485,7 @@ def _key_row(key_id: int, message: tuple[str, str] | None = None):
 def toggle_key(key_id: int):
     key = _key_or_404(key_id)
     enable = key.status == "disabled"
-    keyring.set_enabled(key, enable, utcnow())
+    keyring.set_enabled(key, enable, utcnow(), current_user.username)
     audit("key.enable" if enable else "key.disable", f"key:{key.id}")
     commit_keys()
     return _key_row(key_id, ("ok", f"Key #{key_id} {'enabled' if enable else 'disabled'}."))
@@ -346,16 +494,14 @@ def toggle_key(key_id: int):
 @bp.post("/keys/<int:key_id>/test")
 def test_key(key_id: int):
     _key_or_404(key_id)
-    audit("key.test", f"key:{key_id}")
-    db.session.commit()  # no connection is held during the upstream call
-    result = gateway().test_key(key_id)
+    [result] = _test_keys([key_id])
+    took = f" ({result['latency_ms']:,} ms)" if result["latency_ms"] is not None else ""
     if result["result"] == "ok":
-        message = ("ok", f"Key #{key_id}: test passed ({len(result['models'] or [])} models).")
+        models = len(result["models"] or [])
+        message = ("ok", f"Key #{key_id}: test passed ({models} models){took}.")
     else:
-        message = (
-            "error",
-            f"Key #{key_id}: {result['result'].replace('_', ' ')} — {result['error']}",
-        )
+        outcome = result["result"].replace("_", " ")
+        message = ("error", f"Key #{key_id}: {outcome} — {result['message']}{took}")
     return _key_row(key_id, message)
 
 
@@ -417,7 +563,7 @@ def import_keys():
 @bp.get("/profiles")
 def profiles():
     now = utcnow()
-    keys = reports.key_health(db.session, now)
+    keys = key_health(now)
     return render_template(
         "profiles.html", profiles=reports.profile_usage(db.session, keys), errors={}, values={}
     )
@@ -438,7 +584,7 @@ def _profile_settings(form) -> dict:
 
 
 def _profiles_page(values: dict, errors: dict, status: int = 200):
-    keys = reports.key_health(db.session, utcnow())
+    keys = key_health(utcnow())
     page = render_template(
         "profiles.html",
         profiles=reports.profile_usage(db.session, keys),
@@ -497,6 +643,15 @@ def _cursor() -> int | None:
     return before if before is not None and 0 < before <= validation.MAX_SQL_INT else None
 
 
+def _log_labels() -> dict:
+    """Names the log and the detail page show for ids: keys, profiles, client keys."""
+    return {
+        "key_names": reports.names(db.session, ProviderKey),
+        "profile_names": reports.names(db.session, Profile),
+        "client_names": reports.names(db.session, ClientKey),
+    }
+
+
 @bp.get("/logs")
 def logs():
     gateway().books.flush()
@@ -507,8 +662,6 @@ def logs():
         rows, cursor = reports.search_logs(db.session, filters, before, PAGE)
     except reports.FilterError as exc:
         errors[exc.field] = str(exc)
-    names = reports.names(db.session, ProviderKey)
-    profile_names = reports.names(db.session, Profile)
     page = render_template(
         "logs.html",
         rows=rows,
@@ -517,17 +670,46 @@ def logs():
         filters=filters,
         errors=errors,
         choices=reports.log_choices(db.session),
-        key_names=names,
-        profile_names=profile_names,
+        error_kind=reports.error_kind,
+        **_log_labels(),
     )
     return page, (422 if errors else 200)
+
+
+@bp.get("/requests")
+def find_request():
+    """Search by request id (`x-keyrelay-request-id`, or its beginning): its page when one
+    request matches, else the log filtered by it."""
+    wanted = (request.args.get("id") or "").strip().lower()
+    if not wanted:
+        return redirect(url_for("dashboard.logs"))
+    gateway().books.flush()
+    try:
+        found, _ = reports.search_logs(db.session, reports.LogFilter(request=wanted), None, 2)
+    except reports.FilterError:
+        found = []
+    if len(found) == 1:
+        return redirect(url_for("dashboard.request_detail", request_id=found[0].request_id))
+    return redirect(url_for("dashboard.logs", request=wanted))
+
+
+@bp.get("/requests/<request_id>")
+def request_detail(request_id: str):
+    """Everything about one request: attempts, keys, statuses, timings, tokens, cost, who
+    asked, in which dialect, asked vs served model, what the upstream said."""
+    gateway().books.flush()
+    row = db.session.scalar(select(RequestLog).where(RequestLog.request_id == request_id))
+    if row is None:
+        abort(404)
+    return render_template(
+        "request.html", row=row, error_kind=reports.error_kind(row), **_log_labels()
+    )
 
 
 @bp.get("/logs/<int:log_id>/attempts")
 def log_attempts(log_id: int):
     row = db.session.get(RequestLog, log_id) or abort(404)
-    names = reports.names(db.session, ProviderKey)
-    return render_template("partials/attempts.html", row=row, key_names=names)
+    return render_template("partials/attempts.html", row=row, **_log_labels())
 
 
 # -- usage charts (F55) ---------------------------------------------------------------
@@ -552,15 +734,43 @@ def usage():
 # -- audit log (F57) ------------------------------------------------------------------
 
 
+AUDIT_FILTERS = ("actor", "action", "target")
+
+
 @bp.get("/audit")
 def audit_log():
+    """The audit log, newest first, filtered by actor, action (or its start: `key.`) and
+    target (`key:3`)."""
     before = _cursor()
+    filters = {f: (request.args.get(f) or "").strip()[:160] for f in AUDIT_FILTERS}
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(PAGE + 1)
+    if filters["actor"]:
+        query = query.where(AuditEntry.actor == filters["actor"])
+    if filters["action"]:
+        action = filters["action"]
+        exact = AuditEntry.action == action
+        query = query.where(
+            AuditEntry.action.startswith(action, autoescape=True) if action.endswith(".") else exact
+        )
+    if filters["target"]:
+        query = query.where(AuditEntry.target == filters["target"])
     if before:
         query = query.where(AuditEntry.id < before)
     entries = list(db.session.scalars(query))
     cursor = entries[PAGE - 1].id if len(entries) > PAGE else None
-    return render_template("audit.html", entries=entries[:PAGE], cursor=cursor, before=before)
+    choices = {
+        "actor": list(db.session.scalars(select(AuditEntry.actor).distinct().order_by("actor"))),
+        "action": list(db.session.scalars(select(AuditEntry.action).distinct().order_by("action"))),
+    }
+    return render_template(
+        "audit.html",
+        entries=entries[:PAGE],
+        cursor=cursor,
+        before=before,
+        filters=filters,
+        query={k: v for k, v in filters.items() if v},
+        choices=choices,
+    )
 
 
 # -- users (F50) ----------------------------------------------------------------------
@@ -654,7 +864,8 @@ def create_client_key():
     for name in clientkeys.LIMITS:  # an empty limit field means "unlimited"
         data.setdefault(name, None)
     if "expires_at" in data and len(data["expires_at"]) == 16:  # <input type=datetime-local>
-        data["expires_at"] += ":00+00:00"
+        with contextlib.suppress(keyring.KeyInputError):
+            data["expires_at"] = _form_time(data["expires_at"])  # in KEYRELAY_TIMEZONE
     try:
         spec = clientkeys.parse(data, creating=True)
         row, key = clientkeys.create(db.session, spec, current_user.username, utcnow())
@@ -712,8 +923,16 @@ def _prices_page(errors=None, values=None, status=200):
     prices = gateway().prices
     seen = set(db.session.scalars(select(UsageDaily.model).distinct()))
     overrides = set(db.session.scalars(select(PriceOverride.model)))
+    routes_by_name = {r.name: r for r in db.session.scalars(select(Route))}
     models = sorted((seen | overrides) - {""})
-    rows = [pricing.describe(model, prices.price(None, model)) for model in models]
+    rows = []
+    for model in models:
+        row = pricing.describe(model, prices.price(None, model))
+        route = routes_by_name.get(model)
+        if route is not None and model not in overrides:
+            # A route alias is priced as the model that serves it, never "unknown".
+            row = {**row, "route": route.target or "its fallbacks"}
+        rows.append(row)
     page = render_template(
         "prices.html", rows=rows, errors=errors or {}, values=values or {}, overrides=overrides
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
-from blueprints.common import gateway
+from blueprints.common import gateway, key_health
 from blueprints.web import guard, no_cache
 from extensions import db
 from gateway import periods, reports
+from models import ProviderKey
 
 bp = Blueprint("partials", __name__)
 bp.before_request(guard)
@@ -29,14 +30,12 @@ def cards():
 @bp.get("/key-bars")
 def key_bars():
     now = gateway().clock.now()
-    return render_template(
-        "partials/key_bars.html", keys=reports.key_health(db.session, now), now=now
-    )
+    return render_template("partials/key_bars.html", keys=key_health(now), now=now)
 
 
 @bp.get("/profile-bars")
 def profile_bars():
-    keys = reports.key_health(db.session, gateway().clock.now())
+    keys = key_health(gateway().clock.now())
     return render_template(
         "partials/profile_bars.html", profiles=reports.profile_usage(db.session, keys)
     )
@@ -44,7 +43,11 @@ def profile_bars():
 
 @bp.get("/errors")
 def errors():
-    return render_template("partials/errors.html", errors=reports.recent_errors(db.session))
+    return render_template(
+        "partials/errors.html",
+        errors=reports.recent_errors(db.session, kind="provider"),
+        key_names=reports.names(db.session, ProviderKey),
+    )
 
 
 @bp.get("/budget-bars")

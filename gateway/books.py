@@ -69,7 +69,7 @@ UPSERT_USAGE = (
     + ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in USAGE_COUNTERS)
 )
 MARK_SUCCESS = (
-    "UPDATE provider_keys SET last_used_at = :now, consecutive_failures = 0, "
+    "UPDATE provider_keys SET last_used_at = :now, consecutive_failures = 0, last_error = NULL, "
     "status = CASE WHEN status = 'cooling_down' THEN 'active' ELSE status END, "
     "cooldown_until = CASE WHEN status = 'cooling_down' THEN NULL ELSE cooldown_until END "
     "WHERE id = :key_id"

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway import accounts, budgets, periods
+from gateway.messages import SYSTEM
 from models import Attempt, ClientKey, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import ACTIVE, AUTH_FAILED, COOLING_DOWN, DISABLED, EXPIRED
 
@@ -164,15 +165,19 @@ def expire_keys(gateway, now: datetime, config: Mapping) -> dict:
 # -- re-validation (F23) ------------------------------------------------------------------
 
 
-def revalidate_keys(gateway, now: datetime, config: Mapping) -> dict:
+def revalidate_keys(gateway, now: datetime, config: Mapping, actor: str = ACTOR) -> dict:
     """Re-test auth-failed and automatically disabled keys with a real cheap call; those
-    that answer come back. A key an admin disabled (its failure streak is 0) stays off."""
+    that answer come back. A key an admin disabled (its failure streak is 0) stays off.
+    `actor` is who asked (the scheduler, or a user's "Restore invalid keys")."""
     query = (
         select(keys_t.c.id, keys_t.c.status)
         .where(
             or_(
                 keys_t.c.status == AUTH_FAILED,
-                and_(keys_t.c.status == DISABLED, keys_t.c.consecutive_failures > 0),
+                and_(
+                    keys_t.c.status == DISABLED,
+                    or_(keys_t.c.consecutive_failures > 0, keys_t.c.disabled_by == SYSTEM),
+                ),
             ),
             or_(keys_t.c.expires_at.is_(None), keys_t.c.expires_at > now),
         )
@@ -188,7 +193,7 @@ def revalidate_keys(gateway, now: datetime, config: Mapping) -> dict:
             log.exception("re-validation of provider key %s failed", key.id)
             failing[key.id] = "error"
             continue
-        if result == "ok" and _restore(gateway, key.id, key.status, now):
+        if result == "ok" and _restore(gateway, key.id, key.status, now, actor):
             restored.append(key.id)
         elif result != "ok":
             failing[key.id] = result
@@ -203,7 +208,7 @@ def revalidate_keys(gateway, now: datetime, config: Mapping) -> dict:
     return {"tested": len(candidates), "restored": restored, "still_failing": failing}
 
 
-def _restore(gateway, key_id: int, was: str, now: datetime) -> bool:
+def _restore(gateway, key_id: int, was: str, now: datetime, actor: str = ACTOR) -> bool:
     """After a test answered: make the key active (test_key already did for an auth-failed
     one) and audit it. False when the key changed meanwhile."""
     with Session(gateway.engine) as session, session.begin():
@@ -211,13 +216,21 @@ def _restore(gateway, key_id: int, was: str, now: datetime) -> bool:
             changed = session.execute(
                 update(keys_t)
                 .where(keys_t.c.id == key_id, keys_t.c.status == DISABLED)
-                .values(status=ACTIVE, consecutive_failures=0, cooldown_until=None, updated_at=now)
+                .values(
+                    status=ACTIVE,
+                    consecutive_failures=0,
+                    cooldown_until=None,
+                    disabled_by=None,
+                    disabled_at=None,
+                    last_error=None,
+                    updated_at=now,
+                )
             ).rowcount
         else:
             status = session.execute(select(keys_t.c.status).where(keys_t.c.id == key_id))
             changed = status.scalar_one_or_none() == ACTIVE
         if changed:
-            accounts.audit(session, ACTOR, "key.restore", now, f"key:{key_id}", {"was": was})
+            accounts.audit(session, actor, "key.restore", now, f"key:{key_id}", {"was": was})
     return bool(changed)
 
 

@@ -12,7 +12,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import Engine, case, func, inspect, select, update
 from sqlalchemy.orm import Session
 
-from gateway import budgets, periods, selection
+from gateway import budgets, periods, selection, states
 from gateway.providers import ADAPTERS, DEFAULT_BASE_URLS
 from gateway.secrets import (
     FINGERPRINT_PREFIX,
@@ -358,6 +358,7 @@ def update_key(
         key.secret_fingerprint = box.fingerprint(data.secret)
         if key.status in SECRET_STATUSES:  # re-entered: readable again
             key.status, key.last_error, key.consecutive_failures = ACTIVE, None, 0
+            key.disabled_by = key.disabled_at = None
     key.updated_at = now
     return key
 
@@ -438,11 +439,15 @@ def _widen_status_column(engine: Engine) -> None:
             conn.exec_driver_sql("ALTER TABLE provider_keys ALTER COLUMN status TYPE VARCHAR(32)")
 
 
-def set_enabled(key: ProviderKey, enabled: bool, now: datetime) -> None:
-    """Enable (a clean slate: no cooldown, no failure streak) or disable a key."""
+def set_enabled(key: ProviderKey, enabled: bool, now: datetime, actor: str | None = None) -> None:
+    """Enable (a clean slate: no cooldown, no failure streak, no stale error) or disable a
+    key, remembering who disabled it and when."""
     key.status = ACTIVE if enabled else DISABLED
     key.cooldown_until = None
     key.consecutive_failures = 0
+    key.disabled_by, key.disabled_at = (None, None) if enabled else (actor, now)
+    if enabled:
+        key.last_error = None
     key.updated_at = now
 
 
@@ -524,6 +529,7 @@ def describe(key: ProviderKey, usage: KeyUsage | None, now: datetime) -> dict:
     status = selection.effective_status(key, now)
     hit = selection.limit_hit(key) if status == "limit_reached" else None
     back = selection.back_at(key, now)
+    state = states.key_state(key, now)
     return {
         "id": key.id,
         "profile": key.profile.name,
@@ -554,6 +560,12 @@ def describe(key: ProviderKey, usage: KeyUsage | None, now: datetime) -> dict:
         "consecutive_failures": key.consecutive_failures,
         "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
         "last_error": key.last_error,
+        # Readable: why the key is in its status and until when (times in the zone, named),
+        # who took it out and when, and the upstream's message without its JSON.
+        "status_reason": state.sentence,
+        "disabled_by": key.disabled_by,
+        "disabled_at": key.disabled_at.isoformat() if key.disabled_at else None,
+        "last_error_message": state.message,
         "created_at": key.created_at.isoformat(),
         "updated_at": key.updated_at.isoformat(),
     }

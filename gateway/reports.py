@@ -6,16 +6,20 @@ a partial index of failed requests, so its cost does not grow with the request l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from gateway import keyring, periods, selection
+from gateway import keyring, periods, selection, states
 from gateway.validation import FIRST_DAY, LAST_DAY, MAX_SQL_INT, whole_number
-from models import Profile, ProviderKey, RequestLog, UsageDaily
-from models.provider_keys import DISABLED
+from models import ClientKey, Profile, ProviderKey, RequestLog, UsageDaily
+from models.provider_keys import AUTH_FAILED, DISABLED, EXPIRED, SECRET_STATUSES
+
+# Statuses a key leaves only by an admin's (or a re-test's) hand.
+DEAD = (DISABLED, AUTH_FAILED, EXPIRED, *SECRET_STATUSES)
 
 _SUMS = ("requests", "successes", "failures", "total_tokens", "cost_micros")
 
@@ -42,17 +46,21 @@ def overview_cards(session: Session, today: date) -> dict:
     }
 
 
-def _used_today(session: Session, today: date) -> dict[int, tuple[int, int]]:
+def _used_today(session: Session, today: date) -> dict[int, tuple[int, int, int]]:
     rows = session.execute(
         select(
             UsageDaily.provider_key_id,
             func.sum(UsageDaily.total_tokens),
             func.sum(UsageDaily.requests),
+            func.sum(UsageDaily.failures),
         )
         .where(UsageDaily.day == today)
         .group_by(UsageDaily.provider_key_id)
     )
-    return {key_id: (int(tokens or 0), int(count or 0)) for key_id, tokens, count in rows}
+    return {
+        key_id: (int(tokens or 0), int(count or 0), int(failed or 0))
+        for key_id, tokens, count, failed in rows
+    }
 
 
 def _percent(used: int, limit: int | None) -> float | None:
@@ -78,10 +86,30 @@ class KeyHealth:
     last_error: str | None
     last_used_at: datetime | None
     models: list
+    # Why it is in its status and until when (states.key_state), every limit that binds
+    # it, tightest first, and its failures: in a row now, and today.
+    state: states.KeyState | None = None
+    limits: list = field(default_factory=list)
+    failures_in_a_row: int = 0
+    failures_today: int = 0
+    expires_at: datetime | None = None
+
+    @property
+    def tightest(self):
+        """The limit closest to binding, or None for a key without limits."""
+        return self.limits[0] if self.limits else None
 
 
-def key_health(session: Session, now: datetime, profile: str | None = None) -> list[KeyHealth]:
-    """Every provider key with today's usage against its daily limit and its status now."""
+def key_health(
+    session: Session,
+    now: datetime,
+    profile: str | None = None,
+    windows=None,
+    threshold: int | None = None,
+    when=None,
+) -> list[KeyHealth]:
+    """Every provider key with today's usage, its limits (RPM/TPM too given `windows(scope)`
+    → the limiter's Window), and its status now with the reason (times written by `when`)."""
     today = periods.local_day(now)
     used = _used_today(session, today)
     usage = keyring.key_usage(session, today)
@@ -90,9 +118,10 @@ def key_health(session: Session, now: datetime, profile: str | None = None) -> l
         query = query.join(Profile).where(Profile.name == profile)
     result = []
     for key in session.scalars(query):
-        tokens, count = used.get(key.id, (0, 0))
+        tokens, count, failed = used.get(key.id, (0, 0, 0))
         keyring.attach_usage(key, usage.get(key.id))
         status = selection.effective_status(key, now)
+        state = states.key_state(key, now, threshold, when)
         result.append(
             KeyHealth(
                 id=key.id,
@@ -110,6 +139,11 @@ def key_health(session: Session, now: datetime, profile: str | None = None) -> l
                 last_error=key.last_error,
                 last_used_at=key.last_used_at,
                 models=key.models,
+                state=state,
+                limits=states.binding_limits(key, now, windows),
+                failures_in_a_row=key.consecutive_failures,
+                failures_today=failed,
+                expires_at=key.expires_at,
             )
         )
     return result
@@ -135,13 +169,15 @@ class ProfileUsage:
 def profile_usage(session: Session, keys: list[KeyHealth]) -> list[ProfileUsage]:
     """Per profile: keys, usable keys, tokens and requests today, and the quota bar.
 
-    Capacity is the sum of its keys' daily limits when every enabled key has one;
-    a profile with an unlimited key has no ceiling to draw.
+    Capacity is the sum of its live keys' daily limits when every live key has one; a
+    profile with an unlimited live key has no ceiling to draw. A key that cannot come back
+    by itself (disabled, auth failed, expired, secret to re-enter) is not live: it neither
+    adds capacity nor removes the ceiling.
     """
     result = []
     for profile in session.scalars(select(Profile).order_by(Profile.name)):
         own = [k for k in keys if k.profile == profile.name]
-        enabled = [k for k in own if k.status != DISABLED]
+        enabled = [k for k in own if k.status not in DEAD]
         used = sum(k.used for k in own)
         capacity = None
         if enabled and all(k.limit for k in enabled):
@@ -164,15 +200,13 @@ def profile_usage(session: Session, keys: list[KeyHealth]) -> list[ProfileUsage]
     return result
 
 
-def recent_errors(session: Session, limit: int = 10) -> list[RequestLog]:
-    """The newest failed requests (the partial index `ix_request_logs_errors`)."""
-    query = (
-        select(RequestLog)
-        .where(RequestLog.status_code >= 400)
-        .order_by(RequestLog.id.desc())
-        .limit(limit)
-    )
-    return list(session.scalars(query))
+def recent_errors(session: Session, limit: int = 10, kind: str | None = None) -> list[RequestLog]:
+    """The newest failed requests (the partial index `ix_request_logs_errors`), of one kind
+    (`provider`: what went wrong upstream; `client`: refusals) or all."""
+    query = select(RequestLog).where(RequestLog.status_code >= 400)
+    if kind:
+        query = query.where(ERROR_KINDS[kind])
+    return list(session.scalars(query.order_by(RequestLog.id.desc()).limit(limit)))
 
 
 # -- request log search ---------------------------------------------------------------
@@ -194,8 +228,21 @@ class LogFilter:
     status: str = ""
     since: str = ""
     until: str = ""
+    request: str = ""  # a request id, or its beginning
+    client_key: str = ""  # a client key id, or `master`
+    kind: str = ""  # `client` or `provider` errors
 
-    FIELDS = ("profile", "key", "model", "status", "since", "until")
+    FIELDS = (
+        "profile",
+        "key",
+        "model",
+        "status",
+        "since",
+        "until",
+        "request",
+        "client_key",
+        "kind",
+    )
 
     @classmethod
     def from_args(cls, args) -> LogFilter:
@@ -229,7 +276,20 @@ class LogFilter:
                 raise FilterError("key", "Pick a key from the list.")
             query = query.where(RequestLog.provider_key_id == key_id)
         if self.model:
-            query = query.where(RequestLog.model == self.model)
+            query = query.where(
+                or_(RequestLog.model == self.model, RequestLog.requested_model == self.model)
+            )
+        if self.request:
+            wanted = self.request.strip().lower()
+            if not _REQUEST_ID.match(wanted):
+                raise FilterError("request", "Give a request id (letters, digits and '-').")
+            query = query.where(RequestLog.request_id.startswith(wanted, autoescape=True))
+        if self.client_key:
+            query = query.where(_client_key_clause(self.client_key))
+        if self.kind:
+            if self.kind not in ERROR_KINDS:
+                raise FilterError("kind", "Pick client or provider errors.")
+            query = query.where(ERROR_KINDS[self.kind])
         if self.status:
             query = query.where(*_status_clause(self.status))
         since, until = self._day("since"), self._day("until")
@@ -240,6 +300,39 @@ class LogFilter:
         if until:
             query = query.where(RequestLog.created_at < _midnight(until + timedelta(days=1)))
         return query
+
+
+_REQUEST_ID = re.compile(r"^[a-z0-9_-]{1,40}$")
+# What the client got wrong or was refused by KeyRelay itself (its own limits, an unknown
+# model, a bad body) versus what went wrong at the providers (every key failed, timeouts).
+_CLIENT_FAULT = and_(
+    RequestLog.status_code >= 400,
+    RequestLog.status_code < 500,
+    or_(RequestLog.attempt_count == 0, RequestLog.status_code.in_((400, 404, 413, 422))),
+)
+ERROR_KINDS = {
+    "client": _CLIENT_FAULT,
+    "provider": and_(RequestLog.status_code >= 400, not_(_CLIENT_FAULT)),
+}
+
+
+def error_kind(row: RequestLog) -> str | None:
+    """`client` or `provider` for a failed request (the same rule as the filter)."""
+    if row.status_code < 400:
+        return None
+    client = row.status_code < 500 and (
+        row.attempt_count == 0 or row.status_code in (400, 404, 413, 422)
+    )
+    return "client" if client else "provider"
+
+
+def _client_key_clause(value: str):
+    if value == "master":
+        return RequestLog.client_key_id.is_(None)
+    key_id = whole_number(value)
+    if key_id is None or key_id > MAX_SQL_INT:
+        raise FilterError("client_key", "Pick a client key from the list.")
+    return RequestLog.client_key_id == key_id
 
 
 def _midnight(day: date) -> datetime:
@@ -260,11 +353,18 @@ def _status_clause(status: str) -> list:
 def search_logs(
     session: Session, filters: LogFilter, before: int | None, page_size: int = 50
 ) -> tuple[list[RequestLog], int | None]:
-    """One page, newest first, from id `before` down; and the cursor of the next page."""
+    """One page in time order, newest first, from the row `before` on; and the cursor of the
+    next page (a row id: rows are written when they end, so ids are not in time order)."""
     query = filters.apply(session, select(RequestLog))
     if before is not None:
-        query = query.where(RequestLog.id < before)
-    rows = list(session.scalars(query.order_by(RequestLog.id.desc()).limit(page_size + 1)))
+        at = session.scalar(select(RequestLog.created_at).where(RequestLog.id == before))
+        if at is None:
+            query = query.where(RequestLog.id < before)
+        else:
+            older = and_(RequestLog.created_at == at, RequestLog.id < before)
+            query = query.where(or_(RequestLog.created_at < at, older))
+    newest = (RequestLog.created_at.desc(), RequestLog.id.desc())
+    rows = list(session.scalars(query.order_by(*newest).limit(page_size + 1)))
     more = len(rows) > page_size
     rows = rows[:page_size]
     return rows, (rows[-1].id if more else None)
@@ -280,6 +380,9 @@ def log_choices(session: Session) -> dict:
     return {
         "profiles": list(session.scalars(select(Profile.name).order_by(Profile.name))),
         "keys": list(session.execute(select(ProviderKey.id, ProviderKey.name).order_by("id"))),
+        "client_keys": list(
+            session.execute(select(ClientKey.id, ClientKey.name).order_by(ClientKey.id))
+        ),
         "models": list(
             session.scalars(select(UsageDaily.model).distinct().order_by(UsageDaily.model))
         ),
@@ -337,10 +440,17 @@ def _labels(session: Session, by: str, groups: set) -> dict:
             select(ProviderKey.id, ProviderKey.name).where(ProviderKey.id.in_(groups))
         )
     }
-    return {
-        group: (f"#{group} {names[group]}" if group in names else f"#{group} (deleted)")
-        for group in groups
-    }
+    return {group: _key_label(group, names) for group in groups}
+
+
+# Requests refused before any key was chosen are rolled up under key 0.
+NO_KEY = "no key (refused before one was chosen)"
+
+
+def _key_label(key_id: int | None, names_by_id: dict) -> str:
+    if not key_id:
+        return NO_KEY
+    return f"#{key_id} {names_by_id[key_id]}" if key_id in names_by_id else f"#{key_id} (deleted)"
 
 
 # -- statistics and export (F44) --------------------------------------------------------
@@ -401,8 +511,6 @@ def _group_names(session: Session, group: str) -> dict:
     if group == "provider_key":
         return names(session, ProviderKey)
     if group == "client_key":
-        from models import ClientKey
-
         return names(session, ClientKey)
     return {}
 
@@ -477,7 +585,6 @@ def client_budgets(session: Session, limiter, now: datetime, active_only: bool =
     """Spend against budget for every client key with a budget. The spend comes from the
     shared limiter when this host has counted the period (no query), else from the log."""
     from gateway import budgets, store
-    from models import ClientKey
 
     query = select(ClientKey).where(ClientKey.max_budget_micros.is_not(None))
     result = []

@@ -28,6 +28,7 @@ from gateway.errors import GatewayError
 from gateway.journal import DatabaseIdentity
 from gateway.keycache import KeyCache
 from gateway.limiter import SharedLimiter
+from gateway.messages import SYSTEM, upstream_message
 from gateway.policy import Outcome
 from gateway.pricing import Prices
 from gateway.providers import ADAPTERS, OWNERS
@@ -331,36 +332,58 @@ class Gateway:
             target = self.candidates.target(key)
         except SecretUnreadable:
             return _secret_result(SECRET_UNREADABLE)
+        started = time.perf_counter()
         try:
             reply = self.adapters[key.provider].list_models(target, TEST_TIMEOUTS)
         except TransportError as exc:
-            return self._test_result(key, "unreachable", None, str(exc), {"last_error": str(exc)})
+            reply = exc
+        ms = round((time.perf_counter() - started) * 1000)
+        if isinstance(reply, TransportError):
+            error = str(reply)
+            return self._test_result(key, "unreachable", None, error, {"last_error": error}, ms)
         if 200 <= reply.status < 300:
             models = self.adapters[key.provider].model_ids(reply)
             values = {"discovered_models": models, "consecutive_failures": 0, "last_error": None}
             if key.status in ("auth_failed", "cooling_down", SECRET_UNREADABLE):
                 values.update(status="active", cooldown_until=None)
-            return self._test_result(key, "ok", reply.status, None, values, models)
+                values.update(disabled_by=None, disabled_at=None)
+            return self._test_result(key, "ok", reply.status, None, values, ms, models)
         error = f"HTTP {reply.status}: {reply.body[:200].decode('utf-8', 'replace')}"
         if 400 <= reply.status < 500 and reply.status not in _TEST_SAYS_NOTHING_OF_THE_KEY:
             # A trivial request refused (LiteLLM answers a bad key with 400 "No connected
             # db."): the key is not trusted until a test passes (re-validation retries it).
             values = {"last_error": error}
-            if key.status != "disabled":
-                values["status"] = "auth_failed"
+            if key.status not in ("disabled", "auth_failed"):
+                values.update(status="auth_failed", disabled_by=SYSTEM, disabled_at=now)
             result = "auth_failed" if reply.status in (401, 403) else "error"
-            return self._test_result(key, result, reply.status, error, values)
+            return self._test_result(key, result, reply.status, error, values, ms)
         result = "rate_limited" if reply.status == 429 else "error"
-        return self._test_result(key, result, reply.status, error, {"last_error": error})
+        return self._test_result(key, result, reply.status, error, {"last_error": error}, ms)
 
-    def _test_result(self, key, result, status, error, values, models=None) -> dict:
+    def _test_result(self, key, result, status, error, values, ms, models=None) -> dict:
+        """Store what the test found; the answer names the upstream's message and the time
+        the call took (`latency_ms`)."""
         with self.engine.begin() as conn:
             store.record_test(conn, key.id, {**values, "updated_at": self.clock.now()})
         self.keys.forget()
-        return {"result": result, "status_code": status, "error": error, "models": models}
+        return {
+            "result": result,
+            "status_code": status,
+            "error": error,
+            "message": upstream_message(error),
+            "latency_ms": ms,
+            "models": models,
+        }
 
 
 def _secret_result(status: str) -> dict:
     """A key test's answer for a key whose secret must be re-entered (nothing was called)."""
     error = STATUS_SENTENCES[status]
-    return {"result": status, "status_code": None, "error": error, "models": None}
+    return {
+        "result": status,
+        "status_code": None,
+        "error": error,
+        "message": error,
+        "latency_ms": None,
+        "models": None,
+    }

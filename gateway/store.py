@@ -9,7 +9,8 @@ from typing import NamedTuple
 from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from models import Attempt, Profile, ProviderKey, RequestLog, UsageDaily
+from gateway.messages import SYSTEM, upstream_message
+from models import Attempt, AuditEntry, Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import (
     ACTIVE,
     AUTH_FAILED,
@@ -25,6 +26,7 @@ usage_t = UsageDaily.__table__
 logs_t = RequestLog.__table__
 attempts_t = Attempt.__table__
 profiles_t = Profile.__table__
+audit_t = AuditEntry.__table__
 
 USAGE_COUNTERS = (
     "requests",
@@ -227,12 +229,37 @@ def cool_down(conn: Connection, key_id: int, until: datetime, error: str) -> Non
     )
 
 
-def mark_auth_failed(conn: Connection, key_id: int, error: str, now: datetime) -> None:
-    """Take a key the upstream rejected out of the pool until it is re-validated."""
-    conn.execute(
+def mark_auth_failed(conn: Connection, key_id: int, error: str, now: datetime) -> bool:
+    """Take a key the upstream rejected out of the pool until it is re-validated; the change
+    (not a repeat of it) is audited with actor `system`. True if the key changed status."""
+    changed = conn.execute(
         update(keys_t)
-        .where(keys_t.c.id == key_id, keys_t.c.status != DISABLED)
-        .values(status=AUTH_FAILED, last_error=error, updated_at=now)
+        .where(keys_t.c.id == key_id, keys_t.c.status.not_in((DISABLED, AUTH_FAILED)))
+        .values(
+            status=AUTH_FAILED,
+            last_error=error,
+            disabled_by=SYSTEM,
+            disabled_at=now,
+            updated_at=now,
+        )
+    ).rowcount
+    if changed:
+        _audit(conn, "key.auth_failed", key_id, now, {"error": upstream_message(error)})
+    else:
+        conn.execute(
+            update(keys_t)
+            .where(keys_t.c.id == key_id, keys_t.c.status == AUTH_FAILED)
+            .values(last_error=error, updated_at=now)
+        )
+    return bool(changed)
+
+
+def _audit(conn: Connection, action: str, key_id: int, now: datetime, detail: dict) -> None:
+    """An audit entry for a change KeyRelay made to a key by itself (actor `system`)."""
+    conn.execute(
+        audit_t.insert().values(
+            at=now, actor=SYSTEM, action=action, target=f"key:{key_id}", detail=detail
+        )
     )
 
 
@@ -254,19 +281,31 @@ def mark_secret_unreadable(conn: Connection, key_id: int, ciphertext: bytes, now
     return result.rowcount > 0
 
 
-def count_failure(conn: Connection, key_id: int, threshold: int, error: str, now) -> None:
-    """One more consecutive failure; at the threshold the key is disabled."""
-    failures = keys_t.c.consecutive_failures + 1
+def count_failure(conn: Connection, key_id: int, threshold: int, error: str, now) -> bool:
+    """One more consecutive failure; at the threshold the key is disabled (by `system`,
+    audited). True if this failure disabled it."""
     conn.execute(
         update(keys_t)
         .where(keys_t.c.id == key_id)
         .values(
-            consecutive_failures=failures,
-            status=case((failures >= threshold, DISABLED), else_=keys_t.c.status),
+            consecutive_failures=keys_t.c.consecutive_failures + 1,
             last_error=error,
             updated_at=now,
         )
     )
+    disabled = conn.execute(
+        update(keys_t)
+        .where(
+            keys_t.c.id == key_id,
+            keys_t.c.consecutive_failures >= threshold,
+            keys_t.c.status != DISABLED,
+        )
+        .values(status=DISABLED, disabled_by=SYSTEM, disabled_at=now)
+    ).rowcount
+    if disabled:
+        detail = {"failures_in_a_row": threshold, "last_error": upstream_message(error)}
+        _audit(conn, "key.auto_disable", key_id, now, detail)
+    return bool(disabled)
 
 
 def record_test(conn: Connection, key_id: int, values: dict) -> None:
@@ -280,6 +319,7 @@ _MARK_SUCCESS = (
     .values(
         last_used_at=bindparam("now"),
         consecutive_failures=0,
+        last_error=None,  # an answer clears a stale error
         status=case((keys_t.c.status == COOLING_DOWN, ACTIVE), else_=keys_t.c.status),
         cooldown_until=case((keys_t.c.status == COOLING_DOWN, None), else_=keys_t.c.cooldown_until),
     )

@@ -97,6 +97,11 @@ class ProviderKey(db.Model):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Who took the key out of the pool (disabled, auth failed) and when: a dashboard user,
+    # `master-key`, or `system` (auto-disabled after failures, refused by the upstream).
+    # None while it serves; keys disabled before these columns existed have none.
+    disabled_by: Mapped[str | None] = mapped_column(String(80))
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
