@@ -98,7 +98,16 @@ def _disabled_sentence(key, by, since, message, threshold, now, when) -> str:
 
 def _limit_sentence(key, back: datetime | None, now: datetime, when) -> str:
     what, period = selection.limit_hit(key)
-    bound = next(b for b in binding_limits(key, now) if b.label == what)
+    if what == selection.CREDITS_EXHAUSTED:
+        synced = getattr(key, "synced_at", None)
+        at = f" at the usage sync of {when(synced, now)}" if synced else ""
+        return (
+            f"The provider reported nothing left on the account{at}; the next sync that "
+            "reports more brings it back."
+        )
+    bound = next((b for b in binding_limits(key, now) if b.label == what), None)
+    if bound is None:
+        return f"{what.capitalize()} reached."
     text = f"{what.capitalize()} reached: {bound.used_text} of {bound.limit_text}"
     if back is not None:
         return f"{text}; serves again at {when(back, now)}, when the {period} resets."

@@ -347,9 +347,12 @@ def test_usage_booked_after_a_sync_counts_against_its_figure(admin, rovo, client
 
 
 def test_an_exhausted_account_leaves_the_pool_until_a_sync_says_more(admin, rovo, client):
-    add(admin, rovo)
+    account = add(admin, rovo)
     rovo.accounts[TOKEN].daily_used = 20_000_000
     admin.call("POST", "/rovodev-keys/sync")
+    described = admin.key(account["id"])
+    assert described["status"] == "limit_reached"
+    assert "reported nothing left on the account" in described["status_reason"]
     with pytest.raises(openai.APIStatusError) as out:
         client.chat.completions.create(**chat(model=SONNET))
     assert out.value.status_code == 503
