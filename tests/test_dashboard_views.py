@@ -167,7 +167,7 @@ def test_delete_asks_first_then_deletes(web, fake, admin):
 def test_toggle_and_test_swap_the_row_in_place(web, fake, admin):
     _add(web, fake)
     row = web.post("/keys/1/toggle", htmx=True)
-    assert row.status_code == 200 and row.text.lstrip().startswith('<tr id="key-1"')
+    assert row.status_code == 200 and row.text.lstrip().startswith('<tbody id="key-1"')
     assert 'class="badge disabled"' in row.text and ">Enable</button>" in row.text
     assert admin.key(1)["status"] == "disabled"
     web.post("/keys/1/toggle", htmx=True)
