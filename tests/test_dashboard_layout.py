@@ -60,7 +60,7 @@ def _settings(instance: Path, clock: ManualClock) -> dict:
 
 
 def _seed_keys(admin: Admin, fake: FakeUpstream) -> None:
-    """Twelve provider keys in three profiles: healthy, limited, failing in several ways."""
+    """Thirteen provider keys in four profiles: healthy, limited, failing in several ways."""
     base = fake.base_url
     for profile, body in (("team-a", {"strategy": "round-robin"}), ("batch-eu-west", {})):
         assert admin.call("PUT", f"/profiles/{profile}", body).status == 200
@@ -75,7 +75,9 @@ def _seed_keys(admin: Admin, fake: FakeUpstream) -> None:
         rpm_limit=500,
         expires_at="2027-06-30T00:00:00Z",
     )
-    admin.add_key("sk-layout-tiny-0004", base, name="tiny-daily-quota", daily_token_limit=40)
+    admin.add_key(
+        "sk-layout-tiny-0004", base, name="tiny-daily-quota", profile="quota", daily_token_limit=40
+    )
     admin.add_key(
         "sk-layout-longname-0005",
         base,
@@ -90,11 +92,13 @@ def _seed_keys(admin: Admin, fake: FakeUpstream) -> None:
     admin.add_key("sk-layout-region-0010", base, name="region-blocked", profile="batch-eu-west")
     admin.add_key("sk-layout-batch-0011", base, name="batch-2", profile="batch-eu-west")
     admin.add_key("sk-layout-off-0012", base, name="switched-off", profile="batch-eu-west")
+    admin.add_key("sk-layout-busy-0013", base, name="rate-limited", profile="quota")
     assert admin.call("POST", "/keys/12/toggle").status == 200
     fake.set_behaviour("sk-layout-revoked-0007", Behaviour.unauthorized())
     fake.set_behaviour("sk-layout-flaky-0008", Behaviour.server_error(500))
     fake.set_behaviour(FAILING_SECRET, Behaviour.bad_request(LONG_MESSAGE, "policy_denied"))
     fake.set_behaviour("sk-layout-region-0010", Behaviour.forbidden())
+    fake.set_behaviour("sk-layout-busy-0013", Behaviour.rate_limited(retry_after=3600))
 
 
 def _seed_config(admin: Admin) -> list[str]:
@@ -136,6 +140,8 @@ def _seed_traffic(site: Site, client_keys: list[str]) -> None:
             site.clock.advance(days=1)
     site.fake.set_behaviour("sk-layout-batch-0011", Behaviour.server_error(502))
     _send(master, chat(), "batch-eu-west")  # every key fails: a 502 with its attempts
+    for _ in range(3):  # today's quota of one key runs out, the other cools down (amber)
+        _send(master, chat(content="A longer question " * 20), "quota")
     site.fake.set_behaviour("sk-layout-batch-0011", None)
 
 
