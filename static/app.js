@@ -43,6 +43,10 @@
     // On a phone the menu scrolls sideways: bring the current page's link into view.
     var current = document.querySelector(".top nav [aria-current]");
     if (current) current.parentElement.scrollLeft = current.offsetLeft - current.parentElement.offsetLeft - 16;
+    // A chart that scrolls sideways (phone) starts at its right end: the latest days.
+    document.querySelectorAll(".chart .plot").forEach(function (plot) {
+      plot.scrollLeft = plot.scrollWidth;
+    });
   });
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-theme-toggle]");

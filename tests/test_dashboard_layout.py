@@ -18,8 +18,16 @@ from cryptography.fernet import Fernet
 from playwright.sync_api import expect, sync_playwright
 
 from tests.browser import FLAGS, ensure_chromium, screenshot
-from tests.conftest import ADMIN_PASSWORD, MASTER_KEY, MODELS, Admin, ManualClock, Web, chat
-from tests.conftest import live_app
+from tests.conftest import (
+    ADMIN_PASSWORD,
+    MASTER_KEY,
+    MODELS,
+    Admin,
+    ManualClock,
+    Web,
+    chat,
+    live_app,
+)
 from tests.fake_upstream import Behaviour, FakeUpstream
 
 AXE = next((Path(__file__).parent.parent / "static" / "vendor").glob("axe-core-*.min.js"))
@@ -267,8 +275,10 @@ OVERFLOW = """() => {
   for (const el of document.body.querySelectorAll('*')) {
     const right = el.getBoundingClientRect().right;
     if (right > width + 0.5 && !clipped(el)) {
-      const cls = typeof el.className === 'string' && el.className ? '.' + el.className.trim().split(/\\s+/).join('.') : '';
-      culprits.push(`${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''}${cls} ${Math.round(right)}px`);
+      const names = typeof el.className === 'string' ? el.className.trim().split(/\\s+/) : [];
+      const cls = names.filter(Boolean).map((n) => '.' + n).join('');
+      const id = el.id ? '#' + el.id : '';
+      culprits.push(`${el.tagName.toLowerCase()}${id}${cls} ${Math.round(right)}px`);
     }
   }
   return {scroll: document.documentElement.scrollWidth, width, culprits: culprits.slice(0, 6)};
@@ -279,7 +289,8 @@ AXE_RUN = """async () => {
   return result.violations
     .filter((v) => v.impact === 'serious' || v.impact === 'critical')
     .map((v) => `${v.id} (${v.impact}): ` + v.nodes.slice(0, 3)
-      .map((n) => n.target.join(' ') + ' — ' + (n.failureSummary || '').replace(/\\s+/g, ' ').slice(0, 160))
+      .map((n) => n.target.join(' ') + ' — '
+        + (n.failureSummary || '').replace(/\\s+/g, ' ').slice(0, 160))
       .join(' | '));
 }"""
 
@@ -334,6 +345,8 @@ def test_axe_finds_nothing_serious_in_light_and_dark(page, pages):
             for href in pages:
                 _open(page, href)
                 problems += [f"{href} {scheme} {width}px: {v}" for v in _axe(page)]
+                if scheme == "dark":
+                    screenshot(page, f"layout-{_name(href)}-{width}-dark")
     assert not problems, "\n".join(problems)
 
 
@@ -345,7 +358,8 @@ def _table_fits(page) -> dict:
           const box = (el) => el.getBoundingClientRect();
           return {scroll: document.documentElement.scrollWidth, width: innerWidth,
                   wrapRight: box(wrap).right, noteLeft: box(note).left, noteRight: box(note).right,
-                  noteLines: Math.round(box(note).height / parseFloat(getComputedStyle(note).lineHeight))};
+                  noteLines: Math.round(
+                    box(note).height / parseFloat(getComputedStyle(note).lineHeight))};
         }"""
     )
 
@@ -362,7 +376,7 @@ def test_a_failing_key_test_keeps_the_table_in_the_viewport(page, width):
     assert seen["scroll"] <= seen["width"], seen  # no page scroll
     assert seen["wrapRight"] <= seen["width"], seen  # the table's box stays on screen
     # The result is read where it is: inside the viewport, over several wrapped lines.
-    assert 0 <= seen["noteLeft"] and seen["noteRight"] <= seen["width"], seen
+    assert seen["noteLeft"] >= 0 and seen["noteRight"] <= seen["width"], seen
     assert seen["noteLines"] >= 2, seen
     if width == 1440:  # on a desktop the whole table fits, no sideways scroll in its box
         assert page.evaluate(
@@ -391,13 +405,9 @@ def test_theme_follows_the_system_and_the_button_overrides_it(page):
     assert page.evaluate(background) == dark
     screenshot(page, "layout-keys-dark-1440")
     page.get_by_role("button", name=re.compile("Colour theme")).click()
-    expect(page.get_by_role("button", name=re.compile("Colour theme"))).to_have_text(
-        "Theme: light"
-    )
+    expect(page.get_by_role("button", name=re.compile("Colour theme"))).to_have_text("Theme: light")
     page.get_by_role("button", name=re.compile("Colour theme")).click()
-    expect(page.get_by_role("button", name=re.compile("Colour theme"))).to_have_text(
-        "Theme: auto"
-    )
+    expect(page.get_by_role("button", name=re.compile("Colour theme"))).to_have_text("Theme: auto")
     page.emulate_media(color_scheme="dark")
     assert page.evaluate(background) == dark  # auto again: the system decides
 
