@@ -28,7 +28,6 @@
     word.className = "theme-word";
     word.textContent = "Theme: ";
     button.replaceChildren(word, mode);
-    button.setAttribute("aria-label", "Colour theme: " + mode);
     button.title = "Colour theme: " + (mode === "auto" ? "follows the system" : mode) +
       ". Click for " + next(mode) + ".";
   }
