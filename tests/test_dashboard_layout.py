@@ -423,3 +423,23 @@ def test_the_menu_is_a_labelled_strip_of_one_line_on_a_phone(page):
     link = menu.get_by_role("link", name="Overview").bounding_box()
     last = menu.get_by_role("link", name="Users").bounding_box()
     assert link["y"] == last["y"]  # one line that scrolls sideways, not a wrapped block
+
+
+def test_the_login_page_fits_and_passes_axe_too(browser, site):
+    context = browser.new_context(base_url=site.url)
+    tab = context.new_page()
+    problems = []
+    try:
+        for scheme in SCHEMES:
+            tab.emulate_media(color_scheme=scheme)
+            for width in WIDTHS:
+                tab.set_viewport_size({"width": width, "height": 800})
+                tab.goto("/login")
+                expect(tab.get_by_role("heading", name="Log in to KeyRelay")).to_be_visible()
+                if (trouble := _fits(tab)) is not None:
+                    problems.append(f"{scheme} {width}px: {trouble}")
+                problems += [f"{scheme} {width}px: {v}" for v in _axe(tab)]
+                screenshot(tab, f"layout-login-{width}-{scheme}")
+    finally:
+        context.close()
+    assert not problems, "\n".join(problems)
