@@ -167,7 +167,7 @@ def test_delete_asks_first_then_deletes(web, fake, admin):
 def test_toggle_and_test_swap_the_row_in_place(web, fake, admin):
     _add(web, fake)
     row = web.post("/keys/1/toggle", htmx=True)
-    assert row.status_code == 200 and row.text.lstrip().startswith('<tr id="key-1"')
+    assert row.status_code == 200 and row.text.lstrip().startswith('<tbody id="key-1"')
     assert 'class="badge disabled"' in row.text and ">Enable</button>" in row.text
     assert admin.key(1)["status"] == "disabled"
     web.post("/keys/1/toggle", htmx=True)
@@ -369,10 +369,11 @@ def test_usage_charts_by_model_and_by_key(web, fake, client, clock):
         db.session.commit()
     cost = html.unescape(web.get("/usage").text.split('id="cost-chart"')[1])
     assert "2026-11-23 · gpt-4o-mini: $1.23</title>" in cost  # cents for people
-    # Scripts only from static/ (CSP script-src 'self'), never inline.
+    # Scripts only from static/ (CSP script-src 'self'), never inline; app.js is not
+    # deferred because it sets the colour theme before the first paint.
     assert re.findall(r"<script[^>]*>", by_key) == [
         '<script src="/static/vendor/htmx-2.0.11.min.js" defer>',
-        '<script src="/static/app.js" defer>',
+        '<script src="/static/app.js">',
     ]
 
 
