@@ -31,7 +31,7 @@ def settings(settings):
 
 def _row(page: str, key_id: int) -> str:
     """The key's row on the keys page, entities decoded."""
-    found = re.search(rf'<tr id="key-{key_id}".*?</tr>', page, re.S)
+    found = re.search(rf'<tbody id="key-{key_id}".*?</tr>', page, re.S)
     return html.unescape(found.group(0))
 
 

@@ -213,7 +213,7 @@ def test_bulk_import_reports_added_duplicates_and_rejected(web, fake):
     # The existing key was in another profile, so here it is new: duplicates are per profile.
     assert "added as #4 team-1111" in page
     keys = web.get("/keys").text
-    assert keys.count("<td>team-x</td>") == 4
+    assert keys.count('<td data-label="Profile">team-x</td>') == 4
     again = web.post("/keys/import", data).text
     assert dict(re.findall(r'data-count="(\w+)">(\d+)<', again))["duplicates"] == "5"
 

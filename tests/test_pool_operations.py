@@ -77,7 +77,7 @@ def test_batch_actions_on_selected_keys(web, fake, admin):
 def test_search_and_state_filter_and_failure_counts(web, fake, admin, client):
     _pool(admin, fake)
     web.post("/keys/test-all")
-    shown = lambda **q: re.findall(r'<tr id="key-(\d+)"', web.get("/keys", query_string=q).text)  # noqa: E731
+    shown = lambda **q: re.findall(r'<tbody id="key-(\d+)"', web.get("/keys", query_string=q).text)  # noqa: E731
     assert shown(q="bad") == ["2"] and shown(q="…3333") == ["3"]
     assert shown(state="auth_failed") == ["2"] and shown(profile="team") == ["2"]
     assert shown(state="active", q="good") == ["1"]
@@ -87,5 +87,5 @@ def test_search_and_state_filter_and_failure_counts(web, fake, admin, client):
     with pytest.raises(openai.APIStatusError):
         client.chat.completions.create(**chat())
     page = web.get("/keys").text
-    failures = re.findall(r'<tr id="key-(\d+)".*?data-failures="(\d+)"', page, re.S)
+    failures = re.findall(r'<tbody id="key-(\d+)".*?data-failures="(\d+)"', page, re.S)
     assert failures == [("1", "1"), ("2", "0"), ("3", "1")]  # both tried keys failed once
