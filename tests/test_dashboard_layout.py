@@ -377,7 +377,8 @@ def test_a_failing_key_test_keeps_the_table_in_the_viewport(page, width):
     assert seen["wrapRight"] <= seen["width"], seen  # the table's box stays on screen
     # The result is read where it is: inside the viewport, over several wrapped lines.
     assert seen["noteLeft"] >= 0 and seen["noteRight"] <= seen["width"], seen
-    assert seen["noteLines"] >= 2, seen
+    if width == 360:  # a phone wraps it (a desktop may fit the readable message on one line)
+        assert seen["noteLines"] >= 2, seen
     if width == 1440:  # on a desktop the whole table fits, no sideways scroll in its box
         assert page.evaluate(
             "(() => { const w = document.querySelector('table.keys').closest('.table-wrap');"
