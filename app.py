@@ -22,6 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import config
 from extensions import csrf, db, login_manager
 from gateway import periods, scheduler, tokens
+from gateway.accounting import new_request_id
 from gateway.alerts import BudgetAlerts
 from gateway.journal import DatabaseIdentity
 from gateway.keyring import check_stored_secrets
@@ -75,7 +76,7 @@ def _trace_headers(response):
     if request.path.startswith(API_PREFIXES):
         headers = response.headers
         if "x-keyrelay-request-id" not in headers:
-            request_id = "req_" + uuid.uuid4().hex
+            request_id = new_request_id()
             headers["x-keyrelay-request-id"] = request_id
             headers["x-keyrelay-attempts"] = "0"
             headers["x-keyrelay-provider"] = "none"

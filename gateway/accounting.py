@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -12,6 +13,14 @@ from gateway.policy import Outcome
 from gateway.usage import Usage
 
 __all__ = ["AttemptRecord", "RequestRecord", "Usage", "record"]
+
+
+def new_request_id() -> str:
+    """`req_` and 32 hex digits: 12 of the time in milliseconds, then 80 random bits (the
+    layout of a UUIDv7). Ids made later sort later, so the unique index on request_id
+    takes each new one at its right-hand edge instead of on a random page of a large
+    B-tree (uuid4 ids dirtied a page per row; the writer's insert cost showed it)."""
+    return f"req_{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 @dataclass
@@ -46,7 +55,7 @@ class RequestRecord:
     streamed: bool
     profile_id: int | None = None
     client_key_id: int | None = None
-    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: new_request_id())
     provider: str | None = None
     provider_key_id: int | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)

@@ -146,3 +146,17 @@ def test_failed_requests_are_logged_but_not_billed(client, admin, fake, keys):
     assert log["status_code"] == 502 and log["total_tokens"] == 0
     stats = admin.stats()["all_time"]
     assert (stats["requests"], stats["failures"], stats["success_rate"]) == (1, 1, 0.0)
+
+
+def test_request_ids_sort_by_the_time_they_were_made():
+    import re
+    import time
+
+    from gateway.accounting import new_request_id
+
+    first = new_request_id()
+    time.sleep(0.002)  # the id's clock is the wall clock, in milliseconds
+    later = [new_request_id() for _ in range(50)]
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in [first, *later])
+    assert all(first < i for i in later)  # the unique index takes them at its right edge
+    assert len(set(later)) == 50

@@ -39,11 +39,25 @@ def transport_error(exc: BaseException, connecting: bool = False) -> TransportEr
     return TransportError(Outcome.CONNECTION_ERROR, f"upstream error: {type(exc).__name__}")
 
 
+def _os_poll():
+    """The operating system's poll: a zero-timeout check never blocks, so it needs none of
+    gevent's cooperative poll (whose watchers and hub switch cost ~4 % of a worker's CPU
+    under load, measured with py-spy)."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return select.poll
+    return monkey.get_original("select", "poll")
+
+
+_poll = _os_poll()
+
+
 def _dropped(conn: http.client.HTTPConnection) -> bool:
     """Whether an idle connection was closed (or sent something) while in the pool."""
     if conn.sock is None:
         return True
-    poller = select.poll()
+    poller = _poll()
     poller.register(conn.sock, select.POLLIN)
     return bool(poller.poll(0))  # readable while idle: EOF, or bytes nobody asked for
 
