@@ -678,14 +678,17 @@ def logs():
 
 @bp.get("/requests")
 def find_request():
-    """Search by request id (`x-keyrelay-request-id`, or its beginning): its page when one
-    request matches, else the log filtered by it."""
+    """Search by request id (`x-keyrelay-request-id`, its beginning, or its end): its page
+    when one request matches, else the log filtered by it."""
     wanted = (request.args.get("id") or "").strip().lower()
     if not wanted:
         return redirect(url_for("dashboard.logs"))
     gateway().books.flush()
     try:
         found, _ = reports.search_logs(db.session, reports.LogFilter(request=wanted), None, 2)
+        if not found:  # not a beginning: perhaps the id's end (its random part)
+            by_end = reports.LogFilter(request=wanted, request_end=True)
+            found, _ = reports.search_logs(db.session, by_end, None, 2)
     except reports.FilterError:
         found = []
     if len(found) == 1:

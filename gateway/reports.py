@@ -231,6 +231,9 @@ class LogFilter:
     request: str = ""  # a request id, or its beginning
     client_key: str = ""  # a client key id, or `master`
     kind: str = ""  # `client` or `provider` errors
+    # Match `request` as the id's end instead (ids begin with their time, so a copied
+    # tail is the part that tells one request from its neighbours).
+    request_end: bool = False
 
     FIELDS = (
         "profile",
@@ -283,7 +286,12 @@ class LogFilter:
             wanted = self.request.strip().lower()
             if not _REQUEST_ID.match(wanted):
                 raise FilterError("request", "Give a request id (letters, digits and '-').")
-            query = query.where(RequestLog.request_id.startswith(wanted, autoescape=True))
+            match = (
+                RequestLog.request_id.endswith
+                if self.request_end
+                else (RequestLog.request_id.startswith)
+            )
+            query = query.where(match(wanted, autoescape=True))
         if self.client_key:
             query = query.where(_client_key_clause(self.client_key))
         if self.kind:
