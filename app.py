@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import logging
+import os
 import secrets as pysecrets
 import sqlite3
 import sys
@@ -21,7 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
 from extensions import csrf, db, login_manager
-from gateway import periods, scheduler, tokens
+from gateway import backup, periods, scheduler, tokens
 from gateway.accounting import new_request_id
 from gateway.alerts import BudgetAlerts
 from gateway.journal import DatabaseIdentity
@@ -110,6 +111,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.session_interface = _Sessions()
     instance.mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(settings)
+    app.config["INSTANCE_PATH"] = str(instance)  # resolved: the backup job reads it
     app.config["SQLALCHEMY_DATABASE_URI"] = settings["DATABASE_URL"] or (
         f"sqlite:///{instance / 'keyrelay.db'}"
     )
@@ -167,6 +169,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.after_request(_trace_headers)
     tokens.warm_up()
     gateway.prices.warm_up()
+    if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
+        # Serving from this instance: `flask backup restore` refuses while this is held.
+        app.extensions["serving_lock"] = backup.hold_serving_lock(instance)
     # Last: the elected worker may start jobs at once (catch-up after downtime).
     scheduler.init_app(app)
     return app
@@ -341,10 +346,20 @@ def register_blueprints(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """`flask keys …`, `flask users …`, `flask jobs …` and `flask init-db`."""
-    from blueprints.cli import config_cli, init_db_command, jobs_cli, keys_cli, users_cli
+    from blueprints.cli import (
+        backup_cli,
+        client_keys_cli,
+        config_cli,
+        init_db_command,
+        jobs_cli,
+        keys_cli,
+        users_cli,
+    )
 
     app.cli.add_command(keys_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(init_db_command)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(config_cli)
+    app.cli.add_command(backup_cli)
+    app.cli.add_command(client_keys_cli)

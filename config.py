@@ -223,6 +223,18 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         "Seconds a database write waits for another process's lock (SQLite) before the change is refused with 503 and `Retry-After`, nothing saved.",
     ),
+    Setting(
+        "BACKUP_KEEP",
+        0,
+        int,
+        "Daily backups (the `backup` job, 02:30) to keep; older ones are deleted. 0: no scheduled backup (`flask backup create` still works).",
+    ),
+    Setting(
+        "BACKUP_DIR",
+        None,
+        str,
+        "Folder of the scheduled backups and of `flask backup create` without a path. Default: `<instance>/backups`.",
+    ),
     Setting("LOG_LEVEL", "INFO", str, "Python log level."),
     Setting(
         "INSTANCE_PATH",

@@ -4,10 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/gunicorn ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "Installing KeyRelay into .venv (first start takes a minute)…"
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -e .
-  touch .venv/.installed
+  scripts/install.sh
 fi
 .venv/bin/flask --app app init-db
 exec .venv/bin/gunicorn -c gunicorn.conf.py 'app:create_app()'

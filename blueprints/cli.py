@@ -1,6 +1,9 @@
-"""CLI commands: `flask init-db`, `flask keys …`, `flask users …`, `flask jobs list|run`."""
+"""CLI commands: `flask init-db`, `flask keys …`, `flask client-keys …`, `flask users …`,
+`flask jobs list|run`, `flask config …`, `flask backup create|restore`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -8,8 +11,10 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from extensions import db
-from gateway import configfiles, keyring, periods, scheduler
-from models import ProviderKey
+from gateway import backup, configfiles, keyring, periods, scheduler
+from gateway.messages import SYSTEM
+from models import ClientKey, ProviderKey
+from models.provider_keys import AUTH_FAILED, COOLING_DOWN, DISABLED
 
 keys_cli = AppGroup("keys", help="Manage provider keys.")
 
@@ -99,6 +104,197 @@ def delete_key(key_id: int) -> None:
     db.session.commit()
     current_app.extensions["keyrelay"].forget_limits(f"pk:{key_id}")
     click.echo(f"Deleted key #{key_id}.")
+
+
+@keys_cli.command("import")
+@click.argument("source", type=click.File("r"))
+@click.option("--profile", default="default", show_default=True)
+@click.option("--provider", default="openai", show_default=True)
+@click.option("--base-url", default=None, help="Default: the provider's public API.")
+@click.option("--models", default="*", show_default=True, help="Comma-separated, or *.")
+@click.option("--daily-token-limit", type=int, default=None)
+@click.option("--prefix", default="imported", show_default=True, help="Name prefix.")
+def import_keys(source, profile, provider, base_url, models, daily_token_limit, prefix) -> None:
+    """Add many keys from a file: one secret a line (# comments), as the dashboard's bulk
+    import; duplicates and bad lines are reported, the rest added."""
+    shared = {"profile": profile, "provider": provider, "models": models}
+    shared |= {"base_url": base_url} if base_url else {}
+    shared |= {"daily_token_limit": daily_token_limit} if daily_token_limit else {}
+    if not keyring.PROFILE_NAME.match(prefix):
+        raise click.UsageError("--prefix: use letters, digits, '_', '.', '-'.")
+    gateway = current_app.extensions["keyrelay"]
+    try:
+        report = keyring.import_keys(
+            db.session, gateway.secrets, source.read(), shared, prefix, _now()
+        )
+    except keyring.KeyInputError as exc:
+        db.session.rollback()
+        raise click.UsageError(str(exc)) from None
+    _audit(
+        "key.import",
+        f"profile:{profile}",
+        {
+            "added": [entry["id"] for entry in report.added],
+            "duplicates": len(report.duplicates),
+            "rejected": len(report.rejected),
+        },
+    )
+    db.session.commit()
+    click.echo(
+        f"Added {len(report.added)}, duplicates {len(report.duplicates)}, "
+        f"rejected {len(report.rejected)}."
+    )
+    for entry in report.added:
+        click.echo(f"  added    line {entry['line']}: #{entry['id']} {entry['name']}")
+    for kind, entries in (("duplicate", report.duplicates), ("rejected", report.rejected)):
+        for entry in entries:
+            click.echo(f"  {kind:<8} line {entry['line']}: {entry['secret']} ({entry['reason']})")
+
+
+# What `keys reset` brings back: states the gateway put a key in, never an admin's disable.
+_RESETTABLE = (COOLING_DOWN, AUTH_FAILED)
+
+
+@keys_cli.command("reset")
+@click.argument("key_id", type=int, required=False)
+@click.option("--all", "every", is_flag=True, help="Every provider key.")
+def reset_keys(key_id: int | None, every: bool) -> None:
+    """Clear a key's cooldown, failure streak and rate windows; a cooling-down,
+    auth-failed or auto-disabled key is active again (an admin's disable stays)."""
+    if (key_id is None) == (not every):
+        raise click.UsageError("Give a key id or --all (not both).")
+    query = select(ProviderKey).order_by(ProviderKey.id)
+    keys = list(db.session.scalars(query if every else query.where(ProviderKey.id == key_id)))
+    if not keys:
+        raise click.UsageError(f"No provider key with id {key_id}." if not every else "No keys.")
+    now = _now()
+    for key in keys:
+        was = key.status
+        if was in _RESETTABLE or (was == DISABLED and key.disabled_by == SYSTEM):
+            keyring.set_enabled(key, True, now, "cli")
+        else:
+            key.cooldown_until, key.consecutive_failures, key.updated_at = None, 0, now
+        _audit("key.reset", f"key:{key.id}", {"was": was, "now": key.status})
+        click.echo(f"Reset key #{key.id} {key.name}: {was} -> {key.status}.")
+    db.session.commit()
+    gateway = current_app.extensions["keyrelay"]
+    for key in keys:
+        gateway.forget_limits(f"pk:{key.id}")  # its RPM/TPM windows start empty
+    gateway.keys.forget()
+
+
+def _audit(action: str, target: str | None, detail: dict | None = None) -> None:
+    from gateway import accounts
+
+    accounts.audit(db.session, "cli", action, _now(), target, detail)
+
+
+# -- client keys ------------------------------------------------------------------------
+
+client_keys_cli = AppGroup("client-keys", help="Manage client keys (the keys apps use).")
+
+
+def _client_keys_changed() -> None:
+    """This process's proxy reads client keys anew (serving workers within a second)."""
+    gateway = current_app.extensions["keyrelay"]
+    gateway.callers.forget()
+    if gateway.alerts is not None:
+        gateway.alerts.forget()
+
+
+def _client_key(key_id: int) -> ClientKey:
+    row = db.session.get(ClientKey, key_id)
+    if row is None:
+        raise click.UsageError(f"No client key with id {key_id}.")
+    return row
+
+
+@client_keys_cli.command("list")
+@click.option("--profile", default=None, help="Only this profile's keys.")
+def list_client_keys(profile: str | None) -> None:
+    """List client keys (their hint, never the key)."""
+    now = _now()
+    for row in db.session.scalars(select(ClientKey).order_by(ClientKey.id)):
+        info = row.to_dict(now)
+        if profile and info["profile"] != profile:
+            continue
+        budget = info["max_budget"] or "-"
+        click.echo(
+            f"#{info['id']:<4} {info['profile']:<12} {info['name']:<20} {info['key_hint']:<14} "
+            f"{info['status']:<8} rpm {info['rpm_limit'] or '-'} budget {budget}"
+        )
+
+
+@client_keys_cli.command("create")
+@click.option("--name", required=True)
+@click.option("--profile", default="default", show_default=True)
+@click.option("--models", default=None, help="Comma-separated; default: every model.")
+@click.option("--rpm-limit", default=None, help="Requests per minute (default: the setting).")
+@click.option("--tpm-limit", default=None, help="Tokens per minute (default: the setting).")
+@click.option("--max-budget", default=None, help="USD, e.g. 10.00.")
+@click.option("--budget-duration", default=None, help="e.g. 30d, 1mo; default: for ever.")
+@click.option("--expires-at", default=None, help="ISO 8601 time.")
+def create_client_key(name, profile, models, **limits) -> None:
+    """Create a client key; the key is printed this once (only its hash is stored)."""
+    from blueprints.common import client_key_defaults
+    from gateway import clientkeys
+
+    data = {"name": name, "profile": profile, "models": models}
+    data |= {field: value for field, value in limits.items() if value is not None}
+    try:
+        spec = clientkeys.parse(data, creating=True)
+        row, key = clientkeys.create(
+            db.session, spec, "cli", _now(), defaults=client_key_defaults()
+        )
+    except keyring.KeyInputError as exc:
+        db.session.rollback()
+        raise click.UsageError(str(exc)) from None
+    _audit("client_key.create", f"client_key:{row.id}", {"name": name, "profile": profile})
+    db.session.commit()
+    click.echo(f"Created client key #{row.id} {row.name} in profile {profile}:\n{key}")
+    click.echo("It is shown this once; store it now.", err=True)
+
+
+@client_keys_cli.command("revoke")
+@click.argument("key_id", type=int)
+def revoke_client_key(key_id: int) -> None:
+    """Revoke a client key for good (it answers 401 from now on)."""
+    from gateway import clientkeys
+
+    row = _client_key(key_id)
+    clientkeys.revoke(row, _now())
+    _audit("client_key.revoke", f"client_key:{row.id}", {"name": row.name})
+    db.session.commit()
+    _client_keys_changed()
+    current_app.extensions["keyrelay"].forget_limits(f"ck:{row.id}")
+    click.echo(f"Revoked client key #{row.id} {row.name}.")
+
+
+@client_keys_cli.command("top-up")
+@click.argument("key_id", type=int)
+@click.argument("amount")
+def top_up_client_key(key_id: int, amount: str) -> None:
+    """Add AMOUNT USD (e.g. 5.00) to a client key's budget."""
+    from gateway import budgets, credits
+    from models.types import usd
+
+    row = _client_key(key_id)
+    try:
+        micros = budgets.parse_usd("amount", amount)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not micros:
+        raise click.UsageError("AMOUNT must be a positive amount in USD.")
+    reference = credits.top_up(db.session, row.id, micros, _now(), "cli")
+    if reference is None:
+        raise click.UsageError("This key has no budget to top up; set max_budget first.")
+    _audit(
+        "client_key.topup", f"client_key:{row.id}", {"amount": usd(micros), "reference": reference}
+    )
+    db.session.commit()
+    _client_keys_changed()
+    budget = row.to_dict(_now())["max_budget"]
+    click.echo(f"Topped up client key #{row.id} by {usd(micros)} USD: budget {budget}.")
 
 
 users_cli = AppGroup("users", help="Manage dashboard users.")
@@ -227,3 +423,54 @@ def import_config(kind: str, source, replace: bool, dry_run: bool) -> None:
     click.echo(f"Applied {kind}.yaml: {report.summary()}.")
     for line in report.created + report.updated + report.deleted:
         click.echo(f"  {line}")
+
+
+# -- backup and restore -----------------------------------------------------------------
+
+backup_cli = AppGroup("backup", help="Back up the database and key files, or restore them.")
+
+
+@backup_cli.command("create")
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+def create_backup(path: Path | None) -> None:
+    """Write a backup archive to PATH (a .tar.gz file or a folder; default:
+    KEYRELAY_BACKUP_DIR). Safe while KeyRelay serves."""
+    config = current_app.config
+    try:
+        made = backup.create(
+            Path(current_app.instance_path),
+            config["SQLALCHEMY_DATABASE_URI"],
+            db.engine,
+            path or backup.backup_dir(config),
+            _now(),
+        )
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    secrets = [entry["name"] for entry in made["entries"] if entry["secret"]]
+    click.echo(f"Backup written to {made['path']} (mode 0600).")
+    click.echo(
+        f"  database {made['engine']} {made['database_id']}; secret files: "
+        f"{', '.join(secrets) or 'none (keys from the environment: keep them)'}"
+    )
+
+
+@backup_cli.command("restore")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def restore_backup(path: Path) -> None:
+    """Replace this instance's database and key files with a backup's; KeyRelay must be
+    stopped. The replaced files are kept in instance/pre-restore-<time>/."""
+    instance = Path(current_app.instance_path)
+    known = {t.name: {c.name for c in t.columns} for t in db.metadata.sorted_tables}
+    try:
+        with backup.nothing_serving(instance):
+            # This process's own connections close before the files change under them.
+            current_app.extensions["keyrelay"].close()
+            db.session.remove()
+            db.engine.dispose()
+            done = backup.restore(
+                instance, current_app.config["SQLALCHEMY_DATABASE_URI"], path, known, _now()
+            )
+    except backup.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Restored {', '.join(done['restored'])} (database {done['database_id']}).")
+    click.echo(f"  the replaced files are in {done['aside']}")

@@ -36,7 +36,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway import housekeeping, periods, usage_sync
+from gateway import backup, housekeeping, periods, usage_sync
 from models import JobRun
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,13 @@ class Job:
     schedule: str
     cron: dict | None = None
     minutes: float | str | None = None
+    switch: str | None = None  # a setting that must be non-zero for the job to run
 
     def trigger(self, config: Mapping) -> CronTrigger | IntervalTrigger | None:
-        """The APScheduler trigger; None when the job is switched off (0 minutes)."""
+        """The APScheduler trigger; None when the job is switched off (0 minutes, or its
+        switch setting 0)."""
+        if self.switch is not None and not config.get(self.switch):
+            return None
         if self.cron is not None:
             return CronTrigger(timezone=periods.zone(), **self.cron)
         minutes = config[self.minutes] if isinstance(self.minutes, str) else self.minutes
@@ -106,6 +110,13 @@ JOBS = (
         usage_sync.credits_sync,
         "every KEYRELAY_CREDITS_SYNC_MINUTES",
         minutes="CREDITS_SYNC_MINUTES",
+    ),
+    Job(
+        "backup",
+        backup.scheduled_backup,
+        "02:30 every day, if KEYRELAY_BACKUP_KEEP",
+        cron={"hour": 2, "minute": 30},
+        switch="BACKUP_KEEP",
     ),
 )
 BY_NAME = {job.name: job for job in JOBS}

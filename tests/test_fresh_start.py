@@ -1,6 +1,8 @@
 """The README's run command as a new user meets it: a fresh copy of the checkout, a new
 virtualenv with the runtime dependencies only (no test extra), `./start.sh`, then the
-gateway answers. pytest pulls in packages (`packaging`) that the server needs too, so a
+gateway answers. The virtualenv is made by the Dockerfile's build step, run as written
+(`scripts/install.sh`, which start.sh runs too), so the image's build cannot drift from
+the run command. pytest pulls in packages (`packaging`) that the server needs too, so a
 suite run inside the test venv alone would hide a missing runtime dependency."""
 
 from __future__ import annotations
@@ -58,12 +60,29 @@ def _clean_env(port: int) -> dict[str, str]:
     return env
 
 
+def dockerfile_install_step(dockerfile: Path) -> str:
+    """The Dockerfile's one RUN that installs KeyRelay (continuation lines joined)."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    runs = [line[4:].strip() for line in text.splitlines() if line.startswith("RUN ")]
+    installs = [run for run in runs if "install.sh" in run]
+    assert len(installs) == 1, runs
+    return installs[0]
+
+
 def test_start_sh_serves_from_a_fresh_clone_with_runtime_dependencies_only(tmp_path):
     checkout = tmp_path / "keyrelay"
     _fresh_copy(checkout)
     assert not (checkout / ".venv").exists()
     assert not (checkout / "instance" / "keyrelay.db").exists()
     port = _free_port()
+    # The image's build step, in the clean checkout (WORKDIR /app), with no venv of ours.
+    step = dockerfile_install_step(checkout / "Dockerfile")
+    assert step == "./scripts/install.sh"
+    assert "scripts/install.sh" in (checkout / "start.sh").read_text()
+    built = subprocess.run(
+        ["sh", "-c", step], cwd=checkout, env=_clean_env(port), capture_output=True, text=True
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
     log = open(tmp_path / "start.log", "wb")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen(
         ["./start.sh"],
@@ -89,6 +108,8 @@ def test_start_sh_serves_from_a_fresh_clone_with_runtime_dependencies_only(tmp_p
             time.sleep(0.5)
         output = (tmp_path / "start.log").read_text()
         assert health is not None and health.status == 200, output[-4000:]
+        # start.sh found the venv the build step made and installed nothing again.
+        assert "Installing KeyRelay" not in output, output[-4000:]
         # The venv is the runtime one: the test extra was not installed.
         venv_bin = checkout / ".venv" / "bin"
         assert (venv_bin / "gunicorn").exists()

@@ -145,7 +145,8 @@ def test_jobs_run_at_midnight_in_the_configured_zone(build):
     assert revalidation.interval == timedelta(minutes=30)
     # The admin API shows the same schedule, from the gateway clock (12:00 UTC = 21:00 JST).
     engine = app.extensions["keyrelay"].engine
-    wait_until(lambda: len(scheduler.last_runs(engine)) == len(scheduler.JOBS))  # all caught up
+    scheduled = [job for job in scheduler.JOBS if job.trigger(app.config)]  # backup is off
+    wait_until(lambda: len(scheduler.last_runs(engine)) == len(scheduled))  # all caught up
     listing = app.test_client().get(
         "/api/admin/jobs", headers={"Authorization": f"Bearer {MASTER_KEY}"}
     )
