@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from app import create_app
 from extensions import db
 from gateway import backup, scheduler
 from tests.conftest import MASTER_KEY, LiveServer, chat
-from tests.test_durability import ROOT, Gunicorn
+from tests.test_durability import ROOT, Gunicorn, free_port
 
 SECRET = "sk-backup-secret-0000000000000001"
 
@@ -301,3 +303,57 @@ def test_scheduled_backup_keeps_the_newest_n(settings, clock, tmp_path):
         assert job["schedule"] == "off" and job["next_run_at"] is None
     finally:
         _close(off)
+
+
+def _postgres(tmp_path: Path) -> tuple[str, Path, Path]:
+    """A throwaway PostgreSQL cluster (Debian's postgresql package) for one test: its URL.
+    Skips, saying why, where the server or psycopg is missing."""
+    import importlib.util
+
+    import pytest
+
+    bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+    if importlib.util.find_spec("psycopg") is None or bindir is None:
+        pytest.skip("PostgreSQL backup test: needs psycopg and Debian's postgresql package")
+    if shutil.which("pg_dump") is None or os.getuid() != 0:
+        pytest.skip("PostgreSQL backup test: needs pg_dump, and root to run the cluster")
+    # Not under tmp_path: pytest's folders are root's alone, and the server runs as postgres.
+    data, port = Path(tempfile.mkdtemp(prefix="keyrelay-pg-")), free_port()
+    shutil.chown(data, "postgres")
+    start = (
+        f"{bindir}/initdb -D {data}/d -U postgres --auth=trust >/dev/null && {bindir}/pg_ctl "
+        f"-D {data}/d -o '-p {port} -k {data} -c listen_addresses=127.0.0.1' -l {data}/log -w start"
+    )
+    subprocess.run(["su", "postgres", "-c", start], check=True, capture_output=True)
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", data, bindir
+
+
+def test_postgresql_backup_and_restore_with_pg_dump(settings, tmp_path):
+    url, data, bindir = _postgres(tmp_path)
+    try:
+        app = _cli_app({**_instance_settings(settings, tmp_path / "pgi"), "DATABASE_URL": url})
+        try:
+            runner = app.test_cli_runner()
+            add = ["keys", "add", "--name", "pgk", "--secret", SECRET, "--base-url", "http://x/v1"]
+            assert runner.invoke(args=add).exit_code == 0
+            made = runner.invoke(args=["backup", "create", str(tmp_path / "b")])
+            assert made.exit_code == 0 and "database postgresql" in made.output, made.output
+            assert runner.invoke(args=["keys", "delete", "1"]).exit_code == 0
+            result = runner.invoke(
+                args=["backup", "restore", str(next((tmp_path / "b").glob("*")))]
+            )
+            assert result.exit_code == 0, result.output
+            assert "Restored database.dump" in result.output
+        finally:
+            _close(app)
+        app = _cli_app({**_instance_settings(settings, tmp_path / "pgi"), "DATABASE_URL": url})
+        try:
+            assert "pgk" in app.test_cli_runner().invoke(args=["keys", "list"]).output
+        finally:
+            _close(app)
+    finally:
+        subprocess.run(
+            ["su", "postgres", "-c", f"{bindir}/pg_ctl -D {data}/d -m immediate stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(data, ignore_errors=True)
