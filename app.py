@@ -323,6 +323,7 @@ def register_blueprints(app: Flask) -> None:
         auth,
         dashboard,
         errors,
+        openapi_docs,
         partials,
         proxy,
         rovodev_api,
@@ -335,6 +336,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(proxy.bp, url_prefix="/api/v1", name="proxy_api_v1")
     app.register_blueprint(admin_api.bp, url_prefix="/api/admin")
     app.register_blueprint(rovodev_api.bp, url_prefix="/api/admin")
+    app.register_blueprint(openapi_docs.bp, url_prefix="/api/admin")
     app.register_blueprint(system.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)

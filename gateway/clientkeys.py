@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from gateway import budgets
+from gateway import apischema, budgets, keyring
 from gateway.errors import GatewayError
 from gateway.keyring import KeyInputError, parse_models, parse_moment
 from gateway.limiter import Limits
@@ -31,7 +31,25 @@ PREFIX = "kr-"
 # with a clear 400 rather than stored and silently ignored.
 LIMITS = ("rpm_limit", "tpm_limit", "max_parallel_requests")
 BUDGET = ("max_budget", "budget_duration")
-FIELDS = ("profile", "name", "models", "expires_at", *LIMITS, *BUDGET)
+_LIMIT = apischema.nullable(apischema.integer(1, MAX_SQL_INT))
+# The fields of a client key as the OpenAPI document writes them; parse() accepts these only.
+SCHEMA = {
+    "profile": keyring.key_input_schema(False)["properties"]["profile"],
+    "name": apischema.text(128),
+    "models": apischema.nullable(apischema.MODELS),
+    "expires_at": apischema.nullable(apischema.MOMENT),
+    **dict.fromkeys(LIMITS, _LIMIT),
+    "max_budget": apischema.nullable(apischema.USD),
+    "budget_duration": apischema.nullable({"type": "string", "enum": list(budgets.DURATIONS)}),
+}
+FIELDS = tuple(SCHEMA)
+
+
+def input_schema(creating: bool) -> dict:
+    """The body parse() accepts, as an OpenAPI schema."""
+    return apischema.obj(SCHEMA, required=("name",) if creating else ())
+
+
 CACHE_SECONDS = 1.0
 
 

@@ -12,7 +12,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import Engine, case, func, inspect, select, update
 from sqlalchemy.orm import Session
 
-from gateway import budgets, periods, selection, states
+from gateway import apischema, budgets, periods, selection, states
 from gateway.providers import ADAPTERS, DEFAULT_BASE_URLS
 from gateway.secrets import (
     FINGERPRINT_PREFIX,
@@ -167,6 +167,10 @@ def _model_limits(name: str, value) -> dict | None:
     return result or None
 
 
+WEIGHTS = (1, 1000)
+PRIORITIES = (0, 100)
+MAX_WAIT_SECONDS = 600
+
 # API field → (column, parser). Costs are USD in the API, micro-dollars in the database.
 LIMIT_FIELDS = {
     "daily_token_limit": ("daily_token_limit", _count),
@@ -181,9 +185,47 @@ LIMIT_FIELDS = {
     # Not limits, but kept and exported beside them: the upstream's Responses API, the
     # key's share (weighted) and tier (priority) in its pool.
     "responses_api": ("responses_api", _flag),
-    "weight": ("weight", lambda name, value: _bounded(name, value, 1, 1000)),
-    "priority": ("priority", lambda name, value: _bounded(name, value, 0, 100)),
+    "weight": ("weight", lambda name, value: _bounded(name, value, *WEIGHTS)),
+    "priority": ("priority", lambda name, value: _bounded(name, value, *PRIORITIES)),
 }
+_COUNT = apischema.nullable(apischema.integer(1, MAX_SQL_INT))
+# Each LIMIT_FIELDS entry as the OpenAPI document (and the answer) writes it.
+LIMIT_SCHEMAS = {
+    "daily_token_limit": _COUNT,
+    "monthly_token_limit": _COUNT,
+    "rpm_limit": _COUNT,
+    "tpm_limit": _COUNT,
+    "model_limits": apischema.nullable(
+        apischema.mapping(
+            apischema.obj({"rpm": _COUNT, "tpm": _COUNT}, min_properties=1), max_properties=8
+        )
+    ),
+    "daily_cost_limit": apischema.nullable(apischema.USD),
+    "monthly_cost_limit": apischema.nullable(apischema.USD),
+    "total_cost_limit": apischema.nullable(apischema.USD),
+    "expires_at": apischema.nullable(apischema.MOMENT),
+    "responses_api": apischema.BOOLEAN,
+    "weight": apischema.nullable(apischema.integer(*WEIGHTS)),
+    "priority": apischema.nullable(apischema.integer(*PRIORITIES)),
+}
+# The text fields of a key and their longest length.
+TEXT_FIELDS = {"profile": 64, "provider": 32, "name": 128, "secret": 4096, "base_url": 512}
+
+
+def key_input_schema(creating: bool) -> dict:
+    """The body parse_key_input accepts, as an OpenAPI schema."""
+    text = {name: apischema.text(length) for name, length in TEXT_FIELDS.items()}
+    text["profile"] = apischema.text(64, pattern=PROFILE_NAME.pattern)
+    text["provider"] = {"type": "string", "enum": sorted(ADAPTERS)}
+    text["secret"] = apischema.text(4096, pattern=r"^\S+$")
+    properties = {
+        **text,
+        "models": apischema.MODELS,
+        "options": apischema.nullable({"type": "object"}),
+        **{name: LIMIT_SCHEMAS[name] for name in LIMIT_FIELDS},
+    }
+    required = ("provider", "name", "secret") if creating else ()
+    return apischema.obj(properties, required=required)
 
 
 def parse_key_input(data: object, creating: bool) -> KeyInput:
@@ -191,11 +233,7 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
     if not isinstance(data, dict):
         raise KeyInputError("body", "The request body must be a JSON object.")
     key = KeyInput(
-        profile=_text(data, "profile", 64),
-        provider=_text(data, "provider", 32),
-        name=_text(data, "name", 128),
-        secret=_text(data, "secret", 4096),
-        base_url=_text(data, "base_url", 512),
+        **{name: _text(data, name, length) for name, length in TEXT_FIELDS.items()},
         models=parse_models(data.get("models")),
         limits={
             column: parse(name, data[name])
@@ -231,12 +269,24 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
     return key
 
 
+def profile_settings_schema() -> dict:
+    """The body parse_profile_settings accepts, as an OpenAPI schema."""
+    strategies = [*selection.STRATEGIES, "default"]
+    return apischema.obj(
+        {
+            "strategy": apischema.nullable({"type": "string", "enum": strategies}),
+            "wait_for_key_seconds": apischema.nullable(apischema.integer(0, MAX_WAIT_SECONDS)),
+            "use_paid_models": apischema.nullable(apischema.BOOLEAN),
+        }
+    )
+
+
 def parse_profile_settings(data: object) -> dict:
     """The given profile settings (strategy, wait_for_key_seconds, use_paid_models) as
     column → value; KeyInputError naming a bad one."""
     if not isinstance(data, dict):
         raise KeyInputError("body", "The request body must be a JSON object.")
-    unknown = set(data) - {"strategy", "wait_for_key_seconds", "use_paid_models"}
+    unknown = set(data) - set(profile_settings_schema()["properties"])
     if unknown:
         raise KeyInputError(sorted(unknown)[0], f"Unknown profile field '{sorted(unknown)[0]}'.")
     values = {}
@@ -254,10 +304,13 @@ def parse_profile_settings(data: object) -> dict:
             wait = whole_number(wait)
         if wait in (None, "", 0):
             wait = None
-        elif isinstance(wait, bool) or not isinstance(wait, int) or not 0 < wait <= 600:
+        elif (
+            isinstance(wait, bool) or not isinstance(wait, int) or not 0 < wait <= MAX_WAIT_SECONDS
+        ):
             raise KeyInputError(
                 "wait_for_key_seconds",
-                "'wait_for_key_seconds' must be whole seconds from 0 to 600, or null.",
+                "'wait_for_key_seconds' must be whole seconds from 0 to "
+                f"{MAX_WAIT_SECONDS}, or null.",
             )
         values["wait_for_key_seconds"] = wait
     if "use_paid_models" in data:

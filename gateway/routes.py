@@ -21,6 +21,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from gateway import apischema
 from gateway.errors import GatewayError
 from gateway.selection import STRATEGIES
 from models import Route
@@ -33,8 +34,23 @@ MAX_FALLBACKS = 5
 ERROR, FALLBACK, PRUNE = "error", "fallback", "prune"
 OVERFLOW_MODES = (ERROR, FALLBACK, PRUNE)
 MAX_CONTEXT_WINDOW = 100_000_000
-FIELDS = {"name", "target", "fallbacks", "paid", "strategy", "on_context_overflow",
-          "context_window"}  # fmt: skip
+_MODEL = {"type": "string", "pattern": NAME.pattern}
+# The fields of a route as the OpenAPI document writes them; parse() accepts these only.
+SCHEMA = {
+    "name": _MODEL,
+    "target": apischema.nullable({**_MODEL, "description": "at most one '*'"}),
+    "fallbacks": {"type": "array", "items": _MODEL, "maxItems": MAX_FALLBACKS},
+    "paid": apischema.BOOLEAN,
+    "strategy": apischema.nullable({"type": "string", "enum": list(STRATEGIES)}),
+    "on_context_overflow": apischema.nullable({"type": "string", "enum": list(OVERFLOW_MODES)}),
+    "context_window": apischema.nullable(apischema.integer(1, MAX_CONTEXT_WINDOW)),
+}
+FIELDS = set(SCHEMA)
+
+
+def input_schema(creating: bool) -> dict:
+    """The body parse() accepts, as an OpenAPI schema."""
+    return apischema.obj(SCHEMA, required=("name",) if creating else ())
 
 
 class RouteInputError(ValueError):

@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway import keyring, periods, selection
+from gateway import apischema, keyring, periods, selection
 from gateway.keyring import KeyInput, KeyInputError, KeyUsage
-from gateway.providers.rovodev import is_internal
+from gateway.providers.rovodev import AUTH_SCHEMES, EMAIL, is_internal
 from models import ProviderKey, UsageDaily
 
 PROVIDER = "rovodev"
@@ -29,6 +29,19 @@ FIELDS = {
     "models": "models",
 }
 _CAMEL = {inner: outer for outer, inner in FIELDS.items()}
+_OPTIONS = {
+    "options.email": {"type": "string", "maxLength": 254, "pattern": EMAIL.pattern},
+    "options.cloud_id": apischema.nullable({"type": "string", "maxLength": 128}),
+    "options.auth_scheme": apischema.nullable({"type": "string", "enum": list(AUTH_SCHEMES)}),
+}
+
+
+def input_schema(creating: bool) -> dict:
+    """The body account_input accepts, as an OpenAPI schema: each camelCase field with
+    the schema of the key field (or RovoDev option) it stands for."""
+    inner = {**keyring.key_input_schema(False)["properties"], **_OPTIONS}
+    properties = {outer: inner[name] for outer, name in FIELDS.items()}
+    return apischema.obj(properties, required=("email", "apiToken") if creating else ())
 
 
 def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:

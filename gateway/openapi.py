@@ -1,0 +1,415 @@
+"""The admin API's OpenAPI 3.0 document, built from the validators' own schemas (request
+bodies) and the answers' shapes below (tested against real answers by schemathesis)."""
+
+from __future__ import annotations
+
+import re
+
+from gateway import apischema as s
+from gateway import clientkeys, keyring, reports, routes, rovodev_accounts
+from gateway.validation import MAX_SQL_INT
+
+STR, INT, NUM, BOOL, ANY = (
+    {"type": "string"},
+    {"type": "integer"},
+    {"type": "number"},
+    s.BOOLEAN,
+    {},
+)
+N_STR, N_INT, N_NUM = s.nullable(STR), s.nullable(INT), s.nullable(NUM)
+MONEY = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{6}$", "example": "0.000020"}
+N_MONEY = s.nullable(MONEY)
+
+
+def _closed(properties: dict, optional: tuple = ()) -> dict:
+    """An answer object: every property always there (but `optional`), none other."""
+    required = [name for name in properties if name not in optional]
+    return s.obj(properties, required=required)
+
+
+def _list(item: dict, **extra: dict) -> dict:
+    return _closed({"data": {"type": "array", "items": item}, **extra})
+
+
+ERROR = _closed({"error": _closed({"message": STR, "type": STR, "code": N_STR, "param": N_STR})})
+_CIRCUIT = s.nullable(
+    _closed({"state": {"type": "string", "enum": ["open", "half_open"]}, "until": STR})
+)
+PROVIDER_KEY = _closed(
+    {
+        "id": INT,
+        "profile": STR,
+        "provider": STR,
+        "name": STR,
+        "secret": {**STR, "description": "masked"},
+        "is_default": BOOL,
+        "base_url": STR,
+        "models": {"type": "array", "items": STR},
+        "discovered_models": s.nullable({"type": "array", "items": STR}),
+        "options": {"type": "object"},
+        "remaining_tokens": N_INT,
+        "remaining_credit": N_MONEY,
+        "synced_at": N_STR,
+        **keyring.LIMIT_SCHEMAS,
+        "expires_at": N_STR,
+        "used_today": INT,
+        "remaining_today": N_INT,
+        "used_month": INT,
+        "cost_today": MONEY,
+        "cost_month": MONEY,
+        "cost_total": MONEY,
+        "status": STR,
+        "limit_reached": N_STR,
+        "available_at": N_STR,
+        "cooldown_until": N_STR,
+        "consecutive_failures": INT,
+        "last_used_at": N_STR,
+        "last_error": N_STR,
+        "status_reason": N_STR,
+        "disabled_by": N_STR,
+        "disabled_at": N_STR,
+        "last_error_message": N_STR,
+        "created_at": STR,
+        "updated_at": STR,
+        "upstream_circuit": _CIRCUIT,
+    },
+    optional=("upstream_circuit",),
+)
+CLIENT_KEY = _closed(
+    {
+        "id": INT,
+        "name": STR,
+        "profile": STR,
+        "key_hint": STR,
+        "models": s.nullable({"type": "array", "items": STR}),
+        "rpm_limit": N_INT,
+        "tpm_limit": N_INT,
+        "max_parallel_requests": N_INT,
+        "max_budget": N_MONEY,
+        "budget_duration": N_STR,
+        "expires_at": N_STR,
+        "revoked_at": N_STR,
+        "status": STR,
+        "created_by": N_STR,
+        "created_at": STR,
+        "updated_at": STR,
+        "key": {**STR, "description": "the key itself: only in the answer that creates it"},
+    },
+    optional=("key",),
+)
+ROUTE = _closed({"id": INT, **routes.SCHEMA, "target": N_STR, "on_context_overflow": STR})
+PROFILE = _closed({"id": INT, "name": STR, **keyring.profile_settings_schema()["properties"]})
+PRICE = _closed(
+    {
+        "model": STR,
+        "source": N_STR,
+        "matched_model": N_STR,
+        "input_per_mtok": N_STR,
+        "output_per_mtok": N_STR,
+        "tiered": BOOL,
+    },
+    optional=("matched_model", "tiered"),
+)
+_ATTEMPT = _closed(
+    {
+        "number": INT,
+        "provider_key_id": N_INT,
+        "outcome": STR,
+        "status_code": N_INT,
+        "latency_ms": N_INT,
+        "error": N_STR,
+    }
+)
+LOG_ROW = s.obj(
+    {
+        "request_id": STR,
+        "created_at": STR,
+        "model": N_STR,
+        "status_code": N_INT,
+        "cost_usd": MONEY,
+        "attempts": {"type": "array", "items": _ATTEMPT},
+    },
+    required=("request_id", "created_at", "status_code", "cost_usd", "attempts"),
+    additional=True,
+)
+_TOTALS = {
+    **dict.fromkeys(reports.STAT_FIELDS[:-1], INT),
+    "success_rate": N_NUM,
+    "cost_usd": MONEY,
+}
+STATS = _closed(
+    {
+        "profile": N_STR,
+        "all_time": s.obj(_TOTALS, required=list(_TOTALS), additional=True),
+        "today": s.obj({"day": STR, **_TOTALS}, required=["day", *_TOTALS], additional=True),
+    }
+)
+STATISTICS = _closed(
+    {
+        "group": {"type": "string", "enum": list(reports.GROUPS)},
+        "period": {"type": "string", "enum": list(reports.PERIODS)},
+        "from": STR,
+        "to": STR,
+        "data": {
+            "type": "array",
+            "items": s.obj({"period": STR, "cost_usd": MONEY}, ["period"], additional=True),
+        },
+    }
+)
+KEY_STATISTICS = _closed(
+    {
+        "totalKeys": INT,
+        "activeKeys": INT,
+        "totalCost": MONEY,
+        "totalRequests": INT,
+        "successfulRequests": INT,
+        "dailyCost": MONEY,
+        "dailyLimit": N_MONEY,
+        "dailyBudgetUsed": N_NUM,
+        "monthlyCost": MONEY,
+        "monthlyLimit": N_MONEY,
+        "monthlyBudgetUsed": N_NUM,
+    }
+)
+_SYNCED = s.obj({"id": INT, "name": STR, "result": STR}, ["id", "result"], additional=True)
+SYNC = _closed({"synced": INT, "failed": INT, "keys": {"type": "array", "items": _SYNCED}})
+KEY_TEST = s.obj(
+    {
+        "result": STR,
+        "status_code": N_INT,
+        "latency_ms": N_INT,
+        "message": N_STR,
+        "key": PROVIDER_KEY,
+    },
+    required=("result", "status_code", "latency_ms", "key"),
+    additional=True,
+)
+JOBS = _closed(
+    {
+        "enabled": BOOL,
+        "timezone": STR,
+        "leader_pid": N_INT,
+        "data": {
+            "type": "array",
+            "items": s.obj({"name": STR, "schedule": STR, "next_run_at": N_STR}, ["name"], True),
+        },
+    }
+)
+PROVIDER_KIND = _closed(
+    {"provider": STR, "default_base_url": N_STR, "price_provider": N_STR, "wire_format": STR}
+)
+ACCOUNT = s.obj(
+    {
+        "id": INT,
+        "profile": STR,
+        "name": STR,
+        "email": STR,
+        "apiToken": STR,
+        "status": STR,
+        "dailyTokensUsed": INT,
+        "dailyTokenLimit": N_INT,
+        "remainingTokens": N_INT,
+        "requestCount": INT,
+    },
+    required=("id", "profile", "name", "apiToken", "status"),
+    additional=True,
+)
+ACCOUNT_TEST = _closed(
+    {"success": BOOL, "result": STR, "statusCode": N_INT, "error": N_STR, "key": ACCOUNT}
+)
+ACCOUNT_STATS = s.obj(
+    {"profile": STR, "totalKeys": INT, "keys": {"type": "array", "items": ACCOUNT}},
+    required=("profile", "totalKeys", "keys"),
+    additional=True,
+)
+OPENAPI = {"type": "object", "required": ["openapi", "paths"]}
+HTML = {"type": "string", "format": "html"}
+
+# -- bodies the routes take that no validator table covers ------------------------------
+
+_TOGGLE = s.obj({"active": BOOL})
+_SYNC_BODY = s.obj({"profile": s.text(64), "provider": s.text(32)})
+_PRICE_BODY = s.obj(
+    {"input_per_mtok": s.USD, "output_per_mtok": s.USD}, ("input_per_mtok", "output_per_mtok")
+)
+_TOPUP = s.obj({"amount": s.USD}, ("amount",))
+
+# -- query parameters ------------------------------------------------------------------
+
+
+def _query(name: str, schema: dict, description: str = "") -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+_PROFILE_Q = _query("profile", s.text(64), "only this profile")
+_DATE = {"type": "string", "format": "date"}
+
+# endpoint → (request body schema, (status, answer schema), other statuses, query parameters)
+# The document lists every rule of the app's url_map under /api/admin (tests check it).
+OPERATIONS: dict[str, tuple] = {
+    "admin_api.list_providers": (None, (200, _list(PROVIDER_KIND)), (), ()),
+    "admin_api.list_keys": (None, (200, _list(PROVIDER_KEY)), (), (_PROFILE_Q,)),
+    "admin_api.create_key": (keyring.key_input_schema(True), (201, PROVIDER_KEY), (409,), ()),
+    "admin_api.get_key": (None, (200, PROVIDER_KEY), (), ()),
+    "admin_api.update_key": (keyring.key_input_schema(False), (200, PROVIDER_KEY), (409,), ()),
+    "admin_api.delete_key": (None, (204, None), (), ()),
+    "admin_api.set_default_key": (None, (200, PROVIDER_KEY), (), ()),
+    "admin_api.test_key": (None, (200, KEY_TEST), (), ()),
+    "admin_api.sync_keys": (
+        _SYNC_BODY,
+        (200, SYNC),
+        (),
+        (_PROFILE_Q, _query("provider", s.text(32))),
+    ),
+    "admin_api.toggle_key": (_TOGGLE, (200, PROVIDER_KEY), (), ()),
+    "admin_api.list_logs": (
+        None,
+        (200, _list(LOG_ROW, limit=INT, offset=INT)),
+        (),
+        (_PROFILE_Q, _query("limit", s.integer(1, 500)), _query("offset", s.integer(0, 10**9))),
+    ),
+    "admin_api.stats": (None, (200, STATS), (), (_PROFILE_Q,)),
+    "admin_api.create_client_key": (clientkeys.input_schema(True), (201, CLIENT_KEY), (), ()),
+    "admin_api.list_client_keys": (None, (200, _list(CLIENT_KEY)), (), (_PROFILE_Q,)),
+    "admin_api.get_client_key": (None, (200, CLIENT_KEY), (), ()),
+    "admin_api.update_client_key": (clientkeys.input_schema(False), (200, CLIENT_KEY), (), ()),
+    "admin_api.revoke_client_key": (None, (200, CLIENT_KEY), (), ()),
+    "admin_api.delete_client_key": (None, (204, None), (), ()),
+    "admin_api.top_up_client_key": (_TOPUP, (200, CLIENT_KEY), (), ()),
+    "admin_api.list_prices": (None, (200, _list(PRICE)), (), ()),
+    "admin_api.get_price": (None, (200, PRICE), (), ()),
+    "admin_api.set_price": (_PRICE_BODY, (200, PRICE), (), ()),
+    "admin_api.delete_price": (None, (204, None), (), ()),
+    "admin_api.statistics": (
+        None,
+        (200, STATISTICS),
+        (),
+        (
+            _query("group", {"type": "string", "enum": list(reports.GROUPS)}),
+            _query("period", {"type": "string", "enum": list(reports.PERIODS)}),
+            _query("from", _DATE),
+            _query("to", _DATE),
+            _query("format", {"type": "string", "enum": ["json", "csv"]}, "csv: text/csv"),
+        ),
+    ),
+    "admin_api.key_statistics": (None, (200, KEY_STATISTICS), (), ()),
+    "admin_api.list_routes": (None, (200, _list(ROUTE)), (), ()),
+    "admin_api.create_route": (routes.input_schema(True), (201, ROUTE), (409,), ()),
+    "admin_api.get_route": (None, (200, ROUTE), (), ()),
+    "admin_api.update_route": (routes.input_schema(False), (200, ROUTE), (409,), ()),
+    "admin_api.delete_route": (None, (204, None), (), ()),
+    "admin_api.list_profiles": (None, (200, _list(PROFILE)), (), ()),
+    "admin_api.put_profile": (keyring.profile_settings_schema(), (200, PROFILE), (), ()),
+    "admin_api.active_key": (
+        None,
+        (200, PROVIDER_KEY),
+        (),
+        (_query("profile", s.text(64)), _query("model", s.text(128))),
+    ),
+    "admin_api.list_jobs": (None, (200, JOBS), (), ()),
+    "rovodev_api.list_accounts": (None, (200, _list(ACCOUNT)), (), (_PROFILE_Q,)),
+    "rovodev_api.create_account": (
+        rovodev_accounts.input_schema(True),
+        (201, ACCOUNT),
+        (409,),
+        (),
+    ),
+    "rovodev_api.update_account": (
+        rovodev_accounts.input_schema(False),
+        (200, ACCOUNT),
+        (409,),
+        (),
+    ),
+    "rovodev_api.delete_account": (None, (204, None), (), ()),
+    "rovodev_api.test_account": (None, (200, ACCOUNT_TEST), (), ()),
+    "rovodev_api.sync_accounts": (s.obj({"profile": s.text(64)}), (200, SYNC), (), (_PROFILE_Q,)),
+    "rovodev_api.profile_stats": (None, (200, ACCOUNT_STATS), (), ()),
+    "openapi.document": (None, (200, OPENAPI), (), ()),
+    "openapi.docs_page": (None, (200, HTML), (), ()),
+}
+PUBLIC = {"openapi.document", "openapi.docs_page"}
+_CONVERTER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+_PATH_TYPES = {"int": s.integer(0, MAX_SQL_INT), "path": {"type": "string", "minLength": 1}}
+
+
+def path_of(rule: str) -> tuple[str, list[dict]]:
+    """A Flask rule as an OpenAPI path, with its path parameters."""
+    parameters = []
+    for converter, name in _CONVERTER.findall(rule):
+        schema = _PATH_TYPES.get(converter, {"type": "string", "minLength": 1})
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return _CONVERTER.sub(r"{\2}", rule), parameters
+
+
+def _responses(endpoint: str, answer: tuple, statuses: tuple, has_body: bool) -> dict:
+    status, schema = answer
+    ok: dict = {"description": "Done." if schema else "Done; no content."}
+    if schema is not None:
+        kind = "text/html" if schema is HTML else "application/json"
+        ok["content"] = {kind: {"schema": schema}}
+    if endpoint == "admin_api.statistics":
+        ok["content"]["text/csv"] = {"schema": {"type": "string"}}
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    found = {str(status): ok, "400": {"description": "Bad input.", **error}}
+    if endpoint not in PUBLIC:
+        found["401"] = {"description": "No or a wrong master key.", **error}
+        found["403"] = {"description": "A dashboard viewer tried a change.", **error}
+        found["404"] = {"description": "No such object.", **error}
+        found["503"] = {"description": "The database is busy; retry.", **error}
+    for extra in statuses:
+        found[str(extra)] = {"description": "Conflicts with a saved object.", **error}
+    found["405"] = {"description": "Method not allowed here.", **error}
+    if has_body:
+        found["413"] = {"description": "Body too large.", **error}
+    return found
+
+
+def operation(endpoint: str, method: str, summary: str, parameters: list[dict]) -> dict:
+    """One operation of the document."""
+    body, answer, statuses, query = OPERATIONS[endpoint]
+    found = {
+        "operationId": endpoint.replace(".", "_") + ("" if method != "head" else "_head"),
+        "summary": summary.splitlines()[0] if summary else endpoint,
+        "description": summary,
+        "tags": [endpoint.split(".")[0]],
+        "parameters": [*parameters, *query],
+        "responses": _responses(endpoint, answer, statuses, body is not None),
+    }
+    if body is not None:
+        found["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": body}},
+        }
+    if endpoint in PUBLIC:
+        found["security"] = []
+    return found
+
+
+def document(rules: list[tuple[str, str, list[str], str]], version: str) -> dict:
+    """The document for (rule, endpoint, methods, docstring) of every admin route."""
+    paths: dict = {}
+    for rule, endpoint, methods, summary in rules:
+        path, parameters = path_of(rule)
+        for method in methods:
+            paths.setdefault(path, {})[method.lower()] = operation(
+                endpoint, method.lower(), summary, parameters
+            )
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "KeyRelay admin API",
+            "version": version,
+            "description": "Provider keys, client keys, routes, profiles, prices, the "
+            "request log and statistics. Authenticate with the master key: "
+            "`Authorization: Bearer <KEYRELAY_MASTER_KEY>`. Errors are "
+            '`{"error": {"message", "type", "code", "param"}}`.',
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"masterKey": []}],
+        "components": {
+            "securitySchemes": {"masterKey": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": ERROR},
+        },
+        "paths": dict(sorted(paths.items())),
+    }
