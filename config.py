@@ -223,6 +223,18 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         "Seconds a database write waits for another process's lock (SQLite) before the change is refused with 503 and `Retry-After`, nothing saved.",
     ),
+    Setting(
+        "METRICS",
+        True,
+        bool,
+        "Serve Prometheus metrics at `/metrics` (see Metrics). Off: 404 there, and nothing is counted.",
+    ),
+    Setting(
+        "METRICS_TOKEN",
+        None,
+        str,
+        "A bearer token that may read `/metrics` (besides the master key). Unset: only the master key.",
+    ),
     Setting("LOG_LEVEL", "INFO", str, "Python log level."),
     Setting(
         "INSTANCE_PATH",
