@@ -9,6 +9,7 @@ there, and a scrape (served by whichever worker) sums them all. Without it (one 
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ from gateway import journal, periods, scheduler, selection, store
 from gateway.metrics import Sink
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+log = logging.getLogger(__name__)
 # Whole requests (streams included) run from milliseconds to minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
@@ -119,17 +121,23 @@ class PrometheusSink(Sink):
 
     def request(self, rec, profile: str) -> None:
         key = (rec.endpoint, profile, rec.model or "", rec.status_code)
-        series = self._requests.get(key)
-        if series is None:
-            series = self._requests[key] = _RequestSeries(*key)
-        series.observe(rec)
+        try:
+            series = self._requests.get(key)
+            if series is None:
+                series = self._requests[key] = _RequestSeries(*key)
+            series.observe(rec)
+        except OSError:  # its metric files gone (a folder wiped): never fail the request
+            log.exception("metrics: request not counted")
 
     def attempt(self, provider: str, key_id: int, outcome: str) -> None:
         key = (provider, key_id, outcome)
-        child = self._attempts.get(key)
-        if child is None:  # the key's id, never anything of its secret
-            child = self._attempts[key] = ATTEMPTS.labels(provider, str(key_id), outcome)
-        child.inc()
+        try:
+            child = self._attempts.get(key)
+            if child is None:  # the key's id, never anything of its secret
+                child = self._attempts[key] = ATTEMPTS.labels(provider, str(key_id), outcome)
+            child.inc()
+        except OSError:
+            log.exception("metrics: attempt not counted")
 
     def rejected(self, scope: str, limit: str) -> None:
         REJECTIONS.labels(scope, limit).inc()
