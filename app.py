@@ -163,6 +163,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     gateway.alerts = BudgetAlerts.from_settings(gateway, settings)
     app.extensions["keyrelay"] = gateway
     atexit.register(gateway.close)
+    _install_metrics(settings)
     register_blueprints(app)
     register_commands(app)
     app.after_request(_security_headers)
@@ -175,6 +176,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Last: the elected worker may start jobs at once (catch-up after downtime).
     scheduler.init_app(app)
     return app
+
+
+def _install_metrics(settings: dict) -> None:
+    """Prometheus metrics for this process (KEYRELAY_METRICS), or none at all."""
+    from gateway import metrics
+
+    if not settings["METRICS"]:
+        metrics.install(None)
+        return
+    from gateway.prometheus import PrometheusSink  # not even imported when off
+
+    metrics.install(PrometheusSink())
 
 
 def _gateway_settings(settings: dict) -> GatewaySettings:
@@ -323,6 +336,7 @@ def register_blueprints(app: Flask) -> None:
         auth,
         dashboard,
         errors,
+        metrics,
         openapi_docs,
         partials,
         proxy,
@@ -338,6 +352,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(rovodev_api.bp, url_prefix="/api/admin")
     app.register_blueprint(openapi_docs.bp, url_prefix="/api/admin")
     app.register_blueprint(system.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(rovodev_pages.bp)

@@ -235,6 +235,18 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "Folder of the scheduled backups and of `flask backup create` without a path. Default: `<instance>/backups`.",
     ),
+    Setting(
+        "METRICS",
+        True,
+        bool,
+        "Serve Prometheus metrics at `/metrics` (see Metrics). Off: 404 there, and nothing is counted.",
+    ),
+    Setting(
+        "METRICS_TOKEN",
+        None,
+        str,
+        "A bearer token that may read `/metrics` (besides the master key). Unset: only the master key.",
+    ),
     Setting("LOG_LEVEL", "INFO", str, "Python log level."),
     Setting(
         "INSTANCE_PATH",

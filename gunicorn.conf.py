@@ -4,9 +4,14 @@ gevent workers: a stream can last minutes, and a greenlet per connection holds
 thousands of them per process where a thread per stream would not (see bench/RESULTS.md).
 """
 
+import os
+import shutil
+from pathlib import Path
+
 from config import from_environment as _from_environment
 
 _settings = _from_environment()
+_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 bind = _settings["BIND"]
 workers = _settings["WORKERS"]
@@ -31,3 +36,26 @@ def post_worker_init(worker) -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def on_starting(server) -> None:
+    """Prometheus multiprocess mode: every worker keeps its counters in files in one
+    folder (instance/metrics/ unless PROMETHEUS_MULTIPROC_DIR names another), emptied at
+    each start so a restart begins at zero. Set here, in the master, before any worker
+    imports prometheus_client (which reads it at import)."""
+    if not _settings["METRICS"]:
+        return
+    instance = Path(_settings["INSTANCE_PATH"] or Path(__file__).resolve().parent / "instance")
+    folder = Path(os.environ.get(_METRICS_DIR) or instance / "metrics")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[_METRICS_DIR] = str(folder)
+
+
+def child_exit(server, worker) -> None:
+    """A worker that exits leaves its counters (they keep counting in the sum); its live
+    gauges' files go."""
+    if _settings["METRICS"] and os.environ.get(_METRICS_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -36,7 +36,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway import backup, housekeeping, periods, usage_sync
+from gateway import backup, housekeeping, metrics, periods, usage_sync
 from models import JobRun
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ def run_job(app, name: str, now: datetime | None = None) -> dict:
                 log.exception("scheduled job %s failed", name)
                 result, error = None, f"{type(exc).__name__}: {exc}"
             _record(gateway.engine, name, now, result, error)
+            metrics.sink.job_ran(name, error is None)
     finally:
         _running[name].release()
     return {"job": name, "ran_at": now.isoformat(), "result": result, "error": error}

@@ -109,7 +109,7 @@ class Gateway:
         self.candidates = Candidates(engine, self.keys, secrets, self.clock, settings.strategy)
         self.admission = Admission(engine, self.books, self.limiter, self.prices, self.clock)
         self.candidates.limiter = self.limiter
-        self.booking = Booking(self.books, self.prices, self.keys, self.clock)
+        self.booking = Booking(self.books, self.prices, self.keys, self.clock, self.profiles)
         self.relay = Relay(self.booking)
         self.chain = Chain(
             self.routes,

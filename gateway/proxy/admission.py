@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from gateway import budgets, store, tokens
+from gateway import budgets, metrics, store, tokens
 from gateway.books import Books
 from gateway.clientkeys import Caller
 from gateway.dialects.base import ProxyRequest
@@ -111,6 +111,7 @@ class Admission:
         window, refusal = self.limiter.admit(caller.scope, limits, now)
         ticket.headers = ratelimit_headers(limits, window)
         if refusal is not None:
+            metrics.sink.rejected("client_key", refusal.reason)
             what = {
                 "rpm": f"{limits.rpm} requests per minute",
                 "tpm": f"{limits.tpm} tokens per minute",
@@ -147,6 +148,7 @@ class Admission:
             scope, period_id, budget.micros, estimate, spent_so_far
         )
         if not admitted:
+            metrics.sink.rejected("client_key", "budget")
             headers = {}
             when = "for the key's lifetime"
             if end is not None:
@@ -211,6 +213,7 @@ class Admission:
                 limits = Limits(limits.get("rpm"), limits.get("tpm"))
                 _, refusal = self.limiter.admit(scope, limits, now)
                 if refusal is not None:
+                    metrics.sink.rejected("provider_key", refusal.reason)
                     return refusal.retry_after
                 scopes.append(scope)
             ticket.key_scopes = tuple(scopes)
@@ -228,6 +231,7 @@ class Admission:
             scope, Limits(parallel=cap), int(self.clock.now().timestamp())
         )
         if refusal is not None:
+            metrics.sink.rejected("provider_key", "parallel")
             return refusal.retry_after
         ticket.running_scope = scope
         return None

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from gateway import store
+from gateway import metrics, store
 from gateway.accounting import AttemptRecord, RequestRecord
 from gateway.clock import Clock
 from gateway.errors import GatewayError
@@ -138,6 +138,7 @@ def run_attempts(
                 error,
             )
         )
+        metrics.sink.attempt(key.provider, key.id, decision.outcome.value)
         if not decision.fail_over:
             return key, reply
         health.apply(key, decision, reply, error)

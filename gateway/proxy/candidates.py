@@ -53,6 +53,13 @@ class Profiles:
         """Drop the cache (a profile changed in this process)."""
         self.entries.clear()
 
+    def name_of(self, profile_id: int) -> str:
+        """The name of a profile this process resolved lately (its id as text if none)."""
+        for name, (row, _) in list(self.entries.items()):
+            if row.id == profile_id:
+                return name
+        return str(profile_id)
+
 
 class Candidates:
     """Usable keys of a profile for a model, in the profile's strategy's order."""
