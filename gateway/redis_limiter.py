@@ -1,0 +1,412 @@
+"""The shared limiter in Redis (KEYRELAY_REDIS_URL): several hosts, one set of counters.
+
+`RedisLimiter` has `SharedLimiter`'s interface (limiter.py) and semantics; every operation
+is one atomic Lua script (EVALSHA), so one round trip. Under the namespace
+`kr:<database id>:` (two databases on one Redis never mix):
+
+- `w:<scope>`: the sliding 60-second window, a hash of per-second buckets `r<second>`
+  (requests) and `t<second>` (tokens); buckets older than the window are deleted as it
+  moves; the hash expires 2 minutes after its last write.
+- `f:<scope>`: requests in flight per process (`<host>:<pid>:<random>`), and `m:<scope>`:
+  micro-dollars reserved per process. A process keeps `alive:<process>` with an expiry
+  (renewed every few seconds); when a scope looks full, what processes without it held is
+  dropped first (the file's dead-pid reclamation, across hosts).
+- `b:<scope>`: a budget's period id and spend in it, loaded from the database once per
+  period (again whenever Redis lost it).
+
+When Redis cannot be reached (`KEYRELAY_REDIS_FAILURE`): `mixed` (the default) admits by
+RPM/TPM/parallel limits as if the windows were empty, with a log line, and refuses
+budgeted requests with 503; `open` admits both, `closed` refuses both. Settlements that
+fail are kept in memory and replayed, in order, when Redis answers again, so spend and
+in-flight counts come back right; the request log itself is the database journal, which
+never depends on Redis.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import redis
+
+from gateway.errors import GatewayError
+from gateway.limiter import Limits, Refusal, Window
+
+log = logging.getLogger(__name__)
+
+ALIVE_SECONDS = 15  # a process whose heartbeat is this old is taken for dead
+HEARTBEAT_SECONDS = 5
+DOWN_SECONDS = 1.0  # after a failure, Redis is not asked again for this long
+FAILURE_POLICIES = ("mixed", "open", "closed")
+_REPLAY_MAX = 100_000  # settlements kept while Redis is away
+
+_COMMON = """
+local function window(key, now)
+  local all = redis.call('HGETALL', key)
+  local req, tok, oldr, oldt = 0, 0, nil, nil
+  local reqs, toks, stale = {}, {}, {}
+  for i = 1, #all, 2 do
+    local f, v = all[i], tonumber(all[i + 1])
+    local sec = tonumber(string.sub(f, 2))
+    if sec <= now - 60 then
+      stale[#stale + 1] = f
+    elseif sec <= now then
+      if string.sub(f, 1, 1) == 'r' then
+        req = req + v; reqs[sec] = v
+        if oldr == nil or sec < oldr then oldr = sec end
+      else
+        tok = tok + v; toks[sec] = v
+        if oldt == nil or sec < oldt then oldt = sec end
+      end
+    end
+  end
+  return req, tok, oldr, oldt, reqs, toks, stale
+end
+local function flying(key, alive, purge)
+  local all = redis.call('HGETALL', key)
+  local total = 0
+  for i = 1, #all, 2 do
+    if purge and redis.call('EXISTS', alive .. all[i]) == 0 then
+      redis.call('HDEL', key, all[i])
+    else
+      total = total + tonumber(all[i + 1])
+    end
+  end
+  return total
+end
+local function retry(buckets, now, total, limit)
+  for sec = now - 59, now do
+    total = total - (buckets[sec] or 0)
+    if total < limit then return math.max(1, sec - now + 60) end
+  end
+  return 1
+end
+local function reset(oldest, now)
+  if oldest == nil then return 0 end
+  return 60 - (now - oldest)
+end
+local function add(key, inst, delta)
+  local left = redis.call('HINCRBY', key, inst, delta)
+  if left <= 0 then redis.call('HDEL', key, inst) end
+end
+"""
+
+# KEYS: window, flights. ARGV: now, rpm, tpm, parallel (-1: none), process, alive prefix.
+_ADMIT = (
+    _COMMON
+    + """
+local now, rpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tpm, par = tonumber(ARGV[3]), tonumber(ARGV[4])
+local req, tok, oldr, oldt, reqs, toks, stale = window(KEYS[1], now)
+if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
+local fly = 0
+if par >= 0 then
+  fly = flying(KEYS[2], ARGV[6], false)
+  if fly >= par then fly = flying(KEYS[2], ARGV[6], true) end
+end
+local reason, wait = '', 0
+if par >= 0 and fly >= par then reason, wait = 'parallel', 1
+elseif rpm >= 0 and req >= rpm then reason, wait = 'rpm', retry(reqs, now, req, rpm)
+elseif tpm >= 0 and tok >= tpm then reason, wait = 'tpm', retry(toks, now, tok, tpm)
+end
+local rr, tr = reset(oldr, now), reset(oldt, now)
+if reason == '' then
+  redis.call('HINCRBY', KEYS[1], 'r' .. now, 1)
+  redis.call('EXPIRE', KEYS[1], 120)
+  req = req + 1
+  if rr == 0 then rr = 60 end
+  if par >= 0 then add(KEYS[2], ARGV[5], 1); fly = fly + 1 end
+end
+return {reason, wait, req, tok, fly, rr, tr}
+"""
+)
+
+# KEYS: window, flights. ARGV: now, tokens, parallel (0/1), process.
+_SETTLE = """
+local now, tokens = tonumber(ARGV[1]), tonumber(ARGV[2])
+if tokens > 0 then
+  redis.call('HINCRBY', KEYS[1], 't' .. now, tokens)
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+if ARGV[3] == '1' then
+  local left = redis.call('HINCRBY', KEYS[2], ARGV[4], -1)
+  if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[4]) end
+end
+return 0
+"""
+
+# KEYS: window, flights. ARGV: now.
+_WINDOW = (
+    _COMMON
+    + """
+local now = tonumber(ARGV[1])
+local req, tok, oldr, oldt = window(KEYS[1], now)
+local fly = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do fly = fly + tonumber(v) end
+return {req, tok, fly, reset(oldr, now), reset(oldt, now)}
+"""
+)
+
+# KEYS: budget, reserved. ARGV: period, budget, estimate, process, alive prefix, loaded
+# spend ('' when not loaded: answers {-1} if the period is unknown).
+_RESERVE = (
+    _COMMON
+    + """
+local known = redis.call('HGET', KEYS[1], 'period')
+if known ~= ARGV[1] then
+  if ARGV[6] == '' then return {-1, 0, 0} end
+  redis.call('HSET', KEYS[1], 'period', ARGV[1], 'spent', ARGV[6])
+end
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent'))
+local budget, estimate = tonumber(ARGV[2]), tonumber(ARGV[3])
+local reserved = flying(KEYS[2], ARGV[5], false)
+if spent + reserved + estimate > budget then reserved = flying(KEYS[2], ARGV[5], true) end
+if spent + reserved + estimate > budget then return {spent, reserved, 0} end
+if estimate > 0 then redis.call('HINCRBY', KEYS[2], ARGV[4], estimate) end
+return {spent, reserved, 1}
+"""
+)
+
+# KEYS: budget, reserved. ARGV: period, estimate, cost, process.
+_SETTLE_BUDGET = """
+if tonumber(ARGV[2]) > 0 then
+  local left = redis.call('HINCRBY', KEYS[2], ARGV[4], -tonumber(ARGV[2]))
+  if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[4]) end
+end
+if redis.call('HGET', KEYS[1], 'period') == ARGV[1] and tonumber(ARGV[3]) > 0 then
+  redis.call('HINCRBY', KEYS[1], 'spent', ARGV[3])
+end
+return 0
+"""
+
+
+def connect(url: str) -> redis.Redis:
+    """A client with short time-outs: a Redis that went away must not stall requests."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+def process_name() -> str:
+    """This process's name in Redis: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class RedisLimiter:
+    """`SharedLimiter`'s operations on counters in Redis, shared by every host."""
+
+    def __init__(self, client: redis.Redis, namespace: str, failure: str = "mixed") -> None:
+        if failure not in FAILURE_POLICIES:
+            raise ValueError(f"KEYRELAY_REDIS_FAILURE={failure!r}: one of {FAILURE_POLICIES}")
+        self.redis, self.ns, self.failure = client, namespace, failure
+        self._scripts = {
+            name: client.register_script(text)
+            for name, text in (
+                ("admit", _ADMIT),
+                ("settle", _SETTLE),
+                ("window", _WINDOW),
+                ("reserve", _RESERVE),
+                ("settle_budget", _SETTLE_BUDGET),
+            )
+        }
+        self._pid = None
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._logged = 0.0
+        self._replay: collections.deque = collections.deque(maxlen=_REPLAY_MAX)
+        self._counts = {"failures": 0, "replayed": 0, "failed_open": 0, "failed_closed": 0}
+
+    # -- this process -----------------------------------------------------------------
+
+    @property
+    def process(self) -> str:
+        """This process's name; a forked child gets its own, and its own heartbeat."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._process = process_name()
+                    self._pid = os.getpid()
+                    self._beat()
+                    threading.Thread(target=self._heartbeat, daemon=True).start()
+        return self._process
+
+    def _beat(self) -> None:
+        # A failed beat is tried again at the next; the operations report the outage.
+        with contextlib.suppress(redis.RedisError):
+            self.redis.set(self._alive + self._process, "1", ex=ALIVE_SECONDS)
+
+    def _heartbeat(self) -> None:
+        pid = os.getpid()
+        while self._pid == pid:
+            time.sleep(HEARTBEAT_SECONDS)
+            self._beat()
+
+    @property
+    def _alive(self) -> str:
+        return f"{self.ns}alive:"
+
+    def _keys(self, scope: str, pair: str) -> list[str]:
+        return [f"{self.ns}{pair[0]}:{scope}", f"{self.ns}{pair[1]}:{scope}"]
+
+    # -- failures ---------------------------------------------------------------------
+
+    def _run(self, name: str, keys: list[str], args: list):
+        """Run a script; redis.RedisError when Redis is away (or was a moment ago)."""
+        if time.monotonic() < self._down_until:
+            raise redis.ConnectionError("Redis was unreachable a moment ago")
+        try:
+            if self._replay:
+                self._flush_replay()
+            return self._scripts[name](keys=keys, args=args)
+        except redis.RedisError as exc:
+            self._down_until = time.monotonic() + DOWN_SECONDS
+            self._counts["failures"] += 1
+            self._warn(exc)
+            raise
+
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._logged >= 10:  # one line per 10 s, not one per request
+            self._logged = now
+            log.warning(
+                "Redis (the shared limiter) is unreachable: %s; limits fail %s, budgets "
+                "fail %s (KEYRELAY_REDIS_FAILURE=%s)",
+                exc,
+                "closed" if self.failure == "closed" else "open",
+                "open" if self.failure == "open" else "closed",
+                self.failure,
+            )
+
+    def _flush_replay(self) -> None:
+        """Settlements that failed while Redis was away, in order."""
+        while self._replay:
+            name, keys, args = self._replay[0]
+            self._scripts[name](keys=keys, args=args)
+            self._replay.popleft()
+            self._counts["replayed"] += 1
+
+    def _settle_later(self, name: str, keys: list[str], args: list) -> None:
+        try:
+            self._run(name, keys, args)
+        except redis.RedisError:
+            self._replay.append((name, keys, args))
+
+    def _unavailable(self, what: str) -> GatewayError:
+        self._counts["failed_closed"] += 1
+        return GatewayError(
+            503,
+            f"The shared {what} cannot be checked right now (Redis is unreachable); "
+            "retry in a moment.",
+            type="service_unavailable",
+            code="limiter_unavailable",
+            headers={"Retry-After": "1"},
+        )
+
+    # -- windows ----------------------------------------------------------------------
+
+    def admit(self, scope: str, limits: Limits, now: int) -> tuple[Window, Refusal | None]:
+        """Count one request against the scope if its limits allow it (atomically)."""
+        args = [
+            now,
+            -1 if limits.rpm is None else limits.rpm,
+            -1 if limits.tpm is None else limits.tpm,
+            -1 if limits.parallel is None else limits.parallel,
+            self.process,
+            self._alive,
+        ]
+        try:
+            reason, wait, req, tok, fly, rr, tr = self._run("admit", self._keys(scope, "wf"), args)
+        except redis.RedisError:
+            empty = Window(0, 0, 0, 0, 0)
+            if self.failure != "closed" or scope.endswith(":busy"):
+                self._counts["failed_open"] += 1
+                return empty, None
+            if scope.startswith("ck:"):
+                raise self._unavailable("rate limits") from None
+            return empty, Refusal("rpm", 1, empty)  # a provider key: passed over for now
+        window = Window(int(req), int(tok), int(fly), int(rr), int(tr))
+        return window, (Refusal(reason, int(wait), window) if reason else None)
+
+    def settle(self, scope: str, tokens: int, now: int, parallel: bool) -> None:
+        """Book the request's tokens in this second and end its in-flight count."""
+        if tokens > 0 or parallel:
+            args = [now, max(0, tokens), 1 if parallel else 0, self.process]
+            self._settle_later("settle", self._keys(scope, "wf"), args)
+
+    def window(self, scope: str, now: int) -> Window:
+        """The scope's window now, without counting anything."""
+        try:
+            req, tok, fly, rr, tr = self._run("window", self._keys(scope, "wf"), [now])
+        except redis.RedisError:
+            return Window(0, 0, 0, 0, 0)
+        return Window(int(req), int(tok), int(fly), int(rr), int(tr))
+
+    # -- budgets ----------------------------------------------------------------------
+
+    def reserve(
+        self, scope: str, period: int, budget: int, estimate: int, load_spent
+    ) -> tuple[int, int, bool]:
+        """Reserve `estimate` micro-dollars of the scope's budget for one request; the
+        period's spend so far comes from `load_spent()` when Redis does not know it."""
+        keys = self._keys(scope, "bm")
+        args = [period, budget, estimate, self.process, self._alive, ""]
+        try:
+            spent, reserved, admitted = self._run("reserve", keys, args)
+            if spent == -1:
+                args[-1] = max(0, int(load_spent()))
+                spent, reserved, admitted = self._run("reserve", keys, args)
+        except redis.RedisError:
+            if self.failure == "open":
+                self._counts["failed_open"] += 1
+                return 0, 0, True
+            raise self._unavailable("budget") from None
+        return int(spent), int(reserved), bool(admitted)
+
+    def settle_budget(self, scope: str, period: int, estimate: int, cost: int) -> None:
+        """Give back the reservation and add the request's real cost to its period."""
+        args = [period, max(0, estimate), max(0, cost), self.process]
+        self._settle_later("settle_budget", self._keys(scope, "bm"), args)
+
+    def spent(self, scope: str, period: int) -> int | None:
+        """The scope's spend in the period, if Redis has counted it."""
+        try:
+            known, spent = self.redis.hmget(f"{self.ns}b:{scope}", "period", "spent")
+        except redis.RedisError:
+            return None
+        return int(spent) if known == str(period) and spent is not None else None
+
+    # -- upkeep -----------------------------------------------------------------------
+
+    def forget(self, owner: str) -> int:
+        """Delete the windows and budgets of every scope of a key that is gone (`ck:7`
+        and `ck:7:…`, never `ck:70`). Returns the number of Redis keys deleted."""
+        if owner.count(":") != 1:
+            raise ValueError(f"forget() takes a key's scope prefix like 'ck:7', not {owner!r}")
+        try:
+            names = []
+            for kind in "wb":
+                names.append(f"{self.ns}{kind}:{owner}")
+                names += self.redis.scan_iter(f"{self.ns}{kind}:{owner}:*", count=1000)
+            return self.redis.delete(*names)
+        except redis.RedisError as exc:
+            self._warn(exc)
+            return 0
+
+    def stats(self) -> dict:
+        """The backend, and what this process has seen: failures, settlements replayed
+        after an outage and still waiting, requests admitted / refused while Redis was away."""
+        return {"backend": "redis", "pending_replay": len(self._replay), **self._counts}
+
+    def close(self) -> None:
+        """Stop the heartbeat (its process name expires in Redis)."""
+        self._pid = None
