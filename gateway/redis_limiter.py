@@ -47,6 +47,7 @@ FAILURE_POLICIES = ("mixed", "open", "closed")
 _REPLAY_MAX = 100_000  # settlements kept while Redis is away
 
 _COMMON = """
+local num = tonumber
 local function window(key, now)
   local all = redis.call('HGETALL', key)
   local req, tok, oldr, oldt = 0, 0, nil, nil
@@ -97,49 +98,118 @@ local function add(key, inst, delta)
 end
 """
 
+_CHECKS = """
+local function admit_check(wk, fk, now, rpm, tpm, par, alive)
+  local req, tok, oldr, oldt, reqs, toks, stale = window(wk, now)
+  if #stale > 0 then redis.call('HDEL', wk, unpack(stale)) end
+  local fly = 0
+  if par >= 0 then
+    fly = flying(fk, alive, false)
+    if fly >= par then fly = flying(fk, alive, true) end
+  end
+  local reason, wait = '', 0
+  if par >= 0 and fly >= par then reason, wait = 'parallel', 1
+  elseif rpm >= 0 and req >= rpm then reason, wait = 'rpm', retry(reqs, now, req, rpm)
+  elseif tpm >= 0 and tok >= tpm then reason, wait = 'tpm', retry(toks, now, tok, tpm)
+  end
+  return {reason, wait, req, tok, fly, reset(oldr, now), reset(oldt, now)}
+end
+local function admit_commit(wk, fk, now, par, inst, answer)
+  redis.call('HINCRBY', wk, 'r' .. now, 1)
+  redis.call('EXPIRE', wk, 120)
+  answer[3] = answer[3] + 1
+  if answer[6] == 0 then answer[6] = 60 end
+  if par >= 0 then add(fk, inst, 1); answer[5] = answer[5] + 1 end
+end
+-- {-1}: the period is not known here (load its spend); else {admitted 0/1, spent, reserved}
+local function budget_check(bk, mk, period, budget, estimate, alive, loaded)
+  local known = redis.call('HGET', bk, 'period')
+  if known ~= period then
+    if loaded == '' then return {-1, 0, 0} end
+    redis.call('HSET', bk, 'period', period, 'spent', loaded)
+  end
+  local spent = tonumber(redis.call('HGET', bk, 'spent'))
+  local reserved = flying(mk, alive, false)
+  if spent + reserved + estimate > budget then reserved = flying(mk, alive, true) end
+  if spent + reserved + estimate > budget then return {0, spent, reserved} end
+  return {1, spent, reserved}
+end
+local function settle_window(wk, fk, now, tokens, parallel, inst)
+  if tokens > 0 then
+    redis.call('HINCRBY', wk, 't' .. now, tokens)
+    redis.call('EXPIRE', wk, 120)
+  end
+  if parallel == '1' then add(fk, inst, -1) end
+end
+local function settle_budget(bk, mk, period, estimate, cost, inst)
+  if estimate > 0 then add(mk, inst, -estimate) end
+  if redis.call('HGET', bk, 'period') == period and cost > 0 then
+    redis.call('HINCRBY', bk, 'spent', cost)
+  end
+end
+"""
+
 # KEYS: window, flights. ARGV: now, rpm, tpm, parallel (-1: none), process, alive prefix.
 _ADMIT = (
     _COMMON
+    + _CHECKS
     + """
-local now, rpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tpm, par = tonumber(ARGV[3]), tonumber(ARGV[4])
-local req, tok, oldr, oldt, reqs, toks, stale = window(KEYS[1], now)
-if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
-local fly = 0
-if par >= 0 then
-  fly = flying(KEYS[2], ARGV[6], false)
-  if fly >= par then fly = flying(KEYS[2], ARGV[6], true) end
-end
-local reason, wait = '', 0
-if par >= 0 and fly >= par then reason, wait = 'parallel', 1
-elseif rpm >= 0 and req >= rpm then reason, wait = 'rpm', retry(reqs, now, req, rpm)
-elseif tpm >= 0 and tok >= tpm then reason, wait = 'tpm', retry(toks, now, tok, tpm)
-end
-local rr, tr = reset(oldr, now), reset(oldt, now)
-if reason == '' then
-  redis.call('HINCRBY', KEYS[1], 'r' .. now, 1)
-  redis.call('EXPIRE', KEYS[1], 120)
-  req = req + 1
-  if rr == 0 then rr = 60 end
-  if par >= 0 then add(KEYS[2], ARGV[5], 1); fly = fly + 1 end
-end
-return {reason, wait, req, tok, fly, rr, tr}
+local now, par = tonumber(ARGV[1]), tonumber(ARGV[4])
+local answer = admit_check(KEYS[1], KEYS[2], now, num(ARGV[2]), num(ARGV[3]), par, ARGV[6])
+if answer[1] == '' then admit_commit(KEYS[1], KEYS[2], now, par, ARGV[5], answer) end
+return answer
 """
 )
 
-# KEYS: window, flights. ARGV: now, tokens, parallel (0/1), process.
-_SETTLE = """
-local now, tokens = tonumber(ARGV[1]), tonumber(ARGV[2])
-if tokens > 0 then
-  redis.call('HINCRBY', KEYS[1], 't' .. now, tokens)
-  redis.call('EXPIRE', KEYS[1], 120)
+# KEYS: budget, reserved. ARGV: period, budget, estimate, process, alive prefix, loaded
+# spend ('' when not loaded: answers {-1} if the period is unknown).
+_RESERVE = (
+    _COMMON
+    + _CHECKS
+    + """
+local estimate = tonumber(ARGV[3])
+local answer = budget_check(KEYS[1], KEYS[2], ARGV[1], num(ARGV[2]), estimate, ARGV[5], ARGV[6])
+if answer[1] == 1 and estimate > 0 then redis.call('HINCRBY', KEYS[2], ARGV[4], estimate) end
+return answer
+"""
+)
+
+# The budget, then the window, in one round trip; nothing is taken unless both admit.
+# KEYS: budget, reserved, window, flights. ARGV: _RESERVE's, then now, rpm, tpm, parallel.
+_RESERVE_ADMIT = (
+    _COMMON
+    + _CHECKS
+    + """
+local estimate, now, par = tonumber(ARGV[3]), tonumber(ARGV[7]), tonumber(ARGV[10])
+local budget = budget_check(KEYS[1], KEYS[2], ARGV[1], num(ARGV[2]), estimate, ARGV[5], ARGV[6])
+if budget[1] ~= 1 then return {budget[1], budget[2], budget[3]} end
+local answer = admit_check(KEYS[3], KEYS[4], now, num(ARGV[8]), num(ARGV[9]), par, ARGV[5])
+if answer[1] == '' then
+  admit_commit(KEYS[3], KEYS[4], now, par, ARGV[4], answer)
+  if estimate > 0 then redis.call('HINCRBY', KEYS[2], ARGV[4], estimate) end
 end
-if ARGV[3] == '1' then
-  local left = redis.call('HINCRBY', KEYS[2], ARGV[4], -1)
-  if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[4]) end
+return {1, budget[2], budget[3], unpack(answer)}
+"""
+)
+
+# Settlements in one round trip. KEYS: two per operation. ARGV: process, then four per
+# operation: 'w', now, tokens, parallel (0/1) | 'b', period, estimate, cost.
+_SETTLE_MANY = (
+    _COMMON
+    + _CHECKS
+    + """
+local inst = ARGV[1]
+for i = 0, #KEYS / 2 - 1 do
+  local a, k1, k2 = 2 + 4 * i, KEYS[2 * i + 1], KEYS[2 * i + 2]
+  if ARGV[a] == 'w' then
+    settle_window(k1, k2, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], inst)
+  else
+    settle_budget(k1, k2, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), inst)
+  end
 end
 return 0
 """
+)
 
 # KEYS: window, flights. ARGV: now.
 _WINDOW = (
@@ -152,38 +222,6 @@ for _, v in ipairs(redis.call('HVALS', KEYS[2])) do fly = fly + tonumber(v) end
 return {req, tok, fly, reset(oldr, now), reset(oldt, now)}
 """
 )
-
-# KEYS: budget, reserved. ARGV: period, budget, estimate, process, alive prefix, loaded
-# spend ('' when not loaded: answers {-1} if the period is unknown).
-_RESERVE = (
-    _COMMON
-    + """
-local known = redis.call('HGET', KEYS[1], 'period')
-if known ~= ARGV[1] then
-  if ARGV[6] == '' then return {-1, 0, 0} end
-  redis.call('HSET', KEYS[1], 'period', ARGV[1], 'spent', ARGV[6])
-end
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent'))
-local budget, estimate = tonumber(ARGV[2]), tonumber(ARGV[3])
-local reserved = flying(KEYS[2], ARGV[5], false)
-if spent + reserved + estimate > budget then reserved = flying(KEYS[2], ARGV[5], true) end
-if spent + reserved + estimate > budget then return {spent, reserved, 0} end
-if estimate > 0 then redis.call('HINCRBY', KEYS[2], ARGV[4], estimate) end
-return {spent, reserved, 1}
-"""
-)
-
-# KEYS: budget, reserved. ARGV: period, estimate, cost, process.
-_SETTLE_BUDGET = """
-if tonumber(ARGV[2]) > 0 then
-  local left = redis.call('HINCRBY', KEYS[2], ARGV[4], -tonumber(ARGV[2]))
-  if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[4]) end
-end
-if redis.call('HGET', KEYS[1], 'period') == ARGV[1] and tonumber(ARGV[3]) > 0 then
-  redis.call('HINCRBY', KEYS[1], 'spent', ARGV[3])
-end
-return 0
-"""
 
 
 def connect(url: str) -> redis.Redis:
@@ -213,10 +251,10 @@ class RedisLimiter:
             name: client.register_script(text)
             for name, text in (
                 ("admit", _ADMIT),
-                ("settle", _SETTLE),
                 ("window", _WINDOW),
                 ("reserve", _RESERVE),
-                ("settle_budget", _SETTLE_BUDGET),
+                ("reserve_admit", _RESERVE_ADMIT),
+                ("settle_many", _SETTLE_MANY),
             )
         }
         self._pid = None
@@ -314,18 +352,22 @@ class RedisLimiter:
 
     # -- windows ----------------------------------------------------------------------
 
+    @staticmethod
+    def _limit_args(limits: Limits) -> list[int]:
+        return [-1 if value is None else value for value in (limits.rpm, limits.tpm)] + [
+            -1 if limits.parallel is None else limits.parallel
+        ]
+
+    @staticmethod
+    def _answer(reason, wait, req, tok, fly, rr, tr) -> tuple[Window, Refusal | None]:
+        window = Window(int(req), int(tok), int(fly), int(rr), int(tr))
+        return window, (Refusal(reason, int(wait), window) if reason else None)
+
     def admit(self, scope: str, limits: Limits, now: int) -> tuple[Window, Refusal | None]:
         """Count one request against the scope if its limits allow it (atomically)."""
-        args = [
-            now,
-            -1 if limits.rpm is None else limits.rpm,
-            -1 if limits.tpm is None else limits.tpm,
-            -1 if limits.parallel is None else limits.parallel,
-            self.process,
-            self._alive,
-        ]
+        args = [now, *self._limit_args(limits), self.process, self._alive]
         try:
-            reason, wait, req, tok, fly, rr, tr = self._run("admit", self._keys(scope, "wf"), args)
+            return self._answer(*self._run("admit", self._keys(scope, "wf"), args))
         except redis.RedisError:
             empty = Window(0, 0, 0, 0, 0)
             if self.failure != "closed" or scope.endswith(":busy"):
@@ -334,14 +376,25 @@ class RedisLimiter:
             if scope.startswith("ck:"):
                 raise self._unavailable("rate limits") from None
             return empty, Refusal("rpm", 1, empty)  # a provider key: passed over for now
-        window = Window(int(req), int(tok), int(fly), int(rr), int(tr))
-        return window, (Refusal(reason, int(wait), window) if reason else None)
 
     def settle(self, scope: str, tokens: int, now: int, parallel: bool) -> None:
         """Book the request's tokens in this second and end its in-flight count."""
-        if tokens > 0 or parallel:
-            args = [now, max(0, tokens), 1 if parallel else 0, self.process]
-            self._settle_later("settle", self._keys(scope, "wf"), args)
+        self.settle_many([("w", scope, now, tokens, parallel)])
+
+    def settle_many(self, items: list[tuple]) -> None:
+        """Several settlements in one round trip: ("w", scope, now, tokens, parallel) for
+        a window, ("b", scope, period, estimate, cost) for a budget."""
+        keys, args = [], [self.process]
+        for kind, scope, first, second, third in items:
+            if kind == "w" and second <= 0 and not third:
+                continue  # nothing to book
+            keys += self._keys(scope, "wf" if kind == "w" else "bm")
+            if kind == "w":
+                args += ["w", first, max(0, second), 1 if third else 0]
+            else:
+                args += ["b", first, max(0, second), max(0, third)]
+        if keys:
+            self._settle_later("settle_many", keys, args)
 
     def window(self, scope: str, now: int) -> Window:
         """The scope's window now, without counting anything."""
@@ -353,6 +406,12 @@ class RedisLimiter:
 
     # -- budgets ----------------------------------------------------------------------
 
+    def _budget_failed(self) -> tuple[int, int, bool]:
+        if self.failure == "open":
+            self._counts["failed_open"] += 1
+            return 0, 0, True
+        raise self._unavailable("budget") from None
+
     def reserve(
         self, scope: str, period: int, budget: int, estimate: int, load_spent
     ) -> tuple[int, int, bool]:
@@ -361,21 +420,40 @@ class RedisLimiter:
         keys = self._keys(scope, "bm")
         args = [period, budget, estimate, self.process, self._alive, ""]
         try:
-            spent, reserved, admitted = self._run("reserve", keys, args)
-            if spent == -1:
+            admitted, spent, reserved = self._run("reserve", keys, args)
+            if admitted == -1:
                 args[-1] = max(0, int(load_spent()))
-                spent, reserved, admitted = self._run("reserve", keys, args)
+                admitted, spent, reserved = self._run("reserve", keys, args)
         except redis.RedisError:
-            if self.failure == "open":
-                self._counts["failed_open"] += 1
-                return 0, 0, True
-            raise self._unavailable("budget") from None
+            return self._budget_failed()
         return int(spent), int(reserved), bool(admitted)
+
+    def reserve_and_admit(
+        self, budget_scope: str, period: int, budget: int, estimate: int, load_spent,
+        scope: str, limits: Limits, now: int,
+    ) -> tuple[int, int, bool, Window | None, Refusal | None]:  # fmt: skip
+        """`reserve`, then `admit`, in one round trip; nothing is taken unless both admit.
+        Returns (spent, reserved, budget admitted, window, refusal); no window when the
+        budget refused."""
+        keys = self._keys(budget_scope, "bm") + self._keys(scope, "wf")
+        args = [period, budget, estimate, self.process, self._alive, ""]
+        args += [now, *self._limit_args(limits)]
+        try:
+            answer = self._run("reserve_admit", keys, args)
+            if answer[0] == -1:
+                args[5] = max(0, int(load_spent()))
+                answer = self._run("reserve_admit", keys, args)
+        except redis.RedisError:
+            spent, reserved, _ = self._budget_failed()  # open: admitted, as the window is
+            return spent, reserved, True, Window(0, 0, 0, 0, 0), None
+        admitted, spent, reserved, *window = answer
+        if not admitted:
+            return int(spent), int(reserved), False, None, None
+        return int(spent), int(reserved), True, *self._answer(*window)
 
     def settle_budget(self, scope: str, period: int, estimate: int, cost: int) -> None:
         """Give back the reservation and add the request's real cost to its period."""
-        args = [period, max(0, estimate), max(0, cost), self.process]
-        self._settle_later("settle_budget", self._keys(scope, "bm"), args)
+        self.settle_many([("b", scope, period, estimate, cost)])
 
     def spent(self, scope: str, period: int) -> int | None:
         """The scope's spend in the period, if Redis has counted it."""

@@ -81,6 +81,29 @@ def test_a_budget_for_one_request_admits_one_across_hosts(hosts):
     assert hosts[1].spent("ck:5:budget", 43) is None  # another period: not counted here
 
 
+def test_budget_and_window_in_one_call_take_nothing_unless_both_admit(hosts, tmp_path):
+    """reserve_and_admit (one round trip in Redis) answers as the file limiter does."""
+    shared, local = hosts[0], SharedLimiter(tmp_path / "limits.bin")
+    limits = Limits(rpm=2)
+    for limiter in (shared, local):
+        ask = ("ck:4:budget", 7, 3_000, 1_000, lambda: 0, "ck:4", limits, NOW)
+        first = limiter.reserve_and_admit(*ask)
+        assert first[:3] == (0, 0, True) and first[4] is None and first[3].requests == 1
+        second = limiter.reserve_and_admit(*ask)
+        assert second[:3] == (0, 1_000, True) and second[4] is None
+        third = limiter.reserve_and_admit(*ask)
+        assert third[2] is True and third[4].reason == "rpm"  # the window refuses...
+        assert limiter.reserve("ck:4:budget", 7, 3_000, 0, lambda: 0)[1] == 2_000  # ...no hold
+        limiter.settle_many(
+            [("b", "ck:4:budget", 7, 1_000, 1_200), ("w", "ck:4", NOW, 40, False)]
+            + [("b", "ck:4:budget", 7, 1_000, 300)]
+        )
+        assert limiter.reserve("ck:4:budget", 7, 3_000, 0, lambda: 0)[:2] == (1_500, 0)
+        assert limiter.window("ck:4", NOW).tokens == 40
+        over = limiter.reserve_and_admit("ck:4:budget", 7, 3_000, 2_000, int, "ck:4", limits, NOW)
+        assert over == (1_500, 0, False, None, None)  # the budget refuses: no window asked
+
+
 def test_forget_takes_a_keys_scopes_and_nothing_else(hosts):
     for scope in ("pk:7", "pk:7:gpt-4o", "pk:70"):
         hosts[0].admit(scope, Limits(rpm=1), NOW)
