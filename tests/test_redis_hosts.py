@@ -147,7 +147,8 @@ def test_a_budget_for_one_request_admits_one_of_20_across_both_hosts(shared):
     estimate = re.search(r"would reserve \$([0-9.]+)", probe.json()["error"]["message"])
     micros = round(float(estimate.group(1)) * 1_000_000)
     assert micros > 0
-    key = client_key(hosts[0], max_budget=f"{micros * 3 // 2 / 1_000_000:.6f}")
+    # An RPM limit too: budget and window are asked in one round trip (reserve_and_admit).
+    key = client_key(hosts[0], max_budget=f"{micros * 3 // 2 / 1_000_000:.6f}", rpm_limit=1000)
     fake.set_behaviour(FIRST, Behaviour.slow(0.5))  # all 20 are in flight together
     try:
         answers = spread(hosts, key, 20, max_tokens=20)
