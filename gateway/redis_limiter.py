@@ -16,16 +16,18 @@ is one atomic Lua script (EVALSHA), so one round trip. Under the namespace
 
 When Redis cannot be reached (`KEYRELAY_REDIS_FAILURE`): `mixed` (the default) admits by
 RPM/TPM/parallel limits as if the windows were empty, with a log line, and refuses
-budgeted requests with 503; `open` admits both, `closed` refuses both. Settlements that
-fail are kept in memory and replayed, in order, when Redis answers again, so spend and
-in-flight counts come back right; the request log itself is the database journal, which
-never depends on Redis.
+budgeted requests with 503; `open` admits both, `closed` refuses both. Settlements are
+sent by a background thread (one round trip for all that is pending, off the request's
+path); those Redis does not take are kept in memory and sent, in order, when it answers
+again, so spend and in-flight counts come back right; the request log itself is the
+database journal, which never depends on Redis.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -261,8 +263,10 @@ class RedisLimiter:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._logged = 0.0
-        self._replay: collections.deque = collections.deque(maxlen=_REPLAY_MAX)
-        self._counts = {"failures": 0, "replayed": 0, "failed_open": 0, "failed_closed": 0}
+        # Settlements not yet in Redis, oldest first: (keys, operations) of settle_many.
+        self._pending: collections.deque = collections.deque()
+        self._wake, self._draining = threading.Event(), threading.Lock()
+        self._counts = {"failures": 0, "dropped": 0, "failed_open": 0, "failed_closed": 0}
 
     # -- this process -----------------------------------------------------------------
 
@@ -276,6 +280,7 @@ class RedisLimiter:
                     self._pid = os.getpid()
                     self._beat()
                     threading.Thread(target=self._heartbeat, daemon=True).start()
+                    threading.Thread(target=self._settler, daemon=True).start()
         return self._process
 
     def _beat(self) -> None:
@@ -299,12 +304,15 @@ class RedisLimiter:
     # -- failures ---------------------------------------------------------------------
 
     def _run(self, name: str, keys: list[str], args: list):
-        """Run a script; redis.RedisError when Redis is away (or was a moment ago)."""
+        """Run a script after what is still to be settled (so this process reads its own
+        settlements); redis.RedisError when Redis is away (or was a moment ago)."""
+        self.flush()
+        return self._script(name, keys, args)
+
+    def _script(self, name: str, keys: list[str], args: list):
         if time.monotonic() < self._down_until:
             raise redis.ConnectionError("Redis was unreachable a moment ago")
         try:
-            if self._replay:
-                self._flush_replay()
             return self._scripts[name](keys=keys, args=args)
         except redis.RedisError as exc:
             self._down_until = time.monotonic() + DOWN_SECONDS
@@ -325,19 +333,32 @@ class RedisLimiter:
                 self.failure,
             )
 
-    def _flush_replay(self) -> None:
-        """Settlements that failed while Redis was away, in order."""
-        while self._replay:
-            name, keys, args = self._replay[0]
-            self._scripts[name](keys=keys, args=args)
-            self._replay.popleft()
-            self._counts["replayed"] += 1
+    def _drain(self) -> None:
+        """Send the pending settlements, in order, up to 64 requests' per round trip; what
+        Redis does not take stays pending (redis.RedisError)."""
+        with self._draining:
+            while self._pending:
+                batch = list(itertools.islice(self._pending, 64))
+                keys = [key for entry in batch for key in entry[0]]
+                args = [self._process] + [arg for entry in batch for arg in entry[1]]
+                self._script("settle_many", keys, args)
+                for _ in batch:
+                    self._pending.popleft()
 
-    def _settle_later(self, name: str, keys: list[str], args: list) -> None:
-        try:
-            self._run(name, keys, args)
-        except redis.RedisError:
-            self._replay.append((name, keys, args))
+    def flush(self) -> None:
+        """Send this process's pending settlements now (redis.RedisError if Redis is away)."""
+        if self._pending:
+            self._drain()
+
+    def _settler(self) -> None:
+        """Settles off the request's path: woken by each settlement, and every second
+        (Redis away: what is pending is sent when it answers again)."""
+        pid = os.getpid()
+        while self._pid == pid:
+            self._wake.wait(DOWN_SECONDS)
+            self._wake.clear()
+            with contextlib.suppress(redis.RedisError):
+                self._drain()
 
     def _unavailable(self, what: str) -> GatewayError:
         self._counts["failed_closed"] += 1
@@ -382,9 +403,11 @@ class RedisLimiter:
         self.settle_many([("w", scope, now, tokens, parallel)])
 
     def settle_many(self, items: list[tuple]) -> None:
-        """Several settlements in one round trip: ("w", scope, now, tokens, parallel) for
-        a window, ("b", scope, period, estimate, cost) for a budget."""
-        keys, args = [], [self.process]
+        """Several settlements: ("w", scope, now, tokens, parallel) for a window, ("b",
+        scope, period, estimate, cost) for a budget. Sent by this process's settler, off
+        the request's path (one round trip for all that is pending); this process's next
+        operation sends them first if it has not yet."""
+        keys, args = [], []
         for kind, scope, first, second, third in items:
             if kind == "w" and second <= 0 and not third:
                 continue  # nothing to book
@@ -393,8 +416,14 @@ class RedisLimiter:
                 args += ["w", first, max(0, second), 1 if third else 0]
             else:
                 args += ["b", first, max(0, second), max(0, third)]
-        if keys:
-            self._settle_later("settle_many", keys, args)
+        if not keys:
+            return
+        self.process  # noqa: B018 - starts this process's settler
+        if len(self._pending) >= _REPLAY_MAX:
+            self._counts["dropped"] += 1  # Redis away for long: bounded memory
+            return
+        self._pending.append((keys, args))
+        self._wake.set()
 
     def window(self, scope: str, now: int) -> Window:
         """The scope's window now, without counting anything."""
@@ -458,6 +487,7 @@ class RedisLimiter:
     def spent(self, scope: str, period: int) -> int | None:
         """The scope's spend in the period, if Redis has counted it."""
         try:
+            self.flush()
             known, spent = self.redis.hmget(f"{self.ns}b:{scope}", "period", "spent")
         except redis.RedisError:
             return None
@@ -483,8 +513,11 @@ class RedisLimiter:
     def stats(self) -> dict:
         """The backend, and what this process has seen: failures, settlements replayed
         after an outage and still waiting, requests admitted / refused while Redis was away."""
-        return {"backend": "redis", "pending_replay": len(self._replay), **self._counts}
+        return {"backend": "redis", "pending": len(self._pending), **self._counts}
 
     def close(self) -> None:
-        """Stop the heartbeat (its process name expires in Redis)."""
+        """Send what is pending; stop the heartbeat (its process name expires in Redis)."""
+        if self._pid == os.getpid():
+            with contextlib.suppress(redis.RedisError):
+                self._drain()
         self._pid = None

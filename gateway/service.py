@@ -190,6 +190,7 @@ class Gateway:
         self.books.close()
         self._http.clear()
         if self.redis is not None:
+            self.limiter.close()  # sends the settlements still pending
             self.redis.close()
 
     # -- the proxy ---------------------------------------------------------------------
