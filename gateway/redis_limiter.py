@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 
 ALIVE_SECONDS = 15  # a process whose heartbeat is this old is taken for dead
 HEARTBEAT_SECONDS = 5
-DOWN_SECONDS = 1.0  # after a failure, Redis is not asked again for this long
+DOWN_SECONDS = 1.0
+# A settlement waits this long for this process's next operation to carry it to Redis in
+# its round trip; then the settler sends it (other hosts see it at most this much later).
+SETTLE_DELAY = 0.02  # after a failure, Redis is not asked again for this long
 FAILURE_POLICIES = ("mixed", "open", "closed")
 _REPLAY_MAX = 100_000  # settlements kept while Redis is away
 
@@ -151,14 +154,34 @@ local function settle_budget(bk, mk, period, estimate, cost, inst)
 end
 """
 
+# Every script first applies this process's pending settlements, in order: KEYS start with
+# two per settlement, ARGV with their count of keys, the process, then four per settlement:
+# 'w', now, tokens, parallel (0/1) | 'b', period, estimate, cost. The operation's own
+# KEYS and ARGV follow, as K and A.
+_SETTLE_FIRST = """
+local n, inst = tonumber(ARGV[1]), ARGV[2]
+for i = 0, n / 2 - 1 do
+  local a, k1, k2 = 3 + 4 * i, KEYS[2 * i + 1], KEYS[2 * i + 2]
+  if ARGV[a] == 'w' then
+    settle_window(k1, k2, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], inst)
+  else
+    settle_budget(k1, k2, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), inst)
+  end
+end
+local K, A = {}, {}
+for i = n + 1, #KEYS do K[#K + 1] = KEYS[i] end
+for i = 3 + 2 * n, #ARGV do A[#A + 1] = ARGV[i] end
+"""
+
 # KEYS: window, flights. ARGV: now, rpm, tpm, parallel (-1: none), process, alive prefix.
 _ADMIT = (
     _COMMON
     + _CHECKS
+    + _SETTLE_FIRST
     + """
-local now, par = tonumber(ARGV[1]), tonumber(ARGV[4])
-local answer = admit_check(KEYS[1], KEYS[2], now, num(ARGV[2]), num(ARGV[3]), par, ARGV[6])
-if answer[1] == '' then admit_commit(KEYS[1], KEYS[2], now, par, ARGV[5], answer) end
+local now, par = tonumber(A[1]), tonumber(A[4])
+local answer = admit_check(K[1], K[2], now, num(A[2]), num(A[3]), par, A[6])
+if answer[1] == '' then admit_commit(K[1], K[2], now, par, A[5], answer) end
 return answer
 """
 )
@@ -168,10 +191,11 @@ return answer
 _RESERVE = (
     _COMMON
     + _CHECKS
+    + _SETTLE_FIRST
     + """
-local estimate = tonumber(ARGV[3])
-local answer = budget_check(KEYS[1], KEYS[2], ARGV[1], num(ARGV[2]), estimate, ARGV[5], ARGV[6])
-if answer[1] == 1 and estimate > 0 then redis.call('HINCRBY', KEYS[2], ARGV[4], estimate) end
+local estimate = tonumber(A[3])
+local answer = budget_check(K[1], K[2], A[1], num(A[2]), estimate, A[5], A[6])
+if answer[1] == 1 and estimate > 0 then redis.call('HINCRBY', K[2], A[4], estimate) end
 return answer
 """
 )
@@ -181,49 +205,36 @@ return answer
 _RESERVE_ADMIT = (
     _COMMON
     + _CHECKS
+    + _SETTLE_FIRST
     + """
-local estimate, now, par = tonumber(ARGV[3]), tonumber(ARGV[7]), tonumber(ARGV[10])
-local budget = budget_check(KEYS[1], KEYS[2], ARGV[1], num(ARGV[2]), estimate, ARGV[5], ARGV[6])
+local estimate, now, par = tonumber(A[3]), tonumber(A[7]), tonumber(A[10])
+local budget = budget_check(K[1], K[2], A[1], num(A[2]), estimate, A[5], A[6])
 if budget[1] ~= 1 then return {budget[1], budget[2], budget[3]} end
-local answer = admit_check(KEYS[3], KEYS[4], now, num(ARGV[8]), num(ARGV[9]), par, ARGV[5])
+local answer = admit_check(K[3], K[4], now, num(A[8]), num(A[9]), par, A[5])
 if answer[1] == '' then
-  admit_commit(KEYS[3], KEYS[4], now, par, ARGV[4], answer)
-  if estimate > 0 then redis.call('HINCRBY', KEYS[2], ARGV[4], estimate) end
+  admit_commit(K[3], K[4], now, par, A[4], answer)
+  if estimate > 0 then redis.call('HINCRBY', K[2], A[4], estimate) end
 end
 return {1, budget[2], budget[3], unpack(answer)}
-"""
-)
-
-# Settlements in one round trip. KEYS: two per operation. ARGV: process, then four per
-# operation: 'w', now, tokens, parallel (0/1) | 'b', period, estimate, cost.
-_SETTLE_MANY = (
-    _COMMON
-    + _CHECKS
-    + """
-local inst = ARGV[1]
-for i = 0, #KEYS / 2 - 1 do
-  local a, k1, k2 = 2 + 4 * i, KEYS[2 * i + 1], KEYS[2 * i + 2]
-  if ARGV[a] == 'w' then
-    settle_window(k1, k2, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], inst)
-  else
-    settle_budget(k1, k2, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), inst)
-  end
-end
-return 0
 """
 )
 
 # KEYS: window, flights. ARGV: now.
 _WINDOW = (
     _COMMON
+    + _CHECKS
+    + _SETTLE_FIRST
     + """
-local now = tonumber(ARGV[1])
-local req, tok, oldr, oldt = window(KEYS[1], now)
+local now = tonumber(A[1])
+local req, tok, oldr, oldt = window(K[1], now)
 local fly = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[2])) do fly = fly + tonumber(v) end
+for _, v in ipairs(redis.call('HVALS', K[2])) do fly = fly + tonumber(v) end
 return {req, tok, fly, reset(oldr, now), reset(oldt, now)}
 """
 )
+
+# Settlements only.
+_SETTLE = _COMMON + _CHECKS + _SETTLE_FIRST + "return 0"
 
 
 def connect(url: str) -> redis.Redis:
@@ -256,7 +267,7 @@ class RedisLimiter:
                 ("window", _WINDOW),
                 ("reserve", _RESERVE),
                 ("reserve_admit", _RESERVE_ADMIT),
-                ("settle_many", _SETTLE_MANY),
+                ("settle", _SETTLE),
             )
         }
         self._pid = None
@@ -266,6 +277,7 @@ class RedisLimiter:
         # Settlements not yet in Redis, oldest first: (keys, operations) of settle_many.
         self._pending: collections.deque = collections.deque()
         self._wake, self._draining = threading.Event(), threading.Lock()
+        self._sending = 0  # the oldest pending entries, on their way to Redis now
         self._counts = {"failures": 0, "dropped": 0, "failed_open": 0, "failed_closed": 0}
 
     # -- this process -----------------------------------------------------------------
@@ -304,14 +316,28 @@ class RedisLimiter:
     # -- failures ---------------------------------------------------------------------
 
     def _run(self, name: str, keys: list[str], args: list):
-        """Run a script after what is still to be settled (so this process reads its own
-        settlements); redis.RedisError when Redis is away (or was a moment ago)."""
-        self.flush()
-        return self._script(name, keys, args)
+        """Run a script, with this process's pending settlements first in the same round
+        trip (so it reads its own settlements); redis.RedisError when Redis is away (or
+        was a moment ago). Settlements already on their way are not waited for: Redis
+        runs them before anything this process sends after them."""
+        if len(self._pending) <= self._sending:
+            return self._script(name, keys, args, [])
+        with self._draining:
+            batch = list(itertools.islice(self._pending, 64))
+            answer = self._script(name, keys, args, batch)
+            for _ in batch:
+                self._pending.popleft()
+        if self._pending:
+            self._wake.set()
+        return answer
 
-    def _script(self, name: str, keys: list[str], args: list):
+    def _script(self, name: str, keys: list[str], args: list, batch: list):
         if time.monotonic() < self._down_until:
             raise redis.ConnectionError("Redis was unreachable a moment ago")
+        settle_keys = [key for entry in batch for key in entry[0]]
+        settle_args = [arg for entry in batch for arg in entry[1]]
+        keys = settle_keys + keys
+        args = [len(settle_keys), self.process, *settle_args, *args]
         try:
             return self._scripts[name](keys=keys, args=args)
         except redis.RedisError as exc:
@@ -339,15 +365,17 @@ class RedisLimiter:
         with self._draining:
             while self._pending:
                 batch = list(itertools.islice(self._pending, 64))
-                keys = [key for entry in batch for key in entry[0]]
-                args = [self._process] + [arg for entry in batch for arg in entry[1]]
-                self._script("settle_many", keys, args)
+                self._sending = len(batch)
+                try:
+                    self._script("settle", [], [], batch)
+                finally:
+                    self._sending = 0
                 for _ in batch:
                     self._pending.popleft()
 
     def flush(self) -> None:
         """Send this process's pending settlements now (redis.RedisError if Redis is away)."""
-        if self._pending:
+        if len(self._pending) > self._sending:
             self._drain()
 
     def _settler(self) -> None:
@@ -357,6 +385,7 @@ class RedisLimiter:
         while self._pid == pid:
             self._wake.wait(DOWN_SECONDS)
             self._wake.clear()
+            time.sleep(SETTLE_DELAY)  # the next request usually takes them along first
             with contextlib.suppress(redis.RedisError):
                 self._drain()
 
