@@ -1,7 +1,9 @@
 """The shared limiter in Redis (KEYRELAY_REDIS_URL): several hosts, one set of counters.
 
 `RedisLimiter` has `SharedLimiter`'s interface (limiter.py) and semantics; every operation
-is one atomic Lua script (EVALSHA), so one round trip. Under the namespace
+is one atomic Lua script (EVALSHA), so one round trip, and settlements travel with the
+process's next script (or a background thread's, 20 ms later): one round trip per request
+on the hot path. Under the namespace
 `kr:<database id>:` (two databases on one Redis never mix):
 
 - `w:<scope>`: the sliding 60-second window, a hash of per-second buckets `r<second>`
