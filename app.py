@@ -204,12 +204,19 @@ def _gateway_settings(settings: dict) -> GatewaySettings:
         settings["BREAKER_WINDOW"],
         settings["BREAKER_COOLDOWN"],
     )
+    if settings["REDIS_FAILURE"] not in ("mixed", "open", "closed"):
+        raise SystemExit(
+            f"KEYRELAY_REDIS_FAILURE={settings['REDIS_FAILURE']!r}: one of mixed, open, closed"
+        )
     return GatewaySettings(
         retry=retry,
         strategy=settings["STRATEGY"],
         use_paid_models=settings["USE_PAID_MODELS"],
         fallback_key=_fallback_key(settings),
         breaker=breaker,
+        redis_url=settings["REDIS_URL"],
+        redis_failure=settings["REDIS_FAILURE"],
+        redis_lease_seconds=settings["REDIS_LEASE_SECONDS"],
     )
 
 

@@ -247,6 +247,24 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "A bearer token that may read `/metrics` (besides the master key). Unset: only the master key.",
     ),
+    Setting(
+        "REDIS_URL",
+        None,
+        str,
+        "Redis shared by several KeyRelay hosts (`redis://host:6379/0`): RPM/TPM windows, requests in flight, budget reservations, key-cache invalidation and the scheduler's leader lease. Unset: this host's files (`instance/limits.bin`, `scheduler.lock`).",
+    ),
+    Setting(
+        "REDIS_FAILURE",
+        "mixed",
+        str,
+        "When Redis cannot be reached: `mixed` admits by RPM/TPM limits (a log line) and refuses budgeted requests with 503; `open` admits both; `closed` refuses both. Accounting (the request log) never depends on Redis.",
+    ),
+    Setting(
+        "REDIS_LEASE_SECONDS",
+        15.0,
+        float,
+        "The scheduler's leader lease in Redis: renewed every third of it; another host takes over this long after its holder died.",
+    ),
     Setting("LOG_LEVEL", "INFO", str, "Python log level."),
     Setting(
         "INSTANCE_PATH",

@@ -33,6 +33,8 @@ class KeyCache:
         # of the rotation (round-robin, least recently used).
         self._used: dict[int, datetime] = {}
         self._entries: dict[tuple[int, date], tuple[list[KeyRow], float]] = {}
+        # Tells the other hosts' processes (Redis pub/sub, set by the Gateway when shared).
+        self.on_forget = None
 
     def keys(self, profile_id: int, today: date) -> list[KeyRow]:
         """The profile's keys with today's usage, from the snapshot if it is fresh."""
@@ -56,7 +58,14 @@ class KeyCache:
         self._used[key_id] = now
 
     def forget(self) -> None:
-        """Drop every snapshot: a key's state changed in the database."""
+        """Drop every snapshot: a key's state changed in the database (and tell the
+        other processes, when they share Redis)."""
+        self._entries.clear()
+        if self.on_forget is not None:
+            self.on_forget()
+
+    def drop(self) -> None:
+        """Drop every snapshot, telling nobody: another process changed a key."""
         self._entries.clear()
 
 

@@ -827,6 +827,30 @@ class SharedLimiter:
             if found is not None and found[1] == period:
                 self._put_budget(buf, found[0], key, period, found[2] + max(0, cost))
 
+    def reserve_and_admit(
+        self, budget_scope: str, period: int, budget: int, estimate: int, load_spent,
+        scope: str, limits: Limits, now: int,
+    ) -> tuple[int, int, bool, Window | None, Refusal | None]:  # fmt: skip
+        """`reserve`, then `admit`; nothing stays taken unless both admit (the shared
+        Redis limiter does both in one round trip). Returns (spent, reserved, budget
+        admitted, window, refusal); no window when the budget refused."""
+        spent, reserved, admitted = self.reserve(budget_scope, period, budget, estimate, load_spent)
+        if not admitted:
+            return spent, reserved, False, None, None
+        window, refusal = self.admit(scope, limits, now)
+        if refusal is not None:
+            self.settle_budget(budget_scope, period, estimate, 0)
+        return spent, reserved, True, window, refusal
+
+    def settle_many(self, items: list[tuple]) -> None:
+        """Several settlements: ("w", scope, now, tokens, parallel) for a window, ("b",
+        scope, period, estimate, cost) for a budget (one round trip in Redis)."""
+        for kind, scope, first, second, third in items:
+            if kind == "w":
+                self.settle(scope, second, first, third)
+            else:
+                self.settle_budget(scope, first, second, third)
+
     def spent(self, scope: str, period: int) -> int | None:
         """The scope's spend in the period, if this host has counted it."""
         key = self._keys.get(scope) or self._key_of(scope)

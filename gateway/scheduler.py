@@ -6,6 +6,12 @@ with the jobs below, the others try again every minute. The kernel drops the loc
 the process that held it, so when the leader dies another worker takes over within a
 minute, and no two processes on the host ever run the jobs at once.
 
+With KEYRELAY_REDIS_URL, the holder of the file lock must also take a lease in Redis
+(redis_shared.Lease: a key with an expiry, renewed every third of it): one process across
+every host leads. A leader that cannot renew (Redis away, lease lost) stops its jobs and
+gives the file lock back; followers then try every third of the lease, so the jobs move to
+another host within the lease (and one try) after their leader dies.
+
 Every run is stored in `job_runs`. When a process becomes leader it compares each job's
 last good run with its schedule: a job whose time came while nothing ran (the server was
 down across midnight, the leader died) runs once, at once. The jobs are idempotent and
@@ -197,10 +203,13 @@ def describe(app) -> dict:
             }
         )
     leader = leader_pid(Path(app.instance_path) / LOCK_FILE) if enabled else None
+    shared = gateway.redis
     return {
         "enabled": enabled,
         "timezone": periods.zone_name(),
         "leader_pid": leader,
+        # Across hosts (KEYRELAY_REDIS_URL): the lease holder, `host:pid:random`.
+        "leader": shared.lease.holder() if enabled and shared is not None else None,
         "data": jobs,
     }
 
@@ -228,9 +237,14 @@ def leader_pid(lock_path: Path) -> int | None:
 class Scheduler:
     """This process's part in the election, and the APScheduler it runs when it leads."""
 
-    def __init__(self, app, lock_path: Path, retry_seconds: float = RETRY_SECONDS) -> None:
+    def __init__(
+        self, app, lock_path: Path, retry_seconds: float = RETRY_SECONDS, lease=None
+    ) -> None:
         self.app = app
         self.lock_path = lock_path
+        self.lease = lease  # redis_shared.Lease when hosts share Redis
+        if lease is not None:
+            retry_seconds = min(retry_seconds, lease.seconds / 3)
         self.retry_seconds = retry_seconds
         self.aps: BackgroundScheduler | None = None
         self.caught_up: list[str] = []  # jobs run at once when this process became leader
@@ -245,7 +259,7 @@ class Scheduler:
 
     def start(self) -> None:
         """Lead if no other process does; else keep trying in the background."""
-        if not self._try_to_lead():
+        if not self._try_to_lead() or self.lease is not None:
             thread = threading.Thread(target=self._follow, name="scheduler-election", daemon=True)
             thread.start()
 
@@ -257,14 +271,35 @@ class Scheduler:
             self.aps = None
         if wait and self._catching_up is not None:
             self._catching_up.join()
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._fd is not None:
+            if self.lease is not None:
+                self.lease.release()
             os.ftruncate(self._fd, 0)
             os.close(self._fd)  # releases the flock
             self._fd = None
 
     def _follow(self) -> None:
-        while not self._stopping.wait(self.retry_seconds):
-            if self._try_to_lead():
+        while not self._stopping.is_set():
+            if self.leading and self.lease is not None:
+                self._keep_lease()  # returns when the lease is lost: follow again
+                continue
+            if self._stopping.wait(self.retry_seconds):
+                return
+            if self._try_to_lead() and self.lease is None:
+                return
+
+    def _keep_lease(self) -> None:
+        """Renew the lease while leading; on failure stop the jobs and unlock."""
+        while not self._stopping.wait(self.lease.seconds / 3):
+            if not self.lease.renew():
+                log.warning("scheduler: process %d lost the leader lease", os.getpid())
+                if self.aps is not None:
+                    self.aps.shutdown(wait=False)
+                    self.aps = None
+                self._unlock()
                 return
 
     def _try_to_lead(self) -> bool:
@@ -278,6 +313,9 @@ class Scheduler:
         if self._stopping.is_set():  # stopped while trying: lead nothing, try no more
             os.close(fd)
             return True
+        if self.lease is not None and not self.lease.acquire():
+            os.close(fd)  # another host leads
+            return False
         self._fd = fd
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -339,7 +377,9 @@ def init_app(app) -> Scheduler | None:
     if not app.config["SCHEDULER"] or os.environ.get("FLASK_RUN_FROM_CLI") == "true":
         return None
     retry = app.config.get("SCHEDULER_RETRY_SECONDS", RETRY_SECONDS)
-    scheduler = Scheduler(app, Path(app.instance_path) / LOCK_FILE, retry)
+    shared = app.extensions["keyrelay"].redis
+    lease = shared.lease if shared is not None else None
+    scheduler = Scheduler(app, Path(app.instance_path) / LOCK_FILE, retry, lease)
     app.extensions["scheduler"] = scheduler
     scheduler.start()
     atexit.register(scheduler.stop)

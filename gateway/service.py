@@ -69,6 +69,10 @@ class GatewaySettings:
     fallback_key: tuple[str, str, str] | None = None
     # The circuit per upstream: (failures, window seconds, cooldown seconds).
     breaker: tuple[int, float, float] = (5, 30.0, 30.0)
+    # KEYRELAY_REDIS_URL / _FAILURE / _LEASE_SECONDS: counters shared by several hosts.
+    redis_url: str | None = None
+    redis_failure: str = "mixed"
+    redis_lease_seconds: float = 15.0
 
 
 class Gateway:
@@ -100,9 +104,8 @@ class Gateway:
             engine, self.clock, settings.retry, on_change=self.keys.forget, breaker=self.breaker
         )
         self.callers = Callers(engine, master_key, self.clock)
-        self.limiter = SharedLimiter(
-            Path(journal_dir).parent / "limits.bin", database.id if database else ""
-        )
+        self.redis = None  # gateway/redis_shared.py's pieces when Redis is configured
+        self.limiter = self._limiter(settings, journal_dir, database.id if database else "")
         self.prices = Prices(engine)
         self.routes = Routes(engine)
         self.responses = ResponseStore(engine)
@@ -128,6 +131,24 @@ class Gateway:
                 OpenAIResponses(self.responses, self.clock),
             )
         }
+
+    def _limiter(self, settings: GatewaySettings, journal_dir: Path, database_id: str):
+        """This host's limits file, or counters in Redis shared by every host."""
+        if not settings.redis_url:
+            return SharedLimiter(Path(journal_dir).parent / "limits.bin", database_id)
+        from gateway import redis_limiter, redis_shared  # imported only when configured
+
+        client = redis_limiter.connect(settings.redis_url)
+        namespace = f"kr:{database_id[:16]}:"
+        self.redis = redis_shared.Shared(client, namespace, settings.redis_lease_seconds)
+        self.keys.on_forget = self.redis.invalidations.publish
+        self.redis.invalidations.listen(self._others_changed_keys)
+        return redis_limiter.RedisLimiter(client, namespace, settings.redis_failure)
+
+    def _others_changed_keys(self) -> None:
+        """Another process changed provider keys or profiles: read them again."""
+        self.keys.drop()
+        self.profiles.forget()
 
     @staticmethod
     def _fallback_row(settings: GatewaySettings, secrets: SecretBox) -> KeyRow | None:
@@ -168,6 +189,9 @@ class Gateway:
         """Write what is queued to the database; close pooled upstream connections."""
         self.books.close()
         self._http.clear()
+        if self.redis is not None:
+            self.limiter.close()  # sends the settlements still pending
+            self.redis.close()
 
     # -- the proxy ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -60,24 +61,24 @@ class Ticket:
 
     def settle(self, total_tokens: int = 0, cost_micros: int = 0) -> None:
         """Book the request's tokens in the windows and its cost in the budget period, and
-        free its places; once (a second call does nothing). With no arguments: a release."""
-        self.leave_busy()
-        self.leave_running()
-        now = None
-        if self.key_scopes:
-            now = int(self.clock.now().timestamp())
-            for scope in self.key_scopes:
-                self.limiter.settle(scope, total_tokens, now, False)
-            self.key_scopes = ()
+        free its places; once (a second call does nothing). With no arguments: a release.
+        All in one call to the limiter (one round trip when it is Redis)."""
+        now = int(self.clock.now().timestamp())
+        items = [("w", scope, now, 0, True) for scope in (self.busy_scope, self.running_scope)]
+        items = [item for item in items if item[1] is not None]
+        self.busy_scope = self.running_scope = None
+        items += [("w", scope, now, total_tokens, False) for scope in self.key_scopes]
+        self.key_scopes = ()
         if self.reservation is not None:
             scope, period_id, estimate = self.reservation
             self.reservation = None
-            self.limiter.settle_budget(scope, period_id, estimate, cost_micros)
+            items.append(("b", scope, period_id, estimate, cost_micros))
         if self.scope is not None:
             scope, parallel = self.scope
             self.scope = None
-            now = now or int(self.clock.now().timestamp())
-            self.limiter.settle(scope, total_tokens, now, parallel)
+            items.append(("w", scope, now, total_tokens, parallel))
+        if items:
+            self.limiter.settle_many(items)
 
     release = settle
 
@@ -95,20 +96,44 @@ class Admission:
         return Ticket(self.limiter, self.clock)
 
     def admit(self, caller: Caller, request: ProxyRequest, ticket: Ticket) -> None:
-        """Check the model, reserve the budget, take a place in the window (in that order);
-        what was taken is on the ticket, also when a later step refuses."""
+        """Check the model, reserve the budget, take a place in the window (in that order,
+        in one call to the limiter); what was taken is on the ticket."""
         if caller.models is not None and request.model not in caller.models:
             raise _model_not_allowed(request.model, caller)
-        if caller.budget is not None:
-            self._reserve(caller, request, ticket)
-        if caller.limits is not None:
-            self._take_place(caller, ticket)
+        if caller.budget is None:
+            if caller.limits is not None:
+                self._take_place(caller, ticket)
+            return
+        ask = self._estimate(caller, request)
+        budget = caller.budget.micros
+        if caller.limits is None:
+            spent, reserved, admitted = self.limiter.reserve(
+                ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent
+            )
+            window = refusal = None
+        else:
+            now = int(self.clock.now().timestamp())
+            spent, reserved, admitted, window, refusal = self.limiter.reserve_and_admit(
+                ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent,
+                caller.scope, caller.limits, now,
+            )  # fmt: skip
+        if not admitted:
+            metrics.sink.rejected("client_key", "budget")
+            raise _over_budget(caller, ask, spent, reserved)
+        if window is not None:
+            self._placed(caller, ticket, window, refusal)
+        ticket.reservation = (ask.scope, ask.period_id, ask.estimate)
 
     def _take_place(self, caller: Caller, ticket: Ticket) -> None:
         """A place in the client key's window, or 429 with Retry-After."""
-        limits = caller.limits
         now = int(self.clock.now().timestamp())
-        window, refusal = self.limiter.admit(caller.scope, limits, now)
+        window, refusal = self.limiter.admit(caller.scope, caller.limits, now)
+        self._placed(caller, ticket, window, refusal)
+
+    @staticmethod
+    def _placed(caller: Caller, ticket: Ticket, window: Window, refusal) -> None:
+        """The rate-limit headers, and the place on the ticket; or 429 with Retry-After."""
+        limits = caller.limits
         ticket.headers = ratelimit_headers(limits, window)
         if refusal is not None:
             metrics.sink.rejected("client_key", refusal.reason)
@@ -126,8 +151,8 @@ class Admission:
             )
         ticket.scope = (caller.scope, limits.parallel is not None)
 
-    def _reserve(self, caller: Caller, request: ProxyRequest, ticket: Ticket) -> None:
-        """Reserve the request's estimated cost in the key's budget period, or refuse (F34)."""
+    def _estimate(self, caller: Caller, request: ProxyRequest) -> _Ask:
+        """The request's estimated cost in the key's budget period (F34)."""
         budget = caller.budget
         now = self.clock.now()
         start, end = budgets.period(budget.anchor, budget.duration, now)
@@ -137,43 +162,24 @@ class Admission:
         prompt = tokens.count_prompt(request.messages) + request.prompt_tokens
         usage = Usage(prompt, answer * choices)
         estimate = max(0, self.prices.cost_micros(None, request.model, usage))
-        scope, period_id = f"ck:{caller.client_key_id}:budget", int(start.timestamp())
 
         def spent_so_far() -> int:
             self.books.flush(timeout=1.0)
             with self.engine.connect() as conn:
                 return store.client_key_spend(conn, caller.client_key_id, start, end)
 
-        spent, reserved, admitted = self.limiter.reserve(
-            scope, period_id, budget.micros, estimate, spent_so_far
+        basis = (
+            f"{prompt} prompt tokens + {answer:,} answer tokens"
+            + (f" x {choices} choices" if choices > 1 else "")
+            + (
+                ""
+                if asked
+                else " (the default when the request sets no max_tokens; "
+                "a smaller max_tokens needs less)"
+            )
         )
-        if not admitted:
-            metrics.sink.rejected("client_key", "budget")
-            headers = {}
-            when = "for the key's lifetime"
-            if end is not None:
-                headers["Retry-After"] = str(max(1, int((end - now).total_seconds() + 0.999)))
-                when = f"until {end.isoformat(timespec='seconds')}"
-            basis = (
-                f"{prompt} prompt tokens + {answer:,} answer tokens"
-                + (f" x {choices} choices" if choices > 1 else "")
-                + (
-                    ""
-                    if asked
-                    else " (the default when the request sets no max_tokens; "
-                    "a smaller max_tokens needs less)"
-                )
-            )
-            raise GatewayError(
-                429,
-                f"Budget of this API key reached: ${usd(spent)} spent and ${usd(reserved)} "
-                f"reserved by requests in flight, of ${usd(budget.micros)} {when}; this "
-                f"request would reserve ${usd(estimate)} ({basis}).",
-                type="insufficient_quota",
-                code="budget_exceeded",
-                headers=headers,
-            )
-        ticket.reservation = (scope, period_id, estimate)
+        scope = f"ck:{caller.client_key_id}:budget"
+        return _Ask(scope, int(start.timestamp()), estimate, spent_so_far, now, end, basis)
 
     def key_windows(self, model_of: Callable[[], str], ticket: Ticket, count_busy: bool = False):
         """The attempt loop's check of a provider key's RPM/TPM windows (and the model's on
@@ -235,6 +241,37 @@ class Admission:
             return refusal.retry_after
         ticket.running_scope = scope
         return None
+
+
+@dataclass
+class _Ask:
+    """What a request asks of its key's budget: the period and the estimated cost."""
+
+    scope: str
+    period_id: int
+    estimate: int
+    load_spent: Callable[[], int]
+    now: datetime
+    end: datetime | None
+    basis: str
+
+
+def _over_budget(caller: Caller, ask: _Ask, spent: int, reserved: int) -> GatewayError:
+    """429 insufficient_quota, saying what is spent, reserved and asked (F34)."""
+    headers = {}
+    when = "for the key's lifetime"
+    if ask.end is not None:
+        headers["Retry-After"] = str(max(1, int((ask.end - ask.now).total_seconds() + 0.999)))
+        when = f"until {ask.end.isoformat(timespec='seconds')}"
+    return GatewayError(
+        429,
+        f"Budget of this API key reached: ${usd(spent)} spent and ${usd(reserved)} "
+        f"reserved by requests in flight, of ${usd(caller.budget.micros)} {when}; this "
+        f"request would reserve ${usd(ask.estimate)} ({ask.basis}).",
+        type="insufficient_quota",
+        code="budget_exceeded",
+        headers=headers,
+    )
 
 
 # In-flight counting without a cap (least-busy reads the counts; nothing is refused).

@@ -1,0 +1,554 @@
+"""The shared limiter in Redis (KEYRELAY_REDIS_URL): several hosts, one set of counters.
+
+`RedisLimiter` has `SharedLimiter`'s interface (limiter.py) and semantics; every operation
+is one atomic Lua script (EVALSHA), so one round trip, and settlements travel with the
+process's next script (or a background thread's, 20 ms later): one round trip per request
+on the hot path. Under the namespace
+`kr:<database id>:` (two databases on one Redis never mix):
+
+- `w:<scope>`: the sliding 60-second window, a hash of per-second buckets `r<second>`
+  (requests) and `t<second>` (tokens); buckets older than the window are deleted as it
+  moves; the hash expires 2 minutes after its last write.
+- `f:<scope>`: requests in flight per process (`<host>:<pid>:<random>`), and `m:<scope>`:
+  micro-dollars reserved per process. A process keeps `alive:<process>` with an expiry
+  (renewed every few seconds); when a scope looks full, what processes without it held is
+  dropped first (the file's dead-pid reclamation, across hosts).
+- `b:<scope>`: a budget's period id and spend in it, loaded from the database once per
+  period (again whenever Redis lost it).
+
+When Redis cannot be reached (`KEYRELAY_REDIS_FAILURE`): `mixed` (the default) admits by
+RPM/TPM/parallel limits as if the windows were empty, with a log line, and refuses
+budgeted requests with 503; `open` admits both, `closed` refuses both. Settlements are
+sent by a background thread (one round trip for all that is pending, off the request's
+path); those Redis does not take are kept in memory and sent, in order, when it answers
+again, so spend and in-flight counts come back right; the request log itself is the
+database journal, which never depends on Redis.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import redis
+
+from gateway.errors import GatewayError
+from gateway.limiter import Limits, Refusal, Window
+
+log = logging.getLogger(__name__)
+
+ALIVE_SECONDS = 15  # a process whose heartbeat is this old is taken for dead
+HEARTBEAT_SECONDS = 5
+DOWN_SECONDS = 1.0
+# A settlement waits this long for this process's next operation to carry it to Redis in
+# its round trip; then the settler sends it (other hosts see it at most this much later).
+SETTLE_DELAY = 0.02  # after a failure, Redis is not asked again for this long
+FAILURE_POLICIES = ("mixed", "open", "closed")
+_REPLAY_MAX = 100_000  # settlements kept while Redis is away
+
+_COMMON = """
+local num = tonumber
+local function window(key, now)
+  local all = redis.call('HGETALL', key)
+  local req, tok, oldr, oldt = 0, 0, nil, nil
+  local reqs, toks, stale = {}, {}, {}
+  for i = 1, #all, 2 do
+    local f, v = all[i], tonumber(all[i + 1])
+    local sec = tonumber(string.sub(f, 2))
+    if sec <= now - 60 then
+      stale[#stale + 1] = f
+    elseif sec <= now then
+      if string.sub(f, 1, 1) == 'r' then
+        req = req + v; reqs[sec] = v
+        if oldr == nil or sec < oldr then oldr = sec end
+      else
+        tok = tok + v; toks[sec] = v
+        if oldt == nil or sec < oldt then oldt = sec end
+      end
+    end
+  end
+  return req, tok, oldr, oldt, reqs, toks, stale
+end
+local function flying(key, alive, purge)
+  local all = redis.call('HGETALL', key)
+  local total = 0
+  for i = 1, #all, 2 do
+    if purge and redis.call('EXISTS', alive .. all[i]) == 0 then
+      redis.call('HDEL', key, all[i])
+    else
+      total = total + tonumber(all[i + 1])
+    end
+  end
+  return total
+end
+local function retry(buckets, now, total, limit)
+  for sec = now - 59, now do
+    total = total - (buckets[sec] or 0)
+    if total < limit then return math.max(1, sec - now + 60) end
+  end
+  return 1
+end
+local function reset(oldest, now)
+  if oldest == nil then return 0 end
+  return 60 - (now - oldest)
+end
+local function add(key, inst, delta)
+  local left = redis.call('HINCRBY', key, inst, delta)
+  if left <= 0 then redis.call('HDEL', key, inst) end
+end
+"""
+
+_CHECKS = """
+local function admit_check(wk, fk, now, rpm, tpm, par, alive)
+  local req, tok, oldr, oldt, reqs, toks, stale = window(wk, now)
+  if #stale > 0 then redis.call('HDEL', wk, unpack(stale)) end
+  local fly = 0
+  if par >= 0 then
+    fly = flying(fk, alive, false)
+    if fly >= par then fly = flying(fk, alive, true) end
+  end
+  local reason, wait = '', 0
+  if par >= 0 and fly >= par then reason, wait = 'parallel', 1
+  elseif rpm >= 0 and req >= rpm then reason, wait = 'rpm', retry(reqs, now, req, rpm)
+  elseif tpm >= 0 and tok >= tpm then reason, wait = 'tpm', retry(toks, now, tok, tpm)
+  end
+  return {reason, wait, req, tok, fly, reset(oldr, now), reset(oldt, now)}
+end
+local function admit_commit(wk, fk, now, par, inst, answer)
+  redis.call('HINCRBY', wk, 'r' .. now, 1)
+  redis.call('EXPIRE', wk, 120)
+  answer[3] = answer[3] + 1
+  if answer[6] == 0 then answer[6] = 60 end
+  if par >= 0 then add(fk, inst, 1); answer[5] = answer[5] + 1 end
+end
+-- {-1}: the period is not known here (load its spend); else {admitted 0/1, spent, reserved}
+local function budget_check(bk, mk, period, budget, estimate, alive, loaded)
+  local known = redis.call('HGET', bk, 'period')
+  if known ~= period then
+    if loaded == '' then return {-1, 0, 0} end
+    redis.call('HSET', bk, 'period', period, 'spent', loaded)
+  end
+  local spent = tonumber(redis.call('HGET', bk, 'spent'))
+  local reserved = flying(mk, alive, false)
+  if spent + reserved + estimate > budget then reserved = flying(mk, alive, true) end
+  if spent + reserved + estimate > budget then return {0, spent, reserved} end
+  return {1, spent, reserved}
+end
+local function settle_window(wk, fk, now, tokens, parallel, inst)
+  if tokens > 0 then
+    redis.call('HINCRBY', wk, 't' .. now, tokens)
+    redis.call('EXPIRE', wk, 120)
+  end
+  if parallel == '1' then add(fk, inst, -1) end
+end
+local function settle_budget(bk, mk, period, estimate, cost, inst)
+  if estimate > 0 then add(mk, inst, -estimate) end
+  if redis.call('HGET', bk, 'period') == period and cost > 0 then
+    redis.call('HINCRBY', bk, 'spent', cost)
+  end
+end
+"""
+
+# Every script first applies this process's pending settlements, in order: KEYS start with
+# two per settlement, ARGV with their count of keys, the process, then four per settlement:
+# 'w', now, tokens, parallel (0/1) | 'b', period, estimate, cost. The operation's own
+# KEYS and ARGV follow, as K and A.
+_SETTLE_FIRST = """
+local n, inst = tonumber(ARGV[1]), ARGV[2]
+for i = 0, n / 2 - 1 do
+  local a, k1, k2 = 3 + 4 * i, KEYS[2 * i + 1], KEYS[2 * i + 2]
+  if ARGV[a] == 'w' then
+    settle_window(k1, k2, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], inst)
+  else
+    settle_budget(k1, k2, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), inst)
+  end
+end
+local K, A = {}, {}
+for i = n + 1, #KEYS do K[#K + 1] = KEYS[i] end
+for i = 3 + 2 * n, #ARGV do A[#A + 1] = ARGV[i] end
+"""
+
+# KEYS: window, flights. ARGV: now, rpm, tpm, parallel (-1: none), process, alive prefix.
+_ADMIT = (
+    _COMMON
+    + _CHECKS
+    + _SETTLE_FIRST
+    + """
+local now, par = tonumber(A[1]), tonumber(A[4])
+local answer = admit_check(K[1], K[2], now, num(A[2]), num(A[3]), par, A[6])
+if answer[1] == '' then admit_commit(K[1], K[2], now, par, A[5], answer) end
+return answer
+"""
+)
+
+# KEYS: budget, reserved. ARGV: period, budget, estimate, process, alive prefix, loaded
+# spend ('' when not loaded: answers {-1} if the period is unknown).
+_RESERVE = (
+    _COMMON
+    + _CHECKS
+    + _SETTLE_FIRST
+    + """
+local estimate = tonumber(A[3])
+local answer = budget_check(K[1], K[2], A[1], num(A[2]), estimate, A[5], A[6])
+if answer[1] == 1 and estimate > 0 then redis.call('HINCRBY', K[2], A[4], estimate) end
+return answer
+"""
+)
+
+# The budget, then the window, in one round trip; nothing is taken unless both admit.
+# KEYS: budget, reserved, window, flights. ARGV: _RESERVE's, then now, rpm, tpm, parallel.
+_RESERVE_ADMIT = (
+    _COMMON
+    + _CHECKS
+    + _SETTLE_FIRST
+    + """
+local estimate, now, par = tonumber(A[3]), tonumber(A[7]), tonumber(A[10])
+local budget = budget_check(K[1], K[2], A[1], num(A[2]), estimate, A[5], A[6])
+if budget[1] ~= 1 then return {budget[1], budget[2], budget[3]} end
+local answer = admit_check(K[3], K[4], now, num(A[8]), num(A[9]), par, A[5])
+if answer[1] == '' then
+  admit_commit(K[3], K[4], now, par, A[4], answer)
+  if estimate > 0 then redis.call('HINCRBY', K[2], A[4], estimate) end
+end
+return {1, budget[2], budget[3], unpack(answer)}
+"""
+)
+
+# KEYS: window, flights. ARGV: now.
+_WINDOW = (
+    _COMMON
+    + _CHECKS
+    + _SETTLE_FIRST
+    + """
+local now = tonumber(A[1])
+local req, tok, oldr, oldt = window(K[1], now)
+local fly = 0
+for _, v in ipairs(redis.call('HVALS', K[2])) do fly = fly + tonumber(v) end
+return {req, tok, fly, reset(oldr, now), reset(oldt, now)}
+"""
+)
+
+# Settlements only.
+_SETTLE = _COMMON + _CHECKS + _SETTLE_FIRST + "return 0"
+
+
+def connect(url: str) -> redis.Redis:
+    """A client with short time-outs: a Redis that went away must not stall requests."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+def process_name() -> str:
+    """This process's name in Redis: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class RedisLimiter:
+    """`SharedLimiter`'s operations on counters in Redis, shared by every host."""
+
+    def __init__(self, client: redis.Redis, namespace: str, failure: str = "mixed") -> None:
+        if failure not in FAILURE_POLICIES:
+            raise ValueError(f"KEYRELAY_REDIS_FAILURE={failure!r}: one of {FAILURE_POLICIES}")
+        self.redis, self.ns, self.failure = client, namespace, failure
+        self._scripts = {
+            name: client.register_script(text)
+            for name, text in (
+                ("admit", _ADMIT),
+                ("window", _WINDOW),
+                ("reserve", _RESERVE),
+                ("reserve_admit", _RESERVE_ADMIT),
+                ("settle", _SETTLE),
+            )
+        }
+        self._pid = None
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._logged = 0.0
+        # Settlements not yet in Redis, oldest first: (keys, operations) of settle_many.
+        self._pending: collections.deque = collections.deque()
+        self._wake, self._draining = threading.Event(), threading.Lock()
+        self._sending = 0  # the oldest pending entries, on their way to Redis now
+        self._counts = {"failures": 0, "dropped": 0, "failed_open": 0, "failed_closed": 0}
+
+    # -- this process -----------------------------------------------------------------
+
+    @property
+    def process(self) -> str:
+        """This process's name; a forked child gets its own, and its own heartbeat."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._process = process_name()
+                    self._pid = os.getpid()
+                    self._beat()
+                    threading.Thread(target=self._heartbeat, daemon=True).start()
+                    threading.Thread(target=self._settler, daemon=True).start()
+        return self._process
+
+    def _beat(self) -> None:
+        # A failed beat is tried again at the next; the operations report the outage.
+        with contextlib.suppress(redis.RedisError):
+            self.redis.set(self._alive + self._process, "1", ex=ALIVE_SECONDS)
+
+    def _heartbeat(self) -> None:
+        pid = os.getpid()
+        while self._pid == pid:
+            time.sleep(HEARTBEAT_SECONDS)
+            self._beat()
+
+    @property
+    def _alive(self) -> str:
+        return f"{self.ns}alive:"
+
+    def _keys(self, scope: str, pair: str) -> list[str]:
+        return [f"{self.ns}{pair[0]}:{scope}", f"{self.ns}{pair[1]}:{scope}"]
+
+    # -- failures ---------------------------------------------------------------------
+
+    def _run(self, name: str, keys: list[str], args: list):
+        """Run a script, with this process's pending settlements first in the same round
+        trip (so it reads its own settlements); redis.RedisError when Redis is away (or
+        was a moment ago). Settlements already on their way are not waited for: Redis
+        runs them before anything this process sends after them."""
+        if len(self._pending) <= self._sending:
+            return self._script(name, keys, args, [])
+        with self._draining:
+            batch = list(itertools.islice(self._pending, 64))
+            answer = self._script(name, keys, args, batch)
+            for _ in batch:
+                self._pending.popleft()
+        if self._pending:
+            self._wake.set()
+        return answer
+
+    def _script(self, name: str, keys: list[str], args: list, batch: list):
+        if time.monotonic() < self._down_until:
+            raise redis.ConnectionError("Redis was unreachable a moment ago")
+        settle_keys = [key for entry in batch for key in entry[0]]
+        settle_args = [arg for entry in batch for arg in entry[1]]
+        keys = settle_keys + keys
+        args = [len(settle_keys), self.process, *settle_args, *args]
+        try:
+            return self._scripts[name](keys=keys, args=args)
+        except redis.RedisError as exc:
+            self._down_until = time.monotonic() + DOWN_SECONDS
+            self._counts["failures"] += 1
+            self._warn(exc)
+            raise
+
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._logged >= 10:  # one line per 10 s, not one per request
+            self._logged = now
+            log.warning(
+                "Redis (the shared limiter) is unreachable: %s; limits fail %s, budgets "
+                "fail %s (KEYRELAY_REDIS_FAILURE=%s)",
+                exc,
+                "closed" if self.failure == "closed" else "open",
+                "open" if self.failure == "open" else "closed",
+                self.failure,
+            )
+
+    def _drain(self) -> None:
+        """Send the pending settlements, in order, up to 64 requests' per round trip; what
+        Redis does not take stays pending (redis.RedisError)."""
+        with self._draining:
+            while self._pending:
+                batch = list(itertools.islice(self._pending, 64))
+                self._sending = len(batch)
+                try:
+                    self._script("settle", [], [], batch)
+                finally:
+                    self._sending = 0
+                for _ in batch:
+                    self._pending.popleft()
+
+    def flush(self) -> None:
+        """Send this process's pending settlements now (redis.RedisError if Redis is away)."""
+        if len(self._pending) > self._sending:
+            self._drain()
+
+    def _settler(self) -> None:
+        """Settles off the request's path: woken by each settlement, and every second
+        (Redis away: what is pending is sent when it answers again)."""
+        pid = os.getpid()
+        while self._pid == pid:
+            self._wake.wait(DOWN_SECONDS)
+            self._wake.clear()
+            time.sleep(SETTLE_DELAY)  # the next request usually takes them along first
+            with contextlib.suppress(redis.RedisError):
+                self._drain()
+
+    def _unavailable(self, what: str) -> GatewayError:
+        self._counts["failed_closed"] += 1
+        return GatewayError(
+            503,
+            f"The shared {what} cannot be checked right now (Redis is unreachable); "
+            "retry in a moment.",
+            type="service_unavailable",
+            code="limiter_unavailable",
+            headers={"Retry-After": "1"},
+        )
+
+    # -- windows ----------------------------------------------------------------------
+
+    @staticmethod
+    def _limit_args(limits: Limits) -> list[int]:
+        return [-1 if value is None else value for value in (limits.rpm, limits.tpm)] + [
+            -1 if limits.parallel is None else limits.parallel
+        ]
+
+    @staticmethod
+    def _answer(reason, wait, req, tok, fly, rr, tr) -> tuple[Window, Refusal | None]:
+        window = Window(int(req), int(tok), int(fly), int(rr), int(tr))
+        return window, (Refusal(reason, int(wait), window) if reason else None)
+
+    def admit(self, scope: str, limits: Limits, now: int) -> tuple[Window, Refusal | None]:
+        """Count one request against the scope if its limits allow it (atomically)."""
+        args = [now, *self._limit_args(limits), self.process, self._alive]
+        try:
+            return self._answer(*self._run("admit", self._keys(scope, "wf"), args))
+        except redis.RedisError:
+            empty = Window(0, 0, 0, 0, 0)
+            if self.failure != "closed" or scope.endswith(":busy"):
+                self._counts["failed_open"] += 1
+                return empty, None
+            if scope.startswith("ck:"):
+                raise self._unavailable("rate limits") from None
+            return empty, Refusal("rpm", 1, empty)  # a provider key: passed over for now
+
+    def settle(self, scope: str, tokens: int, now: int, parallel: bool) -> None:
+        """Book the request's tokens in this second and end its in-flight count."""
+        self.settle_many([("w", scope, now, tokens, parallel)])
+
+    def settle_many(self, items: list[tuple]) -> None:
+        """Several settlements: ("w", scope, now, tokens, parallel) for a window, ("b",
+        scope, period, estimate, cost) for a budget. Sent by this process's settler, off
+        the request's path (one round trip for all that is pending); this process's next
+        operation sends them first if it has not yet."""
+        keys, args = [], []
+        for kind, scope, first, second, third in items:
+            if kind == "w" and second <= 0 and not third:
+                continue  # nothing to book
+            keys += self._keys(scope, "wf" if kind == "w" else "bm")
+            if kind == "w":
+                args += ["w", first, max(0, second), 1 if third else 0]
+            else:
+                args += ["b", first, max(0, second), max(0, third)]
+        if not keys:
+            return
+        self.process  # noqa: B018 - starts this process's settler
+        if len(self._pending) >= _REPLAY_MAX:
+            self._counts["dropped"] += 1  # Redis away for long: bounded memory
+            return
+        self._pending.append((keys, args))
+        self._wake.set()
+
+    def window(self, scope: str, now: int) -> Window:
+        """The scope's window now, without counting anything."""
+        try:
+            req, tok, fly, rr, tr = self._run("window", self._keys(scope, "wf"), [now])
+        except redis.RedisError:
+            return Window(0, 0, 0, 0, 0)
+        return Window(int(req), int(tok), int(fly), int(rr), int(tr))
+
+    # -- budgets ----------------------------------------------------------------------
+
+    def _budget_failed(self) -> tuple[int, int, bool]:
+        if self.failure == "open":
+            self._counts["failed_open"] += 1
+            return 0, 0, True
+        raise self._unavailable("budget") from None
+
+    def reserve(
+        self, scope: str, period: int, budget: int, estimate: int, load_spent
+    ) -> tuple[int, int, bool]:
+        """Reserve `estimate` micro-dollars of the scope's budget for one request; the
+        period's spend so far comes from `load_spent()` when Redis does not know it."""
+        keys = self._keys(scope, "bm")
+        args = [period, budget, estimate, self.process, self._alive, ""]
+        try:
+            admitted, spent, reserved = self._run("reserve", keys, args)
+            if admitted == -1:
+                args[-1] = max(0, int(load_spent()))
+                admitted, spent, reserved = self._run("reserve", keys, args)
+        except redis.RedisError:
+            return self._budget_failed()
+        return int(spent), int(reserved), bool(admitted)
+
+    def reserve_and_admit(
+        self, budget_scope: str, period: int, budget: int, estimate: int, load_spent,
+        scope: str, limits: Limits, now: int,
+    ) -> tuple[int, int, bool, Window | None, Refusal | None]:  # fmt: skip
+        """`reserve`, then `admit`, in one round trip; nothing is taken unless both admit.
+        Returns (spent, reserved, budget admitted, window, refusal); no window when the
+        budget refused."""
+        keys = self._keys(budget_scope, "bm") + self._keys(scope, "wf")
+        args = [period, budget, estimate, self.process, self._alive, ""]
+        args += [now, *self._limit_args(limits)]
+        try:
+            answer = self._run("reserve_admit", keys, args)
+            if answer[0] == -1:
+                args[5] = max(0, int(load_spent()))
+                answer = self._run("reserve_admit", keys, args)
+        except redis.RedisError:
+            spent, reserved, _ = self._budget_failed()  # open: admitted, as the window is
+            return spent, reserved, True, Window(0, 0, 0, 0, 0), None
+        admitted, spent, reserved, *window = answer
+        if not admitted:
+            return int(spent), int(reserved), False, None, None
+        return int(spent), int(reserved), True, *self._answer(*window)
+
+    def settle_budget(self, scope: str, period: int, estimate: int, cost: int) -> None:
+        """Give back the reservation and add the request's real cost to its period."""
+        self.settle_many([("b", scope, period, estimate, cost)])
+
+    def spent(self, scope: str, period: int) -> int | None:
+        """The scope's spend in the period, if Redis has counted it."""
+        try:
+            self.flush()
+            known, spent = self.redis.hmget(f"{self.ns}b:{scope}", "period", "spent")
+        except redis.RedisError:
+            return None
+        return int(spent) if known == str(period) and spent is not None else None
+
+    # -- upkeep -----------------------------------------------------------------------
+
+    def forget(self, owner: str) -> int:
+        """Delete the windows and budgets of every scope of a key that is gone (`ck:7`
+        and `ck:7:…`, never `ck:70`). Returns the number of Redis keys deleted."""
+        if owner.count(":") != 1:
+            raise ValueError(f"forget() takes a key's scope prefix like 'ck:7', not {owner!r}")
+        try:
+            names = []
+            for kind in "wb":
+                names.append(f"{self.ns}{kind}:{owner}")
+                names += self.redis.scan_iter(f"{self.ns}{kind}:{owner}:*", count=1000)
+            return self.redis.delete(*names)
+        except redis.RedisError as exc:
+            self._warn(exc)
+            return 0
+
+    def stats(self) -> dict:
+        """The backend, and what this process has seen: failures, settlements replayed
+        after an outage and still waiting, requests admitted / refused while Redis was away."""
+        return {"backend": "redis", "pending": len(self._pending), **self._counts}
+
+    def close(self) -> None:
+        """Send what is pending; stop the heartbeat (its process name expires in Redis)."""
+        if self._pid == os.getpid():
+            with contextlib.suppress(redis.RedisError):
+                self._drain()
+        self._pid = None

@@ -1,0 +1,171 @@
+"""The Redis-backed limiter (issue 14) against a real redis-server: the same answers as the
+file limiter, shared by two limiters as two hosts would be, and the failure policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import GatewayError
+from gateway.limiter import Limits, SharedLimiter
+from gateway.redis_limiter import RedisLimiter, connect
+from gateway.redis_shared import Lease
+from tests.redis_server import RedisServer
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hosts(redis_server, request):
+    """Two limiters on one Redis, as on two hosts (a namespace per test)."""
+    redis_server.client().flushall()
+    namespace = f"kr:{request.node.name[:40]}:"
+    return [RedisLimiter(connect(redis_server.url), namespace) for _ in range(2)]
+
+
+def test_windows_match_the_file_limiter(hosts, tmp_path):
+    """Same requests, same seconds: the same windows, refusals and Retry-After."""
+    shared, local = hosts[0], SharedLimiter(tmp_path / "limits.bin")
+    limits = Limits(rpm=3, tpm=100)
+    for now, tokens in ((NOW, 10), (NOW + 10, 50), (NOW + 20, 50), (NOW + 30, 0), (NOW + 61, 0)):
+        for limiter in (shared, local):
+            limiter.settle("ck:1", tokens, now, False)
+        answers = [limiter.admit("ck:1", limits, now) for limiter in (shared, local)]
+        assert answers[0] == answers[1], now
+    window, refusal = shared.admit("ck:1", limits, NOW + 62)
+    assert (refusal.reason, refusal.retry_after, window.tokens) == ("tpm", 8, 100)
+    assert shared.window("ck:1", NOW + 61) == local.window("ck:1", NOW + 61)
+
+
+def test_two_hosts_share_one_rpm_window(hosts):
+    limits = Limits(rpm=10)
+    admitted = [hosts[i % 2].admit("ck:7", limits, NOW)[1] is None for i in range(40)]
+    assert admitted.count(True) == 10
+    window, refusal = hosts[1].admit("ck:7", limits, NOW + 59)
+    assert refusal.reason == "rpm" and refusal.retry_after == 1
+    assert hosts[0].admit("ck:7", limits, NOW + 60)[1] is None  # the minute has passed
+
+
+def test_parallel_places_are_shared_and_a_dead_process_gives_them_back(hosts, redis_server):
+    limits = Limits(parallel=2)
+    assert hosts[0].admit("ck:3", limits, NOW)[1] is None
+    assert hosts[1].admit("ck:3", limits, NOW)[1] is None
+    assert hosts[1].admit("ck:3", limits, NOW)[1].reason == "parallel"
+    hosts[1].settle("ck:3", 5, NOW, True)
+    assert hosts[1].admit("ck:3", limits, NOW)[0].in_flight == 2
+    # Host 0 dies: its heartbeat expires, and its place is taken back when the scope is full.
+    redis_server.client().delete(f"{hosts[0].ns}alive:{hosts[0].process}")
+    window, refusal = hosts[1].admit("ck:3", limits, NOW)
+    assert refusal is None and window.in_flight == 2
+
+
+def test_a_budget_for_one_request_admits_one_across_hosts(hosts):
+    loads = []
+
+    def load():
+        loads.append(1)
+        return 1_000
+
+    results = [hosts[i % 2].reserve("ck:5:budget", 42, 2_500, 1_000, load) for i in range(20)]
+    assert [r[2] for r in results].count(True) == 1
+    assert loads == [1]  # the spend was loaded from the database once, for both hosts
+    hosts[0].settle_budget("ck:5:budget", 42, 1_000, 700)
+    hosts[0].flush()  # else its settler sends it a moment later
+    assert hosts[1].spent("ck:5:budget", 42) == 1_700
+    assert hosts[1].reserve("ck:5:budget", 42, 2_500, 1_000, load) == (1_700, 0, False)
+    assert hosts[1].spent("ck:5:budget", 43) is None  # another period: not counted here
+
+
+def test_budget_and_window_in_one_call_take_nothing_unless_both_admit(hosts, tmp_path):
+    """reserve_and_admit (one round trip in Redis) answers as the file limiter does."""
+    shared, local = hosts[0], SharedLimiter(tmp_path / "limits.bin")
+    limits = Limits(rpm=2)
+    for limiter in (shared, local):
+        ask = ("ck:4:budget", 7, 3_000, 1_000, lambda: 0, "ck:4", limits, NOW)
+        first = limiter.reserve_and_admit(*ask)
+        assert first[:3] == (0, 0, True) and first[4] is None and first[3].requests == 1
+        second = limiter.reserve_and_admit(*ask)
+        assert second[:3] == (0, 1_000, True) and second[4] is None
+        third = limiter.reserve_and_admit(*ask)
+        assert third[2] is True and third[4].reason == "rpm"  # the window refuses...
+        assert limiter.reserve("ck:4:budget", 7, 3_000, 0, lambda: 0)[1] == 2_000  # ...no hold
+        limiter.settle_many(
+            [("b", "ck:4:budget", 7, 1_000, 1_200), ("w", "ck:4", NOW, 40, False)]
+            + [("b", "ck:4:budget", 7, 1_000, 300)]
+        )
+        assert limiter.reserve("ck:4:budget", 7, 3_000, 0, lambda: 0)[:2] == (1_500, 0)
+        assert limiter.window("ck:4", NOW).tokens == 40
+        over = limiter.reserve_and_admit("ck:4:budget", 7, 3_000, 2_000, int, "ck:4", limits, NOW)
+        assert over == (1_500, 0, False, None, None)  # the budget refuses: no window asked
+
+
+def test_forget_takes_a_keys_scopes_and_nothing_else(hosts):
+    for scope in ("pk:7", "pk:7:gpt-4o", "pk:70"):
+        hosts[0].admit(scope, Limits(rpm=1), NOW)
+    hosts[0].reserve("pk:7:budget", 1, 10, 1, lambda: 0)
+    assert hosts[1].forget("pk:7") == 3
+    assert hosts[0].admit("pk:7:gpt-4o", Limits(rpm=1), NOW)[1] is None
+    assert hosts[0].admit("pk:70", Limits(rpm=1), NOW)[1].reason == "rpm"
+    with pytest.raises(ValueError):
+        hosts[0].forget("pk")
+
+
+@pytest.mark.parametrize(
+    ("policy", "rpm_admitted", "budget_admitted"),
+    [("mixed", True, False), ("open", True, True), ("closed", False, False)],
+)
+def test_when_redis_is_gone_the_policy_decides(
+    redis_server, request, policy, rpm_admitted, budget_admitted
+):
+    limiter = RedisLimiter(connect(redis_server.url), f"kr:{request.node.name}:", policy)
+    limiter.admit("ck:1", Limits(rpm=5, parallel=5), NOW)  # this host's place in flight
+    limiter.reserve("ck:1:budget", 9, 10_000, 2_000, lambda: 0)
+    redis_server.client().shutdown(save=True, nosave=False)
+    redis_server.process.wait(10)
+    try:
+        outcomes = []
+        for call in (
+            lambda: limiter.admit("ck:1", Limits(rpm=5), NOW)[1] is None,
+            lambda: limiter.reserve("ck:1:budget", 9, 10_000, 1_000, lambda: 0)[2],
+        ):
+            try:
+                outcomes.append(call())
+            except GatewayError as err:
+                assert err.status == 503 and err.code == "limiter_unavailable"
+                assert err.headers == {"Retry-After": "1"}
+                outcomes.append(False)
+        assert outcomes == [rpm_admitted, budget_admitted]
+        # A provider key's window is never a 503: the key is passed over (closed) or used.
+        refusal = limiter.admit("pk:1", Limits(rpm=5), NOW)[1]
+        assert (refusal is None) == (policy != "closed")
+        # Settlements made while Redis is away are kept, and replayed when it is back.
+        limiter.settle("ck:1", 30, NOW, True)
+        limiter.settle_budget("ck:1:budget", 9, 2_000, 1_500)
+        assert limiter.stats()["pending"] == 2
+    finally:
+        redis_server.start()  # loads what was saved at shutdown
+    limiter._down_until = 0.0  # no need to wait out the pause after the failure
+    window = limiter.window("ck:1", NOW)
+    assert (window.tokens, window.in_flight) == (30, 0)
+    assert limiter.spent("ck:1:budget", 9) == 1_500
+    assert limiter.stats()["pending"] == 0
+
+
+def test_the_lease_has_one_holder_until_it_expires(redis_server):
+    client = connect(redis_server.url)
+    first, second = Lease(client, "kr:lease:", 0.3), Lease(client, "kr:lease:", 0.3)
+    assert first.acquire() and not second.acquire()
+    assert first.renew() and first.holder() == first.name
+    assert redis_server.client().pexpire("kr:lease:scheduler", 1)  # as if it had expired
+    import time  # noqa: PLC0415 - the only wait: Redis's own expiry
+
+    time.sleep(0.01)
+    assert second.acquire() and not first.renew()  # the old leader learns it lost
+    second.release()
+    assert first.holder() is None
