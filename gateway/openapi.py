@@ -189,6 +189,7 @@ JOBS = _closed(
         "enabled": BOOL,
         "timezone": STR,
         "leader_pid": N_INT,
+        "leader": N_STR,  # the Redis lease's holder (host:pid:token) with KEYRELAY_REDIS_URL
         "data": {
             "type": "array",
             "items": s.obj({"name": STR, "schedule": STR, "next_run_at": N_STR}, ["name"], True),
