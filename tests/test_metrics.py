@@ -57,7 +57,7 @@ def log_sums(app) -> tuple[int, int, int, int]:
 
 @pytest.fixture
 def settings(settings):
-    return {**settings, "METRICS_TOKEN": METRICS_TOKEN}
+    return {**settings, "METRICS": True, "METRICS_TOKEN": METRICS_TOKEN}
 
 
 def test_requests_tokens_and_cost_match_the_request_log(app, server, admin, client, http, fake):
@@ -198,7 +198,7 @@ def test_metrics_off(settings):
 def test_gunicorn_workers_are_summed_in_one_scrape(tmp_path, fake):
     """The real server with 2 workers: requests served by both are in every scrape."""
     instance = tmp_path / "instance"
-    server = Gunicorn(instance, Fernet.generate_key().decode(), WORKERS="2")
+    server = Gunicorn(instance, Fernet.generate_key().decode(), WORKERS="2", METRICS="true")
     http = urllib3.PoolManager(retries=False)
     try:
         headers = {"Authorization": f"Bearer {MASTER_KEY}"}
