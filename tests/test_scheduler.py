@@ -270,6 +270,7 @@ def statistics(admin, **params) -> list[dict]:
     return answer.json()["data"]
 
 
+@pytest.mark.both_databases
 def test_retention_deletes_old_logs_and_keeps_rollups_and_budget_periods(
     app, admin, server, client, fake, clock, monkeypatch
 ):
@@ -305,6 +306,7 @@ def test_retention_deletes_old_logs_and_keeps_rollups_and_budget_periods(
     assert run(app, "log-retention")["deleted"] == 0
 
 
+@pytest.mark.both_databases
 def test_retention_zero_keeps_logs_for_ever(app, client, admin, fake, clock):
     admin.add_key(A, fake.base_url)
     client.chat.completions.create(**chat())
