@@ -29,7 +29,7 @@ from gateway.keyring import check_stored_secrets
 from gateway.proxy.attempts import RetrySettings
 from gateway.secrets import SecretBox, load_or_create, load_or_create_key_file
 from gateway.service import Gateway, GatewaySettings
-from gateway.store import configure_sqlite, set_busy_timeout
+from gateway.store import configure_postgresql, configure_sqlite, set_busy_timeout
 
 ROOT = Path(__file__).resolve().parent
 API_PREFIXES = ("/v1/", "/api/v1/")
@@ -37,9 +37,12 @@ API_PREFIXES = ("/v1/", "/api/v1/")
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL mode and a lock timeout on every SQLite connection the pool opens."""
+    """WAL mode and a lock timeout on every SQLite connection the pool opens (a lock
+    timeout on PostgreSQL's)."""
     if isinstance(dbapi_connection, sqlite3.Connection):
         configure_sqlite(dbapi_connection)
+    elif type(dbapi_connection).__module__.startswith("psycopg"):
+        configure_postgresql(dbapi_connection)
 
 
 class _Sessions(SecureCookieSessionInterface):

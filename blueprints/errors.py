@@ -64,7 +64,11 @@ BUSY_RETRY_AFTER = "2"
 
 def _is_locked(error: Exception) -> bool:
     text = str(getattr(error, "orig", error)).lower()
-    return "database is locked" in text or "database table is locked" in text
+    # SQLite's busy timeout, or PostgreSQL's lock_timeout (gateway.store.configure_postgresql)
+    return any(
+        words in text
+        for words in ("database is locked", "database table is locked", "due to lock timeout")
+    )
 
 
 def _form_page(message: str):
