@@ -136,11 +136,10 @@ class Books:
         return sql if self.sqlite else _NAMED.sub(r"%(\1)s", sql)
 
     def db_time(self, value: datetime) -> str:
-        """A UTC datetime as the database takes it: SQLAlchemy's SQLite text format (so
-        the ORM reads these rows back), ISO 8601 with offset elsewhere."""
-        if self.sqlite:
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-        return value.isoformat()
+        """A datetime as naive UTC text: SQLAlchemy's SQLite format (so the ORM reads these
+        rows back), and what PostgreSQL's `timestamp without time zone` takes (it would
+        drop an offset, not convert it)."""
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def entry(self, log_row: dict, attempts: list[dict], usage: dict, success) -> dict:
         """One request's rows, ready for the journal and the driver (times as text)."""

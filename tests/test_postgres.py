@@ -5,12 +5,18 @@ log is locked, under gunicorn as in production."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
 import urllib3
 from cryptography.fernet import Fernet
+from sqlalchemy import select
 
+from extensions import db
+from gateway.accounting import AttemptRecord, RequestRecord, Usage, record
+from gateway.policy import Outcome
+from models import RequestLog
 from tests.conftest import MASTER_KEY
 from tests.test_durability import Gunicorn, answer
 
@@ -90,3 +96,18 @@ def server_call(server: Gunicorn, fake) -> int:
     return urllib3.request(
         "POST", f"{server.url}/api/admin/keys", json=body, headers=headers
     ).status
+
+
+def test_the_writer_stores_utc_whatever_the_zone_it_is_given(app):
+    """PostgreSQL's `timestamp without time zone` drops an offset instead of converting:
+    the writer hands it naive UTC."""
+    gateway = app.extensions["keyrelay"]
+    started = datetime(2026, 11, 23, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    rec = RequestRecord(started, "chat.completions", "gpt-4o-mini", False, 1)
+    rec.status_code, rec.usage = 200, Usage(3, 4)
+    rec.attempts.append(AttemptRecord(1, 0, Outcome.OK, 200, 5))
+    record(gateway.books, rec, started)
+    assert gateway.books.flush()
+    with app.app_context():
+        stored = db.session.scalar(select(RequestLog.created_at))
+    assert stored == datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
