@@ -377,6 +377,7 @@ def test_restart_after_downtime_across_midnight(app, admin, client, fake, clock,
     assert after == before
 
 
+@pytest.mark.sqlite_only  # SQLite's write lock held from outside
 def test_a_job_sees_what_a_sibling_worker_booked_and_had_not_committed(
     app, admin, client, fake, clock, build, settings
 ):
