@@ -111,3 +111,28 @@ def test_the_writer_stores_utc_whatever_the_zone_it_is_given(app):
     with app.app_context():
         stored = db.session.scalar(select(RequestLog.created_at))
     assert stored == datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_text_postgresql_refuses_is_a_400_or_fitted_into_the_log(app, server, http, admin, fake):
+    """SQLite stores NUL characters and text past a column's length; PostgreSQL refuses
+    them. An admin call gets a 400, and a client's odd model name still has its log row."""
+    admin.add_key("sk-pg-text-000000000001", fake.base_url)
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    for path in ("/prices/gpt%00x", "/keys/sync?profile=" + "p" * 300):
+        method = "PUT" if path.startswith("/prices") else "POST"
+        body = {"input_per_mtok": "1", "output_per_mtok": "2"} if method == "PUT" else None
+        refused = http.request(method, f"{server.url}/api/admin{path}", json=body, headers=headers)
+        assert refused.status == 400, refused.data
+        assert refused.json()["error"]["code"] == "invalid_value"
+    model = "gpt-4o-mini\x00" + "x" * 300
+    answer = http.request(
+        "POST",
+        f"{server.url}/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        headers=headers,
+    )
+    assert answer.status == 200, answer.data  # the key serves every model
+    assert app.extensions["keyrelay"].books.flush()
+    (logged,) = admin.logs()
+    assert logged["status_code"] == 200 and logged["total_tokens"] > 0
+    assert logged["requested_model"] == ("gpt-4o-mini\ufffd" + "x" * 300)[:128]
