@@ -22,7 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
 from extensions import csrf, db, login_manager
-from gateway import backup, periods, scheduler, tokens
+from gateway import backup, periods, scheduler, schema, tokens
 from gateway.accounting import new_request_id
 from gateway.alerts import BudgetAlerts
 from gateway.journal import DatabaseIdentity
@@ -30,7 +30,7 @@ from gateway.keyring import check_stored_secrets
 from gateway.proxy.attempts import RetrySettings
 from gateway.secrets import SecretBox, load_or_create, load_or_create_key_file
 from gateway.service import Gateway, GatewaySettings
-from gateway.store import configure_sqlite, set_busy_timeout
+from gateway.store import configure_postgresql, configure_sqlite, set_busy_timeout
 
 ROOT = Path(__file__).resolve().parent
 API_PREFIXES = ("/v1/", "/api/v1/")
@@ -38,9 +38,12 @@ API_PREFIXES = ("/v1/", "/api/v1/")
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL mode and a lock timeout on every SQLite connection the pool opens."""
+    """WAL mode and a lock timeout on every SQLite connection the pool opens (a lock
+    timeout on PostgreSQL's)."""
     if isinstance(dbapi_connection, sqlite3.Connection):
         configure_sqlite(dbapi_connection)
+    elif type(dbapi_connection).__module__.startswith("psycopg"):
+        configure_postgresql(dbapi_connection)
 
 
 class _Sessions(SecureCookieSessionInterface):
@@ -264,22 +267,17 @@ def _master_key_problem(text: str) -> str | None:
 
 
 def _initialise_database(instance: Path, settings: dict) -> DatabaseIdentity:
-    """Create tables, the `default` profile, the database's identity and the first admin
-    once, even with several workers starting. A generated admin password is printed here,
-    once. Returns the database's identity (what the instance's state files carry)."""
+    """Migrate the schema (Alembic), create the `default` profile, the database's identity
+    and the first admin once, even with several workers (or hosts) starting. A generated
+    admin password is printed here, once. Returns the database's identity."""
     from gateway import accounts
     from models import DEFAULT_PROFILE, Profile
 
     now = datetime.now(UTC)
-    with open(instance / ".init.lock", "w") as lock:
+    # The flock serialises this host's workers; schema.locked the hosts sharing PostgreSQL.
+    with open(instance / ".init.lock", "w") as lock, schema.locked(db.engine):
         fcntl.flock(lock, fcntl.LOCK_EX)
-        db.create_all()
-        # create_all skips tables that exist; an index added since (the partial index of
-        # failed requests) is created on its own for databases made by an older version.
-        _add_missing_columns()
-        for table in db.metadata.sorted_tables:
-            for index in table.indexes:
-                index.create(db.engine, checkfirst=True)
+        schema.upgrade(db.engine)  # Alembic migrations (migrations/) to head
         if db.session.scalar(select(Profile.id).where(Profile.name == DEFAULT_PROFILE)) is None:
             db.session.add(Profile(name=DEFAULT_PROFILE, created_at=now))
             db.session.flush()
@@ -318,22 +316,6 @@ def _database_identity(now: datetime) -> DatabaseIdentity:
         db.session.flush()
     born = db.session.scalar(select(func.min(Profile.created_at))) or row.created_at
     return DatabaseIdentity(row.value, min(born, row.created_at))
-
-
-def _add_missing_columns() -> None:
-    """Columns added since a database was made (all nullable) are added to it: the one
-    schema change KeyRelay makes on its own. Anything else needs a backup and a rebuild."""
-    from sqlalchemy import inspect
-    from sqlalchemy.schema import CreateColumn
-
-    inspector = inspect(db.engine)
-    with db.engine.begin() as conn:
-        for table in db.metadata.sorted_tables:
-            present = {column["name"] for column in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present and column.nullable:
-                    ddl = CreateColumn(column).compile(dialect=db.engine.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
 
 
 def register_blueprints(app: Flask) -> None:
@@ -387,3 +369,6 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(config_cli)
     app.cli.add_command(backup_cli)
     app.cli.add_command(client_keys_cli)
+    from blueprints.db_cli import db_cli
+
+    app.cli.add_command(db_cli)

@@ -29,7 +29,7 @@ SETTINGS: tuple[Setting, ...] = (
         "DATABASE_URL",
         None,
         str,
-        "SQLAlchemy URL. Default: `sqlite:///<instance>/keyrelay.db` (WAL mode).",
+        "SQLAlchemy URL. Default: `sqlite:///<instance>/keyrelay.db` (WAL mode). PostgreSQL: `postgresql+psycopg://user:password@host:5432/keyrelay` (see Database).",
     ),
     Setting(
         "SECRET_KEY",
@@ -221,7 +221,7 @@ SETTINGS: tuple[Setting, ...] = (
         "DB_BUSY_TIMEOUT",
         10.0,
         float,
-        "Seconds a database write waits for another process's lock (SQLite) before the change is refused with 503 and `Retry-After`, nothing saved.",
+        "Seconds a database write waits for another process's lock (SQLite's busy timeout, PostgreSQL's `lock_timeout`) before the change is refused with 503 and `Retry-After`, nothing saved.",
     ),
     Setting(
         "BACKUP_KEEP",

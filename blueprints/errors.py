@@ -16,7 +16,7 @@ from flask import (
     render_template,
     request,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from blueprints.common import error_response
@@ -64,7 +64,11 @@ BUSY_RETRY_AFTER = "2"
 
 def _is_locked(error: Exception) -> bool:
     text = str(getattr(error, "orig", error)).lower()
-    return "database is locked" in text or "database table is locked" in text
+    # SQLite's busy timeout, or PostgreSQL's lock_timeout (gateway.store.configure_postgresql)
+    return any(
+        words in text
+        for words in ("database is locked", "database table is locked", "due to lock timeout")
+    )
 
 
 def _form_page(message: str):
@@ -133,6 +137,24 @@ def register(app: Flask) -> None:
                 code="internal_error",
             )
         )
+
+    @app.errorhandler(DataError)
+    def value_refused(error: DataError):
+        """A value PostgreSQL refuses that SQLite stores (a NUL character, text longer than
+        its column, a number past its range): bad input, so a 400, nothing saved."""
+        db.session.rollback()
+        text = str(error.orig)
+        if "NUL (0x00)" in text:
+            message = "Text may not contain the NUL character (\\u0000)."
+        elif "value too long" in text:
+            message = "A text is longer than the database takes."
+        elif "out of range" in text:
+            message = "A number is out of range for the database."
+        else:
+            return unexpected(error)
+        if not _is_api():
+            return _page(400, message)
+        return error_response(GatewayError(400, message, code="invalid_value"))
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(sqlite3.OperationalError)

@@ -22,10 +22,10 @@ from collections import defaultdict
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, String
 
 from gateway import journal
-from gateway.store import USAGE_COUNTERS
+from gateway.store import USAGE_COUNTERS, attempts_t, logs_t, usage_t
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,27 @@ _ATTEMPT_COLUMNS = (
     "error",
 )
 _USAGE_KEY = ("day", "profile_id", "provider_key_id", "model")
+
+
+def _text_limits(table) -> dict[str, int | None]:
+    return {c.name: c.type.length for c in table.columns if isinstance(c.type, String)}
+
+
+# What PostgreSQL refuses and SQLite stores: text longer than its column, NUL characters.
+_LIMITS = {"log": _text_limits(logs_t), "attempt": _text_limits(attempts_t)}
+_LIMITS["usage"] = _text_limits(usage_t)
+
+
+def _fit(row: dict, limits: dict[str, int | None]) -> dict:
+    """The row's text as PostgreSQL takes it: NUL replaced, cut to the column's length (a
+    client's odd model name must not cost the request its log row)."""
+    for name, limit in limits.items():
+        value = row.get(name)
+        if isinstance(value, str):
+            if "\x00" in value:
+                value = value.replace("\x00", "\ufffd")
+            row[name] = value[:limit] if limit else value
+    return row
 
 
 def _insert(table: str, columns) -> str:
@@ -136,16 +157,20 @@ class Books:
         return sql if self.sqlite else _NAMED.sub(r"%(\1)s", sql)
 
     def db_time(self, value: datetime) -> str:
-        """A UTC datetime as the database takes it: SQLAlchemy's SQLite text format (so
-        the ORM reads these rows back), ISO 8601 with offset elsewhere."""
-        if self.sqlite:
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-        return value.isoformat()
+        """A datetime as naive UTC text: SQLAlchemy's SQLite format (so the ORM reads these
+        rows back), and what PostgreSQL's `timestamp without time zone` takes (it would
+        drop an offset, not convert it)."""
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def entry(self, log_row: dict, attempts: list[dict], usage: dict, success) -> dict:
         """One request's rows, ready for the journal and the driver (times as text)."""
         log_row["created_at"] = self.db_time(log_row["created_at"])
         usage["day"] = usage["day"].isoformat()
+        if not self.sqlite:
+            _fit(log_row, _LIMITS["log"])
+            _fit(usage, _LIMITS["usage"])
+            for attempt in attempts:
+                _fit(attempt, _LIMITS["attempt"])
         if success is not None:
             success = (success[0], self.db_time(success[1]))
         return {"log": log_row, "attempts": attempts, "usage": usage, "success": success}

@@ -118,6 +118,15 @@ def configure_sqlite(dbapi_connection) -> None:
     cursor.close()
 
 
+def configure_postgresql(dbapi_connection) -> None:
+    """A statement waits up to KEYRELAY_DB_BUSY_TIMEOUT for a lock another session holds,
+    then fails (the admin gets a 503), as on SQLite; committed, so the pool keeps it."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET lock_timeout = {int(_busy_timeout_ms)}")
+    cursor.close()
+    dbapi_connection.commit()
+
+
 _FIND_PROFILE = select(
     profiles_t.c.id,
     profiles_t.c.strategy,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, Integer
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import functions
 from sqlalchemy.types import TypeDecorator
 
 
@@ -30,3 +32,11 @@ def usd(micros: int) -> str:
     from decimal import Decimal
 
     return f"{Decimal(int(micros or 0)).scaleb(-6):.6f}"
+
+
+@compiles(functions.sum, "postgresql")
+def _integer_sum(element, compiler, **kw) -> str:
+    """PostgreSQL sums BIGINT columns to NUMERIC (Python Decimal, which mixes badly with
+    floats and serialises as a string); integer sums come back as BIGINT, as on SQLite."""
+    sql = compiler.visit_function(element, **kw)
+    return f"CAST({sql} AS BIGINT)" if isinstance(element.type, Integer) else sql

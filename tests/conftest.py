@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -124,10 +125,61 @@ def clock():
     return ManualClock()
 
 
+def pytest_generate_tests(metafunc):
+    """Tests marked `both_databases` run twice: on SQLite and on PostgreSQL."""
+    marked = metafunc.definition.get_closest_marker
+    if (
+        "db_backend" in metafunc.fixturenames
+        and marked("both_databases")
+        and not marked("sqlite_only")
+    ):
+        metafunc.parametrize("db_backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the session (installed if missing)."""
+    from tests.pg import PostgresServer, Unavailable
+
+    try:
+        server = PostgresServer().start()
+    except Unavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def settings(tmp_path, clock):
+def pg_url(pg_server):
+    """A fresh PostgreSQL database for one test; dropped afterwards."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url)
+
+
+@pytest.fixture
+def db_backend(request):
+    """`sqlite` (the default; KEYRELAY_TEST_DATABASE=postgresql runs every test on
+    PostgreSQL) or both for tests marked `both_databases`."""
+    if request.node.get_closest_marker("sqlite_only"):
+        return "sqlite"
+    return getattr(request, "param", os.environ.get("KEYRELAY_TEST_DATABASE", "sqlite"))
+
+
+@pytest.fixture
+def database_url(request, db_backend):
+    """KEYRELAY_DATABASE_URL for the test: None (SQLite in the instance) or a fresh
+    PostgreSQL database."""
+    if db_backend == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return None
+
+
+@pytest.fixture
+def settings(tmp_path, clock, database_url):
     """Test overrides for create_app; a test may change them before `app` is built."""
     return {
+        "DATABASE_URL": database_url,
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "MASTER_KEY": MASTER_KEY,
         "SECRET_KEY": Fernet.generate_key().decode(),

@@ -16,6 +16,9 @@ from tests.fake_upstream import DEFAULT_CONTENT, Behaviour
 
 SECRETS = [f"sk-acct-00000000000000{n}" for n in range(3)]
 
+# Roll-ups, batched inserts and reports: the same on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def keys(admin, fake):

@@ -13,6 +13,7 @@ from tests.fake_upstream import Behaviour
 SECRET = "sk-or-v1-1234567890abcdef1234567890abcd"
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file
 def test_create_masks_the_secret_and_stores_it_encrypted(admin, fake, app):
     key = admin.add_key(
         SECRET,
@@ -197,6 +198,7 @@ def test_daily_limit_takes_a_key_out_until_the_next_day(admin, fake, client, clo
     client.chat.completions.create(**chat())
 
 
+@pytest.mark.sqlite_only  # SQLite's write lock held from outside
 def test_daily_limit_counts_bookings_not_yet_in_the_database(app, admin, fake, client):
     admin.add_key(SECRET, fake.base_url, daily_token_limit=10)
     db_path = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")

@@ -18,6 +18,9 @@ from gateway.accounting import AttemptRecord, RequestRecord, Usage, record
 from gateway.policy import Outcome
 from models import Attempt, RequestLog, UsageDaily
 
+# Roll-ups, batched inserts and reports: the same on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def gateway(app):
@@ -99,6 +102,7 @@ def test_a_request_is_booked_once(app, gateway):
     assert logged(app) == 1
 
 
+@pytest.mark.sqlite_only  # SQLite's write lock held from outside
 def test_writing_does_not_wait_for_a_locked_database(app, gateway, write_locked):
     started = time.perf_counter()
     for _ in range(20):

@@ -104,6 +104,7 @@ def test_budget_refuses_before_it_is_passed_and_top_up_reopens(admin, server, pr
         client.chat.completions.create(**chat(), max_tokens=5)
 
 
+@pytest.mark.both_databases
 def test_twenty_parallel_requests_with_one_requests_budget_left(admin, server, priced, fake):
     """F34: reservations stop the other 19; the spend stays within the budget."""
     fake.set_behaviour(SECRET, Behaviour.slow(0.5))
@@ -129,6 +130,7 @@ def test_twenty_parallel_requests_with_one_requests_budget_left(admin, server, p
     assert spend(admin, created["id"]) <= 30_000
 
 
+@pytest.mark.both_databases
 def test_spend_survives_a_restart_without_the_shared_file(settings, admin, server, priced):
     # A request costs 8 tokens x 1000 and reserves ~13 x 1000: two fit in $0.025, not three.
     created = budget_key(admin, max_budget="0.025")

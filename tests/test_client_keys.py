@@ -38,6 +38,7 @@ def sdk(server, key: str, **headers) -> openai.OpenAI:
     )
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file (iterdump)
 def test_the_key_is_answered_once_and_stored_hashed(admin, app, pool):
     created = create(admin, profile="team-a")
     key = created["key"]

@@ -377,6 +377,7 @@ def test_usage_charts_by_model_and_by_key(web, fake, client, clock):
     ]
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file (iterdump)
 def test_audit_log_lists_admin_actions_without_secrets(web, fake, admin, app):
     _add(web, fake)
     web.post("/keys/1/toggle")
@@ -458,6 +459,7 @@ def test_money_is_shown_exactly(app):
     assert isinstance(date.today(), date)
 
 
+@pytest.mark.sqlite_only  # SQLite's EXPLAIN QUERY PLAN
 def test_overview_never_scans_the_request_log(web, app, fake, client):
     """P5 by construction: every query behind the overview and its partials reads the
     roll-ups, the keys, or the partial index of failures, never the whole request log.

@@ -534,6 +534,7 @@ def _count(app, table: str) -> int:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
 
 
+@pytest.mark.sqlite_only  # SQLite's lock; PostgreSQL's: tests/test_postgres.py
 def test_a_locked_database_is_a_503_and_loses_nothing(world, admin, web):
     audit_before = _count(world, "audit_log")
     with ExclusiveLock(world):

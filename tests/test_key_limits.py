@@ -130,6 +130,7 @@ def test_a_profile_may_wait_for_a_key_instead_of_failing(admin, fake, client, cl
     assert bad.status == 400 and bad.json()["error"]["param"] == "wait_for_key_seconds"
 
 
+@pytest.mark.both_databases
 def test_monthly_token_limit_lasts_until_the_first(admin, fake, client, clock):
     clock.current = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
     key = admin.add_key(KEY_A, fake.base_url, monthly_token_limit=20)
@@ -146,6 +147,7 @@ def test_monthly_token_limit_lasts_until_the_first(admin, fake, client, clock):
     client.chat.completions.create(**chat())
 
 
+@pytest.mark.both_databases
 def test_cost_limits_send_requests_elsewhere(admin, fake, client, clock):
     assert admin.call("PUT", "/prices/gpt-4o-mini", PRICE).status == 200
     daily = admin.add_key(KEY_A, fake.base_url, name="a", daily_cost_limit="0.01")
@@ -171,6 +173,7 @@ def test_cost_limits_send_requests_elsewhere(admin, fake, client, clock):
     assert raised["status"] == "active"
 
 
+@pytest.mark.both_databases
 def test_cost_figures_and_seed_statistics(admin, fake, client):
     assert admin.call("PUT", "/prices/gpt-4o-mini", PRICE).status == 200
     key = admin.add_key(KEY_A, fake.base_url, daily_cost_limit="10", monthly_cost_limit="100")

@@ -17,6 +17,7 @@ def key(admin, fake):
     return admin.add_key("sk-test-aaaaaaaaaaaaaaaa1111", fake.base_url)
 
 
+@pytest.mark.both_databases
 def test_chat_completion_through_the_sdk(client, key, fake):
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello"}]
@@ -111,6 +112,7 @@ def test_wildcard_key_lists_models_discovered_by_its_test(client, admin, fake, k
     assert [m.id for m in client.models.list()] == ["gpt-4o", "gpt-4o-mini"]
 
 
+@pytest.mark.both_databases
 def test_x_profile_selects_the_profile(server, admin, fake, http):
     admin.add_key("sk-team-a-11111111111111", fake.base_url, profile="team-a")
     admin.add_key("sk-default-111111111111", fake.base_url)

@@ -271,6 +271,7 @@ def statistics(admin, **params) -> list[dict]:
     return answer.json()["data"]
 
 
+@pytest.mark.both_databases
 def test_retention_deletes_old_logs_and_keeps_rollups_and_budget_periods(
     app, admin, server, client, fake, clock, monkeypatch
 ):
@@ -306,6 +307,7 @@ def test_retention_deletes_old_logs_and_keeps_rollups_and_budget_periods(
     assert run(app, "log-retention")["deleted"] == 0
 
 
+@pytest.mark.both_databases
 def test_retention_zero_keeps_logs_for_ever(app, client, admin, fake, clock):
     admin.add_key(A, fake.base_url)
     client.chat.completions.create(**chat())
@@ -376,6 +378,7 @@ def test_restart_after_downtime_across_midnight(app, admin, client, fake, clock,
     assert after == before
 
 
+@pytest.mark.sqlite_only  # SQLite's write lock held from outside
 def test_a_job_sees_what_a_sibling_worker_booked_and_had_not_committed(
     app, admin, client, fake, clock, build, settings
 ):

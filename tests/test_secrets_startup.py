@@ -33,6 +33,9 @@ INSECURE = STATUS_SENTENCES["secret_insecure"]
 PROCESSES = 20
 TRIALS = 300
 
+# These tests read and write the SQLite file itself (_db).
+pytestmark = pytest.mark.sqlite_only
+
 
 # -- key files: the race ----------------------------------------------------------------
 

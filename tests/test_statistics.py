@@ -15,6 +15,9 @@ from tests.conftest import chat
 A = "sk-stats-aaaaaaaaaaaaaaaa1111"
 B = "sk-stats-bbbbbbbbbbbbbbbb2222"
 
+# Roll-ups, batched inserts and reports: the same on PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def traffic(admin, server, client, fake, clock):

@@ -1,0 +1,1 @@
+"""Alembic migrations of KeyRelay's schema (gateway/schema.py runs them)."""
