@@ -1,8 +1,8 @@
 """Two KeyRelay hosts sharing one database and one Redis (issue 14).
 
 Each host is a real gunicorn (gevent worker) with an instance folder of its own, as on two
-machines; they share a SQLite file through KEYRELAY_DATABASE_URL (in production the pair
-is PostgreSQL + Redis) and a throwaway redis-server. Requests go over loopback HTTP.
+machines; they share one PostgreSQL database (the session's throwaway server, tests/pg.py)
+through KEYRELAY_DATABASE_URL and a throwaway redis-server. Requests go over loopback HTTP.
 """
 
 from __future__ import annotations
@@ -90,12 +90,13 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
+def shared(tmp_path_factory, pg_server):
     """(redis, fake upstream, [host A, host B], provider key ids)."""
     folder = tmp_path_factory.mktemp("hosts")
     redis_server = RedisServer(folder / "redis")
+    database = pg_server.create_database()
     env = {
-        "KEYRELAY_DATABASE_URL": f"sqlite:///{folder / 'shared.db'}",
+        "KEYRELAY_DATABASE_URL": database,
         "KEYRELAY_REDIS_URL": redis_server.url,
         "KEYRELAY_REDIS_LEASE_SECONDS": str(LEASE),
         "KEYRELAY_SECRET_KEY": Fernet.generate_key().decode(),
@@ -118,6 +119,7 @@ def shared(tmp_path_factory):
             for host in hosts:
                 host.kill()
             redis_server.stop()
+            pg_server.drop_database(database)
 
 
 def client_key(host: Host, **fields) -> str:
