@@ -251,7 +251,7 @@ SETTINGS: tuple[Setting, ...] = (
         "REDIS_URL",
         None,
         str,
-        "Redis shared by several KeyRelay hosts (`redis://host:6379/0`): RPM/TPM windows, requests in flight, budget reservations, key-cache invalidation and the scheduler's leader lease. Unset: this host's files (`instance/limits.bin`, `scheduler.lock`).",
+        "Redis shared by several KeyRelay hosts (`redis://host:6379/0`): RPM/TPM windows, requests in flight, budget reservations, cache invalidation (keys, client keys, routes, prices) and the scheduler's leader lease. Unset: this host's files (`instance/limits.bin`, `scheduler.lock`).",
     ),
     Setting(
         "REDIS_FAILURE",

@@ -1,11 +1,14 @@
-"""What several hosts share through Redis besides the limiter: the key cache's
-invalidations (pub/sub) and the scheduler's leader lease.
+"""What several hosts share through Redis besides the limiter: the caches' invalidations
+(pub/sub) and the scheduler's leader lease.
 
-A change to provider keys on one host (disabled, cooling down, edited) is published on
-`kr:<database id>:keys`; every process listens and drops its key snapshots, so the next
-request reads the database again (well under a second, instead of the cache's own TTL).
-The listener reconnects after an outage; while Redis is away the one-second TTL still
-bounds how stale a snapshot can be.
+A process caches what every request reads: provider keys and profiles (1 and 5 seconds),
+client keys (1 s), routes (5 s), price overrides (60 s) and key budgets (1 s). A change on
+one host (a key disabled or cooling down, a client key revoked, a route or a price edited)
+is published on `kr:<database id>:changed` as `<process> <topic>`; every other process
+drops that cache, so its next request reads the database again (milliseconds, instead of
+the cache's own lifetime). The listener reconnects after an outage (and then drops every
+cache, for what it missed); while Redis is away the lifetimes above still bound how stale
+a cache can be.
 
 The lease is `kr:<database id>:scheduler` = this process's name, set with NX and an
 expiry, renewed by its holder (compare-and-extend in Lua); when the holder dies, the key
@@ -39,47 +42,70 @@ return 0
 
 
 class Invalidations:
-    """Publishes this process's key-cache invalidations; runs `on_change` for others'."""
+    """Publishes this process's cache invalidations by topic; runs the handlers of the
+    topics other processes publish."""
 
     def __init__(self, client: redis.Redis, namespace: str) -> None:
-        self.redis, self.channel = client, f"{namespace}keys"
+        self.redis, self.channel = client, f"{namespace}changed"
         self.name = process_name()
-        self._handlers: list[Callable[[], None]] = []
+        self._handlers: dict[str, list[Callable[[], None]]] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
 
-    def publish(self) -> None:
-        """Tell every other process that provider keys changed (a lost message is only
-        a snapshot kept until its TTL)."""
+    def publish(self, topic: str) -> None:
+        """Tell every other process that what `topic` caches changed (a lost message is
+        only a cache kept until its lifetime ends)."""
         try:
-            self.redis.publish(self.channel, self.name)
+            self.redis.publish(self.channel, f"{self.name} {topic}")
         except redis.RedisError as exc:
-            log.warning("could not publish a key-cache invalidation to Redis: %s", exc)
+            log.warning("could not publish a cache invalidation (%s) to Redis: %s", topic, exc)
 
-    def listen(self, on_change: Callable[[], None]) -> None:
-        """Run `on_change` whenever another process publishes; starts the listener."""
-        self._handlers.append(on_change)
+    def listen(self, topic: str, on_change: Callable[[], None]) -> None:
+        """Run `on_change` whenever another process publishes `topic`; starts the listener."""
+        self._handlers.setdefault(topic, []).append(on_change)
         if self._thread is None:
-            self._thread = threading.Thread(target=self._listen, name="redis-keys", daemon=True)
+            self._thread = threading.Thread(target=self._listen, name="redis-changed", daemon=True)
             self._thread.start()
+
+    def share(self, topic: str, cache) -> None:
+        """Make `cache.forget()` tell the other processes, and their publications of
+        `topic` drop this process's copy (with the cache's own forget, told to nobody)."""
+        local = cache.forget
+
+        def forget() -> None:
+            local()
+            self.publish(topic)
+
+        cache.forget = forget
+        self.listen(topic, local)
 
     def _listen(self) -> None:
         while not self._stopping:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
-                self._changed()  # what was published while we were not listening
+                self._changed(None)  # what was published while we were not listening
                 while not self._stopping:
                     message = pubsub.get_message(timeout=1.0)
-                    if message and message.get("data") != self.name:
-                        self._changed()
+                    if message:
+                        sender, _, topic = str(message.get("data")).partition(" ")
+                        if sender != self.name:
+                            self._changed(topic)
             except (redis.RedisError, OSError) as exc:
-                log.debug("key-cache listener: %s; reconnecting", exc)
+                log.debug("cache-invalidation listener: %s; reconnecting", exc)
                 time.sleep(1.0)
 
-    def _changed(self) -> None:
-        for handler in self._handlers:
-            handler()
+    def _changed(self, topic: str | None) -> None:
+        """Run the handlers of `topic` (None: of every topic)."""
+        if topic is None:
+            handlers = [h for hs in self._handlers.values() for h in hs]
+        else:
+            handlers = self._handlers.get(topic, [])
+        for handler in handlers:
+            try:
+                handler()
+            except Exception:  # one cache's failure must not stop the listener
+                log.exception("cache invalidation %s failed", topic)
 
     def close(self) -> None:
         self._stopping = True

@@ -104,10 +104,10 @@ class Gateway:
             engine, self.clock, settings.retry, on_change=self.keys.forget, breaker=self.breaker
         )
         self.callers = Callers(engine, master_key, self.clock)
-        self.redis = None  # gateway/redis_shared.py's pieces when Redis is configured
-        self.limiter = self._limiter(settings, journal_dir, database.id if database else "")
         self.prices = Prices(engine)
         self.routes = Routes(engine)
+        self.redis = None  # gateway/redis_shared.py's pieces when Redis is configured
+        self.limiter = self._limiter(settings, journal_dir, database.id if database else "")
         self.responses = ResponseStore(engine)
         self.candidates = Candidates(engine, self.keys, secrets, self.clock, settings.strategy)
         self.admission = Admission(engine, self.books, self.limiter, self.prices, self.clock)
@@ -141,14 +141,20 @@ class Gateway:
         client = redis_limiter.connect(settings.redis_url)
         namespace = f"kr:{database_id[:16]}:"
         self.redis = redis_shared.Shared(client, namespace, settings.redis_lease_seconds)
-        self.keys.on_forget = self.redis.invalidations.publish
-        self.redis.invalidations.listen(self._others_changed_keys)
+        self._share_caches(self.redis.invalidations)
         return redis_limiter.RedisLimiter(client, namespace, settings.redis_failure)
 
-    def _others_changed_keys(self) -> None:
-        """Another process changed provider keys or profiles: read them again."""
-        self.keys.drop()
-        self.profiles.forget()
+    def _share_caches(self, invalidations) -> None:
+        """With Redis, a cache dropped in this process is dropped in every process."""
+        self.keys.on_forget = lambda: invalidations.publish("keys")
+        invalidations.listen("keys", self.keys.drop)
+        for topic, cache in (
+            ("profiles", self.profiles),
+            ("routes", self.routes),
+            ("callers", self.callers),
+            ("prices", self.prices),
+        ):
+            invalidations.share(topic, cache)
 
     @staticmethod
     def _fallback_row(settings: GatewaySettings, secrets: SecretBox) -> KeyRow | None:
@@ -179,6 +185,8 @@ class Gateway:
     @alerts.setter
     def alerts(self, value) -> None:
         self.booking.alerts = value
+        if value is not None and self.redis is not None:
+            self.redis.invalidations.share("alerts", value)
 
     def forget_limits(self, owner: str) -> None:
         """Free the shared windows and budget entries of a revoked or deleted key

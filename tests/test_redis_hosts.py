@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,57 @@ def test_a_key_disabled_on_one_host_leaves_the_others_pool_at_once(shared):
             assert time.monotonic() - disabled_at < 0.5, "host B still uses the disabled key"
     finally:
         hosts[0].admin.call("POST", f"/keys/{first}/toggle", {"active": True})
+
+
+def logged_cost(host: Host, request_id: str) -> str:
+    """The cost the request log booked for `request_id` (the writer commits it shortly)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = host.admin.call("GET", "/logs?limit=50").json()["data"]
+        for row in rows:
+            if row["request_id"] == request_id:
+                return row["cost_usd"]
+        time.sleep(0.05)
+    raise AssertionError(f"{request_id} was not logged")
+
+
+def test_a_price_changed_on_one_host_prices_the_others_next_request(shared):
+    """Price overrides are cached for 60 s; the invalidation makes B use the new one at once."""
+    _, _, hosts, _ = shared
+    key = client_key(hosts[0])
+    assert hosts[1].chat(key).status == 200  # B's overrides are loaded (fresh for 60 s)
+    before = hosts[1].chat(key)
+    expensive = {"input_per_mtok": "3000", "output_per_mtok": "3000"}
+    assert hosts[0].admin.call("PUT", "/prices/gpt-4o-mini", expensive).status == 200
+    try:
+        deadline = time.monotonic() + 0.5
+        while True:  # the message crosses Redis in milliseconds; the cache would take 60 s
+            after = hosts[1].chat(key)
+            old = logged_cost(hosts[1], before.headers["x-keyrelay-request-id"])
+            new = logged_cost(hosts[1], after.headers["x-keyrelay-request-id"])
+            if Decimal(new) == 3 * Decimal(old):
+                break
+            assert Decimal(new) == Decimal(old)
+            assert time.monotonic() < deadline, "host B still prices with the old override"
+    finally:
+        assert hosts[0].admin.call("PUT", "/prices/gpt-4o-mini", PRICE).status == 200
+
+
+def test_a_client_key_revoked_on_one_host_is_refused_by_the_other_at_once(shared):
+    """B caches client keys for 1 s; the revocation reaches it well within that second."""
+    _, _, hosts, _ = shared
+    for _ in range(3):  # a try counts only when it all happened within B's cache second
+        response = hosts[0].admin.call("POST", "/client-keys", {"name": "revoked"})
+        key, key_id = response.json()["key"], response.json()["id"]
+        assert hosts[1].chat(key).status == 200  # B caches the key now
+        warmed = time.monotonic()
+        assert hosts[0].admin.call("POST", f"/client-keys/{key_id}/revoke").status == 200
+        refused = hosts[1].chat(key)
+        if time.monotonic() - warmed < 0.8:
+            assert refused.status == 401, "host B still admits the revoked key from its cache"
+            assert refused.json()["error"]["code"] == "api_key_revoked"
+            return
+    raise AssertionError("the machine was too slow to judge within B's cache second")
 
 
 def leader(hosts: list[Host]) -> Host:
