@@ -2,12 +2,17 @@
 # `docker run -p 8080:8080 -v keyrelay-instance:/app/instance keyrelay`.
 # The build step is scripts/install.sh, the same script ./start.sh runs on first start
 # (tests/test_fresh_start.py runs this file's RUN line in a clean checkout).
-FROM python:3.12-slim
+# Debian 13 (trixie): its postgresql-client (17) dumps the PostgreSQL 17 of compose.yaml.
+FROM python:3.12-slim-trixie
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     KEYRELAY_BIND=0.0.0.0:8080
 
+# pg_dump / pg_restore for `flask backup` on PostgreSQL (system packages, not Python's).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin keyrelay \
     && mkdir -p /app/instance && chown -R keyrelay:keyrelay /app
 WORKDIR /app

@@ -1,10 +1,10 @@
 """Backups of an instance: the database and the key files in one archive, and restoring one.
 
 An archive (`keyrelay-<UTC time>.tar.gz`, mode 0600) holds `manifest.json` (format, time,
-database engine and id, the schema's tables and columns, each entry and whether it is a
-secret), the database (`keyrelay.db`, a copy made with SQLite's online backup API, which
-is consistent while workers commit; or `database.dump`, `pg_dump -Fc`), and the key files
-`secret.key` and `master_key` when the instance uses them.
+database engine and id, the schema's Alembic revision, its tables and columns, each entry
+and whether it is a secret), the database (`keyrelay.db`, a copy made with SQLite's online
+backup API, which is consistent while workers commit; or `database.dump`, `pg_dump -Fc`),
+and the key files `secret.key` and `master_key` when the instance uses them.
 
 Restoring replaces the database and key files of an instance that nothing serves: every
 serving process holds a shared `flock` on `instance/serving.lock` for its whole life, and
@@ -32,6 +32,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
+
+from gateway import schema as schemas
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,10 @@ def create(
         if engine_of(database_url) == "sqlite":
             entry = _copy_sqlite(Path(make_url(database_url).database), work / SQLITE_ENTRY)
             schema, database_id = sqlite_schema(entry), _sqlite_database_id(entry)
+            revision = sqlite_revision(entry)
         else:
+            with engine.connect() as conn:  # before the dump: a migration in between is
+                revision = schemas.current(conn)  # caught by the tables' check
             entry = _pg_dump(database_url, work / POSTGRES_ENTRY)
             schema, database_id = engine_schema(engine), _engine_database_id(engine)
         entries = [(entry, False)]
@@ -122,6 +127,7 @@ def create(
             "created_at": now.isoformat(),
             "engine": engine_of(database_url),
             "database_id": database_id,
+            "revision": revision,
             "schema": schema,
             "entries": [
                 {"name": path.name, "secret": secret, "sha256": _sha256(path)}
@@ -190,6 +196,30 @@ def sqlite_schema(path: Path) -> dict[str, list[str]]:
         raise BackupError(f"The backup's database cannot be read: {exc}.") from None
     finally:
         conn.close()
+
+
+def sqlite_revision(path: Path) -> str | None:
+    """The Alembic revision of a SQLite file (None: made before migrations)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.DatabaseError:  # no alembic_version: a database made before Alembic
+        row = None
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
+def check_revision(revision: str | None) -> None:
+    """Refuse a database at a revision this version does not have (a newer KeyRelay's
+    migration); an older revision is brought to head at the next start."""
+    if revision is None or schemas.known(revision):
+        return
+    raise BackupError(
+        f"The backup's schema version is newer than this KeyRelay's: its database is at "
+        f"migration {revision}, which this version does not have (its newest is "
+        f"{schemas.head()}). Restore it with the KeyRelay version that made it (or a newer one)."
+    )
 
 
 def engine_schema(engine: Engine) -> dict[str, list[str]]:
@@ -305,8 +335,10 @@ def restore(
         work = Path(work)
         names = _extract(archive_path, manifest, work)
         if engine == "sqlite":
+            check_revision(sqlite_revision(work / SQLITE_ENTRY))
             check_schema(sqlite_schema(work / SQLITE_ENTRY), known)
         else:
+            check_revision(manifest.get("revision"))
             check_schema(manifest.get("schema") or {}, known)
         aside = instance / f"pre-restore-{_stamp(now)}"
         aside.mkdir(mode=0o700)

@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, MetaData, inspect
 from sqlalchemy.schema import CreateColumn
 
@@ -39,6 +40,16 @@ def config(connection: Connection | None = None, url: str | None = None) -> Conf
 def head() -> str:
     """The newest revision."""
     return ScriptDirectory.from_config(config()).get_current_head()
+
+
+def known(revision: str) -> bool:
+    """Whether `revision` is one of this version's migrations."""
+    if not revision:
+        return False
+    try:
+        return ScriptDirectory.from_config(config()).get_revision(revision) is not None
+    except CommandError:  # "No such revision or branch"
+        return False
 
 
 def current(connection: Connection) -> str | None:

@@ -20,7 +20,7 @@ import urllib3
 
 from app import create_app
 from extensions import db
-from gateway import backup, scheduler
+from gateway import backup, scheduler, schema
 from tests.conftest import MASTER_KEY, LiveServer, chat
 from tests.test_durability import ROOT, Gunicorn, free_port
 
@@ -251,6 +251,12 @@ def test_restore_refuses_a_newer_schema_or_format_and_changes_nothing(settings, 
     future = _repack(
         archive, tmp_path / "future.tar.gz", change_manifest=lambda m: m.update(format=99)
     )
+    # A newer version's migration that changed no column a check of tables would see.
+    migrated = _repack(
+        archive,
+        tmp_path / "migrated.tar.gz",
+        change_db=lambda c: c.execute("UPDATE alembic_version SET version_num = '0099'"),
+    )
     broken = _repack(
         archive,
         tmp_path / "broken.tar.gz",
@@ -265,6 +271,9 @@ def test_restore_refuses_a_newer_schema_or_format_and_changes_nothing(settings, 
         assert result.exit_code == 1
         assert "schema version is newer than this KeyRelay's" in result.output
         assert "provider_keys.from_the_future" in result.output
+        result = runner.invoke(args=["backup", "restore", str(migrated)])
+        assert result.exit_code == 1
+        assert "at migration 0099, which this version does not have" in result.output
         result = runner.invoke(args=["backup", "restore", str(future)])
         assert result.exit_code == 1 and "format 99" in result.output
         result = runner.invoke(args=["backup", "restore", str(broken)])
@@ -338,10 +347,15 @@ def test_postgresql_backup_and_restore_with_pg_dump(settings, tmp_path):
             assert runner.invoke(args=add).exit_code == 0
             made = runner.invoke(args=["backup", "create", str(tmp_path / "b")])
             assert made.exit_code == 0 and "database postgresql" in made.output, made.output
-            assert runner.invoke(args=["keys", "delete", "1"]).exit_code == 0
-            result = runner.invoke(
-                args=["backup", "restore", str(next((tmp_path / "b").glob("*")))]
+            archive = next((tmp_path / "b").glob("*"))
+            assert backup.read_manifest(archive)["revision"] == schema.head()
+            migrated = _repack(
+                archive, tmp_path / "m.tar.gz", change_manifest=lambda m: m.update(revision="0099")
             )
+            refused = runner.invoke(args=["backup", "restore", str(migrated)])
+            assert refused.exit_code == 1 and "at migration 0099" in refused.output
+            assert runner.invoke(args=["keys", "delete", "1"]).exit_code == 0
+            result = runner.invoke(args=["backup", "restore", str(archive)])
             assert result.exit_code == 0, result.output
             assert "Restored database.dump" in result.output
         finally:

@@ -34,13 +34,16 @@ def _one(instructions, name: str) -> str:
 
 def test_dockerfile_slim_base_non_root_volume_healthcheck_and_gunicorn():
     instructions = _instructions()
-    assert re.fullmatch(r"python:3\.1[1-9]-slim", _one(instructions, "FROM"))
+    assert re.fullmatch(r"python:3\.1[1-9]-slim(-trixie)?", _one(instructions, "FROM"))
     user = _one(instructions, "USER")
     assert user not in ("root", "0")
     # The install runs as that user, after USER (the venv belongs to it).
     words = [word for word, _ in instructions]
-    install = next(i for i, (w, r) in enumerate(instructions) if w == "RUN" and "install" in r)
+    install = next(i for i, (w, r) in enumerate(instructions) if w == "RUN" and "install.sh" in r)
     assert words.index("USER") < install
+    # pg_dump and pg_restore for `flask backup` on PostgreSQL, as root before USER.
+    client = next(i for i, (w, r) in enumerate(instructions) if "postgresql-client" in r)
+    assert client < words.index("USER")
     assert dockerfile_install_step(ROOT / "Dockerfile") == "./scripts/install.sh"
     assert _one(instructions, "WORKDIR") == "/app"
     assert "/app/instance" in _one(instructions, "VOLUME")
