@@ -7,8 +7,11 @@ on the hot path. Under the namespace
 `kr:<database id>:` (two databases on one Redis never mix):
 
 - `w:<scope>`: the sliding 60-second window, a hash of per-second buckets `r<second>`
-  (requests) and `t<second>` (tokens); buckets older than the window are deleted as it
-  moves; the hash expires 2 minutes after its last write.
+  (requests) and `t<second>` (tokens) with running totals beside them (`_h` the newest
+  second, `_R`, `_T`, and the oldest seconds `_oR`, `_oT`): a request reads the totals
+  (five fields), and the buckets are read and the old ones deleted once a second, when
+  the window moves, so a full window (120 buckets) costs a request no more than an empty
+  one; the hash expires 2 minutes after its last write.
 - `f:<scope>`: requests in flight per process (`<host>:<pid>:<random>`), and `m:<scope>`:
   micro-dollars reserved per process. A process keeps `alive:<process>` with an expiry
   (renewed every few seconds); when a scope looks full, what processes without it held is
@@ -55,26 +58,94 @@ _REPLAY_MAX = 100_000  # settlements kept while Redis is away
 
 _COMMON = """
 local num = tonumber
-local function window(key, now)
+-- The window's running totals live beside its buckets: `_h` (the newest second seen),
+-- `_R`/`_T` (requests/tokens of the buckets in (_h - 60, _h]) and `_oR`/`_oT` (the oldest
+-- second with requests/tokens, 0: none). A request reads five fields; the buckets are
+-- read once a second, when the window moves (as limits.bin recounts).
+local function recount(key, now)
   local all = redis.call('HGETALL', key)
-  local req, tok, oldr, oldt = 0, 0, nil, nil
-  local reqs, toks, stale = {}, {}, {}
+  local req, tok, oldr, oldt, stale = 0, 0, nil, nil, {}
   for i = 1, #all, 2 do
-    local f, v = all[i], tonumber(all[i + 1])
-    local sec = tonumber(string.sub(f, 2))
-    if sec <= now - 60 then
-      stale[#stale + 1] = f
-    elseif sec <= now then
-      if string.sub(f, 1, 1) == 'r' then
-        req = req + v; reqs[sec] = v
+    local f = all[i]
+    local kind = string.sub(f, 1, 1)
+    if kind == 'r' or kind == 't' then
+      local sec, v = tonumber(string.sub(f, 2)), tonumber(all[i + 1])
+      if sec <= now - 60 or sec > now then
+        stale[#stale + 1] = f
+      elseif kind == 'r' then
+        req = req + v
         if oldr == nil or sec < oldr then oldr = sec end
       else
-        tok = tok + v; toks[sec] = v
+        tok = tok + v
         if oldt == nil or sec < oldt then oldt = sec end
       end
     end
   end
-  return req, tok, oldr, oldt, reqs, toks, stale
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  redis.call('HSET', key, '_h', now, '_R', req, '_T', tok, '_oR', oldr or 0, '_oT', oldt or 0)
+  redis.call('EXPIRE', key, 120)
+  return req, tok, oldr, oldt
+end
+-- The window at `now`: moved there first when `now` is newer than its head. A `now` a
+-- little behind the head (another host's clock read a moment earlier) moves nothing and
+-- leaves out the seconds after it; one more than a window behind starts afresh.
+local function window(key, now)
+  local m = redis.call('HMGET', key, '_h', '_R', '_T', '_oR', '_oT')
+  local head = tonumber(m[1])
+  if head == nil or now > head then return recount(key, now) end
+  if head - now >= 60 then
+    redis.call('DEL', key)
+    return recount(key, now)
+  end
+  local req, tok, oldr, oldt = tonumber(m[2]), tonumber(m[3]), tonumber(m[4]), tonumber(m[5])
+  if oldr == 0 then oldr = nil end
+  if oldt == 0 then oldt = nil end
+  if now < head then
+    local later = {}
+    for sec = now + 1, head do
+      later[#later + 1] = 'r' .. sec
+      later[#later + 1] = 't' .. sec
+    end
+    local values = redis.call('HMGET', key, unpack(later))
+    for i = 1, #values, 2 do
+      req = req - (tonumber(values[i]) or 0)
+      tok = tok - (tonumber(values[i + 1]) or 0)
+    end
+    if req <= 0 or (oldr and oldr > now) then req = math.max(req, 0); oldr = nil end
+    if tok <= 0 or (oldt and oldt > now) then tok = math.max(tok, 0); oldt = nil end
+  end
+  return req, tok, oldr, oldt
+end
+-- Count `delta` in the bucket of `now` ('r' requests, 't' tokens) and in the totals,
+-- moving the window first if `now` is newer. A second already out of it (a settlement
+-- replayed late) counts nowhere.
+local function bump(key, kind, now, delta)
+  local K = string.upper(kind)
+  local m = redis.call('HMGET', key, '_h', '_o' .. K)
+  local head, oldest = tonumber(m[1]), tonumber(m[2]) or 0
+  if head == nil or now > head then
+    recount(key, now)
+    oldest = tonumber(redis.call('HGET', key, '_o' .. K))
+  elseif now <= head - 60 then
+    return
+  end
+  redis.call('HINCRBY', key, kind .. now, delta)
+  local total = redis.call('HINCRBY', key, '_' .. K, delta)
+  if total == delta or oldest == 0 or oldest > now then
+    redis.call('HSET', key, '_o' .. K, now)
+  end
+  redis.call('EXPIRE', key, 120)
+end
+-- Per-second counts of the window (sec -> count), read only to refuse.
+local function buckets(key, kind, now)
+  local fields = {}
+  for sec = now - 59, now do fields[#fields + 1] = kind .. sec end
+  local values = redis.call('HMGET', key, unpack(fields))
+  local found = {}
+  for i, v in ipairs(values) do
+    if v then found[now - 60 + i] = tonumber(v) end
+  end
+  return found
 end
 local function flying(key, alive, purge)
   local all = redis.call('HGETALL', key)
@@ -107,8 +178,7 @@ end
 
 _CHECKS = """
 local function admit_check(wk, fk, now, rpm, tpm, par, alive)
-  local req, tok, oldr, oldt, reqs, toks, stale = window(wk, now)
-  if #stale > 0 then redis.call('HDEL', wk, unpack(stale)) end
+  local req, tok, oldr, oldt = window(wk, now)
   local fly = 0
   if par >= 0 then
     fly = flying(fk, alive, false)
@@ -116,14 +186,15 @@ local function admit_check(wk, fk, now, rpm, tpm, par, alive)
   end
   local reason, wait = '', 0
   if par >= 0 and fly >= par then reason, wait = 'parallel', 1
-  elseif rpm >= 0 and req >= rpm then reason, wait = 'rpm', retry(reqs, now, req, rpm)
-  elseif tpm >= 0 and tok >= tpm then reason, wait = 'tpm', retry(toks, now, tok, tpm)
+  elseif rpm >= 0 and req >= rpm then
+    reason, wait = 'rpm', retry(buckets(wk, 'r', now), now, req, rpm)
+  elseif tpm >= 0 and tok >= tpm then
+    reason, wait = 'tpm', retry(buckets(wk, 't', now), now, tok, tpm)
   end
   return {reason, wait, req, tok, fly, reset(oldr, now), reset(oldt, now)}
 end
 local function admit_commit(wk, fk, now, par, inst, answer)
-  redis.call('HINCRBY', wk, 'r' .. now, 1)
-  redis.call('EXPIRE', wk, 120)
+  bump(wk, 'r', now, 1)
   answer[3] = answer[3] + 1
   if answer[6] == 0 then answer[6] = 60 end
   if par >= 0 then add(fk, inst, 1); answer[5] = answer[5] + 1 end
@@ -142,10 +213,7 @@ local function budget_check(bk, mk, period, budget, estimate, alive, loaded)
   return {1, spent, reserved}
 end
 local function settle_window(wk, fk, now, tokens, parallel, inst)
-  if tokens > 0 then
-    redis.call('HINCRBY', wk, 't' .. now, tokens)
-    redis.call('EXPIRE', wk, 120)
-  end
+  if tokens > 0 then bump(wk, 't', now, tokens) end
   if parallel == '1' then add(fk, inst, -1) end
 end
 local function settle_budget(bk, mk, period, estimate, cost, inst)

@@ -43,6 +43,38 @@ def test_windows_match_the_file_limiter(hosts, tmp_path):
     assert shared.window("ck:1", NOW + 61) == local.window("ck:1", NOW + 61)
 
 
+def test_windows_match_the_file_limiter_through_a_random_minute_and_more(hosts, tmp_path):
+    """The Redis window keeps running totals and recounts once a second, as limits.bin
+    does: the same answers through busy seconds, quiet gaps, a clock a moment behind
+    (another host's) and settlements of earlier seconds."""
+    import random
+
+    shared, local = hosts[0], SharedLimiter(tmp_path / "limits.bin")
+    limits = Limits(rpm=40, tpm=3000)
+    rng, now = random.Random(14), NOW
+    for step in range(600):
+        now += rng.choice((0, 0, 0, 1, 1, 2, 7, 30, 59, 61)) if step % 9 else 0
+        at = now - rng.choice((0, 0, 0, 1, 2))  # a clock a moment behind the newest
+        answers = [limiter.admit("ck:1", limits, at) for limiter in (shared, local)]
+        assert answers[0] == answers[1], (step, at)
+        if answers[0][1] is None:
+            tokens, done = rng.randint(0, 200), at - rng.choice((0, 0, 1, 3))
+            for limiter in (shared, local):
+                limiter.settle("ck:1", tokens, done, False)
+        assert shared.window("ck:1", at) == local.window("ck:1", at), (step, at)
+
+
+def test_a_settlement_from_long_ago_leaves_the_window_alone(hosts, tmp_path):
+    """A settlement replayed after an outage (its second out of the window) counts
+    nowhere and does not reset what the window holds."""
+    shared = hosts[0]
+    for _ in range(3):
+        shared.admit("ck:1", Limits(rpm=10, tpm=None), NOW + 100)
+    shared.settle("ck:1", 500, NOW, False)  # 100 s ago
+    window = shared.window("ck:1", NOW + 100)
+    assert (window.requests, window.tokens) == (3, 0)
+
+
 def test_two_hosts_share_one_rpm_window(hosts):
     limits = Limits(rpm=10)
     admitted = [hosts[i % 2].admit("ck:7", limits, NOW)[1] is None for i in range(40)]
