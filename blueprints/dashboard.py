@@ -752,9 +752,10 @@ def audit_log():
     if filters["action"]:
         action = filters["action"]
         exact = AuditEntry.action == action
-        query = query.where(
-            AuditEntry.action.startswith(action, autoescape=True) if action.endswith(".") else exact
-        )
+        # Actions are lower case; a typed beginning matches whatever its case, on PostgreSQL
+        # too (its LIKE is case-sensitive, SQLite's is not), and the index stays usable.
+        begins = AuditEntry.action.startswith(action.lower(), autoescape=True)
+        query = query.where(begins if action.endswith(".") else exact)
     if filters["target"]:
         query = query.where(AuditEntry.target == filters["target"])
     if before:
