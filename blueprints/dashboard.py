@@ -283,7 +283,10 @@ def batch_keys():
     ids = sorted({i for i in request.form.getlist("ids", type=int) if 0 < i <= MAX_ID})
     if action not in BATCH_ACTIONS:
         return refuse("Pick enable, disable, test or delete.", 422)
-    selected = list(db.session.scalars(select(ProviderKey).where(ProviderKey.id.in_(ids))))
+    # In id order: PostgreSQL returns rows without ORDER BY in whatever order its plan
+    # gives (SQLite: by rowid), and the message and tests list them in this order.
+    query = select(ProviderKey).where(ProviderKey.id.in_(ids)).order_by(ProviderKey.id)
+    selected = list(db.session.scalars(query))
     if not selected:
         flash("Select at least one key first.", "error")
         return redirect(url_for("dashboard.keys"))
