@@ -575,6 +575,7 @@ def test_a_locked_database_is_a_503_and_loses_nothing(world, admin, web):
     assert admin.call("GET", "/client-keys/1").json()["max_budget"] == "2.000000"
 
 
+@pytest.mark.sqlite_only  # SQLite's lock held from outside
 def test_a_lock_released_in_time_is_waited_for(world, admin):
     """Within the busy timeout a locked database is waited for, not refused."""
     lock = ExclusiveLock(world)

@@ -11,8 +11,11 @@ import pytest
 import urllib3
 from cryptography.fernet import Fernet
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
 
+from extensions import db
 from gateway import scheduler
+from models import RequestLog
 from tests.conftest import MASTER_KEY, chat, live_app
 from tests.fake_upstream import Behaviour
 from tests.test_durability import Gunicorn
@@ -47,12 +50,10 @@ def delta(before: dict, after: dict, name: str, **labels) -> float:
 def log_sums(app) -> tuple[int, int, int, int]:
     """(rows, input tokens, output tokens, cost micros) of the request log, all written."""
     app.extensions["keyrelay"].books.flush()
-    db = Path(app.instance_path) / "keyrelay.db"
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_micros)"
-            " FROM request_logs"
-        ).fetchone()
+    log = RequestLog
+    sums = (func.sum(c) for c in (log.input_tokens, log.output_tokens, log.cost_micros))
+    with app.app_context():
+        return tuple(db.session.execute(select(func.count(), *sums).select_from(log)).one())
 
 
 @pytest.fixture
@@ -139,6 +140,7 @@ def test_limiter_rejections(server, admin, http, fake):
     assert delta(before, after, "keyrelay_requests_total", **CHAT, status="429") == 1
 
 
+@pytest.mark.sqlite_only  # SQLite's write lock held from outside
 def test_journal_backlog_and_job_runs(app, server, admin, client, http, fake, clock):
     """While the database is write-locked from outside, the booked request waits in the
     journal (backlog > 0); committed, the backlog is 0. A job run shows its time."""
