@@ -21,6 +21,8 @@ from tests.conftest import chat
 from tests.fake_upstream import Behaviour
 from tests.test_budgets import PRICE, SECRET, budget_key, sdk
 
+pytestmark = pytest.mark.both_databases
+
 HOOK_PATH = "/services/T0001/B0001/hook-secret-part"
 # The fake reports 8 prompt tokens, as KeyRelay estimates them, and 5 completion tokens
 # (max_tokens=5): each request reserves and costs exactly 13 x 1000 micro-dollars, so five

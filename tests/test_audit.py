@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import chat
 from tests.fake_upstream import Behaviour
 
+pytestmark = pytest.mark.both_databases
+
 SECRET = "sk-audit-aaaaaaaaaaaa1111"
 
 

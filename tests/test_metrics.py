@@ -61,6 +61,7 @@ def settings(settings):
     return {**settings, "METRICS": True, "METRICS_TOKEN": METRICS_TOKEN}
 
 
+@pytest.mark.both_databases
 def test_requests_tokens_and_cost_match_the_request_log(app, server, admin, client, http, fake):
     """5 answers (3 JSON, 2 streamed): the request counter of that dialect/profile/model/
     status moves by 5, tokens and cost by the log's sums, the histograms by their counts."""
@@ -93,6 +94,7 @@ def test_failed_requests_count_under_their_status(server, admin, client, http, f
     assert delta(before, after, "keyrelay_requests_total", **labels) == 1
 
 
+@pytest.mark.both_databases
 def test_attempts_by_provider_key_and_outcome(server, admin, client, http, fake):
     """A 500 from the first key, then its sibling answers: one attempt of each outcome,
     labelled by the key's id."""
@@ -110,6 +112,7 @@ def test_attempts_by_provider_key_and_outcome(server, admin, client, http, fake)
     assert delta(before, after, "keyrelay_requests_total", **CHAT, status="200") == 1
 
 
+@pytest.mark.both_databases
 def test_keys_by_state(server, admin, http, fake):
     """The gauge counts the keys in each state now, read at scrape time."""
     admin.add_key(A, fake.base_url, name="a")

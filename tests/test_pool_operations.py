@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import chat
 from tests.fake_upstream import Behaviour
 
+pytestmark = pytest.mark.both_databases
+
 GOOD, BAD, BUSY = "sk-pool-aaaaaaaaaaaa1111", "sk-pool-bbbbbbbbbbbb2222", "sk-pool-cccccccccccc3333"
 
 
