@@ -283,7 +283,10 @@ def batch_keys():
     ids = sorted({i for i in request.form.getlist("ids", type=int) if 0 < i <= MAX_ID})
     if action not in BATCH_ACTIONS:
         return refuse("Pick enable, disable, test or delete.", 422)
-    selected = list(db.session.scalars(select(ProviderKey).where(ProviderKey.id.in_(ids))))
+    # In id order: PostgreSQL returns rows without ORDER BY in whatever order its plan
+    # gives (SQLite: by rowid), and the message and tests list them in this order.
+    query = select(ProviderKey).where(ProviderKey.id.in_(ids)).order_by(ProviderKey.id)
+    selected = list(db.session.scalars(query))
     if not selected:
         flash("Select at least one key first.", "error")
         return redirect(url_for("dashboard.keys"))
@@ -752,9 +755,10 @@ def audit_log():
     if filters["action"]:
         action = filters["action"]
         exact = AuditEntry.action == action
-        query = query.where(
-            AuditEntry.action.startswith(action, autoescape=True) if action.endswith(".") else exact
-        )
+        # Actions are lower case; a typed beginning matches whatever its case, on PostgreSQL
+        # too (its LIKE is case-sensitive, SQLite's is not), and the index stays usable.
+        begins = AuditEntry.action.startswith(action.lower(), autoescape=True)
+        query = query.where(begins if action.endswith(".") else exact)
     if filters["target"]:
         query = query.where(AuditEntry.target == filters["target"])
     if before:

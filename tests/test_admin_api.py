@@ -46,6 +46,7 @@ def test_secret_never_comes_back(admin, fake):
         assert SECRET not in response.data.decode()
 
 
+@pytest.mark.both_databases
 def test_update_changes_only_given_fields(admin, fake):
     key = admin.add_key(SECRET, fake.base_url, daily_token_limit=50)
     updated = admin.call("PUT", f"/keys/{key['id']}", {"models": "gpt-4o, gpt-4o-mini"}).json()
@@ -55,6 +56,7 @@ def test_update_changes_only_given_fields(admin, fake):
     assert cleared["daily_token_limit"] is None
 
 
+@pytest.mark.both_databases
 def test_new_secret_replaces_the_old(admin, fake, client):
     key = admin.add_key(SECRET, fake.base_url)
     admin.call("PUT", f"/keys/{key['id']}", {"secret": "sk-new-secret-0000000000000"})
@@ -94,6 +96,7 @@ def test_body_that_is_not_json_is_400(admin):
     assert response.json()["error"]["param"] == "body"
 
 
+@pytest.mark.both_databases
 def test_duplicate_secret_in_a_profile_is_409(admin, fake):
     admin.add_key(SECRET, fake.base_url)
     response = admin.call(
@@ -139,6 +142,7 @@ def test_key_test_reports_unreachable(admin):
     assert outcome["result"] == "unreachable"
 
 
+@pytest.mark.both_databases
 def test_a_passing_test_restores_an_auth_failed_key(admin, fake, client):
     key = admin.add_key(SECRET, fake.base_url)
     fake.set_behaviour(SECRET, Behaviour.unauthorized())
@@ -162,6 +166,7 @@ def test_toggle_disables_and_enables(admin, fake, client):
     assert bad.status == 400
 
 
+@pytest.mark.both_databases
 def test_logs_and_stats_by_profile(admin, fake, client, server, http):
     admin.add_key(SECRET, fake.base_url)
     admin.add_key("sk-team-b-000000000000001", fake.base_url, profile="team-b")
@@ -186,6 +191,7 @@ def test_logs_and_stats_by_profile(admin, fake, client, server, http):
     assert admin.call("GET", "/logs?limit=0").status == 400
 
 
+@pytest.mark.both_databases
 def test_daily_limit_takes_a_key_out_until_the_next_day(admin, fake, client, clock):
     key = admin.add_key(SECRET, fake.base_url, daily_token_limit=10)
     client.chat.completions.create(**chat(content="a long enough prompt to pass ten tokens"))

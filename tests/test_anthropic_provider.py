@@ -82,6 +82,7 @@ def test_openai_chat_is_translated_to_messages_and_back(client, key, claude, ser
     assert row["provider"] == "anthropic" and row["total_tokens"] == completion.usage.total_tokens
 
 
+@pytest.mark.both_databases
 def test_prompt_caching_usage_is_booked_and_priced(client, key, claude, server, admin):
     claude.script(CLAUDE, [Reply.ok(cache_creation=1200, cache_read=3400)])
     completion = client.chat.completions.create(
@@ -215,6 +216,7 @@ def test_overloaded_fails_over_to_the_next_key(client, admin, claude):
     assert [r.key for r in claude.messages_requests] == [CLAUDE, SPARE]
 
 
+@pytest.mark.both_databases
 def test_retry_after_of_a_429_is_honoured(client, admin, key, claude, clock):
     claude.script(CLAUDE, [Reply.rate_limited("7")])
     with pytest.raises(openai.RateLimitError) as limited:
@@ -226,6 +228,7 @@ def test_retry_after_of_a_429_is_honoured(client, admin, key, claude, clock):
     assert cooled["cooldown_until"].startswith(back[:-2])  # now + 7 s, to the minute's tens
 
 
+@pytest.mark.both_databases
 def test_an_anthropic_key_at_429_falls_over_to_an_openai_key(client, admin, claude, fake):
     admin.add_key(CLAUDE, claude.base_url, provider="anthropic", name="claude")
     admin.add_key(OPENAI, fake.base_url, name="openai")
@@ -253,6 +256,7 @@ def test_errors_reach_each_dialect_in_its_shape(client, messages_sdk, key, claud
     }
 
 
+@pytest.mark.both_databases
 def test_key_test_discovers_the_models(admin, key, claude):
     result = admin.call("POST", f"/keys/{key['id']}/test").json()
     assert result["result"] == "ok" and result["models"] == sorted(MODELS)

@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import chat
 from tests.fake_upstream import Behaviour
 
+pytestmark = pytest.mark.both_databases
+
 SECRET = "sk-audit-aaaaaaaaaaaa1111"
 
 
@@ -77,6 +79,8 @@ def test_details_are_readable_and_filters_narrow_the_log(web, fake, admin):
     assert "{" not in profile[3]  # not a Python repr
     web.post("/keys/1/toggle")
     assert [a for a, *_ in _entries(web, target="key:1")] == ["key.disable", "key.create"]
+    # An action's beginning matches whatever its case (SQLite's LIKE; PostgreSQL's is exact).
+    assert [a for a, *_ in _entries(web, action="Key.")] == ["key.disable", "key.create"]
     assert {who for _, who, _, _ in _entries(web, actor="master key")} == {"master key"}
     assert [a for a, *_ in _entries(web, actor="admin", target="key:1")] == ["key.disable"]
     page = web.get("/audit?actor=nobody").text

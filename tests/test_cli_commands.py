@@ -12,6 +12,8 @@ from models import AuditEntry, ProviderKey
 from tests.conftest import chat
 from tests.fake_upstream import Behaviour
 
+pytestmark = pytest.mark.both_databases
+
 A, B, C = (f"sk-cli-{n}-0000000000000000{n}" for n in "ABC")
 
 

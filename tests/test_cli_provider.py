@@ -98,6 +98,7 @@ def run_dirs() -> list[str]:
     return glob.glob(os.path.join(tempfile.gettempdir(), "keyrelay-cli-*"))
 
 
+@pytest.mark.both_databases
 def test_claude_code_serves_every_dialect_with_its_usage(binaries, upstream, admin, server, client):
     before = set(run_dirs())
     key = add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
@@ -206,6 +207,7 @@ def test_tool_calls_are_refused_before_anything_runs(binaries, upstream, admin, 
     assert upstream.requests == []
 
 
+@pytest.mark.both_databases
 def test_a_key_at_its_cap_is_passed_over(binaries, upstream, admin, server, client):
     first = add_cli_key(
         admin, "claude_code", CLAUDE, binaries[0], upstream.base_url, max_concurrency=1
@@ -342,6 +344,7 @@ def test_bad_cli_settings_are_refused_by_name(admin, provider, fields, param):
     assert response.json()["error"]["param"] == param
 
 
+@pytest.mark.both_databases
 def test_a_cli_key_gets_its_placeholder_base_url_and_options(admin):
     made = admin.call(
         "POST",

@@ -54,6 +54,7 @@ def test_the_key_is_answered_once_and_stored_hashed(admin, app, pool):
     assert key not in dump
 
 
+@pytest.mark.both_databases
 def test_a_client_key_calls_its_own_profile(admin, server, fake, pool):
     key = create(admin, profile="team-a")["key"]
     reply = sdk(server, key).chat.completions.create(**chat())
@@ -87,6 +88,7 @@ def test_allowed_models_are_enforced_and_listed(admin, server, pool):
     assert statuses.count(403) == 1  # the refusal is in the request log
 
 
+@pytest.mark.both_databases
 def test_revoked_expired_and_unknown_keys_get_401(admin, server, pool, clock):
     revoked = create(admin)
     expiring = create(admin, expires_at="2026-11-23T13:00:00+00:00")
@@ -108,6 +110,7 @@ def test_revoked_expired_and_unknown_keys_get_401(admin, server, pool, clock):
         assert unknown.value.body["code"] == "invalid_api_key"
 
 
+@pytest.mark.both_databases
 def test_update_and_delete(admin, server, pool):
     created = create(admin)
     client = sdk(server, created["key"])
@@ -144,6 +147,7 @@ def test_bad_input_names_the_field(admin, body, status, param, message):
     assert error["param"] == param and message in error["message"]
 
 
+@pytest.mark.both_databases
 def test_revocation_reaches_other_processes_within_the_cache_time(app, monkeypatch):
     """Another worker's cache: a revoked key keeps working there for at most a second."""
     monkeypatch.setattr(clientkeys, "CACHE_SECONDS", 0.2)
@@ -163,6 +167,7 @@ def test_revocation_reaches_other_processes_within_the_cache_time(app, monkeypat
     assert denied.value.code == "api_key_revoked"
 
 
+@pytest.mark.both_databases
 def test_dashboard_creates_shows_once_and_revokes(app, web, server, pool):
     page = web.post("/client-keys", {"name": "web-app", "profile": "team-a", "models": "*"})
     text = html.unescape(page.text)

@@ -3,6 +3,7 @@ provider keys' limits), exported and imported through the CLI and the dashboard.
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from tests.conftest import chat
@@ -50,6 +51,7 @@ def test_models_yaml_round_trips_through_the_cli(app, admin, fake, client, tmp_p
     assert [(r["name"], r["target"]) for r in routes] == [("smart", "gpt-4o-mini")]
 
 
+@pytest.mark.both_databases
 def test_a_bad_entry_changes_nothing_and_is_named(app, admin, tmp_path):
     source = tmp_path / "models.yaml"
     runner = app.test_cli_runner()
@@ -65,6 +67,7 @@ def test_a_bad_entry_changes_nothing_and_is_named(app, admin, tmp_path):
     assert admin.call("GET", "/routes").json()["data"] == []
 
 
+@pytest.mark.both_databases
 def test_limits_yaml_sets_limits_and_profiles(app, admin, fake, tmp_path):
     key = admin.add_key(SECRET, fake.base_url, name="main", rpm_limit=10)
     runner = app.test_cli_runner()
@@ -97,6 +100,7 @@ def test_limits_yaml_sets_limits_and_profiles(app, admin, fake, tmp_path):
     assert admin.key(key["id"])["rpm_limit"] == 20
 
 
+@pytest.mark.both_databases
 def test_dashboard_exports_checks_and_imports(web, admin, fake):
     admin.add_key(SECRET, fake.base_url)
     page = web.get("/routes").text

@@ -143,6 +143,7 @@ def test_pruning_keeps_system_the_last_user_turn_and_tool_pairs():
 # -- error: as today ------------------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_error_mode_returns_the_upstreams_400(admin, fake, models, client, server):
     route(admin)  # on_context_overflow defaults to error
     with pytest.raises(openai.BadRequestError) as err:
@@ -159,6 +160,7 @@ def test_error_mode_returns_the_upstreams_400(admin, fake, models, client, serve
 # -- fallback: the next model of the chain --------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_fallback_mode_moves_on_to_the_larger_model(admin, fake, models, client, server):
     route(admin, on_context_overflow="fallback")
     raw = client.chat.completions.with_raw_response.create(model="chat", messages=conversation())
@@ -198,6 +200,7 @@ def assert_pruned(sent: list[dict], original: list[dict]) -> None:
     assert count_prompt_tokens(sent) <= WINDOW
 
 
+@pytest.mark.both_databases
 def test_prune_mode_drops_the_oldest_turns(admin, fake, models, client, server):
     route(admin, on_context_overflow="prune", fallbacks=[])
     original = conversation()
@@ -269,6 +272,7 @@ def test_prune_gives_the_original_error_when_the_last_turn_alone_is_too_long(
 # -- an Anthropic client, passed through to an Anthropic upstream ----------------------------
 
 
+@pytest.mark.both_databases
 def test_anthropic_client_passthrough_prunes_its_own_body(admin, server):
     with FakeAnthropic([CLAUDE]) as claude:
         claude.context_window = 150  # the fake's words

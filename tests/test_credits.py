@@ -78,6 +78,7 @@ def transactions(app) -> list[CreditTransaction]:
         return rows
 
 
+@pytest.mark.both_databases
 def test_a_payment_reopens_a_key_its_budget_refused(app, server, http, admin, priced):
     created = budget_key(admin, name="prepaid", max_budget="0.01")  # less than one request
     client = sdk(server, created["key"])
@@ -112,6 +113,7 @@ def test_a_payment_reopens_a_key_its_budget_refused(app, server, http, admin, pr
         assert entry.detail["amount"] == "0.100000"
 
 
+@pytest.mark.both_databases
 def test_a_replayed_delivery_credits_once(app, server, http, admin):
     created = budget_key(admin, max_budget="1")
     event = charge("T-replay-1", 250, created["id"])
@@ -125,6 +127,7 @@ def test_a_replayed_delivery_credits_once(app, server, http, admin):
     assert len(transactions(app)) == 1
 
 
+@pytest.mark.both_databases
 def test_simultaneous_deliveries_of_one_charge_credit_once(app, server, http, admin):
     created = budget_key(admin, max_budget="1")
     event = charge("T-race-1", 100, created["id"])
@@ -239,6 +242,7 @@ def test_deliveries_with_nothing_to_credit_are_acknowledged(app, server, http, a
     assert transactions(app) == []
 
 
+@pytest.mark.both_databases
 def test_a_charge_for_an_unknown_key_is_kept_unmatched_not_retried(app, server, http, admin):
     event = charge("T-orphan", 100, 999)
 
@@ -265,6 +269,7 @@ def test_metadata_as_a_string_and_a_key_without_a_budget(app, server, http, admi
     assert max_budget(admin, created["id"]) == "5.000000"  # the credit becomes its budget
 
 
+@pytest.mark.both_databases
 def test_deleting_a_credited_key_keeps_its_payments(app, server, http, admin):
     created = budget_key(admin, max_budget="1")
     deliver(server, http, charge("T-keep", 100, created["id"]))

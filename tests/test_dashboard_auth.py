@@ -65,6 +65,7 @@ def test_cli_creates_admins_and_viewers_and_changes_passwords(app):
     Web(app, "ops", "new-pass-123")
 
 
+@pytest.mark.both_databases
 def test_wrong_password_is_refused_with_a_message_and_audited(app):
     web = Web(app)
     web.client.post("/logout", data={"csrf_token": web.token})
@@ -98,6 +99,7 @@ def test_login_never_redirects_off_site(app):
     assert response.headers["Location"] == "/"
 
 
+@pytest.mark.both_databases
 def test_throttling_slows_then_locks_per_address_and_per_user(settings, clock):
     settings.update(LOGIN_SLOW_AFTER=2, LOGIN_LOCK_AFTER=4, LOGIN_DELAY=0.2)
     app = create_app(settings)

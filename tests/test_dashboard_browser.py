@@ -222,6 +222,7 @@ def test_expired_session_in_a_live_refresh_goes_to_the_login_page(page, browser)
     expect(page.locator("#cards")).to_have_count(0)  # the whole page, not a fragment
 
 
+@pytest.mark.both_databases
 def test_every_page_renders(page, admin, client, fake, clock):
     admin.add_key(SECRET, fake.base_url, name="main", daily_token_limit=5000)
     admin.add_key("sk-browser-cccccccccccc3333", fake.base_url, name="team", profile="team-a")

@@ -18,6 +18,8 @@ from models import AuditEntry
 from tests.conftest import chat
 from tests.fake_upstream import Behaviour
 
+pytestmark = pytest.mark.both_databases
+
 SECRET = "sk-state-aaaaaaaaaaaa1111"
 OTHER = "sk-state-bbbbbbbbbbbb2222"
 

@@ -234,6 +234,7 @@ def test_bulk_import_checks_the_shared_fields_first(web, fake):
     assert "Paste at least one key" in empty.text
 
 
+@pytest.mark.both_databases
 def test_overview_cards_and_bars_follow_proxy_traffic(web, fake, client):
     _add(web, fake)
     before = web.get("/partials/key-bars").text
@@ -257,6 +258,7 @@ def test_overview_cards_and_bars_follow_proxy_traffic(web, fake, client):
     assert 'hx-get="/partials/key-bars" hx-trigger="every 5000ms"' in overview
 
 
+@pytest.mark.both_databases
 def test_recent_errors_and_key_health(web, fake, client, clock):
     _add(web, fake)
     fake.set_behaviour(SECRET, Behaviour.rate_limited(retry_after=30))
@@ -271,6 +273,7 @@ def test_recent_errors_and_key_health(web, fake, client, clock):
     assert 'class="badge active"' in web.get("/partials/key-bars").text
 
 
+@pytest.mark.both_databases
 def test_profiles_page_creates_and_changes_strategy(web, admin):
     assert web.post("/profiles", {"name": "team-a", "strategy": "round-robin"}).status_code == 302
     bad = web.post("/profiles", {"name": "team a", "strategy": "default"})
@@ -300,6 +303,7 @@ def test_profiles_page_creates_and_changes_strategy(web, admin):
     assert bad_new.status_code == 422 and 'value="team-c"' in bad_new.text
 
 
+@pytest.mark.both_databases
 def test_request_log_filters_pages_and_attempts(web, fake, client, clock):
     _add(web, fake)
     _add(web, fake, secret="sk-dash-bbbbbbbbbbbbbbbb2222", name="second", profile="team-b")
@@ -335,6 +339,7 @@ def test_request_log_filters_pages_and_attempts(web, fake, client, clock):
     assert web.get("/logs/999/attempts").status_code == 404
 
 
+@pytest.mark.both_databases
 def test_request_log_pages_by_cursor(web, fake, client, monkeypatch):
     import blueprints.dashboard as dashboard
 
@@ -351,6 +356,7 @@ def test_request_log_pages_by_cursor(web, fake, client, monkeypatch):
     assert re.findall(r'data-log-id="(\d+)"', last) == ["1"] and 'rel="next"' not in last
 
 
+@pytest.mark.both_databases
 def test_usage_charts_by_model_and_by_key(web, fake, client, clock):
     _add(web, fake)
     client.chat.completions.create(**chat())
@@ -452,6 +458,7 @@ def test_unknown_page_is_a_readable_404(web):
     assert "There is nothing here" in response.text and "Traceback" not in response.text
 
 
+@pytest.mark.both_databases
 def test_money_is_shown_exactly(app):
     from blueprints.dashboard import _usd
 

@@ -20,6 +20,8 @@ from gateway.policy import Outcome
 from models import DATABASE_ID, InstanceMeta, RequestLog
 from tests.conftest import Admin, LiveServer
 
+pytestmark = pytest.mark.both_databases
+
 SECRET = "sk-identity-0000000000000000"
 
 

@@ -73,6 +73,7 @@ def test_server_errors_count_a_failure_and_fail_over(client, admin, fake, keys, 
     assert str(status) in key["last_error"]
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("behaviour", [Behaviour.unauthorized(), Behaviour.forbidden()])
 def test_401_and_403_mark_the_key_auth_failed(client, admin, fake, keys, behaviour):
     fake.set_behaviour(A, behaviour)
@@ -176,6 +177,7 @@ def test_no_available_keys_says_why_and_until_when(client, admin, fake, keys, cl
     assert err.value.response.headers["retry-after"] == "250"
 
 
+@pytest.mark.both_databases
 def test_five_consecutive_failures_disable_the_key(client, admin, fake, keys):
     fake.set_behaviour(A, Behaviour.server_error())
     for _ in range(5):
@@ -230,6 +232,7 @@ def test_stream_cut_after_its_first_byte_is_not_retried(client, admin, fake, key
     assert log["output_tokens"] > 0
 
 
+@pytest.mark.both_databases
 def test_failed_attempts_are_in_the_log(client, admin, fake, keys):
     fake.script(A, [Behaviour.rate_limited(retry_after=3)])
     fake.script(B, [Behaviour.server_error()])

@@ -216,6 +216,7 @@ def test_the_enumeration_finds_the_routes(world):
     assert {"from", "to", "limit"} <= set(query_names("blueprints/admin_api.py"))
 
 
+@pytest.mark.both_databases
 def test_ids_out_of_range_are_404_on_every_route(world, admin, web):
     """Ids past 2^63 (SQLite's integers) are 404 on the API, the dashboard and partials;
     negative and odd ids never a 5xx."""
@@ -321,6 +322,7 @@ def test_bad_values_in_every_field_never_fail(world, admin):
     assert not problems, problems.report()
 
 
+@pytest.mark.both_databases
 def test_huge_ints_in_limits_are_400_naming_the_field(world, admin):
     """The cases the issue found, exactly: a limit past 2^63 is a 400 naming the field."""
     new_key = EXAMPLES[("POST", "/api/admin/keys")]
@@ -377,6 +379,7 @@ def test_dates_and_query_strings_out_of_range_never_fail(world, admin, web):
     assert not problems, problems.report()
 
 
+@pytest.mark.both_databases
 def test_statistics_with_dates_out_of_range_is_400(world, admin):
     for query in ("to=0001-01-05", "from=0001-01-01&to=0001-01-01", "to=9999-12-31"):
         response = admin.call("GET", f"/statistics?{query}")
@@ -575,6 +578,7 @@ def test_a_locked_database_is_a_503_and_loses_nothing(world, admin, web):
     assert admin.call("GET", "/client-keys/1").json()["max_budget"] == "2.000000"
 
 
+@pytest.mark.sqlite_only  # SQLite's lock held from outside
 def test_a_lock_released_in_time_is_waited_for(world, admin):
     """Within the busy timeout a locked database is waited for, not refused."""
     lock = ExclusiveLock(world)

@@ -133,6 +133,7 @@ def test_openai_chat_is_translated_to_generate_content_and_back(client, key, gem
     assert cost > 0 and Decimal(row["cost_usd"]) * 1_000_000 == cost
 
 
+@pytest.mark.both_databases
 def test_thoughts_and_cached_content_are_booked_and_priced(client, key, gemini, server, admin):
     gemini.script(KEY, [Reply.ok(thoughts="Let me think about it", cached=3)])
     completion = client.chat.completions.create(
@@ -385,6 +386,7 @@ def test_responses_api_reaches_gemini(client, key, gemini):
     assert events[-1].response.output_text == DEFAULT_TEXT
 
 
+@pytest.mark.both_databases
 def test_a_429_cools_the_key_and_the_next_key_serves(client, admin, gemini, clock):
     first = admin.add_key(KEYS[0], gemini.base_url, provider="gemini", name="g1")
     admin.add_key(KEYS[1], gemini.base_url, provider="gemini", name="g2")
@@ -439,6 +441,7 @@ def test_keys_rotate_round_robin_and_a_429_moves_on(round_robin, client, admin, 
     assert served_by(gemini) == KEYS[1]  # back in the rotation
 
 
+@pytest.mark.both_databases
 def test_the_rotation_position_survives_a_restart(round_robin, server, admin, client, gemini,
                                                    clock, http):  # fmt: skip
     for number, secret in enumerate(KEYS):
@@ -506,6 +509,7 @@ def test_a_bad_key_is_an_auth_failure_and_the_next_key_serves(client, admin, gem
     assert "API key not valid" in admin.key(bad["id"])["last_error"]
 
 
+@pytest.mark.both_databases
 def test_a_stream_cut_in_the_middle_is_counted_and_reported(client, key, gemini, server, admin):
     gemini.script(KEY, [Reply.cut()])
     stream = client.chat.completions.create(
@@ -519,6 +523,7 @@ def test_a_stream_cut_in_the_middle_is_counted_and_reported(client, key, gemini,
     assert row["output_tokens"] == tokens.count_text("one")
 
 
+@pytest.mark.both_databases
 def test_key_test_discovers_the_models_across_pages(admin, key, gemini):
     result = admin.call("POST", f"/keys/{key['id']}/test").json()
     assert result["result"] == "ok" and result["models"] == sorted(MODELS)

@@ -204,6 +204,7 @@ def test_new_keys_take_the_configured_defaults(admin, settings):
     assert changed["rpm_limit"] == 5
 
 
+@pytest.mark.both_databases
 def test_dashboard_form_sets_limits(web):
     page = web.get("/client-keys").text
     assert 'name="rpm_limit" value="100"' in page and 'name="tpm_limit" value="10000"' in page

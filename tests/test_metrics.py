@@ -11,8 +11,11 @@ import pytest
 import urllib3
 from cryptography.fernet import Fernet
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
 
+from extensions import db
 from gateway import scheduler
+from models import RequestLog
 from tests.conftest import MASTER_KEY, chat, live_app
 from tests.fake_upstream import Behaviour
 from tests.test_durability import Gunicorn
@@ -47,12 +50,10 @@ def delta(before: dict, after: dict, name: str, **labels) -> float:
 def log_sums(app) -> tuple[int, int, int, int]:
     """(rows, input tokens, output tokens, cost micros) of the request log, all written."""
     app.extensions["keyrelay"].books.flush()
-    db = Path(app.instance_path) / "keyrelay.db"
-    with sqlite3.connect(db) as conn:
-        return conn.execute(
-            "SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_micros)"
-            " FROM request_logs"
-        ).fetchone()
+    log = RequestLog
+    sums = (func.sum(c) for c in (log.input_tokens, log.output_tokens, log.cost_micros))
+    with app.app_context():
+        return tuple(db.session.execute(select(func.count(), *sums).select_from(log)).one())
 
 
 @pytest.fixture
@@ -60,6 +61,7 @@ def settings(settings):
     return {**settings, "METRICS": True, "METRICS_TOKEN": METRICS_TOKEN}
 
 
+@pytest.mark.both_databases
 def test_requests_tokens_and_cost_match_the_request_log(app, server, admin, client, http, fake):
     """5 answers (3 JSON, 2 streamed): the request counter of that dialect/profile/model/
     status moves by 5, tokens and cost by the log's sums, the histograms by their counts."""
@@ -92,6 +94,7 @@ def test_failed_requests_count_under_their_status(server, admin, client, http, f
     assert delta(before, after, "keyrelay_requests_total", **labels) == 1
 
 
+@pytest.mark.both_databases
 def test_attempts_by_provider_key_and_outcome(server, admin, client, http, fake):
     """A 500 from the first key, then its sibling answers: one attempt of each outcome,
     labelled by the key's id."""
@@ -109,6 +112,7 @@ def test_attempts_by_provider_key_and_outcome(server, admin, client, http, fake)
     assert delta(before, after, "keyrelay_requests_total", **CHAT, status="200") == 1
 
 
+@pytest.mark.both_databases
 def test_keys_by_state(server, admin, http, fake):
     """The gauge counts the keys in each state now, read at scrape time."""
     admin.add_key(A, fake.base_url, name="a")
@@ -139,6 +143,7 @@ def test_limiter_rejections(server, admin, http, fake):
     assert delta(before, after, "keyrelay_requests_total", **CHAT, status="429") == 1
 
 
+@pytest.mark.sqlite_only  # SQLite's write lock held from outside
 def test_journal_backlog_and_job_runs(app, server, admin, client, http, fake, clock):
     """While the database is write-locked from outside, the booked request waits in the
     journal (backlog > 0); committed, the backlog is 0. A job run shows its time."""

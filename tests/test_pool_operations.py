@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import chat
 from tests.fake_upstream import Behaviour
 
+pytestmark = pytest.mark.both_databases
+
 GOOD, BAD, BUSY = "sk-pool-aaaaaaaaaaaa1111", "sk-pool-bbbbbbbbbbbb2222", "sk-pool-cccccccccccc3333"
 
 
@@ -58,7 +60,9 @@ def test_restore_invalid_keys_brings_back_those_that_answer(web, fake, admin):
 
 def test_batch_actions_on_selected_keys(web, fake, admin):
     _pool(admin, fake)
-    web.post("/keys/batch", {"action": "disable", "ids": ["1", "3"]})
+    web.post("/keys/batch", {"action": "disable", "ids": ["1"]})  # key 1's row is rewritten
+    done = web.post("/keys/batch", {"action": "disable", "ids": ["3", "1"]}, follow_redirects=True)
+    assert "Disabled 2 keys: #1, #3." in html.unescape(done.text)  # in id order on PostgreSQL too
     assert [admin.key(i)["status"] for i in (1, 2, 3)] == ["disabled", "active", "disabled"]
     assert admin.key(1)["disabled_by"] == "admin"
     web.post("/keys/batch", {"action": "enable", "ids": ["1", "3"]})

@@ -10,6 +10,8 @@ import random
 import time
 from collections import Counter
 
+import pytest
+
 from gateway.selection import MOST_REMAINING, PRIORITY, ROUND_ROBIN, WEIGHTED, order
 from tests.conftest import MASTER_KEY, chat
 from tests.fake_upstream import Behaviour
@@ -48,6 +50,7 @@ def test_the_default_key_comes_first_in_every_strategy():
         assert order(keys, strategy, {})[0].id == 2, strategy
 
 
+@pytest.mark.both_databases
 def test_set_default_through_the_api_and_the_proxy(admin, fake, client):
     first = admin.add_key("sk-pool-first-aaaaaaaaaaaaa", fake.base_url, name="first")
     second = admin.add_key("sk-pool-second-bbbbbbbbbbbb", fake.base_url, name="second")
@@ -66,6 +69,7 @@ def test_set_default_through_the_api_and_the_proxy(admin, fake, client):
     assert admin.call("GET", "/keys/active").json()["id"] == second["id"]
 
 
+@pytest.mark.both_databases
 def test_weights_and_tiers_through_the_api(admin, fake, client):
     made = admin.add_key("sk-pool-w-aaaaaaaaaaaaaaa", fake.base_url, weight=5, priority=2)
     assert (made["weight"], made["priority"]) == (5, 2)

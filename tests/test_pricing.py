@@ -27,6 +27,7 @@ def provider(admin, fake):
     admin.add_key(SECRET, fake.base_url, name="main")
 
 
+@pytest.mark.both_databases
 def test_requests_are_priced_from_the_table(admin, client, provider, web):
     costs = 0
     for model in ("gpt-4o-mini", "gpt-4o"):
@@ -43,6 +44,7 @@ def test_requests_are_priced_from_the_table(admin, client, provider, web):
     assert f"${Decimal(costs) / 1_000_000:.6f}".rstrip("0") in cards
 
 
+@pytest.mark.both_databases
 def test_an_override_wins_and_can_be_removed(admin, client, provider):
     answer = admin.call(
         "PUT", "/prices/gpt-4o-mini", {"input_per_mtok": "1000", "output_per_mtok": "2000.5"}
@@ -105,6 +107,7 @@ def test_tiered_prices_are_left_to_genai_prices():
     assert price.micros(300_000, 1_000) == int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+@pytest.mark.both_databases
 def test_prices_page(web, admin, client, provider):
     client.chat.completions.create(**chat())
     page = web.get("/prices").text

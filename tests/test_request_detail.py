@@ -15,6 +15,8 @@ from tests.browser import FLAGS, ensure_chromium, screenshot
 from tests.conftest import ADMIN_PASSWORD, MASTER_KEY, chat
 from tests.fake_upstream import Behaviour
 
+pytestmark = pytest.mark.both_databases
+
 SECRET = "sk-detail-aaaaaaaaaaaa1111"
 
 

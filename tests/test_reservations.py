@@ -68,6 +68,7 @@ def test_bad_answer_lengths_are_refused_before_any_reservation(admin, server, fa
     assert ledger(server, created["key"])[1] == 0
 
 
+@pytest.mark.both_databases
 def test_an_upstream_error_gives_the_reservation_back(admin, server, fake):
     created = budget_key(admin, max_budget="10.00")
     fake.set_behaviour(SECRET, Behaviour.bad_request("max_tokens is too large", status=400))

@@ -106,6 +106,7 @@ def test_function_call_round_trip_streamed(client, key, fake):
     assert tool == {"role": "tool", "tool_call_id": TOOL_CALL_ID, "content": "31 C"}
 
 
+@pytest.mark.both_databases
 def test_previous_response_id_continues_a_stored_conversation(client, key, fake):
     first = client.responses.create(model="gpt-4o-mini", input="My name is Ada.")
     again = client.responses.retrieve(first.id)
@@ -121,6 +122,7 @@ def test_previous_response_id_continues_a_stored_conversation(client, key, fake)
     ]
 
 
+@pytest.mark.both_databases
 def test_store_false_keeps_nothing(client, key):
     response = client.responses.create(model="gpt-4o-mini", input="secret", store=False)
     with pytest.raises(openai.NotFoundError):
@@ -129,6 +131,7 @@ def test_store_false_keeps_nothing(client, key):
         client.responses.create(model="gpt-4o-mini", input="more", previous_response_id=response.id)
 
 
+@pytest.mark.both_databases
 def test_stored_responses_belong_to_their_client_key(server, admin, key):
     made = [admin.call("POST", "/client-keys", {"name": name}).json()["key"] for name in ("a", "b")]
     first, second = (

@@ -53,6 +53,7 @@ def test_paid_hops_leave_the_chain_when_paid_models_are_off():
     assert err.value.status == 403 and err.value.code == "paid_model_disabled"
 
 
+@pytest.mark.both_databases
 def test_an_alias_is_served_by_its_target_and_listed(admin, fake, client):
     admin.add_key(MINI, fake.base_url, models=["gpt-4o-mini"])
     made = admin.call("POST", "/routes", {"name": "fast", "target": "gpt-4o-mini"})
@@ -67,6 +68,7 @@ def test_an_alias_is_served_by_its_target_and_listed(admin, fake, client):
     assert log["requested_model"] == "fast"  # and the one the client asked for
 
 
+@pytest.mark.both_databases
 def test_a_chain_falls_back_to_the_next_model(admin, fake, client):
     admin.add_key(BIG, fake.base_url, models=["gpt-4o"])
     admin.add_key(MINI, fake.base_url, models=["gpt-4o-mini"])
@@ -194,6 +196,7 @@ def test_strategy_and_overflow_fields_are_checked(admin):
     assert [r["name"] for r in admin.call("GET", "/routes").json()["data"]] == ["long"]
 
 
+@pytest.mark.both_databases
 def test_the_routes_page_takes_strategy_and_overflow(web):
     refused = web.post(
         "/routes", {"name": "long", "target": "gpt-4o", "context_window": "big", "strategy": ""}

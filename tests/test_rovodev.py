@@ -62,6 +62,7 @@ def error_of(response) -> dict:
 # -- the guide's admin endpoints ------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_accounts_round_trip_with_camel_case_fields_and_the_token_masked(admin, rovo):
     made = admin.call(
         "POST",
@@ -138,6 +139,7 @@ def test_bad_accounts_are_refused_naming_the_field(admin, body, field, says):
     assert admin.call("GET", "/rovodev-keys").json()["data"] == []
 
 
+@pytest.mark.both_databases
 def test_a_duplicate_token_is_refused(admin, rovo):
     add(admin, rovo)
     again = admin.call("POST", "/rovodev-keys", {"email": EMAIL, "apiToken": TOKEN})
@@ -158,6 +160,7 @@ def test_the_test_endpoint_checks_the_account(admin, rovo):
     assert admin.call("POST", "/rovodev-keys/test/999").status == 404
 
 
+@pytest.mark.both_databases
 def test_profile_stats_add_up_the_accounts(admin, rovo, client):
     add(admin, rovo, dailyTokenLimit=1000)
     add(admin, rovo, SPARE, OTHER, cloud=None)
@@ -262,6 +265,7 @@ def test_a_refused_account_is_rovodev_authentication_failed(admin, rovo, client,
     assert SPARE not in caplog.text
 
 
+@pytest.mark.both_databases
 def test_accounts_at_their_daily_limit_are_rovodev_limit_exceeded(admin, rovo, client):
     add(admin, rovo, dailyTokenLimit=TOKENS_PER_CHAT)
     add(admin, rovo, SPARE, OTHER, cloud=None, dailyTokenLimit=TOKENS_PER_CHAT)
@@ -299,6 +303,7 @@ def served_by(rovo) -> str:
     )
 
 
+@pytest.mark.both_databases
 def test_sync_on_demand_and_by_the_job_steers_selection(admin, rovo, client, app):
     first = add(admin, rovo)
     second = add(admin, rovo, SPARE, OTHER, cloud=None)
@@ -332,6 +337,7 @@ def test_sync_on_demand_and_by_the_job_steers_selection(admin, rovo, client, app
     assert admin.key(second["id"])["limit_reached"] == "credits exhausted"
 
 
+@pytest.mark.both_databases
 def test_usage_booked_after_a_sync_counts_against_its_figure(admin, rovo, client):
     add(admin, rovo)
     add(admin, rovo, SPARE, OTHER, cloud=None)
@@ -372,6 +378,7 @@ def test_a_sync_with_a_refused_token_marks_the_account_auth_failed(admin, rovo):
     assert admin.key(wrong["id"])["status"] == "auth_failed"
 
 
+@pytest.mark.both_databases
 def test_openrouter_key_info_is_synced_as_credit(admin, fake, client):
     secret = "sk-or-v1-aaaaaaaaaaaaaaaaaaaaaaaaaaaa"
     key = admin.add_key(secret, fake.base_url, provider="openrouter", name="or")
@@ -399,6 +406,7 @@ def form(rovo, **fields) -> dict:
             **fields}  # fmt: skip
 
 
+@pytest.mark.both_databases
 def test_the_page_adds_an_account_tests_it_and_lists_it_masked(web, rovo, app):
     added = web.post("/rovodev", form(rovo), follow_redirects=True)
     assert added.status_code == 200

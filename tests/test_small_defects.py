@@ -125,6 +125,7 @@ def test_every_proxy_answer_carries_the_trace_headers(server, http, key, method,
 # -- one rule for the request log ---------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_every_authenticated_call_that_spends_tokens_gets_one_log_row(
     server, http, key, admin, settings
 ):

@@ -88,6 +88,7 @@ def payment(pool, server, key_id: int, reference: str, cents: int = 100):
     return lambda: pool.request("POST", f"{server.url}{URL}", body=raw, headers=headers)
 
 
+@pytest.mark.both_databases
 def test_parallel_top_ups_all_count(app, admin, server, pool):
     key = budget_key(admin, max_budget="1.00")
     answers = all_at_once([top_up(pool, server, key["id"]) for _ in range(PARALLEL)])
@@ -108,6 +109,7 @@ def test_parallel_top_ups_all_count(app, admin, server, pool):
     assert {entry.detail["reference"] for entry in logged} == references
 
 
+@pytest.mark.both_databases
 def test_top_ups_racing_payments_add_up(app, admin, server, pool):
     """Ten admin top-ups of $1 and ten Paystack payments of 100 cents ($1), all at once."""
     key = budget_key(admin, max_budget="1.00")
@@ -139,6 +141,7 @@ def test_a_top_up_of_a_key_without_budget_writes_nothing(app, admin):
     assert rows(app) == [] and audits(app, "client_key.topup") == []
 
 
+@pytest.mark.both_databases
 def test_dashboard_top_up_writes_a_credit_row(app, admin, web):
     key = budget_key(admin, max_budget="1.00")
     answer = web.post(f"/client-keys/{key['id']}/topup", {"amount": "0.5"})
