@@ -77,7 +77,7 @@ class PostgresServer:
             shutil.chown(self.socket_dir, USER)
         self._run(
             str(self.bin / "initdb"), "-D", str(self.data), "-U", USER,
-            "--auth=trust", "--encoding=UTF8", "--no-sync",
+            "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync",
         )  # fmt: skip
         options = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
