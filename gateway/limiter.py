@@ -50,6 +50,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -679,6 +680,13 @@ class SharedLimiter:
         return total
 
     # -- the operations ---------------------------------------------------------------
+
+    def later(self, operation: str, *args) -> Callable[[], tuple]:
+        """`admit`, `reserve` or `reserve_and_admit`, whose answer is read by calling what
+        this returns. The shared Redis limiter sends it and reads the answer then, so the
+        round trip overlaps the caller's own work; a local file answers at once."""
+        answer = getattr(self, operation)(*args)
+        return lambda: answer
 
     def admit(self, scope: str, limits: Limits, now: int) -> tuple[Window, Refusal | None]:
         """Count one request against the scope if its limits allow it (atomically)."""

@@ -2,9 +2,12 @@
 
 `RedisLimiter` has `SharedLimiter`'s interface (limiter.py) and semantics; every operation
 is one atomic Lua script (EVALSHA), so one round trip, and settlements travel with the
-process's next script (or a background thread's, 20 ms later): one round trip per request
-on the hot path. Under the namespace
-`kr:<database id>:` (two databases on one Redis never mix):
+process's next script (or a background thread's, 20 ms later): at most one round trip per
+request on the hot path, which `later()` sends at once and reads when the caller asks (the
+proxy asks just before the upstream call, so the routing in between overlaps it). A
+window far from its limits grants the process a few requests to admit with no round trip
+at all (`g:<scope>`, below). Under the namespace `kr:<database id>:` (two databases on one
+Redis never mix):
 
 - `w:<scope>`: the sliding 60-second window, a hash of per-second buckets `r<second>`
   (requests) and `t<second>` (tokens) with running totals beside them (`_h` the newest
@@ -18,6 +21,12 @@ on the hot path. Under the namespace
   dropped first (the file's dead-pid reclamation, across hosts).
 - `b:<scope>`: a budget's period id and spend in it, loaded from the database once per
   period (again whenever Redis lost it).
+- `g:<scope>`: requests granted per process and not yet used or given back. The RPM check
+  counts them as taken, so grants never let the hosts past a limit. A grant is at most
+  `GRANT_WANTED`, at most 1/64 of the room left, none for a window with a parallel limit
+  or past half its TPM, nor with a budget (checked request by request); the process uses
+  it for `GRANT_SECONDS`, each use settled like a request's tokens (`g` settlements: the
+  second it was admitted in), and gives back the rest.
 
 When Redis cannot be reached (`KEYRELAY_REDIS_FAILURE`): `mixed` (the default) admits by
 RPM/TPM/parallel limits as if the windows were empty, with a log line, and refuses
@@ -32,13 +41,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
 
@@ -55,6 +65,10 @@ DOWN_SECONDS = 1.0
 SETTLE_DELAY = 0.02  # after a failure, Redis is not asked again for this long
 FAILURE_POLICIES = ("mixed", "open", "closed")
 _REPLAY_MAX = 100_000  # settlements kept while Redis is away
+# A window far from its limits grants a process up to this many requests to admit with no
+# round trip, for this long; then what is left goes back.
+GRANT_WANTED = 32
+GRANT_SECONDS = 0.1
 
 _COMMON = """
 local num = tonumber
@@ -177,21 +191,40 @@ end
 """
 
 _CHECKS = """
-local function admit_check(wk, fk, now, rpm, tpm, par, alive)
+-- `gk`: the requests granted to processes to admit on their own (counted as taken until
+-- they are used or given back); a dead process's grants are dropped when the window
+-- looks full.
+local function admit_check(wk, fk, gk, now, rpm, tpm, par, alive)
   local req, tok, oldr, oldt = window(wk, now)
-  local fly = 0
+  local fly, granted = 0, 0
   if par >= 0 then
     fly = flying(fk, alive, false)
     if fly >= par then fly = flying(fk, alive, true) end
   end
+  if rpm >= 0 then
+    granted = flying(gk, alive, false)
+    if granted > 0 and req + granted >= rpm then granted = flying(gk, alive, true) end
+  end
   local reason, wait = '', 0
   if par >= 0 and fly >= par then reason, wait = 'parallel', 1
-  elseif rpm >= 0 and req >= rpm then
-    reason, wait = 'rpm', retry(buckets(wk, 'r', now), now, req, rpm)
+  elseif rpm >= 0 and req + granted >= rpm then
+    reason, wait = 'rpm', retry(buckets(wk, 'r', now), now, req + granted, rpm)
   elseif tpm >= 0 and tok >= tpm then
     reason, wait = 'tpm', retry(buckets(wk, 't', now), now, tok, tpm)
   end
-  return {reason, wait, req, tok, fly, reset(oldr, now), reset(oldt, now)}
+  return {reason, wait, req, tok, fly, reset(oldr, now), reset(oldt, now), granted}
+end
+-- Requests this process may admit on its own for a moment (F30 windows without a
+-- parallel limit), taken from the window at once: at most `want`, at most 1/64 of the
+-- room left (none if that is less than two), none when the tokens are past half of TPM.
+local function grant(gk, inst, want, rpm, tpm, par, answer)
+  if want <= 0 or par >= 0 or (tpm >= 0 and answer[4] * 2 > tpm) then return 0 end
+  local n = want
+  if rpm >= 0 then n = math.min(want, math.floor((rpm - answer[3] - answer[8]) / 64)) end
+  if n < 2 then return 0 end
+  redis.call('HINCRBY', gk, inst, n)
+  redis.call('EXPIRE', gk, 120)
+  return n
 end
 local function admit_commit(wk, fk, now, par, inst, answer)
   bump(wk, 'r', now, 1)
@@ -216,6 +249,12 @@ local function settle_window(wk, fk, now, tokens, parallel, inst)
   if tokens > 0 then bump(wk, 't', now, tokens) end
   if parallel == '1' then add(fk, inst, -1) end
 end
+-- Granted requests the process admitted at `now` (counted in the window from the grants)
+-- or gives back unused.
+local function settle_grant(wk, gk, now, used, unused, inst)
+  if used > 0 then bump(wk, 'r', now, used) end
+  add(gk, inst, -(used + unused))
+end
 local function settle_budget(bk, mk, period, estimate, cost, inst)
   if estimate > 0 then add(mk, inst, -estimate) end
   if redis.call('HGET', bk, 'period') == period and cost > 0 then
@@ -234,6 +273,8 @@ for i = 0, n / 2 - 1 do
   local a, k1, k2 = 3 + 4 * i, KEYS[2 * i + 1], KEYS[2 * i + 2]
   if ARGV[a] == 'w' then
     settle_window(k1, k2, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], inst)
+  elseif ARGV[a] == 'g' then
+    settle_grant(k1, k2, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), num(ARGV[a + 3]), inst)
   else
     settle_budget(k1, k2, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), inst)
   end
@@ -243,15 +284,21 @@ for i = n + 1, #KEYS do K[#K + 1] = KEYS[i] end
 for i = 3 + 2 * n, #ARGV do A[#A + 1] = ARGV[i] end
 """
 
-# KEYS: window, flights. ARGV: now, rpm, tpm, parallel (-1: none), process, alive prefix.
+# KEYS: window, flights, grants. ARGV: now, rpm, tpm, parallel (-1: none), process, alive
+# prefix, requests wanted as a grant. Answers the window and the requests granted.
 _ADMIT = (
     _COMMON
     + _CHECKS
     + _SETTLE_FIRST
     + """
-local now, par = tonumber(A[1]), tonumber(A[4])
-local answer = admit_check(K[1], K[2], now, num(A[2]), num(A[3]), par, A[6])
-if answer[1] == '' then admit_commit(K[1], K[2], now, par, A[5], answer) end
+local now, rpm, tpm, par = tonumber(A[1]), num(A[2]), num(A[3]), tonumber(A[4])
+local answer = admit_check(K[1], K[2], K[3], now, rpm, tpm, par, A[6])
+local granted = 0
+if answer[1] == '' then
+  admit_commit(K[1], K[2], now, par, A[5], answer)
+  granted = grant(K[3], A[5], tonumber(A[7]), rpm, tpm, par, answer)
+end
+answer[8] = granted
 return answer
 """
 )
@@ -270,8 +317,10 @@ return answer
 """
 )
 
-# The budget, then the window, in one round trip; nothing is taken unless both admit.
-# KEYS: budget, reserved, window, flights. ARGV: _RESERVE's, then now, rpm, tpm, parallel.
+# The budget, then the window, in one round trip; nothing is taken unless both admit
+# (and nothing is granted: a budget is checked request by request).
+# KEYS: budget, reserved, window, flights, grants. ARGV: _RESERVE's, then now, rpm, tpm,
+# parallel.
 _RESERVE_ADMIT = (
     _COMMON
     + _CHECKS
@@ -280,7 +329,7 @@ _RESERVE_ADMIT = (
 local estimate, now, par = tonumber(A[3]), tonumber(A[7]), tonumber(A[10])
 local budget = budget_check(K[1], K[2], A[1], num(A[2]), estimate, A[5], A[6])
 if budget[1] ~= 1 then return {budget[1], budget[2], budget[3]} end
-local answer = admit_check(K[3], K[4], now, num(A[8]), num(A[9]), par, A[5])
+local answer = admit_check(K[3], K[4], K[5], now, num(A[8]), num(A[9]), par, A[5])
 if answer[1] == '' then
   admit_commit(K[3], K[4], now, par, A[4], answer)
   if estimate > 0 then redis.call('HINCRBY', K[2], A[4], estimate) end
@@ -323,6 +372,74 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+@dataclass
+class _Grant:
+    """Requests Redis granted this process for one scope: `left` of them until `until`
+    (monotonic), for these limits; the window as of the grant, and how many were
+    admitted from it since."""
+
+    left: int
+    until: float
+    limits: Limits
+    window: Window
+    admitted: int = 0
+
+
+class _Sent:
+    """A script written to Redis whose answer is read when `answer()` is first called:
+    what the caller does in between overlaps the round trip."""
+
+    __slots__ = ("limiter", "conn", "script", "command", "batch", "reused", "_answer", "_error")
+
+    def __init__(self, limiter, conn, script, command: tuple, batch: list, reused=False) -> None:
+        self.limiter, self.conn, self.script = limiter, conn, script
+        self.command, self.batch, self.reused = command, batch, reused
+        self._answer = self._error = None
+
+    @classmethod
+    def failed(cls, exc: Exception) -> _Sent:
+        sent = cls(None, None, None, (), [])
+        sent._error = exc
+        return sent
+
+    def fail(self, exc: Exception) -> None:
+        """The script did not get an answer: its connection is dropped, its settlements
+        are pending again."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.disconnect()
+            self.limiter._give_back(conn)
+        self._error = exc
+        self.limiter._failed(exc, self.batch)
+
+    def answer(self):
+        """The script's answer (once read, kept); redis.RedisError when there is none."""
+        conn = self.conn
+        if conn is not None:
+            try:
+                self._answer = self._read(conn)
+            except redis.RedisError as exc:
+                self.fail(exc)
+            else:
+                self.conn = None
+                self.limiter._give_back(conn)
+        if self._error is not None:
+            raise self._error
+        return self._answer
+
+    def _read(self, conn):
+        try:
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:  # Redis restarted: load the script again
+            self.limiter.redis.script_load(self.script.script)
+        except redis.ConnectionError:
+            if not self.reused:
+                raise
+            conn.disconnect()  # an idle connection Redis had closed: once on a new one
+        conn.send_command("EVALSHA", self.script.sha, *self.command)
+        return conn.read_response()
+
+
 class RedisLimiter:
     """`SharedLimiter`'s operations on counters in Redis, shared by every host."""
 
@@ -346,8 +463,11 @@ class RedisLimiter:
         self._logged = 0.0
         # Settlements not yet in Redis, oldest first: (keys, operations) of settle_many.
         self._pending: collections.deque = collections.deque()
-        self._wake, self._draining = threading.Event(), threading.Lock()
-        self._sending = 0  # the oldest pending entries, on their way to Redis now
+        self._wake = threading.Event()
+        self._grants: dict[str, _Grant] = {}
+        self.grant_seconds = GRANT_SECONDS
+        self._conns: collections.deque = collections.deque()  # idle connections, newest last
+        self._conns_pid = os.getpid()
         self._counts = {"failures": 0, "dropped": 0, "failed_open": 0, "failed_closed": 0}
 
     # -- this process -----------------------------------------------------------------
@@ -358,6 +478,9 @@ class RedisLimiter:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
+                    if self._pid is not None:  # a forked child: the parent's are not its own
+                        self._grants.clear()
+                        self._pending.clear()
                     self._process = process_name()
                     self._pid = os.getpid()
                     self._beat()
@@ -380,41 +503,75 @@ class RedisLimiter:
     def _alive(self) -> str:
         return f"{self.ns}alive:"
 
-    def _keys(self, scope: str, pair: str) -> list[str]:
-        return [f"{self.ns}{pair[0]}:{scope}", f"{self.ns}{pair[1]}:{scope}"]
+    def _keys(self, scope: str, kinds: str) -> list[str]:
+        return [f"{self.ns}{kind}:{scope}" for kind in kinds]
 
     # -- failures ---------------------------------------------------------------------
 
-    def _run(self, name: str, keys: list[str], args: list):
-        """Run a script, with this process's pending settlements first in the same round
-        trip (so it reads its own settlements); redis.RedisError when Redis is away (or
-        was a moment ago). Settlements already on their way are not waited for: Redis
-        runs them before anything this process sends after them."""
-        if len(self._pending) <= self._sending:
-            return self._script(name, keys, args, [])
-        with self._draining:
-            batch = list(itertools.islice(self._pending, 64))
-            answer = self._script(name, keys, args, batch)
-            for _ in batch:
-                self._pending.popleft()
-        if self._pending:
-            self._wake.set()
-        return answer
-
-    def _script(self, name: str, keys: list[str], args: list, batch: list):
+    def _send(self, name: str, keys: list[str], args: list) -> _Sent:
+        """Send a script, with this process's pending settlements first in the same round
+        trip (so it reads its own settlements), and come back without waiting for its
+        answer: `_Sent.answer()` reads it (redis.RedisError when Redis is away, or was a
+        moment ago). Settlements already on their way with another script are not waited
+        for: they were written to Redis before this one."""
         if time.monotonic() < self._down_until:
-            raise redis.ConnectionError("Redis was unreachable a moment ago")
+            return _Sent.failed(redis.ConnectionError("Redis was unreachable a moment ago"))
+        conn, reused = self._connection()
+        batch = self._take_batch()
         settle_keys = [key for entry in batch for key in entry[0]]
         settle_args = [arg for entry in batch for arg in entry[1]]
-        keys = settle_keys + keys
-        args = [len(settle_keys), self.process, *settle_args, *args]
+        command = (len(settle_keys) + len(keys), *settle_keys, *keys)
+        command += (len(settle_keys), self.process, *settle_args, *args)
+        sent = _Sent(self, conn, self._scripts[name], command, batch, reused)
         try:
-            return self._scripts[name](keys=keys, args=args)
+            try:
+                conn.send_command("EVALSHA", sent.script.sha, *command)
+            except (redis.ConnectionError, redis.TimeoutError):
+                if not reused:
+                    raise
+                conn.disconnect()  # a connection Redis closed: once more on a new one
+                conn.send_command("EVALSHA", sent.script.sha, *command)
         except redis.RedisError as exc:
-            self._down_until = time.monotonic() + DOWN_SECONDS
-            self._counts["failures"] += 1
-            self._warn(exc)
-            raise
+            sent.fail(exc)
+        return sent
+
+    def _run(self, name: str, keys: list[str], args: list):
+        """Run a script and wait for its answer (redis.RedisError when Redis is away)."""
+        return self._send(name, keys, args).answer()
+
+    def _connection(self):
+        """An idle connection of this process's own (and whether it was used before), or a
+        new one (it connects when first used). redis-py's pool would check each one for
+        unread data on every use, a system call per request on the hot path; these are
+        only ever given back with their answer read."""
+        if self._conns_pid != os.getpid():
+            self._conns, self._conns_pid = collections.deque(), os.getpid()  # forked
+        try:
+            return self._conns.pop(), True
+        except IndexError:
+            pool = self.redis.connection_pool
+            return pool.connection_class(**pool.connection_kwargs), False
+
+    def _give_back(self, conn) -> None:
+        if len(self._conns) < 64:
+            self._conns.append(conn)
+        else:
+            conn.disconnect()
+
+    def _take_batch(self) -> list:
+        """The oldest pending settlements (up to 64 requests'), taken to send now."""
+        with self._lock:
+            return [self._pending.popleft() for _ in range(min(64, len(self._pending)))]
+
+    def _failed(self, exc: Exception, batch: list) -> None:
+        """Redis did not answer: settlements that went with the script are pending again
+        (first, in their order), and Redis is not asked again for a moment."""
+        if batch:
+            with self._lock:
+                self._pending.extendleft(reversed(batch))
+        self._down_until = time.monotonic() + DOWN_SECONDS
+        self._counts["failures"] += 1
+        self._warn(exc)
 
     def _warn(self, exc: Exception) -> None:
         now = time.monotonic()
@@ -432,21 +589,12 @@ class RedisLimiter:
     def _drain(self) -> None:
         """Send the pending settlements, in order, up to 64 requests' per round trip; what
         Redis does not take stays pending (redis.RedisError)."""
-        with self._draining:
-            while self._pending:
-                batch = list(itertools.islice(self._pending, 64))
-                self._sending = len(batch)
-                try:
-                    self._script("settle", [], [], batch)
-                finally:
-                    self._sending = 0
-                for _ in batch:
-                    self._pending.popleft()
+        while self._pending:
+            self._send("settle", [], []).answer()
 
     def flush(self) -> None:
         """Send this process's pending settlements now (redis.RedisError if Redis is away)."""
-        if len(self._pending) > self._sending:
-            self._drain()
+        self._drain()
 
     def _settler(self) -> None:
         """Settles off the request's path: woken by each settlement, and every second
@@ -456,6 +604,7 @@ class RedisLimiter:
             self._wake.wait(DOWN_SECONDS)
             self._wake.clear()
             time.sleep(SETTLE_DELAY)  # the next request usually takes them along first
+            self._expire_grants()
             with contextlib.suppress(redis.RedisError):
                 self._drain()
 
@@ -483,19 +632,90 @@ class RedisLimiter:
         window = Window(int(req), int(tok), int(fly), int(rr), int(tr))
         return window, (Refusal(reason, int(wait), window) if reason else None)
 
+    def later(self, operation: str, *args) -> Callable[[], tuple]:
+        """`admit`, `reserve` or `reserve_and_admit` sent to Redis now; calling what this
+        returns reads the answer (once), so the round trip overlaps what the caller does in
+        between. The answer is the operation's, Redis failures included."""
+        return getattr(self, "_" + operation)(*args)
+
     def admit(self, scope: str, limits: Limits, now: int) -> tuple[Window, Refusal | None]:
         """Count one request against the scope if its limits allow it (atomically)."""
-        args = [now, *self._limit_args(limits), self.process, self._alive]
-        try:
-            return self._answer(*self._run("admit", self._keys(scope, "wf"), args))
-        except redis.RedisError:
-            empty = Window(0, 0, 0, 0, 0)
-            if self.failure != "closed" or scope.endswith(":busy"):
-                self._counts["failed_open"] += 1
-                return empty, None
-            if scope.startswith("ck:"):
-                raise self._unavailable("rate limits") from None
-            return empty, Refusal("rpm", 1, empty)  # a provider key: passed over for now
+        return self._admit(scope, limits, now)()
+
+    def _admit(self, scope: str, limits: Limits, now: int):
+        if limits.parallel is None and (granted := self._from_grant(scope, limits, now)):
+            return lambda: (granted, None)
+        want = GRANT_WANTED if limits.parallel is None else 0
+        args = [now, *self._limit_args(limits), self.process, self._alive, want]
+        sent = self._send("admit", self._keys(scope, "wfg"), args)
+
+        def answer() -> tuple[Window, Refusal | None]:
+            try:
+                *found, granted = sent.answer()
+            except redis.RedisError:
+                empty = Window(0, 0, 0, 0, 0)
+                if self.failure != "closed" or scope.endswith(":busy"):
+                    self._counts["failed_open"] += 1
+                    return empty, None
+                if scope.startswith("ck:"):
+                    raise self._unavailable("rate limits") from None
+                return empty, Refusal("rpm", 1, empty)  # a provider key: passed over for now
+            window, refusal = self._answer(*found)
+            if granted:
+                self._keep_grant(scope, limits, window, int(granted), now)
+            return window, refusal
+
+        return answer
+
+    # -- grants -----------------------------------------------------------------------
+    # A window far from its limits grants this process a few requests at a time (taken in
+    # Redis at once, so other hosts count them): the process admits them with no round
+    # trip, for a moment, and its settlements tell Redis their seconds (or give back what
+    # it did not use). See `grant` in the scripts for how much.
+
+    def _from_grant(self, scope: str, limits: Limits, now: int) -> Window | None:
+        """A request admitted from this process's grant for the scope, if it holds one."""
+        with self._lock:
+            grant = self._grants.get(scope)
+            if grant is None or self._pid != os.getpid():  # none, or a forked child's parent's
+                return None
+            if grant.left <= 0 or grant.limits != limits or time.monotonic() >= grant.until:
+                del self._grants[scope]
+                self._give_back_grant(scope, grant, now)
+                return None
+            grant.left -= 1
+            grant.admitted += 1
+            self._pending.append((self._keys(scope, "wg"), ["g", now, 1, 0]))
+            seen = grant.window
+            window = Window(
+                seen.requests + grant.admitted, seen.tokens, 0,
+                seen.requests_reset, seen.tokens_reset,
+            )  # fmt: skip
+        self._wake.set()
+        return window
+
+    def _keep_grant(self, scope: str, limits: Limits, window: Window, count: int, now) -> None:
+        with self._lock:
+            if (old := self._grants.get(scope)) is not None:
+                self._give_back_grant(scope, old, now)
+            until = time.monotonic() + self.grant_seconds
+            self._grants[scope] = _Grant(count, until, limits, window)
+
+    def _give_back_grant(self, scope: str, grant: _Grant, now: int) -> None:
+        """(With the lock held.) What is left of a grant goes back to the window."""
+        if grant.left > 0:
+            self._pending.append((self._keys(scope, "wg"), ["g", now, 0, grant.left]))
+            grant.left = 0
+            self._wake.set()
+
+    def _expire_grants(self) -> None:
+        """Give back what is left of grants whose moment has passed."""
+        moment = time.monotonic()
+        with self._lock:
+            for scope, grant in list(self._grants.items()):
+                if moment >= grant.until:
+                    del self._grants[scope]
+                    self._give_back_grant(scope, grant, int(time.time()))
 
     def settle(self, scope: str, tokens: int, now: int, parallel: bool) -> None:
         """Book the request's tokens in this second and end its in-flight count."""
@@ -545,16 +765,24 @@ class RedisLimiter:
     ) -> tuple[int, int, bool]:
         """Reserve `estimate` micro-dollars of the scope's budget for one request; the
         period's spend so far comes from `load_spent()` when Redis does not know it."""
+        return self._reserve(scope, period, budget, estimate, load_spent)()
+
+    def _reserve(self, scope: str, period: int, budget: int, estimate: int, load_spent):
         keys = self._keys(scope, "bm")
         args = [period, budget, estimate, self.process, self._alive, ""]
-        try:
-            admitted, spent, reserved = self._run("reserve", keys, args)
-            if admitted == -1:
-                args[-1] = max(0, int(load_spent()))
-                admitted, spent, reserved = self._run("reserve", keys, args)
-        except redis.RedisError:
-            return self._budget_failed()
-        return int(spent), int(reserved), bool(admitted)
+        sent = self._send("reserve", keys, args)
+
+        def answer() -> tuple[int, int, bool]:
+            try:
+                admitted, spent, reserved = sent.answer()
+                if admitted == -1:
+                    args[-1] = max(0, int(load_spent()))
+                    admitted, spent, reserved = self._run("reserve", keys, args)
+            except redis.RedisError:
+                return self._budget_failed()
+            return int(spent), int(reserved), bool(admitted)
+
+        return answer
 
     def reserve_and_admit(
         self, budget_scope: str, period: int, budget: int, estimate: int, load_spent,
@@ -563,21 +791,33 @@ class RedisLimiter:
         """`reserve`, then `admit`, in one round trip; nothing is taken unless both admit.
         Returns (spent, reserved, budget admitted, window, refusal); no window when the
         budget refused."""
-        keys = self._keys(budget_scope, "bm") + self._keys(scope, "wf")
+        return self._reserve_and_admit(
+            budget_scope, period, budget, estimate, load_spent, scope, limits, now
+        )()
+
+    def _reserve_and_admit(
+        self, budget_scope, period, budget, estimate, load_spent, scope, limits, now
+    ):
+        keys = self._keys(budget_scope, "bm") + self._keys(scope, "wfg")
         args = [period, budget, estimate, self.process, self._alive, ""]
         args += [now, *self._limit_args(limits)]
-        try:
-            answer = self._run("reserve_admit", keys, args)
-            if answer[0] == -1:
-                args[5] = max(0, int(load_spent()))
-                answer = self._run("reserve_admit", keys, args)
-        except redis.RedisError:
-            spent, reserved, _ = self._budget_failed()  # open: admitted, as the window is
-            return spent, reserved, True, Window(0, 0, 0, 0, 0), None
-        admitted, spent, reserved, *window = answer
-        if not admitted:
-            return int(spent), int(reserved), False, None, None
-        return int(spent), int(reserved), True, *self._answer(*window)
+        sent = self._send("reserve_admit", keys, args)
+
+        def answer() -> tuple[int, int, bool, Window | None, Refusal | None]:
+            try:
+                found = sent.answer()
+                if found[0] == -1:
+                    args[5] = max(0, int(load_spent()))
+                    found = self._run("reserve_admit", keys, args)
+            except redis.RedisError:
+                spent, reserved, _ = self._budget_failed()  # open: admitted, as the window is
+                return spent, reserved, True, Window(0, 0, 0, 0, 0), None
+            admitted, spent, reserved, *window = found
+            if not admitted:
+                return int(spent), int(reserved), False, None, None
+            return int(spent), int(reserved), True, *self._answer(*window[:7])
+
+        return answer
 
     def settle_budget(self, scope: str, period: int, estimate: int, cost: int) -> None:
         """Give back the reservation and add the request's real cost to its period."""
@@ -601,7 +841,7 @@ class RedisLimiter:
             raise ValueError(f"forget() takes a key's scope prefix like 'ck:7', not {owner!r}")
         try:
             names = []
-            for kind in "wb":
+            for kind in "wbg":
                 names.append(f"{self.ns}{kind}:{owner}")
                 names += self.redis.scan_iter(f"{self.ns}{kind}:{owner}:*", count=1000)
             return self.redis.delete(*names)
@@ -620,3 +860,5 @@ class RedisLimiter:
             with contextlib.suppress(redis.RedisError):
                 self._drain()
         self._pid = None
+        while self._conns:
+            self._conns.pop().disconnect()

@@ -34,7 +34,7 @@ from gateway.pricing import Prices
 from gateway.providers import ADAPTERS, OWNERS
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply
 from gateway.providers.http import UpstreamClient
-from gateway.proxy.admission import Admission
+from gateway.proxy.admission import Admission, Refused
 from gateway.proxy.attempts import KeyHealth, RetrySettings, run_attempts
 from gateway.proxy.booking import Booking
 from gateway.proxy.breaker import Breaker
@@ -234,12 +234,16 @@ class Gateway:
             served = Served(request, dialect, rec, ticket, started, found.strategy)
             dispatch = self._dispatch(served)
             return self.chain.serve(profile, found, request, rec, dispatch, route)
-        except GatewayError as err:
+        except (GatewayError, Refused) as caught:
+            # The admission was decided first: its refusal answers, whatever came after.
+            err = ticket.refusal() or caught
             rec.status_code, rec.error = err.status, err.message
             rec.latency_ms = int((time.perf_counter() - started) * 1000)
             self.booking.book(rec, ticket)
             err.headers.update(trace_headers(rec, ticket))
-            raise
+            if err is caught:
+                raise
+            raise err from None
         except BaseException:
             ticket.release()  # a bug must not keep the client key's place for ever
             raise
@@ -256,6 +260,7 @@ class Gateway:
             body = request.for_model(model)  # read again per hop: pruning replaces it
 
             def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
+                served.ticket.admitted()  # the admission's answer, read as late as can be
                 adapter, target = self.adapters[key.provider], self.candidates.target(key)
                 unresolved = request.extra.get("unresolved")
                 if unresolved is not None and not adapter.passes_through(target, request.native):

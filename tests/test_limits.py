@@ -145,6 +145,27 @@ def test_rpm_limit_answers_429_with_retry_after_and_headers(admin, server, provi
     assert "x-ratelimit-limit-requests" not in master.headers
 
 
+def test_the_limits_refusal_answers_before_anything_the_routing_finds(admin, server, fake):
+    """The window's answer is read just before the upstream call (so a Redis round trip
+    overlaps the routing), yet the client key's 429 still answers first: a request over
+    its limit that no key could serve is refused as over the limit, and one that a key
+    could serve never reaches the upstream."""
+    client = sdk(server, client_key(admin, rpm_limit=1, tpm_limit=None))
+    with pytest.raises(openai.APIStatusError) as unserved:
+        client.chat.completions.create(**chat())  # no provider key yet; takes the place
+    assert unserved.value.status_code == 404
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(**chat())
+    assert refused.value.body["code"] == "rate_limit_exceeded"
+    assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    admin.add_key(SECRET, fake.base_url, name="main")
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(**chat())
+    assert fake.requests == []
+    statuses = [log["status_code"] for log in admin.logs(limit=3)]
+    assert statuses == [429, 429, 404]
+
+
 def test_tpm_limit_counts_the_tokens_used(admin, server, provider, clock):
     key = client_key(admin, rpm_limit=None, tpm_limit=10)
     client = sdk(server, key)

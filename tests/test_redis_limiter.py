@@ -3,11 +3,14 @@ file limiter, shared by two limiters as two hosts would be, and the failure poli
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from gateway.errors import GatewayError
 from gateway.limiter import Limits, SharedLimiter
-from gateway.redis_limiter import RedisLimiter, connect
+from gateway.redis_limiter import GRANT_SECONDS, GRANT_WANTED, RedisLimiter, connect
 from gateway.redis_shared import Lease
 from tests.redis_server import RedisServer
 
@@ -137,6 +140,107 @@ def test_budget_and_window_in_one_call_take_nothing_unless_both_admit(hosts, tmp
         assert over == (1_500, 0, False, None, None)  # the budget refuses: no window asked
 
 
+def _scripts_run(redis_server) -> int:
+    stats = redis_server.client().info("commandstats")
+    return stats.get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def test_a_window_far_from_its_limits_grants_requests_admitted_with_no_round_trip(
+    hosts, redis_server
+):
+    """A process admits most requests of a roomy window from a grant (no round trip);
+    Redis still ends up counting every one of them, in its second."""
+    limits = Limits(rpm=1_000_000, tpm=1_000_000)
+    redis_server.client().config_resetstat()
+    answers = [hosts[0].admit("ck:1", limits, NOW) for _ in range(100)]
+    assert all(refusal is None for _, refusal in answers)
+    assert [window.requests for window, _ in answers] == list(range(1, 101))
+    assert _scripts_run(redis_server) <= 100 // (1 + GRANT_WANTED) + 1  # 4, not 100
+    hosts[0].flush()
+    assert hosts[1].window("ck:1", NOW).requests == 100
+    # What is left of the last grant goes back once its moment has passed.
+    grants = f"{hosts[0].ns}g:ck:1"
+    assert int(redis_server.client().hget(grants, hosts[0].process)) > 0
+    time.sleep(GRANT_SECONDS)
+    hosts[0]._expire_grants()  # the settler's round, without waiting for it
+    hosts[0].flush()
+    assert redis_server.client().hgetall(grants) == {}
+    assert hosts[1].window("ck:1", NOW).requests == 100
+
+
+def test_grants_never_take_two_hosts_past_the_rpm_limit(hosts):
+    """Granted requests are counted as taken the moment they are granted: a grant held by
+    one host while the other fills the window is still there to be used, and no more."""
+    limits = Limits(rpm=3_200)
+    hosts[0].grant_seconds = 60  # held while the other host fills the window
+    assert hosts[0].admit("ck:8", limits, NOW)[1] is None  # and 32 granted
+    admitted = sum(hosts[1].admit("ck:8", limits, NOW)[1] is None for _ in range(3_300))
+    assert admitted == 3_200 - 1 - GRANT_WANTED
+    admitted = sum(hosts[0].admit("ck:8", limits, NOW)[1] is None for _ in range(100))
+    assert admitted == GRANT_WANTED
+    for host in hosts:
+        host.flush()
+    assert hosts[1].window("ck:8", NOW).requests == 3_200
+
+
+def test_grants_never_take_eight_threads_on_two_hosts_past_the_rpm_limit(hosts):
+    """640 of 2,000 from eight threads on two hosts at once, however the grants fall."""
+    limits = Limits(rpm=640)
+    admitted = []
+
+    def client(number: int) -> None:
+        for i in range(250):
+            host = hosts[(number + i) % 2]
+            admitted.append(host.admit("ck:9", limits, NOW)[1] is None)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert admitted.count(True) == 640
+    for host in hosts:
+        host.flush()
+    assert hosts[0].window("ck:9", NOW).requests == 640
+
+
+def test_no_grant_near_the_limits_nor_past_half_of_tpm(hosts, redis_server):
+    """Small limits are admitted request by request; so is a window past half its TPM."""
+    client = redis_server.client()
+    hosts[0].admit("ck:2", Limits(rpm=100), NOW)  # 1/64 of the room is less than two
+    assert client.hgetall(f"{hosts[0].ns}g:ck:2") == {}
+    hosts[0].admit("ck:3", Limits(tpm=1_000), NOW)
+    assert client.hget(f"{hosts[0].ns}g:ck:3", hosts[0].process) == str(GRANT_WANTED)
+    hosts[0].settle("ck:3", 501, NOW, False)
+    time.sleep(GRANT_SECONDS)
+    hosts[0]._expire_grants()
+    hosts[0].admit("ck:3", Limits(tpm=1_000), NOW)  # 501 of 1,000 tokens: no grant
+    assert client.hgetall(f"{hosts[0].ns}g:ck:3") == {}
+
+
+def test_a_dead_process_grant_is_dropped_when_the_window_looks_full(hosts, redis_server):
+    assert hosts[0].admit("ck:4", Limits(rpm=10_000), NOW)[1] is None  # granted 32
+    assert hosts[1].admit("ck:4", Limits(rpm=33), NOW)[1].reason == "rpm"  # 1 + 32 taken
+    redis_server.client().delete(f"{hosts[0].ns}alive:{hosts[0].process}")
+    window, refusal = hosts[1].admit("ck:4", Limits(rpm=33), NOW)
+    assert refusal is None and window.requests == 2
+
+
+def test_an_admission_is_sent_at_once_and_its_answer_read_when_asked(hosts, redis_server):
+    """`later()` writes the script and returns; the answer is read when it is asked for,
+    so the proxy's routing runs while Redis works (here: while Redis is paused)."""
+    hosts[0].admit("ck:5", Limits(rpm=5), NOW)  # connected, its heartbeat sent
+    redis_server.client().execute_command("CLIENT", "PAUSE", 400, "ALL")  # < its time-out
+    started = time.monotonic()
+    answer = hosts[0].later("admit", "ck:6", Limits(rpm=5, parallel=3), NOW)
+    sent = time.monotonic() - started
+    window, refusal = answer()
+    assert sent < 0.2  # written at once...
+    assert time.monotonic() - started >= 0.3  # ...answered once Redis was back
+    assert refusal is None and (window.requests, window.in_flight) == (1, 1)
+    assert answer() == (window, None)  # read once, kept
+
+
 def test_forget_takes_a_keys_scopes_and_nothing_else(hosts):
     for scope in ("pk:7", "pk:7:gpt-4o", "pk:70"):
         hosts[0].admit(scope, Limits(rpm=1), NOW)
@@ -195,8 +299,6 @@ def test_the_lease_has_one_holder_until_it_expires(redis_server):
     assert first.acquire() and not second.acquire()
     assert first.renew() and first.holder() == first.name
     assert redis_server.client().pexpire("kr:lease:scheduler", 1)  # as if it had expired
-    import time  # noqa: PLC0415 - the only wait: Redis's own expiry
-
     time.sleep(0.01)
     assert second.acquire() and not first.renew()  # the old leader learns it lost
     second.release()

@@ -5,6 +5,12 @@ that order (a request the budget refuses takes no place in the window). What was
 a `Ticket`: `settle()` turns it into the request's real tokens and cost once the request
 is booked; a ticket settled without usage gives everything back. Provider-key windows an
 attempt was admitted to (F30) are kept on the ticket too, to book their tokens.
+
+The budget and the window are asked for as soon as the request is parsed, and their
+answer is read only just before the first upstream call (`Ticket.admitted()`): with the
+shared Redis limiter the round trip overlaps the routing and key selection in between. A
+refusal read then is raised as `Refused`, which nothing on the way takes for an upstream's
+error, and the proxy answers with it (the admission was decided first).
 """
 
 from __future__ import annotations
@@ -28,6 +34,15 @@ from gateway.usage import Usage
 from models.types import usd
 
 
+class Refused(Exception):  # noqa: N818 - it is what happened, not an error of ours
+    """The admission's refusal (429), read late: carried past the routing, whose error
+    handling must not take it for an upstream's, to the proxy, which answers with it."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 @dataclass
 class Ticket:
     """What one request holds in the shared limiter until it is booked."""
@@ -46,6 +61,29 @@ class Ticket:
     busy_scope: str | None = None
     # The serving key's count of running requests, for a kind with a cap (a CLI's).
     running_scope: str | None = None
+    # The admission's answer not read yet: what completes this ticket or raises the
+    # client's refusal (`admitted()`); the refusal once read.
+    pending: Callable[[], None] | None = None
+    refused: GatewayError | None = None
+
+    def admitted(self) -> None:
+        """Read the admission's answer (once); a refusal is raised as `Refused`."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            try:
+                pending()
+            except GatewayError as err:
+                self.refused = err
+        if self.refused is not None:
+            raise Refused(self.refused)
+
+    def refusal(self) -> GatewayError | None:
+        """The admission's refusal, if it refused (its answer is read first)."""
+        try:
+            self.admitted()
+        except Refused as refused:
+            return refused.error
+        return None
 
     def leave_running(self) -> None:
         """Give back the place under the serving key's concurrency cap (once)."""
@@ -63,6 +101,7 @@ class Ticket:
         """Book the request's tokens in the windows and its cost in the budget period, and
         free its places; once (a second call does nothing). With no arguments: a release.
         All in one call to the limiter (one round trip when it is Redis)."""
+        self.refusal()  # what the admission took, if it has not been read yet
         now = int(self.clock.now().timestamp())
         items = [("w", scope, now, 0, True) for scope in (self.busy_scope, self.running_scope)]
         items = [item for item in items if item[1] is not None]
@@ -96,39 +135,41 @@ class Admission:
         return Ticket(self.limiter, self.clock)
 
     def admit(self, caller: Caller, request: ProxyRequest, ticket: Ticket) -> None:
-        """Check the model, reserve the budget, take a place in the window (in that order,
-        in one call to the limiter); what was taken is on the ticket."""
+        """Check the model, then ask for the budget reservation and a place in the window
+        (in that order, in one call to the limiter). Their answer is read by
+        `ticket.admitted()`, which puts what was taken on the ticket."""
         if caller.models is not None and request.model not in caller.models:
             raise _model_not_allowed(request.model, caller)
         if caller.budget is None:
             if caller.limits is not None:
-                self._take_place(caller, ticket)
+                now = int(self.clock.now().timestamp())
+                answer = self.limiter.later("admit", caller.scope, caller.limits, now)
+                ticket.pending = lambda: self._placed(caller, ticket, *answer())
             return
         ask = self._estimate(caller, request)
         budget = caller.budget.micros
         if caller.limits is None:
-            spent, reserved, admitted = self.limiter.reserve(
-                ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent
+            reserved = self.limiter.later(
+                "reserve", ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent
             )
-            window = refusal = None
+            answer = lambda: (*reserved(), None, None)  # noqa: E731
         else:
             now = int(self.clock.now().timestamp())
-            spent, reserved, admitted, window, refusal = self.limiter.reserve_and_admit(
-                ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent,
-                caller.scope, caller.limits, now,
+            answer = self.limiter.later(
+                "reserve_and_admit", ask.scope, ask.period_id, budget, ask.estimate,
+                ask.load_spent, caller.scope, caller.limits, now,
             )  # fmt: skip
-        if not admitted:
-            metrics.sink.rejected("client_key", "budget")
-            raise _over_budget(caller, ask, spent, reserved)
-        if window is not None:
-            self._placed(caller, ticket, window, refusal)
-        ticket.reservation = (ask.scope, ask.period_id, ask.estimate)
 
-    def _take_place(self, caller: Caller, ticket: Ticket) -> None:
-        """A place in the client key's window, or 429 with Retry-After."""
-        now = int(self.clock.now().timestamp())
-        window, refusal = self.limiter.admit(caller.scope, caller.limits, now)
-        self._placed(caller, ticket, window, refusal)
+        def read() -> None:
+            spent, reserved, admitted, window, refusal = answer()
+            if not admitted:
+                metrics.sink.rejected("client_key", "budget")
+                raise _over_budget(caller, ask, spent, reserved)
+            if window is not None:
+                self._placed(caller, ticket, window, refusal)
+            ticket.reservation = (ask.scope, ask.period_id, ask.estimate)
+
+        ticket.pending = read
 
     @staticmethod
     def _placed(caller: Caller, ticket: Ticket, window: Window, refusal) -> None:
@@ -190,6 +231,7 @@ class Admission:
         at its cap like a key at its RPM limit."""
 
         def admit(key: KeyRow) -> int | None:
+            ticket.admitted()  # the client key's own admission first
             ticket.leave_running()  # a previous attempt's key is done with
             if (wait := self._take_running(key, ticket)) is not None:
                 return wait
