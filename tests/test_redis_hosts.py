@@ -144,6 +144,20 @@ def test_an_rpm_limit_of_10_admits_10_of_40_across_both_hosts(shared):
     assert statuses.count(200) == 10 and statuses.count(429) == 30
 
 
+def test_grants_keep_a_roomy_rpm_exact_across_both_hosts(shared):
+    """At `rpm 640` each host's worker is granted requests to admit with no round trip
+    (up to 1/64 of the room at a time); they are counted in Redis when granted, so 700
+    requests from 32 clients on both hosts still get exactly 640 answers and 60 429s, and
+    the upstream hears exactly 640."""
+    _, fake, hosts, _ = shared
+    key = client_key(hosts[0], rpm_limit=640)
+    before = len(fake.requests)
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(lambda i: hosts[i % 2].chat(key).status, range(700)))
+    assert statuses.count(200) == 640 and statuses.count(429) == 60
+    assert len(fake.requests) - before == 640
+
+
 def test_a_budget_for_one_request_admits_one_of_20_across_both_hosts(shared):
     _, fake, hosts, _ = shared
     probe = hosts[0].chat(client_key(hosts[0], max_budget="0.000001"), max_tokens=20)
