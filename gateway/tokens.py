@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 
 # Per-message framing tokens in OpenAI chat prompts (role markers and separators).
 MESSAGE_OVERHEAD = 3
 REPLY_PRIMER = 3
+# The tokenizer refuses long inputs (1M characters, 200k tokens in one call) and takes
+# time on long runs without whitespace: text is counted in pieces of at most this many
+# characters, cut at whitespace where there is some. A run cut in two may count a token
+# more at the cut; an estimate.
+PIECE_CHARS = 16_384
+# Past this many characters the text is estimated from its length (four characters a
+# token) rather than tokenized: a figure in milliseconds whatever the client sent.
+MAX_TOKENIZED_CHARS = 4_000_000
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -28,8 +38,36 @@ def warm_up() -> None:
 
 
 def count_text(text: str) -> int:
-    """Tokens in a piece of text."""
-    return len(_encoding().encode(text)) if text else 0
+    """Tokens in a piece of text; never raises (an estimate from its length when the
+    tokenizer cannot count it)."""
+    if not isinstance(text, str) or not text:
+        return 0
+    if len(text) > MAX_TOKENIZED_CHARS:
+        return _length_estimate(text)
+    try:
+        encode = _encoding().encode
+        # Text that reads like a special token ("<|endoftext|>") is counted as plain text.
+        return sum(len(encode(piece, disallowed_special=())) for piece in _pieces(text))
+    except Exception:  # the tokenizer's own limits: an estimate is good enough here
+        log.warning("token count estimated from length (%d characters)", len(text))
+        return _length_estimate(text)
+
+
+def _length_estimate(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+def _pieces(text: str):
+    """`text` in pieces of at most PIECE_CHARS characters, cut after whitespace when the
+    piece has some."""
+    start, size = 0, len(text)
+    while size - start > PIECE_CHARS:
+        end = start + PIECE_CHARS
+        cut = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+        end = cut + 1 if cut > start else end
+        yield text[start:end]
+        start = end
+    yield text[start:]
 
 
 def _content_text(content) -> str:
@@ -37,7 +75,8 @@ def _content_text(content) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        texts = (part.get("text") for part in content if isinstance(part, dict))
+        return " ".join(text for text in texts if isinstance(text, str))
     return ""
 
 

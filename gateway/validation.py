@@ -52,11 +52,7 @@ def validate_chat(body: object) -> dict:
         raise invalid_request("Missing required parameter: 'messages'.", "messages")
     if not isinstance(messages, list) or not messages:
         raise invalid_request("'messages' must be a non-empty array of messages.", "messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise invalid_request(
-                f"messages[{index}] must be an object with a string 'role'.", f"messages[{index}]"
-            )
+    check_chat_messages(messages)
     for name, types in _TYPES.items():
         value = body.get(name)
         if value is None:
@@ -75,7 +71,146 @@ def validate_chat(body: object) -> dict:
     n = body.get("n")
     if n is not None and not 1 <= n <= MAX_CHOICES:
         raise invalid_request(f"'n' must be between 1 and {MAX_CHOICES} (got {n}).", "n")
+    check_chat_options(body)
     return body
+
+
+# -- the shapes inside a chat body ----------------------------------------------------------
+# Every adapter reads these paths (a part's text, an image's url, a tool call's function):
+# a wrong type there is refused here, with its path, before any adapter sees it.
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
+
+
+def refuse(path: str, what: str) -> GatewayError:
+    """A 400 naming the field (`messages[0].content[1].text`) and what it must be."""
+    return invalid_request(f"'{path}' must be {what}.", path)
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_chat_messages(messages: list, where: str = "messages") -> None:
+    """A 400 at the first message, content part or tool call of the wrong shape."""
+    for index, message in enumerate(messages):
+        path = f"{where}[{index}]"
+        if not isinstance(message, dict):
+            raise refuse(path, "an object with a 'role'")
+        role = message.get("role")
+        if role not in ROLES:
+            raise refuse(f"{path}.role", "one of " + ", ".join(ROLES))
+        check_content(message.get("content"), f"{path}.content", nullable=role == "assistant")
+        for name in ("name", "tool_call_id"):
+            if message.get(name) is not None and not isinstance(message[name], str):
+                raise refuse(f"{path}.{name}", "a string")
+        calls = message.get("tool_calls")
+        if calls is not None:
+            check_tool_calls(calls, f"{path}.tool_calls")
+
+
+def check_content(content: object, path: str, nullable: bool = False) -> None:
+    """A message's content: a string, or an array of typed parts (null for an assistant)."""
+    if isinstance(content, str) or (content is None and nullable):
+        return
+    if not isinstance(content, list):
+        raise refuse(path, "a string or an array of content parts")
+    for number, part in enumerate(content):
+        here = f"{path}[{number}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise refuse(here, "an object with a string 'type'")
+        kind = part["type"]
+        if kind in TEXT_PARTS and not isinstance(part.get("text", part.get(kind)), str):
+            raise refuse(f"{here}.text", "a string")
+        if kind == "image_url":
+            image = part.get("image_url")
+            if not isinstance(image, dict):
+                raise refuse(f"{here}.image_url", "an object with a string 'url'")
+            if not isinstance(image.get("url"), str) or not image["url"]:
+                raise refuse(f"{here}.image_url.url", "a non-empty string")
+        elif kind in ("input_audio", "file") and not isinstance(part.get(kind), dict):
+            raise refuse(f"{here}.{kind}", "an object")
+
+
+def check_tool_calls(calls: object, path: str) -> None:
+    """An assistant's tool calls: objects with a function's name and its arguments."""
+    if not isinstance(calls, list):
+        raise refuse(path, "an array of tool calls")
+    for number, call in enumerate(calls):
+        here = f"{path}[{number}]"
+        if not isinstance(call, dict):
+            raise refuse(here, "an object")
+        if call.get("id") is not None and not isinstance(call["id"], str):
+            raise refuse(f"{here}.id", "a string")
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise refuse(f"{here}.function", "an object with 'name' and 'arguments'")
+        if not isinstance(function.get("name"), str):
+            raise refuse(f"{here}.function.name", "a string")
+        if not isinstance(function.get("arguments", ""), str):
+            raise refuse(f"{here}.function.arguments", "a string of JSON")
+
+
+def check_chat_options(body: dict) -> None:
+    """The options adapters translate: tools, tool_choice, stop, reasoning_effort, …"""
+    for name in ("reasoning_effort",):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise refuse(name, "a string")
+    for name in ("parallel_tool_calls", "logprobs"):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise refuse(name, "a boolean")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if body.get(name) is not None and not is_number(body[name]):
+            raise refuse(name, "a number")
+    for name in ("seed", "top_logprobs"):
+        if body.get(name) is not None and not is_int(body[name]):
+            raise refuse(name, "an integer")
+    for name in ("response_format", "metadata", "logit_bias"):
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            raise refuse(name, "an object")
+    fmt = body.get("response_format")
+    if fmt is not None and not isinstance(fmt.get("type"), str):
+        raise refuse("response_format.type", "a string")
+    stop = body.get("stop")
+    if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
+        raise refuse("stop", "a string or an array of strings")
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") not in (None, True, False):
+        raise refuse("stream_options.include_usage", "a boolean")
+    for number, tool in enumerate(body.get("tools") or ()):
+        check_tool(tool, f"tools[{number}]")
+    check_tool_choice(body.get("tool_choice"))
+
+
+def check_tool(tool: object, path: str) -> None:
+    if not isinstance(tool, dict) or not isinstance(tool.get("type", "function"), str):
+        raise refuse(path, "an object with a string 'type'")
+    if tool.get("type", "function") != "function":
+        return
+    function = tool.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise refuse(f"{path}.function", "an object with a string 'name'")
+    if function.get("parameters") is not None and not isinstance(function["parameters"], dict):
+        raise refuse(f"{path}.function.parameters", "an object (a JSON schema)")
+    if function.get("description") is not None and not isinstance(function["description"], str):
+        raise refuse(f"{path}.function.description", "a string")
+
+
+def check_tool_choice(choice: object) -> None:
+    if choice is None or isinstance(choice, str):
+        return
+    if not isinstance(choice, dict):
+        raise refuse("tool_choice", "a string or an object")
+    function = choice.get("function")
+    if function is not None and (
+        not isinstance(function, dict) or not isinstance(function.get("name"), str)
+    ):
+        raise refuse("tool_choice.function", "an object with a string 'name'")
 
 
 # -- any JSON body and any number an admin sends ------------------------------------------

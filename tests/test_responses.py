@@ -149,7 +149,7 @@ def test_bad_requests_are_400(server, http, key, fake):
     for body, param in (
         ({"input": "x"}, "model"),
         ({"model": "m"}, "input"),
-        ({"model": "m", "input": [{"role": "robot", "content": "x"}]}, "input[0]"),
+        ({"model": "m", "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
         ({"model": "m", "input": "x", "max_output_tokens": -1}, "max_output_tokens"),
     ):
         response = http.request(

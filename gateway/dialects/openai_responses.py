@@ -23,7 +23,13 @@ from gateway.dialects.openai_chat import OpenAIChat
 from gateway.errors import GatewayError, invalid_request
 from gateway.providers.base import UpstreamReply
 from gateway.responses_store import ResponseStore
-from gateway.validation import MAX_ANSWER_TOKENS
+from gateway.validation import (
+    MAX_ANSWER_TOKENS,
+    check_chat_messages,
+    check_chat_options,
+    is_number,
+    refuse,
+)
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
@@ -61,6 +67,7 @@ class OpenAIResponses(OpenAIChat):
             chat["max_tokens"] = answer
         if stream:
             chat["stream"] = True
+        _check_options(body)
         for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
             if body.get(name) is not None:
                 chat[name] = body[name]
@@ -76,6 +83,9 @@ class OpenAIResponses(OpenAIChat):
         instructions = body.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
             raise invalid_request("'instructions' must be a string.", "instructions")
+        # What the translation made is what every adapter reads: the chat checks too.
+        check_chat_messages(messages, "input")
+        check_chat_options(chat)
         request = ProxyRequest(
             self.endpoint,
             model,
@@ -342,6 +352,36 @@ class ResponsesStream(ChunkTranslator):
         return out
 
 
+def _check_options(body: dict) -> None:
+    """The fields copied or read as they come: a 400 naming the one of the wrong type."""
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None and not is_number(body[name]):
+            raise refuse(name, "a number")
+    for name, kind, what in (
+        ("parallel_tool_calls", bool, "a boolean"),
+        ("user", str, "a string"),
+        ("previous_response_id", str, "a string"),
+        ("reasoning", dict, 'an object, e.g. {"effort": "low"}'),
+        ("tool_choice", str | dict, "a string or an object"),
+    ):
+        if body.get(name) is not None and not isinstance(body[name], kind):
+            raise refuse(name, what)
+    effort = (body.get("reasoning") or {}).get("effort")
+    if effort is not None and not isinstance(effort, str):
+        raise refuse("reasoning.effort", "a string: low, medium or high")
+    tools = body.get("tools")
+    for number, tool in enumerate(tools if isinstance(tools, list) else ()):
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            raise refuse(f"tools[{number}]", "an object with a string 'type'")
+        if tool["type"] == "function":
+            if not isinstance(tool.get("name"), str):
+                raise refuse(f"tools[{number}].name", "a string")
+            if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
+                raise refuse(f"tools[{number}].parameters", "an object (a JSON schema)")
+            if tool.get("description") is not None and not isinstance(tool["description"], str):
+                raise refuse(f"tools[{number}].description", "a string")
+
+
 def _input_messages(given: object) -> list[dict]:
     """`input` (a string, or items) as chat messages."""
     if isinstance(given, str):
@@ -357,9 +397,10 @@ def _input_messages(given: object) -> list[dict]:
             raise invalid_request(f"{where}: an object.", where)
         kind = item.get("type", "message")
         if kind == "message":
-            role = ROLES.get(item.get("role"))
+            role = item.get("role")
+            role = ROLES.get(role) if isinstance(role, str) else None
             if role is None:
-                raise invalid_request(f"{where}.role: user, assistant, system or developer.", where)
+                raise refuse(f"{where}.role", "user, assistant, system or developer")
             content = _content(item.get("content"), where)
             if (
                 role == "assistant"
@@ -371,6 +412,9 @@ def _input_messages(given: object) -> list[dict]:
             else:
                 out.append({"role": role, "content": content})
         elif kind == "function_call":
+            for name in ("name", "arguments", "call_id"):
+                if item.get(name) is not None and not isinstance(item[name], str):
+                    raise refuse(f"{where}.{name}", "a string")
             call = {
                 "id": str(item.get("call_id") or item.get("id") or ""),
                 "type": "function",
@@ -385,6 +429,8 @@ def _input_messages(given: object) -> list[dict]:
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
+            if item.get("call_id") is not None and not isinstance(item["call_id"], str):
+                raise refuse(f"{where}.call_id", "a string")
             output = item.get("output")
             if not isinstance(output, str):
                 output = orjson.dumps(output).decode()
@@ -401,15 +447,20 @@ def _content(content: object, where: str):
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise invalid_request(f"{where}.content: a string or an array of parts.", where)
+        raise refuse(f"{where}.content", "a string or an array of parts")
     parts = []
-    for part in content:
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
+    for number, part in enumerate(content):
+        here = f"{where}.content[{number}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise refuse(here, "an object with a string 'type'")
+        kind = part["type"]
         if kind in ("input_text", "output_text", "text"):
-            parts.append({"type": "text", "text": str(part.get("text", ""))})
-        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            if not isinstance(part.get("text"), str):
+                raise refuse(f"{here}.text", "a string")
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "input_image" and part.get("image_url") is not None:
+            if not isinstance(part["image_url"], str) or not part["image_url"]:
+                raise refuse(f"{here}.image_url", "a non-empty string (a URL)")
             parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
     if all(p["type"] == "text" for p in parts):
         return "\n".join(p["text"] for p in parts)

@@ -25,6 +25,7 @@ from gateway.providers.base import (
     UpstreamReply,
     context_overflow,
 )
+from gateway.providers.reading import image_url, list_of, part_text, strings
 from gateway.usage import Usage
 
 VERSION = "2023-06-01"
@@ -207,8 +208,10 @@ def to_messages(body: dict) -> dict:
             text = _text(message.get("content"))
             if text:
                 blocks.append({"type": "text", "text": text})
-            for call in message.get("tool_calls") or ():
-                function = call.get("function") or {}
+            for call in list_of(message.get("tool_calls")):
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict):
+                    continue  # refused at the edge; never a crash here
                 blocks.append(
                     {
                         "type": "tool_use",
@@ -234,7 +237,7 @@ def to_messages(body: dict) -> dict:
             out[name] = body[name]
     stop = body.get("stop")
     if stop:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else strings(stop)
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     tools = [_tool(t) for t in body.get("tools") or () if isinstance(t, dict)]
@@ -245,7 +248,7 @@ def to_messages(body: dict) -> dict:
         if choice is not None:
             out["tool_choice"] = choice
     effort = body.get("reasoning_effort")
-    if effort in EFFORT_BUDGETS:
+    if isinstance(effort, str) and effort in EFFORT_BUDGETS:
         budget = EFFORT_BUDGETS[effort]
         out["thinking"] = {"type": "enabled", "budget_tokens": budget}
         out["max_tokens"] = max(out["max_tokens"], budget + 1024)
@@ -266,27 +269,22 @@ def _append(turns: list[dict], role: str, blocks: list[dict]) -> None:
 def _text(content) -> str:
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") in ("text", "input_text")
-        )
-    return ""
+    texts = (part_text(part) for part in list_of(content))
+    return "".join(text for text in texts if text is not None)
 
 
 def _user_blocks(content) -> list[dict]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     blocks = []
-    for part in content or ():
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
-        elif part.get("type") == "image_url":
-            url = (part.get("image_url") or {}).get("url", "")
-            blocks.append({"type": "image", "source": _image_source(url)})
+    for part in list_of(content):
+        text = part_text(part)
+        if text is not None:
+            blocks.append({"type": "text", "text": text})
+        elif isinstance(part, dict) and part.get("type") == "image_url":
+            url = image_url(part)
+            if url is not None:
+                blocks.append({"type": "image", "source": _image_source(url)})
     return blocks
 
 

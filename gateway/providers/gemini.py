@@ -39,6 +39,7 @@ from gateway.providers.gemini_sse import (
     openai_usage,
     usage_of,
 )
+from gateway.providers.reading import image_url, list_of, part_text, strings
 
 FORMAT = "gemini"
 # Model list pages read at most for a key test (1000 models a page).
@@ -301,27 +302,22 @@ def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
 def _text(content) -> str:
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") in ("text", "input_text")
-        )
-    return ""
+    texts = (part_text(part) for part in list_of(content))
+    return "".join(text for text in texts if text is not None)
 
 
 def _user_parts(content) -> list[dict]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     parts = []
-    for part in content or ():
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") in ("text", "input_text"):
-            parts.append({"text": part.get("text", "")})
-        elif part.get("type") == "image_url":
-            url = (part.get("image_url") or {}).get("url", "")
-            parts.append(_image(url))
+    for part in list_of(content):
+        text = part_text(part)
+        if text is not None:
+            parts.append({"text": text})
+        elif isinstance(part, dict) and part.get("type") == "image_url":
+            url = image_url(part)
+            if url is not None:
+                parts.append(_image(url))
     return parts
 
 
@@ -345,11 +341,11 @@ def _model_parts(message: dict, names: dict[str, str], signed: bool) -> list[dic
     if text:
         parts.append({"text": text})
     first = True
-    for call in message.get("tool_calls") or ():
-        if not isinstance(call, dict):
-            continue
-        function = call.get("function") or {}
-        name, call_id = function.get("name", ""), str(call.get("id", ""))
+    for call in list_of(message.get("tool_calls")):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue  # refused at the edge; never a crash here
+        name, call_id = str(function.get("name", "")), str(call.get("id", ""))
         names[call_id] = name
         part: dict = {"functionCall": {"name": name, "args": _object(function.get("arguments"))}}
         signature = SIGNATURES.get(call_id)
@@ -399,12 +395,12 @@ def _generation_config(body: dict) -> dict:
         config["maxOutputTokens"] = answer
     stop = body.get("stop")
     if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        config["stopSequences"] = [stop] if isinstance(stop, str) else strings(stop)
     if isinstance(body.get("n"), int) and body["n"] > 1:
         config["candidateCount"] = body["n"]
     config.update(_response_format(body.get("response_format")))
     effort = body.get("reasoning_effort")
-    if effort in THINKING_BUDGETS:
+    if isinstance(effort, str) and effort in THINKING_BUDGETS:
         config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[effort]}
     return config
 
@@ -414,7 +410,8 @@ def _response_format(fmt) -> dict:
         return {}
     if fmt.get("type") == "json_object":
         return {"responseMimeType": "application/json"}
-    schema = (fmt.get("json_schema") or {}).get("schema")
+    wanted = fmt.get("json_schema")
+    schema = wanted.get("schema") if isinstance(wanted, dict) else None
     if fmt.get("type") == "json_schema" and isinstance(schema, dict):
         return {"responseMimeType": "application/json", "responseJsonSchema": schema}
     return {}
