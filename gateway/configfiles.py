@@ -109,6 +109,10 @@ def _load(text: str, top: tuple[str, ...]) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         raise ConfigFileError(where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except (ValueError, OverflowError) as exc:  # a date YAML reads but Python has not
+        raise ConfigFileError(
+            "", f"a value is not valid ({exc}); write dates as YYYY-MM-DD, e.g. 2026-12-31"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict) or set(data) - set(top):

@@ -217,7 +217,8 @@ def key_input_schema(creating: bool) -> dict:
     text = {name: apischema.text(length) for name, length in TEXT_FIELDS.items()}
     text["profile"] = apischema.text(64, pattern=PROFILE_NAME.pattern)
     text["provider"] = {"type": "string", "enum": sorted(ADAPTERS)}
-    text["secret"] = apischema.text(4096, pattern=r"^\S+$")
+    text["secret"] = apischema.text(4096, pattern=SECRET_PATTERN)
+    text["base_url"] = apischema.text(512, pattern=BASE_URL_PATTERN)
     properties = {
         **text,
         "models": apischema.MODELS,
@@ -226,6 +227,44 @@ def key_input_schema(creating: bool) -> dict:
     }
     required = ("provider", "name", "secret") if creating else ()
     return apischema.obj(properties, required=required)
+
+
+# A secret goes into an HTTP header (or a CLI's environment): visible ASCII only. Around
+# it, whitespace (a pasted line's newline) is dropped.
+SECRET_PATTERN = r"^\s*[!-~]+\s*$"
+BASE_URL_PATTERN = r"^\s*[!-~]+\s*$"
+
+
+def _check_secret(secret: str) -> None:
+    """A secret that can go in a header: no spaces, line breaks or characters outside ASCII
+    (a pasted `…` or curly quote would fail every request made with it)."""
+    if any(ch.isspace() for ch in secret):
+        raise KeyInputError("secret", "'secret' must not contain spaces or line breaks.")
+    odd = next((ch for ch in secret if not "!" <= ch <= "~"), None)
+    if odd is not None:
+        raise KeyInputError(
+            "secret",
+            f"'secret' holds the character {odd!r} (U+{ord(odd):04X}); a key is plain ASCII "
+            "letters, digits and punctuation. Copy it again from the provider's console.",
+        )
+
+
+def _check_base_url(base_url: str, provider: str | None) -> None:
+    """An http(s) URL with a host (or cli:// for a CLI provider) that can be requested."""
+    adapter = ADAPTERS.get(provider)
+    schemes = adapter.url_schemes if adapter else ("http", "https", "cli")
+    kind = "an http(s) URL"
+    if "cli" in schemes:  # a CLI provider's keys name a local command, not a URL
+        kind = "a cli:// name (e.g. cli://claude-code)" if adapter else kind + " or cli://"
+    try:
+        if not all("!" <= ch <= "~" for ch in base_url):
+            raise ValueError("spaces or characters outside ASCII")
+        parsed = urlparse(base_url)
+        parsed.port  # noqa: B018 - a bad port ("http://host:99999") raises here
+    except ValueError as exc:
+        raise KeyInputError("base_url", f"'base_url' is not a valid URL ({exc}).") from None
+    if parsed.scheme not in schemes or not parsed.netloc:
+        raise KeyInputError("base_url", f"'base_url' must be {kind}.")
 
 
 def parse_key_input(data: object, creating: bool) -> KeyInput:
@@ -251,17 +290,10 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
     if key.provider is not None and key.provider not in ADAPTERS:
         known = ", ".join(sorted(ADAPTERS))
         raise KeyInputError("provider", f"Unknown provider '{key.provider}'; known: {known}.")
-    if key.secret is not None and any(ch.isspace() for ch in key.secret):
-        raise KeyInputError("secret", "'secret' must not contain spaces or line breaks.")
+    if key.secret is not None:
+        _check_secret(key.secret)
     if key.base_url is not None:
-        parsed = urlparse(key.base_url)
-        adapter = ADAPTERS.get(key.provider)
-        schemes = adapter.url_schemes if adapter else ("http", "https", "cli")
-        if parsed.scheme not in schemes or not parsed.netloc:
-            kind = "an http(s) URL"
-            if "cli" in schemes:  # a CLI provider's keys name a local command, not a URL
-                kind = "a cli:// name (e.g. cli://claude-code)" if adapter else kind + " or cli://"
-            raise KeyInputError("base_url", f"'base_url' must be {kind}.")
+        _check_base_url(key.base_url, key.provider)
     if creating:
         for field in ("provider", "name", "secret"):
             if getattr(key, field) is None:

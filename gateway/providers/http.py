@@ -129,10 +129,15 @@ class UpstreamClient:
         """(scheme, host, port) and the path of a URL, parsed once per distinct URL."""
         hit = self._targets.get(url)
         if hit is None:
-            parts = urlsplit(url)
+            try:  # a URL saved before base_url was checked ("http://[::1", a bad port)
+                parts = urlsplit(url)
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError:
+                raise TransportError(
+                    Outcome.CONNECTION_ERROR, "the key's base_url is not a valid URL"
+                ) from None
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise TransportError(Outcome.CONNECTION_ERROR, f"not an http(s) URL: {url}")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
             path = parts.path or "/"
             if parts.query:
                 path += "?" + parts.query
@@ -185,6 +190,14 @@ class UpstreamClient:
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise transport_error(exc) from None
+        except ValueError:
+            # A header that cannot be sent: a secret saved with a character outside Latin-1
+            # or a line break. The key's fault (the next key is tried); the exception's text
+            # may quote the header, so it is not repeated.
+            conn.close()
+            raise TransportError(
+                Outcome.AUTH_FAILED, "the key's secret cannot be sent in an HTTP header"
+            ) from None
         return Response(raw, conn, self, key)
 
     def clear(self) -> None:

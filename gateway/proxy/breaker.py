@@ -42,7 +42,10 @@ _PAGE = mmap.PAGESIZE
 
 def upstream_of(base_url: str) -> str:
     """The upstream a key talks to: scheme, host and port of its base URL."""
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+    except ValueError:  # saved before base_url was checked: its own circuit, then
+        return base_url
     return f"{parts.scheme}://{parts.netloc}"
 
 
