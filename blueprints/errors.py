@@ -114,14 +114,19 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
+        # A 405 names the methods the path takes (RFC 9110's Allow), as werkzeug's own does.
+        allow = {k: v for k, v in error.get_headers() if k == "Allow"}
         if not _is_api():
-            return _page(error.code, _PAGE_MESSAGES.get(error.code, error.description))
+            page = _page(error.code, _PAGE_MESSAGES.get(error.code, error.description))
+            return page[0], page[1], {**(page[2] if len(page) > 2 else {}), **allow}
         template = _HTTP_MESSAGES.get(error.code, error.description or error.name)
         message = template.format(
             path=request.path, method=request.method, limit=app.config["MAX_CONTENT_LENGTH"]
         )
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
-        return error_response(GatewayError(error.code, message, code=code.get(error.code)))
+        failed = GatewayError(error.code, message, code=code.get(error.code))
+        failed.headers.update(allow)
+        return error_response(failed)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):

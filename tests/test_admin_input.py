@@ -120,3 +120,13 @@ def test_a_date_that_does_not_exist_in_a_config_file_is_a_form_error(web):
         assert page.status_code == 422, (kind, page.status_code)
         assert "month must be in 1..12" in page.text or "day is out of range" in page.text
         assert "YYYY-MM-DD" in page.text
+
+
+def test_a_405_names_the_allowed_methods(admin, http, server):
+    """RFC 9110: a 405 carries Allow (schemathesis's undeclared-method check)."""
+    answer = admin.call("TRACE", "/stats")
+    assert answer.status == 405 and answer.json()["error"]["code"] == "method_not_allowed"
+    assert set(answer.headers["Allow"].replace(" ", "").split(",")) >= {"GET"}
+    assert "POST" not in answer.headers["Allow"]
+    page = http.request("DELETE", f"{server.url}/login")
+    assert page.status == 405 and "POST" in page.headers["Allow"]
