@@ -170,7 +170,7 @@ def check_chat_options(body: dict) -> None:
     for name in ("seed", "top_logprobs"):
         if body.get(name) is not None and not is_int(body[name]):
             raise refuse(name, "an integer")
-    for name in ("response_format", "metadata", "logit_bias"):
+    for name in ("response_format", "logit_bias"):
         if body.get(name) is not None and not isinstance(body[name], dict):
             raise refuse(name, "an object")
     fmt = body.get("response_format")

@@ -156,7 +156,7 @@ def assert_openai_error(response, status: int, *, param=None, words=()):
         (json.dumps({"model": "gpt-4o-mini", "messages": "hi"}).encode(), "messages", ["array"]),
         (
             json.dumps({"model": "gpt-4o-mini", "messages": [{"content": "x"}]}).encode(),
-            "messages[0]",
+            "messages[0].role",
             ["role"],
         ),
         (json.dumps(chat(stream="yes")).encode(), "stream", ["boolean"]),
