@@ -43,25 +43,23 @@ def invalid_request(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, code="invalid_request", param=param)
 
 
-# Seconds a client is told to wait when KeyRelay cannot keep its books for a moment.
+# Seconds a client is told to wait when KeyRelay cannot keep its books for a moment (a
+# lock held elsewhere is usually shorter than an outage).
 UNAVAILABLE_RETRY_AFTER = "5"
+BUSY_RETRY_AFTER = "2"
 JOURNAL_FULL = (
-    "KeyRelay cannot record requests right now: the disk that holds its booking journal is "
-    "full. Retry in a few seconds."
+    "KeyRelay cannot record requests right now: its booking journal cannot be written (the "
+    "disk is full, or its folder is not writable). Retry in a few seconds."
 )
 DATABASE_UNAVAILABLE = (
     "KeyRelay's database cannot be reached right now. Nothing was changed; retry in a few seconds."
 )
 
 
-def unavailable(message: str, code: str) -> GatewayError:
+def unavailable(message: str, code: str, retry_after: str = UNAVAILABLE_RETRY_AFTER):
     """A 503 with Retry-After: KeyRelay itself cannot serve for a moment."""
     return GatewayError(
-        503,
-        message,
-        type="server_error",
-        code=code,
-        headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+        503, message, type="server_error", code=code, headers={"Retry-After": retry_after}
     )
 
 
@@ -77,6 +75,7 @@ def database_unavailable(error: BaseException) -> GatewayError:
             "The database is busy: another process holds its write lock. Nothing was "
             "changed; try again in a few seconds.",
             "database_busy",
+            BUSY_RETRY_AFTER,
         )
     return unavailable(DATABASE_UNAVAILABLE, "database_unavailable")
 

@@ -190,3 +190,18 @@ def test_an_unwritable_journal_still_books_the_request(settings, caplog):
         assert "cannot open a booking journal" in caplog.text
     finally:
         gateway.close()
+
+
+def test_a_segment_keeps_space_ahead_and_replays_up_to_its_zeros(app, gateway, caplog):
+    """A segment owns disk space past its last line (zeros); a dead one is replayed up to
+    the zeros, which are neither a torn line nor corruption."""
+    record(gateway.books, booked(gateway), gateway.clock.now())
+    assert gateway.books.flush()
+    (own,) = gateway.books.journal_dir.glob("*.journal")
+    assert own.stat().st_blocks * 512 >= journal.RESERVE_BYTES  # allocated, not sparse
+    orphan = gateway.books.journal_dir / "4244-0badc0ffee00.journal"
+    lines = journal.encode(entry_of(gateway, "req_a")) + journal.encode(entry_of(gateway, "req_b"))
+    orphan.write_bytes(lines + bytes(64 * 1024))  # died with space kept ahead
+    with caplog.at_level(logging.WARNING, logger="gateway.journal"):
+        assert gateway.books.recover() == 2
+    assert not any("torn" in r.message or "unreadable" in r.message for r in caplog.records)
