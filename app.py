@@ -220,6 +220,7 @@ def _gateway_settings(settings: dict) -> GatewaySettings:
         redis_url=settings["REDIS_URL"],
         redis_failure=settings["REDIS_FAILURE"],
         redis_lease_seconds=settings["REDIS_LEASE_SECONDS"],
+        journal_reserve=settings["JOURNAL_RESERVE_BYTES"],
     )
 
 

@@ -224,6 +224,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a database write waits for another process's lock (SQLite's busy timeout, PostgreSQL's `lock_timeout`) before the change is refused with 503 and `Retry-After`, nothing saved.",
     ),
     Setting(
+        "JOURNAL_RESERVE_BYTES",
+        MIB,
+        int,
+        "Disk space each worker's booking journal keeps allocated ahead of its writes, so a full disk cannot lose an answer. When a quarter of it is left and the disk gives no more, new requests get 503 with `Retry-After` until the database has taken the journal's lines.",
+    ),
+    Setting(
         "BACKUP_KEEP",
         0,
         int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from urllib.parse import urlsplit
@@ -16,12 +17,13 @@ from flask import (
     render_template,
     request,
 )
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from blueprints.common import error_response
 from extensions import db
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, database_down, database_locked, database_unavailable
 from gateway.validation import MAX_SQL_INT
 
 log = logging.getLogger(__name__)
@@ -51,24 +53,6 @@ def _page(status: int, message: str):
     except Exception:  # the error page must never become a traceback
         log.exception("error page failed")
         return message, status, {"Content-Type": "text/plain; charset=utf-8"}
-
-
-# Another process holds the database's write lock for longer than KEYRELAY_DB_BUSY_TIMEOUT
-# (a backup, a migration, a long CLI job): the change is rolled back and refused with 503.
-BUSY_MESSAGE = (
-    "The database is busy: another process holds its write lock. Nothing was changed; "
-    "try again in a few seconds."
-)
-BUSY_RETRY_AFTER = "2"
-
-
-def _is_locked(error: Exception) -> bool:
-    text = str(getattr(error, "orig", error)).lower()
-    # SQLite's busy timeout, or PostgreSQL's lock_timeout (gateway.store.configure_postgresql)
-    return any(
-        words in text
-        for words in ("database is locked", "database table is locked", "due to lock timeout")
-    )
 
 
 def _form_page(message: str):
@@ -130,7 +114,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
-        db.session.rollback()
+        with contextlib.suppress(Exception):  # the connection may be gone already
+            db.session.rollback()
         log.exception("unhandled error on %s %s", request.method, request.path)
         if not _is_api():
             return _page(500, "KeyRelay hit an internal error; it is in the server log.")
@@ -161,23 +146,34 @@ def register(app: Flask) -> None:
             return _page(400, message)
         return error_response(GatewayError(400, message, code="invalid_value"))
 
-    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeout)
     @app.errorhandler(sqlite3.OperationalError)
-    def database_busy(error: Exception):
-        """A write-locked database: the transaction is rolled back whole, the answer is a
-        503 with Retry-After (on a dashboard form: the message on the form's page)."""
-        if not _is_locked(error):
+    def database_unusable(error: Exception):
+        """A database that cannot be used now: write-locked by another process, or down
+        (stopped, restarting, unreachable). Whatever was under way is rolled back whole;
+        the answer is a 503 with Retry-After (on a dashboard form: the message on the
+        form's page; elsewhere on the dashboard: a page saying so)."""
+        if not database_down(error):
             return unexpected(error)
-        db.session.rollback()
-        log.warning("database locked: %s %s refused with 503", request.method, request.path)
-        headers = {"Retry-After": BUSY_RETRY_AFTER}
+        with contextlib.suppress(Exception):  # the connection may be gone already
+            db.session.rollback()
+        refused = database_unavailable(error)
+        log.warning(
+            "database unusable (%s): %s %s refused with 503",
+            refused.code,
+            request.method,
+            request.path,
+        )
         if _is_api():
-            busy = GatewayError(
-                503, BUSY_MESSAGE, type="server_error", code="database_busy", headers=headers
-            )
-            return error_response(busy)
+            return error_response(refused)
         from blueprints.web import htmx, refuse
 
-        response = refuse(BUSY_MESSAGE, 503) if htmx() else _form_page(BUSY_MESSAGE)
-        response.headers.update(headers)
+        if htmx():
+            response = refuse(refused.message, 503)
+        elif database_locked(error):
+            response = _form_page(refused.message)
+        else:  # re-rendering a page would need the database again
+            response = make_response(_page(503, refused.message))
+        response.headers.update(refused.headers)
         return response

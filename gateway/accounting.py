@@ -118,20 +118,24 @@ class RequestRecord:
         }
 
 
-def record(books: Books, rec: RequestRecord, now: datetime, touch_key: bool = True) -> None:
+def record(
+    books: Books, rec: RequestRecord, now: datetime, touch_key: bool = True, strict: bool = False
+) -> None:
     """Book the request: log row, attempts, usage roll-up and key state, committed together.
 
     Called before the last byte goes to the client, so an answer the client got is
     never missing from the books; `recorded` makes a second call a no-op. `touch_key`
-    writes the answering key's success (last use, failure streak over) too.
+    writes the answering key's success (last use, failure streak over) too. With `strict`
+    the journal must take it (else JournalFull, and the request is not recorded yet).
     """
     if rec.recorded:
         return
-    rec.recorded = True
     ok = rec.provider_key_id is not None and 200 <= rec.status_code < 300 and touch_key
     books.write(
         rec.log_row(),
         [attempt.row() for attempt in rec.attempts],
         rec.usage_row(),
         (rec.provider_key_id, now) if ok else None,
+        strict=strict,
     )
+    rec.recorded = True

@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import Engine, String
 
 from gateway import journal
+from gateway.errors import database_down
 from gateway.store import USAGE_COUNTERS, attempts_t, logs_t, usage_t
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,19 @@ class Books:
     """Journal, queue and writer thread of one process."""
 
     def __init__(
-        self, engine: Engine, journal_dir: Path, database: journal.DatabaseIdentity | None = None
+        self,
+        engine: Engine,
+        journal_dir: Path,
+        database: journal.DatabaseIdentity | None = None,
+        reserve: int = 0,
     ) -> None:
         self.engine = engine
         self.journal_dir = journal_dir
         self.database = database
+        self.reserve = reserve or journal.RESERVE_BYTES
+        # Below this much room kept ahead, the journal takes answers only, and no new
+        # request is admitted: what is left is for the answers on their way.
+        self.headroom = self.reserve // 4
         self.sqlite = engine.dialect.name == "sqlite"
         self.dbapi = engine.dialect.loaded_dbapi
         self._sql = {name: self._dialect_sql(sql) for name, sql in _STATEMENTS.items()}
@@ -177,21 +186,30 @@ class Books:
 
     # -- the request's side -----------------------------------------------------------
 
-    def write(self, log_row: dict, attempts: list[dict], usage: dict, success) -> None:
-        """Journal one request's rows and queue them for the database; returns at once."""
+    def write(
+        self, log_row: dict, attempts: list[dict], usage: dict, success, strict: bool = False
+    ) -> None:
+        """Journal one request's rows and queue them for the database; returns at once.
+        With `strict`, a line the journal cannot take raises JournalFull and nothing is
+        queued (the caller answers 503 instead of an answer that could be lost)."""
         day = usage["day"]
         entry = self.entry(log_row, attempts, usage, success)
         line = journal.encode(entry)
+        answer = 200 <= log_row["status_code"] < 300
         with self._lock:
             self._start_if_needed()
             segment = self._segment
             try:
                 if segment is None:
                     raise OSError(f"no journal segment could be opened in {self.journal_dir}")
+                if not answer and segment.room - len(line) < self.headroom:
+                    raise journal.JournalFull("the room left is kept for answers")
                 segment.append(line)
-            except OSError:
-                log.exception("journal write failed; request %s is queued only in memory",
-                              log_row["request_id"])  # fmt: skip
+            except OSError as exc:
+                if strict:
+                    raise journal.JournalFull(str(exc)) from exc
+                log.warning("journal write failed (%s); request %s is queued only in memory",
+                            exc, log_row["request_id"])  # fmt: skip
                 segment = None
             self._queue.append((entry, segment))
             self._written += 1
@@ -201,10 +219,23 @@ class Books:
                 self._rotate()
         self._wake()
 
+    def has_room(self) -> bool:
+        """Whether the journal can take the answers of requests admitted now: room kept
+        ahead, or space the disk still gives. False while the disk is full and the
+        database has not taken the lines that fill it."""
+        with self._lock:
+            self._start_if_needed()
+            segment = self._segment
+            if segment is None:
+                return self._open_segment()
+            return segment.room >= self.headroom or (
+                segment.allocate() and segment.room >= self.headroom
+            )
+
     def _rotate(self) -> None:
         """Start a fresh segment; the full one goes once all its lines are committed."""
         try:
-            fresh = journal.Segment(self.journal_dir, self._database_id)
+            fresh = journal.Segment(self.journal_dir, self._database_id, self.reserve)
         except OSError:
             log.exception("cannot open a new journal segment; appending to the old one")
             return
@@ -256,14 +287,20 @@ class Books:
         if self._pid == os.getpid():
             return
         self._pid = os.getpid()
-        try:
-            self.journal_dir.mkdir(parents=True, exist_ok=True)
-            self._segment = journal.Segment(self.journal_dir, self._database_id)
-        except OSError:  # the request still gets booked, without the kill -9 guarantee
-            log.exception("cannot open a booking journal in %s", self.journal_dir)
-            self._segment = None
+        if not self._open_segment():  # the request still gets booked, without the guarantee
+            log.error("cannot open a booking journal in %s", self.journal_dir)
         self._stopping = False
         _start_thread(self._run, ())
+
+    def _open_segment(self) -> bool:
+        """Open this process's segment (again, after the disk refused it)."""
+        try:
+            self.journal_dir.mkdir(parents=True, exist_ok=True)
+            self._segment = journal.Segment(self.journal_dir, self._database_id, self.reserve)
+        except OSError:
+            self._segment = None
+            return False
+        return True
 
     def _wake(self) -> None:
         _release(self._signal)
@@ -315,16 +352,15 @@ class Books:
             try:
                 self._commit(conn, entries)
                 break
-            except self.dbapi.OperationalError as exc:
-                conn.rollback()
+            except self.dbapi.Error as exc:
+                _rollback_quietly(conn)
+                if not self._transient(exc):
+                    self._commit_one_by_one(conn, entries)
+                    break
                 if delay is None:
                     raise
                 log.warning("request log commit failed (%s); retrying in %.2fs", exc, delay)
                 _os_sleep(delay)
-            except self.dbapi.Error:
-                conn.rollback()
-                self._commit_one_by_one(conn, entries)
-                break
         with self._lock:
             for entry, segment in batch:
                 usage = entry["usage"]
@@ -338,15 +374,19 @@ class Books:
             self._tidy_segments()
             self._done += len(batch)  # last: flush() returns on it
 
+    def _transient(self, exc: Exception) -> bool:
+        """Whether a failed commit may succeed later (a lock, a full disk, a database that
+        went away): the rows wait in the journal, never dropped for it."""
+        return isinstance(exc, self.dbapi.OperationalError) or database_down(exc)
+
     def _commit_one_by_one(self, conn, entries: list[dict]) -> None:
         for entry in entries:
             try:
                 self._commit(conn, [entry])
-            except self.dbapi.OperationalError:
-                conn.rollback()
-                raise
-            except self.dbapi.Error:
-                conn.rollback()
+            except self.dbapi.Error as exc:
+                _rollback_quietly(conn)
+                if self._transient(exc):
+                    raise
                 log.exception("request %s could not be logged; dropped", entry["log"]["request_id"])
 
     def _tidy_segments(self) -> None:
@@ -453,11 +493,10 @@ class Books:
     def _replay(self, conn, entries: list[dict]) -> None:
         try:
             self._commit(conn, entries)
-        except self.dbapi.OperationalError:
-            conn.rollback()
-            raise
-        except self.dbapi.Error:
-            conn.rollback()
+        except self.dbapi.Error as exc:
+            _rollback_quietly(conn)
+            if self._transient(exc):
+                raise
             self._commit_one_by_one(conn, entries)
 
     def _not_logged(self, conn, entries: list[dict]) -> list[dict]:
@@ -493,6 +532,13 @@ def _release(lock) -> None:
             lock.release()
         except RuntimeError:  # released by another thread first
             pass
+
+
+def _rollback_quietly(conn) -> None:
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - the connection is broken; it is replaced
+        log.debug("rolling back on the writer's connection failed", exc_info=True)
 
 
 def _close_quietly(conn) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway import apischema, budgets, keyring
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, database_down
 from gateway.keyring import KeyInputError, parse_models, parse_moment
 from gateway.limiter import Limits
 from gateway.secrets import token_hash as fingerprint  # plain SHA-256: see the docstring
@@ -277,8 +277,15 @@ class Callers:
             .join(Profile, Profile.id == ClientKey.profile_id)
             .where(ClientKey.key_hash == digest)
         )
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(query).first()
+        except Exception as exc:
+            if hit is None or not database_down(exc):
+                raise
+            # The database is down: the key as last read serves until it is back.
+            self._entries[digest] = (hit[0], time.monotonic())
+            return hit[0]
         entry = None
         if row is not None:
             models = frozenset(row.models) if row.models else None

@@ -16,11 +16,18 @@ made beside an old instance folder) is never replayed into this one: it is moved
 `foreign/` with a log line, for whoever owns that database. Segments named by an older
 version carry no identity; they are taken as this database's unless their last write is
 older than the database itself.
+
+A full disk must not cost an answer its line: a segment keeps space allocated ahead of its
+last line (`posix_fallocate`), so an append writes into blocks the file already owns.
+The allocated tail is zeros; a reader stops at the first zero byte. When even the space
+kept ahead runs low and the disk gives no more, the gateway stops admitting requests
+(503) until committed lines free it (`Books.has_room`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -38,6 +45,15 @@ SUFFIX = ".journal"
 # A segment is swapped for a fresh one past this size; it is deleted once fully committed.
 ROTATE_BYTES = 4 * 1024 * 1024
 FOREIGN = "foreign"
+# Space a segment keeps allocated past its last line (KEYRELAY_JOURNAL_RESERVE_BYTES).
+RESERVE_BYTES = 1024 * 1024
+
+
+class JournalFull(OSError):
+    """The journal cannot take a line: the disk gave no space, none was kept ahead."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(errno.ENOSPC, f"the booking journal is full: {detail}")
 
 
 @dataclass(frozen=True)
@@ -65,33 +81,68 @@ def encode(entry: dict) -> bytes:
 
 
 class Segment:
-    """One journal file this process appends to, locked for as long as it is open."""
+    """One journal file this process appends to, locked for as long as it is open, with
+    `reserve` bytes allocated ahead of its last line."""
 
-    def __init__(self, directory: Path, database_id: str = "") -> None:
+    def __init__(self, directory: Path, database_id: str = "", reserve: int = 0) -> None:
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         if database_id:
             name = f"{database_id}.{name}"
         # Locked under a name recovery ignores, then renamed: no other process can take
         # (and delete) a segment between its creation and its lock.
         staging = directory / f"{name}.new"
-        self.fd = os.open(staging, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        self.fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path = directory / f"{name}{SUFFIX}"
         os.rename(staging, self.path)
-        self.size = 0
+        self.size = 0  # where the next line goes: just after the last whole one
+        self.allocated = 0  # bytes the file owns on disk (zeros past `size`)
+        self.reserve = reserve or RESERVE_BYTES
+        self.preallocates = True  # False on a file system without fallocate
         self.pending = 0  # lines appended and not yet committed
+        self.allocate()
+
+    @property
+    def room(self) -> int:
+        """Bytes an append can write without asking the disk for space."""
+        return self.allocated - self.size if self.preallocates else self.reserve
+
+    def allocate(self, need: int = 0) -> bool:
+        """Own `reserve` bytes past the last line (and `need` more); False when the disk
+        has no space to give (what is owned already stays usable)."""
+        target = self.size + need + self.reserve
+        if not self.preallocates or self.allocated >= target:
+            return True
+        try:
+            os.posix_fallocate(self.fd, 0, target)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # written as it comes
+                self.preallocates = False
+                return True
+            return False
+        self.allocated = target
+        return True
 
     def append(self, line: bytes) -> None:
-        """Append one line; raises OSError when the disk refuses it."""
-        written = os.write(self.fd, line)
-        if written != len(line):  # a full disk; the torn line is skipped on replay
+        """Write one line after the last one; raises OSError (JournalFull when the disk
+        has no space for it) and leaves the segment as it was."""
+        if len(line) > self.room and not self.allocate(len(line)):
+            raise JournalFull(f"{len(line)} bytes to write, {self.room} kept ahead")
+        written = os.pwrite(self.fd, line, self.size)
+        if written != len(line):  # the next line overwrites the torn one
             raise OSError(f"journal write was short ({written} of {len(line)} bytes)")
         self.size += written
         self.pending += 1
+        if self.room < self.reserve // 2:
+            self.allocate()  # ahead of need; a full disk leaves what is owned
 
     def empty(self) -> None:
-        """Drop the committed content (only when nothing in it is pending)."""
-        os.ftruncate(self.fd, 0)
+        """Drop the committed content (only when nothing in it is pending). Zeroed, not
+        truncated: the space stays this segment's."""
+        if self.preallocates:
+            os.pwrite(self.fd, bytes(self.size), 0)
+        else:
+            os.ftruncate(self.fd, 0)
         self.size = 0
 
     def discard(self) -> None:
@@ -140,7 +191,7 @@ def _belongs(path: Path, fd: int, database: DatabaseIdentity) -> bool:
         return named == database.id
     # An older version's segment: ours unless it was last written before we were born.
     written = datetime.fromtimestamp(os.fstat(fd).st_mtime, UTC)
-    return os.fstat(fd).st_size == 0 or written >= database.born
+    return not holds_lines(path) or written >= database.born
 
 
 def _set_aside(path: Path, directory: Path) -> None:
@@ -168,17 +219,37 @@ def live_segments(directory: Path, database: DatabaseIdentity | None = None) -> 
     for path in directory.glob(f"*{SUFFIX}"):
         if database is not None and owner(path) not in (None, database.id):
             continue
-        try:
-            if path.stat().st_size:
-                found.append(path)
-        except FileNotFoundError:
-            continue
+        if holds_lines(path):
+            found.append(path)
     return found
+
+
+def holds_lines(path: Path) -> bool:
+    """Whether a segment has a line in it (an emptied one is zeros, or nothing)."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.read(1)
+    except FileNotFoundError:
+        return False
+    return first not in (b"", b"\0")
+
+
+def backlog_bytes(path: Path) -> int:
+    """The bytes of lines in a segment, up to its zero-filled tail."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    end = data.find(b"\0")
+    return len(data) if end < 0 else end
 
 
 def _read(fd: int, path: Path) -> Iterator[dict]:
     with os.fdopen(os.dup(fd), "rb") as handle:
-        for number, line in enumerate(handle, 1):
+        for number, whole in enumerate(handle, 1):
+            line = whole.partition(b"\0")[0]  # zeros: the space kept ahead, never written
+            if not line:
+                break
             if not line.endswith(b"\n"):
                 log.warning("journal %s: skipping a torn last line (%d bytes)", path, len(line))
                 break

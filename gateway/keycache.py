@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Engine
 
 from gateway import store
+from gateway.errors import database_down
 from gateway.store import KeyRow
 from models.provider_keys import ACTIVE, COOLING_DOWN
 
@@ -41,8 +42,15 @@ class KeyCache:
         hit = self._entries.get((profile_id, today))
         if hit is not None and time.monotonic() - hit[1] < self.ttl:
             return hit[0]
-        with self.engine.connect() as conn:
-            rows = store.load_keys(conn, profile_id, today)
+        try:
+            with self.engine.connect() as conn:
+                rows = store.load_keys(conn, profile_id, today)
+        except Exception as exc:
+            if hit is None or not database_down(exc):
+                raise
+            # The database is down: the keys as last read (and patched since) serve.
+            self._entries[(profile_id, today)] = (hit[0], time.monotonic())
+            return hit[0]
         for row in rows:
             pending = self.unapplied(row.id, today)
             row.used_today += pending

@@ -21,6 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sqlalchemy import Engine, select
 
+from gateway.errors import database_down
 from models import PriceOverride
 
 log = logging.getLogger(__name__)
@@ -125,12 +126,23 @@ class Prices:
     def _current_overrides(self) -> dict[str, Price]:
         if time.monotonic() - self._overrides_at < REFRESH_SECONDS:
             return self._overrides
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    PriceOverride.model, PriceOverride.input_per_mtok, PriceOverride.output_per_mtok
-                )
-            ).all()
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(
+                        PriceOverride.model,
+                        PriceOverride.input_per_mtok,
+                        PriceOverride.output_per_mtok,
+                    )
+                ).all()
+        except Exception as exc:
+            if not database_down(exc):
+                raise
+            # The database is down: the overrides as last read price what is booked (an
+            # answer already given must still be booked).
+            log.warning("price overrides not re-read, the database is unusable: %s", exc)
+            self._overrides_at = time.monotonic()
+            return self._overrides
         self._overrides = {
             model: Price(Decimal(i), Decimal(o), "override", model) for model, i, o in rows
         }

@@ -183,12 +183,7 @@ class StateCollector:
     def _journal(self):
         books = self.gateway.books
         segments = journal.live_segments(books.journal_dir, books.database)
-        size = 0
-        for path in segments:
-            try:
-                size += path.stat().st_size
-            except FileNotFoundError:
-                continue  # committed and removed meanwhile
+        size = sum(journal.backlog_bytes(path) for path in segments)
         yield GaugeMetricFamily(
             "keyrelay_journal_backlog_bytes",
             "Bytes of booked requests in the journals not yet committed to the database.",

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway import apischema
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, database_down
 from gateway.selection import STRATEGIES
 from models import Route
 
@@ -168,9 +168,15 @@ class Routes:
 
     def table(self) -> RouteTable:
         if self._table is None or time.monotonic() - self._loaded > CACHE_SECONDS:
-            with self._lock, Session(self.engine) as session:
-                rows = session.scalars(select(Route)).all()
-                self._table = RouteTable([_entry(r) for r in rows])
+            with self._lock:
+                try:
+                    with Session(self.engine) as session:
+                        rows = session.scalars(select(Route)).all()
+                        self._table = RouteTable([_entry(r) for r in rows])
+                except Exception as exc:
+                    if self._table is None or not database_down(exc):
+                        raise
+                    # The database is down: the routes as last read serve until it is back.
                 self._loaded = time.monotonic()
         return self._table
 

@@ -5,7 +5,6 @@ writes it down. Also the model list and the key test."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
@@ -24,7 +23,7 @@ from gateway.dialects.base import Dialect
 from gateway.dialects.openai_chat import OpenAIChat
 from gateway.dialects.openai_other import OpenAICompletions, OpenAIEmbeddings
 from gateway.dialects.openai_responses import OpenAIResponses
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, database_down, database_unavailable, journal_full
 from gateway.journal import DatabaseIdentity
 from gateway.keycache import KeyCache
 from gateway.limiter import SharedLimiter
@@ -73,6 +72,8 @@ class GatewaySettings:
     redis_url: str | None = None
     redis_failure: str = "mixed"
     redis_lease_seconds: float = 15.0
+    # KEYRELAY_JOURNAL_RESERVE_BYTES: disk space the booking journal keeps allocated ahead.
+    journal_reserve: int = 0
 
 
 class Gateway:
@@ -95,7 +96,7 @@ class Gateway:
         self._http = UpstreamClient(maxsize=settings.pool_size)
         self.adapters = {name: cls(self._http) for name, cls in ADAPTERS.items()}
         self.profiles = Profiles(engine)
-        self.books = Books(engine, journal_dir, database)
+        self.books = Books(engine, journal_dir, database, settings.journal_reserve)
         self.keys = KeyCache(engine, self.books.unapplied_tokens)
         self.breaker = Breaker(
             self.clock, *settings.breaker, path=Path(journal_dir).parent / "circuits.bin"
@@ -222,6 +223,8 @@ class Gateway:
         ticket = self.admission.ticket()
         started = time.perf_counter()
         try:
+            if not self.books.has_room():  # its answer could not be recorded
+                raise journal_full()
             found = self.profiles.resolve(profile)
             rec.profile_id = found.id
             request = dialect.parse(body)
@@ -237,16 +240,30 @@ class Gateway:
         except (GatewayError, Refused) as caught:
             # The admission was decided first: its refusal answers, whatever came after.
             err = ticket.refusal() or caught
-            rec.status_code, rec.error = err.status, err.message
-            rec.latency_ms = int((time.perf_counter() - started) * 1000)
-            self.booking.book(rec, ticket)
-            err.headers.update(trace_headers(rec, ticket))
+            self._refused(rec, ticket, started, err)
             if err is caught:
                 raise
             raise err from None
+        except Exception as caught:
+            if not database_down(caught):
+                ticket.release()  # a bug must not keep the client key's place for ever
+                raise
+            # The database went away mid-request: a 503, booked (the journal keeps the
+            # row until the database is back).
+            log.warning("database unusable while serving %s: %s", rec.request_id, caught)
+            err = database_unavailable(caught)
+            self._refused(rec, ticket, started, err)
+            raise err from None
         except BaseException:
-            ticket.release()  # a bug must not keep the client key's place for ever
+            ticket.release()
             raise
+
+    def _refused(self, rec: RequestRecord, ticket, started: float, err: GatewayError) -> None:
+        """Book a request answered with an error, and give the error the trace headers."""
+        rec.status_code, rec.error = err.status, err.message
+        rec.latency_ms = int((time.perf_counter() - started) * 1000)
+        self.booking.book(rec, ticket)
+        err.headers.update(trace_headers(rec, ticket))
 
     def _dispatch(self, served: Served):
         """Serve one model of the chain with its keys: the attempts, then the relay."""
@@ -305,8 +322,11 @@ class Gateway:
             self.clock.now(), endpoint, None, False, client_key_id=caller.client_key_id
         )
         if profile is not None:
-            with contextlib.suppress(GatewayError):  # else logged without a profile
+            try:
                 rec.profile_id = self.profiles.resolve(profile).id
+            except Exception as exc:  # logged without a profile
+                if not isinstance(exc, GatewayError) and not database_down(exc):
+                    raise
         rec.status_code, rec.error = err.status, err.message
         self.booking.book(rec)
         err.headers.update(trace_headers(rec, None))

@@ -79,6 +79,11 @@ class PostgresServer:
             str(self.bin / "initdb"), "-D", str(self.data), "-U", USER,
             "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync",
         )  # fmt: skip
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """pg_ctl start (again, after pause())."""
         options = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
@@ -89,7 +94,10 @@ class PostgresServer:
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(log),
             "-o", options, "-w", "-t", "60", "start",
         )  # fmt: skip
-        return self
+
+    def pause(self) -> None:
+        """pg_ctl stop -m fast: sessions are ended, the server is down until resume()."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         """Stop the server at once and remove its files."""

@@ -110,12 +110,13 @@ def test_writing_does_not_wait_for_a_locked_database(app, gateway, write_locked)
     assert time.perf_counter() - started < 0.5
     assert not gateway.books.flush(timeout=0.3)  # the writer is waiting for the lock
     (segment,) = (gateway.books.journal_dir).glob("*.journal")
-    assert len(segment.read_bytes().splitlines()) == 20  # safe from a kill meanwhile
+    lines = segment.read_bytes().rstrip(b"\0").splitlines()  # zeros: space kept ahead
+    assert len(lines) == 20  # safe from a kill meanwhile
     write_locked.execute("ROLLBACK")
     write_locked.execute("BEGIN")  # the fixture's ROLLBACK ends this one
     assert gateway.books.flush()
     assert logged(app) == 20
-    assert segment.stat().st_size == 0  # emptied once committed
+    assert not journal.holds_lines(segment)  # emptied once committed
 
 
 def entry_of(gateway, request_id: str, tokens=(3, 4)) -> dict:
@@ -170,7 +171,7 @@ def test_full_segments_rotate_and_go_once_committed(app, gateway, monkeypatch):
     assert gateway.books.flush()
     assert logged(app) == 30
     (left,) = gateway.books.journal_dir.glob("*.journal")  # only the current one
-    assert left.stat().st_size == 0
+    assert not journal.holds_lines(left)
 
 
 def test_an_unwritable_journal_still_books_the_request(settings, caplog):
@@ -189,3 +190,18 @@ def test_an_unwritable_journal_still_books_the_request(settings, caplog):
         assert "cannot open a booking journal" in caplog.text
     finally:
         gateway.close()
+
+
+def test_a_segment_keeps_space_ahead_and_replays_up_to_its_zeros(app, gateway, caplog):
+    """A segment owns disk space past its last line (zeros); a dead one is replayed up to
+    the zeros, which are neither a torn line nor corruption."""
+    record(gateway.books, booked(gateway), gateway.clock.now())
+    assert gateway.books.flush()
+    (own,) = gateway.books.journal_dir.glob("*.journal")
+    assert own.stat().st_blocks * 512 >= journal.RESERVE_BYTES  # allocated, not sparse
+    orphan = gateway.books.journal_dir / "4244-0badc0ffee00.journal"
+    lines = journal.encode(entry_of(gateway, "req_a")) + journal.encode(entry_of(gateway, "req_b"))
+    orphan.write_bytes(lines + bytes(64 * 1024))  # died with space kept ahead
+    with caplog.at_level(logging.WARNING, logger="gateway.journal"):
+        assert gateway.books.recover() == 2
+    assert not any("torn" in r.message or "unreadable" in r.message for r in caplog.records)

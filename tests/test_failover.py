@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import openai
 import pytest
@@ -254,3 +256,33 @@ def test_no_secret_in_server_logs(client, admin, fake, keys, caplog):
     text = caplog.text + str(admin.logs()) + str(admin.call("GET", "/keys").json())
     for secret in (A, B, C):
         assert secret not in text
+
+
+@pytest.fixture
+def quick_busy_timeout(settings):
+    """A write waits 0.2 s for another process's lock (asked for before the app is made)."""
+    settings["DB_BUSY_TIMEOUT"] = 0.2
+    return settings
+
+
+@pytest.mark.sqlite_only  # SQLite's write lock held from outside
+def test_a_failure_on_a_write_locked_database_still_fails_over(
+    quick_busy_timeout, client, admin, fake, keys
+):
+    """Key A fails while another process holds the database's write lock past the busy
+    timeout: A's failure cannot be written, and the request goes on to B all the same;
+    its log row is written once the lock is gone."""
+    settings = quick_busy_timeout
+    fake.script(A, [Behaviour.server_error(500)])
+    locker = sqlite3.connect(Path(settings["INSTANCE_PATH"]) / "keyrelay.db", isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        raw = ask(client)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert raw.http_response.status_code == 200
+    assert used_secrets(fake) == [A, B]
+    (row,) = admin.logs()
+    assert row["request_id"] == raw.headers["x-keyrelay-request-id"]
+    assert row["status_code"] == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -12,7 +13,7 @@ from sqlalchemy import Engine
 from gateway import metrics, store
 from gateway.accounting import AttemptRecord, RequestRecord
 from gateway.clock import Clock
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, database_down
 from gateway.policy import Decision, KeyAction, Outcome, decide
 from gateway.providers import wording
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply, retry_after_seconds
@@ -20,6 +21,8 @@ from gateway.secrets import SecretUnreadable
 from gateway.selection import unavailable_summary
 from gateway.store import KeyRow
 from models.provider_keys import SECRET_UNREADABLE
+
+log = logging.getLogger(__name__)
 
 _OUTCOME_TEXT = {
     Outcome.RATE_LIMITED: "rate limited",
@@ -58,6 +61,18 @@ class KeyHealth:
     def apply(self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error: str):
         """Cool down, fail or count a failure; success is written with the log row."""
         now = self.clock.now()
+        try:
+            self._write(key, decision, reply, error, now)
+        except Exception as exc:
+            if not database_down(exc):
+                raise
+            # The database is down: the request goes on to the next key; the circuit
+            # breaker (in memory) still counts the failure.
+            log.warning("key #%s's failure not recorded, the database is unusable: %s", key.id, exc)
+            return
+        self.on_change()
+
+    def _write(self, key: KeyRow, decision: Decision, reply, error: str, now) -> None:
         with self.engine.begin() as conn:
             if decision.key_action is KeyAction.COOL_DOWN:
                 wait = retry_after_seconds(reply.headers if reply else {}, now)
@@ -67,7 +82,6 @@ class KeyHealth:
                 store.mark_auth_failed(conn, key.id, error, now)
             elif decision.key_action is KeyAction.COUNT_FAILURE:
                 store.count_failure(conn, key.id, self.settings.failure_threshold, error, now)
-        self.on_change()
 
 
 def _error_text(reply: UpstreamReply | None, transport: TransportError | None) -> str:

@@ -21,19 +21,24 @@ class Booking:
         self.alerts = None  # budget alerts (alerts.py), attached by create_app when set up
 
     def book(
-        self, rec: RequestRecord, ticket: Ticket | None = None, key: KeyRow | None = None
+        self,
+        rec: RequestRecord,
+        ticket: Ticket | None = None,
+        key: KeyRow | None = None,
+        strict: bool = False,
     ) -> None:
-        """Write a finished request to the books (once), and mirror it in the key cache."""
+        """Write a finished request to the books (once), and mirror it in the key cache.
+        With `strict` a journal that cannot take it raises JournalFull, nothing booked."""
         first = not rec.recorded
         if first:
             priced_as = PRICE_PROVIDERS.get(rec.provider, rec.provider)
             rec.cost_micros = self.prices.cost_micros(priced_as, rec.model, rec.usage)
-        if ticket is not None:
-            ticket.settle(rec.usage.total_tokens, rec.cost_micros)
         now = self.clock.now()
         ok = key is not None and 200 <= rec.status_code < 300
         touch = ok and needs_touch(key, now)
-        accounting.record(self.books, rec, now, touch_key=touch)
+        accounting.record(self.books, rec, now, touch_key=touch, strict=strict)
+        if ticket is not None:
+            ticket.settle(rec.usage.total_tokens, rec.cost_micros)
         if first:
             metrics.sink.request(rec, self._profile_name(rec.profile_id))
         if key is not None:

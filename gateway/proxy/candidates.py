@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from gateway import periods, selection, store
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, database_down
 from gateway.keycache import KeyCache
 from gateway.providers import DEFAULT_MODEL_KINDS, wording
 from gateway.providers.transport import Target
@@ -37,8 +37,13 @@ class Profiles:
         hit = self.entries.get(name)
         if hit and time.monotonic() - hit[1] < PROFILE_CACHE_SECONDS:
             return hit[0]
-        with self.engine.connect() as conn:
-            found = store.find_profile(conn, name)
+        try:
+            with self.engine.connect() as conn:
+                found = store.find_profile(conn, name)
+        except Exception as exc:
+            if hit is None or not database_down(exc):
+                raise
+            found = hit[0]  # the database is down: the profile as last read
         if found is None:
             raise GatewayError(
                 404,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from gateway.accounting import RequestRecord
 from gateway.dialects.base import Dialect, ProxyRequest
+from gateway.errors import journal_full
+from gateway.journal import JournalFull
 from gateway.policy import Outcome
 from gateway.providers.base import TransportError, UpstreamReply
 from gateway.proxy.admission import Ticket
@@ -83,13 +85,25 @@ class Relay:
                 rec.error = reply.error
             body = served.dialect.render(reply, served.request)
             rec.latency_ms = served.elapsed_ms()
-            self.booking.book(rec, served.ticket, key)
+            self._book_answer(served, key, strict=reply.status < 300)
             return ProxyResponse(
                 reply.status, {"Content-Type": "application/json", **headers}, body
             )
         rec.ttft_ms = served.elapsed_ms()
         relay = StreamRelay(self.booking, served, key, reply)
         return ProxyResponse(200, {**headers, **SSE_HEADERS}, chunks=Relayed(relay))
+
+    def _book_answer(self, served: Served, key: KeyRow, strict: bool) -> None:
+        """Book a whole answer before it goes; one the journal cannot take is withheld and
+        answered 503 (an answer is never given without a record that outlives a crash)."""
+        rec = served.rec
+        try:
+            self.booking.book(rec, served.ticket, key, strict=strict)
+        except JournalFull:
+            refused = journal_full()
+            rec.status_code, rec.error = refused.status, refused.message
+            self.booking.book(rec, served.ticket, key)
+            raise refused from None
 
 
 class Relayed:
