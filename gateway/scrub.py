@@ -46,12 +46,15 @@ def wire_forms(secret: str, email: str = "") -> list[str]:
 class Scrubber:
     """Replaces every wire form of one secret with `***` in text, bytes and streams."""
 
-    __slots__ = ("forms", "_bytes", "_longest")
+    __slots__ = ("forms", "_bytes", "_chars", "_byte_values")
 
     def __init__(self, forms: list[str]) -> None:
         self.forms = tuple(forms)
         self._bytes = tuple(form.encode() for form in forms)
-        self._longest = max((len(b) for b in self._bytes), default=0)
+        # What a form's start can end with: a chunk ending otherwise (an SSE event's
+        # blank line) holds nothing back, at the cost of one set lookup.
+        self._chars = frozenset("".join(forms))
+        self._byte_values = frozenset(b"".join(self._bytes))
 
     def data(self, data: bytes) -> bytes:
         """The bytes without the secret."""
@@ -67,7 +70,7 @@ class Scrubber:
         for form in self.forms:
             if form in text:
                 text = text.replace(form, MASK)
-        cut = _held(text, self.forms)
+        cut = _held(text, self.forms) if text[-1] in self._chars else 0
         if cut >= MIN_PARTIAL:
             text = text[:-cut] + MASK
         return text
@@ -82,7 +85,7 @@ class Scrubber:
         try:
             for chunk in chunks:
                 data = self.data(held + chunk) if held else self.data(chunk)
-                keep = _held(data, self._bytes)
+                keep = _held(data, self._bytes) if data and data[-1] in self._byte_values else 0
                 if keep:
                     data, held = data[:-keep], data[-keep:]
                 else:
