@@ -103,7 +103,10 @@ class EchoHandler(BaseHTTPRequestHandler):
         request = json.loads(self.rfile.read(length) or b"{}")
         status, echo = self.server.status, self._echo()
         if status == 200:
-            self._ok(echo, request.get("stream") is True)
+            stream = request.get("stream") is True or "streamGenerateContent" in self.path
+            {"openai": self._ok, "anthropic": self._ok_anthropic, "gemini": self._ok_gemini}[
+                self.server.kind
+            ](echo, stream)
             return
         kind = self.server.kind
         if kind == "anthropic":
@@ -142,6 +145,43 @@ class EchoHandler(BaseHTTPRequestHandler):
             self._chunk(part)
         self._chunk(f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n".encode())
         self._chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _ok_anthropic(self, echo: str, stream: bool) -> None:
+        """A Messages answer that echoes the request; streamed: an error event that does."""
+        usage = {"input_tokens": 3, "output_tokens": 5}
+        message = {"id": "msg_echo", "type": "message", "role": "assistant", "model": "claude"}
+        if not stream:
+            content = [{"type": "text", "text": echo}]
+            body = {**message, "content": content, "stop_reason": "end_turn", "usage": usage}
+            self._send(200, "application/json", json.dumps(body).encode())
+            return
+        start = {"type": "message_start", "message": {**message, "content": [], "usage": usage}}
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": echo}}
+        self._events(
+            f"event: message_start\ndata: {json.dumps(start)}\n\n",
+            f"event: error\ndata: {json.dumps(error)}\n\n",
+        )
+
+    def _ok_gemini(self, echo: str, stream: bool) -> None:
+        """A generateContent answer that echoes the request; streamed: an error that does."""
+        if not stream:
+            candidate = {"content": {"role": "model", "parts": [{"text": echo}]}}
+            body = {
+                "candidates": [{**candidate, "finishReason": "STOP"}],
+                "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 5},
+            }
+            self._send(200, "application/json", json.dumps(body).encode())
+            return
+        self._events(f"data: {json.dumps({'error': {'code': 500, 'message': echo}})}\n\n")
+
+    def _events(self, *events: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for event in events:
+            self._chunk(event.encode())
         self.wfile.write(b"0\r\n\r\n")
 
     def _chunk(self, data: bytes) -> None:
@@ -230,17 +270,20 @@ def test_an_upstream_that_echoes_the_secret_never_gets_it_out(
         key = _add_key(admin, kind, echo, f"{kind}-test")
         seen.append((f"{kind} key test", admin.call("POST", f"/keys/{key['id']}/test").data))
     seen.append(("usage sync", admin.call("POST", "/keys/sync").data))
-    # A 2xx that echoes the secret: whole, streamed (cut between two writes), translated.
-    echoes["openai"].answer(200)
+    # A 2xx that echoes the secret: whole, streamed (cut between two writes), translated;
+    # a stream whose error event echoes it (anthropic, gemini).
     echoed = []
-    for dialect in ("chat", "chat-stream", "responses", "messages", "messages-stream"):
-        profile = f"openai-200-{dialect}"
-        _add_key(admin, "openai", echoes["openai"], profile)
-        answer = _proxy(http, server.url, dialect, "gpt-4o-mini", profile)
-        assert answer.status == 200, answer.data
-        echoed.append(answer.data)
-        seen.append((f"{profile} answer", answer.data))
-        request_ids.append(answer.headers["x-keyrelay-request-id"])
+    for kind in ("openai", "anthropic", "gemini"):
+        echoes[kind].answer(200)
+        for dialect in ("chat", "chat-stream", "responses", "messages", "messages-stream"):
+            profile = f"{kind}-200-{dialect}"
+            _add_key(admin, kind, echoes[kind], profile)
+            answer = _proxy(http, server.url, dialect, KINDS[kind][0], profile)
+            assert answer.status == 200, answer.data
+            if kind == "openai" or not dialect.endswith("stream"):
+                echoed.append((profile, answer.data))
+            seen.append((f"{profile} answer", answer.data))
+            request_ids.append(answer.headers["x-keyrelay-request-id"])
     assert cases == len(KINDS) * len(STATUSES) * len(DIALECTS)
     assert 500 not in statuses, statuses
     app.extensions["keyrelay"].books.flush()
@@ -284,9 +327,12 @@ def test_an_upstream_that_echoes_the_secret_never_gets_it_out(
         in_backup = [m.name for m in members if _leaks(tar.extractfile(m).read())]
     assert {m.name for m in members} >= {"manifest.json", "keyrelay.db"}
     assert not in_backup, in_backup
-    assert all(MASK.encode() in data for data in echoed)  # the echo came, masked
+    assert [p for p, data in echoed if MASK.encode() not in data] == []  # echoed, masked
     assert len(stored_errors) >= len(KINDS) * 2  # the echoes were stored, masked
     assert any(MASK in error for error in stored_errors)
+    broken = [row["error"] for row in logs if "stream error" in (row["error"] or "")]
+    # anthropic → chat, gemini → chat and messages (anthropic → messages relays the event)
+    assert len(broken) == 3 and all(MASK in error for error in broken), broken
 
 
 @pytest.mark.parametrize("cut", range(1, 40))
