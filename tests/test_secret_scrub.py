@@ -23,6 +23,8 @@ import pytest
 from sqlalchemy import select
 
 from extensions import db
+from gateway.policy import Outcome
+from gateway.providers.transport import Target, TransportError
 from gateway.scrub import MASK, scrubber
 from models.request_logs import RequestLog
 from tests.conftest import MASTER_KEY, Web, make_viewer
@@ -356,3 +358,15 @@ def test_a_text_cut_inside_the_secret_is_masked():
         "Incorrect API key provided: " + MASK
     )
     assert scrub.text("ends with s") == "ends with s"
+
+
+def test_a_transport_error_quoting_the_secret_keeps_its_outcome():
+    """A connection or stream error whose message quotes a URL with `key=` (or the secret)
+    comes out with the same outcome and the secret masked; a clean one is the same error."""
+    target = Target(1, "rovodev", "http://upstream", SECRET, options={"email": EMAIL})
+    url = f"https://upstream.example/v1?key={quote(SECRET, safe='')} Basic {BASIC}"
+    scrubbed = target.scrub.error(TransportError(Outcome.TIMEOUT, f"{url}: {SECRET}"))
+    assert scrubbed.outcome is Outcome.TIMEOUT
+    assert str(scrubbed) == f"https://upstream.example/v1?key={MASK} Basic {MASK}: {MASK}"
+    clean = TransportError(Outcome.CONNECTION_ERROR, "upstream closed the connection")
+    assert target.scrub.error(clean) is clean
