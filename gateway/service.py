@@ -276,23 +276,29 @@ class Gateway:
         def dispatch(model: str, keys: list[KeyRow]) -> ProxyResponse:
             body = request.for_model(model)  # read again per hop: pruning replaces it
 
+            def ask(adapter, target, timeouts: Timeouts) -> UpstreamReply:
+                operation, stream = request.operation, request.stream
+                if operation == "embeddings":
+                    return adapter.embeddings(target, body, timeouts)
+                if operation == "completions":
+                    return adapter.completions(target, body, timeouts, stream, request.wants_usage)
+                if not stream:
+                    return adapter.chat(target, body, timeouts, request.native)
+                return adapter.chat_stream(
+                    target, body, timeouts, request.wants_usage, request.native
+                )
+
             def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
                 served.ticket.admitted()  # the admission's answer, read as late as can be
                 adapter, target = self.adapters[key.provider], self.candidates.target(key)
                 unresolved = request.extra.get("unresolved")
                 if unresolved is not None and not adapter.passes_through(target, request.native):
                     raise unresolved  # a conversation only a passthrough upstream could know
-                operation, stream = request.operation, request.stream
-                if operation == "embeddings":
-                    return adapter.embeddings(target, body, timeouts)
-                if operation == "completions":
-                    reply = adapter.completions(target, body, timeouts, stream, request.wants_usage)
-                elif not stream:
-                    return adapter.chat(target, body, timeouts, request.native)
-                else:
-                    reply = adapter.chat_stream(
-                        target, body, timeouts, request.wants_usage, request.native
-                    )
+                scrub = target.scrub  # what the upstream says never carries the key's secret
+                try:
+                    reply = scrub.reply(ask(adapter, target, timeouts))
+                except TransportError as exc:
+                    raise scrub.error(exc) from None
                 if reply.stream is not None:  # 2xx: its first bytes decide the attempt
                     try:
                         reply.first_chunk = next(reply.chunks, b"")
@@ -390,10 +396,12 @@ class Gateway:
         except SecretUnreadable:
             return _secret_result(SECRET_UNREADABLE)
         started = time.perf_counter()
-        try:
-            reply = self.adapters[key.provider].list_models(target, TEST_TIMEOUTS)
+        try:  # the upstream's answer, without the key's secret (it may echo it)
+            reply = target.scrub.reply(
+                self.adapters[key.provider].list_models(target, TEST_TIMEOUTS)
+            )
         except TransportError as exc:
-            reply = exc
+            reply = target.scrub.error(exc)
         ms = round((time.perf_counter() - started) * 1000)
         if isinstance(reply, TransportError):
             error = str(reply)

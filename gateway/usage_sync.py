@@ -73,8 +73,9 @@ def _sync_one(gateway, now: datetime, key_id: int, name: str, provider: str, pro
     try:
         answer = gateway.adapters[provider].check_credits(target, SYNC_TIMEOUTS)
     except TransportError as exc:
-        return {**result, "result": "unreachable", "error": str(exc)}
+        return {**result, "result": "unreachable", "error": str(target.scrub.error(exc))}
     if not isinstance(answer, Credits):
+        answer = target.scrub.reply(answer)  # the upstream's words, without the key's secret
         error = f"HTTP {answer.status}: {answer.body[:200].decode('utf-8', 'replace')}"
         if answer.status in (401, 403):
             with gateway.engine.begin() as conn:

@@ -99,9 +99,13 @@ class CliRun:
         )
 
     def scrub(self, text: str) -> str:
-        """The text without the secret or anything shaped like a key."""
+        """The text without the secret (in any of its forms: gateway/scrub.py) or anything
+        shaped like a key."""
+        from gateway.scrub import scrubber  # the one scrubber of every provider kind
+
         if self.secret:
-            text = text.replace(self.secret, "***")
+            text = scrubber(self.secret).text(text)
+            text = text.replace(self.secret, "***")  # even a secret too short for the forms
         return _KEYLIKE.sub(lambda m: m.group(0)[:6] + "***", text)
 
     def stderr_tail(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.policy import Outcome
+from gateway.scrub import Scrubber, scrubber
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,12 @@ class Target:
     responses_api: bool = False
     # The key's provider settings (ProviderKey.options), never secret.
     options: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def scrub(self) -> Scrubber:
+        """What takes this key's secret out of what its upstream says (gateway/scrub.py)."""
+        email = self.options.get("email")
+        return scrubber(self.secret, email if isinstance(email, str) else "")
 
 
 @dataclass
