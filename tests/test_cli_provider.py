@@ -356,3 +356,70 @@ def test_a_cli_key_gets_its_placeholder_base_url_and_options(admin):
     key = made.json()
     assert key["base_url"] == "cli://codex"
     assert key["options"] == {"max_concurrency": 3, "timeout_seconds": 60}
+
+
+def _body(model: str, content="Say hello", system: str | None = None) -> dict:
+    messages = [{"role": "user", "content": content}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    return {"model": model, "messages": messages}
+
+
+# What a client can send that no CLI run could serve: refused before anything runs.
+CLIENT_FAULTS = [
+    ("codex_cli", _body("--x"), "model"),
+    ("codex_cli", _body("-c"), "model"),
+    ("codex_cli", _body("gpt\x00-4o-mini"), "model"),
+    ("codex_cli", _body("gpt-4o-mini\n--help"), "model"),
+    ("codex_cli", _body("gpt-4o-mini", content=""), "messages"),
+    ("codex_cli", _body("gpt-4o-mini", content="hi\x00there"), "messages"),
+    ("claude_code", _body(MODEL, content=""), "messages"),
+    ("claude_code", _body(MODEL, content="  \n "), "messages"),
+    ("claude_code", _body(MODEL, content=[{"type": "text", "text": ""}]), "messages"),
+    ("claude_code", _body("--x"), "model"),
+    ("claude_code", _body(MODEL + "\x00"), "model"),
+    ("claude_code", _body(MODEL, system="be\x00brief"), "messages"),
+]
+
+
+@pytest.mark.parametrize("provider", ["codex_cli", "claude_code"])
+def test_a_clients_bad_input_is_its_own_400_and_never_the_keys_failure(
+    provider, binaries, upstream, fake, admin, server, http, monkeypatch, tmp_path
+):
+    # Run folders go under this test's own temporary directory, so counting them is exact.
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(runs))
+    binary, base, secret = (
+        (binaries[1], fake.base_url, CODEX)
+        if provider == "codex_cli"
+        else (binaries[0], upstream.base_url, CLAUDE)
+    )
+    key = add_cli_key(admin, provider, secret, binary, base)
+    cases = [(body, param) for kind, body, param in CLIENT_FAULTS if kind == provider]
+    answers = []
+    for body, param in cases:
+        for _ in range(6):  # in a row: past the failure threshold (5) and the breaker's
+            answer = http.request(
+                "POST",
+                f"{server.url}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            )
+            answers.append((answer.status, answer.json()["error"]["param"], param))
+            assert os.listdir(runs) == []  # no run folder is left behind, not even one
+    assert all(status == 400 and got == want for status, got, want in answers), answers
+    assert fake.requests == [] and upstream.requests == []  # nothing ran
+    state = admin.key(key["id"])
+    assert state["status"] == "active" and state["consecutive_failures"] == 0
+    assert state["upstream_circuit"] is None
+    # Everyone else is still served by the key.
+    good = _body("gpt-4o-mini" if provider == "codex_cli" else MODEL)
+    answer = http.request(
+        "POST",
+        f"{server.url}/v1/chat/completions",
+        json=good,
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+    )
+    assert answer.status == 200, answer.data
+    assert os.listdir(runs) == []

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import orjson
 
+from gateway.errors import GatewayError
 from gateway.policy import Outcome
 from gateway.providers.anthropic import openai_usage
 from gateway.providers.anthropic import usage_of as anthropic_usage
@@ -195,6 +196,7 @@ class CliAdapter(ProviderAdapter):
     def _start(self, target: Target, body: dict) -> tuple[CliRun, Iterator[dict]]:
         refuse_unsupported(self.name, body)
         system, text = self.stdin(body)
+        refuse_bad_input(self.name, body["model"], system, text)
         argv = [self._command(target), *self.argv(target, body, system)]
         timeout = target.options.get("timeout_seconds") or DEFAULT_TIMEOUT
         run = CliRun(argv, self.env(target), text, timeout, target.secret)
@@ -426,6 +428,36 @@ def refuse_unsupported(provider: str, body: dict) -> None:
             for p in content
         ):
             raise unsupported(provider, "images or files in messages")
+
+
+# A model name as the CLIs take it: no leading dash (it would read as a flag), no
+# whitespace or control characters (a NUL cannot even be passed to a process).
+_MODEL = re.compile(r"[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]{0,255}")
+
+
+def refuse_bad_input(provider: str, model: object, system: str, text: str) -> None:
+    """What no run of the CLI could serve is the client's 400 before anything runs, so
+    a client's own input never counts as a failure of the key (nor opens its circuit)."""
+    if not isinstance(model, str) or not _MODEL.fullmatch(model):
+        raise GatewayError(
+            400,
+            f"Provider '{provider}' cannot serve model {json.dumps(model)[:80]}: a model "
+            "name must not start with '-' or contain spaces or control characters.",
+            code="invalid_model",
+            param="model",
+        )
+    if "\0" in system or "\0" in text:
+        raise GatewayError(
+            400, "Messages must not contain NUL characters.", code="invalid_value",
+            param="messages",
+        )  # fmt: skip
+    if not text.strip():
+        raise GatewayError(
+            400,
+            f"Provider '{provider}' needs text to answer: the messages have none.",
+            code="invalid_value",
+            param="messages",
+        )
 
 
 def conversation(messages: list, with_system: bool) -> str:
