@@ -7,10 +7,12 @@ process group killed."""
 
 from __future__ import annotations
 
+import base64
 import glob
 import json
 import os
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -22,7 +24,7 @@ import urllib3
 
 from tests.conftest import MASTER_KEY
 from tests.fake_anthropic import DEFAULT_TEXT, FakeAnthropic, Reply
-from tests.fake_upstream import DEFAULT_CONTENT
+from tests.fake_upstream import DEFAULT_CONTENT, Behaviour
 from tests.npm_tools import claude_code, codex
 
 CLAUDE = "sk-ant-api03-cliaaaaaaaaaaaaaaaaaaaa"
@@ -423,3 +425,89 @@ def test_a_clients_bad_input_is_its_own_400_and_never_the_keys_failure(
     )
     assert answer.status == 200, answer.data
     assert os.listdir(runs) == []
+
+
+def _png() -> bytes:
+    """A valid 1x1 PNG: what Codex's view_image would read and send upstream."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def _codex_default_tools(binary: str, fake, tmp_path, model: str) -> set[str]:
+    """The tools Codex offers with its defaults: its built-in tools for this model."""
+    home, work = tmp_path / "default-home", tmp_path / "default-work"
+    home.mkdir()
+    work.mkdir()
+    provider = (
+        f'model_providers.fake={{name="fake", base_url="{fake.base_url}", '
+        'env_key="OPENAI_API_KEY", wire_api="responses"}'
+    )
+    done = subprocess.run(
+        [binary, "exec", "--skip-git-repo-check", "-c", "model_provider=fake", "-c", provider,
+         "-m", model, "Say hello"],
+        cwd=work, env={"PATH": os.environ["PATH"], "HOME": str(home), "OPENAI_API_KEY": CODEX},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sent,) = fake.requests
+    fake.reset()
+    return {tool.get("name") or tool.get("type") for tool in sent.body["tools"]}
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-5.5"])  # gpt-5.5 is offered apply_patch
+def test_codex_offers_and_runs_none_of_its_built_in_tools(
+    model, binaries, fake, admin, client, tmp_path
+):
+    builtin = _codex_default_tools(binaries[1], fake, tmp_path, model)
+    assert {"view_image", "exec_command"} <= builtin  # what the defaults would offer
+    image = tmp_path / "private.png"
+    image.write_bytes(_png())
+    secret_text = tmp_path / "private.txt"
+    secret_text.write_text("PRIVATE-MARKER-4242")
+    arguments = {
+        "path": str(image), "cmd": f"cat {secret_text}", "command": ["cat", str(secret_text)],
+        "input": f"*** Begin Patch\n*** Add File: {tmp_path}/written.txt\n+x\n*** End Patch",
+        "questions": [], "plan": [], "query": "x",
+    }  # fmt: skip
+    names = sorted(builtin)
+    fake.script(
+        CODEX, [Behaviour.tool_call(name, arguments) for name in names] + [Behaviour.ok("done")]
+    )
+    add_cli_key(admin, "codex_cli", CODEX, binaries[1], fake.base_url)
+    completion = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Look at my picture"}]
+    )
+    assert completion.choices[0].message.content == "done"
+    sent = fake.requests
+    assert len(sent) == len(names) + 1  # every forced call came back, none ran
+    assert all(request.body["tools"] == [] for request in sent)  # nothing offered
+    raw = b"".join(request.raw for request in sent)
+    encoded = base64.b64encode(image.read_bytes())
+    assert b"input_image" not in raw and encoded not in raw and b"PRIVATE-MARKER" not in raw
+    assert not (tmp_path / "written.txt").exists()
+    outputs = {
+        item["call_id"]: str(item.get("output"))
+        for item in sent[-1].body["input"]
+        if item.get("type") == "function_call_output"
+    }
+    calls = {
+        item["call_id"]: item["name"]
+        for item in sent[-1].body["input"]
+        if item.get("type") == "function_call"
+    }
+    assert sorted(calls.values()) == names  # each built-in tool was asked for, by name...
+    for call_id, name in calls.items():  # ...and each was refused as unknown
+        assert "unsupported" in outputs[call_id].lower() or name in outputs[call_id], (
+            name,
+            outputs[call_id],
+        )

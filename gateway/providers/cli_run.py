@@ -40,13 +40,16 @@ class CliRun:
     """A started CLI process; iterate `events()`, then `close()`."""
 
     def __init__(self, argv: list[str], env: dict[str, str], stdin: str, timeout: float,
-                 secret: str) -> None:  # fmt: skip
+                 secret: str, files: dict[str, bytes] | None = None) -> None:  # fmt: skip
         self.secret = secret
         self.timed_out = False
         self._closed = False
         self._stderr = self.proc = self._timer = None
         self.root = tempfile.mkdtemp(prefix=PREFIX)
         try:
+            for name, data in (files or {}).items():  # beside the working directory
+                with open(os.path.join(self.root, name), "wb") as file:
+                    file.write(data)
             self._spawn(argv, env, stdin, timeout)
         except BaseException:  # whatever failed, no process or run folder is left behind
             if self._timer is not None:
