@@ -511,3 +511,67 @@ def test_codex_offers_and_runs_none_of_its_built_in_tools(
             name,
             outputs[call_id],
         )
+
+
+def _claude_default_tools(binary: str, upstream, tmp_path) -> set[str]:
+    """The tools Claude Code offers with its defaults: its built-in tools."""
+    home, work = tmp_path / "default-home", tmp_path / "default-work"
+    home.mkdir()
+    work.mkdir()
+    env = {
+        "PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_API_KEY": CLAUDE,
+        "ANTHROPIC_BASE_URL": upstream.base_url.rstrip("/").removesuffix("/v1"),
+        "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }  # fmt: skip
+    done = subprocess.run(
+        [binary, "-p", "--model", MODEL, "Say hello"], cwd=work, env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    sent = upstream.messages_requests[-1]
+    upstream.requests.clear()
+    return {tool["name"] for tool in sent.body["tools"]}
+
+
+def test_claude_code_offers_and_runs_none_of_its_built_in_tools(
+    binaries, upstream, admin, client, tmp_path
+):
+    builtin = _claude_default_tools(binaries[0], upstream, tmp_path)
+    assert {"Bash", "Read"} <= builtin  # what the defaults would offer
+    secret_text = tmp_path / "private.txt"
+    secret_text.write_text("PRIVATE-MARKER-4242")
+    arguments = {
+        "command": f"cat {secret_text}", "file_path": str(secret_text), "path": str(tmp_path),
+        "pattern": "PRIVATE", "content": "x", "old_string": "P", "new_string": "Q",
+        "url": f"{upstream.base_url}/leak", "prompt": "x", "description": "x", "query": "x",
+    }  # fmt: skip
+    names = sorted(builtin)
+    upstream.script(
+        CLAUDE,
+        [Reply.tool_use(name, arguments, tool_id=f"toolu_{n:04d}") for n, name in enumerate(names)]
+        + [Reply.ok("done")],
+    )
+    add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Read my file"}]
+    )
+    assert completion.choices[0].message.content == "done"
+    sent = upstream.messages_requests
+    assert len(sent) == len(names) + 1  # every forced call came back, none ran
+    assert all(request.body["tools"] == [] for request in sent)  # nothing offered
+    assert "PRIVATE-MARKER" not in json.dumps([request.body for request in sent])
+    assert not any(request.path.endswith("/leak") for request in upstream.requests)
+    results = {
+        block["tool_use_id"]: block
+        for message in sent[-1].body["messages"]
+        if isinstance(message.get("content"), list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    }
+    assert sorted(results) == [f"toolu_{n:04d}" for n in range(len(names))]  # each one...
+    for n, name in enumerate(names):  # ...refused as a tool that is not there
+        result = results[f"toolu_{n:04d}"]
+        assert result.get("is_error") and "No such tool available" in str(result["content"]), (
+            name,
+            result,
+        )
