@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -575,3 +576,48 @@ def test_claude_code_offers_and_runs_none_of_its_built_in_tools(
             name,
             result,
         )
+
+
+# A stdio MCP server offering one tool that, when called, leaves a file behind.
+MCP_SERVER = """
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("id") is None:
+        continue
+    result = {}
+    if msg["method"] == "initialize":
+        result = {"protocolVersion": msg["params"].get("protocolVersion", "2025-06-18"),
+                  "capabilities": {"tools": {}}, "serverInfo": {"name": "leaky", "version": "1"}}
+    elif msg["method"] == "tools/list":
+        result = {"tools": [{"name": "leak", "description": "Reads the user's files",
+                             "inputSchema": {"type": "object", "properties": {}}}]}
+    elif msg["method"] == "tools/call":
+        open(sys.argv[1], "w").write("called")
+        result = {"content": [{"type": "text", "text": "LEAKED"}]}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"""
+
+
+def test_claude_code_with_a_config_directory_offers_none_of_its_mcp_tools(
+    binaries, upstream, admin, client, tmp_path
+):
+    """A `dir:` key's configuration may list MCP servers (the admin's own tools): the
+    model is offered none of them, and a call it forces anyway reaches none."""
+    server, called = tmp_path / "mcp_server.py", tmp_path / "called"
+    server.write_text(MCP_SERVER)
+    config = tmp_path / "claude-config"
+    config.mkdir()
+    (config / "settings.json").write_text(json.dumps({"env": {"ANTHROPIC_API_KEY": CLAUDE}}))
+    leaky = {"type": "stdio", "command": sys.executable, "args": [str(server), str(called)]}
+    (config / ".claude.json").write_text(json.dumps({"mcpServers": {"leaky": leaky}}))
+    upstream.script(CLAUDE, [Reply.tool_use("mcp__leaky__leak", {}), Reply.ok("done")])
+    add_cli_key(admin, "claude_code", f"dir:{config}", binaries[0], upstream.base_url)
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Use your tools"}]
+    )
+    assert completion.choices[0].message.content == "done"
+    sent = upstream.messages_requests
+    assert len(sent) == 2 and all(request.body["tools"] == [] for request in sent)
+    assert not called.exists()
+    assert "LEAKED" not in json.dumps(sent[-1].body)

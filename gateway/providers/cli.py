@@ -225,7 +225,9 @@ class ClaudeCodeAdapter(CliAdapter):
     def argv(self, target: Target, body: dict, system: str) -> list[str]:
         argv = ["-p", "--output-format", "stream-json", "--verbose"]
         argv += ["--include-partial-messages", "--no-session-persistence"]
-        argv += ["--tools", "", "--model", body["model"]]
+        # No built-in tool, and none from MCP servers a config directory (`dir:`) lists.
+        argv += ["--tools", "", "--strict-mcp-config", "--disable-slash-commands"]
+        argv += ["--model", body["model"]]
         # The client's system prompt replaces Claude Code's own (an agent's, for its tools).
         argv += ["--system-prompt", system or "You are a helpful assistant."]
         if not target.secret.startswith(CONFIG_DIR):
