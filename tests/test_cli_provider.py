@@ -621,3 +621,26 @@ def test_claude_code_with_a_config_directory_offers_none_of_its_mcp_tools(
     assert len(sent) == 2 and all(request.body["tools"] == [] for request in sent)
     assert not called.exists()
     assert "LEAKED" not in json.dumps(sent[-1].body)
+
+
+def test_codex_with_a_config_directory_offers_none_of_its_mcp_tools(
+    binaries, fake, admin, client, tmp_path
+):
+    server, called = tmp_path / "mcp_server.py", tmp_path / "called"
+    server.write_text(MCP_SERVER)
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "auth.json").write_text(json.dumps({"OPENAI_API_KEY": CODEX}))
+    (home / "config.toml").write_text(
+        f"[mcp_servers.leaky]\ncommand = {json.dumps(sys.executable)}\n"
+        f"args = [{json.dumps(str(server))}, {json.dumps(str(called))}]\n"
+    )
+    fake.script(CODEX, [Behaviour.tool_call("mcp__leaky__leak", {}), Behaviour.ok("done")])
+    add_cli_key(admin, "codex_cli", f"dir:{home}", binaries[1], fake.base_url)
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Use your tools"}]
+    )
+    assert completion.choices[0].message.content == "done"
+    assert len(fake.requests) == 2
+    assert all(request.body["tools"] == [] for request in fake.requests)
+    assert not called.exists() and b"LEAKED" not in fake.requests[-1].raw
