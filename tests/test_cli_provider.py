@@ -23,7 +23,7 @@ import openai
 import pytest
 import urllib3
 
-from tests.conftest import MASTER_KEY
+from tests.conftest import MASTER_KEY, Admin, live_app
 from tests.fake_anthropic import DEFAULT_TEXT, FakeAnthropic, Reply
 from tests.fake_upstream import DEFAULT_CONTENT, Behaviour
 from tests.npm_tools import claude_code, codex
@@ -644,3 +644,37 @@ def test_codex_with_a_config_directory_offers_none_of_its_mcp_tools(
     assert len(fake.requests) == 2
     assert all(request.body["tools"] == [] for request in fake.requests)
     assert not called.exists() and b"LEAKED" not in fake.requests[-1].raw
+
+
+def test_a_clients_bad_input_does_not_hold_a_half_open_circuits_probe(
+    settings, clock, http, tmp_path
+):
+    """After the cooldown the next attempt probes the upstream. A request refused for its
+    own input before anything ran must leave the probe to the next request, not keep the
+    circuit shut for everyone."""
+    failing = tmp_path / "failing"
+    failing.touch()
+    script = tmp_path / "fake-claude"
+    script.write_text(
+        f"#!/bin/sh\n[ -e {failing} ] && exit 1\n"
+        'echo \'{"type":"result","subtype":"success","is_error":false,"result":"ok",'
+        '"usage":{"input_tokens":1,"output_tokens":1}}\'\n'
+    )
+    script.chmod(0o755)
+    overrides = {"BREAKER_FAILURES": 2, "BREAKER_COOLDOWN": 30.0, "FAILURE_THRESHOLD": 100}
+    with live_app(settings, **overrides) as (_, live):
+        admin = Admin(live.url, http)
+        add_cli_key(admin, "claude_code", CLAUDE, str(script), "http://127.0.0.1:9/v1")
+
+        def ask(model: str = MODEL) -> int:
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+            return http.request(
+                "POST", f"{live.url}/v1/chat/completions", json=body, headers=headers
+            ).status
+
+        assert [ask(), ask(), ask()] == [502, 502, 503]  # two failures open the circuit
+        failing.unlink()  # the upstream is back
+        clock.advance(seconds=31)  # half-open: the next attempt probes
+        assert ask("--x") == 400  # the client's own fault: no attempt, no probe
+        assert ask() == 200  # the probe is this request's, and it closes the circuit
