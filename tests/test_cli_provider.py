@@ -371,12 +371,14 @@ def _body(model: str, content="Say hello", system: str | None = None) -> dict:
 # What a client can send that no CLI run could serve: refused before anything runs.
 CLIENT_FAULTS = [
     ("codex_cli", _body("--x"), "model"),
+    ("codex_cli", {**_body("--x"), "stream": True}, "model"),
     ("codex_cli", _body("-c"), "model"),
     ("codex_cli", _body("gpt\x00-4o-mini"), "model"),
     ("codex_cli", _body("gpt-4o-mini\n--help"), "model"),
     ("codex_cli", _body("gpt-4o-mini", content=""), "messages"),
     ("codex_cli", _body("gpt-4o-mini", content="hi\x00there"), "messages"),
     ("claude_code", _body(MODEL, content=""), "messages"),
+    ("claude_code", {**_body(MODEL, content=""), "stream": True}, "messages"),
     ("claude_code", _body(MODEL, content="  \n "), "messages"),
     ("claude_code", _body(MODEL, content=[{"type": "text", "text": ""}]), "messages"),
     ("claude_code", _body("--x"), "model"),
@@ -412,6 +414,11 @@ def test_a_clients_bad_input_is_its_own_400_and_never_the_keys_failure(
             answers.append((answer.status, answer.json()["error"]["param"], param))
             assert os.listdir(runs) == []  # no run folder is left behind, not even one
     assert all(status == 400 and got == want for status, got, want in answers), answers
+    # The Anthropic dialect says it in its own error shape.
+    sdk = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(model="--x", max_tokens=9, messages=[{"role": "user", "content": "x"}])
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
     assert fake.requests == [] and upstream.requests == []  # nothing ran
     state = admin.key(key["id"])
     assert state["status"] == "active" and state["consecutive_failures"] == 0
