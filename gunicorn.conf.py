@@ -26,7 +26,8 @@ accesslog = None
 
 
 def post_worker_init(worker) -> None:
-    """Take what the worker loaded at start out of the cyclic GC's sight.
+    """Seal the worker (its app has read the settings), then take what it loaded at
+    start out of the cyclic GC's sight.
 
     The app, SQLAlchemy and the tokenizer leave ~80k long-lived objects; a full
     collection walking them took ~30 ms, and landed on a request every few seconds
@@ -34,11 +35,25 @@ def post_worker_init(worker) -> None:
     """
     import gc
 
+    from gateway import sandbox
+
+    # No secret in the environment of what the worker starts, and its /proc files closed
+    # to the CLI runs (same user): gateway/sandbox.py.
+    sandbox.seal()
     gc.collect()
     gc.freeze()
 
 
 def on_starting(server) -> None:
+    """Close the master's /proc files (it keeps its environment: workers it forks later
+    read their settings from it), then set up the metrics folder."""
+    from gateway import sandbox
+
+    sandbox.close_proc_files()
+    _metrics_folder()
+
+
+def _metrics_folder() -> None:
     """Prometheus multiprocess mode: every worker keeps its counters in files in one
     folder (instance/metrics/ unless PROMETHEUS_MULTIPROC_DIR names another), emptied at
     each start so a restart begins at zero. Set here, in the master, before any worker

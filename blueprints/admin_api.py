@@ -389,10 +389,10 @@ def revoke_client_key(key_id: int):
 
 @bp.delete("/client-keys/<int:key_id>")
 def delete_client_key(key_id: int):
-    """Remove the key; its request-log rows keep its id."""
+    """Remove the key and its stored responses; its request-log rows keep its id."""
     row = _client_key_or_404(key_id)
     audit("client_key.delete", f"client_key:{row.id}", name=row.name)
-    db.session.delete(row)
+    clientkeys.remove(db.session, row)
     _commit_client_keys()
     gateway().forget_limits(f"ck:{key_id}")
     return "", 204

@@ -41,7 +41,9 @@ def _safe_next(target: str | None) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """The login form; repeated failures slow down, then lock the address or username."""
-    if request.method == "GET":
+    # Only a submitted form is a login attempt: HEAD (Claude Code probes `HEAD /` on every
+    # run and follows to here; monitors do `curl -I`) is answered like GET and counts nothing.
+    if request.method != "POST":
         if current_user.is_authenticated:
             return redirect(_safe_next(request.args.get("next")))
         return render_template("login.html", username="", error=None)

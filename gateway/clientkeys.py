@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from gateway import apischema, budgets, keyring
@@ -24,7 +24,7 @@ from gateway.keyring import KeyInputError, parse_models, parse_moment
 from gateway.limiter import Limits
 from gateway.secrets import token_hash as fingerprint  # plain SHA-256: see the docstring
 from gateway.validation import MAX_SQL_INT, whole_number
-from models import ClientKey, Profile
+from models import ClientKey, Profile, StoredResponse
 
 PREFIX = "kr-"
 # Accepted by the issue's API but not enforced yet (limits and budgets come next): refused
@@ -174,6 +174,13 @@ def update(session: Session, row: ClientKey, data: ClientKeyInput, now: datetime
     for name, value in data.limits.items():
         setattr(row, name, value)
     row.updated_at = now
+
+
+def remove(session: Session, row: ClientKey) -> None:
+    """Delete the key and the Responses conversations it stored (no one may read them
+    again); its request-log rows keep its id, which is never handed out again."""
+    session.execute(delete(StoredResponse).where(StoredResponse.client_key_id == row.id))
+    session.delete(row)
 
 
 def revoke(row: ClientKey, now: datetime) -> None:

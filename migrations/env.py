@@ -14,15 +14,33 @@ target_metadata = db.metadata
 
 
 def _run(connection) -> None:
-    # SQLite cannot ALTER most things in place: batch mode copies the table instead.
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode copies a table and drops the old one; with foreign keys on, that drop
+        # would cascade to the rows referencing it. The pragma is ignored inside a
+        # transaction, so what the caller did so far (adopting an old database) is committed.
+        if connection.in_transaction():
+            connection.commit()
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    try:
+        # SQLite cannot ALTER most things in place: batch mode copies the table instead.
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=sqlite,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        if sqlite:
+            connection.commit()
+    except BaseException:
+        if sqlite:
+            connection.rollback()
+        raise
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 def run_migrations_online() -> None:

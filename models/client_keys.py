@@ -16,6 +16,9 @@ class ClientKey(db.Model):
     """An app's key. Only its SHA-256 is stored; the key itself is shown once at creation."""
 
     __tablename__ = "client_keys"
+    # Ids are never handed out twice (SQLite reuses max(id) + 1 otherwise): a new row must
+    # not inherit what other tables still hold under a deleted one's id.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)

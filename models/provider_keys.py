@@ -42,6 +42,9 @@ class ProviderKey(db.Model):
     """One upstream credential; its secret is encrypted at rest and never shown again."""
 
     __tablename__ = "provider_keys"
+    # Ids are never handed out twice (SQLite reuses max(id) + 1 otherwise): a new row must
+    # not inherit what other tables still hold under a deleted one's id.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)

@@ -20,6 +20,9 @@ class User(UserMixin, db.Model):
     """Someone who logs in to the dashboard: `admin` changes things, `viewer` only reads."""
 
     __tablename__ = "users"
+    # Ids are never handed out twice (SQLite reuses max(id) + 1 otherwise): a new row must
+    # not inherit what other tables still hold under a deleted one's id.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)

@@ -26,6 +26,7 @@ class Reply:
     text: str = DEFAULT_TEXT
     tool_name: str | None = None
     tool_input: dict = field(default_factory=dict)
+    tool_id: str | None = None  # None: TOOL_USE_ID
     status: int = 200
     error_type: str = ""
     retry_after: str | None = None
@@ -48,8 +49,8 @@ class Reply:
                    thinking=thinking)  # fmt: skip
 
     @classmethod
-    def tool_use(cls, name: str, tool_input: dict, text: str = "") -> Reply:
-        return cls("tool_use", text, tool_name=name, tool_input=tool_input)
+    def tool_use(cls, name: str, tool_input: dict, text: str = "", tool_id=None) -> Reply:
+        return cls("tool_use", text, tool_name=name, tool_input=tool_input, tool_id=tool_id)
 
     @classmethod
     def overloaded(cls) -> Reply:
@@ -189,7 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
             events.append(_stop(index))
             index += 1
         if reply.kind == "tool_use":
-            block = {"type": "tool_use", "id": TOOL_USE_ID, "name": reply.tool_name, "input": {}}
+            block = {"type": "tool_use", "id": reply.tool_id or TOOL_USE_ID,
+                     "name": reply.tool_name, "input": {}}  # fmt: skip
             events.append(_start(index, block))
             arguments = json.dumps(reply.tool_input)
             third = max(1, len(arguments) // 3)
@@ -261,7 +263,8 @@ def _message(reply: Reply, model: str, usage: dict) -> dict:
     if reply.text:
         content.append({"type": "text", "text": reply.text})
     if reply.kind == "tool_use":
-        content.append({"type": "tool_use", "id": TOOL_USE_ID, "name": reply.tool_name,
+        content.append({"type": "tool_use", "id": reply.tool_id or TOOL_USE_ID,
+                        "name": reply.tool_name,
                         "input": reply.tool_input})  # fmt: skip
     return {
         "id": "msg_" + uuid.uuid4().hex[:24],

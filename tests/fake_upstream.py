@@ -426,6 +426,12 @@ class _Handler(BaseHTTPRequestHandler):
             "role": "assistant",
             "content": [{"type": "output_text", "text": b.content, "annotations": []}],
         }
+        if b.tool_name:  # the model calls a tool instead (a function_call item)
+            call = {"id": "fc_upstream", "type": "function_call", "status": "completed",
+                    "call_id": "call_" + uuid.uuid4().hex[:16], "name": b.tool_name,
+                    "arguments": b.tool_arguments}  # fmt: skip
+            self._responses_call(b, body, call, usage)
+            return
         response = {
             "id": "resp_upstream_" + uuid.uuid4().hex[:8],
             "object": "response",
@@ -462,6 +468,38 @@ class _Handler(BaseHTTPRequestHandler):
         events.append(event("response.content_part.done", {**at, "part": item["content"][0]}))
         events.append(event("response.output_item.done", {"output_index": 0, "item": item}))
         events.append(event("response.completed", {"response": response}))
+        self._deliver_stream(b, events, len(events) - 1, reported)
+
+    def _responses_call(self, b: Behaviour, body: dict, call: dict, usage: dict) -> None:
+        """A Responses answer whose only output is a function call, streamed or not."""
+        response = {
+            "id": "resp_upstream_" + uuid.uuid4().hex[:8],
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": body.get("model"),
+            "output": [call],
+            "usage": usage,
+        }
+        reported = {"prompt_tokens": usage["input_tokens"], "completion_tokens": 0}
+        if not body.get("stream"):
+            self._deliver_json(b, response, reported)
+            return
+        events = []
+        for number, (kind, payload) in enumerate(
+            [
+                ("response.created", {"response": {**response, "status": "in_progress",
+                                                   "output": [], "usage": None}}),
+                ("response.output_item.added", {"output_index": 0, "item": {
+                    **call, "status": "in_progress", "arguments": ""}}),
+                ("response.function_call_arguments.done", {
+                    "item_id": call["id"], "output_index": 0, "arguments": call["arguments"]}),
+                ("response.output_item.done", {"output_index": 0, "item": call}),
+                ("response.completed", {"response": response}),
+            ]
+        ):  # fmt: skip
+            data = {"type": kind, "sequence_number": number, **payload}
+            events.append(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
         self._deliver_stream(b, events, len(events) - 1, reported)
 
     def _key_info(self) -> None:

@@ -7,10 +7,13 @@ process group killed."""
 
 from __future__ import annotations
 
+import base64
 import glob
 import json
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,9 +23,9 @@ import openai
 import pytest
 import urllib3
 
-from tests.conftest import MASTER_KEY
+from tests.conftest import MASTER_KEY, Admin, live_app
 from tests.fake_anthropic import DEFAULT_TEXT, FakeAnthropic, Reply
-from tests.fake_upstream import DEFAULT_CONTENT
+from tests.fake_upstream import DEFAULT_CONTENT, Behaviour
 from tests.npm_tools import claude_code, codex
 
 CLAUDE = "sk-ant-api03-cliaaaaaaaaaaaaaaaaaaaa"
@@ -356,3 +359,329 @@ def test_a_cli_key_gets_its_placeholder_base_url_and_options(admin):
     key = made.json()
     assert key["base_url"] == "cli://codex"
     assert key["options"] == {"max_concurrency": 3, "timeout_seconds": 60}
+
+
+def _body(model: str, content="Say hello", system: str | None = None) -> dict:
+    messages = [{"role": "user", "content": content}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    return {"model": model, "messages": messages}
+
+
+# What a client can send that no CLI run could serve: refused before anything runs.
+CLIENT_FAULTS = [
+    ("codex_cli", _body("--x"), "model"),
+    ("codex_cli", {**_body("--x"), "stream": True}, "model"),
+    ("codex_cli", _body("-c"), "model"),
+    ("codex_cli", _body("gpt\x00-4o-mini"), "model"),
+    ("codex_cli", _body("gpt-4o-mini\n--help"), "model"),
+    ("codex_cli", _body("gpt-4o-mini", content=""), "messages"),
+    ("codex_cli", _body("gpt-4o-mini", content="hi\x00there"), "messages"),
+    ("claude_code", _body(MODEL, content=""), "messages"),
+    ("claude_code", {**_body(MODEL, content=""), "stream": True}, "messages"),
+    ("claude_code", _body(MODEL, content="  \n "), "messages"),
+    ("claude_code", _body(MODEL, content=[{"type": "text", "text": ""}]), "messages"),
+    ("claude_code", _body("--x"), "model"),
+    ("claude_code", _body(MODEL + "\x00"), "model"),
+    ("claude_code", _body(MODEL, system="be\x00brief"), "messages"),
+]
+
+
+@pytest.mark.parametrize("provider", ["codex_cli", "claude_code"])
+def test_a_clients_bad_input_is_its_own_400_and_never_the_keys_failure(
+    provider, binaries, upstream, fake, admin, server, http, monkeypatch, tmp_path
+):
+    # Run folders go under this test's own temporary directory, so counting them is exact.
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(runs))
+    binary, base, secret = (
+        (binaries[1], fake.base_url, CODEX)
+        if provider == "codex_cli"
+        else (binaries[0], upstream.base_url, CLAUDE)
+    )
+    key = add_cli_key(admin, provider, secret, binary, base)
+    cases = [(body, param) for kind, body, param in CLIENT_FAULTS if kind == provider]
+    answers = []
+    for body, param in cases:
+        for _ in range(6):  # in a row: past the failure threshold (5) and the breaker's
+            answer = http.request(
+                "POST",
+                f"{server.url}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {MASTER_KEY}"},
+            )
+            answers.append((answer.status, answer.json()["error"]["param"], param))
+            assert os.listdir(runs) == []  # no run folder is left behind, not even one
+    assert all(status == 400 and got == want for status, got, want in answers), answers
+    # The Anthropic dialect says it in its own error shape.
+    sdk = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(model="--x", max_tokens=9, messages=[{"role": "user", "content": "x"}])
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert fake.requests == [] and upstream.requests == []  # nothing ran
+    state = admin.key(key["id"])
+    assert state["status"] == "active" and state["consecutive_failures"] == 0
+    assert state["upstream_circuit"] is None
+    # Everyone else is still served by the key.
+    good = _body("gpt-4o-mini" if provider == "codex_cli" else MODEL)
+    answer = http.request(
+        "POST",
+        f"{server.url}/v1/chat/completions",
+        json=good,
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+    )
+    assert answer.status == 200, answer.data
+    assert os.listdir(runs) == []
+
+
+def _png() -> bytes:
+    """A valid 1x1 PNG: what Codex's view_image would read and send upstream."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def _codex_default_tools(binary: str, fake, tmp_path, model: str) -> set[str]:
+    """The tools Codex offers with its defaults: its built-in tools for this model."""
+    home, work = tmp_path / "default-home", tmp_path / "default-work"
+    home.mkdir()
+    work.mkdir()
+    provider = (
+        f'model_providers.fake={{name="fake", base_url="{fake.base_url}", '
+        'env_key="OPENAI_API_KEY", wire_api="responses"}'
+    )
+    done = subprocess.run(
+        [binary, "exec", "--skip-git-repo-check", "-c", "model_provider=fake", "-c", provider,
+         "-m", model, "Say hello"],
+        cwd=work, env={"PATH": os.environ["PATH"], "HOME": str(home), "OPENAI_API_KEY": CODEX},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (sent,) = fake.requests
+    fake.reset()
+    return {tool.get("name") or tool.get("type") for tool in sent.body["tools"]}
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-5.5"])  # gpt-5.5 is offered apply_patch
+def test_codex_offers_and_runs_none_of_its_built_in_tools(
+    model, binaries, fake, admin, client, tmp_path
+):
+    builtin = _codex_default_tools(binaries[1], fake, tmp_path, model)
+    assert {"view_image", "exec_command"} <= builtin  # what the defaults would offer
+    image = tmp_path / "private.png"
+    image.write_bytes(_png())
+    secret_text = tmp_path / "private.txt"
+    secret_text.write_text("PRIVATE-MARKER-4242")
+    arguments = {
+        "path": str(image), "cmd": f"cat {secret_text}", "command": ["cat", str(secret_text)],
+        "input": f"*** Begin Patch\n*** Add File: {tmp_path}/written.txt\n+x\n*** End Patch",
+        "questions": [], "plan": [], "query": "x",
+    }  # fmt: skip
+    names = sorted(builtin)
+    fake.script(
+        CODEX, [Behaviour.tool_call(name, arguments) for name in names] + [Behaviour.ok("done")]
+    )
+    add_cli_key(admin, "codex_cli", CODEX, binaries[1], fake.base_url)
+    completion = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Look at my picture"}]
+    )
+    assert completion.choices[0].message.content == "done"
+    sent = fake.requests
+    assert len(sent) == len(names) + 1  # every forced call came back, none ran
+    assert all(request.body["tools"] == [] for request in sent)  # nothing offered
+    raw = b"".join(request.raw for request in sent)
+    encoded = base64.b64encode(image.read_bytes())
+    assert b"input_image" not in raw and encoded not in raw and b"PRIVATE-MARKER" not in raw
+    assert not (tmp_path / "written.txt").exists()
+    outputs = {
+        item["call_id"]: str(item.get("output"))
+        for item in sent[-1].body["input"]
+        if item.get("type") == "function_call_output"
+    }
+    calls = {
+        item["call_id"]: item["name"]
+        for item in sent[-1].body["input"]
+        if item.get("type") == "function_call"
+    }
+    assert sorted(calls.values()) == names  # each built-in tool was asked for, by name...
+    for call_id, name in calls.items():  # ...and each was refused as unknown
+        assert "unsupported" in outputs[call_id].lower() or name in outputs[call_id], (
+            name,
+            outputs[call_id],
+        )
+
+
+def _claude_default_tools(binary: str, upstream, tmp_path) -> set[str]:
+    """The tools Claude Code offers with its defaults: its built-in tools."""
+    home, work = tmp_path / "default-home", tmp_path / "default-work"
+    home.mkdir()
+    work.mkdir()
+    env = {
+        "PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_API_KEY": CLAUDE,
+        "ANTHROPIC_BASE_URL": upstream.base_url.rstrip("/").removesuffix("/v1"),
+        "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }  # fmt: skip
+    done = subprocess.run(
+        [binary, "-p", "--model", MODEL, "Say hello"], cwd=work, env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    sent = upstream.messages_requests[-1]
+    upstream.requests.clear()
+    return {tool["name"] for tool in sent.body["tools"]}
+
+
+def test_claude_code_offers_and_runs_none_of_its_built_in_tools(
+    binaries, upstream, admin, client, tmp_path
+):
+    builtin = _claude_default_tools(binaries[0], upstream, tmp_path)
+    assert {"Bash", "Read"} <= builtin  # what the defaults would offer
+    secret_text = tmp_path / "private.txt"
+    secret_text.write_text("PRIVATE-MARKER-4242")
+    arguments = {
+        "command": f"cat {secret_text}", "file_path": str(secret_text), "path": str(tmp_path),
+        "pattern": "PRIVATE", "content": "x", "old_string": "P", "new_string": "Q",
+        "url": f"{upstream.base_url}/leak", "prompt": "x", "description": "x", "query": "x",
+    }  # fmt: skip
+    names = sorted(builtin)
+    upstream.script(
+        CLAUDE,
+        [Reply.tool_use(name, arguments, tool_id=f"toolu_{n:04d}") for n, name in enumerate(names)]
+        + [Reply.ok("done")],
+    )
+    add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Read my file"}]
+    )
+    assert completion.choices[0].message.content == "done"
+    sent = upstream.messages_requests
+    assert len(sent) == len(names) + 1  # every forced call came back, none ran
+    assert all(request.body["tools"] == [] for request in sent)  # nothing offered
+    assert "PRIVATE-MARKER" not in json.dumps([request.body for request in sent])
+    assert not any(request.path.endswith("/leak") for request in upstream.requests)
+    results = {
+        block["tool_use_id"]: block
+        for message in sent[-1].body["messages"]
+        if isinstance(message.get("content"), list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    }
+    assert sorted(results) == [f"toolu_{n:04d}" for n in range(len(names))]  # each one...
+    for n, name in enumerate(names):  # ...refused as a tool that is not there
+        result = results[f"toolu_{n:04d}"]
+        assert result.get("is_error") and "No such tool available" in str(result["content"]), (
+            name,
+            result,
+        )
+
+
+# A stdio MCP server offering one tool that, when called, leaves a file behind.
+MCP_SERVER = """
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("id") is None:
+        continue
+    result = {}
+    if msg["method"] == "initialize":
+        result = {"protocolVersion": msg["params"].get("protocolVersion", "2025-06-18"),
+                  "capabilities": {"tools": {}}, "serverInfo": {"name": "leaky", "version": "1"}}
+    elif msg["method"] == "tools/list":
+        result = {"tools": [{"name": "leak", "description": "Reads the user's files",
+                             "inputSchema": {"type": "object", "properties": {}}}]}
+    elif msg["method"] == "tools/call":
+        open(sys.argv[1], "w").write("called")
+        result = {"content": [{"type": "text", "text": "LEAKED"}]}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"""
+
+
+def test_claude_code_with_a_config_directory_offers_none_of_its_mcp_tools(
+    binaries, upstream, admin, client, tmp_path
+):
+    """A `dir:` key's configuration may list MCP servers (the admin's own tools): the
+    model is offered none of them, and a call it forces anyway reaches none."""
+    server, called = tmp_path / "mcp_server.py", tmp_path / "called"
+    server.write_text(MCP_SERVER)
+    config = tmp_path / "claude-config"
+    config.mkdir()
+    (config / "settings.json").write_text(json.dumps({"env": {"ANTHROPIC_API_KEY": CLAUDE}}))
+    leaky = {"type": "stdio", "command": sys.executable, "args": [str(server), str(called)]}
+    (config / ".claude.json").write_text(json.dumps({"mcpServers": {"leaky": leaky}}))
+    upstream.script(CLAUDE, [Reply.tool_use("mcp__leaky__leak", {}), Reply.ok("done")])
+    add_cli_key(admin, "claude_code", f"dir:{config}", binaries[0], upstream.base_url)
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Use your tools"}]
+    )
+    assert completion.choices[0].message.content == "done"
+    sent = upstream.messages_requests
+    assert len(sent) == 2 and all(request.body["tools"] == [] for request in sent)
+    assert not called.exists()
+    assert "LEAKED" not in json.dumps(sent[-1].body)
+
+
+def test_codex_with_a_config_directory_offers_none_of_its_mcp_tools(
+    binaries, fake, admin, client, tmp_path
+):
+    server, called = tmp_path / "mcp_server.py", tmp_path / "called"
+    server.write_text(MCP_SERVER)
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "auth.json").write_text(json.dumps({"OPENAI_API_KEY": CODEX}))
+    (home / "config.toml").write_text(
+        f"[mcp_servers.leaky]\ncommand = {json.dumps(sys.executable)}\n"
+        f"args = [{json.dumps(str(server))}, {json.dumps(str(called))}]\n"
+    )
+    fake.script(CODEX, [Behaviour.tool_call("mcp__leaky__leak", {}), Behaviour.ok("done")])
+    add_cli_key(admin, "codex_cli", f"dir:{home}", binaries[1], fake.base_url)
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Use your tools"}]
+    )
+    assert completion.choices[0].message.content == "done"
+    assert len(fake.requests) == 2
+    assert all(request.body["tools"] == [] for request in fake.requests)
+    assert not called.exists() and b"LEAKED" not in fake.requests[-1].raw
+
+
+def test_a_clients_bad_input_does_not_hold_a_half_open_circuits_probe(
+    settings, clock, http, tmp_path
+):
+    """After the cooldown the next attempt probes the upstream. A request refused for its
+    own input before anything ran must leave the probe to the next request, not keep the
+    circuit shut for everyone."""
+    failing = tmp_path / "failing"
+    failing.touch()
+    script = tmp_path / "fake-claude"
+    script.write_text(
+        f"#!/bin/sh\n[ -e {failing} ] && exit 1\n"
+        'echo \'{"type":"result","subtype":"success","is_error":false,"result":"ok",'
+        '"usage":{"input_tokens":1,"output_tokens":1}}\'\n'
+    )
+    script.chmod(0o755)
+    overrides = {"BREAKER_FAILURES": 2, "BREAKER_COOLDOWN": 30.0, "FAILURE_THRESHOLD": 100}
+    with live_app(settings, **overrides) as (_, live):
+        admin = Admin(live.url, http)
+        add_cli_key(admin, "claude_code", CLAUDE, str(script), "http://127.0.0.1:9/v1")
+
+        def ask(model: str = MODEL) -> int:
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+            return http.request(
+                "POST", f"{live.url}/v1/chat/completions", json=body, headers=headers
+            ).status
+
+        assert [ask(), ask(), ask()] == [502, 502, 503]  # two failures open the circuit
+        failing.unlink()  # the upstream is back
+        clock.advance(seconds=31)  # half-open: the next attempt probes
+        assert ask("--x") == 400  # the client's own fault: no attempt, no probe
+        assert ask() == 200  # the probe is this request's, and it closes the circuit

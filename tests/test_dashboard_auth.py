@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app import create_app
 from extensions import db
 from models import AuditEntry, LoginThrottle, ProviderKey, User
-from tests.conftest import ADMIN_PASSWORD, CSRF_FIELD, Web, make_viewer
+from tests.conftest import ADMIN_PASSWORD, CSRF_FIELD, LiveServer, Web, make_viewer
 
 
 def _users(app) -> list[User]:
@@ -263,3 +263,25 @@ def test_behind_a_trusted_proxy_https_and_the_client_address_count(settings):
         scopes = set(db.session.scalars(select(LoginThrottle.scope)))
     assert scopes == {"ip:203.0.113.9", "user:nobody"}
     app.extensions["keyrelay"].close()
+
+
+def test_head_requests_are_not_failed_logins(settings, clock, http):
+    """Claude Code sends HEAD / (and follows to HEAD /login) on every run, and a monitor
+    may do `curl -I`: only a submitted login form counts towards the lock."""
+    settings.update(LOGIN_SLOW_AFTER=2, LOGIN_LOCK_AFTER=4)
+    app = create_app(settings)
+    live = LiveServer(app)
+    try:
+        answers = []
+        for _ in range(20):
+            answers.append(http.request("HEAD", f"{live.url}/", redirect=False).status)
+            answers.append(http.request("HEAD", f"{live.url}/login", redirect=False).status)
+            answers.append(http.request("HEAD", f"{live.url}/login?next=/", redirect=True).status)
+        assert set(answers) <= {200, 302}, answers
+        with app.app_context():
+            assert db.session.scalars(select(LoginThrottle)).all() == []
+        assert clock.slept == []
+        Web(app)  # logs in as the admin (asserts the redirect to the dashboard)
+    finally:
+        live.close()
+        app.extensions["keyrelay"].close()

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from app import create_app
 from extensions import db
-from gateway import schema
+from gateway import clientkeys, schema
 from tests.conftest import MASTER_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,3 +164,88 @@ def test_hosts_starting_at_once_on_postgresql_migrate_once(tmp_path, pg_url):
             assert conn.scalar(text("SELECT count(*) FROM users")) == 1
     finally:
         engine.dispose()
+
+
+def _database_at_0001(url: str) -> None:
+    """A database migrated to 0001 by an earlier KeyRelay, with three client keys made and
+    the newest deleted: its request-log row and stored response still hold its id."""
+    engine = create_engine(url)
+    at = datetime(2025, 1, 2)
+    try:
+        with engine.begin() as conn:
+            schema.initial_snapshot().create_all(conn)
+            conn.execute(
+                text("INSERT INTO profiles (name, created_at) VALUES ('default', :at)"), {"at": at}
+            )
+            for n in (1, 2, 3):
+                conn.execute(
+                    text(
+                        "INSERT INTO client_keys (profile_id, name, key_hash, key_hint,"
+                        " created_by, created_at, updated_at) VALUES"
+                        " (1, :name, :hash, 'kr-…', 'admin', :at, :at)"
+                    ),
+                    {"name": f"k{n}", "hash": f"{n:064d}", "at": at},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO budget_alerts (client_key_id, period_start, threshold, sent_at)"
+                    " VALUES (1, :at, 80, :at)"
+                ),
+                {"at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO credit_transactions (reference, client_key_id, status, amount,"
+                    " currency, amount_micros, event, created_at) VALUES"
+                    " ('ref-1', 2, 'paid', 5, 'usd', 50000, 'topup', :at)"
+                ),
+                {"at": at},
+            )
+            for key_id in (1, 3):
+                conn.execute(
+                    text(
+                        "INSERT INTO stored_responses (id, client_key_id, created_at,"
+                        " conversation, response) VALUES (:id, :key, :at, '[]', '{}')"
+                    ),
+                    {"id": f"resp_{key_id}", "key": key_id, "at": at},
+                )
+            conn.execute(text("DELETE FROM client_keys WHERE id = 3"))
+        with engine.connect() as conn:
+            schema.command.stamp(schema.config(conn), schema.INITIAL)
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+def test_a_database_at_0001_gets_ids_that_are_never_reused(settings):
+    url = settings["DATABASE_URL"] or f"sqlite:///{Path(settings['INSTANCE_PATH'])}/keyrelay.db"
+    Path(settings["INSTANCE_PATH"]).mkdir(parents=True)
+    _database_at_0001(url)
+    app = create_app({**settings, "DATABASE_URL": url})
+    try:
+        assert _revisions(url) == [schema.head()]
+        with app.app_context():
+            with db.engine.connect() as conn:
+                context = MigrationContext.configure(conn, opts={"compare_type": True})
+                assert compare_metadata(context, db.metadata) == []
+                if conn.dialect.name == "sqlite":
+                    for table in ("client_keys", "provider_keys", "users"):
+                        sql = conn.scalar(
+                            text("SELECT sql FROM sqlite_master WHERE name = :n"), {"n": table}
+                        )
+                        assert "AUTOINCREMENT" in sql, sql
+                    assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                # The rows that reference client keys survived the rebuild untouched...
+                assert conn.scalar(text("SELECT client_key_id FROM budget_alerts")) == 1
+                assert conn.scalar(text("SELECT client_key_id FROM credit_transactions")) == 2
+                # ...and the deleted key's stored response is gone, the others' kept.
+                assert list(conn.scalars(text("SELECT id FROM stored_responses"))) == ["resp_1"]
+            # The deleted key's id 3 is not handed out again.
+            spec = clientkeys.parse({"name": "new"}, creating=True)
+            row, _ = clientkeys.create(db.session, spec, "admin", datetime.now(UTC))
+            db.session.commit()
+            assert row.id == 4
+    finally:
+        app.extensions["keyrelay"].close()
+        with app.app_context():
+            db.engine.dispose()

@@ -189,3 +189,29 @@ def test_an_unknown_previous_response_without_passthrough_is_404(client, key, fa
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="gpt-4o-mini", input="x", previous_response_id="resp_x")
     assert fake.requests == []
+
+
+@pytest.mark.both_databases
+def test_a_deleted_keys_responses_go_with_it_and_its_id_is_never_reused(server, admin, key):
+    made = [admin.call("POST", "/client-keys", {"name": n}).json() for n in ("old", "newest")]
+    newest = openai.OpenAI(base_url=f"{server.url}/v1", api_key=made[1]["key"], max_retries=0)
+    response = newest.responses.create(model="gpt-4o-mini", input="my secret plans")
+    newest.close()
+    assert admin.call("DELETE", f"/client-keys/{made[1]['id']}").status == 204
+    again = admin.call("POST", "/client-keys", {"name": "after"}).json()
+    assert again["id"] > made[1]["id"] > made[0]["id"]  # ids only go up
+    later = openai.OpenAI(base_url=f"{server.url}/v1", api_key=again["key"], max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        later.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError):
+        later.responses.create(model="gpt-4o-mini", input="go on", previous_response_id=response.id)
+    later.close()
+    # Not even the master key finds it: the deleted key's conversations are gone.
+    assert (
+        admin.http.request(
+            "GET",
+            f"{server.url}/v1/responses/{response.id}",
+            headers={"Authorization": f"Bearer {MASTER_KEY}"},
+        ).status
+        == 404
+    )

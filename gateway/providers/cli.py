@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from urllib.parse import urlparse
 
 import orjson
 
+from gateway.errors import GatewayError
 from gateway.policy import Outcome
 from gateway.providers.anthropic import openai_usage
 from gateway.providers.anthropic import usage_of as anthropic_usage
@@ -195,10 +197,15 @@ class CliAdapter(ProviderAdapter):
     def _start(self, target: Target, body: dict) -> tuple[CliRun, Iterator[dict]]:
         refuse_unsupported(self.name, body)
         system, text = self.stdin(body)
+        refuse_bad_input(self.name, body["model"], system, text)
         argv = [self._command(target), *self.argv(target, body, system)]
         timeout = target.options.get("timeout_seconds") or DEFAULT_TIMEOUT
-        run = CliRun(argv, self.env(target), text, timeout, target.secret)
+        run = CliRun(argv, self.env(target), text, timeout, target.secret, self.files(target))
         return run, run.events()
+
+    def files(self, target: Target) -> dict[str, bytes]:
+        """Files the run needs beside its working directory (`../name` from the CLI)."""
+        return {}
 
 
 class ClaudeCodeAdapter(CliAdapter):
@@ -218,7 +225,9 @@ class ClaudeCodeAdapter(CliAdapter):
     def argv(self, target: Target, body: dict, system: str) -> list[str]:
         argv = ["-p", "--output-format", "stream-json", "--verbose"]
         argv += ["--include-partial-messages", "--no-session-persistence"]
-        argv += ["--tools", "", "--model", body["model"]]
+        # No built-in tool, and none from MCP servers a config directory (`dir:`) lists.
+        argv += ["--tools", "", "--strict-mcp-config", "--disable-slash-commands"]
+        argv += ["--model", body["model"]]
         # The client's system prompt replaces Claude Code's own (an agent's, for its tools).
         argv += ["--system-prompt", system or "You are a helpful assistant."]
         if not target.secret.startswith(CONFIG_DIR):
@@ -250,13 +259,22 @@ class CodexCliAdapter(CliAdapter):
     default_base_url = "cli://codex"
     price_provider = "openai"
     binary = "codex"
-    # Codex's tools that can be switched off in 0.171 (the shell among them).
-    DISABLED = ("shell_tool", "multi_agent", "goals", "apps", "plugins", "skill_search", "hooks")
+    # Codex's tools that can be switched off in 0.171 (the shell among them); view_image
+    # would read any image this user can read and send it upstream.
+    DISABLED = (
+        "shell_tool", "multi_agent", "goals", "apps", "plugins", "skill_search", "hooks",
+        "view_image",
+    )  # fmt: skip
+    # The rest come with the model: its catalog entry offers apply_patch and experimental
+    # tools. The run gets Codex's own catalog with those taken out (codex_catalog).
+    CATALOG = "codex-models.json"
 
     def argv(self, target: Target, body: dict, system: str) -> list[str]:
         argv = ["exec", "--json", "--skip-git-repo-check", "--ephemeral"]
         argv += ["--ignore-user-config", "--ignore-rules", "--sandbox", "read-only"]
         argv += ["-c", 'approval_policy="never"', "-c", 'web_search="disabled"']
+        argv += ["-c", "tools.experimental_request_user_input.enabled=false"]
+        argv += ["-c", f'model_catalog_json="../{self.CATALOG}"']  # relative to the cwd
         for feature in self.DISABLED:
             argv += ["--disable", feature]
         base = target.options.get("upstream_base_url")
@@ -281,6 +299,9 @@ class CodexCliAdapter(CliAdapter):
             ]
         return [*argv, "-m", body["model"], "-"]
 
+    def files(self, target: Target) -> dict[str, bytes]:
+        return {self.CATALOG: codex_catalog(self._command(target))}
+
     def env(self, target: Target) -> dict[str, str]:
         if target.secret.startswith(CONFIG_DIR):
             return {"CODEX_HOME": target.secret[len(CONFIG_DIR) :]}
@@ -288,6 +309,43 @@ class CodexCliAdapter(CliAdapter):
 
     def events(self):
         return CodexEvents()
+
+
+_catalogs: dict[str, bytes] = {}
+_catalog_lock = threading.Lock()
+
+
+def codex_catalog(command: str) -> bytes:
+    """Codex's model catalog (`codex debug models`) with no model offering a tool of its
+    own (apply_patch, experimental ones); read once per binary in this process."""
+    with _catalog_lock:
+        if command not in _catalogs:
+            _catalogs[command] = _stripped_catalog(command)
+        return _catalogs[command]
+
+
+def _stripped_catalog(command: str) -> bytes:
+    run = CliRun([command, "debug", "models"], {}, "", 30, "")
+    try:
+        output = b"".join(run.proc.stdout)
+        code = run.proc.wait(timeout=30)
+    finally:
+        run.close()
+    try:
+        catalog = orjson.loads(output)
+        models = catalog["models"]
+        for model in models:
+            model["apply_patch_tool_type"] = None
+            model["experimental_supported_tools"] = []
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        models = None
+    if code != 0 or not models:
+        # Without it a model could be offered apply_patch: no run rather than that.
+        raise TransportError(
+            Outcome.CONNECTION_ERROR,
+            f"{command} debug models gave no model catalog (exit status {code})",
+        )
+    return orjson.dumps(catalog)
 
 
 # -- reading the CLIs' events ---------------------------------------------------------------
@@ -426,6 +484,36 @@ def refuse_unsupported(provider: str, body: dict) -> None:
             for p in content
         ):
             raise unsupported(provider, "images or files in messages")
+
+
+# A model name as the CLIs take it: no leading dash (it would read as a flag), no
+# whitespace or control characters (a NUL cannot even be passed to a process).
+_MODEL = re.compile(r"[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]{0,255}")
+
+
+def refuse_bad_input(provider: str, model: object, system: str, text: str) -> None:
+    """What no run of the CLI could serve is the client's 400 before anything runs, so
+    a client's own input never counts as a failure of the key (nor opens its circuit)."""
+    if not isinstance(model, str) or not _MODEL.fullmatch(model):
+        raise GatewayError(
+            400,
+            f"Provider '{provider}' cannot serve model {json.dumps(model)[:80]}: a model "
+            "name must not start with '-' or contain spaces or control characters.",
+            code="invalid_model",
+            param="model",
+        )
+    if "\0" in system or "\0" in text:
+        raise GatewayError(
+            400, "Messages must not contain NUL characters.", code="invalid_value",
+            param="messages",
+        )  # fmt: skip
+    if not text.strip():
+        raise GatewayError(
+            400,
+            f"Provider '{provider}' needs text to answer: the messages have none.",
+            code="invalid_value",
+            param="messages",
+        )
 
 
 def conversation(messages: list, with_system: bool) -> str:

@@ -40,10 +40,26 @@ class CliRun:
     """A started CLI process; iterate `events()`, then `close()`."""
 
     def __init__(self, argv: list[str], env: dict[str, str], stdin: str, timeout: float,
-                 secret: str) -> None:  # fmt: skip
+                 secret: str, files: dict[str, bytes] | None = None) -> None:  # fmt: skip
         self.secret = secret
         self.timed_out = False
+        self._closed = False
+        self._stderr = self.proc = self._timer = None
         self.root = tempfile.mkdtemp(prefix=PREFIX)
+        try:
+            for name, data in (files or {}).items():  # beside the working directory
+                with open(os.path.join(self.root, name), "wb") as file:
+                    file.write(data)
+            self._spawn(argv, env, stdin, timeout)
+        except BaseException:  # whatever failed, no process or run folder is left behind
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.proc is not None:
+                self._kill()
+            self._remove()
+            raise
+
+    def _spawn(self, argv: list[str], env: dict[str, str], stdin: str, timeout: float) -> None:
         self.work = os.path.join(self.root, "work")
         self.home = os.path.join(self.root, "home")
         os.mkdir(self.work)
@@ -53,14 +69,12 @@ class CliRun:
         child_env.update({"HOME": self.home, "TMPDIR": self.root})
         child_env.update(env)
         self._stderr = open(os.path.join(self.root, "stderr"), "w+b")  # noqa: SIM115
-        self._closed = False
         try:
             self.proc = subprocess.Popen(
                 argv, cwd=self.work, env=child_env, stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True,
             )  # fmt: skip
         except OSError as exc:
-            self._remove()
             raise TransportError(
                 Outcome.CONNECTION_ERROR, f"cannot run {argv[0]}: {exc.strerror or exc}"
             ) from None
@@ -148,6 +162,7 @@ class CliRun:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
     def _remove(self) -> None:
-        with contextlib.suppress(OSError):
-            self._stderr.close()
+        if self._stderr is not None:
+            with contextlib.suppress(OSError):
+                self._stderr.close()
         shutil.rmtree(self.root, ignore_errors=True)

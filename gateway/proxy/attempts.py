@@ -138,6 +138,10 @@ def run_attempts(
                 breaker.release(key.base_url)
             unreadable.append(key)
             continue
+        except GatewayError:  # the request's own fault (a 400 before any call): not the key's
+            if breaker is not None:
+                breaker.release(key.base_url)
+            raise
         if breaker is not None:
             breaker.record(key.base_url, decision.outcome)
         latency_ms = int((time.perf_counter() - attempt_start) * 1000)
