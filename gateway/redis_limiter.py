@@ -232,8 +232,9 @@ local function admit_commit(wk, fk, now, par, inst, answer)
   if answer[6] == 0 then answer[6] = 60 end
   if par >= 0 then add(fk, inst, 1); answer[5] = answer[5] + 1 end
 end
--- {-1}: the period is not known here (load its spend); else {admitted 0/1, spent, reserved}
-local function budget_check(bk, mk, period, budget, estimate, alive, loaded)
+-- {-1}: the period is not known here (load its spend); else {admitted 0/1, spent, reserved,
+-- what to hold: the estimate, or what the budget can still pay if at least `minimum`}
+local function budget_check(bk, mk, period, budget, estimate, minimum, alive, loaded)
   local known = redis.call('HGET', bk, 'period')
   if known ~= period then
     if loaded == '' then return {-1, 0, 0} end
@@ -241,9 +242,9 @@ local function budget_check(bk, mk, period, budget, estimate, alive, loaded)
   end
   local spent = tonumber(redis.call('HGET', bk, 'spent'))
   local reserved = flying(mk, alive, false)
-  if spent + reserved + estimate > budget then reserved = flying(mk, alive, true) end
-  if spent + reserved + estimate > budget then return {0, spent, reserved} end
-  return {1, spent, reserved}
+  if spent + reserved + minimum > budget then reserved = flying(mk, alive, true) end
+  if spent + reserved + minimum > budget then return {0, spent, reserved, 0} end
+  return {1, spent, reserved, math.max(0, math.min(estimate, budget - spent - reserved))}
 end
 local function settle_window(wk, fk, now, tokens, parallel, inst)
   if tokens > 0 then bump(wk, 't', now, tokens) end
@@ -304,35 +305,35 @@ return answer
 )
 
 # KEYS: budget, reserved. ARGV: period, budget, estimate, process, alive prefix, loaded
-# spend ('' when not loaded: answers {-1} if the period is unknown).
+# spend ('' when not loaded: answers {-1} if the period is unknown), minimum.
 _RESERVE = (
     _COMMON
     + _CHECKS
     + _SETTLE_FIRST
     + """
 local estimate = tonumber(A[3])
-local answer = budget_check(K[1], K[2], A[1], num(A[2]), estimate, A[5], A[6])
-if answer[1] == 1 and estimate > 0 then redis.call('HINCRBY', K[2], A[4], estimate) end
-return answer
+local answer = budget_check(K[1], K[2], A[1], num(A[2]), estimate, tonumber(A[7]), A[5], A[6])
+if answer[1] == 1 and answer[4] > 0 then redis.call('HINCRBY', K[2], A[4], answer[4]) end
+return {answer[1], answer[2], answer[3]}
 """
 )
 
 # The budget, then the window, in one round trip; nothing is taken unless both admit
 # (and nothing is granted: a budget is checked request by request).
-# KEYS: budget, reserved, window, flights, grants. ARGV: _RESERVE's, then now, rpm, tpm,
-# parallel.
+# KEYS: budget, reserved, window, flights, grants. ARGV: _RESERVE's but the minimum, then
+# now, rpm, tpm, parallel, minimum.
 _RESERVE_ADMIT = (
     _COMMON
     + _CHECKS
     + _SETTLE_FIRST
     + """
 local estimate, now, par = tonumber(A[3]), tonumber(A[7]), tonumber(A[10])
-local budget = budget_check(K[1], K[2], A[1], num(A[2]), estimate, A[5], A[6])
+local budget = budget_check(K[1], K[2], A[1], num(A[2]), estimate, tonumber(A[11]), A[5], A[6])
 if budget[1] ~= 1 then return {budget[1], budget[2], budget[3]} end
 local answer = admit_check(K[3], K[4], K[5], now, num(A[8]), num(A[9]), par, A[5])
 if answer[1] == '' then
   admit_commit(K[3], K[4], now, par, A[4], answer)
-  if estimate > 0 then redis.call('HINCRBY', K[2], A[4], estimate) end
+  if budget[4] > 0 then redis.call('HINCRBY', K[2], A[4], budget[4]) end
 end
 return {1, budget[2], budget[3], unpack(answer)}
 """
@@ -761,22 +762,25 @@ class RedisLimiter:
         raise self._unavailable("budget") from None
 
     def reserve(
-        self, scope: str, period: int, budget: int, estimate: int, load_spent
-    ) -> tuple[int, int, bool]:
-        """Reserve `estimate` micro-dollars of the scope's budget for one request; the
-        period's spend so far comes from `load_spent()` when Redis does not know it."""
-        return self._reserve(scope, period, budget, estimate, load_spent)()
+        self, scope: str, period: int, budget: int, estimate: int, load_spent,
+        minimum: int | None = None,
+    ) -> tuple[int, int, bool]:  # fmt: skip
+        """Reserve `estimate` micro-dollars of the scope's budget for one request (or what
+        it can still pay, if at least `minimum`); the period's spend so far comes from
+        `load_spent()` when Redis does not know it."""
+        return self._reserve(scope, period, budget, estimate, load_spent, minimum)()
 
-    def _reserve(self, scope: str, period: int, budget: int, estimate: int, load_spent):
+    def _reserve(self, scope, period, budget, estimate, load_spent, minimum=None):
         keys = self._keys(scope, "bm")
-        args = [period, budget, estimate, self.process, self._alive, ""]
+        minimum = estimate if minimum is None else min(minimum, estimate)
+        args = [period, budget, estimate, self.process, self._alive, "", minimum]
         sent = self._send("reserve", keys, args)
 
         def answer() -> tuple[int, int, bool]:
             try:
                 admitted, spent, reserved = sent.answer()
                 if admitted == -1:
-                    args[-1] = max(0, int(load_spent()))
+                    args[5] = max(0, int(load_spent()))
                     admitted, spent, reserved = self._run("reserve", keys, args)
             except redis.RedisError:
                 return self._budget_failed()
@@ -786,21 +790,23 @@ class RedisLimiter:
 
     def reserve_and_admit(
         self, budget_scope: str, period: int, budget: int, estimate: int, load_spent,
-        scope: str, limits: Limits, now: int,
+        scope: str, limits: Limits, now: int, minimum: int | None = None,
     ) -> tuple[int, int, bool, Window | None, Refusal | None]:  # fmt: skip
         """`reserve`, then `admit`, in one round trip; nothing is taken unless both admit.
         Returns (spent, reserved, budget admitted, window, refusal); no window when the
         budget refused."""
         return self._reserve_and_admit(
-            budget_scope, period, budget, estimate, load_spent, scope, limits, now
+            budget_scope, period, budget, estimate, load_spent, scope, limits, now, minimum
         )()
 
     def _reserve_and_admit(
-        self, budget_scope, period, budget, estimate, load_spent, scope, limits, now
-    ):
+        self, budget_scope, period, budget, estimate, load_spent, scope, limits, now,
+        minimum=None,
+    ):  # fmt: skip
         keys = self._keys(budget_scope, "bm") + self._keys(scope, "wfg")
+        minimum = estimate if minimum is None else min(minimum, estimate)
         args = [period, budget, estimate, self.process, self._alive, ""]
-        args += [now, *self._limit_args(limits)]
+        args += [now, *self._limit_args(limits), minimum]
         sent = self._send("reserve_admit", keys, args)
 
         def answer() -> tuple[int, int, bool, Window | None, Refusal | None]:

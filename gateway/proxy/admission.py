@@ -26,7 +26,7 @@ from gateway.books import Books
 from gateway.clientkeys import Caller
 from gateway.dialects.base import ProxyRequest
 from gateway.errors import GatewayError
-from gateway.limiter import Limits, SharedLimiter, Window
+from gateway.limiter import Limits, SharedLimiter, Window, granted
 from gateway.pricing import Prices
 from gateway.providers import ADAPTERS
 from gateway.store import KeyRow
@@ -53,6 +53,9 @@ class Ticket:
     scope: tuple[str, bool] | None = None
     # (scope, period id, reserved micro-dollars) of the budget reservation.
     reservation: tuple[str, int, int] | None = None
+    # The answer tokens (all choices) the budget reservation pays for: a stream that
+    # passes them is ended with the length stop (None: no budget).
+    answer_cap: int | None = None
     # The x-ratelimit-* headers the admission produced (F7).
     headers: dict[str, str] = field(default_factory=dict)
     # The provider key's windows the serving attempt was admitted to (F30).
@@ -147,17 +150,19 @@ class Admission:
                 ticket.pending = lambda: self._placed(caller, ticket, *answer())
             return
         ask = self._estimate(caller, request)
+        request.limit_answer(ask.answer)  # the upstream is asked for no more than reserved
         budget = caller.budget.micros
         if caller.limits is None:
             reserved = self.limiter.later(
-                "reserve", ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent
-            )
+                "reserve", ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent,
+                ask.minimum,
+            )  # fmt: skip
             answer = lambda: (*reserved(), None, None)  # noqa: E731
         else:
             now = int(self.clock.now().timestamp())
             answer = self.limiter.later(
                 "reserve_and_admit", ask.scope, ask.period_id, budget, ask.estimate,
-                ask.load_spent, caller.scope, caller.limits, now,
+                ask.load_spent, caller.scope, caller.limits, now, ask.minimum,
             )  # fmt: skip
 
         def read() -> None:
@@ -165,11 +170,35 @@ class Admission:
             if not admitted:
                 metrics.sink.rejected("client_key", "budget")
                 raise _over_budget(caller, ask, spent, reserved)
+            held = granted(budget, ask.estimate, spent, reserved)
             if window is not None:
                 self._placed(caller, ticket, window, refusal)
-            ticket.reservation = (ask.scope, ask.period_id, ask.estimate)
+            ticket.reservation = (ask.scope, ask.period_id, held)
+            self._cap(request, ticket, ask, held)
 
         ticket.pending = read
+
+    def _cap(self, request: ProxyRequest, ticket: Ticket, ask: _Ask, held: int) -> None:
+        """The answer the reservation pays for: the asked length, or fewer tokens when the
+        budget could pay only part of the estimate (the upstream is asked for no more)."""
+        if not request.answers:
+            return
+        answer = ask.answer
+        if held < ask.estimate:  # the most tokens per choice whose cost fits what is held
+            low, high = 1, answer
+            while low < high:
+                middle = (low + high + 1) // 2
+                if self._cost(request, ask.prompt, middle) <= held:
+                    low = middle
+                else:
+                    high = middle - 1
+            answer = low
+            request.limit_answer(answer)
+        ticket.answer_cap = answer * request.choices
+
+    def _cost(self, request: ProxyRequest, prompt: int, answer: int) -> int:
+        usage = Usage(prompt, answer * request.choices)
+        return max(0, self.prices.cost_micros(None, request.model, usage))
 
     @staticmethod
     def _placed(caller: Caller, ticket: Ticket, window: Window, refusal) -> None:
@@ -220,7 +249,12 @@ class Admission:
             )
         )
         scope = f"ck:{caller.client_key_id}:budget"
-        return _Ask(scope, int(start.timestamp()), estimate, spent_so_far, now, end, basis)
+        # The least worth holding: the prompt and one answer token per choice.
+        minimum = self._cost(request, prompt, 1) if request.answers else estimate
+        return _Ask(
+            scope, int(start.timestamp()), estimate, spent_so_far, now, end, basis,
+            answer, prompt, minimum,
+        )  # fmt: skip
 
     def key_windows(self, model_of: Callable[[], str], ticket: Ticket, count_busy: bool = False):
         """The attempt loop's check of a provider key's RPM/TPM windows (and the model's on
@@ -296,6 +330,9 @@ class _Ask:
     now: datetime
     end: datetime | None
     basis: str
+    answer: int = 0  # answer tokens per choice the estimate pays for
+    prompt: int = 0
+    minimum: int = 0  # the least it holds: the prompt and one answer token per choice
 
 
 def _over_budget(caller: Caller, ask: _Ask, spent: int, reserved: int) -> GatewayError:
@@ -309,7 +346,8 @@ def _over_budget(caller: Caller, ask: _Ask, spent: int, reserved: int) -> Gatewa
         429,
         f"Budget of this API key reached: ${usd(spent)} spent and ${usd(reserved)} "
         f"reserved by requests in flight, of ${usd(caller.budget.micros)} {when}; this "
-        f"request would reserve ${usd(ask.estimate)} ({ask.basis}).",
+        f"request needs at least ${usd(ask.minimum)} (its prompt and one answer token) and "
+        f"reserves up to ${usd(ask.estimate)} ({ask.basis}).",
         type="insufficient_quota",
         code="budget_exceeded",
         headers=headers,

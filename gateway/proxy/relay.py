@@ -15,6 +15,7 @@ from gateway.policy import Outcome
 from gateway.providers.base import TransportError, UpstreamReply
 from gateway.proxy.admission import Ticket
 from gateway.proxy.booking import Booking
+from gateway.proxy.cut import AnswerMeter, length_stop
 from gateway.store import KeyRow
 from gateway.usage import Usage
 
@@ -137,6 +138,10 @@ class StreamRelay:
 
     def _relay(self) -> Iterator[bytes]:
         reader, translator = self.reader, self.translator
+        cap = self.served.ticket.answer_cap
+        if cap is not None:
+            yield from self._relay_metered(AnswerMeter(cap))
+            return
         for chunk in itertools.chain((self.reply.first_chunk,), self.reply.chunks):
             events = reader.feed(chunk)
             if translator is not None and events:
@@ -149,9 +154,51 @@ class StreamRelay:
                 return
             if events:
                 yield b"".join(events)
-        if reader.read_usage() is None:
+        self._ended()
+
+    def _relay_metered(self, meter: AnswerMeter) -> Iterator[bytes]:
+        """`_relay` for an answer its budget reservation caps: read event by event, so the
+        stream is cut at the first event past the cap, not a whole network read later."""
+        reader, translator = self.reader, self.translator
+        for chunk in itertools.chain((self.reply.first_chunk,), self.reply.chunks):
+            out: list[bytes] = []
+            for piece in _event_pieces(chunk):
+                events = reader.feed(piece)
+                if translator is not None and events:
+                    events = translator.feed(events)
+                out += events
+                if reader.done:
+                    self._finish(200, None)
+                    yield b"".join(out)
+                    self._drain()
+                    return
+                if meter.passed(piece, reader):
+                    yield b"".join(out) + self._cut()
+                    return
+            if out:
+                yield b"".join(out)
+        self._ended()
+
+    def _ended(self) -> None:
+        """The upstream closed the stream: complete if its usage came, else broken."""
+        if self.reader.read_usage() is None:
             raise TransportError(Outcome.CONNECTION_ERROR, "stream ended without its end event")
         self._finish(200, None)
+
+    def _cut(self) -> bytes:
+        """End the stream at the answer its budget reservation pays for: booked as it
+        stands, the upstream let go, the client told its answer reached the length."""
+        served = self.served
+        counted = Usage.estimate(served.request.messages, self.reader.completion_text())
+        reported = self.reader.read_usage()  # a partial count, if any: the larger is booked
+        if reported is not None and reported.output_tokens >= counted.output_tokens:
+            counted = reported
+        elif reported is not None:
+            counted = Usage(reported.input_tokens, counted.output_tokens, True)
+        self._finish(200, None, counted)
+        self.reply.close()
+        usage = served.rec.usage
+        return length_stop(served.dialect, served.request, self.translator, self.reader, usage)
 
     def abandon(self) -> None:
         """The client is gone: free the upstream and book what happened (once)."""
@@ -167,14 +214,25 @@ class StreamRelay:
         except TransportError:
             pass
 
-    def _finish(self, status: int, error: str | None) -> None:
+    def _finish(self, status: int, error: str | None, usage: Usage | None = None) -> None:
         served = self.served
         rec = served.rec
         if rec.recorded:
             return
         rec.status_code, rec.error = status, error
-        rec.usage = self.reader.read_usage() or Usage.estimate(
-            served.request.messages, self.reader.completion_text()
+        rec.usage = (
+            usage
+            or self.reader.read_usage()
+            or Usage.estimate(served.request.messages, self.reader.completion_text())
         )
         rec.latency_ms = served.elapsed_ms()
         self.booking.book(rec, served.ticket, self.key)
+
+
+def _event_pieces(chunk: bytes) -> list[bytes]:
+    """A network read split after each SSE event's blank line (the reader joins pieces)."""
+    pieces = chunk.split(b"\n\n")
+    out = [piece + b"\n\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        out.append(pieces[-1])
+    return out
