@@ -133,6 +133,7 @@ class Admission:
     ) -> None:
         self.engine, self.books, self.limiter = engine, books, limiter
         self.prices, self.clock = prices, clock
+        self.routes = None  # the route table (routes.Routes): an alias is priced as its target
 
     def ticket(self) -> Ticket:
         return Ticket(self.limiter, self.clock)
@@ -149,7 +150,8 @@ class Admission:
                 answer = self.limiter.later("admit", caller.scope, caller.limits, now)
                 ticket.pending = lambda: self._placed(caller, ticket, *answer())
             return
-        ask = self._estimate(caller, request)
+        priced_as = self._priced_as(request.model)
+        ask = self._estimate(caller, request, priced_as)
         request.limit_answer(ask.answer)  # the upstream is asked for no more than reserved
         budget = caller.budget.micros
         if caller.limits is None:
@@ -188,7 +190,7 @@ class Admission:
             low, high = 1, answer
             while low < high:
                 middle = (low + high + 1) // 2
-                if self._cost(request, ask.prompt, middle) <= held:
+                if self._cost(request, ask.prompt, middle, ask.priced_as) <= held:
                     low = middle
                 else:
                     high = middle - 1
@@ -196,9 +198,32 @@ class Admission:
             request.limit_answer(answer)
         ticket.answer_cap = answer * request.choices
 
-    def _cost(self, request: ProxyRequest, prompt: int, answer: int) -> int:
+    def _cost(self, request: ProxyRequest, prompt: int, answer: int, model: str) -> int:
         usage = Usage(prompt, answer * request.choices)
-        return max(0, self.prices.cost_micros(None, request.model, usage))
+        return max(0, self.prices.cost_micros(None, model, usage))
+
+    def _priced_as(self, model: str) -> str:
+        """The model whose price a budgeted request is estimated with (a route alias is
+        priced as its target). A budget counts only what has a price: a model without one
+        (no override, no flat price, unknown to genai-prices) would cost a budgeted key
+        nothing, so it is refused."""
+        if self.prices.known(model):
+            return model
+        if self.routes is not None:
+            target = self.routes.table().hop(model).model
+            if target != model and self.prices.known(target):
+                return target
+        metrics.sink.rejected("client_key", "budget")
+        raise GatewayError(
+            400,
+            f"The model '{model}' has no known price, and this API key has a budget: its "
+            "requests cannot be counted against it. An admin can set a price for the model "
+            "(per million tokens or per request) on the dashboard's Prices page or with "
+            f"PUT /api/admin/prices/{model}.",
+            type="invalid_request_error",
+            code="model_price_unknown",
+            param="model",
+        )
 
     @staticmethod
     def _placed(caller: Caller, ticket: Ticket, window: Window, refusal) -> None:
@@ -221,7 +246,7 @@ class Admission:
             )
         ticket.scope = (caller.scope, limits.parallel is not None)
 
-    def _estimate(self, caller: Caller, request: ProxyRequest) -> _Ask:
+    def _estimate(self, caller: Caller, request: ProxyRequest, priced_as: str) -> _Ask:
         """The request's estimated cost in the key's budget period (F34)."""
         budget = caller.budget
         now = self.clock.now()
@@ -231,7 +256,7 @@ class Admission:
         choices = request.choices
         prompt = tokens.count_prompt(request.messages) + request.prompt_tokens
         usage = Usage(prompt, answer * choices)
-        estimate = max(0, self.prices.cost_micros(None, request.model, usage))
+        estimate = max(0, self.prices.cost_micros(None, priced_as, usage))
 
         def spent_so_far() -> int:
             self.books.flush(timeout=1.0)
@@ -250,10 +275,10 @@ class Admission:
         )
         scope = f"ck:{caller.client_key_id}:budget"
         # The least worth holding: the prompt and one answer token per choice.
-        minimum = self._cost(request, prompt, 1) if request.answers else estimate
+        minimum = self._cost(request, prompt, 1, priced_as) if request.answers else estimate
         return _Ask(
             scope, int(start.timestamp()), estimate, spent_so_far, now, end, basis,
-            answer, prompt, minimum,
+            answer, prompt, minimum, priced_as,
         )  # fmt: skip
 
     def key_windows(self, model_of: Callable[[], str], ticket: Ticket, count_busy: bool = False):
@@ -333,6 +358,7 @@ class _Ask:
     answer: int = 0  # answer tokens per choice the estimate pays for
     prompt: int = 0
     minimum: int = 0  # the least it holds: the prompt and one answer token per choice
+    priced_as: str = ""  # the model whose price applies (an alias's target)
 
 
 def _over_budget(caller: Caller, ask: _Ask, spent: int, reserved: int) -> GatewayError:
