@@ -9,16 +9,21 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from gateway import tokens
 from gateway.accounting import RequestRecord
 from gateway.dialects.base import Dialect, ProxyRequest
 from gateway.policy import Outcome
+from gateway.providers import PRICE_PROVIDERS
 from gateway.providers.base import TransportError, UpstreamReply
 from gateway.proxy.admission import Ticket
 from gateway.proxy.booking import Booking
 from gateway.proxy.cut import AnswerMeter, length_stop
 from gateway.store import KeyRow
 from gateway.usage import Usage
+from models.types import usd
 
+# The request's cost in USD: booked, or for a stream estimated (`-estimated: true`).
+COST_HEADER = "x-keyrelay-cost"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -62,6 +67,8 @@ def trace_headers(rec: RequestRecord, ticket: Ticket | None) -> dict[str, str]:
         headers["x-keyrelay-context-pruned"] = str(rec.context_pruned)
     if ticket is not None and ticket.headers:
         headers.update(ticket.headers)
+    if rec.recorded:  # booked: what it cost (a stream's headers go before: see `respond`)
+        headers[COST_HEADER] = usd(rec.cost_micros)
     return headers
 
 
@@ -76,7 +83,6 @@ class Relay:
             key.id or None,
             reply.status,
         )
-        headers = trace_headers(rec, served.ticket)
         if reply.status >= 300 or reply.stream is None:
             if reply.status < 300:
                 rec.usage = reply.usage or Usage.estimate(served.request.messages, reply.text)
@@ -85,12 +91,26 @@ class Relay:
             body = served.dialect.render(reply, served.request)
             rec.latency_ms = served.elapsed_ms()
             self.booking.book(rec, served.ticket, key)
+            headers = trace_headers(rec, served.ticket)  # after booking: with its cost
             return ProxyResponse(
                 reply.status, {"Content-Type": "application/json", **headers}, body
             )
+        headers = trace_headers(rec, served.ticket)
+        headers[COST_HEADER] = usd(self._stream_estimate(served, key))
+        headers[COST_HEADER + "-estimated"] = "true"
         rec.ttft_ms = served.elapsed_ms()
         relay = StreamRelay(self.booking, served, key, reply)
         return ProxyResponse(200, {**headers, **SSE_HEADERS}, chunks=Relayed(relay))
+
+    def _stream_estimate(self, served: Served, key: KeyRow) -> int:
+        """A stream's cost as known when its headers go, before its usage comes: what its
+        budget reservation holds, else its prompt's (estimated from its length)."""
+        reservation = served.ticket.reservation
+        if reservation is not None:
+            return reservation[2]
+        prompt = tokens.quick_prompt_estimate(served.request.messages)
+        priced_as = PRICE_PROVIDERS.get(key.provider, key.provider)
+        return self.booking.prices.cost_micros(priced_as, served.rec.model, Usage(prompt, 0))
 
 
 class Relayed:
