@@ -181,9 +181,19 @@ class Prices:
                     self._table[key] = found
         return self._table[key]
 
+    def pricer(self, model: str) -> str | None:
+        """The genai-prices provider whose price the model has ("": the first that knows
+        it, or an override), or None when nothing prices it."""
+        from gateway.providers import PRICE_PROVIDERS  # the providers import this module
+
+        for provider in ("", *sorted({p for p in PRICE_PROVIDERS.values() if p})):
+            if self.price(provider or None, model) is not None:
+                return provider
+        return None
+
     def known(self, model: str) -> bool:
-        """Whether the model has a price (an override or genai-prices')."""
-        return self.price(None, model) is not None
+        """Whether the model has a price (an override, genai-prices' or a flat one)."""
+        return self.pricer(model) is not None
 
     def cost_micros(self, provider: str | None, model: str | None, usage) -> int:
         """The request's cost; 0 when its model has no known price."""

@@ -198,21 +198,23 @@ class Admission:
             request.limit_answer(answer)
         ticket.answer_cap = answer * request.choices
 
-    def _cost(self, request: ProxyRequest, prompt: int, answer: int, model: str) -> int:
+    def _cost(self, request: ProxyRequest, prompt: int, answer: int, priced_as: tuple) -> int:
         usage = Usage(prompt, answer * request.choices)
-        return max(0, self.prices.cost_micros(None, model, usage))
+        return max(0, self.prices.cost_micros(*priced_as, usage))
 
-    def _priced_as(self, model: str) -> str:
-        """The model whose price a budgeted request is estimated with (a route alias is
+    def _priced_as(self, model: str) -> tuple[str | None, str]:
+        """(price provider, model) a budgeted request is estimated with (a route alias is
         priced as its target). A budget counts only what has a price: a model without one
         (no override, no flat price, unknown to genai-prices) would cost a budgeted key
         nothing, so it is refused."""
-        if self.prices.known(model):
-            return model
+        provider = self.prices.pricer(model)
+        if provider is not None:
+            return provider or None, model
         if self.routes is not None:
             target = self.routes.table().hop(model).model
-            if target != model and self.prices.known(target):
-                return target
+            provider = self.prices.pricer(target) if target != model else None
+            if provider is not None:
+                return provider or None, target
         metrics.sink.rejected("client_key", "budget")
         raise GatewayError(
             400,
@@ -246,7 +248,7 @@ class Admission:
             )
         ticket.scope = (caller.scope, limits.parallel is not None)
 
-    def _estimate(self, caller: Caller, request: ProxyRequest, priced_as: str) -> _Ask:
+    def _estimate(self, caller: Caller, request: ProxyRequest, priced_as: tuple) -> _Ask:
         """The request's estimated cost in the key's budget period (F34)."""
         budget = caller.budget
         now = self.clock.now()
@@ -256,7 +258,7 @@ class Admission:
         choices = request.choices
         prompt = tokens.count_prompt(request.messages) + request.prompt_tokens
         usage = Usage(prompt, answer * choices)
-        estimate = max(0, self.prices.cost_micros(None, priced_as, usage))
+        estimate = max(0, self.prices.cost_micros(*priced_as, usage))
 
         def spent_so_far() -> int:
             self.books.flush(timeout=1.0)
@@ -358,7 +360,7 @@ class _Ask:
     answer: int = 0  # answer tokens per choice the estimate pays for
     prompt: int = 0
     minimum: int = 0  # the least it holds: the prompt and one answer token per choice
-    priced_as: str = ""  # the model whose price applies (an alias's target)
+    priced_as: tuple = (None, "")  # (price provider, model) that prices it (an alias's target)
 
 
 def _over_budget(caller: Caller, ask: _Ask, spent: int, reserved: int) -> GatewayError:
