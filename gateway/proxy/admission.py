@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
@@ -134,6 +134,16 @@ class Admission:
         self.engine, self.books, self.limiter = engine, books, limiter
         self.prices, self.clock = prices, clock
         self.routes = None  # the route table (routes.Routes): an alias is priced as its target
+        if hasattr(limiter, "load_windows"):  # Redis: what it is given when it lost them
+            limiter.load_windows = self._recent_windows
+
+    def _recent_windows(self, now: int) -> dict[str, list[tuple[int, int, int]]]:
+        """The last minute's rate windows, from the request log (this process's queued
+        rows written first)."""
+        self.books.flush(timeout=1.0)
+        since = datetime.fromtimestamp(now - 59, UTC)
+        with self.engine.connect() as conn:
+            return store.recent_windows(conn, since)
 
     def ticket(self) -> Ticket:
         return Ticket(self.limiter, self.clock)
