@@ -100,3 +100,36 @@ def test_a_responses_stream_ends_incomplete(admin, server, fake, long_answers):
     assert events[-1].type == "response.incomplete"
     assert events[-1].response.incomplete_details.reason == "max_output_tokens"
     assert spend(admin, created["id"]) <= 100
+
+
+def test_an_anthropic_upstream_stream_is_cut_in_either_dialect(admin, server):
+    """A native Anthropic upstream that writes past max_tokens: relayed as it is to an
+    Anthropic client, translated to an OpenAI one; both end at the reservation."""
+    from tests.fake_anthropic import FakeAnthropic, Reply
+
+    secret = "sk-ant-api03-cccccccccccccccccccccccc"
+    with FakeAnthropic([secret]) as claude:
+        admin.add_key(secret, claude.base_url, provider="anthropic", name="claude")
+        assert admin.call("PUT", "/prices/claude-sonnet-4-5", CHEAP).status == 200
+        claude.script(secret, [Reply.ok(text=LONG)] * 2)
+        created = budget_key(admin, max_budget="0.000100")
+        native = anthropic.Anthropic(base_url=server.url, api_key=created["key"], max_retries=0)
+        with native.messages.stream(
+            model="claude-sonnet-4-5",
+            max_tokens=1000,
+            messages=[{"role": "user", "content": "Say hello"}],
+        ) as stream:
+            message = stream.get_final_message()
+        assert message.stop_reason == "max_tokens"
+        assert len(message.content[0].text.split()) <= 92
+        assert claude.messages_requests[-1].body["max_tokens"] <= 92
+        created = budget_key(admin, max_budget="0.000100")
+        chunks = list(
+            sdk(server, created["key"]).chat.completions.create(
+                model="claude-sonnet-4-5", messages=[{"role": "user", "content": "Say hello"}],
+                stream=True,
+            )
+        )  # fmt: skip
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert len(text.split()) <= 92
