@@ -175,3 +175,22 @@ def test_a_flat_price_is_set_on_the_prices_page(web, admin, client, provider):
     assert log["cost_usd"] == usd(500_000 + usage.total_tokens)
     bad = web.post("/prices", {**form, "per_request": "lots"})
     assert bad.status_code == 422 and 'name="per_request" value="lots"' in bad.text
+
+
+def test_a_cost_limited_provider_key_does_not_serve_an_unpriced_model(admin, client, fake):
+    """A provider key's cost limit would never be reached by a model that costs nothing:
+    such a key is passed over for it (400 when no other key serves it), until it is priced."""
+    admin.add_key(SECRET, fake.base_url, name="capped", models=["my-local-llama"],
+                  daily_cost_limit="1.00")  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**chat(model="my-local-llama"))
+    assert refused.value.body["code"] == "model_price_unknown"
+    assert "provider keys that serve it have cost limits" in refused.value.body["message"]
+    assert fake.requests == []
+    free = "sk-price-free-aaaaaaaaaaaaa2222"
+    admin.add_key(free, fake.base_url, name="free", models=["my-local-llama"])
+    client.chat.completions.create(**chat(model="my-local-llama"))
+    assert [r.secret for r in fake.requests] == [free]  # the key without a limit served
+    admin.call("PUT", "/prices/my-local-llama", {"input_per_mtok": "1", "output_per_mtok": "1"})
+    client.chat.completions.create(**chat(model="my-local-llama", content="again"))
+    assert len(fake.requests) == 2
