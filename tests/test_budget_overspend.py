@@ -133,3 +133,23 @@ def test_an_anthropic_upstream_stream_is_cut_in_either_dialect(admin, server):
         assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert len(text.split()) <= 92
+
+
+def test_a_responses_upstream_stream_is_cut_incomplete(admin, server, fake):
+    """A key with the Responses API relays the upstream's events as they are: the cut is a
+    `response.incomplete` of the upstream's response, and the upstream was asked for no
+    more than the reservation (`max_output_tokens`)."""
+    admin.add_key(SECRET, fake.base_url, name="main", responses_api=True)
+    assert admin.call("PUT", "/prices/gpt-4o-mini", CHEAP).status == 200
+    # (The test's upstream numbers at most 1,000 Responses events.)
+    fake.set_behaviour(SECRET, Behaviour.ok(content=" ".join(["word"] * 500)))
+    created = budget_key(admin, max_budget="0.000100")
+    client = sdk(server, created["key"])
+    events = list(client.responses.create(model="gpt-4o-mini", input="Say hello", stream=True))
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.id == events[0].response.id  # the upstream's own response
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert 0 < len(text.split()) <= 100
+    assert 0 < fake.requests[-1].body["max_output_tokens"] <= 100
+    assert spend(admin, created["id"]) <= 100
