@@ -423,12 +423,14 @@ def get_price(model: str):
 
 @bp.put("/prices/<path:model>")
 def set_price(model: str):
-    """Override a model's price: `{"input_per_mtok": "0.15", "output_per_mtok": "0.6"}`."""
+    """Override a model's price: `{"input_per_mtok": "0.15", "output_per_mtok": "0.6"}`,
+    and/or a flat `"per_request": "0.002"` USD added to each request."""
     try:
         pricing.set_override(db.session, model, _json(), web_actor(), utcnow())
     except ValueError as exc:
         db.session.rollback()
-        field = next((f for f in ("input_per_mtok", "output_per_mtok") if f in str(exc)), None)
+        fields = ("input_per_mtok", "output_per_mtok", "per_request")
+        field = next((f for f in fields if f in str(exc)), None)
         raise GatewayError(400, str(exc), param=field) from None
     body = _json()
     audit(
@@ -436,6 +438,7 @@ def set_price(model: str):
         f"model:{model}",
         input_per_mtok=str(body.get("input_per_mtok")),
         output_per_mtok=str(body.get("output_per_mtok")),
+        per_request=str(body.get("per_request")),
     )
     db.session.commit()
     gateway().prices.forget()

@@ -99,7 +99,7 @@ KEY_FIELDS = (
 )
 PAGE = 50
 MAX_ID = validation.MAX_SQL_INT
-PRICE_FIELDS = ("input_per_mtok", "output_per_mtok")
+PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "per_request")
 
 
 def _key_or_404(key_id: int) -> ProviderKey:
@@ -940,8 +940,14 @@ def _prices_page(errors=None, values=None, status=200):
             # A route alias is priced as the model that serves it, never "unknown".
             row = {**row, "route": route.target or "its fallbacks"}
         rows.append(row)
+    unpriced = pricing.unpriced_asked(db.session, prices, set(routes_by_name))
     page = render_template(
-        "prices.html", rows=rows, errors=errors or {}, values=values or {}, overrides=overrides
+        "prices.html",
+        rows=rows,
+        errors=errors or {},
+        values=values or {},
+        overrides=overrides,
+        unpriced=unpriced,
     )
     return page, status
 

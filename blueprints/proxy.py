@@ -9,10 +9,19 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from blueprints.common import bearer_token, gateway
 from gateway import validation
 from gateway.errors import GatewayError, invalid_request
-from gateway.proxy.relay import ProxyResponse
+from gateway.proxy.relay import COST_HEADER, ProxyResponse
 from models import DEFAULT_PROFILE
 
 bp = Blueprint("proxy", __name__)
+
+
+@bp.after_app_request
+def cost_header(response: Response) -> Response:
+    """Every answer on /v1 says what it cost; one that booked nothing (refused before its
+    body was read, a model list, an unknown path) cost nothing."""
+    if COST_HEADER not in response.headers and request.path.startswith(("/v1/", "/api/v1/")):
+        response.headers[COST_HEADER] = "0.000000"
+    return response
 
 
 @bp.before_request

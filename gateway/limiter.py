@@ -283,6 +283,13 @@ def _retry_after(view: bytearray, base: int, width: int, now: int, limit: int) -
     return 1
 
 
+def granted(budget: int, estimate: int, spent: int, reserved: int) -> int:
+    """What an admitted reservation holds: the estimate, or what the budget can still pay
+    when that is less (computed alike by every limiter from the answer's spent and
+    reserved)."""
+    return max(0, min(estimate, budget - spent - reserved))
+
+
 class SharedLimiter:
     """Sliding-window, in-flight and budget counters in a shared, memory-mapped file.
 
@@ -802,14 +809,17 @@ class SharedLimiter:
         return home + free, _NO_PERIOD, 0
 
     def reserve(
-        self, scope: str, period: int, budget: int, estimate: int, load_spent
-    ) -> tuple[int, int, bool]:
-        """Reserve `estimate` micro-dollars of the scope's budget for one request.
+        self, scope: str, period: int, budget: int, estimate: int, load_spent,
+        minimum: int | None = None,
+    ) -> tuple[int, int, bool]:  # fmt: skip
+        """Reserve `estimate` micro-dollars of the scope's budget for one request, or what
+        the budget can still pay if that is less but at least `minimum` (`granted()`).
 
         `period` identifies the budget period; the first use of a period takes the spend so
         far from `load_spent()` (the database), once for all workers (again whenever this
         file lost it: rebuilt, evicted). Returns (spent, reserved by others, admitted).
         """
+        minimum = estimate if minimum is None else min(minimum, estimate)
         key = self._keys.get(scope) or self._key_of(scope)
         with self._lock as buf:
             index, known, spent = self._budget_entry(buf, key, claim=True)
@@ -818,11 +828,12 @@ class SharedLimiter:
                 self._put_budget(buf, index, key, period, spent)
             flights = self._flight_list(buf, key)
             reserved = self._in_flight(buf, key, False, 3, flights)
-            if spent + reserved + estimate > budget:
+            if spent + reserved + minimum > budget:
                 reserved, flights = self._in_flight(buf, key, purge=True, field=3), None
-            if spent + reserved + estimate > budget:
+            if spent + reserved + minimum > budget:
                 return spent, reserved, False
-            if not self._add_flight(buf, key, 0, estimate, flights):
+            take = granted(budget, estimate, spent, reserved)
+            if not self._add_flight(buf, key, 0, take, flights):
                 return spent, reserved, False  # no room to hold the reservation: refuse
             return spent, reserved, True
 
@@ -837,17 +848,20 @@ class SharedLimiter:
 
     def reserve_and_admit(
         self, budget_scope: str, period: int, budget: int, estimate: int, load_spent,
-        scope: str, limits: Limits, now: int,
+        scope: str, limits: Limits, now: int, minimum: int | None = None,
     ) -> tuple[int, int, bool, Window | None, Refusal | None]:  # fmt: skip
         """`reserve`, then `admit`; nothing stays taken unless both admit (the shared
         Redis limiter does both in one round trip). Returns (spent, reserved, budget
         admitted, window, refusal); no window when the budget refused."""
-        spent, reserved, admitted = self.reserve(budget_scope, period, budget, estimate, load_spent)
+        spent, reserved, admitted = self.reserve(
+            budget_scope, period, budget, estimate, load_spent, minimum
+        )
         if not admitted:
             return spent, reserved, False, None, None
         window, refusal = self.admit(scope, limits, now)
         if refusal is not None:
-            self.settle_budget(budget_scope, period, estimate, 0)
+            take = granted(budget, estimate, spent, reserved)
+            self.settle_budget(budget_scope, period, take, 0)
         return spent, reserved, True, window, refusal
 
     def settle_many(self, items: list[tuple]) -> None:

@@ -106,6 +106,7 @@ PRICE = _closed(
         "matched_model": N_STR,
         "input_per_mtok": N_STR,
         "output_per_mtok": N_STR,
+        "per_request": N_STR,
         "tiered": BOOL,
     },
     optional=("matched_model", "tiered"),
@@ -230,9 +231,11 @@ HTML = {"type": "string", "format": "html"}
 
 _TOGGLE = s.obj({"active": BOOL})
 _SYNC_BODY = s.obj({"profile": s.text(64), "provider": s.text(32)})
-_PRICE_BODY = s.obj(
-    {"input_per_mtok": s.USD, "output_per_mtok": s.USD}, ("input_per_mtok", "output_per_mtok")
-)
+# Token prices are required unless a flat price per request is given.
+_PRICE_BODY = {
+    **s.obj({"input_per_mtok": s.USD, "output_per_mtok": s.USD, "per_request": s.USD}),
+    "anyOf": [{"required": ["input_per_mtok", "output_per_mtok"]}, {"required": ["per_request"]}],
+}
 _TOPUP = s.obj({"amount": s.USD}, ("amount",))
 
 # -- query parameters ------------------------------------------------------------------

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from gateway.errors import database_down
-from models import PriceOverride
+from models import PriceOverride, UsageDaily
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 60.0
@@ -41,6 +41,8 @@ class Price:
     # Prompt-cache writes and reads (None: priced as plain input).
     cache_write: Decimal | None = None
     cache_read: Decimal | None = None
+    # USD for every request, whatever its tokens (an admin's flat price), or None.
+    per_request: Decimal | None = None
 
     def micros(
         self, input_tokens: int, output_tokens: int, cache_write: int = 0, cache_read: int = 0
@@ -64,6 +66,8 @@ class Price:
                 + cache_read * (self.input if self.cache_read is None else self.cache_read)
                 + output_tokens * self.output
             )
+        if self.per_request is not None:
+            total += self.per_request * 1_000_000
         return int(total.quantize(_ONE, rounding=ROUND_HALF_UP))
 
 
@@ -75,6 +79,21 @@ def parse_price(field: str, value) -> Decimal:
         raise ValueError(f"'{field}' must be a decimal number of USD per million tokens.") from None
     if not price.is_finite() or price < 0 or price > 1_000_000:
         raise ValueError(f"'{field}' must be between 0 and 1000000 USD per million tokens.")
+    return price
+
+
+def parse_per_request(value) -> Decimal | None:
+    """A flat USD price per request (None or "" for none); ValueError names the field."""
+    if value is None or value == "":
+        return None
+    try:
+        price = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ValueError("'per_request' must be a decimal number of USD per request.") from None
+    if not price.is_finite() or price < 0 or price > 1_000_000:
+        raise ValueError("'per_request' must be between 0 and 1000000 USD per request.")
+    if price * 1_000_000 != (price * 1_000_000).to_integral_value():
+        raise ValueError("'per_request' has more than six decimals (micro-dollars).")
     return price
 
 
@@ -133,6 +152,7 @@ class Prices:
                         PriceOverride.model,
                         PriceOverride.input_per_mtok,
                         PriceOverride.output_per_mtok,
+                        PriceOverride.per_request,
                     )
                 ).all()
         except Exception as exc:
@@ -144,7 +164,14 @@ class Prices:
             self._overrides_at = time.monotonic()
             return self._overrides
         self._overrides = {
-            model: Price(Decimal(i), Decimal(o), "override", model) for model, i, o in rows
+            model: Price(
+                Decimal(i),
+                Decimal(o),
+                "override",
+                model,
+                per_request=Decimal(flat) if flat else None,
+            )
+            for model, i, o, flat in rows
         }
         self._overrides_at = time.monotonic()
         return self._overrides
@@ -164,6 +191,20 @@ class Prices:
                     self._table[key] = found
         return self._table[key]
 
+    def pricer(self, model: str) -> str | None:
+        """The genai-prices provider whose price the model has ("": the first that knows
+        it, or an override), or None when nothing prices it."""
+        from gateway.providers import PRICE_PROVIDERS  # the providers import this module
+
+        for provider in ("", *sorted({p for p in PRICE_PROVIDERS.values() if p})):
+            if self.price(provider or None, model) is not None:
+                return provider
+        return None
+
+    def known(self, model: str) -> bool:
+        """Whether the model has a price (an override, genai-prices' or a flat one)."""
+        return self.pricer(model) is not None
+
     def cost_micros(self, provider: str | None, model: str | None, usage) -> int:
         """The request's cost; 0 when its model has no known price."""
         if not model or not usage.total_tokens:
@@ -176,10 +217,32 @@ class Prices:
         )
 
 
+def unpriced_asked(session, prices: Prices, aliases: set[str]) -> list[dict]:
+    """The models asked for that have no price (route aliases aside), most asked first:
+    model, times asked and the last day asked (from the daily usage roll-up)."""
+    rows = session.execute(
+        select(UsageDaily.model, func.sum(UsageDaily.requests), func.max(UsageDaily.day))
+        .where(UsageDaily.model != "")
+        .group_by(UsageDaily.model)
+    ).all()
+    found = [
+        {"model": model, "asked": int(asked or 0), "last_asked": last}
+        for model, asked, last in rows
+        if model not in aliases and not prices.known(model)
+    ]
+    return sorted(found, key=lambda row: (-row["asked"], row["model"]))
+
+
 def describe(model: str, price: Price | None) -> dict:
     """A model's effective price as the admin API and dashboard show it."""
     if price is None:
-        return {"model": model, "source": None, "input_per_mtok": None, "output_per_mtok": None}
+        return {
+            "model": model,
+            "source": None,
+            "input_per_mtok": None,
+            "output_per_mtok": None,
+            "per_request": None,
+        }
     tiered = price.exact is not None
     return {
         "model": model,
@@ -187,6 +250,7 @@ def describe(model: str, price: Price | None) -> dict:
         "matched_model": price.model,
         "input_per_mtok": None if tiered else str(price.input),
         "output_per_mtok": None if tiered else str(price.output),
+        "per_request": None if price.per_request is None else str(price.per_request),
         "tiered": tiered,
     }
 
@@ -197,12 +261,19 @@ def set_override(session, model: str, data: object, actor: str, now) -> PriceOve
         raise ValueError("The request body must be a JSON object.")
     if not model or len(model) > 128:
         raise ValueError("'model' must be 1 to 128 characters.")
-    prices = {f: parse_price(f, data.get(f)) for f in ("input_per_mtok", "output_per_mtok")}
+    flat = parse_per_request(data.get("per_request"))
+    # A flat price alone is a price: the token prices then default to nothing.
+    default = "0" if flat is not None else None
+    prices = {
+        f: parse_price(f, default if data.get(f) in (None, "") else data.get(f))
+        for f in ("input_per_mtok", "output_per_mtok")
+    }
     row = session.scalar(select(PriceOverride).where(PriceOverride.model == model))
     if row is None:
         row = PriceOverride(model=model)
         session.add(row)
     row.input_per_mtok = str(prices["input_per_mtok"])
     row.output_per_mtok = str(prices["output_per_mtok"])
+    row.per_request = None if flat is None else str(flat)
     row.updated_by, row.updated_at = actor, now
     return row

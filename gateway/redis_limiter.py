@@ -232,8 +232,9 @@ local function admit_commit(wk, fk, now, par, inst, answer)
   if answer[6] == 0 then answer[6] = 60 end
   if par >= 0 then add(fk, inst, 1); answer[5] = answer[5] + 1 end
 end
--- {-1}: the period is not known here (load its spend); else {admitted 0/1, spent, reserved}
-local function budget_check(bk, mk, period, budget, estimate, alive, loaded)
+-- {-1}: the period is not known here (load its spend); else {admitted 0/1, spent, reserved,
+-- what to hold: the estimate, or what the budget can still pay if at least `minimum`}
+local function budget_check(bk, mk, period, budget, estimate, minimum, alive, loaded)
   local known = redis.call('HGET', bk, 'period')
   if known ~= period then
     if loaded == '' then return {-1, 0, 0} end
@@ -241,9 +242,9 @@ local function budget_check(bk, mk, period, budget, estimate, alive, loaded)
   end
   local spent = tonumber(redis.call('HGET', bk, 'spent'))
   local reserved = flying(mk, alive, false)
-  if spent + reserved + estimate > budget then reserved = flying(mk, alive, true) end
-  if spent + reserved + estimate > budget then return {0, spent, reserved} end
-  return {1, spent, reserved}
+  if spent + reserved + minimum > budget then reserved = flying(mk, alive, true) end
+  if spent + reserved + minimum > budget then return {0, spent, reserved, 0} end
+  return {1, spent, reserved, math.max(0, math.min(estimate, budget - spent - reserved))}
 end
 local function settle_window(wk, fk, now, tokens, parallel, inst)
   if tokens > 0 then bump(wk, 't', now, tokens) end
@@ -285,12 +286,15 @@ for i = 3 + 2 * n, #ARGV do A[#A + 1] = ARGV[i] end
 """
 
 # KEYS: window, flights, grants. ARGV: now, rpm, tpm, parallel (-1: none), process, alive
-# prefix, requests wanted as a grant. Answers the window and the requests granted.
+# prefix, requests wanted as a grant, the windows' marker. Answers the window and the
+# requests granted; {'rebuild'} when the marker is gone (Redis came back empty: the
+# windows are rebuilt from the request log first, `_SEED`).
 _ADMIT = (
     _COMMON
     + _CHECKS
     + _SETTLE_FIRST
     + """
+if redis.call('EXISTS', A[8]) == 0 then return {'rebuild'} end
 local now, rpm, tpm, par = tonumber(A[1]), num(A[2]), num(A[3]), tonumber(A[4])
 local answer = admit_check(K[1], K[2], K[3], now, rpm, tpm, par, A[6])
 local granted = 0
@@ -304,35 +308,36 @@ return answer
 )
 
 # KEYS: budget, reserved. ARGV: period, budget, estimate, process, alive prefix, loaded
-# spend ('' when not loaded: answers {-1} if the period is unknown).
+# spend ('' when not loaded: answers {-1} if the period is unknown), minimum.
 _RESERVE = (
     _COMMON
     + _CHECKS
     + _SETTLE_FIRST
     + """
 local estimate = tonumber(A[3])
-local answer = budget_check(K[1], K[2], A[1], num(A[2]), estimate, A[5], A[6])
-if answer[1] == 1 and estimate > 0 then redis.call('HINCRBY', K[2], A[4], estimate) end
-return answer
+local answer = budget_check(K[1], K[2], A[1], num(A[2]), estimate, tonumber(A[7]), A[5], A[6])
+if answer[1] == 1 and answer[4] > 0 then redis.call('HINCRBY', K[2], A[4], answer[4]) end
+return {answer[1], answer[2], answer[3]}
 """
 )
 
 # The budget, then the window, in one round trip; nothing is taken unless both admit
 # (and nothing is granted: a budget is checked request by request).
-# KEYS: budget, reserved, window, flights, grants. ARGV: _RESERVE's, then now, rpm, tpm,
-# parallel.
+# KEYS: budget, reserved, window, flights, grants. ARGV: _RESERVE's but the minimum, then
+# now, rpm, tpm, parallel, minimum, the windows' marker (as _ADMIT's).
 _RESERVE_ADMIT = (
     _COMMON
     + _CHECKS
     + _SETTLE_FIRST
     + """
+if redis.call('EXISTS', A[12]) == 0 then return {'rebuild'} end
 local estimate, now, par = tonumber(A[3]), tonumber(A[7]), tonumber(A[10])
-local budget = budget_check(K[1], K[2], A[1], num(A[2]), estimate, A[5], A[6])
+local budget = budget_check(K[1], K[2], A[1], num(A[2]), estimate, tonumber(A[11]), A[5], A[6])
 if budget[1] ~= 1 then return {budget[1], budget[2], budget[3]} end
 local answer = admit_check(K[3], K[4], K[5], now, num(A[8]), num(A[9]), par, A[5])
 if answer[1] == '' then
   admit_commit(K[3], K[4], now, par, A[4], answer)
-  if estimate > 0 then redis.call('HINCRBY', K[2], A[4], estimate) end
+  if budget[4] > 0 then redis.call('HINCRBY', K[2], A[4], budget[4]) end
 end
 return {1, budget[2], budget[3], unpack(answer)}
 """
@@ -354,6 +359,33 @@ return {req, tok, fly, reset(oldr, now), reset(oldt, now)}
 
 # Settlements only.
 _SETTLE = _COMMON + _CHECKS + _SETTLE_FIRST + "return 0"
+
+# The windows as the request log had them, written once after Redis came back empty.
+# KEYS: the marker, then one window per scope. ARGV per window: its number of seconds,
+# then second, requests, tokens for each (oldest first). Nothing if the marker is back.
+_SEED = (
+    _COMMON
+    + _CHECKS
+    + _SETTLE_FIRST
+    + """
+if redis.call('EXISTS', K[1]) == 1 then return 0 end
+local i = 1
+for k = 2, #K do
+  local count = tonumber(A[i])
+  i = i + 1
+  for _ = 1, count do
+    local sec, req, tok = tonumber(A[i]), tonumber(A[i + 1]), tonumber(A[i + 2])
+    i = i + 3
+    if req > 0 then bump(K[k], 'r', sec, req) end
+    if tok > 0 then bump(K[k], 't', sec, tok) end
+  end
+end
+redis.call('SET', K[1], '1')
+return 1
+"""
+)
+# An answer saying the windows must be rebuilt first.
+_REBUILD = "rebuild"
 
 
 def connect(url: str) -> redis.Redis:
@@ -428,16 +460,22 @@ class _Sent:
         return self._answer
 
     def _read(self, conn):
-        try:
-            return conn.read_response()
-        except redis.exceptions.NoScriptError:  # Redis restarted: load the script again
-            self.limiter.redis.script_load(self.script.script)
-        except redis.ConnectionError:
-            if not self.reused:
-                raise
-            conn.disconnect()  # an idle connection Redis had closed: once on a new one
-        conn.send_command("EVALSHA", self.script.sha, *self.command)
-        return conn.read_response()
+        # A restarted Redis: the idle connection it closed is tried once more on a new one,
+        # and a script it no longer knows is loaded again (both, one after the other).
+        for last in (False, False, True):
+            try:
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:
+                if last:
+                    raise
+                self.limiter.redis.script_load(self.script.script)
+            except redis.ConnectionError:
+                if not self.reused or last:
+                    raise
+                self.reused = False
+                conn.disconnect()
+            conn.send_command("EVALSHA", self.script.sha, *self.command)
+        return None  # not reached: the last try returns or raises
 
 
 class RedisLimiter:
@@ -455,8 +493,12 @@ class RedisLimiter:
                 ("reserve", _RESERVE),
                 ("reserve_admit", _RESERVE_ADMIT),
                 ("settle", _SETTLE),
+                ("seed", _SEED),
             )
         }
+        # The windows of the last minute as the request log has them, {scope: [(second,
+        # requests, tokens)]} (set by the admission): what a Redis that lost them is given.
+        self.load_windows: Callable[[int], dict[str, list[tuple[int, int, int]]]] | None = None
         self._pid = None
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -502,6 +544,33 @@ class RedisLimiter:
     @property
     def _alive(self) -> str:
         return f"{self.ns}alive:"
+
+    @property
+    def _marker(self) -> str:
+        """Set once the windows are complete; gone when Redis restarted or was flushed."""
+        return f"{self.ns}windows"
+
+    def _rebuild(self, now: int) -> None:
+        """Give a Redis that came back empty the windows of the last minute from the
+        request log, before anything is admitted (once: the first process to get there)."""
+        windows: dict = {}
+        if self.load_windows is not None:
+            try:
+                windows = self.load_windows(now)
+            except Exception:  # noqa: BLE001 - the database away too: admit from empty
+                log.exception("the rate windows could not be read from the request log")
+        keys, args = [self._marker], []
+        for scope, seconds in windows.items():
+            keys += self._keys(scope, "w")
+            args.append(len(seconds))
+            for second, requests, used in sorted(seconds):
+                args += [second, requests, used]
+        if self._run("seed", keys, args):
+            log.warning(
+                "Redis had lost the rate windows (restarted or flushed): %d rebuilt from "
+                "the last minute's request log",
+                len(windows),
+            )
 
     def _keys(self, scope: str, kinds: str) -> list[str]:
         return [f"{self.ns}{kind}:{scope}" for kind in kinds]
@@ -646,12 +715,17 @@ class RedisLimiter:
         if limits.parallel is None and (granted := self._from_grant(scope, limits, now)):
             return lambda: (granted, None)
         want = GRANT_WANTED if limits.parallel is None else 0
-        args = [now, *self._limit_args(limits), self.process, self._alive, want]
-        sent = self._send("admit", self._keys(scope, "wfg"), args)
+        args = [now, *self._limit_args(limits), self.process, self._alive, want, self._marker]
+        keys = self._keys(scope, "wfg")
+        sent = self._send("admit", keys, args)
 
         def answer() -> tuple[Window, Refusal | None]:
             try:
-                *found, granted = sent.answer()
+                found = sent.answer()
+                if found[0] == _REBUILD:
+                    self._rebuild(now)
+                    found = self._run("admit", keys, args)
+                *found, granted = found
             except redis.RedisError:
                 empty = Window(0, 0, 0, 0, 0)
                 if self.failure != "closed" or scope.endswith(":busy"):
@@ -761,22 +835,25 @@ class RedisLimiter:
         raise self._unavailable("budget") from None
 
     def reserve(
-        self, scope: str, period: int, budget: int, estimate: int, load_spent
-    ) -> tuple[int, int, bool]:
-        """Reserve `estimate` micro-dollars of the scope's budget for one request; the
-        period's spend so far comes from `load_spent()` when Redis does not know it."""
-        return self._reserve(scope, period, budget, estimate, load_spent)()
+        self, scope: str, period: int, budget: int, estimate: int, load_spent,
+        minimum: int | None = None,
+    ) -> tuple[int, int, bool]:  # fmt: skip
+        """Reserve `estimate` micro-dollars of the scope's budget for one request (or what
+        it can still pay, if at least `minimum`); the period's spend so far comes from
+        `load_spent()` when Redis does not know it."""
+        return self._reserve(scope, period, budget, estimate, load_spent, minimum)()
 
-    def _reserve(self, scope: str, period: int, budget: int, estimate: int, load_spent):
+    def _reserve(self, scope, period, budget, estimate, load_spent, minimum=None):
         keys = self._keys(scope, "bm")
-        args = [period, budget, estimate, self.process, self._alive, ""]
+        minimum = estimate if minimum is None else min(minimum, estimate)
+        args = [period, budget, estimate, self.process, self._alive, "", minimum]
         sent = self._send("reserve", keys, args)
 
         def answer() -> tuple[int, int, bool]:
             try:
                 admitted, spent, reserved = sent.answer()
                 if admitted == -1:
-                    args[-1] = max(0, int(load_spent()))
+                    args[5] = max(0, int(load_spent()))
                     admitted, spent, reserved = self._run("reserve", keys, args)
             except redis.RedisError:
                 return self._budget_failed()
@@ -786,26 +863,31 @@ class RedisLimiter:
 
     def reserve_and_admit(
         self, budget_scope: str, period: int, budget: int, estimate: int, load_spent,
-        scope: str, limits: Limits, now: int,
+        scope: str, limits: Limits, now: int, minimum: int | None = None,
     ) -> tuple[int, int, bool, Window | None, Refusal | None]:  # fmt: skip
         """`reserve`, then `admit`, in one round trip; nothing is taken unless both admit.
         Returns (spent, reserved, budget admitted, window, refusal); no window when the
         budget refused."""
         return self._reserve_and_admit(
-            budget_scope, period, budget, estimate, load_spent, scope, limits, now
+            budget_scope, period, budget, estimate, load_spent, scope, limits, now, minimum
         )()
 
     def _reserve_and_admit(
-        self, budget_scope, period, budget, estimate, load_spent, scope, limits, now
-    ):
+        self, budget_scope, period, budget, estimate, load_spent, scope, limits, now,
+        minimum=None,
+    ):  # fmt: skip
         keys = self._keys(budget_scope, "bm") + self._keys(scope, "wfg")
+        minimum = estimate if minimum is None else min(minimum, estimate)
         args = [period, budget, estimate, self.process, self._alive, ""]
-        args += [now, *self._limit_args(limits)]
+        args += [now, *self._limit_args(limits), minimum, self._marker]
         sent = self._send("reserve_admit", keys, args)
 
         def answer() -> tuple[int, int, bool, Window | None, Refusal | None]:
             try:
                 found = sent.answer()
+                if found[0] == _REBUILD:
+                    self._rebuild(now)
+                    found = self._run("reserve_admit", keys, args)
                 if found[0] == -1:
                     args[5] = max(0, int(load_spent()))
                     found = self._run("reserve_admit", keys, args)

@@ -112,7 +112,9 @@ class Gateway:
         self.responses = ResponseStore(engine)
         self.candidates = Candidates(engine, self.keys, secrets, self.clock, settings.strategy)
         self.admission = Admission(engine, self.books, self.limiter, self.prices, self.clock)
+        self.admission.routes = self.routes
         self.candidates.limiter = self.limiter
+        self.candidates.prices = self.prices
         self.booking = Booking(self.books, self.prices, self.keys, self.clock, self.profiles)
         self.relay = Relay(self.booking)
         self.chain = Chain(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import NamedTuple
 
 from sqlalchemy import Connection, bindparam, case, func, select, update
@@ -369,6 +369,44 @@ def insert_log(conn: Connection, log: dict, attempts: list[dict]) -> int:
             attempt["request_log_id"] = log_id
         conn.execute(_INSERT_ATTEMPT, attempts)
     return log_id
+
+
+def recent_windows(conn: Connection, since) -> dict[str, list[tuple[int, int, int]]]:
+    """The rate windows the request log gives since `since` (the last minute): per client
+    key (`ck:<id>`) and serving provider key (`pk:<id>`, `pk:<id>:<model>`), the requests
+    and tokens of each second, as [(second, requests, tokens)]. A request the client key's
+    own limits refused (a 429 no key served) took no place and is left out."""
+    log = RequestLog.__table__.c
+    rows = conn.execute(
+        select(
+            log.created_at,
+            log.client_key_id,
+            log.provider_key_id,
+            log.model,
+            log.status_code,
+            log.input_tokens + log.output_tokens,
+        ).where(log.created_at >= since)
+    ).all()
+    counts: dict[str, dict[int, list[int]]] = {}
+
+    def add(scope: str, second: int, used: int) -> None:
+        entry = counts.setdefault(scope, {}).setdefault(second, [0, 0])
+        entry[0] += 1
+        entry[1] += used
+
+    for created, client_key, provider_key, model, status, used in rows:
+        created = created if created.tzinfo else created.replace(tzinfo=UTC)
+        second, used = int(created.timestamp()), int(used or 0)
+        if client_key is not None and not (status == 429 and provider_key is None):
+            add(f"ck:{client_key}", second, used)
+        if provider_key:
+            add(f"pk:{provider_key}", second, used)
+            if model:
+                add(f"pk:{provider_key}:{model}", second, used)
+    return {
+        scope: [(second, n, used) for second, (n, used) in sorted(seconds.items())]
+        for scope, seconds in counts.items()
+    }
 
 
 def client_key_spend(conn: Connection, client_key_id: int, start, end) -> int:

@@ -803,6 +803,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False  # close() joins with a deadline instead of forever
+    request_queue_size = 128  # 50 clients connecting at once are not refused a SYN
 
     def __init__(self, upstream: FakeUpstream) -> None:
         super().__init__(("127.0.0.1", 0), upstream.handler)

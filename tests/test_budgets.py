@@ -108,7 +108,9 @@ def test_budget_refuses_before_it_is_passed_and_top_up_reopens(admin, server, pr
 def test_twenty_parallel_requests_with_one_requests_budget_left(admin, server, priced, fake):
     """F34: reservations stop the other 19; the spend stays within the budget."""
     fake.set_behaviour(SECRET, Behaviour.slow(0.5))
-    created = budget_key(admin, max_budget="0.03")  # about two requests' worth at 13k each
+    # A request costs 8k, reserves 13k and needs at least 9k (its prompt and one answer
+    # token): after the first, 21k are left: one reservation of 13k, not one more of 9k.
+    created = budget_key(admin, max_budget="0.029")
     client = sdk(server, created["key"])
     client.chat.completions.create(**chat(), max_tokens=5)  # leaves room for one more
     outcomes, barrier = [], threading.Barrier(20)
@@ -127,13 +129,14 @@ def test_twenty_parallel_requests_with_one_requests_budget_left(admin, server, p
     for thread in threads:
         thread.join(30)
     assert outcomes.count("ok") == 1 and outcomes.count("budget_exceeded") == 19
-    assert spend(admin, created["id"]) <= 30_000
+    assert spend(admin, created["id"]) <= 29_000
 
 
 @pytest.mark.both_databases
 def test_spend_survives_a_restart_without_the_shared_file(settings, admin, server, priced):
-    # A request costs 8 tokens x 1000 and reserves ~13 x 1000: two fit in $0.025, not three.
-    created = budget_key(admin, max_budget="0.025")
+    # A request costs 8 tokens x 1000, reserves ~13 x 1000 and needs at least its prompt and
+    # one answer token (9 x 1000): two fit in $0.024, not three.
+    created = budget_key(admin, max_budget="0.024")
     client = sdk(server, created["key"])
     client.chat.completions.create(**chat(), max_tokens=5)
     client.chat.completions.create(**chat(), max_tokens=5)

@@ -80,7 +80,8 @@ def transactions(app) -> list[CreditTransaction]:
 
 @pytest.mark.both_databases
 def test_a_payment_reopens_a_key_its_budget_refused(app, server, http, admin, priced):
-    created = budget_key(admin, name="prepaid", max_budget="0.01")  # less than one request
+    # Less than one request's prompt (8 tokens at $0.001), so nothing can be answered.
+    created = budget_key(admin, name="prepaid", max_budget="0.007")
     client = sdk(server, created["key"])
     with pytest.raises(openai.RateLimitError) as refused:
         client.chat.completions.create(**chat(), max_tokens=5)
@@ -95,7 +96,7 @@ def test_a_payment_reopens_a_key_its_budget_refused(app, server, http, admin, pr
         "client_key_id": created["id"],
         "credited": "0.100000",  # 10 US cents x 10000 micro-dollars
     }
-    assert max_budget(admin, created["id"]) == "0.110000"
+    assert max_budget(admin, created["id"]) == "0.107000"
     reply = client.chat.completions.create(**chat(), max_tokens=5)  # at once, no cache wait
     assert reply.choices[0].message.content
     [row] = transactions(app)

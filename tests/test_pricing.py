@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
+import anthropic
+import openai
 import pytest
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
@@ -126,3 +128,69 @@ def test_prices_page(web, admin, client, provider):
     assert "Remove override" in web.get("/prices").text
     assert web.post("/prices/delete", {"model": "gpt-4o-mini"}).status_code == 302
     assert admin.call("GET", "/prices/gpt-4o-mini").json()["source"] == "genai-prices"
+
+
+def test_a_budgeted_key_is_refused_a_model_without_a_price(admin, server, fake, web):
+    """An unpriced model would cost a budgeted key nothing: refused, naming the missing
+    price, until the admin sets one (a flat price per request is enough); the prices page
+    lists it meanwhile. A key without a budget is served as before."""
+    admin.add_key(SECRET, fake.base_url, name="main", models=["my-local-llama"])
+    budgeted = admin.call("POST", "/client-keys", {"name": "b", "max_budget": "1.00"}).json()
+    free = admin.call("POST", "/client-keys", {"name": "f"}).json()
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=budgeted["key"], max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**chat(model="my-local-llama"))
+    error = refused.value.body
+    assert (error["code"], error["param"]) == ("model_price_unknown", "model")
+    assert "'my-local-llama' has no known price" in error["message"]
+    assert fake.requests == []  # the upstream never saw it
+    with pytest.raises(anthropic.BadRequestError) as shaped:  # in the client's own dialect
+        anthropic.Anthropic(
+            base_url=server.url, api_key=budgeted["key"], max_retries=0
+        ).messages.create(
+            model="my-local-llama", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "has no known price" in shaped.value.body["error"]["message"]
+    plain = openai.OpenAI(base_url=f"{server.url}/v1", api_key=free["key"], max_retries=0)
+    plain.chat.completions.create(**chat(model="my-local-llama"))  # no budget: served
+    page = web.get("/prices").text
+    assert '<tr data-unpriced="my-local-llama"><td>my-local-llama</td><td>3</td>' in page
+    flat = admin.call("PUT", "/prices/my-local-llama", {"per_request": "0.002"})
+    assert flat.status == 200 and flat.json()["per_request"] == "0.002"
+    client.chat.completions.create(**chat(model="my-local-llama"))
+    [log] = admin.logs(limit=1)
+    assert log["cost_usd"] == "0.002000"  # the flat price; its tokens cost nothing
+    assert 'data-unpriced="my-local-llama"' not in web.get("/prices").text
+    bad = admin.call("PUT", "/prices/my-local-llama", {"per_request": "-1"})
+    assert bad.status == 400 and bad.json()["error"]["param"] == "per_request"
+
+
+def test_a_flat_price_is_set_on_the_prices_page(web, admin, client, provider):
+    form = {"model": "gpt-4o-mini", "input_per_mtok": "1", "output_per_mtok": "1"}
+    assert web.post("/prices", {**form, "per_request": "0.5"}).status_code == 302
+    assert admin.call("GET", "/prices/gpt-4o-mini").json()["per_request"] == "0.5"
+    assert "$0.5" in web.get("/prices").text
+    usage = client.chat.completions.create(**chat()).usage
+    [log] = admin.logs(limit=1)
+    assert log["cost_usd"] == usd(500_000 + usage.total_tokens)
+    bad = web.post("/prices", {**form, "per_request": "lots"})
+    assert bad.status_code == 422 and 'name="per_request" value="lots"' in bad.text
+
+
+def test_a_cost_limited_provider_key_does_not_serve_an_unpriced_model(admin, client, fake):
+    """A provider key's cost limit would never be reached by a model that costs nothing:
+    such a key is passed over for it (400 when no other key serves it), until it is priced."""
+    admin.add_key(SECRET, fake.base_url, name="capped", models=["my-local-llama"],
+                  daily_cost_limit="1.00")  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**chat(model="my-local-llama"))
+    assert refused.value.body["code"] == "model_price_unknown"
+    assert "provider keys that serve it have cost limits" in refused.value.body["message"]
+    assert fake.requests == []
+    free = "sk-price-free-aaaaaaaaaaaaa2222"
+    admin.add_key(free, fake.base_url, name="free", models=["my-local-llama"])
+    client.chat.completions.create(**chat(model="my-local-llama"))
+    assert [r.secret for r in fake.requests] == [free]  # the key without a limit served
+    admin.call("PUT", "/prices/my-local-llama", {"input_per_mtok": "1", "output_per_mtok": "1"})
+    client.chat.completions.create(**chat(model="my-local-llama", content="again"))
+    assert len(fake.requests) == 2

@@ -161,11 +161,14 @@ def test_grants_keep_a_roomy_rpm_exact_across_both_hosts(shared):
 def test_a_budget_for_one_request_admits_one_of_20_across_both_hosts(shared):
     _, fake, hosts, _ = shared
     probe = hosts[0].chat(client_key(hosts[0], max_budget="0.000001"), max_tokens=20)
-    estimate = re.search(r"would reserve \$([0-9.]+)", probe.json()["error"]["message"])
-    micros = round(float(estimate.group(1)) * 1_000_000)
-    assert micros > 0
+    message = probe.json()["error"]["message"]
+    least = round(float(re.search(r"at least \$([0-9.]+)", message).group(1)) * 1_000_000)
+    most = round(float(re.search(r"up to \$([0-9.]+)", message).group(1)) * 1_000_000)
+    assert 0 < least < most
+    # One full reservation, and less than the least the next request needs.
+    budget = most + least - 1
     # An RPM limit too: budget and window are asked in one round trip (reserve_and_admit).
-    key = client_key(hosts[0], max_budget=f"{micros * 3 // 2 / 1_000_000:.6f}", rpm_limit=1000)
+    key = client_key(hosts[0], max_budget=f"{budget / 1_000_000:.6f}", rpm_limit=1000)
     fake.set_behaviour(FIRST, Behaviour.slow(0.5))  # all 20 are in flight together
     try:
         answers = spread(hosts, key, 20, max_tokens=20)
@@ -175,6 +178,44 @@ def test_a_budget_for_one_request_admits_one_of_20_across_both_hosts(shared):
     assert statuses.count(200) == 1, statuses
     refused = [r.json()["error"]["code"] for r in answers if r.status == 429]
     assert refused == ["budget_exceeded"] * 19
+
+
+def test_fifty_streams_on_both_hosts_spend_the_budget_and_one_reservation_at_most(shared):
+    """An upstream that ignores max_tokens: each host ends its streams at the length their
+    reservations pay for, and the budget is shared through Redis."""
+    _, fake, hosts, _ = shared
+    cheap = {"input_per_mtok": "1", "output_per_mtok": "1"}  # $0.01 pays 10,000 tokens
+    assert hosts[0].admin.call("PUT", "/prices/gpt-4o", cheap).status == 200
+    created = (
+        hosts[0]
+        .admin.call(
+            "POST", "/client-keys", {"name": "streams", "rpm_limit": None, "max_budget": "0.01"}
+        )
+        .json()
+    )
+    for secret in (FIRST, SECOND):
+        fake.set_behaviour(secret, Behaviour.ok(content=" ".join(["word"] * 2000)))
+    try:
+        answers = spread(hosts, created["key"], 50, model="gpt-4o", stream=True)
+    finally:
+        fake.set_behaviour(FIRST, None)
+        fake.set_behaviour(SECOND, None)
+    deadline = time.monotonic() + 10
+    while True:  # every request's row, from both hosts
+        rows = hosts[1].admin.logs(limit=500)
+        rows = [row for row in rows if row["client_key_id"] == created["id"]]
+        if len(rows) == 50 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    spent = sum(Decimal(row["cost_usd"]) for row in rows)
+    print(f"spent {spent / Decimal('0.0001'):.1f} % of the budget")  # noqa: T201 - the figure
+    ok = [r.data for r in answers if r.status == 200]
+    refused = {r.json()["error"]["code"] for r in answers if r.status != 200}
+    assert ok and refused <= {"budget_exceeded"}
+    unfinished = [body[-400:] for body in ok if b'"finish_reason":"length"' not in body]
+    assert not unfinished, unfinished
+    assert len(rows) == 50
+    assert spent <= Decimal("0.01") + Decimal("0.000264")  # one reservation: 8 + 256 tokens
 
 
 def test_a_key_disabled_on_one_host_leaves_the_others_pool_at_once(shared):

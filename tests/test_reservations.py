@@ -151,24 +151,38 @@ def test_a_stream_never_read_gives_the_reservation_back(app, admin, server):
 
 
 def test_refusal_names_what_was_reserved_and_why(admin, server):
-    # 8 tokens cost $0.008; a request without max_tokens reserves prompt + 256 tokens.
-    created = budget_key(admin, max_budget="0.100")
+    # The prompt's 8 tokens cost $0.008: with an answer token, more than $0.0085 can pay.
+    created = budget_key(admin, max_budget="0.0085")
     client = sdk(server, created["key"])
     with pytest.raises(openai.RateLimitError) as refused:
         client.chat.completions.create(**chat())
     message = refused.value.body["message"]
     assert "$0.000000 spent and $0.000000 reserved" in message
+    assert "needs at least $0.009000 (its prompt and one answer token)" in message
+    assert "reserves up to $0.264000" in message
     assert "256 answer tokens" in message and "sets no max_tokens" in message
-    assert "of $0.100000" in message
-    client.chat.completions.create(**chat(), max_tokens=5)  # a smaller answer fits
+    assert "of $0.008500" in message
+
+
+def test_a_budget_short_of_the_estimate_reserves_what_it_can_pay(admin, server, fake):
+    """$0.100 pays the prompt (8 tokens) and 92 answer tokens, not the 256 a request
+    without max_tokens reserves: it is admitted and the upstream is asked for 92."""
+    created = budget_key(admin, max_budget="0.100")
+    client = sdk(server, created["key"])
+    client.chat.completions.create(**chat())
+    assert fake.requests[-1].body["max_completion_tokens"] == 92
+    client.chat.completions.create(**chat(), max_tokens=500)  # the client's own is lowered
+    spent = 8_000  # the first answer: 8 tokens (the fake's count)
+    assert fake.requests[-1].body["max_tokens"] == (100_000 - spent - 8_000) // 1_000
 
 
 def test_requests_the_budget_refuses_take_no_place_in_the_rate_window(admin, server):
     created = budget_key(admin, max_budget="0.040", rpm_limit=2)
     client = sdk(server, created["key"])
-    for _ in range(5):  # each would reserve 256+ tokens: refused by the budget
+    long_prompt = chat(content="word " * 100)  # its prompt alone costs more than the budget
+    for _ in range(5):
         with pytest.raises(openai.RateLimitError) as refused:
-            client.chat.completions.create(**chat())
+            client.chat.completions.create(**long_prompt)
         assert refused.value.body["code"] == "budget_exceeded"
     for _ in range(2):  # the window is untouched: both of its places are there
         client.chat.completions.create(**chat(), max_tokens=5)

@@ -10,6 +10,10 @@ import orjson
 from gateway.errors import GatewayError
 from gateway.providers.base import UpstreamReply
 
+# The answer-length fields of the gateway's (OpenAI chat) body, and of each native format.
+ANSWER_FIELDS = ("max_completion_tokens", "max_tokens")
+NATIVE_ANSWER_FIELDS = {"anthropic": "max_tokens", "openai_responses": "max_output_tokens"}
+
 
 @dataclass
 class ProxyRequest:
@@ -43,9 +47,34 @@ class ProxyRequest:
     # (format, body) as the client sent it: an adapter of that format sends it as it is.
     native: tuple[str, dict] | None = None
 
+    # The bodies `for_model` handed out for other models (an answer cap reaches them too).
+    _copies: list = field(default_factory=list, repr=False)
+
     def for_model(self, model: str) -> dict:
         """The body to send when the route serves this request with `model`."""
-        return self.body if model == self.body.get("model") else {**self.body, "model": model}
+        if model == self.body.get("model"):
+            return self.body
+        copy = {**self.body, "model": model}
+        self._copies.append(copy)
+        return copy
+
+    def limit_answer(self, most: int) -> None:
+        """Ask the upstream for at most `most` answer tokens (per choice): lower the
+        client's own limit, or set one when it gave none, in every body that may be sent
+        (the gateway's and the client's own, in its dialect's field)."""
+        if not self.answers or (self.answer_tokens is not None and self.answer_tokens <= most):
+            return
+        self.answer_tokens = most
+        for body in (self.body, *self._copies):
+            fields = [name for name in ANSWER_FIELDS if name in body]
+            if not fields:  # chat's current field; a legacy completion knows only max_tokens
+                fields = ["max_tokens" if self.operation == "completions" else ANSWER_FIELDS[0]]
+            for name in fields:
+                body[name] = most
+        if self.native is not None:
+            name = NATIVE_ANSWER_FIELDS.get(self.native[0])
+            if name is not None:
+                self.native[1][name] = most
 
 
 class Dialect(ABC):

@@ -405,6 +405,7 @@ class MessagesStream:
         self._model = ""
         self._created = int(time.time())
         self._calls: dict[int, int] = {}  # block index → tool-call index
+        self.open_block: int | None = None  # the content block started and not stopped
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
@@ -439,6 +440,10 @@ class MessagesStream:
             delta = payload.get("delta") or {}
             if delta.get("type") == "text_delta":
                 self._text.append(delta.get("text", ""))
+        elif kind == "content_block_start":  # a stream cut at the length closes it
+            self.open_block = payload.get("index", 0)
+        elif kind == "content_block_stop":
+            self.open_block = None
         elif kind == "message_stop":
             self.done = True
         if self.passthrough:

@@ -172,6 +172,7 @@ class ResponsesEvents:
         self._buffer = b""
         self._usage: Usage | None = None
         self._text: list[str] = []
+        self.response: dict | None = None  # as `response.created` announced it
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
@@ -183,6 +184,8 @@ class ResponsesEvents:
             out.append(event + b"\n\n")
             if b"output_text.delta" in event or any(name in event for name in self.ENDS):
                 self._read(event)
+            elif self.response is None and b"response.created" in event:
+                self._read(event)  # the response a stream cut at the length ends
         return out
 
     def _read(self, event: bytes) -> None:
@@ -195,6 +198,8 @@ class ResponsesEvents:
             kind = payload.get("type")
             if kind == "response.output_text.delta" and isinstance(payload.get("delta"), str):
                 self._text.append(payload["delta"])
+            elif kind == "response.created" and isinstance(payload.get("response"), dict):
+                self.response = payload["response"]
             elif kind in ("response.completed", "response.incomplete", "response.failed"):
                 self.done = True
                 self._usage = responses_usage((payload.get("response") or {}).get("usage"))

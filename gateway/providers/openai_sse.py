@@ -28,6 +28,10 @@ class SSEFilter:
         self.done = False
         self.sent_events: list[bytes] = []
         self._buffer = b""
+        # The text of the events read so far (read as asked: a stream's length is watched
+        # while it passes, and re-reading every event each time would be quadratic).
+        self._text: list[str] = []
+        self._read_events = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         """Complete events (each with its blank line) that should go to the client."""
@@ -73,8 +77,9 @@ class SSEFilter:
 
     def completion_text(self) -> str:
         """The content sent so far, for counting tokens of an unfinished stream."""
-        parts = []
-        for event in self.sent_events:
+        parts = self._text
+        fresh, self._read_events = self.sent_events[self._read_events :], len(self.sent_events)
+        for event in fresh:
             chunk = _parse_data(event)
             for choice in (chunk or {}).get("choices") or ():
                 if not isinstance(choice, dict):

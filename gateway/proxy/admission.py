@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
@@ -26,7 +26,7 @@ from gateway.books import Books
 from gateway.clientkeys import Caller
 from gateway.dialects.base import ProxyRequest
 from gateway.errors import GatewayError
-from gateway.limiter import Limits, SharedLimiter, Window
+from gateway.limiter import Limits, SharedLimiter, Window, granted
 from gateway.pricing import Prices
 from gateway.providers import ADAPTERS
 from gateway.store import KeyRow
@@ -53,6 +53,9 @@ class Ticket:
     scope: tuple[str, bool] | None = None
     # (scope, period id, reserved micro-dollars) of the budget reservation.
     reservation: tuple[str, int, int] | None = None
+    # The answer tokens (all choices) the budget reservation pays for: a stream that
+    # passes them is ended with the length stop (None: no budget).
+    answer_cap: int | None = None
     # The x-ratelimit-* headers the admission produced (F7).
     headers: dict[str, str] = field(default_factory=dict)
     # The provider key's windows the serving attempt was admitted to (F30).
@@ -130,6 +133,17 @@ class Admission:
     ) -> None:
         self.engine, self.books, self.limiter = engine, books, limiter
         self.prices, self.clock = prices, clock
+        self.routes = None  # the route table (routes.Routes): an alias is priced as its target
+        if hasattr(limiter, "load_windows"):  # Redis: what it is given when it lost them
+            limiter.load_windows = self._recent_windows
+
+    def _recent_windows(self, now: int) -> dict[str, list[tuple[int, int, int]]]:
+        """The last minute's rate windows, from the request log (this process's queued
+        rows written first)."""
+        self.books.flush(timeout=1.0)
+        since = datetime.fromtimestamp(now - 59, UTC)
+        with self.engine.connect() as conn:
+            return store.recent_windows(conn, since)
 
     def ticket(self) -> Ticket:
         return Ticket(self.limiter, self.clock)
@@ -146,18 +160,21 @@ class Admission:
                 answer = self.limiter.later("admit", caller.scope, caller.limits, now)
                 ticket.pending = lambda: self._placed(caller, ticket, *answer())
             return
-        ask = self._estimate(caller, request)
+        priced_as = self._priced_as(request.model)
+        ask = self._estimate(caller, request, priced_as)
+        request.limit_answer(ask.answer)  # the upstream is asked for no more than reserved
         budget = caller.budget.micros
         if caller.limits is None:
             reserved = self.limiter.later(
-                "reserve", ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent
-            )
+                "reserve", ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent,
+                ask.minimum,
+            )  # fmt: skip
             answer = lambda: (*reserved(), None, None)  # noqa: E731
         else:
             now = int(self.clock.now().timestamp())
             answer = self.limiter.later(
                 "reserve_and_admit", ask.scope, ask.period_id, budget, ask.estimate,
-                ask.load_spent, caller.scope, caller.limits, now,
+                ask.load_spent, caller.scope, caller.limits, now, ask.minimum,
             )  # fmt: skip
 
         def read() -> None:
@@ -165,11 +182,60 @@ class Admission:
             if not admitted:
                 metrics.sink.rejected("client_key", "budget")
                 raise _over_budget(caller, ask, spent, reserved)
+            held = granted(budget, ask.estimate, spent, reserved)
             if window is not None:
                 self._placed(caller, ticket, window, refusal)
-            ticket.reservation = (ask.scope, ask.period_id, ask.estimate)
+            ticket.reservation = (ask.scope, ask.period_id, held)
+            self._cap(request, ticket, ask, held)
 
         ticket.pending = read
+
+    def _cap(self, request: ProxyRequest, ticket: Ticket, ask: _Ask, held: int) -> None:
+        """The answer the reservation pays for: the asked length, or fewer tokens when the
+        budget could pay only part of the estimate (the upstream is asked for no more)."""
+        if not request.answers:
+            return
+        answer = ask.answer
+        if held < ask.estimate:  # the most tokens per choice whose cost fits what is held
+            low, high = 1, answer
+            while low < high:
+                middle = (low + high + 1) // 2
+                if self._cost(request, ask.prompt, middle, ask.priced_as) <= held:
+                    low = middle
+                else:
+                    high = middle - 1
+            answer = low
+            request.limit_answer(answer)
+        ticket.answer_cap = answer * request.choices
+
+    def _cost(self, request: ProxyRequest, prompt: int, answer: int, priced_as: tuple) -> int:
+        usage = Usage(prompt, answer * request.choices)
+        return max(0, self.prices.cost_micros(*priced_as, usage))
+
+    def _priced_as(self, model: str) -> tuple[str | None, str]:
+        """(price provider, model) a budgeted request is estimated with (a route alias is
+        priced as its target). A budget counts only what has a price: a model without one
+        (no override, no flat price, unknown to genai-prices) would cost a budgeted key
+        nothing, so it is refused."""
+        provider = self.prices.pricer(model)
+        if provider is not None:
+            return provider or None, model
+        if self.routes is not None:
+            target = self.routes.table().hop(model).model
+            provider = self.prices.pricer(target) if target != model else None
+            if provider is not None:
+                return provider or None, target
+        metrics.sink.rejected("client_key", "budget")
+        raise GatewayError(
+            400,
+            f"The model '{model}' has no known price, and this API key has a budget: its "
+            "requests cannot be counted against it. An admin can set a price for the model "
+            "(per million tokens or per request) on the dashboard's Prices page or with "
+            f"PUT /api/admin/prices/{model}.",
+            type="invalid_request_error",
+            code="model_price_unknown",
+            param="model",
+        )
 
     @staticmethod
     def _placed(caller: Caller, ticket: Ticket, window: Window, refusal) -> None:
@@ -192,7 +258,7 @@ class Admission:
             )
         ticket.scope = (caller.scope, limits.parallel is not None)
 
-    def _estimate(self, caller: Caller, request: ProxyRequest) -> _Ask:
+    def _estimate(self, caller: Caller, request: ProxyRequest, priced_as: tuple) -> _Ask:
         """The request's estimated cost in the key's budget period (F34)."""
         budget = caller.budget
         now = self.clock.now()
@@ -202,7 +268,7 @@ class Admission:
         choices = request.choices
         prompt = tokens.count_prompt(request.messages) + request.prompt_tokens
         usage = Usage(prompt, answer * choices)
-        estimate = max(0, self.prices.cost_micros(None, request.model, usage))
+        estimate = max(0, self.prices.cost_micros(*priced_as, usage))
 
         def spent_so_far() -> int:
             self.books.flush(timeout=1.0)
@@ -220,7 +286,12 @@ class Admission:
             )
         )
         scope = f"ck:{caller.client_key_id}:budget"
-        return _Ask(scope, int(start.timestamp()), estimate, spent_so_far, now, end, basis)
+        # The least worth holding: the prompt and one answer token per choice.
+        minimum = self._cost(request, prompt, 1, priced_as) if request.answers else estimate
+        return _Ask(
+            scope, int(start.timestamp()), estimate, spent_so_far, now, end, basis,
+            answer, prompt, minimum, priced_as,
+        )  # fmt: skip
 
     def key_windows(self, model_of: Callable[[], str], ticket: Ticket, count_busy: bool = False):
         """The attempt loop's check of a provider key's RPM/TPM windows (and the model's on
@@ -296,6 +367,10 @@ class _Ask:
     now: datetime
     end: datetime | None
     basis: str
+    answer: int = 0  # answer tokens per choice the estimate pays for
+    prompt: int = 0
+    minimum: int = 0  # the least it holds: the prompt and one answer token per choice
+    priced_as: tuple = (None, "")  # (price provider, model) that prices it (an alias's target)
 
 
 def _over_budget(caller: Caller, ask: _Ask, spent: int, reserved: int) -> GatewayError:
@@ -309,7 +384,8 @@ def _over_budget(caller: Caller, ask: _Ask, spent: int, reserved: int) -> Gatewa
         429,
         f"Budget of this API key reached: ${usd(spent)} spent and ${usd(reserved)} "
         f"reserved by requests in flight, of ${usd(caller.budget.micros)} {when}; this "
-        f"request would reserve ${usd(ask.estimate)} ({ask.basis}).",
+        f"request needs at least ${usd(ask.minimum)} (its prompt and one answer token) and "
+        f"reserves up to ${usd(ask.estimate)} ({ask.basis}).",
         type="insufficient_quota",
         code="budget_exceeded",
         headers=headers,

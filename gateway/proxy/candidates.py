@@ -75,6 +75,7 @@ class Candidates:
         self.engine, self.keys, self.secrets, self.clock = engine, keys, secrets, clock
         self.strategy = strategy
         self.limiter = None  # the shared counters, for least-busy (set by the Gateway)
+        self.prices = None  # pricing.Prices: a cost-limited key needs a priced model
         self._picked_at: dict[int, datetime] = {}
         self._plain: dict[bytes, str] = {}
         self._lock = threading.Lock()
@@ -98,6 +99,7 @@ class Candidates:
         usable = [k for k in keys if selection.effective_status(k, now) == "active"]
         if not usable:
             raise self._no_keys(name, keys, now)
+        usable = self._within_cost_limits(usable, model)
         strategy = profile.strategy or self.strategy
         busy = None
         if strategy == selection.LEAST_BUSY and self.limiter is not None:
@@ -107,6 +109,26 @@ class Candidates:
         with self._lock:
             self._picked_at[ordered[0].id] = now
         return ordered
+
+    def _within_cost_limits(self, usable: list[KeyRow], model: str) -> list[KeyRow]:
+        """The keys that may serve the model: a key with a cost limit only a priced one,
+        since an unpriced model would cost it nothing and never reach the limit."""
+        limited = [k for k in usable if _cost_limited(k)]
+        if not limited or self.prices is None or self.prices.known(model):
+            return usable
+        free = [k for k in usable if not _cost_limited(k)]
+        if free:
+            return free
+        raise GatewayError(
+            400,
+            f"The model '{model}' has no known price, and the provider keys that serve it "
+            "have cost limits: its requests cannot be counted against them. An admin can "
+            "set a price for the model (per million tokens or per request) on the "
+            f"dashboard's Prices page or with PUT /api/admin/prices/{model}.",
+            type="invalid_request_error",
+            code="model_price_unknown",
+            param="model",
+        )
 
     def _no_keys(self, profile: str, keys: list[KeyRow], now: datetime) -> GatewayError:
         summary = selection.unavailable_summary(keys, now)
@@ -151,6 +173,14 @@ class Candidates:
             log.warning(
                 "provider key #%s (%s): %s", key.id, key.name, STATUS_SENTENCES[SECRET_UNREADABLE]
             )
+
+
+def _cost_limited(key: KeyRow) -> bool:
+    return (
+        key.daily_cost_limit_micros is not None
+        or key.monthly_cost_limit_micros is not None
+        or key.total_cost_limit_micros is not None
+    )
 
 
 def _no_keys_head(profile: str, keys: list[KeyRow], now: datetime) -> str:

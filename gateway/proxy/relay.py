@@ -9,17 +9,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from gateway import tokens
 from gateway.accounting import RequestRecord
 from gateway.dialects.base import Dialect, ProxyRequest
 from gateway.errors import journal_full
 from gateway.journal import JournalFull
 from gateway.policy import Outcome
+from gateway.providers import PRICE_PROVIDERS
 from gateway.providers.base import TransportError, UpstreamReply
 from gateway.proxy.admission import Ticket
 from gateway.proxy.booking import Booking
+from gateway.proxy.cut import AnswerMeter, length_stop
 from gateway.store import KeyRow
 from gateway.usage import Usage
+from models.types import usd
 
+# The request's cost in USD: booked, or for a stream estimated (`-estimated: true`).
+COST_HEADER = "x-keyrelay-cost"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -63,6 +69,8 @@ def trace_headers(rec: RequestRecord, ticket: Ticket | None) -> dict[str, str]:
         headers["x-keyrelay-context-pruned"] = str(rec.context_pruned)
     if ticket is not None and ticket.headers:
         headers.update(ticket.headers)
+    if rec.recorded:  # booked: what it cost (a stream's headers go before: see `respond`)
+        headers[COST_HEADER] = usd(rec.cost_micros)
     return headers
 
 
@@ -77,7 +85,6 @@ class Relay:
             key.id or None,
             reply.status,
         )
-        headers = trace_headers(rec, served.ticket)
         if reply.status >= 300 or reply.stream is None:
             if reply.status < 300:
                 rec.usage = reply.usage or Usage.estimate(served.request.messages, reply.text)
@@ -86,9 +93,13 @@ class Relay:
             body = served.dialect.render(reply, served.request)
             rec.latency_ms = served.elapsed_ms()
             self._book_answer(served, key, strict=reply.status < 300)
+            headers = trace_headers(rec, served.ticket)  # after booking: with its cost
             return ProxyResponse(
                 reply.status, {"Content-Type": "application/json", **headers}, body
             )
+        headers = trace_headers(rec, served.ticket)
+        headers[COST_HEADER] = usd(self._stream_estimate(served, key))
+        headers[COST_HEADER + "-estimated"] = "true"
         rec.ttft_ms = served.elapsed_ms()
         relay = StreamRelay(self.booking, served, key, reply)
         return ProxyResponse(200, {**headers, **SSE_HEADERS}, chunks=Relayed(relay))
@@ -104,6 +115,16 @@ class Relay:
             rec.status_code, rec.error = refused.status, refused.message
             self.booking.book(rec, served.ticket, key)
             raise refused from None
+
+    def _stream_estimate(self, served: Served, key: KeyRow) -> int:
+        """A stream's cost as known when its headers go, before its usage comes: what its
+        budget reservation holds, else its prompt's (estimated from its length)."""
+        reservation = served.ticket.reservation
+        if reservation is not None:
+            return reservation[2]
+        prompt = tokens.quick_prompt_estimate(served.request.messages)
+        priced_as = PRICE_PROVIDERS.get(key.provider, key.provider)
+        return self.booking.prices.cost_micros(priced_as, served.rec.model, Usage(prompt, 0))
 
 
 class Relayed:
@@ -151,6 +172,10 @@ class StreamRelay:
 
     def _relay(self) -> Iterator[bytes]:
         reader, translator = self.reader, self.translator
+        cap = self.served.ticket.answer_cap
+        if cap is not None:
+            yield from self._relay_metered(AnswerMeter(cap))
+            return
         for chunk in itertools.chain((self.reply.first_chunk,), self.reply.chunks):
             events = reader.feed(chunk)
             if translator is not None and events:
@@ -163,9 +188,51 @@ class StreamRelay:
                 return
             if events:
                 yield b"".join(events)
-        if reader.read_usage() is None:
+        self._ended()
+
+    def _relay_metered(self, meter: AnswerMeter) -> Iterator[bytes]:
+        """`_relay` for an answer its budget reservation caps: read event by event, so the
+        stream is cut at the first event past the cap, not a whole network read later."""
+        reader, translator = self.reader, self.translator
+        for chunk in itertools.chain((self.reply.first_chunk,), self.reply.chunks):
+            out: list[bytes] = []
+            for piece in _event_pieces(chunk):
+                events = reader.feed(piece)
+                if translator is not None and events:
+                    events = translator.feed(events)
+                out += events
+                if reader.done:
+                    self._finish(200, None)
+                    yield b"".join(out)
+                    self._drain()
+                    return
+                if meter.passed(piece, reader):
+                    yield b"".join(out) + self._cut()
+                    return
+            if out:
+                yield b"".join(out)
+        self._ended()
+
+    def _ended(self) -> None:
+        """The upstream closed the stream: complete if its usage came, else broken."""
+        if self.reader.read_usage() is None:
             raise TransportError(Outcome.CONNECTION_ERROR, "stream ended without its end event")
         self._finish(200, None)
+
+    def _cut(self) -> bytes:
+        """End the stream at the answer its budget reservation pays for: booked as it
+        stands, the upstream let go, the client told its answer reached the length."""
+        served = self.served
+        counted = Usage.estimate(served.request.messages, self.reader.completion_text())
+        reported = self.reader.read_usage()  # a partial count, if any: the larger is booked
+        if reported is not None and reported.output_tokens >= counted.output_tokens:
+            counted = reported
+        elif reported is not None:
+            counted = Usage(reported.input_tokens, counted.output_tokens, True)
+        self._finish(200, None, counted)
+        self.reply.close()
+        usage = served.rec.usage
+        return length_stop(served.dialect, served.request, self.translator, self.reader, usage)
 
     def abandon(self) -> None:
         """The client is gone: free the upstream and book what happened (once)."""
@@ -181,14 +248,25 @@ class StreamRelay:
         except TransportError:
             pass
 
-    def _finish(self, status: int, error: str | None) -> None:
+    def _finish(self, status: int, error: str | None, usage: Usage | None = None) -> None:
         served = self.served
         rec = served.rec
         if rec.recorded:
             return
         rec.status_code, rec.error = status, error
-        rec.usage = self.reader.read_usage() or Usage.estimate(
-            served.request.messages, self.reader.completion_text()
+        rec.usage = (
+            usage
+            or self.reader.read_usage()
+            or Usage.estimate(served.request.messages, self.reader.completion_text())
         )
         rec.latency_ms = served.elapsed_ms()
         self.booking.book(rec, served.ticket, self.key)
+
+
+def _event_pieces(chunk: bytes) -> list[bytes]:
+    """A network read split after each SSE event's blank line (the reader joins pieces)."""
+    pieces = chunk.split(b"\n\n")
+    out = [piece + b"\n\n" for piece in pieces[:-1]]
+    if pieces[-1]:
+        out.append(pieces[-1])
+    return out
