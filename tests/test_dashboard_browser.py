@@ -87,7 +87,9 @@ def test_add_key_shows_it_masked_and_a_bad_form_keeps_its_input(page, fake):
     page.get_by_label("Requests per minute").fill("60")
     page.get_by_label("Per-model limits").fill("gpt-4o rpm=5")
     page.get_by_role("button", name="Add and test").click()
-    expect(page.locator("#base_url-error")).to_have_text("'base_url' must be an http(s) URL.")
+    expect(page.locator("#base_url-error")).to_have_text(
+        "'base_url' is not a valid URL (spaces or characters outside ASCII)."
+    )
     expect(page.get_by_label("Name", exact=True)).to_have_value("main")
     expect(page.get_by_label("Tokens per day")).to_have_value("1000")
     expect(page.get_by_label("Requests per minute")).to_have_value("60")
