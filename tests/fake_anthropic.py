@@ -195,8 +195,11 @@ class _Handler(BaseHTTPRequestHandler):
             events.append(_start(index, block))
             arguments = json.dumps(reply.tool_input)
             third = max(1, len(arguments) // 3)
-            for at in range(0, len(arguments), third):
-                piece = {"type": "input_json_delta", "partial_json": arguments[at : at + third]}
+            pieces = [arguments[at : at + third] for at in range(0, len(arguments), third)]
+            if len(arguments) > 300:  # a long input streams a few tokens at a time
+                pieces = _words(arguments)
+            for part in pieces:
+                piece = {"type": "input_json_delta", "partial_json": part}
                 events.append(_delta(index, piece))
             events.append(_stop(index))
         stop = "tool_use" if reply.kind == "tool_use" else "end_turn"
@@ -279,12 +282,20 @@ def _message(reply: Reply, model: str, usage: dict) -> dict:
 
 
 def _check(body: Any) -> str | None:
-    """What the real API refuses: no model, no max_tokens, roles other than user and
-    assistant, a tool_result answering no tool_use of the turn before."""
+    """What the real API refuses: no model, no max_tokens, a thinking budget under 1,024
+    or not below max_tokens, roles other than user and assistant, a tool_result answering
+    no tool_use of the turn before."""
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         return "model: Field required"
     if not isinstance(body.get("max_tokens"), int):
         return "max_tokens: Field required"
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        if budget >= body["max_tokens"]:
+            return "`max_tokens` must be greater than `thinking.budget_tokens`"
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return "messages: Field required"

@@ -236,9 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         chunks = []
         partial = {"promptTokenCount": usage["promptTokenCount"]}
-        if reply.thoughts:
-            part = {"text": reply.thoughts, "thought": True}
-            chunks.append(_chunk([part], model, partial))
+        for word in _words(reply.thoughts):  # thoughts stream as the answer does
+            chunks.append(_chunk([{"text": word, "thought": True}], model, partial))
         for word in _words(reply.text):
             chunks.append(_chunk([{"text": word}], model, partial))
         calls = _call_parts(reply, model)

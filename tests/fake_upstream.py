@@ -191,6 +191,15 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+def _argument_pieces(arguments: str) -> list[str]:
+    """A tool call's arguments as streamed: in three pieces, a long one word by word (as
+    upstreams send it, a few tokens at a time)."""
+    if len(arguments) > 300:
+        return _word_pieces(arguments)
+    third = max(1, len(arguments) // 3)
+    return [arguments[start : start + third] for start in range(0, len(arguments), third)]
+
+
 def _word_pieces(content: str) -> list[str]:
     """Split content into one piece per word that concatenate back to the exact content."""
     pieces = re.findall(r"\s*\S+", content)
@@ -492,6 +501,9 @@ class _Handler(BaseHTTPRequestHandler):
                                                    "output": [], "usage": None}}),
                 ("response.output_item.added", {"output_index": 0, "item": {
                     **call, "status": "in_progress", "arguments": ""}}),
+                *[("response.function_call_arguments.delta", {
+                    "item_id": call["id"], "output_index": 0, "delta": part})
+                  for part in _argument_pieces(call["arguments"])],
                 ("response.function_call_arguments.done", {
                     "item_id": call["id"], "output_index": 0, "arguments": call["arguments"]}),
                 ("response.output_item.done", {"output_index": 0, "item": call}),
@@ -604,10 +616,8 @@ class _Handler(BaseHTTPRequestHandler):
             call = {"index": 0, "id": TOOL_CALL_ID, "type": "function"}
             call["function"] = {"name": b.tool_name, "arguments": ""}
             chunks.append(chunk({"tool_calls": [call]}))
-            arguments = b.tool_arguments
-            third = max(1, len(arguments) // 3)
-            for start in range(0, len(arguments), third):
-                piece = {"index": 0, "function": {"arguments": arguments[start : start + third]}}
+            for part in _argument_pieces(b.tool_arguments):
+                piece = {"index": 0, "function": {"arguments": part}}
                 chunks.append(chunk({"tool_calls": [piece]}))
             chunks.append(chunk({}, "tool_calls"))
         else:

@@ -27,6 +27,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.reading import image_url, list_of, part_text, strings
 from gateway.usage import Usage
+from gateway.validation import is_int
 
 VERSION = "2023-06-01"
 FORMAT = "anthropic"
@@ -41,6 +42,8 @@ FINISH_REASONS = {
     "pause_turn": "stop",
 }
 EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+# The least thinking budget Anthropic takes; it must also stay below `max_tokens`.
+MIN_THINKING = 1024
 
 
 class AnthropicAdapter(ProviderAdapter):
@@ -61,8 +64,11 @@ class AnthropicAdapter(ProviderAdapter):
     def _payload(self, body: dict, native) -> tuple[dict, bool]:
         """(the Messages request, whether the client's own Anthropic body is sent)."""
         if native is not None and native[0] == FORMAT:
-            return {**native[1], "model": body["model"]}, True
-        return to_messages(body), False
+            payload, passthrough = {**native[1], "model": body["model"]}, True
+        else:
+            payload, passthrough = to_messages(body), False
+        fit_thinking(payload)
+        return payload, passthrough
 
     def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
         payload, passthrough = self._payload(body, native)
@@ -224,12 +230,12 @@ def to_messages(body: dict) -> dict:
                 _append(turns, "assistant", blocks)
         else:
             _append(turns, "user", _user_blocks(message.get("content")))
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
     out: dict = {
         "model": body["model"],
         "messages": turns,
-        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
-        or DEFAULT_MAX_TOKENS,
-    }  # fmt: skip
+        "max_tokens": asked or DEFAULT_MAX_TOKENS,
+    }
     if system:
         out["system"] = "\n\n".join(system)
     for name in ("temperature", "top_p"):
@@ -251,8 +257,27 @@ def to_messages(body: dict) -> dict:
     if isinstance(effort, str) and effort in EFFORT_BUDGETS:
         budget = EFFORT_BUDGETS[effort]
         out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        out["max_tokens"] = max(out["max_tokens"], budget + 1024)
+        if not asked:  # the default length grows to hold the thinking
+            out["max_tokens"] = max(out["max_tokens"], budget + 1024)
+        # A length asked (or a budget's cap) is the most of all output, reasoning included,
+        # as OpenAI counts it: the thinking is fitted under it.
     return out
+
+
+def fit_thinking(payload: dict) -> None:
+    """Keep extended thinking below `max_tokens`, as Anthropic requires and a budget's cap
+    needs (the upstream is never asked for more): its budget is lowered to leave room for
+    the answer, or thinking is dropped when not even the least budget fits."""
+    thinking = payload.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    budget, most = thinking.get("budget_tokens"), payload.get("max_tokens")
+    if not is_int(budget) or not is_int(most) or budget < most:
+        return
+    if most <= MIN_THINKING:
+        del payload["thinking"]
+        return
+    payload["thinking"] = {**thinking, "budget_tokens": max(MIN_THINKING, most - MIN_THINKING)}
 
 
 def _append(turns: list[dict], role: str, blocks: list[dict]) -> None:
@@ -401,6 +426,7 @@ class MessagesStream:
         self._start: dict = {}
         self._output = 0
         self._text: list[str] = []
+        self._billed: list[str] = []  # the text, thinking and tool calls, in order
         self._id = "chatcmpl-" + uuid.uuid4().hex[:24]
         self._model = ""
         self._created = int(time.time())
@@ -437,11 +463,12 @@ class MessagesStream:
             if isinstance(output, int):
                 self._output = output
         elif kind == "content_block_delta":
-            delta = payload.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                self._text.append(delta.get("text", ""))
+            self._read_delta(payload.get("delta"))
         elif kind == "content_block_start":  # a stream cut at the length closes it
             self.open_block = payload.get("index", 0)
+            block = payload.get("content_block")
+            if isinstance(block, dict) and isinstance(block.get("name"), str):
+                self._billed.append(block["name"])  # a tool call's name
         elif kind == "content_block_stop":
             self.open_block = None
         elif kind == "message_stop":
@@ -449,6 +476,17 @@ class MessagesStream:
         if self.passthrough:
             return [event + b"\n\n"]
         return self._translate(kind, payload)
+
+    def _read_delta(self, delta: object) -> None:
+        """Keep the billed output a block delta carries: text, thinking, tool input."""
+        if not isinstance(delta, dict):
+            return
+        for field in ("text", "thinking", "partial_json"):
+            piece = delta.get(field)
+            if isinstance(piece, str):
+                self._billed.append(piece)
+                if field == "text":
+                    self._text.append(piece)
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
         chunk = {
@@ -519,3 +557,6 @@ class MessagesStream:
 
     def completion_text(self) -> str:
         return "".join(self._text)
+
+    def billable_text(self) -> str:
+        return "".join(self._billed)

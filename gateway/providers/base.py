@@ -50,6 +50,11 @@ class StreamReader(Protocol):
     def completion_text(self) -> str:
         """The answer's text sent so far, for counting tokens of an unfinished stream."""
 
+    def billable_text(self) -> str:
+        """Every output the upstream bills, sent so far and in order: the answer's text,
+        tool-call names and arguments, reasoning. It only ever grows at its end (a meter
+        counts only what was added since it last looked)."""
+
 
 @dataclass(frozen=True)
 class ContextOverflow:

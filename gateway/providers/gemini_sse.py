@@ -147,6 +147,7 @@ class GeminiStream:
         self._buffer = b""
         self._metadata: dict | None = None
         self._text: list[str] = []
+        self._billed: list[str] = []  # the text, thoughts and function calls, in order
         self._id = "chatcmpl-" + uuid.uuid4().hex[:24]
         self._created = int(time.time())
         self._calls: dict[int, int] = {}  # choice → tool calls sent
@@ -197,14 +198,17 @@ class GeminiStream:
             out.append(self._chunk(index, {"role": "assistant", "content": ""}))
         texts, thoughts, calls = split_parts(candidate)
         if thoughts:
+            self._billed += thoughts
             out.append(self._chunk(index, {"reasoning_content": "".join(thoughts)}))
         if texts:
             text = "".join(texts)
             self._text.append(text)
+            self._billed.append(text)
             out.append(self._chunk(index, {"content": text}))
         if calls:
             first = self._calls[index]
             pieces = [tool_call(call, first + n) for n, call in enumerate(calls)]
+            self._billed += [p["function"]["name"] + p["function"]["arguments"] for p in pieces]
             self._calls[index] += len(calls)
             out.append(self._chunk(index, {"tool_calls": pieces}))
         if candidate.get("finishReason") and index in self._open:
@@ -243,3 +247,6 @@ class GeminiStream:
 
     def completion_text(self) -> str:
         return "".join(self._text)
+
+    def billable_text(self) -> str:
+        return "".join(self._billed)

@@ -166,12 +166,22 @@ class ResponsesEvents:
     `.incomplete` or `.failed`) and the text sent so far."""
 
     ENDS = (b"response.completed", b"response.incomplete", b"response.failed")
+    # The deltas of what is billed as output: the answer, tool calls' input, reasoning.
+    BILLED = {
+        "response.output_text.delta": True,  # True: the answer's text
+        "response.refusal.delta": True,
+        "response.function_call_arguments.delta": False,
+        "response.custom_tool_call_input.delta": False,
+        "response.reasoning_text.delta": False,
+        "response.reasoning_summary_text.delta": False,
+    }
 
     def __init__(self) -> None:
         self.done = False
         self._buffer = b""
         self._usage: Usage | None = None
         self._text: list[str] = []
+        self._billed: list[str] = []  # every billed delta, in order
         self.response: dict | None = None  # as `response.created` announced it
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -182,7 +192,7 @@ class ResponsesEvents:
         while (end := self._buffer.find(b"\n\n")) != -1:
             event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
             out.append(event + b"\n\n")
-            if b"output_text.delta" in event or any(name in event for name in self.ENDS):
+            if b".delta" in event or any(name in event for name in self.ENDS):
                 self._read(event)
             elif self.response is None and b"response.created" in event:
                 self._read(event)  # the response a stream cut at the length ends
@@ -196,8 +206,10 @@ class ResponsesEvents:
             if payload is None:
                 continue
             kind = payload.get("type")
-            if kind == "response.output_text.delta" and isinstance(payload.get("delta"), str):
-                self._text.append(payload["delta"])
+            if kind in self.BILLED and isinstance(payload.get("delta"), str):
+                self._billed.append(payload["delta"])
+                if self.BILLED[kind]:
+                    self._text.append(payload["delta"])
             elif kind == "response.created" and isinstance(payload.get("response"), dict):
                 self.response = payload["response"]
             elif kind in ("response.completed", "response.incomplete", "response.failed"):
@@ -209,6 +221,9 @@ class ResponsesEvents:
 
     def completion_text(self) -> str:
         return "".join(self._text)
+
+    def billable_text(self) -> str:
+        return "".join(self._billed)
 
 
 def completion_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamReply:

@@ -31,6 +31,7 @@ class SSEFilter:
         # The text of the events read so far (read as asked: a stream's length is watched
         # while it passes, and re-reading every event each time would be quadratic).
         self._text: list[str] = []
+        self._billed: list[str] = []  # the text, tool calls and reasoning, in order
         self._read_events = 0
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -77,19 +78,48 @@ class SSEFilter:
 
     def completion_text(self) -> str:
         """The content sent so far, for counting tokens of an unfinished stream."""
-        parts = self._text
+        self._read_sent()
+        return "".join(self._text)
+
+    def billable_text(self) -> str:
+        """The content, tool calls and reasoning sent so far (all billed as output)."""
+        self._read_sent()
+        return "".join(self._billed)
+
+    def _read_sent(self) -> None:
         fresh, self._read_events = self.sent_events[self._read_events :], len(self.sent_events)
         for event in fresh:
             chunk = _parse_data(event)
             for choice in (chunk or {}).get("choices") or ():
-                if not isinstance(choice, dict):
-                    continue
-                delta = choice.get("delta")
-                if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                    parts.append(delta["content"])
-                elif isinstance(choice.get("text"), str):  # a legacy text completion
-                    parts.append(choice["text"])
-        return "".join(parts)
+                if isinstance(choice, dict):
+                    self._read_choice(choice)
+
+    def _read_choice(self, choice: dict) -> None:
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            if isinstance(choice.get("text"), str):  # a legacy text completion
+                self._text.append(choice["text"])
+                self._billed.append(choice["text"])
+            return
+        # Reasoning: `reasoning_content` (DeepSeek, vLLM), `reasoning` (OpenRouter, Ollama).
+        for name in ("reasoning_content", "reasoning"):
+            if isinstance(delta.get(name), str):
+                self._billed.append(delta[name])
+        if isinstance(delta.get("content"), str):
+            self._text.append(delta["content"])
+            self._billed.append(delta["content"])
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            if isinstance(call, dict):
+                self._billed += _call_text(call.get("function"))
+        self._billed += _call_text(delta.get("function_call"))  # the legacy single call
+
+
+def _call_text(function: object) -> list[str]:
+    """A streamed function call's name and arguments (the pieces it carries)."""
+    if not isinstance(function, dict):
+        return []
+    return [function[k] for k in ("name", "arguments") if isinstance(function.get(k), str)]
 
 
 def usage_of(usage: object) -> Usage | None:

@@ -17,8 +17,9 @@ from gateway.usage import Usage
 
 
 class AnswerMeter:
-    """Counts the answer's tokens as the stream passes, cheaply: the text is tokenized only
-    once the bytes received could hold the cap (a token is at least one byte)."""
+    """Counts the answer's tokens as the stream passes (its text, tool calls and reasoning:
+    all that the upstream bills as output), cheaply: the text is tokenized only once the
+    bytes received could hold the cap (a token is at least one byte)."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -32,7 +33,7 @@ class AnswerMeter:
         if self.counted + self._unread_bytes < self.cap:
             return False
         self._unread_bytes = 0
-        text = reader.completion_text()
+        text = reader.billable_text()
         self.counted += tokens.count_text(text[self._read :])
         self._read = len(text)
         return self.counted >= self.cap

@@ -223,7 +223,7 @@ class StreamRelay:
         """End the stream at the answer its budget reservation pays for: booked as it
         stands, the upstream let go, the client told its answer reached the length."""
         served = self.served
-        counted = Usage.estimate(served.request.messages, self.reader.completion_text())
+        counted = Usage.estimate(served.request.messages, self.reader.billable_text())
         reported = self.reader.read_usage()  # a partial count, if any: the larger is booked
         if reported is not None and reported.output_tokens >= counted.output_tokens:
             counted = reported
@@ -257,7 +257,7 @@ class StreamRelay:
         rec.usage = (
             usage
             or self.reader.read_usage()
-            or Usage.estimate(served.request.messages, self.reader.completion_text())
+            or Usage.estimate(served.request.messages, self.reader.billable_text())
         )
         rec.latency_ms = served.elapsed_ms()
         self.booking.book(rec, served.ticket, self.key)
