@@ -7,7 +7,8 @@ behaviour, then ``Behaviour.ok()``. Secrets are only labels; a missing bearer is
 Token accounting is deterministic so tests can predict it:
   prompt_tokens     = (total characters of all message contents) // 4 + number of messages
                       (list contents count the ``text`` of their text parts)
-  completion_tokens = number of whitespace-separated words in the reply content
+  completion_tokens = number of whitespace-separated words in the reply content (and
+                      in its reasoning and tool-call arguments)
 """
 
 from __future__ import annotations
@@ -549,7 +550,8 @@ class _Handler(BaseHTTPRequestHandler):
                 else count_prompt_tokens(body["messages"])
             ),
             "completion_tokens": count_completion_tokens(b.content)
-            + (count_completion_tokens(b.tool_arguments) if b.tool_name else 0),
+            + (count_completion_tokens(b.tool_arguments) if b.tool_name else 0)
+            + count_completion_tokens(b.reasoning),  # billed as output, as upstreams do
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"

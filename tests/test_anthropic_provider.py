@@ -172,7 +172,7 @@ def test_openai_stream_and_tool_round_trip(client, key, claude):
 def test_anthropic_clients_get_passthrough(messages_sdk, key, claude, server, admin):
     body = {
         "model": MODEL,
-        "max_tokens": 300,
+        "max_tokens": 2000,  # more than the thinking budget, as the API requires
         "system": [{"type": "text", "text": "Cached.", "cache_control": {"type": "ephemeral"}}],
         "messages": [{"role": "user", "content": "hi"}],
         "thinking": {"type": "enabled", "budget_tokens": 1024},

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from gateway.errors import GatewayError
+from gateway.providers.anthropic import fit_thinking
 from gateway.providers.base import UpstreamReply
 
 # The answer-length fields of the gateway's (OpenAI chat) body, and of each native format.
@@ -75,6 +76,8 @@ class ProxyRequest:
             name = NATIVE_ANSWER_FIELDS.get(self.native[0])
             if name is not None:
                 self.native[1][name] = most
+            if self.native[0] == "anthropic":  # its thinking must stay below max_tokens
+                fit_thinking(self.native[1])
 
 
 class Dialect(ABC):

@@ -64,11 +64,8 @@ class AnthropicAdapter(ProviderAdapter):
     def _payload(self, body: dict, native) -> tuple[dict, bool]:
         """(the Messages request, whether the client's own Anthropic body is sent)."""
         if native is not None and native[0] == FORMAT:
-            payload, passthrough = {**native[1], "model": body["model"]}, True
-        else:
-            payload, passthrough = to_messages(body), False
-        fit_thinking(payload)
-        return payload, passthrough
+            return {**native[1], "model": body["model"]}, True
+        return to_messages(body), False
 
     def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
         payload, passthrough = self._payload(body, native)
@@ -261,6 +258,7 @@ def to_messages(body: dict) -> dict:
             out["max_tokens"] = max(out["max_tokens"], budget + 1024)
         # A length asked (or a budget's cap) is the most of all output, reasoning included,
         # as OpenAI counts it: the thinking is fitted under it.
+        fit_thinking(out)
     return out
 
 
