@@ -228,8 +228,8 @@ def test_schemathesis_run_with_every_check_finds_nothing(fresh):
                 found.extend(_failures(event))
             elif isinstance(event, events.NonFatalError | events.FatalError):
                 found.append(f"{event.label}: {event.info.format()}")
-    assert tested[0] > 100 and tested[1] > 2000, tested
     assert not found, "\n\n".join(found)
+    assert tested[0] > 100 and tested[1] > 1500, tested
 
 
 def _schema_for_a_full_run(url: str):
