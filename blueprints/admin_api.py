@@ -87,8 +87,7 @@ def _on_document(check) -> None:
     try:
         check()
     except apischema.SchemaError as exc:
-        field = exc.path.split(".")[0].split("[")[0]
-        raise GatewayError(400, str(exc), param=field) from None
+        raise GatewayError(400, str(exc), param=exc.path) from None
 
 
 @bp.errorhandler(keyring.KeyInputError)

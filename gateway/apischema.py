@@ -218,8 +218,9 @@ def check(schema: dict, value: object, path: str = "body") -> None:
 
 
 def _check_any(schema: dict, value: object, path: str) -> None:
-    """One of the forms must fit. Else the error of the form meant (the one whose kind
-    and choices fit, failing further in), or the schema's own rule (`x-rule`)."""
+    """One of the forms must fit. Else a rule between fields (`x-rule` on `x-field`), or
+    the error of the form meant (the one whose kind and choices fit, failing further in),
+    or the schema's own rule when no one form was meant."""
     errors = []
     for part in schema["anyOf"]:
         try:
@@ -229,9 +230,9 @@ def _check_any(schema: dict, value: object, path: str) -> None:
         else:
             return
     meant = [e for e in errors if not e.form]
-    if len(meant) == 1 or "x-rule" not in schema:
-        raise (meant or errors)[0]
-    raise _broken_rule(schema, path)
+    if "x-field" in schema or ("x-rule" in schema and len(meant) != 1):
+        raise _broken_rule(schema, path)
+    raise (meant or errors)[0]
 
 
 def _broken_rule(schema: dict, path: str) -> SchemaError:
@@ -295,8 +296,8 @@ def _check_object(schema: dict, value: dict, path: str) -> None:
         if name in properties:
             check(properties[name], item, at(name))
         elif extra is False:
-            known = ", ".join(properties)
-            raise SchemaError(at(name), f"Unknown field '{at(name)}'; known: {known}.")
+            known = f"known: {', '.join(properties)}" if properties else "none is taken here"
+            raise SchemaError(at(name), f"Unknown field '{at(name)}'; {known}.")
         elif isinstance(extra, dict):
             check(extra, item, at(name))
 

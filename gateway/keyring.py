@@ -232,10 +232,9 @@ def key_input_schema(creating: bool) -> dict:
     schema = apischema.obj(properties, required=required)
     schema["anyOf"] = _per_provider(creating)
     schema["x-rule"] = (
-        "'base_url' and 'options' must be what the key's provider takes: an http(s) URL, "
-        "or a cli:// name for a CLI provider; options only the provider's own."
+        "must give a base_url and options the provider takes: an http(s) URL (a cli:// "
+        "name for a CLI provider), and only the provider's own options"
     )
-    schema["x-field"] = "base_url"
     return schema
 
 
