@@ -24,14 +24,14 @@ USD = {
             "pattern": rf"^(?:(?:0|[1-9][0-9]{{0,8}}){_CENTS}|{_BILLION})$",
             "x-expected": 'be an amount in USD such as "10.00" (up to 1000000000, six decimals)',
             "example": "10.00",
-        },  # fmt: skip
+        },
         {"type": "integer", "minimum": 0, "maximum": 10**9},
     ],
     "x-rule": 'must be an amount in USD such as "10.00": up to 1000000000, six decimals',
 }
-# The same, more than 0.
 # 0.000001 to 0.999999: six decimals at most, one of them not 0.
 _FRACTION = r"0\.(?:" + "|".join(f"0{{{n}}}[1-9][0-9]{{0,{5 - n}}}" for n in range(6)) + ")"
+# The same, more than 0 (a cost limit, a top-up).
 POSITIVE_USD = {
     "anyOf": [
         {
@@ -39,7 +39,7 @@ POSITIVE_USD = {
             "pattern": rf"^(?:[1-9][0-9]{{0,8}}{_CENTS}|{_BILLION}|{_FRACTION})$",
             "x-expected": 'be an amount in USD above 0 such as "10.00" (six decimals at most)',
             "example": "10.00",
-        },  # fmt: skip
+        },
         {"type": "integer", "minimum": 1, "maximum": 10**9},
     ],
     "x-rule": 'must be an amount in USD above 0 such as "10.00": up to 1000000000',
@@ -74,7 +74,7 @@ MODELS = {
             "maxLength": 2048,
             "pattern": rf"[^{BLANK},]",
             "x-expected": "name at least one model id",
-        },  # fmt: skip
+        },
     ],
     "description": 'Model ids, or ["*"] for any; a comma-separated string is read as a list.',
     "x-rule": 'must be a list of model ids (at most 16), or "*" for any',
@@ -159,12 +159,12 @@ def strings(*names: str, nullable_names: tuple = ()) -> dict:
 
 class SchemaError(ValueError):
     """A value the schema does not allow; `path` names it (`models[2]`, `model_limits.x`).
-    `form`: the value is not of the kind (type, or enum when choosing between forms)."""
+    `kind`: "type", "enum" or "not" when that is what failed (see _check_any)."""
 
-    def __init__(self, path: str, message: str, form: bool = False) -> None:
+    def __init__(self, path: str, message: str, kind: str = "") -> None:
         super().__init__(message)
         self.path = path
-        self.form = form
+        self.kind = kind
 
 
 _TYPES = {
@@ -191,15 +191,15 @@ def check(schema: dict, value: object, path: str = "body") -> None:
     if value is None and schema.get("nullable"):
         return
     if value is None and "type" in schema:
-        raise SchemaError(path, f"'{path}' must not be null.", form=True)
+        raise SchemaError(path, f"'{path}' must not be null.", "type")
     kind = schema.get("type")
     if kind is not None and (
         not isinstance(value, _TYPES[kind]) or (isinstance(value, bool) and kind != "boolean")
     ):
-        raise SchemaError(path, f"'{path}' must be {_NAMES[kind]}.", form=True)
+        raise SchemaError(path, f"'{path}' must be {_NAMES[kind]}.", "type")
     if "enum" in schema and value not in schema["enum"]:
         choices = ", ".join(str(v) for v in schema["enum"] if v is not None)
-        raise SchemaError(path, f"'{path}' must be one of: {choices}.", form=True)
+        raise SchemaError(path, f"'{path}' must be one of: {choices}.", "enum")
     if isinstance(value, str):
         _check_string(schema, value, path)
     elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -214,13 +214,12 @@ def check(schema: dict, value: object, path: str = "body") -> None:
         _check_any(schema, value, path)
     if "not" in schema and _fits(schema["not"], value, path):
         # A form ruled out (e.g. "provider not given"): another form is the one meant.
-        raise SchemaError(path, f"'{path}' is not allowed in this form.", form=True)
+        raise SchemaError(path, f"'{path}' is not allowed in this form.", "not")
 
 
 def _check_any(schema: dict, value: object, path: str) -> None:
     """One of the forms must fit. Else a rule between fields (`x-rule` on `x-field`), or
-    the error of the form meant (the one whose kind and choices fit, failing further in),
-    or the schema's own rule when no one form was meant."""
+    the error of the one form meant, or the schema's own rule when no one form was."""
     errors = []
     for part in schema["anyOf"]:
         try:
@@ -229,7 +228,11 @@ def _check_any(schema: dict, value: object, path: str) -> None:
             errors.append(exc)
         else:
             return
-    meant = [e for e in errors if not e.form]
+    # Not the form meant: another kind of value, or another choice of a field that picks
+    # the form (a provider), or a form ruled out. Any other error is the form's own.
+    meant = [
+        e for e in errors if e.kind not in ("enum", "not") and (e.kind, e.path) != ("type", path)
+    ]
     if "x-field" in schema or ("x-rule" in schema and len(meant) != 1):
         raise _broken_rule(schema, path)
     raise (meant or errors)[0]

@@ -237,7 +237,7 @@ _PER_MTOK = {
             "type": "string",
             "pattern": r"^(?:(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?|1000000(?:\.0{1,6})?)$",
             "x-expected": 'be USD per million tokens such as "2.50", from 0 to 1000000',
-        },  # fmt: skip
+        },
         {"type": "integer", "minimum": 0, "maximum": 1_000_000},
     ],
     "x-rule": 'must be USD per million tokens such as "2.50", from 0 to 1000000',

@@ -53,7 +53,7 @@ SCHEMA = {
             "type": "string",
             "pattern": NAME.pattern.replace(r"\*?$", "$"),
             "x-expected": "be a model name, not a pattern",
-        },  # fmt: skip
+        },
         "maxItems": MAX_FALLBACKS,
     },
     "paid": apischema.BOOLEAN,
@@ -73,12 +73,10 @@ def input_schema(creating: bool) -> dict:
     """The body parse() accepts, as an OpenAPI schema. Rules between fields are anyOf
     forms (on an update the field left out is the saved route's: a clash is a 409)."""
     schema = apischema.obj(SCHEMA, required=("name",) if creating else ())
-    star_target = {"properties": {"target": {"type": "string", "pattern": r"\*"}},
-                   "required": ["target"]}  # fmt: skip
-    pattern_name = {"properties": {"name": {"pattern": r"\*$"}}, "required": ["name"]}
-    with_fallbacks = {"properties": {"fallbacks": {"minItems": 1}}, "required": ["fallbacks"]}
-    overflow = {"properties": {"on_context_overflow": {"enum": [FALLBACK]}},
-                "required": ["on_context_overflow"]}  # fmt: skip
+    star_target = _given("target", {"type": "string", "pattern": r"\*"})
+    pattern_name = _given("name", {"pattern": r"\*$"})
+    with_fallbacks = _given("fallbacks", {"minItems": 1})
+    overflow = _given("on_context_overflow", {"enum": [FALLBACK]})
     if not creating:
         pattern_name = {"anyOf": [pattern_name, {"not": {"required": ["name"]}}]}
         with_fallbacks = {"anyOf": [with_fallbacks, {"not": {"required": ["fallbacks"]}}]}
@@ -87,14 +85,19 @@ def input_schema(creating: bool) -> dict:
             "anyOf": [{"not": star_target}, pattern_name],
             "x-rule": STAR_RULE,
             "x-field": "target",
-        },  # fmt: skip
+        },
         {
             "anyOf": [{"not": overflow}, with_fallbacks],
             "x-rule": FALLBACK_RULE,
             "x-field": "on_context_overflow",
-        },  # fmt: skip
+        },
     ]
     return schema
+
+
+def _given(field: str, schema: dict) -> dict:
+    """A form of the body: `field` is there and fits `schema`."""
+    return {"properties": {field: schema}, "required": [field]}
 
 
 class RouteInputError(ValueError):
