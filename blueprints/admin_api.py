@@ -72,6 +72,8 @@ def authenticate() -> None:
     if request.method not in SAFE_METHODS:
         _json()  # any change's body is checked, even where the route ignores it
     _on_document(lambda: openapi.check_query(request.endpoint, request.args))
+    if request.url_rule is not None:
+        _on_document(lambda: openapi.check_path(request.url_rule.rule, request.view_args or {}))
     gateway().books.flush()
 
 

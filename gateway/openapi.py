@@ -361,7 +361,7 @@ def path_of(rule: str) -> tuple[str, list[dict]]:
     """A Flask rule as an OpenAPI path, with its path parameters."""
     parameters = []
     for converter, name in _CONVERTER.findall(rule):
-        schema = _PATH_TYPES.get(converter) or _PATH_NAMES.get(name)
+        schema = _PATH_NAMES.get(name) or _PATH_TYPES.get(converter)
         schema = schema or {"type": "string", "minLength": 1}
         parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     return _CONVERTER.sub(r"{\2}", rule), parameters
@@ -468,6 +468,13 @@ def check_query(endpoint: str | None, query: Mapping[str, str]) -> None:
         name = parameter["name"]
         if name in query:
             s.check(parameter["schema"], _typed(parameter["schema"], query[name]), name)
+
+
+def check_path(rule: str, values: Mapping[str, object]) -> None:
+    """SchemaError for a path parameter (`/prices/<model>`) the document does not allow."""
+    for parameter in path_of(rule)[1]:
+        if parameter["name"] in values:
+            s.check(parameter["schema"], values[parameter["name"]], parameter["name"])
 
 
 def check_body(endpoint: str | None, body: object, sent: bool) -> None:

@@ -27,6 +27,8 @@ FORBIDDEN = [
     ("GET", "/logs", None, "profile=%20", "profile"),
     ("GET", "/keys/active", None, "profile=", "profile"),
     ("GET", "/statistics", None, "from=1291-01-01", "from"),
+    ("GET", "/prices/" + "m" * 129, None, "", "model"),
+    ("PUT", "/profiles/-x", {}, "", "name"),
     ("POST", "/keys/sync", {}, "provider=%0C", "provider"),
     ("POST", "/keys/{key}/toggle", [None, None], "", "body"),
     ("POST", "/keys/{key}/toggle", "null", "", "body"),
