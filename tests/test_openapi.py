@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.config import SchemathesisConfig
+from schemathesis.config import CacheConfig, SchemathesisConfig
 from schemathesis.engine import Status, events, from_schema
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -235,7 +235,8 @@ def test_schemathesis_run_with_every_check_finds_nothing(fresh):
 def _schema_for_a_full_run(url: str):
     """The document, set up as `st run --checks all --mode all -n EXAMPLES --seed SEED
     --workers 1` with the master key."""
-    config = SchemathesisConfig()
+    # No crash cache (.schemathesis/): every run the same cases, no file left behind.
+    config = SchemathesisConfig(cache=CacheConfig(enabled=False))
     config.update(seed=SEED, max_failures=None)
     project = config.projects.override
     project.update(headers=AUTH, workers=1, request_timeout=10)
