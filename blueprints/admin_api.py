@@ -71,6 +71,7 @@ def authenticate() -> None:
         require_master_key()
     if request.method not in SAFE_METHODS:
         _json()  # any change's body is checked, even where the route ignores it
+    # The query and path as the OpenAPI document allows them (the body: contract()).
     _on_document(lambda: openapi.check_query(request.endpoint, request.args))
     if request.url_rule is not None:
         _on_document(lambda: openapi.check_path(request.url_rule.rule, request.view_args or {}))
@@ -86,6 +87,7 @@ def contract() -> None:
 
 
 def _on_document(check) -> None:
+    """Run a check of gateway.openapi; what it refuses is a 400 naming the field."""
     try:
         check()
     except apischema.SchemaError as exc:
