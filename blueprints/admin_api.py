@@ -23,10 +23,12 @@ from blueprints.web import SAFE_METHODS, audit
 from blueprints.web import actor as web_actor
 from extensions import csrf, db
 from gateway import (
+    apischema,
     budgets,
     clientkeys,
     credits,
     keyring,
+    openapi,
     periods,
     pricing,
     reports,
@@ -69,7 +71,27 @@ def authenticate() -> None:
         require_master_key()
     if request.method not in SAFE_METHODS:
         _json()  # any change's body is checked, even where the route ignores it
+    # The query and path as the OpenAPI document allows them (the body: contract()).
+    _on_document(lambda: openapi.check_query(request.endpoint, request.args))
+    if request.url_rule is not None:
+        _on_document(lambda: openapi.check_path(request.url_rule.rule, request.view_args or {}))
     gateway().books.flush()
+
+
+def contract() -> None:
+    """A 400 naming the field when the body is not one the OpenAPI document allows. Views
+    call it after their own parser, whose messages say more about its rules; what that
+    parser tolerates (it also reads forms and YAML) but the document does not ends here."""
+    sent = request.is_json and bool(request.get_data(cache=True))  # blank is no JSON
+    _on_document(lambda: openapi.check_body(request.endpoint, _json(), sent))
+
+
+def _on_document(check) -> None:
+    """Run a check of gateway.openapi; what it refuses is a 400 naming the field."""
+    try:
+        check()
+    except apischema.SchemaError as exc:
+        raise GatewayError(400, str(exc), param=exc.path) from None
 
 
 @bp.errorhandler(keyring.KeyInputError)
@@ -160,6 +182,7 @@ def list_keys():
 def create_key():
     """Add a provider key; the secret is stored encrypted and answered masked."""
     data = keyring.parse_key_input(_json(), creating=True)
+    contract()
     key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
     audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
     commit_keys()
@@ -174,9 +197,11 @@ def get_key(key_id: int):
 
 @bp.put("/keys/<int:key_id>")
 def update_key(key_id: int):
-    """Change a key's fields (any subset; a new secret replaces the old)."""
+    """Change a key's fields (any subset; a new secret replaces the old). A base_url or
+    options that do not suit the saved provider (or the reverse) are a 409."""
     key = _key_or_404(key_id)
     data = keyring.parse_key_input(_json(), creating=False)
+    contract()
     keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
     fields = sorted(k for k, v in (_json() or {}).items() if k != "secret")
     audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
@@ -234,6 +259,7 @@ def sync_keys():
     for name, value in (("profile", profile), ("provider", provider)):
         if value is not None and not isinstance(value, str):
             raise GatewayError(400, f"'{name}' must be a string.", param=name)
+    contract()
     audit("keys.sync", f"profile:{profile or '*'}", provider=provider)
     db.session.commit()
     db.session.remove()
@@ -248,6 +274,7 @@ def toggle_key(key_id: int):
     active = body.get("active", key.status == "disabled")
     if not isinstance(active, bool):
         raise keyring.KeyInputError("active", "'active' must be true or false.")
+    contract()
     keyring.set_enabled(key, active, utcnow(), web_actor())
     audit("key.enable" if active else "key.disable", f"key:{key.id}")
     commit_keys()
@@ -340,8 +367,10 @@ def _commit_client_keys() -> None:
 
 @bp.post("/client-keys")
 def create_client_key():
-    """A key for an app, bound to a profile. The answer holds the key itself, once."""
+    """A key for an app, bound to a profile. The answer holds the key itself, once.
+    An `expires_at` must be in the future."""
     data = clientkeys.parse(_json(), creating=True)
+    contract()
     row, key = clientkeys.create(
         db.session, data, web_actor(), utcnow(), defaults=client_key_defaults()
     )
@@ -370,6 +399,7 @@ def update_client_key(key_id: int):
     """Change name, profile, models or expiry (the key itself never changes)."""
     row = _client_key_or_404(key_id)
     data = clientkeys.parse(_json(), creating=False)
+    contract()
     clientkeys.update(db.session, row, data, utcnow())
     audit("client_key.update", f"client_key:{row.id}", fields=sorted(_json()))
     _commit_client_keys()
@@ -432,6 +462,7 @@ def set_price(model: str):
         fields = ("input_per_mtok", "output_per_mtok", "per_request")
         field = next((f for f in fields if f in str(exc)), None)
         raise GatewayError(400, str(exc), param=field) from None
+    contract()
     body = _json()
     audit(
         "price.set",
@@ -460,7 +491,8 @@ def delete_price(model: str):
 
 @bp.post("/client-keys/<int:key_id>/topup")
 def top_up_client_key(key_id: int):
-    """Raise a key's budget: `{"amount": "5.00"}` USD is added to its max_budget."""
+    """Raise a key's budget: `{"amount": "5.00"}` USD is added to its max_budget (a key
+    without one, max_budget null, is a 409)."""
     row = _client_key_or_404(key_id)
     body = _json() if isinstance(_json(), dict) else {}
     try:
@@ -469,10 +501,11 @@ def top_up_client_key(key_id: int):
         raise GatewayError(400, str(exc), param="amount") from None
     if not amount:
         raise GatewayError(400, "'amount' must be a positive amount in USD.", param="amount")
+    contract()
     reference = credits.top_up(db.session, row.id, amount, utcnow(), web_actor())
-    if reference is None:
+    if reference is None:  # a conflict with the key as saved: the request itself is fine
         raise GatewayError(
-            400, "This key has no budget to top up; set max_budget first.", param="amount"
+            409, "This key has no budget to top up; set max_budget first.", param="amount"
         )
     audit("client_key.topup", f"client_key:{row.id}", amount=usd(amount), reference=reference)
     db.session.commit()
@@ -511,17 +544,17 @@ def _choice_arg(name: str, choices: tuple, default: str) -> str:
 def statistics():
     """Totals by day or month, globally or per profile / provider key / client key / model,
     as JSON or CSV: `group`, `period`, `from`, `to` (dates, default the last 30 days),
-    `format`."""
+    `format`. A `from` after `to` is a 400."""
     today = periods.local_day(utcnow())
     group = _choice_arg("group", reports.GROUPS, "global")
     period = _choice_arg("period", reports.PERIODS, "day")
     output = _choice_arg("format", ("json", "csv"), "json")
-    last = _day_arg("to", today)
-    first = _day_arg("from", last - timedelta(days=29))
+    # Defaults: the 30 days up to today, or up to `from` when that is later.
+    first = _day_arg("from", None)
+    last = _day_arg("to", today if first is None else max(today, first))
+    first = first or last - timedelta(days=29)
     if first > last:
         raise GatewayError(400, "'from' is after 'to'.", param="from")
-    if (last - first).days > 3660:
-        raise GatewayError(400, "Ask for at most ten years at a time.", param="from")
     rows = reports.statistics(db.session, group, period, first, last)
     for row in rows:
         row["cost_usd"] = usd(row.pop("cost_micros"))
@@ -598,7 +631,9 @@ def list_routes():
 @bp.post("/routes")
 def create_route():
     """Add a route: `{"name": "smart", "target": "gpt-4o", "fallbacks": ["gpt-4o-mini"]}`."""
-    route = routes.save(db.session, routes.parse(_json(), creating=True), utcnow())
+    values = routes.parse(_json(), creating=True)
+    contract()
+    route = routes.save(db.session, values, utcnow())
     audit("route.create", f"route:{route.name}", route=route.to_dict())
     commit_keys()
     return jsonify(route.to_dict()), 201
@@ -611,9 +646,12 @@ def get_route(route_id: int):
 
 @bp.put("/routes/<int:route_id>")
 def update_route(route_id: int):
-    """Change the fields given."""
+    """Change the fields given. A target with '*' on a route that is not a pattern, or
+    'fallback' on a route without fallbacks, clashing with the saved route: a 409."""
     route = _route_or_404(route_id)
-    routes.save(db.session, routes.parse(_json(), creating=False), utcnow(), route)
+    values = routes.parse(_json(), creating=False)
+    contract()
+    routes.save(db.session, values, utcnow(), route)
     audit("route.update", f"route:{route.name}", route=route.to_dict())
     commit_keys()
     return jsonify(route.to_dict())
@@ -642,6 +680,7 @@ def put_profile(name: str):
     if not keyring.PROFILE_NAME.match(name):
         raise GatewayError(400, "A profile name may hold letters, digits, '_', '.', '-'.")
     values = keyring.parse_profile_settings(_json())
+    contract()
     profile = keyring.get_or_create_profile(db.session, name, utcnow())
     for column, value in values.items():
         setattr(profile, column, value)

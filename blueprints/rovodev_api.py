@@ -62,6 +62,7 @@ def create_account():
     """Add an account: `email`, `apiToken` (stored encrypted), optional `profile`,
     `cloudId`, `dailyTokenLimit` (default 20,000,000), `authScheme`, `baseUrl`."""
     data = rovodev_accounts.account_input(admin_api._json())
+    admin_api.contract()
     try:
         key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
     except keyring.KeyInputError as exc:
@@ -77,6 +78,7 @@ def update_account(key_id: int):
     key = _account_or_404(key_id)
     body = admin_api._json()
     data = rovodev_accounts.account_input(body, key)
+    admin_api.contract()
     try:
         keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
     except keyring.KeyInputError as exc:
@@ -127,6 +129,7 @@ def sync_accounts():
     profile = request.args.get("profile") or body.get("profile")
     if profile is not None and not isinstance(profile, str):
         raise GatewayError(400, "'profile' must be a string.", param="profile")
+    admin_api.contract()
     audit("keys.sync", f"profile:{profile or '*'}", provider=PROVIDER)
     db.session.commit()
     db.session.remove()

@@ -196,13 +196,16 @@ LIMIT_SCHEMAS = {
     "rpm_limit": _COUNT,
     "tpm_limit": _COUNT,
     "model_limits": apischema.nullable(
-        apischema.mapping(
-            apischema.obj({"rpm": _COUNT, "tpm": _COUNT}, min_properties=1), max_properties=8
-        )
+        {
+            **apischema.mapping(
+                apischema.obj({"rpm": _COUNT, "tpm": _COUNT}, min_properties=1), max_properties=8
+            ),
+            "description": 'By model id (not blank): {"gpt-4o": {"rpm": 10, "tpm": 30000}}.',
+        }
     ),
-    "daily_cost_limit": apischema.nullable(apischema.USD),
-    "monthly_cost_limit": apischema.nullable(apischema.USD),
-    "total_cost_limit": apischema.nullable(apischema.USD),
+    "daily_cost_limit": apischema.nullable(apischema.POSITIVE_USD),
+    "monthly_cost_limit": apischema.nullable(apischema.POSITIVE_USD),
+    "total_cost_limit": apischema.nullable(apischema.POSITIVE_USD),
     "expires_at": apischema.nullable(apischema.MOMENT),
     "responses_api": apischema.BOOLEAN,
     "weight": apischema.nullable(apischema.integer(*WEIGHTS)),
@@ -218,7 +221,7 @@ def key_input_schema(creating: bool) -> dict:
     text["profile"] = apischema.text(64, pattern=PROFILE_NAME.pattern)
     text["provider"] = {"type": "string", "enum": sorted(ADAPTERS)}
     text["secret"] = apischema.text(4096, pattern=SECRET_PATTERN)
-    text["base_url"] = apischema.text(512, pattern=BASE_URL_PATTERN)
+    text["base_url"] = base_url_schema(("http", "https", "cli"))
     properties = {
         **text,
         "models": apischema.MODELS,
@@ -226,13 +229,53 @@ def key_input_schema(creating: bool) -> dict:
         **{name: LIMIT_SCHEMAS[name] for name in LIMIT_FIELDS},
     }
     required = ("provider", "name", "secret") if creating else ()
-    return apischema.obj(properties, required=required)
+    schema = apischema.obj(properties, required=required)
+    schema["anyOf"] = _per_provider(creating)
+    schema["x-rule"] = (
+        "must give a base_url and options the provider takes: an http(s) URL (a cli:// "
+        "name for a CLI provider), and only the provider's own options"
+    )
+    return schema
+
+
+def base_url_schema(schemes: tuple[str, ...]) -> dict:
+    """A base_url of these schemes, as an OpenAPI schema."""
+    return {
+        **apischema.text(512, pattern=apischema.url_pattern(schemes)),
+        "x-expected": "be " + ("a cli:// name" if schemes == ("cli",) else "an http(s) URL"),
+    }
+
+
+def _per_provider(creating: bool) -> list[dict]:
+    """What depends on the provider: its base_url's scheme and its options (a RovoDev key
+    needs its account's email). On an update without `provider`, the saved key's counts
+    (a mismatch is a 409)."""
+    groups: dict[str, list] = {}
+    for name, adapter in sorted(ADAPTERS.items()):
+        shape = repr((adapter.url_schemes, adapter.options_schema()))
+        groups.setdefault(shape, [name, adapter, []])[2].append(name)
+    forms = []
+    for _first, adapter, names in groups.values():
+        takes = adapter.options_schema()
+        needs_options = bool(takes.get("required"))
+        form = apischema.obj(
+            {
+                "provider": {"type": "string", "enum": names},
+                "base_url": base_url_schema(adapter.url_schemes),
+                "options": takes if needs_options else apischema.nullable(takes),
+            },
+            required=("provider", "options") if needs_options else ("provider",),
+            additional=True,
+        )
+        forms.append(form)
+    if not creating:
+        forms.append({"not": {"required": ["provider"]}})
+    return forms
 
 
 # A secret goes into an HTTP header (or a CLI's environment): visible ASCII only. Around
 # it, whitespace (a pasted line's newline) is dropped.
-SECRET_PATTERN = r"^\s*[!-~]+\s*$"
-BASE_URL_PATTERN = r"^\s*[!-~]+\s*$"
+SECRET_PATTERN = rf"^{apischema.SPACE}[!-~]+{apischema.SPACE}$"
 
 
 def _check_secret(secret: str) -> None:
@@ -429,11 +472,23 @@ def update_key(
             setattr(key, name, getattr(data, name))
     if data.base_url is not None:
         key.base_url = data.base_url.rstrip("/")
+    # The body's provider, base_url and options were checked together; one of them
+    # against the saved others can still clash: a conflict with the saved key (409).
+    clash = 400 if None not in (data.provider, data.base_url) else 409
+    if data.provider is not None or data.base_url is not None:
+        try:
+            _check_base_url(key.base_url, key.provider)
+        except KeyInputError as exc:
+            raise KeyInputError("base_url", f"{exc} (provider '{key.provider}')", clash) from None
     for column, value in data.limits.items():
         setattr(key, column, value)
     if data.options is not None or data.provider is not None:
         given = data.options if data.options is not None else key.options or {}
-        key.options = check_options(key.provider, given) or None
+        try:
+            key.options = check_options(key.provider, given) or None
+        except KeyInputError as exc:
+            both = None not in (data.options, data.provider)
+            raise KeyInputError(exc.field, str(exc), 400 if both else 409) from None
     if "expires_at" in data.limits and key.status == EXPIRED:
         key.status = ACTIVE  # a new (or no) expiry brings an expired key back
     if data.secret is not None:

@@ -4,6 +4,7 @@ bodies) and the answers' shapes below (tested against real answers by schemathes
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from gateway import apischema as s
 from gateway import clientkeys, keyring, reports, routes, rovodev_accounts
@@ -231,12 +232,32 @@ HTML = {"type": "string", "format": "html"}
 
 _TOGGLE = s.obj({"active": BOOL})
 _SYNC_BODY = s.obj({"profile": s.text(64), "provider": s.text(32)})
+_PER_MTOK = {
+    "anyOf": [
+        {
+            "type": "string",
+            "pattern": r"^(?:(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,6})?|1000000(?:\.0{1,6})?)$",
+            "x-expected": 'be USD per million tokens such as "2.50", from 0 to 1000000',
+        },
+        {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+    ],
+    "x-rule": 'must be USD per million tokens such as "2.50", from 0 to 1000000',
+}
+_PER_REQUEST = {
+    "anyOf": [
+        {**_PER_MTOK["anyOf"][0], "x-expected": 'be USD per request such as "0.01", up to 1000000'},
+        _PER_MTOK["anyOf"][1],
+    ],
+    "x-rule": 'must be USD per request such as "0.01", from 0 to 1000000',
+}
 # Token prices are required unless a flat price per request is given.
 _PRICE_BODY = {
-    **s.obj({"input_per_mtok": s.USD, "output_per_mtok": s.USD, "per_request": s.USD}),
+    **s.obj(
+        {"input_per_mtok": _PER_MTOK, "output_per_mtok": _PER_MTOK, "per_request": _PER_REQUEST}
+    ),
     "anyOf": [{"required": ["input_per_mtok", "output_per_mtok"]}, {"required": ["per_request"]}],
 }
-_TOPUP = s.obj({"amount": s.USD}, ("amount",))
+_TOPUP = s.obj({"amount": s.POSITIVE_USD}, ("amount",))
 
 # -- query parameters ------------------------------------------------------------------
 
@@ -247,7 +268,7 @@ def _query(name: str, schema: dict, description: str = "") -> dict:
 
 
 _PROFILE_Q = _query("profile", s.text(64), "only this profile")
-_DATE = {"type": "string", "format": "date"}
+_DATE = s.DAY
 
 # endpoint → (request body schema, (status, answer schema), other statuses, query parameters)
 # The document lists every rule of the app's url_map under /api/admin (tests check it).
@@ -280,7 +301,8 @@ OPERATIONS: dict[str, tuple] = {
     "admin_api.update_client_key": (clientkeys.input_schema(False), (200, CLIENT_KEY), (), ()),
     "admin_api.revoke_client_key": (None, (200, CLIENT_KEY), (), ()),
     "admin_api.delete_client_key": (None, (204, None), (), ()),
-    "admin_api.top_up_client_key": (_TOPUP, (200, CLIENT_KEY), (), ()),
+    # 409: the key has no budget (max_budget null) to top up.
+    "admin_api.top_up_client_key": (_TOPUP, (200, CLIENT_KEY), (409,), ()),
     "admin_api.list_prices": (None, (200, _list(PRICE)), (), ()),
     "admin_api.get_price": (None, (200, PRICE), (), ()),
     "admin_api.set_price": (_PRICE_BODY, (200, PRICE), (), ()),
@@ -333,15 +355,25 @@ OPERATIONS: dict[str, tuple] = {
     "openapi.docs_page": (None, (200, HTML), (), ()),
 }
 PUBLIC = {"openapi.document", "openapi.docs_page"}
+# Bodies that may be left out (a toggle flips, a sync covers everything); every other
+# operation with a body needs one.
+OPTIONAL_BODY = {"admin_api.toggle_key", "admin_api.sync_keys", "rovodev_api.sync_accounts"}
 _CONVERTER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 _PATH_TYPES = {"int": s.integer(0, MAX_SQL_INT), "path": {"type": "string", "minLength": 1}}
+# Path parameters by name where the view takes less than any text.
+_PATH_NAMES = {
+    "name": s.text(64, pattern=keyring.PROFILE_NAME.pattern),  # a profile's
+    "profile": s.text(64, pattern=keyring.PROFILE_NAME.pattern),
+    "model": {"type": "string", "minLength": 1, "maxLength": 128},
+}
 
 
 def path_of(rule: str) -> tuple[str, list[dict]]:
     """A Flask rule as an OpenAPI path, with its path parameters."""
     parameters = []
     for converter, name in _CONVERTER.findall(rule):
-        schema = _PATH_TYPES.get(converter, {"type": "string", "minLength": 1})
+        schema = _PATH_NAMES.get(name) or _PATH_TYPES.get(converter)
+        schema = schema or {"type": "string", "minLength": 1}
         parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     return _CONVERTER.sub(r"{\2}", rule), parameters
 
@@ -382,12 +414,33 @@ def operation(endpoint: str, method: str, summary: str, parameters: list[dict]) 
     }
     if body is not None:
         found["requestBody"] = {
-            "required": False,
+            "required": endpoint not in OPTIONAL_BODY,
             "content": {"application/json": {"schema": body}},
         }
     if endpoint in PUBLIC:
         found["security"] = []
     return found
+
+
+def _link_created(paths: dict) -> None:
+    """Links from each 201 (a created object) to the operations on that object by id, so
+    generated calls (schemathesis's stateful phase) reach real objects."""
+    for path, methods in paths.items():
+        created = methods.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        links = {}
+        for other, operations in paths.items():
+            ids = re.findall(r"\{(\w+)\}", other)
+            if not other.startswith(path + "/") or len(ids) != 1 or not ids[0].endswith("_id"):
+                continue
+            for operation in operations.values():
+                links[operation["operationId"]] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {ids[0]: "$response.body#/id"},
+                }
+        if links:
+            created["links"] = links
 
 
 def document(rules: list[tuple[str, str, list[str], str]], version: str) -> dict:
@@ -399,6 +452,7 @@ def document(rules: list[tuple[str, str, list[str], str]], version: str) -> dict
             paths.setdefault(path, {})[method.lower()] = operation(
                 endpoint, method.lower(), summary, parameters
             )
+    _link_created(paths)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -417,3 +471,36 @@ def document(rules: list[tuple[str, str, list[str], str]], version: str) -> dict
         },
         "paths": dict(sorted(paths.items())),
     }
+
+
+def check_query(endpoint: str | None, query: Mapping[str, str]) -> None:
+    """SchemaError for a query value the document does not allow."""
+    for parameter in OPERATIONS[endpoint][3] if endpoint in OPERATIONS else ():
+        name = parameter["name"]
+        if name in query:
+            s.check(parameter["schema"], _typed(parameter["schema"], query[name]), name)
+
+
+def check_path(rule: str, values: Mapping[str, object]) -> None:
+    """SchemaError for a path parameter (`/prices/<model>`) the document does not allow."""
+    for parameter in path_of(rule)[1]:
+        if parameter["name"] in values:
+            s.check(parameter["schema"], values[parameter["name"]], parameter["name"])
+
+
+def check_body(endpoint: str | None, body: object, sent: bool) -> None:
+    """SchemaError for a JSON body (`sent`: there is one, maybe `null`) the document does
+    not allow: the document is the admin API's contract, checked at its edge."""
+    schema = OPERATIONS[endpoint][0] if endpoint in OPERATIONS else None
+    if schema is None or (not sent and endpoint in OPTIONAL_BODY):
+        return
+    if not isinstance(body, dict):
+        raise s.SchemaError("body", "The request body must be a JSON object.")
+    s.check(schema, body)
+
+
+def _typed(schema: dict, raw: str) -> object:
+    """A query value as the schema's type reads it ("12" is an integer)."""
+    if schema.get("type") == "integer" and re.fullmatch(r"-?[0-9]{1,19}", raw):
+        return int(raw)
+    return raw

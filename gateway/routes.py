@@ -35,22 +35,69 @@ ERROR, FALLBACK, PRUNE = "error", "fallback", "prune"
 OVERFLOW_MODES = (ERROR, FALLBACK, PRUNE)
 MAX_CONTEXT_WINDOW = 100_000_000
 _MODEL = {"type": "string", "pattern": NAME.pattern}
+_PLAIN = r"[A-Za-z0-9_.:/@+-]"
+# A model name; a target may hold one '*' anywhere (the part a pattern route matched).
+_TARGET = {
+    "type": "string",
+    "maxLength": 127,
+    "pattern": rf"^(?:[A-Za-z0-9]{_PLAIN}*|\*{_PLAIN}*|[A-Za-z0-9]{_PLAIN}*\*{_PLAIN}*)$",
+    "x-expected": "be a model name with at most one '*'",
+}
 # The fields of a route as the OpenAPI document writes them; parse() accepts these only.
 SCHEMA = {
-    "name": _MODEL,
-    "target": apischema.nullable({**_MODEL, "description": "at most one '*'"}),
-    "fallbacks": {"type": "array", "items": _MODEL, "maxItems": MAX_FALLBACKS},
+    "name": {**_MODEL, "description": "a model name; ending in '*': a pattern route"},
+    "target": apischema.nullable(_TARGET),
+    "fallbacks": {
+        "type": "array",
+        "items": {
+            "type": "string",
+            "pattern": NAME.pattern.replace(r"\*?$", "$"),
+            "x-expected": "be a model name, not a pattern",
+        },
+        "maxItems": MAX_FALLBACKS,
+    },
     "paid": apischema.BOOLEAN,
     "strategy": apischema.nullable({"type": "string", "enum": list(STRATEGIES)}),
     "on_context_overflow": apischema.nullable({"type": "string", "enum": list(OVERFLOW_MODES)}),
     "context_window": apischema.nullable(apischema.integer(1, MAX_CONTEXT_WINDOW)),
 }
 FIELDS = set(SCHEMA)
+STAR_RULE = "Only a pattern route (a name ending in '*') may have a target holding '*'."
+FALLBACK_RULE = (
+    "'fallback' moves on to the route's fallbacks when the prompt is too long: give "
+    "the route fallbacks (models with a larger context window), or choose 'prune'."
+)
 
 
 def input_schema(creating: bool) -> dict:
-    """The body parse() accepts, as an OpenAPI schema."""
-    return apischema.obj(SCHEMA, required=("name",) if creating else ())
+    """The body parse() accepts, as an OpenAPI schema. Rules between fields are anyOf
+    forms (on an update the field left out is the saved route's: a clash is a 409)."""
+    schema = apischema.obj(SCHEMA, required=("name",) if creating else ())
+    star_target = _given("target", {"type": "string", "pattern": r"\*"})
+    pattern_name = _given("name", {"pattern": r"\*$"})
+    with_fallbacks = _given("fallbacks", {"minItems": 1})
+    overflow = _given("on_context_overflow", {"enum": [FALLBACK]})
+    if not creating:
+        pattern_name = {"anyOf": [pattern_name, {"not": {"required": ["name"]}}]}
+        with_fallbacks = {"anyOf": [with_fallbacks, {"not": {"required": ["fallbacks"]}}]}
+    schema["allOf"] = [
+        {
+            "anyOf": [{"not": star_target}, pattern_name],
+            "x-rule": STAR_RULE,
+            "x-field": "target",
+        },
+        {
+            "anyOf": [{"not": overflow}, with_fallbacks],
+            "x-rule": FALLBACK_RULE,
+            "x-field": "on_context_overflow",
+        },
+    ]
+    return schema
+
+
+def _given(field: str, schema: dict) -> dict:
+    """A form of the body: `field` is there and fits `schema`."""
+    return {"properties": {field: schema}, "required": [field]}
 
 
 class RouteInputError(ValueError):
@@ -224,8 +271,8 @@ def parse(data: object, creating: bool) -> dict:
     elif "target" in data:
         values["target"] = None
     target = values.get("target") or ""
-    if "*" in target and not values.get("name", "").endswith("*"):
-        raise RouteInputError("target", "Only a pattern route's target may hold '*'.")
+    if "*" in target and "name" in values and not values["name"].endswith("*"):
+        raise RouteInputError("target", STAR_RULE)
     if "fallbacks" in data:
         fallbacks = data["fallbacks"] or []
         if isinstance(fallbacks, str):
@@ -299,12 +346,15 @@ def save(session: Session, values: dict, now: datetime, route: Route | None = No
         setattr(route, field, value)
     if route.target == route.name:
         route.target = None
+    # The body's own clashes were refused by parse(); here one field meets the saved
+    # route's others: a conflict with it (409).
+    saved = 409 if route.id is not None else 400
     if route.on_context_overflow == FALLBACK and not route.fallbacks:
-        raise RouteInputError(
-            "on_context_overflow",
-            "'fallback' moves on to the route's fallbacks when the prompt is too long: give "
-            "the route fallbacks (models with a larger context window), or choose 'prune'.",
-        )
+        given = {"on_context_overflow", "fallbacks"} <= set(values)
+        raise RouteInputError("on_context_overflow", FALLBACK_RULE, 400 if given else saved)
+    if "*" in (route.target or "") and not route.name.endswith("*"):
+        given = {"target", "name"} <= set(values)
+        raise RouteInputError("target", STAR_RULE, 400 if given else saved)
     route.updated_at = now
     session.flush()
     return route

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from gateway import apischema, keyring, periods, selection
 from gateway.keyring import KeyInput, KeyInputError, KeyUsage
-from gateway.providers.rovodev import AUTH_SCHEMES, EMAIL, is_internal
+from gateway.providers.rovodev import AUTH_SCHEMES, RovodevAdapter, is_internal
 from models import ProviderKey, UsageDaily
 
 PROVIDER = "rovodev"
@@ -30,7 +30,7 @@ FIELDS = {
 }
 _CAMEL = {inner: outer for outer, inner in FIELDS.items()}
 _OPTIONS = {
-    "options.email": {"type": "string", "maxLength": 254, "pattern": EMAIL.pattern},
+    "options.email": {"type": "string", "maxLength": 254, "pattern": apischema.EMAIL},
     "options.cloud_id": apischema.nullable({"type": "string", "maxLength": 128}),
     "options.auth_scheme": apischema.nullable({"type": "string", "enum": list(AUTH_SCHEMES)}),
 }
@@ -40,6 +40,7 @@ def input_schema(creating: bool) -> dict:
     """The body account_input accepts, as an OpenAPI schema: each camelCase field with
     the schema of the key field (or RovoDev option) it stands for."""
     inner = {**keyring.key_input_schema(False)["properties"], **_OPTIONS}
+    inner["base_url"] = keyring.base_url_schema(RovodevAdapter.url_schemes)  # RovoDev: http(s)
     properties = {outer: inner[name] for outer, name in FIELDS.items()}
     return apischema.obj(properties, required=("email", "apiToken") if creating else ())
 
@@ -62,12 +63,12 @@ def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
             options[inner.removeprefix("options.")] = body[outer]
         else:
             data[inner] = body[outer]
-    named_by_email = key is not None and key.name == (key.options or {}).get("email")
+    named_by_email = key is not None and key.name == _name_of((key.options or {}).get("email"))
     if named_by_email and "email" in body and "name" not in body:
-        data["name"] = body["email"]  # the account's name follows its email
+        data["name"] = _name_of(body["email"])  # the account's name follows its email
     if key is None:
         if not isinstance(data.get("name"), str) and isinstance(options.get("email"), str):
-            data["name"] = options["email"].strip() or None
+            data["name"] = _name_of(options["email"]) or None
         data.setdefault("secret", None)
     if key is None or any(FIELDS[f].startswith("options.") for f in body):
         data["options"] = options
@@ -78,6 +79,13 @@ def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
         return keyring.parse_key_input(data, creating=key is None)
     except KeyInputError as exc:
         raise camel_error(exc) from None
+
+
+def _name_of(email: object) -> object:
+    """The name an account takes from its email: as long as a name may be."""
+    if not isinstance(email, str):
+        return email
+    return email.strip()[: keyring.TEXT_FIELDS["name"]]
 
 
 def camel_error(exc: KeyInputError) -> KeyInputError:

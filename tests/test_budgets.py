@@ -159,7 +159,7 @@ def test_budget_fields_and_top_up_errors(admin):
     plain = budget_key(admin)
     assert plain["max_budget"] is None
     no_budget = admin.call("POST", f"/client-keys/{plain['id']}/topup", {"amount": "1"})
-    assert no_budget.status == 400 and "no budget" in no_budget.json()["error"]["message"]
+    assert no_budget.status == 409 and "no budget" in no_budget.json()["error"]["message"]
     for body, param in (
         ({"name": "x", "max_budget": "ten"}, "max_budget"),
         ({"name": "x", "budget_duration": "2w"}, "budget_duration"),

@@ -136,7 +136,8 @@ def test_a_payment_still_gives_a_key_without_budget_one(app, admin, server, pool
 def test_a_top_up_of_a_key_without_budget_writes_nothing(app, admin):
     key = budget_key(admin)
     answer = admin.call("POST", f"/client-keys/{key['id']}/topup", {"amount": "1"})
-    assert answer.status == 400 and answer.json()["error"]["param"] == "amount"
+    # A conflict with the key as saved (no max_budget), not a bad request.
+    assert answer.status == 409 and answer.json()["error"]["param"] == "amount"
     assert max_budget(admin, key["id"]) is None
     assert rows(app) == [] and audits(app, "client_key.topup") == []
 

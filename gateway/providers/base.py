@@ -201,6 +201,11 @@ class ProviderAdapter(ABC):
         self.http = http
 
     @classmethod
+    def options_schema(cls) -> dict:
+        """The options check_options accepts, as an OpenAPI schema: none here."""
+        return {"type": "object", "properties": {}, "additionalProperties": False}
+
+    @classmethod
     def check_options(cls, options: dict) -> dict:
         """The key's provider settings (ProviderKey.options) as stored; raise
         ValueError(field, message) for a bad one. This kind takes none."""

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import orjson
 
+from gateway.apischema import NOT_BLANK, SPACE, url_pattern
 from gateway.errors import GatewayError
 from gateway.policy import Outcome
 from gateway.providers.anthropic import openai_usage
@@ -50,6 +51,27 @@ class CliAdapter(ProviderAdapter):
 
     url_schemes = ("cli",)
     binary = ""
+
+    @classmethod
+    def options_schema(cls) -> dict:
+        return {
+            "type": "object",
+            "properties": {
+                "command": {
+                    "type": "string",
+                    "maxLength": 1024,
+                    "pattern": rf"^[^\x00]*{NOT_BLANK}[^\x00]*$",
+                },
+                "max_concurrency": {"type": "integer", "minimum": 1, "maximum": 64},
+                "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 3600},
+                # no quote, backslash or space: it goes into the CLI's configuration
+                "upstream_base_url": {
+                    "type": "string",
+                    "pattern": url_pattern(("http", "https"), r"[!#-\[\]-~]").replace(SPACE, ""),
+                },
+            },
+            "additionalProperties": False,
+        }
 
     @classmethod
     def check_options(cls, options: dict) -> dict:

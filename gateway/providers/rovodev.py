@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import re
 
+from gateway import apischema
 from gateway.providers.base import Credits, Target, Timeouts, UpstreamReply
 from gateway.providers.openai import OpenAIAdapter, error_reply, json_object
 
@@ -56,6 +57,19 @@ class RovodevAdapter(OpenAIAdapter):
         "limit_reached": "Daily token limit exceeded for RovoDev",
         "no_keys": "No available RovoDev keys for this profile",
     }
+
+    @classmethod
+    def options_schema(cls) -> dict:
+        return {
+            "type": "object",
+            "properties": {
+                "email": {"type": "string", "maxLength": 254, "pattern": apischema.EMAIL},
+                "cloud_id": {"type": "string", "maxLength": 128, "nullable": True},
+                "auth_scheme": apischema.nullable({"type": "string", "enum": list(AUTH_SCHEMES)}),
+            },
+            "required": ["email"],
+            "additionalProperties": False,
+        }
 
     @classmethod
     def check_options(cls, options: dict) -> dict:
