@@ -162,8 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("stream"):
             self._stream(reply, body, usage)
         else:
+            fake._usage(usage)  # before the answer: a client may read it the moment it has one
             self._json(200, _message(reply, body["model"], usage))
-            fake._usage(usage)
 
     def _stream(self, reply: Reply, body: dict, usage: dict) -> None:
         self.send_response(200)
@@ -219,12 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.connection.shutdown(2)
                     return
+                if number == len(events) - 1:  # recorded as it is sent, not after
+                    self.server.fake._usage(usage)
                 payload = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
                 self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-            self.server.fake._usage(usage)
         except OSError:
             return
 

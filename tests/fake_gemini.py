@@ -175,8 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
         if streamed:
             self._stream(reply, model, usage)
         else:
+            fake._usage(usage)  # before the answer: a client may read it the moment it has one
             self._json(200, _answer(reply, model, usage, body))
-            fake._usage(usage)
 
     def _models(self, token: str) -> None:
         names = MODELS + OTHER_MODELS
@@ -252,12 +252,13 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.connection.shutdown(2)
                     return
+                if number == len(chunks) - 1:  # recorded as it is sent, not after
+                    self.server.fake._usage(usage)
                 payload = b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
                 self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-            self.server.fake._usage(usage)
         except OSError:
             return
 
