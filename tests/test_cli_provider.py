@@ -40,6 +40,17 @@ CONVERSATION = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def own_run_folders(monkeypatch, tmp_path, database_url):
+    """Each test's CLI runs make their folders under its own temporary directory, so what
+    the test counts there (folders, processes) is its own, whatever else runs beside it.
+    (After `database_url`: the session's PostgreSQL keeps its folder in the real one.)"""
+    runs = tmp_path / "cli-runs"
+    runs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(runs))
+    return runs
+
+
 @pytest.fixture(scope="module")
 def binaries():
     return str(claude_code()), str(codex())
@@ -65,7 +76,9 @@ def logged(server, admin) -> list[dict]:
 
 
 def cli_processes() -> dict[int, str]:
-    """pid → working directory of every live process running in a CLI run's directory."""
+    """pid → working directory of every live process running in one of this test's CLI
+    run directories."""
+    mine = os.path.join(tempfile.gettempdir(), "keyrelay-cli-")
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -74,7 +87,7 @@ def cli_processes() -> dict[int, str]:
             cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
-        if "/keyrelay-cli-" in cwd and alive(int(entry)):
+        if cwd.startswith(mine) and alive(int(entry)):
             found[int(entry)] = cwd
     return found
 
@@ -391,10 +404,7 @@ CLIENT_FAULTS = [
 def test_a_clients_bad_input_is_its_own_400_and_never_the_keys_failure(
     provider, binaries, upstream, fake, admin, server, http, monkeypatch, tmp_path
 ):
-    # Run folders go under this test's own temporary directory, so counting them is exact.
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(runs))
+    runs = tmp_path / "cli-runs"  # this test's own run folders (own_run_folders)
     binary, base, secret = (
         (binaries[1], fake.base_url, CODEX)
         if provider == "codex_cli"
