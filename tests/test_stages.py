@@ -28,12 +28,14 @@ from gateway.providers.openai_sse import SSEFilter
 from gateway.providers.transport import Target
 from gateway.proxy.admission import Admission, Ticket
 from gateway.proxy.attempts import Attempts, RetrySettings
+from gateway.proxy.booking import Booking
 from gateway.proxy.candidates import Candidates
 from gateway.proxy.chain import MAX_PRUNE_ROUNDS, Walk
 from gateway.proxy.infer import infer
 from gateway.proxy.relay import COST_HEADER, Relay, Served
 from gateway.routes import ERROR, FALLBACK, NO_ROUTE, PRUNE, RoutePolicy
 from gateway.store import KeyRow, ProfileRow
+from gateway.usage import Usage
 from tests.conftest import ManualClock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -518,6 +520,60 @@ def test_relay_streams_and_books_once_even_when_the_client_leaves_first():
     response.chunks.close()  # the client went away before the first chunk
     response.chunks.close()
     assert left.booked == [(499, "client disconnected before the stream finished", 5)]
+
+
+# -- booking: a finished request priced, settled and written, once ----------------------
+
+
+class Journal:
+    """The books as booking writes them: one row per request."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int, bool]] = []
+
+    def write(self, log_row, attempts, usage_row, touched, strict=False) -> None:
+        self.rows.append((log_row["status_code"], len(attempts), touched is not None))
+
+
+class PerToken:
+    """A price of 10 micro-dollars a token, whatever the model."""
+
+    def cost_micros(self, provider, model, usage) -> int:
+        return 10 * usage.total_tokens
+
+
+class Held:
+    """A ticket as booking settles it."""
+
+    def __init__(self) -> None:
+        self.settled: list[tuple[int, int]] = []
+
+    def settle(self, tokens: int = 0, cost: int = 0) -> None:
+        self.settled.append((tokens, cost))
+
+
+class Touches:
+    """The key cache as booking tells it of a key's use."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def touched(self, key_id: int, now) -> None:
+        self.seen.append(key_id)
+
+
+def test_booking_prices_settles_and_writes_a_request_once():
+    journal, ticket, keys, clock = Journal(), Held(), Touches(), ManualClock()
+    booking = Booking(journal, PerToken(), keys, clock)
+    rec, served_by = record(), key(9)
+    rec.status_code, rec.provider, rec.provider_key_id = 200, "openai", 9
+    rec.usage = Usage(10, 8)
+    booking.book(rec, ticket, served_by)
+    assert (rec.recorded, rec.cost_micros) == (True, 180)
+    assert (journal.rows, ticket.settled) == ([(200, 0, True)], [(18, 180)])
+    assert (served_by.used_today, served_by.cost_today, keys.seen) == (18, 180, [9])
+    booking.book(rec)  # booked already: priced and written once
+    assert (rec.cost_micros, journal.rows) == (180, [(200, 0, True)])
 
 
 # -- the rule: stages take data and return data; none calls back up ----------------------
