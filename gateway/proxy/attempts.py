@@ -108,15 +108,8 @@ class Attempts:
     """
 
     __slots__ = (
-        "settings",
-        "rec",
-        "clock",
-        "started",
-        "failures",
-        "at_limit",
-        "unreadable",
-        "open",
-    )
+        "settings", "rec", "clock", "started", "failures", "at_limit", "unreadable", "open",
+    )  # fmt: skip
 
     def __init__(self, settings: RetrySettings, rec: RequestRecord, clock: Clock) -> None:
         self.settings, self.rec, self.clock = settings, rec, clock
