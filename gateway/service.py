@@ -1,11 +1,12 @@
 """The Gateway: what the proxy blueprint calls. It composes the proxy's stages
-(gateway/proxy/): a dialect parses the request, admission takes its ticket, the chain
-walks its models, attempts try keys, relay answers in the client's dialect, booking
-writes it down. Also the model list and the key test."""
+(gateway/proxy/) in one loop, `serve`: a dialect parses the request, admission takes its
+ticket; for each model the chain walks, candidates give the keys and for each key infer
+asks its upstream, attempts judging each outcome; relay answers in the client's dialect
+and booking writes it down. The stages take data and return data or decisions; none calls
+back here. Also the model list and the key test."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -28,17 +29,17 @@ from gateway.journal import DatabaseIdentity
 from gateway.keycache import KeyCache
 from gateway.limiter import SharedLimiter
 from gateway.messages import SYSTEM, upstream_message
-from gateway.policy import Outcome
 from gateway.pricing import Prices
 from gateway.providers import ADAPTERS, OWNERS
-from gateway.providers.base import Timeouts, TransportError, UpstreamReply
+from gateway.providers.base import Timeouts, TransportError
 from gateway.providers.http import UpstreamClient
 from gateway.proxy.admission import Admission, Refused
-from gateway.proxy.attempts import KeyHealth, RetrySettings, run_attempts
+from gateway.proxy.attempts import Attempts, KeyHealth, RetrySettings
 from gateway.proxy.booking import Booking
 from gateway.proxy.breaker import Breaker
 from gateway.proxy.candidates import Candidates, Profiles
-from gateway.proxy.chain import Chain, ContextOverflowed
+from gateway.proxy.chain import Chain
+from gateway.proxy.infer import infer
 from gateway.proxy.relay import ProxyResponse, Relay, Served, trace_headers
 from gateway.responses_store import ResponseStore
 from gateway.routes import Routes
@@ -101,9 +102,7 @@ class Gateway:
         self.breaker = Breaker(
             self.clock, *settings.breaker, path=Path(journal_dir).parent / "circuits.bin"
         )
-        self.health = KeyHealth(
-            engine, self.clock, settings.retry, on_change=self.keys.forget, breaker=self.breaker
-        )
+        self.health = KeyHealth(engine, self.clock, settings.retry, self.keys, breaker=self.breaker)
         self.callers = Callers(engine, master_key, self.clock)
         self.prices = Prices(engine)
         self.routes = Routes(engine)
@@ -118,11 +117,7 @@ class Gateway:
         self.booking = Booking(self.books, self.prices, self.keys, self.clock, self.profiles)
         self.relay = Relay(self.booking)
         self.chain = Chain(
-            self.routes,
-            self.candidates,
-            self.clock,
-            settings.use_paid_models,
-            self._fallback_row(settings, secrets),
+            self.routes, self.clock, settings.use_paid_models, self._fallback_row(settings, secrets)
         )
         self.dialects: dict[str, Dialect] = {
             dialect.name: dialect
@@ -211,34 +206,31 @@ class Gateway:
         return self.serve("openai_chat", profile, body, caller)
 
     def serve(self, dialect_name: str, profile: str, body: object, caller: Caller) -> ProxyResponse:
-        """Serve one request of a dialect; errors raise GatewayError (with trace headers)."""
+        """Serve one request of a dialect: admit it; for each model of its chain, try the
+        model's keys (infer) until an upstream answers; relay the answer, booked, to the
+        client. Errors raise GatewayError (with trace headers)."""
         dialect = self.dialects[dialect_name]
-        model = body.get("model") if isinstance(body, dict) else None
-        streamed = isinstance(body, dict) and body.get("stream") is True
-        rec = RequestRecord(
-            self.clock.now(),
-            dialect.endpoint,
-            model if isinstance(model, str) else None,
-            streamed,
-            client_key_id=caller.client_key_id,
-        )
+        rec = _record(dialect, body, caller, self.clock.now())
         ticket = self.admission.ticket()
         started = time.perf_counter()
         try:
-            if not self.books.has_room():  # its answer could not be recorded
-                raise journal_full()
-            found = self.profiles.resolve(profile)
-            rec.profile_id = found.id
-            request = dialect.parse(body)
-            rec.requested_model = request.model
-            dialect.prepare(request, caller.client_key_id)
-            self.admission.admit(caller, request, ticket)
-            route = self.routes.table().policy(request.model)
-            if route.strategy is not None:  # the route's key selection over the profile's
-                found = found._replace(strategy=route.strategy)
-            served = Served(request, dialect, rec, ticket, started, found.strategy)
-            dispatch = self._dispatch(served)
-            return self.chain.serve(profile, found, request, rec, dispatch, route)
+            served, found, walk = self._admit(dialect, profile, body, caller, rec, ticket, started)
+            for hop in walk:  # the route's target, its fallbacks, the environment key (chain.py)
+                try:
+                    if hop.keys is None:  # a pruned prompt goes again to the same keys
+                        hop.keys = self.candidates(profile, found, hop.model)
+                    key, reply = self._try_keys(served, hop.model, hop.keys)
+                except GatewayError as err:
+                    if walk.goes_on_after(err):  # to the next model
+                        continue
+                    raise
+                if reply.overflow is not None:  # too long for the model: as the route says
+                    answer = walk.overflowed(key, reply)
+                    if answer is None:  # a larger model, or the same one pruned, is tried
+                        continue
+                    key, reply = answer
+                return self.relay.respond(served, key, reply)  # booked (a stream: as it ends)
+            return self.relay.respond(served, *walk.end())  # an overflow's error, or raised
         except (GatewayError, Refused) as caught:
             # The admission was decided first: its refusal answers, whatever came after.
             err = ticket.refusal() or caught
@@ -267,60 +259,57 @@ class Gateway:
         self.booking.book(rec, ticket)
         err.headers.update(trace_headers(rec, ticket))
 
-    def _dispatch(self, served: Served):
-        """Serve one model of the chain with its keys: the attempts, then the relay."""
-        request, rec = served.request, served.rec
-        strategy = served.strategy or self.settings.strategy
-        key_windows = self.admission.key_windows(
-            lambda: rec.model, served.ticket, count_busy=strategy == selection.LEAST_BUSY
-        )
+    def _admit(self, dialect: Dialect, profile: str, body, caller: Caller, rec, ticket, started):
+        """Parse the request and admit it (the answer is read before the first upstream
+        call): the request on its way, its profile, and its walk along the chain."""
+        if not self.books.has_room():  # its answer could not be recorded
+            raise journal_full()
+        found = self.profiles.resolve(profile)
+        rec.profile_id = found.id
+        request = dialect.parse(body)
+        rec.requested_model = request.model
+        dialect.prepare(request, caller.client_key_id)
+        self.admission.admit(caller, request, ticket)
+        route = self.routes.table().policy(request.model)
+        if route.strategy is not None:  # the route's key selection over the profile's
+            found = found._replace(strategy=route.strategy)
+        served = Served(request, dialect, rec, ticket, started, found.strategy)
+        return served, found, self.chain.walk(found, request, rec, route)
 
-        def dispatch(model: str, keys: list[KeyRow]) -> ProxyResponse:
-            body = request.for_model(model)  # read again per hop: pruning replaces it
-
-            def ask(adapter, target, timeouts: Timeouts) -> UpstreamReply:
-                operation, stream = request.operation, request.stream
-                if operation == "embeddings":
-                    return adapter.embeddings(target, body, timeouts)
-                if operation == "completions":
-                    return adapter.completions(target, body, timeouts, stream, request.wants_usage)
-                if not stream:
-                    return adapter.chat(target, body, timeouts, request.native)
-                return adapter.chat_stream(
-                    target, body, timeouts, request.wants_usage, request.native
-                )
-
-            def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
-                served.ticket.admitted()  # the admission's answer, read as late as can be
-                adapter, target = self.adapters[key.provider], self.candidates.target(key)
-                unresolved = request.extra.get("unresolved")
-                if unresolved is not None and not adapter.passes_through(target, request.native):
-                    raise unresolved  # a conversation only a passthrough upstream could know
-                scrub = target.scrub  # what the upstream says never carries the key's secret
-                try:
-                    reply = scrub.reply(ask(adapter, target, timeouts))
-                except TransportError as exc:
-                    raise scrub.error(exc) from None
-                if reply.stream is not None:  # 2xx: its first bytes decide the attempt
-                    try:
-                        reply.first_chunk = next(reply.chunks, b"")
-                    except TransportError:
-                        reply.close()
-                        raise
-                    if not reply.first_chunk:
-                        reply.close()
-                        raise TransportError(Outcome.BAD_RESPONSE, "upstream stream was empty")
-                return reply
-
-            key, reply = run_attempts(
-                keys, call, rec, self.settings.retry, self.health, key_windows
-            )
-            if reply.overflow is not None:  # the chain decides, as the route says
-                answer = functools.partial(self.relay.respond, served, key, reply)
-                raise ContextOverflowed(model, reply.overflow, answer)
-            return self.relay.respond(served, key, reply)
-
-        return dispatch
+    def _try_keys(self, served: Served, model: str, keys: list[KeyRow]):
+        """One model's keys in turn until an upstream answers (or the request's own fault
+        comes back): (key, reply). GatewayError naming every key's failure if none did."""
+        body = served.request.for_model(model)  # read again per hop: pruning replaces it
+        count_busy = (served.strategy or self.settings.strategy) == selection.LEAST_BUSY
+        tries = Attempts(self.settings.retry, served.rec, self.clock)
+        for key in keys:
+            timeouts = tries.timeouts()  # None: out of attempts, or past the deadline
+            if timeouts is None:
+                break
+            if (wait := self.admission.take_key(served.ticket, key, model, count_busy)) is not None:
+                tries.full(wait)  # at its RPM/TPM or concurrency limit: passed over
+                continue
+            if not self.breaker.allow(key.base_url):
+                tries.circuit_open(key)  # its upstream is failing: not even tried
+                continue
+            started = time.perf_counter()
+            try:
+                target = self.candidates.target(key)
+                answer = infer(self.adapters[key.provider], target, served.request, body, timeouts)
+            except TransportError as exc:
+                answer = exc
+            except SecretUnreadable:
+                self.breaker.release(key.base_url)
+                tries.secret_unreadable(key)
+                continue
+            except GatewayError:  # the request's own fault (a 400 before any call): not the key's
+                self.breaker.release(key.base_url)
+                raise
+            decision, reply, error = tries.judge(key, answer, started)
+            self.health.record(key, decision, reply, error)  # circuit, cooldown, failures
+            if not decision.fail_over:
+                return key, reply
+        raise tries.failed(self.breaker)
 
     def refuse(self, endpoint: str, profile: str | None, caller: Caller, err: GatewayError):
         """Book a request refused before its body could be read (malformed JSON, too
@@ -454,3 +443,16 @@ def _secret_result(status: str) -> dict:
         "latency_ms": None,
         "models": None,
     }
+
+
+def _record(dialect: Dialect, body: object, caller: Caller, now) -> RequestRecord:
+    """The request's log row, as much as is known before its body is read."""
+    model = body.get("model") if isinstance(body, dict) else None
+    streamed = isinstance(body, dict) and body.get("stream") is True
+    return RequestRecord(
+        now,
+        dialect.endpoint,
+        model if isinstance(model, str) else None,
+        streamed,
+        client_key_id=caller.client_key_id,
+    )

@@ -293,52 +293,48 @@ class Admission:
             answer, prompt, minimum, priced_as,
         )  # fmt: skip
 
-    def key_windows(self, model_of: Callable[[], str], ticket: Ticket, count_busy: bool = False):
-        """The attempt loop's check of a provider key's RPM/TPM windows (and the model's on
-        that key): a place, or the seconds until there is room. Keys without such limits
+    def take_key(self, ticket: Ticket, key: KeyRow, model: str, count_busy: bool) -> int | None:
+        """Before an attempt with a provider key: a place in its RPM/TPM windows (and the
+        model's on that key), or the seconds until there is room. Keys without such limits
         cost nothing here. With `count_busy` (strategy least-busy) the attempt also takes a
         place in the key's in-flight count, shared by every worker. A key whose kind caps
         its concurrent requests (`max_concurrency`, shared by every worker) is passed over
-        at its cap like a key at its RPM limit."""
+        at its cap like a key at its RPM limit. The client key's own admission is read
+        first (a refusal raises `Refused`)."""
+        ticket.admitted()
+        ticket.leave_running()  # a previous attempt's key is done with
+        if (wait := self._take_running(key, ticket)) is not None:
+            return wait
+        if (wait := self._take_windows(key, model, ticket, count_busy)) is not None:
+            ticket.leave_running()
+            return wait
+        return None
 
-        def admit(key: KeyRow) -> int | None:
-            ticket.admitted()  # the client key's own admission first
-            ticket.leave_running()  # a previous attempt's key is done with
-            if (wait := self._take_running(key, ticket)) is not None:
-                return wait
-            if (wait := windows(key)) is not None:
-                ticket.leave_running()
-                return wait
-            return None
-
-        def windows(key: KeyRow) -> int | None:
-            if count_busy:
-                ticket.leave_busy()  # a previous attempt's key is done with
-                now = int(self.clock.now().timestamp())
-                scope = busy_scope(key.id)
-                self.limiter.admit(scope, BUSY_LIMITS, now)
-                ticket.busy_scope = scope
-            if not key.rate_limited:
-                ticket.key_scopes = ()
-                return None
+    def _take_windows(self, key: KeyRow, model: str, ticket: Ticket, count_busy: bool):
+        if count_busy:
+            ticket.leave_busy()  # a previous attempt's key is done with
             now = int(self.clock.now().timestamp())
-            model = model_of()
-            scopes = []
-            per_model = (key.model_limits or {}).get(model)
-            windows = [(f"pk:{key.id}:{model}", per_model)] if per_model else []
-            if key.rpm_limit or key.tpm_limit:
-                windows.append((f"pk:{key.id}", {"rpm": key.rpm_limit, "tpm": key.tpm_limit}))
-            for scope, limits in windows:
-                limits = Limits(limits.get("rpm"), limits.get("tpm"))
-                _, refusal = self.limiter.admit(scope, limits, now)
-                if refusal is not None:
-                    metrics.sink.rejected("provider_key", refusal.reason)
-                    return refusal.retry_after
-                scopes.append(scope)
-            ticket.key_scopes = tuple(scopes)
+            scope = busy_scope(key.id)
+            self.limiter.admit(scope, BUSY_LIMITS, now)
+            ticket.busy_scope = scope
+        if not key.rate_limited:
+            ticket.key_scopes = ()
             return None
-
-        return admit
+        now = int(self.clock.now().timestamp())
+        scopes = []
+        per_model = (key.model_limits or {}).get(model)
+        windows = [(f"pk:{key.id}:{model}", per_model)] if per_model else []
+        if key.rpm_limit or key.tpm_limit:
+            windows.append((f"pk:{key.id}", {"rpm": key.rpm_limit, "tpm": key.tpm_limit}))
+        for scope, limits in windows:
+            limits = Limits(limits.get("rpm"), limits.get("tpm"))
+            _, refusal = self.limiter.admit(scope, limits, now)
+            if refusal is not None:
+                metrics.sink.rejected("provider_key", refusal.reason)
+                return refusal.retry_after
+            scopes.append(scope)
+        ticket.key_scopes = tuple(scopes)
+        return None
 
     def _take_running(self, key: KeyRow, ticket: Ticket) -> int | None:
         adapter = ADAPTERS.get(key.provider)

@@ -1,10 +1,12 @@
-"""The attempt loop: try usable keys in order, apply each outcome to the key, stop or go on."""
+"""Attempts: one model's keys tried in turn. `Attempts` keeps what each key did (an
+attempt record, or why it was passed over) and decides from each outcome whether the
+request is done or goes on to the next key; when none answered, the error that names every
+key's failure. `KeyHealth` applies an outcome to its key (cooldown, failure count, circuit)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -14,10 +16,10 @@ from gateway import metrics, store
 from gateway.accounting import AttemptRecord, RequestRecord
 from gateway.clock import Clock
 from gateway.errors import GatewayError, database_down
+from gateway.keycache import KeyCache
 from gateway.policy import Decision, KeyAction, Outcome, decide
 from gateway.providers import wording
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply, retry_after_seconds
-from gateway.secrets import SecretUnreadable
 from gateway.selection import unavailable_summary
 from gateway.store import KeyRow
 from models.provider_keys import SECRET_UNREADABLE
@@ -50,13 +52,20 @@ class KeyHealth:
     """Applies an attempt's outcome to its provider key, right away, for every worker to see."""
 
     def __init__(
-        self, engine: Engine, clock: Clock, settings: RetrySettings, on_change, breaker=None
+        self, engine: Engine, clock: Clock, settings: RetrySettings, keys: KeyCache, breaker=None
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.settings = settings
-        self.on_change = on_change
+        self.keys = keys  # the key cache, dropped after a key's state changed
         self.breaker = breaker  # the circuit per upstream (breaker.py), or None
+
+    def record(self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error):
+        """Count the outcome in the key's circuit; a failure also in the key (`apply`)."""
+        if self.breaker is not None:
+            self.breaker.record(key.base_url, decision.outcome)
+        if decision.fail_over:
+            self.apply(key, decision, reply, error)
 
     def apply(self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error: str):
         """Cool down, fail or count a failure; success is written with the log row."""
@@ -70,7 +79,7 @@ class KeyHealth:
             # breaker (in memory) still counts the failure.
             log.warning("key #%s's failure not recorded, the database is unusable: %s", key.id, exc)
             return
-        self.on_change()
+        self.keys.forget()
 
     def _write(self, key: KeyRow, decision: Decision, reply, error: str, now) -> None:
         with self.engine.begin() as conn:
@@ -90,87 +99,89 @@ def _error_text(reply: UpstreamReply | None, transport: TransportError | None) -
     return f"HTTP {reply.status}: {reply.body[:300].decode('utf-8', 'replace')}"
 
 
-def run_attempts(
-    keys: list[KeyRow],
-    call: Callable[[KeyRow, Timeouts], UpstreamReply],
-    rec: RequestRecord,
-    settings: RetrySettings,
-    health: KeyHealth,
-    admit: Callable[[KeyRow], int | None] | None = None,
-) -> tuple[KeyRow, UpstreamReply]:
-    """Call keys in order until one answers or the request's own fault comes back.
+class Attempts:
+    """One model's attempts, key after key: the time and attempts left, each outcome's
+    verdict (done, or on to the next key), and the error when no key answered.
 
-    `admit(key)` takes a place in the key's RPM/TPM windows, or answers the seconds until
-    it has room: such a key is passed over without an attempt and without penalty (F32).
-    A key whose secret cannot be decrypted (`call` raises SecretUnreadable; the key is
-    marked by then) is passed over the same way, without an attempt.
-    Raises GatewayError when every attempt failed, naming each key's failure.
+    A key at its RPM/TPM or concurrency limit, whose upstream's circuit is open, or whose
+    secret cannot be decrypted is passed over without an attempt and without penalty (F32).
     """
-    started = time.monotonic()
-    failures: list[tuple[KeyRow, Outcome, float | None]] = []
-    at_limit: list[int] = []
-    unreadable: list[KeyRow] = []
-    circuit_open: list[KeyRow] = []
-    breaker = health.breaker
-    for key in keys:
-        if len(failures) >= settings.max_attempts:
-            break
-        remaining = settings.deadline - (time.monotonic() - started)
+
+    __slots__ = (
+        "settings", "rec", "clock", "started", "failures", "at_limit", "unreadable", "open",
+    )  # fmt: skip
+
+    def __init__(self, settings: RetrySettings, rec: RequestRecord, clock: Clock) -> None:
+        self.settings, self.rec, self.clock = settings, rec, clock
+        self.started = time.monotonic()
+        self.failures: list[tuple[KeyRow, Outcome, float | None]] = []
+        self.at_limit: list[int] = []
+        self.unreadable: list[KeyRow] = []
+        self.open: list[KeyRow] = []
+
+    def timeouts(self) -> Timeouts | None:
+        """The next attempt's timeouts (its read bounded by the request's deadline), or
+        None when no attempt is left: as many failed as allowed, or the deadline passed."""
+        settings = self.settings
+        if len(self.failures) >= settings.max_attempts:
+            return None
+        remaining = settings.deadline - (time.monotonic() - self.started)
         if remaining <= 0:
-            break
-        if admit is not None and (wait := admit(key)) is not None:
-            at_limit.append(wait)
-            continue
-        if breaker is not None and not breaker.allow(key.base_url):
-            circuit_open.append(key)  # its upstream is failing: not even tried
-            continue
-        timeouts = Timeouts(settings.connect_timeout, min(settings.read_timeout, remaining))
-        attempt_start = time.perf_counter()
-        reply, transport = None, None
-        try:
-            reply = call(key, timeouts)
-            decision = decide(reply.status, overflow=reply.overflow is not None)
-        except TransportError as exc:
-            transport = exc
-            decision = decide(None, exc.outcome)
-        except SecretUnreadable:
-            if breaker is not None:
-                breaker.release(key.base_url)
-            unreadable.append(key)
-            continue
-        except GatewayError:  # the request's own fault (a 400 before any call): not the key's
-            if breaker is not None:
-                breaker.release(key.base_url)
-            raise
-        if breaker is not None:
-            breaker.record(key.base_url, decision.outcome)
-        latency_ms = int((time.perf_counter() - attempt_start) * 1000)
+            return None
+        return Timeouts(settings.connect_timeout, min(settings.read_timeout, remaining))
+
+    def full(self, wait: int) -> None:
+        """A key passed over at its limit: it has room again in `wait` seconds."""
+        self.at_limit.append(wait)
+
+    def circuit_open(self, key: KeyRow) -> None:
+        """A key passed over: its upstream is failing (the circuit is open)."""
+        self.open.append(key)
+
+    def secret_unreadable(self, key: KeyRow) -> None:
+        """A key passed over: its secret cannot be decrypted (the key is marked by then)."""
+        self.unreadable.append(key)
+
+    def judge(
+        self, key: KeyRow, answer: UpstreamReply | TransportError, started: float
+    ) -> tuple[Decision, UpstreamReply | None, str | None]:
+        """The verdict on one attempt, from its reply or transport failure: the decision
+        (done unless `fail_over`), the reply if one came, and the error text if it failed.
+        The attempt is written on the request's record; a failure is remembered."""
+        if isinstance(answer, TransportError):
+            reply, transport = None, answer
+            decision = decide(None, answer.outcome)
+        else:
+            reply, transport = answer, None
+            decision = decide(answer.status, overflow=answer.overflow is not None)
+        latency_ms = int((time.perf_counter() - started) * 1000)
         error = None if decision.outcome is Outcome.OK else _error_text(reply, transport)
+        rec = self.rec
+        status = reply.status if reply else None
+        number = len(rec.attempts) + 1
         rec.attempts.append(
-            AttemptRecord(
-                len(rec.attempts) + 1,
-                key.id,
-                decision.outcome,
-                reply.status if reply else None,
-                latency_ms,
-                error,
-            )
+            AttemptRecord(number, key.id, decision.outcome, status, latency_ms, error)
         )
         metrics.sink.attempt(key.provider, key.id, decision.outcome.value)
-        if not decision.fail_over:
-            return key, reply
-        health.apply(key, decision, reply, error)
-        retry_after = retry_after_seconds(reply.headers, health.clock.now()) if reply else None
-        failures.append((key, decision.outcome, retry_after))
-    if not failures and at_limit:
-        raise _keys_at_limit(rec, len(at_limit), min(at_limit))
-    if not failures and unreadable:
-        raise _keys_unreadable(rec, unreadable, health.clock.now())
-    if not failures and circuit_open:
-        raise _circuits_open(rec, circuit_open, breaker)
-    if failures:  # the provider that failed last answers for the request (its headers, log)
-        rec.provider = failures[-1][0].provider
-    raise _all_failed(failures, rec, settings, time.monotonic() - started)
+        if decision.fail_over:
+            now = self.clock.now()
+            retry_after = retry_after_seconds(reply.headers, now) if reply else None
+            self.failures.append((key, decision.outcome, retry_after))
+        return decision, reply, error
+
+    def failed(self, breaker) -> GatewayError:
+        """The error when no key answered: every key at its limit (429), unreadable or
+        its circuit open (503), or every attempt failed (429, 502, 504), naming each."""
+        rec, failures = self.rec, self.failures
+        if not failures and self.at_limit:
+            return _keys_at_limit(rec, len(self.at_limit), min(self.at_limit))
+        if not failures and self.unreadable:
+            return _keys_unreadable(rec, self.unreadable, self.clock.now())
+        if not failures and self.open:
+            return _circuits_open(rec, self.open, breaker)
+        if failures:  # the provider that failed last answers for the request (its headers, log)
+            rec.provider = failures[-1][0].provider
+        return _all_failed(failures, rec, self.settings, time.monotonic() - self.started)
 
 
 def _keys_unreadable(rec: RequestRecord, keys: list[KeyRow], now) -> GatewayError:

@@ -2,19 +2,23 @@
 F20/F25), the environment fallback key (F26), waiting for a key to come free (F32), and
 what an upstream's "prompt too long" does (issue 12): the route's `on_context_overflow`
 sends its error back, moves on to the next model of the chain, or prunes the oldest turns
-and asks the same model again. One dispatch path serves every hop, streamed or not."""
+and asks the same model again.
+
+A `Walk` is one request's way along its chain: iterated, it gives the next hop (a model,
+and the keys to try when they are not the profile's); told how a hop ended (`goes_on_after`
+an error, `overflowed`), it decides what comes next; `end()` says how a walk that found no
+answer ends. It calls nothing above it: the gateway asks the keys and the upstreams."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from gateway import pruning
 from gateway.accounting import RequestRecord
 from gateway.dialects.base import ProxyRequest
 from gateway.errors import GatewayError
-from gateway.providers.base import ContextOverflow
-from gateway.proxy.candidates import Candidates
+from gateway.providers.base import ContextOverflow, UpstreamReply
 from gateway.routes import FALLBACK, NO_ROUTE, PRUNE, RoutePolicy, Routes
 from gateway.store import KeyRow, ProfileRow
 
@@ -37,104 +41,155 @@ WAITABLE = {"no_available_keys", "provider_keys_at_limit", "upstream_rate_limite
 MAX_PRUNE_ROUNDS = 3
 ANTHROPIC = "anthropic"
 
-Dispatch = Callable[[str, list[KeyRow]], object]
 log = logging.getLogger(__name__)
 
 
-class ContextOverflowed(Exception):
-    """An upstream said the prompt is too long for `model`; `answer()` relays its error."""
+@dataclass(slots=True)
+class Hop:
+    """One model of the chain to serve the request with: `keys` None means the profile's
+    keys for it (the gateway fills them in; a pruned prompt goes again to the same keys),
+    else the environment fallback key."""
 
-    def __init__(self, model: str, overflow: ContextOverflow, answer: Callable[[], object]):
-        super().__init__(f"context overflow on {model}")
-        self.model, self.overflow, self._answer = model, overflow, answer
-
-    def answer(self, rec: RequestRecord):
-        """The upstream's own error, to the client, as an error mode route gives it."""
-        rec.model, rec.context_pruned = self.model, None
-        return self._answer()
+    model: str
+    keys: list[KeyRow] | None = None
+    fallback: bool = False  # the environment fallback key's hop
+    rounds: int = 0  # times its prompt was pruned and sent again
+    # The first "prompt too long" on this model: (key, reply), its error if pruning fails.
+    first: tuple[KeyRow, UpstreamReply] | None = None
 
 
 class Chain:
-    """Walks a request's chain of models; `dispatch(model, keys)` serves one hop."""
+    """The chain settings every request's walk starts from."""
 
-    def __init__(
-        self,
-        routes: Routes,
-        candidates: Candidates,
-        clock,
-        use_paid_models: bool,
-        fallback: KeyRow | None,
-    ) -> None:
-        self.routes, self.candidates, self.clock = routes, candidates, clock
+    def __init__(self, routes: Routes, clock, use_paid_models: bool, fallback: KeyRow | None):
+        self.routes, self.clock = routes, clock
         self.use_paid_models, self.fallback = use_paid_models, fallback
 
-    def serve(
+    def walk(
         self,
-        name: str,
         profile: ProfileRow,
         request: ProxyRequest,
         rec: RequestRecord,
-        dispatch: Dispatch,
         route: RoutePolicy = NO_ROUTE,
-    ):
+    ) -> Walk:
+        """The request's way along its models (paid ones as the profile allows)."""
         paid = profile.use_paid_models
         models = self.routes.table().chain(
             request.model, self.use_paid_models if paid is None else paid
         )
-        waited = 0.0
-        while True:
-            try:
-                return self._walk(name, profile, models, request, rec, dispatch, route)
-            except GatewayError as err:
-                pause = wait_for_key(err, profile.wait_for_key_seconds, waited)
-                if pause is None:
-                    raise
-            waited += pause
-            self.clock.sleep(pause)
+        wait = profile.wait_for_key_seconds
+        return Walk(models, route, self.fallback, wait, request, rec, self.clock)
 
-    def _walk(self, name, profile, models, request, rec, dispatch, route: RoutePolicy):
-        last: GatewayError | None = None
-        overflowed: ContextOverflowed | None = None  # its error answers if nothing fits
-        for model in models:
-            rec.model = model
-            try:
-                keys = self.candidates(name, profile, model)
-                if route.on_context_overflow == PRUNE:
-                    return self._pruning(model, keys, request, rec, dispatch, route)
-                return dispatch(model, keys)
-            except ContextOverflowed as over:
-                if route.on_context_overflow != FALLBACK:
-                    return over.answer(rec)
-                overflowed = overflowed or over  # on to a model with a larger window
-            except GatewayError as err:
-                if err.code not in NEXT_IN_CHAIN:
-                    raise
-                last = err
-        if overflowed is not None:
-            return overflowed.answer(rec)
-        if self.fallback is not None and last.code in POOL_EMPTY:
-            rec.model = models[0]
-            try:
-                return dispatch(models[0], [self.fallback])
-            except ContextOverflowed as over:  # the environment key is not pruned for
-                return over.answer(rec)
-        raise last
 
-    def _pruning(self, model, keys, request, rec, dispatch, route: RoutePolicy):
-        """Serve one model, dropping the oldest turns after each overflow (a few rounds);
-        the first overflow's error when the turns that must stay do not fit either."""
-        first: ContextOverflowed | None = None
-        for _ in range(MAX_PRUNE_ROUNDS + 1):
-            try:
-                return dispatch(model, keys)
-            except ContextOverflowed as over:
-                first = first or over
-                dropped = prune_request(request, over.overflow, route.context_window)
-                if not dropped:
-                    raise first from None
-                rec.context_pruned = (rec.context_pruned or 0) + dropped
-                log.info("request %s: %d messages pruned for %s", rec.request_id, dropped, model)
-        raise first
+class Walk:
+    """One request's way along its chain of models; see the module's docstring."""
+
+    __slots__ = (
+        "models", "route", "fallback", "allowed", "request", "rec", "clock", "waited",
+        "index", "hop", "again", "last", "overflow",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        models: list[str],
+        route: RoutePolicy,
+        fallback: KeyRow | None,
+        allowed: int | None,
+        request: ProxyRequest,
+        rec: RequestRecord,
+        clock,
+    ) -> None:
+        self.models, self.route, self.fallback, self.allowed = models, route, fallback, allowed
+        self.request, self.rec, self.clock = request, rec, clock
+        self.waited = 0.0
+        self._start()
+
+    def _start(self) -> None:
+        """From the chain's first model (again, after waiting for a key)."""
+        self.index = 0
+        self.hop: Hop | None = None
+        self.again = False  # the same hop next: its prompt was pruned
+        self.last: GatewayError | None = None  # the last model's error, if no model answers
+        # The first overflow, (model, key, reply): its error answers if no model fits.
+        self.overflow: tuple[str, KeyRow, UpstreamReply] | None = None
+
+    def __iter__(self) -> Walk:
+        return self
+
+    def __next__(self) -> Hop:
+        """The next hop: the same model pruned, the next model, the environment key, or
+        the chain again from its start once a key comes free (the clock waits)."""
+        if self.again:
+            self.again = False
+            return self.hop
+        models = self.models
+        if self.index < len(models):
+            model = models[self.index]
+            self.index += 1
+            self.rec.model = model
+            self.hop = Hop(model)
+            return self.hop
+        if self.overflow is not None:  # nothing fits: the first overflow's error answers
+            raise StopIteration
+        fallback = self.fallback
+        if fallback is not None and not self.hop.fallback and self.last.code in POOL_EMPTY:
+            self.rec.model = models[0]
+            self.hop = Hop(models[0], [fallback], fallback=True)
+            return self.hop
+        pause = wait_for_key(self.last, self.allowed, self.waited)
+        if pause is None:
+            raise StopIteration
+        self.waited += pause
+        self.clock.sleep(pause)
+        self._start()
+        return self.__next__()
+
+    def goes_on_after(self, err: GatewayError) -> bool:
+        """Whether the walk goes on after this hop's error (the model has no usable key, or
+        every key failed); False when the error ends the request."""
+        if err.code not in NEXT_IN_CHAIN:
+            return False
+        self.last = err
+        return True
+
+    def overflowed(self, key: KeyRow, reply: UpstreamReply) -> tuple[KeyRow, UpstreamReply] | None:
+        """The upstream said the prompt is too long for this hop's model: the (key, reply)
+        whose error answers the client now, or None when the walk goes on (to a model with
+        a larger window, or to the same model with the oldest turns pruned)."""
+        hop, mode = self.hop, self.route.on_context_overflow
+        if hop.fallback:  # the environment key is not pruned for
+            return self._answer(hop.model, key, reply)
+        if mode == FALLBACK:
+            if self.overflow is None:
+                self.overflow = (hop.model, key, reply)
+            return None
+        if mode != PRUNE:
+            return self._answer(hop.model, key, reply)
+        if hop.first is None:
+            hop.first = (key, reply)
+        if hop.rounds < MAX_PRUNE_ROUNDS:
+            dropped = prune_request(self.request, reply.overflow, self.route.context_window)
+            if dropped:
+                hop.rounds += 1
+                self.rec.context_pruned = (self.rec.context_pruned or 0) + dropped
+                log.info(
+                    "request %s: %d messages pruned for %s", self.rec.request_id, dropped, hop.model
+                )
+                self.again = True
+                return None
+        return self._answer(hop.model, *hop.first)  # the turns that must stay do not fit
+
+    def end(self) -> tuple[KeyRow, UpstreamReply]:
+        """How a walk that found no answer ends: the first overflow's error, to relay (no
+        model had the room), or the last model's error, raised."""
+        if self.overflow is not None:
+            return self._answer(*self.overflow)
+        raise self.last
+
+    def _answer(self, model: str, key: KeyRow, reply: UpstreamReply):
+        """An overflow's error goes to the client as the model's that said it."""
+        self.rec.model, self.rec.context_pruned = model, None
+        return key, reply
 
 
 def prune_request(request: ProxyRequest, overflow: ContextOverflow, window: int | None) -> int:
