@@ -17,6 +17,7 @@ from gateway.errors import GatewayError, database_down
 from gateway.policy import Decision, KeyAction, Outcome, decide
 from gateway.providers import wording
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply, retry_after_seconds
+from gateway.providers.carry import Unsupported
 from gateway.secrets import SecretUnreadable
 from gateway.selection import unavailable_summary
 from gateway.store import KeyRow
@@ -111,6 +112,7 @@ def run_attempts(
     at_limit: list[int] = []
     unreadable: list[KeyRow] = []
     circuit_open: list[KeyRow] = []
+    refusal: Unsupported | None = None  # a field the first key's kind cannot carry
     breaker = health.breaker
     for key in keys:
         if len(failures) >= settings.max_attempts:
@@ -138,6 +140,11 @@ def run_attempts(
                 breaker.release(key.base_url)
             unreadable.append(key)
             continue
+        except Unsupported as refused:  # no fault of the key: one of another kind may carry it
+            if breaker is not None:
+                breaker.release(key.base_url)
+            refusal = refusal or refused
+            continue
         except GatewayError:  # the request's own fault (a 400 before any call): not the key's
             if breaker is not None:
                 breaker.release(key.base_url)
@@ -162,6 +169,8 @@ def run_attempts(
         health.apply(key, decision, reply, error)
         retry_after = retry_after_seconds(reply.headers, health.clock.now()) if reply else None
         failures.append((key, decision.outcome, retry_after))
+    if not failures and refusal is not None:
+        raise refusal
     if not failures and at_limit:
         raise _keys_at_limit(rec, len(at_limit), min(at_limit))
     if not failures and unreadable:
