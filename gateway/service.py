@@ -32,6 +32,7 @@ from gateway.policy import Outcome
 from gateway.pricing import Prices
 from gateway.providers import ADAPTERS, OWNERS
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply
+from gateway.providers.carry import refused
 from gateway.providers.http import UpstreamClient
 from gateway.proxy.admission import Admission, Refused
 from gateway.proxy.attempts import KeyHealth, RetrySettings, run_attempts
@@ -296,6 +297,9 @@ class Gateway:
                 unresolved = request.extra.get("unresolved")
                 if unresolved is not None and not adapter.passes_through(target, request.native):
                     raise unresolved  # a conversation only a passthrough upstream could know
+                uncarried = request.extra.get("uncarried")  # a field only passthrough carries
+                if uncarried is not None and not adapter.passes_through(target, request.native):
+                    raise refused(key.provider, *uncarried)
                 scrub = target.scrub  # what the upstream says never carries the key's secret
                 try:
                     reply = scrub.reply(ask(adapter, target, timeouts))

@@ -29,7 +29,8 @@ REQUEST_FIELDS = {"contents", "systemInstruction", "generationConfig", "tools", 
                   "safetySettings", "cachedContent"}  # fmt: skip
 CONFIG_FIELDS = {"temperature", "topP", "topK", "maxOutputTokens", "stopSequences",
                  "candidateCount", "presencePenalty", "frequencyPenalty", "seed",
-                 "responseMimeType", "responseJsonSchema", "thinkingConfig"}  # fmt: skip
+                 "responseMimeType", "responseJsonSchema", "thinkingConfig",
+                 "responseLogprobs", "logprobs"}  # fmt: skip
 
 
 @dataclass
@@ -305,9 +306,23 @@ def _answer(reply: Reply, model: str, usage: dict, body: dict) -> dict:
     parts += _call_parts(reply, model)
     answer = _chunk(parts, model, usage)
     answer["candidates"][0]["finishReason"] = reply.finish
+    config = body.get("generationConfig") or {}
+    if config.get("responseLogprobs"):
+        answer["candidates"][0]["logprobsResult"] = _logprobs(reply.text, config.get("logprobs"))
     for index in range(1, count):
         answer["candidates"].append({**answer["candidates"][0], "index": index})
     return answer
+
+
+def _logprobs(text: str, top: int | None) -> dict:
+    """A `logprobsResult`: each word chosen at -0.5, with `top` alternatives."""
+    words = _words(text)
+    chosen = [{"token": w, "logProbability": -0.5} for w in words]
+    alternatives = [{"token": f"alt{n}", "logProbability": -2.0 - n} for n in range(top or 0)]
+    return {
+        "chosenCandidates": chosen,
+        "topCandidates": [{"candidates": [chosen[i], *alternatives]} for i in range(len(words))],
+    }
 
 
 def _call_parts(reply: Reply, model: str) -> list[dict]:
