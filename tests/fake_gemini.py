@@ -174,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         usage = _usage(body, reply)
         if streamed:
-            self._stream(reply, model, usage)
+            self._stream(reply, model, usage, body.get("generationConfig") or {})
         else:
             fake._usage(usage)  # before the answer: a client may read it the moment it has one
             self._json(200, _answer(reply, model, usage, body))
@@ -230,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         }.get(reply.error_status, "The model is overloaded. Please try again later.")
         self._error(reply.status, reply.error_status, message, details)
 
-    def _stream(self, reply: Reply, model: str, usage: dict) -> None:
+    def _stream(self, reply: Reply, model: str, usage: dict, config: dict) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -241,6 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(_chunk([{"text": word, "thought": True}], model, partial))
         for word in _words(reply.text):
             chunks.append(_chunk([{"text": word}], model, partial))
+            if config.get("responseLogprobs"):  # each chunk's own tokens
+                logprobs = _logprobs(word, config.get("logprobs"))
+                chunks[-1]["candidates"][0]["logprobsResult"] = logprobs
         calls = _call_parts(reply, model)
         if calls:
             chunks.append(_chunk(calls, model, partial))

@@ -93,6 +93,15 @@ ANTHROPIC_REFUSALS = [
     ({"verbosity": "low"}, "verbosity"),
     ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0]"),
     (
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "array"}},
+            }
+        },
+        "response_format.json_schema.schema",
+    ),  # fmt: skip
+    (
         {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}, AUDIO]}]},
         "messages[0].content[1]",
     ),  # fmt: skip
@@ -133,6 +142,19 @@ def test_gemini_refuses_what_it_cannot_carry_by_name(client, gemini, fields, par
     )
     assert error.param == param and "'gemini'" in error.message
     assert gemini.requests == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [({"functions": "get_weather"}, "functions"),
+     ({"functions": [{"description": "no name"}]}, "functions[0].name"),
+     ({"function_call": 7}, "function_call")],
+)  # fmt: skip
+def test_malformed_legacy_functions_are_refused_at_the_edge(client, claude, fields, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=SONNET, messages=HI, **fields)
+    assert caught.value.code != "unsupported_by_provider" and caught.value.param == param
+    assert claude.messages_requests == []
 
 
 def test_a_mixed_pool_serves_a_field_from_the_key_that_carries_it(
@@ -293,6 +315,21 @@ def test_logprobs_are_carried_by_gemini(client, gemini):
     content = completion.choices[0].logprobs.content
     assert [t.token for t in content] == ["Hello", " there"]
     assert all(t.logprob == -0.5 and len(t.top_logprobs) == 3 for t in content)
+
+
+def test_logprobs_stream_from_gemini(client, gemini):
+    gemini.script(GEMINI, [GeminiReply.ok("Hello there")])
+    stream = client.chat.completions.create(
+        model=FLASH, messages=HI, logprobs=True, top_logprobs=1, stream=True
+    )
+    tokens = [
+        entry
+        for chunk in stream
+        if chunk.choices and chunk.choices[0].logprobs
+        for entry in chunk.choices[0].logprobs.content
+    ]
+    assert [t.token for t in tokens] == ["Hello", " there"]
+    assert [len(t.top_logprobs) for t in tokens] == [2, 2]
 
 
 def test_one_call_at_a_time_keeps_geminis_first_call(client, gemini):
