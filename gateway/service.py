@@ -32,6 +32,7 @@ from gateway.messages import SYSTEM, upstream_message
 from gateway.pricing import Prices
 from gateway.providers import ADAPTERS, OWNERS
 from gateway.providers.base import Timeouts, TransportError
+from gateway.providers.carry import Unsupported
 from gateway.providers.http import UpstreamClient
 from gateway.proxy.admission import Admission, Refused
 from gateway.proxy.attempts import Attempts, KeyHealth, RetrySettings
@@ -301,6 +302,10 @@ class Gateway:
             except SecretUnreadable:
                 self.breaker.release(key.base_url)
                 tries.secret_unreadable(key)
+                continue
+            except Unsupported as refusal:  # no fault of the key: another kind may carry it
+                self.breaker.release(key.base_url)
+                tries.cannot_carry(refusal)
                 continue
             except GatewayError:  # the request's own fault (a 400 before any call): not the key's
                 self.breaker.release(key.base_url)

@@ -185,6 +185,23 @@ def check_chat_options(body: dict) -> None:
     for number, tool in enumerate(body.get("tools") or ()):
         check_tool(tool, f"tools[{number}]")
     check_tool_choice(body.get("tool_choice"))
+    check_functions(body.get("functions"), body.get("function_call"))
+
+
+def check_functions(functions: object, choice: object) -> None:
+    """Legacy `functions` (objects with a string name) and `function_call` (a string or
+    an object with a string name), as translating adapters read them."""
+    if functions is not None and not isinstance(functions, list):
+        raise refuse("functions", "an array of functions")
+    for number, function in enumerate(functions or ()):
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise refuse(f"functions[{number}].name", "a string")
+        if function.get("parameters") is not None and not isinstance(function["parameters"], dict):
+            raise refuse(f"functions[{number}].parameters", "an object (a JSON schema)")
+    if choice is None or isinstance(choice, str):
+        return
+    if not isinstance(choice, dict) or not isinstance(choice.get("name"), str):
+        raise refuse("function_call", 'a string or an object with a string "name"')
 
 
 def check_tool(tool: object, path: str) -> None:

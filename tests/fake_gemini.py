@@ -29,7 +29,8 @@ REQUEST_FIELDS = {"contents", "systemInstruction", "generationConfig", "tools", 
                   "safetySettings", "cachedContent"}  # fmt: skip
 CONFIG_FIELDS = {"temperature", "topP", "topK", "maxOutputTokens", "stopSequences",
                  "candidateCount", "presencePenalty", "frequencyPenalty", "seed",
-                 "responseMimeType", "responseJsonSchema", "thinkingConfig"}  # fmt: skip
+                 "responseMimeType", "responseJsonSchema", "thinkingConfig",
+                 "responseLogprobs", "logprobs"}  # fmt: skip
 
 
 @dataclass
@@ -173,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         usage = _usage(body, reply)
         if streamed:
-            self._stream(reply, model, usage)
+            self._stream(reply, model, usage, body.get("generationConfig") or {})
         else:
             fake._usage(usage)  # before the answer: a client may read it the moment it has one
             self._json(200, _answer(reply, model, usage, body))
@@ -229,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         }.get(reply.error_status, "The model is overloaded. Please try again later.")
         self._error(reply.status, reply.error_status, message, details)
 
-    def _stream(self, reply: Reply, model: str, usage: dict) -> None:
+    def _stream(self, reply: Reply, model: str, usage: dict, config: dict) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -240,6 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(_chunk([{"text": word, "thought": True}], model, partial))
         for word in _words(reply.text):
             chunks.append(_chunk([{"text": word}], model, partial))
+            if config.get("responseLogprobs"):  # each chunk's own tokens
+                logprobs = _logprobs(word, config.get("logprobs"))
+                chunks[-1]["candidates"][0]["logprobsResult"] = logprobs
         calls = _call_parts(reply, model)
         if calls:
             chunks.append(_chunk(calls, model, partial))
@@ -305,9 +309,23 @@ def _answer(reply: Reply, model: str, usage: dict, body: dict) -> dict:
     parts += _call_parts(reply, model)
     answer = _chunk(parts, model, usage)
     answer["candidates"][0]["finishReason"] = reply.finish
+    config = body.get("generationConfig") or {}
+    if config.get("responseLogprobs"):
+        answer["candidates"][0]["logprobsResult"] = _logprobs(reply.text, config.get("logprobs"))
     for index in range(1, count):
         answer["candidates"].append({**answer["candidates"][0], "index": index})
     return answer
+
+
+def _logprobs(text: str, top: int | None) -> dict:
+    """A `logprobsResult`: each word chosen at -0.5, with `top` alternatives."""
+    words = _words(text)
+    chosen = [{"token": w, "logProbability": -0.5} for w in words]
+    alternatives = [{"token": f"alt{n}", "logProbability": -2.0 - n} for n in range(top or 0)]
+    return {
+        "chosenCandidates": chosen,
+        "topCandidates": [{"candidates": [chosen[i], *alternatives]} for i in range(len(words))],
+    }
 
 
 def _call_parts(reply: Reply, model: str) -> list[dict]:

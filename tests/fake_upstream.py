@@ -64,6 +64,9 @@ class Behaviour:
     reasoning: str = ""
     # `context_window`: the model's context length in the fake's tokens (see above).
     context_limit: int = 0
+    # The finish_reason of a tool call's answer: OpenAI says `tool_calls`; LiteLLM and
+    # other OpenAI-compatible servers say `stop`.
+    tool_finish: str = "tool_calls"
 
     @classmethod
     def ok(
@@ -90,14 +93,18 @@ class Behaviour:
         return cls("slow", content=content, usage=usage, prompt_tokens=prompt_tokens, delay=delay)
 
     @classmethod
-    def tool_call(cls, name: str, arguments: dict, content: str = "") -> Behaviour:
-        """The model calls a tool (finish_reason `tool_calls`); streamed, the arguments
-        arrive split across several chunks, as OpenAI sends them."""
+    def tool_call(
+        cls, name: str, arguments: dict, content: str = "", finish: str = "tool_calls"
+    ) -> Behaviour:
+        """The model calls a tool (finish_reason `tool_calls`, or `finish` as some servers
+        say it); streamed, the arguments arrive split across several chunks, as OpenAI
+        sends them."""
         return cls(
             "ok",
             content=content,
             tool_name=name,
             tool_arguments=json.dumps(arguments, separators=(",", ":")),
+            tool_finish=finish,
         )
 
     @classmethod
@@ -584,7 +591,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "function": {"name": b.tool_name, "arguments": b.tool_arguments},
                 }
             ]
-            completion["choices"][0]["finish_reason"] = "tool_calls"
+            completion["choices"][0]["finish_reason"] = b.tool_finish
         if b.usage:
             completion["usage"] = usage
         if b.litellm:
@@ -621,7 +628,7 @@ class _Handler(BaseHTTPRequestHandler):
             for part in _argument_pieces(b.tool_arguments):
                 piece = {"index": 0, "function": {"arguments": part}}
                 chunks.append(chunk({"tool_calls": [piece]}))
-            chunks.append(chunk({}, "tool_calls"))
+            chunks.append(chunk({}, b.tool_finish))
         else:
             chunks.append(chunk({}, "stop"))
         sent_usage = usage if include_usage and b.usage else None

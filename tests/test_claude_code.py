@@ -117,3 +117,27 @@ def test_claude_code_through_an_anthropic_key_is_passed_through(claude, server, 
         assert sent.body["model"] == "gpt-4o-mini"  # the model Claude Code asked for
         assert isinstance(sent.body["system"], list)  # Anthropic's own shape, untranslated
         assert any(tool["name"] == "Bash" for tool in sent.body["tools"])
+
+
+def test_claude_code_runs_a_tool_when_the_upstream_says_stop(
+    claude, server, client_key, fake, tmp_path
+):
+    """LiteLLM and other OpenAI-compatible servers end a tool call with finish_reason
+    `stop`: Claude Code still gets `tool_use` and runs the tool."""
+    fake.script(
+        SECRET,
+        [
+            Behaviour.tool_call(
+                "Bash", {"command": "echo said-stop", "description": "Print"}, "Running it.", "stop"
+            ),
+            Behaviour.ok("The command printed said-stop."),
+        ],
+    )
+    done = run(
+        claude, server, client_key["key"], tmp_path, "Run echo said-stop", "--allowedTools", "Bash"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "The command printed said-stop."
+    assert len(fake.requests) == 2
+    (result,) = [m for m in fake.requests[1].body["messages"] if m["role"] == "tool"]
+    assert "said-stop" in result["content"]  # Claude Code ran the tool

@@ -163,6 +163,14 @@ class AnthropicMessages(Dialect):
         return error_json(error.status, error.message)
 
 
+def stop_reason(finish: object, called: bool) -> str:
+    """Anthropic's stop reason for OpenAI's finish reason. A turn that called tools ends
+    in `tool_use` whatever the upstream said (LiteLLM and others say `stop`): a client
+    such as Claude Code runs the tools only then."""
+    reason = STOP_REASONS.get(finish, "end_turn")
+    return "tool_use" if called and reason == "end_turn" else reason
+
+
 def message_of(completion: dict, reply: UpstreamReply) -> dict:
     """An OpenAI chat.completion as an Anthropic `message`."""
     choices = completion.get("choices") or [{}]
@@ -192,7 +200,7 @@ def message_of(completion: dict, reply: UpstreamReply) -> dict:
         "role": "assistant",
         "model": completion.get("model") or "",
         "content": content,
-        "stop_reason": STOP_REASONS.get(choice.get("finish_reason"), "end_turn"),
+        "stop_reason": stop_reason(choice.get("finish_reason"), bool(message.get("tool_calls"))),
         "stop_sequence": None,
         "usage": {
             "input_tokens": usage.input_tokens if usage else 0,
@@ -288,7 +296,7 @@ class StreamTranslator(ChunkTranslator):
                 out.append(_event("content_block_delta", delta_event))
         reason = choice.get("finish_reason")
         if reason:
-            self.stop_reason = STOP_REASONS.get(reason, "end_turn")
+            self.stop_reason = stop_reason(reason, bool(self.tools))
         return out
 
     def _block(self, kind: str, block: dict) -> list[bytes]:
@@ -325,7 +333,10 @@ class StreamTranslator(ChunkTranslator):
         }
         delta = {
             "type": "message_delta",
-            "delta": {"stop_reason": self.stop_reason or "end_turn", "stop_sequence": None},
+            "delta": {
+                "stop_reason": self.stop_reason or stop_reason(None, bool(self.tools)),
+                "stop_sequence": None,
+            },
             "usage": final,
         }
         out.append(_event("message_delta", delta))

@@ -80,6 +80,12 @@ class OpenAIResponses(OpenAIChat):
             choice = _tool_choice(body.get("tool_choice"))
             if choice is not None:
                 chat["tool_choice"] = choice
+            _allowed_tools(chat, body.get("tool_choice"))
+        fmt = _response_format(body.get("text"))
+        if fmt is not None:
+            chat["response_format"] = fmt
+        if isinstance(body.get("prompt_cache_key"), str):
+            chat["prompt_cache_key"] = body["prompt_cache_key"]
         instructions = body.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
             raise invalid_request("'instructions' must be a string.", "instructions")
@@ -105,7 +111,11 @@ class OpenAIResponses(OpenAIChat):
             "tools": body.get("tools") or [],
             "tool_choice": body.get("tool_choice") or "auto",
             "new_messages": messages,
+            "text": {"format": fmt_echo(body.get("text"))},
         }
+        uncarried = _uncarried(body)
+        if uncarried is not None:  # only an upstream with the Responses API carries it
+            request.extra["uncarried"] = uncarried
         return request
 
     def prepare(self, request: ProxyRequest, client_key_id: int | None) -> None:
@@ -178,7 +188,7 @@ class OpenAIResponses(OpenAIChat):
             "reasoning": {"effort": request.body.get("reasoning_effort"), "summary": None},
             "store": extra["store"],
             "temperature": request.body.get("temperature"),
-            "text": {"format": {"type": "text"}},
+            "text": extra.get("text") or {"format": {"type": "text"}},
             "tool_choice": extra["tool_choice"],
             "tools": extra["tools"],
             "top_p": request.body.get("top_p"),
@@ -363,12 +373,19 @@ def _check_options(body: dict) -> None:
         ("previous_response_id", str, "a string"),
         ("reasoning", dict, 'an object, e.g. {"effort": "low"}'),
         ("tool_choice", str | dict, "a string or an object"),
+        ("text", dict, 'an object, e.g. {"format": {"type": "text"}}'),
+        ("include", list, "an array of strings"),
+        ("prompt_cache_key", str, "a string"),
     ):
         if body.get(name) is not None and not isinstance(body[name], kind):
             raise refuse(name, what)
     effort = (body.get("reasoning") or {}).get("effort")
     if effort is not None and not isinstance(effort, str):
         raise refuse("reasoning.effort", "a string: low, medium or high")
+    _check_text(body.get("text"))
+    for number, value in enumerate(body.get("include") or ()):
+        if not isinstance(value, str):
+            raise refuse(f"include[{number}]", "a string")
     tools = body.get("tools")
     for number, tool in enumerate(tools if isinstance(tools, list) else ()):
         if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
@@ -380,6 +397,65 @@ def _check_options(body: dict) -> None:
                 raise refuse(f"tools[{number}].parameters", "an object (a JSON schema)")
             if tool.get("description") is not None and not isinstance(tool["description"], str):
                 raise refuse(f"tools[{number}].description", "a string")
+
+
+# `include` values a translated response honours: it has no reasoning items whose
+# encrypted content could be included (so that one is met as it is).
+HONOURED_INCLUDES = ("reasoning.encrypted_content",)
+
+
+def _uncarried(body: dict) -> tuple[str, str] | None:
+    """(field, what it asks) of the first field only the Responses API itself carries, or
+    None: a key that translates to chat refuses it by name; a passthrough key sends it."""
+    if body.get("conversation") is not None:
+        return "conversation", "a conversation kept by the upstream"
+    for number, value in enumerate(body.get("include") or ()):
+        if value not in HONOURED_INCLUDES:
+            return f"include[{number}]", f"including {value}"
+    return None
+
+
+def _response_format(text: object) -> dict | None:
+    """`text.format` as chat's `response_format` (None for plain text)."""
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return None
+    if fmt["type"] == "json_object":
+        return {"type": "json_object"}
+    schema = {"name": fmt.get("name") or "answer", "schema": fmt.get("schema") or {}}
+    for name in ("description", "strict"):
+        if fmt.get(name) is not None:
+            schema[name] = fmt[name]
+    return {"type": "json_schema", "json_schema": schema}
+
+
+def fmt_echo(text: object) -> dict:
+    """The `text.format` a response echoes: what the request asked (plain text if nothing)."""
+    fmt = text.get("format") if isinstance(text, dict) else None
+    return fmt if isinstance(fmt, dict) else {"type": "text"}
+
+
+def _allowed_tools(chat: dict, choice: object) -> None:
+    """`tool_choice: allowed_tools`: only the tools it names are offered, in its mode."""
+    if not isinstance(choice, dict) or choice.get("type") != "allowed_tools":
+        return
+    names = {t.get("name") for t in choice.get("tools") or () if isinstance(t, dict)}
+    chat["tools"] = [t for t in chat["tools"] if t["function"]["name"] in names]
+    chat["tool_choice"] = "required" if choice.get("mode") == "required" else "auto"
+    if not chat["tools"]:
+        del chat["tools"], chat["tool_choice"]
+
+
+def _check_text(text: object) -> None:
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise refuse("text.format", "an object of type text, json_object or json_schema")
+    if fmt["type"] == "json_schema" and not isinstance(fmt.get("schema"), dict):
+        raise refuse("text.format.schema", "an object (a JSON schema)")
+    if fmt["type"] == "json_schema" and not isinstance(fmt.get("name"), str):
+        raise refuse("text.format.name", "a string")
 
 
 def _input_messages(given: object) -> list[dict]:

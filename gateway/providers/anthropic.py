@@ -17,6 +17,7 @@ import uuid
 import orjson
 
 from gateway.policy import Outcome
+from gateway.providers import carry
 from gateway.providers.base import (
     ProviderAdapter,
     Target,
@@ -24,6 +25,15 @@ from gateway.providers.base import (
     TransportError,
     UpstreamReply,
     context_overflow,
+)
+from gateway.providers.carry import (
+    ANSWER_TOOL,
+    CARRIED,
+    EMULATED,
+    IGNORED,
+    FunctionCallStream,
+    as_function_call,
+    legacy_functions,
 )
 from gateway.providers.reading import image_url, list_of, part_text, strings
 from gateway.usage import Usage
@@ -42,6 +52,8 @@ FINISH_REASONS = {
     "pause_turn": "stop",
 }
 EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+# What a document block takes as base64 data (a file part's types).
+DOCUMENT_TYPES = ("application/pdf", "text/plain")
 # The least thinking budget Anthropic takes; it must also stay below `max_tokens`.
 MIN_THINKING = 1024
 
@@ -50,6 +62,25 @@ class AnthropicAdapter(ProviderAdapter):
     name = "anthropic"
     default_base_url = "https://api.anthropic.com/v1"
     price_provider = "anthropic"
+    # Messages has no several choices, log probabilities, seed, penalties or biases, and
+    # takes no audio; structured output is a forced tool whose input is the answer.
+    carries = {
+        "response_format: json_object": EMULATED,
+        "response_format: json_schema": EMULATED,
+        "tools": CARRIED,
+        "tool_choice: allowed_tools": EMULATED,
+        "parallel_tool_calls: false": CARRIED,
+        "functions": EMULATED,
+        "function_call": EMULATED,
+        "content part: image_url": CARRIED,
+        "content part: file": CARRIED,
+        "temperature, top_p, stop": CARRIED,
+        "reasoning_effort": CARRIED,
+        "user": CARRIED,
+        "prompt_cache_key": IGNORED,
+        "store, metadata, service_tier, safety_identifier": IGNORED,
+    }
+    file_types = DOCUMENT_TYPES
 
     def _headers(self, target: Target) -> dict[str, str]:
         return {
@@ -65,6 +96,7 @@ class AnthropicAdapter(ProviderAdapter):
         """(the Messages request, whether the client's own Anthropic body is sent)."""
         if native is not None and native[0] == FORMAT:
             return {**native[1], "model": body["model"]}, True
+        self.refuse_uncarried(body)
         return to_messages(body), False
 
     def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
@@ -94,7 +126,9 @@ class AnthropicAdapter(ProviderAdapter):
                 response.status, response.headers, raw, usage=usage, text=text,
                 model=message.get("model"), format=FORMAT,
             )  # fmt: skip
-        completion = to_completion(message, usage)
+        completion = to_completion(message, usage, answer_tool=_answers(payload))
+        if legacy_functions(body):
+            completion = as_function_call(completion)
         return UpstreamReply(
             response.status,
             response.headers,
@@ -115,12 +149,13 @@ class AnthropicAdapter(ProviderAdapter):
         )  # fmt: skip
         if response.status >= 300:
             return error_reply(response.status, response.headers, response.read())
+        reader = MessagesStream(passthrough, wants_usage, _answers(payload))
         return UpstreamReply(
             response.status,
             response.headers,
             chunks=response.chunks(),
             _release=response.abandon,
-            stream=MessagesStream(passthrough, wants_usage),
+            stream=FunctionCallStream(reader) if legacy_functions(body) else reader,
             format=FORMAT if passthrough else "openai",
         )
 
@@ -143,6 +178,11 @@ class AnthropicAdapter(ProviderAdapter):
         return sorted(
             {m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
         )
+
+
+def _answers(payload: dict) -> bool:
+    """Whether the request asks for its answer through the structured-output tool."""
+    return any(t.get("name") == ANSWER_TOOL for t in payload.get("tools") or ())
 
 
 def usage_of(usage: object) -> Usage | None:
@@ -189,6 +229,7 @@ def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamRe
 
 def to_messages(body: dict) -> dict:
     """The gateway's OpenAI chat request as a Messages request."""
+    body = carry.as_tools(body)
     system: list[str] = []
     turns: list[dict] = []
     for message in body.get("messages") or ():
@@ -250,6 +291,7 @@ def to_messages(body: dict) -> dict:
         choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
         if choice is not None:
             out["tool_choice"] = choice
+    _structured(out, body)
     effort = body.get("reasoning_effort")
     if isinstance(effort, str) and effort in EFFORT_BUDGETS:
         budget = EFFORT_BUDGETS[effort]
@@ -260,6 +302,29 @@ def to_messages(body: dict) -> dict:
         # as OpenAI counts it: the thinking is fitted under it.
         fit_thinking(out)
     return out
+
+
+def _structured(out: dict, body: dict) -> None:
+    """`response_format` as a tool the model must call, its input the answer: forced
+    when the client offers no tool, one of any tool otherwise (left to the model under
+    extended thinking, which refuses a forced tool)."""
+    schema = carry.answer_schema(AnthropicAdapter.name, body)
+    if schema is None:
+        return
+    tool = {
+        "name": ANSWER_TOOL,
+        "description": "Give your answer as this tool's input, following its schema.",
+        "input_schema": schema,
+    }
+    offered = out.get("tools") or []
+    out["tools"] = [*offered, tool]
+    if body.get("reasoning_effort") in EFFORT_BUDGETS:
+        out["tool_choice"] = {"type": "auto"}
+    elif not offered or (out.get("tool_choice") or {}).get("type") == "none":
+        out["tools"] = [tool]
+        out["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
+    elif (out.get("tool_choice") or {}).get("type") != "tool":
+        out["tool_choice"] = {"type": "any"}
 
 
 def fit_thinking(payload: dict) -> None:
@@ -308,7 +373,16 @@ def _user_blocks(content) -> list[dict]:
             url = image_url(part)
             if url is not None:
                 blocks.append({"type": "image", "source": _image_source(url)})
+        elif isinstance(part, dict) and part.get("type") == "file":
+            blocks.append(_document(part["file"]))
     return blocks
+
+
+def _document(file: dict) -> dict:
+    """A file part (its `file_data`, a data URL: carry.check refused any other) as a
+    document block."""
+    media, encoded = file["file_data"][5:].split(";base64,", 1)
+    return {"type": "document", "source": {"type": "base64", "media_type": media, "data": encoded}}
 
 
 def _image_source(url: str) -> dict:
@@ -359,13 +433,19 @@ def _tool_choice(choice, parallel) -> dict | None:
 # -- Messages → OpenAI chat ---------------------------------------------------------------
 
 
-def to_completion(message: dict, usage: Usage | None) -> dict:
+def to_completion(message: dict, usage: Usage | None, answer_tool: bool = False) -> dict:
+    """A Messages answer as a chat.completion (with `answer_tool`: the structured-output
+    tool's input is the answer's text)."""
     text, thinking, calls = [], [], []
+    answered = False
     for block in message.get("content") or ():
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
-        if kind == "text":
+        if answer_tool and kind == "tool_use" and block.get("name") == ANSWER_TOOL:
+            text.append(orjson.dumps(block.get("input") or {}).decode())
+            answered = True
+        elif kind == "text":
             text.append(block.get("text", ""))
         elif kind == "thinking":
             thinking.append(block.get("thinking", ""))
@@ -395,13 +475,19 @@ def to_completion(message: dict, usage: Usage | None) -> dict:
                 "index": 0,
                 "message": answer,
                 "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(message.get("stop_reason"), "stop"),
+                "finish_reason": _finish(message.get("stop_reason"), answered and not calls),
             }
         ],
     }
     if usage is not None:
         completion["usage"] = openai_usage(usage)
     return completion
+
+
+def _finish(reason: object, answered: bool) -> str:
+    """OpenAI's finish reason; a structured answer given through its tool is a `stop`."""
+    mapped = FINISH_REASONS.get(reason, "stop")
+    return "stop" if answered and mapped == "tool_calls" else mapped
 
 
 def openai_usage(usage: Usage) -> dict:
@@ -417,8 +503,10 @@ class MessagesStream:
     """Reads a Messages SSE stream: relays its events as they are (passthrough), or turns
     them into OpenAI chat chunks; either way reads usage and the end (`message_stop`)."""
 
-    def __init__(self, passthrough: bool, wants_usage: bool) -> None:
+    def __init__(self, passthrough: bool, wants_usage: bool, answer_tool: bool = False) -> None:
         self.passthrough, self.wants_usage = passthrough, wants_usage
+        self.answer_tool = answer_tool  # the structured-output tool's input is the text
+        self._answer: int | None = None  # its block's index
         self.done = False
         self._buffer = b""
         self._start: dict = {}
@@ -501,6 +589,9 @@ class MessagesStream:
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = payload.get("content_block") or {}
+            if self.answer_tool and block.get("name") == ANSWER_TOOL:
+                self._answer = payload.get("index", 0)
+                return []
             if block.get("type") == "tool_use":
                 number = len(self._calls)
                 self._calls[payload.get("index", 0)] = number
@@ -518,6 +609,9 @@ class MessagesStream:
                 return [self._chunk({"content": delta.get("text", "")})]
             if delta.get("type") == "thinking_delta":
                 return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
+            if delta.get("type") == "input_json_delta" and payload.get("index") == self._answer:
+                self._text.append(delta.get("partial_json", ""))
+                return [self._chunk({"content": delta.get("partial_json", "")})]
             if delta.get("type") == "input_json_delta":
                 number = self._calls.get(payload.get("index", 0), 0)
                 piece = {"index": number, "function": {"arguments": delta.get("partial_json", "")}}
@@ -525,7 +619,8 @@ class MessagesStream:
             return []
         if kind == "message_delta":
             reason = (payload.get("delta") or {}).get("stop_reason")
-            return [self._chunk({}, FINISH_REASONS.get(reason, "stop"))]
+            answered = self._answer is not None and not self._calls
+            return [self._chunk({}, _finish(reason, answered))]
         if kind == "message_stop":
             out = []
             usage = self.read_usage()

@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from gateway.errors import GatewayError
+from gateway.providers import carry
 from gateway.providers.http import UpstreamClient
 from gateway.providers.transport import Target, Timeouts, TransportError
 from gateway.usage import Usage
@@ -171,10 +172,9 @@ def retry_after_seconds(headers: dict[str, str], now: datetime) -> float | None:
 
 
 def unsupported(provider: str, what: str) -> GatewayError:
-    return GatewayError(
-        400,
-        f"Provider '{provider}' does not serve {what}; route this model to a provider that does.",
-        code="unsupported_by_provider",
+    """A whole operation this kind does not serve (another key's kind may)."""
+    return carry.Unsupported(
+        f"Provider '{provider}' does not serve {what}; route this model to a provider that does."
     )
 
 
@@ -196,6 +196,11 @@ class ProviderAdapter(ABC):
     # "auth_failed" (the upstream refused every key), "limit_reached" (every key at its
     # daily limit), "no_keys" (no usable key of this kind).
     wording: dict[str, str] = {}
+    # How this kind treats each request field not every format has (carry.FIELDS):
+    # carried, emulated, ignored or refused (a 400 naming the field, before any call).
+    carries: dict[str, str] = carry.ALL_CARRIED
+    # The media types a file part may have where file parts are carried (empty: any).
+    file_types: tuple[str, ...] = ()
 
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
@@ -237,6 +242,11 @@ class ProviderAdapter(ABC):
     def passes_through(self, target: Target, native) -> bool:
         """Whether this key sends the client's own body (`native`) as it is."""
         return False
+
+    def refuse_uncarried(self, body: dict) -> None:
+        """Raise carry.Unsupported (a 400 naming the field) for a field of the chat body
+        this kind cannot carry; called before the upstream is, on a translated body."""
+        carry.check(self.name, self.carries, body, self.file_types)
 
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         """Embeddings (`body`: OpenAI's embeddings request)."""

@@ -33,8 +33,8 @@ from gateway.providers.base import (
     Timeouts,
     TransportError,
     UpstreamReply,
-    unsupported,
 )
+from gateway.providers.carry import IGNORED
 from gateway.providers.cli_run import CliRun
 from gateway.providers.openai_sse import SSEFilter
 from gateway.usage import Usage
@@ -51,6 +51,14 @@ class CliAdapter(ProviderAdapter):
 
     url_schemes = ("cli",)
     binary = ""
+    # A CLI takes the conversation's text and nothing else (its tools are switched off);
+    # hints no answer depends on are left out.
+    carries = {
+        "parallel_tool_calls: false": IGNORED,  # it makes no tool calls at all
+        "user": IGNORED,
+        "prompt_cache_key": IGNORED,
+        "store, metadata, service_tier, safety_identifier": IGNORED,
+    }
 
     @classmethod
     def options_schema(cls) -> dict:
@@ -217,7 +225,7 @@ class CliAdapter(ProviderAdapter):
         return target.options.get("command") or self.binary
 
     def _start(self, target: Target, body: dict) -> tuple[CliRun, Iterator[dict]]:
-        refuse_unsupported(self.name, body)
+        self.refuse_uncarried(body)
         system, text = self.stdin(body)
         refuse_bad_input(self.name, body["model"], system, text)
         argv = [self._command(target), *self.argv(target, body, system)]
@@ -489,23 +497,6 @@ class _Chunks:
 
 
 # -- the conversation as text -----------------------------------------------------------------
-
-
-def refuse_unsupported(provider: str, body: dict) -> None:
-    """Tool calls and images are not offered to a CLI: a clear 400 before anything runs."""
-    if body.get("tools") or body.get("functions"):
-        raise unsupported(provider, "tool calls (its tools are switched off)")
-    for message in body.get("messages") or ():
-        if not isinstance(message, dict):
-            continue
-        if message.get("role") in ("tool", "function") or message.get("tool_calls"):
-            raise unsupported(provider, "tool calls (its tools are switched off)")
-        content = message.get("content")
-        if isinstance(content, list) and any(
-            isinstance(p, dict) and p.get("type") not in ("text", "input_text", "output_text")
-            for p in content
-        ):
-            raise unsupported(provider, "images or files in messages")
 
 
 # A model name as the CLIs take it: no leading dash (it would read as a flag), no

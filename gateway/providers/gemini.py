@@ -22,8 +22,8 @@ from urllib.parse import quote
 import orjson
 
 from gateway import tokens
-from gateway.errors import GatewayError
 from gateway.policy import Outcome
+from gateway.providers import carry
 from gateway.providers.base import (
     ProviderAdapter,
     Target,
@@ -31,6 +31,15 @@ from gateway.providers.base import (
     TransportError,
     UpstreamReply,
     context_overflow,
+)
+from gateway.providers.carry import (
+    CARRIED,
+    EMULATED,
+    IGNORED,
+    FunctionCallStream,
+    Unsupported,
+    as_function_call,
+    legacy_functions,
 )
 from gateway.providers.gemini_sse import (
     SIGNATURES,
@@ -58,6 +67,31 @@ class GeminiAdapter(ProviderAdapter):
     name = "gemini"
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     price_provider = "google"
+    # generateContent has candidates, log probabilities, a response schema, penalties and
+    # a seed; no token biases, no spoken answer, and no switch for parallel calls (the
+    # first call of a turn is kept when the client asks for one at a time).
+    carries = {
+        "n": CARRIED,
+        "logprobs": CARRIED,
+        "response_format: json_object": CARRIED,
+        "response_format: json_schema": CARRIED,
+        "tools": CARRIED,
+        "tool_choice: allowed_tools": EMULATED,
+        "parallel_tool_calls: false": EMULATED,
+        "functions": EMULATED,
+        "function_call": EMULATED,
+        "content part: image_url": CARRIED,
+        "content part: file": CARRIED,
+        "content part: input_audio": CARRIED,
+        "temperature, top_p, stop": CARRIED,
+        "seed": CARRIED,
+        "presence_penalty": CARRIED,
+        "frequency_penalty": CARRIED,
+        "reasoning_effort": CARRIED,
+        "user": IGNORED,
+        "prompt_cache_key": IGNORED,
+        "store, metadata, service_tier, safety_identifier": IGNORED,
+    }
 
     def _headers(self, target: Target) -> dict[str, str]:
         return {"x-goog-api-key": target.secret, "Content-Type": "application/json"}
@@ -69,6 +103,7 @@ class GeminiAdapter(ProviderAdapter):
         )
 
     def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
+        self.refuse_uncarried(body)
         response = self._post(target, body["model"], "generateContent", to_gemini(body), timeouts)
         raw = response.read()
         if response.status >= 300:
@@ -77,7 +112,9 @@ class GeminiAdapter(ProviderAdapter):
         if answer is None:
             raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without JSON")
         usage = usage_of(answer.get("usageMetadata"))
-        completion = to_completion(answer, body["model"])
+        completion = to_completion(answer, body["model"], one_call(body))
+        if legacy_functions(body):
+            completion = as_function_call(completion)
         text = "".join(
             c["message"].get("content") or "" for c in completion["choices"]
         )  # fmt: skip
@@ -89,29 +126,29 @@ class GeminiAdapter(ProviderAdapter):
     def chat_stream(
         self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
     ) -> UpstreamReply:
+        self.refuse_uncarried(body)
         response = self._post(
             target, body["model"], "streamGenerateContent?alt=sse", to_gemini(body), timeouts
         )
         if response.status >= 300:
             return error_reply(response.status, response.headers, response.read())
+        reader = GeminiStream(body["model"], wants_usage, one_call(body))
         return UpstreamReply(
             response.status,
             response.headers,
             chunks=response.chunks(),
             _release=response.abandon,
-            stream=GeminiStream(body["model"], wants_usage),
+            stream=FunctionCallStream(reader) if legacy_functions(body) else reader,
         )
 
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         model, inputs = body["model"], body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else inputs
         if not all(isinstance(item, str) for item in inputs):
-            raise GatewayError(
-                400,
+            raise Unsupported(
                 "Provider 'gemini' embeds text only; send 'input' as a string or strings, "
                 "not token ids.",
-                code="unsupported_by_provider",
-                param="input",
+                "input",
             )
         one = len(inputs) == 1
         payload = _embed_request(model, inputs[0], body) if one else {
@@ -176,6 +213,12 @@ class GeminiAdapter(ProviderAdapter):
                 continue
             ids.add(model["name"].removeprefix("models/"))
         return sorted(ids)
+
+
+def one_call(body: dict) -> bool:
+    """Whether the client asked for one tool call at a time (Gemini has no such switch:
+    the first call of a turn is kept)."""
+    return body.get("parallel_tool_calls") is False or legacy_functions(body)
 
 
 def model_path(model: str) -> str:
@@ -249,6 +292,7 @@ def _retry_delay(details: list[dict]) -> float | None:
 
 def to_gemini(body: dict) -> dict:
     """The gateway's OpenAI chat request as a generateContent request."""
+    body = carry.as_tools(body)
     system: list[str] = []
     contents: list[dict] = []
     names: dict[str, str] = {}  # tool call id → function name, for the tool results
@@ -318,6 +362,13 @@ def _user_parts(content) -> list[dict]:
             url = image_url(part)
             if url is not None:
                 parts.append(_image(url))
+        elif isinstance(part, dict) and part.get("type") == "file":
+            media, data = part["file"]["file_data"][5:].split(";base64,", 1)  # carry.check
+            parts.append({"inlineData": {"mimeType": media, "data": data}})
+        elif isinstance(part, dict) and part.get("type") == "input_audio":
+            audio = part.get("input_audio") or {}
+            media = "audio/" + str(audio.get("format") or "wav")
+            parts.append({"inlineData": {"mimeType": media, "data": str(audio.get("data", ""))}})
     return parts
 
 
@@ -399,6 +450,10 @@ def _generation_config(body: dict) -> dict:
     if isinstance(body.get("n"), int) and body["n"] > 1:
         config["candidateCount"] = body["n"]
     config.update(_response_format(body.get("response_format")))
+    if body.get("logprobs") is True or body.get("top_logprobs"):
+        config["responseLogprobs"] = True
+        if body.get("top_logprobs"):
+            config["logprobs"] = body["top_logprobs"]
     effort = body.get("reasoning_effort")
     if isinstance(effort, str) and effort in THINKING_BUDGETS:
         config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[effort]}
@@ -447,10 +502,11 @@ def _tool_config(choice) -> dict | None:
 # -- generateContent → OpenAI chat --------------------------------------------------------
 
 
-def to_completion(answer: dict, model: str) -> dict:
-    """A GenerateContentResponse as an OpenAI chat.completion."""
+def to_completion(answer: dict, model: str, one_call: bool = False) -> dict:
+    """A GenerateContentResponse as an OpenAI chat.completion (`one_call`: a turn's
+    first function call only)."""
     candidates = [c for c in answer.get("candidates") or () if isinstance(c, dict)]
-    choices = [choice_of(c, number) for number, c in enumerate(candidates)]
+    choices = [choice_of(c, number, one_call) for number, c in enumerate(candidates)]
     if not choices:  # the prompt itself was blocked (promptFeedback.blockReason)
         message = {"role": "assistant", "content": None, "refusal": None}
         choices = [{"index": 0, "message": message, "logprobs": None,

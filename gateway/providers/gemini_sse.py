@@ -119,9 +119,37 @@ def split_parts(candidate: dict) -> tuple[list[str], list[str], list[dict]]:
     return texts, thoughts, calls
 
 
-def choice_of(candidate: dict, number: int) -> dict:
-    """A whole candidate as an OpenAI chat choice."""
+def logprobs_of(candidate: dict) -> dict | None:
+    """A candidate's `logprobsResult` as OpenAI's choice `logprobs` (None without one)."""
+    result = candidate.get("logprobsResult")
+    if not isinstance(result, dict):
+        return None
+    tops = [t for t in result.get("topCandidates") or () if isinstance(t, dict)]
+    content = []
+    for number, chosen in enumerate(result.get("chosenCandidates") or ()):
+        if not isinstance(chosen, dict):
+            continue
+        top = tops[number].get("candidates") or () if number < len(tops) else ()
+        entry = _logprob(chosen)
+        entry["top_logprobs"] = [_logprob(c) for c in top if isinstance(c, dict)]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
+def _logprob(candidate: dict) -> dict:
+    token = str(candidate.get("token", ""))
+    value = candidate.get("logProbability")
+    return {
+        "token": token,
+        "logprob": value if isinstance(value, int | float) else 0.0,
+        "bytes": list(token.encode()),
+    }
+
+
+def choice_of(candidate: dict, number: int, one_call: bool = False) -> dict:
+    """A whole candidate as an OpenAI chat choice (`one_call`: its first call only)."""
     texts, thoughts, calls = split_parts(candidate)
+    calls = calls[:1] if one_call else calls
     message: dict = {"role": "assistant", "content": "".join(texts) or None, "refusal": None}
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
@@ -130,7 +158,7 @@ def choice_of(candidate: dict, number: int) -> dict:
     return {
         "index": candidate.get("index", number),
         "message": message,
-        "logprobs": None,
+        "logprobs": logprobs_of(candidate),
         "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls)),
     }
 
@@ -141,8 +169,9 @@ class GeminiStream:
     chunk carries the final `usageMetadata`), and then the finish, usage and `[DONE]`
     chunks go out. Usage is read only from a finished stream: a cut one is estimated."""
 
-    def __init__(self, model: str, wants_usage: bool) -> None:
+    def __init__(self, model: str, wants_usage: bool, one_call: bool = False) -> None:
         self.model, self.wants_usage = model, wants_usage
+        self.one_call = one_call  # a turn's first function call only
         self.done = False
         self._buffer = b""
         self._metadata: dict | None = None
@@ -197,6 +226,9 @@ class GeminiStream:
             self._open.add(index)
             out.append(self._chunk(index, {"role": "assistant", "content": ""}))
         texts, thoughts, calls = split_parts(candidate)
+        if self.one_call:
+            calls = calls[: max(0, 1 - self._calls[index])]
+        logprobs = logprobs_of(candidate)
         if thoughts:
             self._billed += thoughts
             out.append(self._chunk(index, {"reasoning_content": "".join(thoughts)}))
@@ -204,7 +236,7 @@ class GeminiStream:
             text = "".join(texts)
             self._text.append(text)
             self._billed.append(text)
-            out.append(self._chunk(index, {"content": text}))
+            out.append(self._chunk(index, {"content": text}, logprobs=logprobs))
         if calls:
             first = self._calls[index]
             pieces = [tool_call(call, first + n) for n, call in enumerate(calls)]
@@ -235,10 +267,10 @@ class GeminiStream:
             "model": self.model,
         }
 
-    def _chunk(self, index: int, delta: dict, finish: str | None = None) -> bytes:
+    def _chunk(self, index: int, delta: dict, finish: str | None = None, logprobs=None) -> bytes:
         chunk = self._base()
         chunk["choices"] = [
-            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         ]
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 

@@ -20,6 +20,7 @@ from gateway.keycache import KeyCache
 from gateway.policy import Decision, KeyAction, Outcome, decide
 from gateway.providers import wording
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply, retry_after_seconds
+from gateway.providers.carry import Unsupported
 from gateway.selection import unavailable_summary
 from gateway.store import KeyRow
 from models.provider_keys import SECRET_UNREADABLE
@@ -109,6 +110,7 @@ class Attempts:
 
     __slots__ = (
         "settings", "rec", "clock", "started", "failures", "at_limit", "unreadable", "open",
+        "refusal",
     )  # fmt: skip
 
     def __init__(self, settings: RetrySettings, rec: RequestRecord, clock: Clock) -> None:
@@ -118,6 +120,7 @@ class Attempts:
         self.at_limit: list[int] = []
         self.unreadable: list[KeyRow] = []
         self.open: list[KeyRow] = []
+        self.refusal: Unsupported | None = None  # a field the first refusing kind cannot carry
 
     def timeouts(self) -> Timeouts | None:
         """The next attempt's timeouts (its read bounded by the request's deadline), or
@@ -141,6 +144,11 @@ class Attempts:
     def secret_unreadable(self, key: KeyRow) -> None:
         """A key passed over: its secret cannot be decrypted (the key is marked by then)."""
         self.unreadable.append(key)
+
+    def cannot_carry(self, refusal: Unsupported) -> None:
+        """A key passed over without blame: its provider cannot carry a field the request
+        asks for (a key of another kind may)."""
+        self.refusal = self.refusal or refusal
 
     def judge(
         self, key: KeyRow, answer: UpstreamReply | TransportError, started: float
@@ -173,6 +181,8 @@ class Attempts:
         """The error when no key answered: every key at its limit (429), unreadable or
         its circuit open (503), or every attempt failed (429, 502, 504), naming each."""
         rec, failures = self.rec, self.failures
+        if not failures and self.refusal is not None:
+            return self.refusal
         if not failures and self.at_limit:
             return _keys_at_limit(rec, len(self.at_limit), min(self.at_limit))
         if not failures and self.unreadable:

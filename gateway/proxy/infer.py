@@ -8,6 +8,7 @@ from __future__ import annotations
 from gateway.dialects.base import ProxyRequest
 from gateway.policy import Outcome
 from gateway.providers.base import ProviderAdapter, Timeouts, TransportError, UpstreamReply
+from gateway.providers.carry import refused
 from gateway.providers.transport import Target
 
 
@@ -23,6 +24,9 @@ def infer(
     unresolved = request.extra.get("unresolved")
     if unresolved is not None and not adapter.passes_through(target, request.native):
         raise unresolved  # a conversation only a passthrough upstream could know
+    uncarried = request.extra.get("uncarried")  # a field only passthrough carries
+    if uncarried is not None and not adapter.passes_through(target, request.native):
+        raise refused(target.provider, *uncarried)
     scrub = target.scrub  # what the upstream says never carries the key's secret
     try:
         reply = scrub.reply(_call(adapter, target, request, body, timeouts))
