@@ -1,0 +1,243 @@
+"""Every answer and every SSE event of KeyRelay's OpenAI endpoints against OpenAI's own
+OpenAPI document (tests/openapi/openai.json): chat completions, Responses (translated for
+OpenAI-format, Anthropic and Gemini upstreams, and relayed from an upstream with the
+Responses API), embeddings, legacy completions, models, and the error bodies, including
+an error in the middle of a stream. Requests are sent with urllib3 and read as bytes, so
+nothing a lenient SDK would forgive is missed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.conftest import MASTER_KEY
+from tests.fake_anthropic import FakeAnthropic
+from tests.fake_anthropic import Reply as ClaudeReply
+from tests.fake_gemini import FakeGemini
+from tests.fake_gemini import Reply as GeminiReply
+from tests.fake_upstream import Behaviour
+from tests.openai_document import assert_conforms, sse_events
+
+OPENAI = "sk-conform-openai-aaaaaaaaaaaa"
+CLAUDE = "sk-ant-api03-conform-aaaaaaaaaaaa"
+GEMINI = "AIzaSyConform-aaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+CHAT_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+RESPONSES_TOOL = {"type": "function", "name": "get_weather", "parameters": WEATHER}
+# Each path's schema for a whole answer and for one stream event.
+SCHEMAS = {
+    "/v1/chat/completions": ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse"),
+    "/v1/responses": ("Response", "ResponseStreamEvent"),
+    "/v1/completions": ("CreateCompletionResponse", "CreateCompletionResponse"),
+    "/v1/embeddings": ("CreateEmbeddingResponse", None),
+}
+
+
+@dataclass
+class Upstream:
+    """One provider kind behind the gateway, and how to make it answer each way."""
+
+    kind: str
+    model: str
+    script: object  # (reply kind) -> None: the next answer is of that kind
+    checked: list = field(default_factory=list)
+
+
+@pytest.fixture(params=["openai", "responses_api", "anthropic", "gemini"])
+def upstream(request, admin, fake):
+    """The same requests against each provider kind (`responses_api`: an OpenAI key with
+    the Responses API, to which /v1/responses is relayed as it is)."""
+    kind = request.param
+    if kind in ("openai", "responses_api"):
+        admin.add_key(OPENAI, fake.base_url, responses_api=kind == "responses_api")
+        behaviours = {
+            "ok": Behaviour.ok(),
+            "reasoning": Behaviour.ok(reasoning="Thinking it over first."),
+            "tool": Behaviour.tool_call("get_weather", {"city": "Lagos"}),
+            "cut": Behaviour.cut(after_events=2),
+            "error": Behaviour.rate_limited(retry_after=1),
+        }
+        yield Upstream(kind, "gpt-4o-mini", lambda how: fake.script(OPENAI, [behaviours[how]]))
+    elif kind == "anthropic":
+        with FakeAnthropic([CLAUDE]) as claude:
+            admin.add_key(CLAUDE, claude.base_url, provider="anthropic")
+            replies = {
+                "ok": ClaudeReply.ok(cache_read=3, cache_creation=2),
+                "reasoning": ClaudeReply.ok(thinking="Thinking it over first."),
+                "tool": ClaudeReply.tool_use("get_weather", {"city": "Lagos"}, text="Let me see."),
+                "cut": ClaudeReply.cut(),
+                "error": ClaudeReply.rate_limited(),
+            }
+            yield Upstream(
+                kind, "claude-sonnet-4-5", lambda how: claude.script(CLAUDE, [replies[how]])
+            )
+    else:
+        with FakeGemini([GEMINI]) as gemini:
+            admin.add_key(GEMINI, gemini.base_url, provider="gemini")
+            replies = {
+                "ok": GeminiReply.ok(cached=2),
+                "reasoning": GeminiReply.ok(thoughts="Thinking it over first."),
+                "tool": GeminiReply.function_call("get_weather", {"city": "Lagos"}),
+                "cut": GeminiReply.cut(),
+                "error": GeminiReply.rate_limited(),
+            }
+            yield Upstream(
+                kind, "gemini-2.5-flash", lambda how: gemini.script(GEMINI, [replies[how]])
+            )
+
+
+def send(server, http, path: str, body: dict | None = None, key: str = MASTER_KEY):
+    """POST (GET without a body) to KeyRelay; the status, content type and raw body."""
+    headers = {"Authorization": f"Bearer {key}"}
+    method = "GET" if body is None else "POST"
+    answer = http.request(method, server.url + path, json=body, headers=headers)
+    return answer.status, answer.headers.get("Content-Type", ""), answer.data
+
+
+def check(path: str, status: int, kind: str, raw: bytes) -> int:
+    """Validate a whole answer, or each event of a stream; how many objects were checked."""
+    if status >= 400:
+        assert_conforms("ErrorResponse", json.loads(raw))
+        return 1
+    whole, event_schema = SCHEMAS[path]
+    if not kind.startswith("text/event-stream"):
+        assert_conforms(whole, _floats(json.loads(raw)))
+        return 1
+    events = sse_events(raw)
+    assert events, raw
+    numbers = []
+    for name, data in events:
+        if data == b"[DONE]":
+            continue
+        event = json.loads(data)
+        if path == "/v1/responses":
+            assert name == event["type"], (name, event)
+            assert_conforms(event_schema, event)
+            numbers.append(event["sequence_number"])
+        elif "error" in event:  # a chat stream that broke: the SDK raises on this
+            assert_conforms("ErrorResponse", event)
+        elif path == "/v1/completions":
+            assert_conforms(event_schema, _finished(event))
+        else:
+            assert_conforms(event_schema, event)
+    if path == "/v1/responses":
+        assert numbers == sorted(set(numbers)), numbers
+    return len(events)
+
+
+def _finished(chunk: dict) -> dict:
+    """A legacy completion's stream chunk as the document can check it: it describes only
+    the whole answer, whose `finish_reason` a chunk leaves null until the last (as
+    OpenAI's own chunks do); every other field is checked as it came."""
+    for choice in chunk.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("finish_reason", "") is None:
+            choice["finish_reason"] = "stop"
+    return chunk
+
+
+def _floats(answer: dict) -> dict:
+    """Embeddings asked for as base64, decoded: the document describes only the floats
+    (OpenAI's own base64 answers break it the same way)."""
+    for item in answer.get("data") or ():
+        if isinstance(item, dict) and isinstance(item.get("embedding"), str):
+            packed = base64.b64decode(item["embedding"])
+            item["embedding"] = list(struct.unpack(f"<{len(packed) // 4}f", packed))
+    return answer
+
+
+CHAT = {"messages": [{"role": "user", "content": "Weather in Lagos?"}]}
+RESPONSES = {"input": "Weather in Lagos?", "instructions": "Be brief.", "max_output_tokens": 200}
+ANSWERS = ["ok", "reasoning", "tool", "cut", "error"]
+
+
+@pytest.mark.parametrize("how", ANSWERS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_chat_completions_conform(server, http, upstream, how, stream):
+    upstream.script(how)
+    body = {"model": upstream.model, **CHAT, "tools": [CHAT_TOOL], "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    status, kind, raw = send(server, http, "/v1/chat/completions", body)
+    check("/v1/chat/completions", status, kind, raw)
+    if how == "cut" and stream:
+        assert b'"upstream_stream_broken"' in raw or b"finish_reason" in raw
+
+
+@pytest.mark.parametrize("how", ANSWERS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_responses_conform(server, http, upstream, how, stream):
+    upstream.script(how)
+    body = {"model": upstream.model, **RESPONSES, "tools": [RESPONSES_TOOL], "stream": stream}
+    body["user"] = "ada" if how == "ok" else None
+    body["reasoning"] = {"effort": "low"} if how == "reasoning" else None
+    status, kind, raw = send(server, http, "/v1/responses", body)
+    check("/v1/responses", status, kind, raw)
+    if stream and status == 200:
+        last = json.loads(sse_events(raw)[-1][1])["type"]
+        assert last in ("response.completed", "response.failed", "response.incomplete"), raw
+
+
+def test_a_broken_responses_stream_ends_with_error_and_failed_events(server, http, upstream):
+    upstream.script("cut")
+    body = {"model": upstream.model, "input": "Say hello", "stream": True}
+    status, kind, raw = send(server, http, "/v1/responses", body)
+    assert status == 200
+    check("/v1/responses", status, kind, raw)
+    kinds = [name for name, _ in sse_events(raw)]
+    assert kinds[-2:] == ["error", "response.failed"], kinds
+    failed = json.loads(sse_events(raw)[-1][1])["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+
+
+def test_embeddings_completions_and_models_conform(server, http, admin, fake):
+    admin.add_key(OPENAI, fake.base_url, models=["gpt-4o-mini", "text-embedding-3-small", "m"])
+    cases = [
+        ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "hello"}),
+        ("/v1/embeddings", {"model": "m", "input": ["a b", "c"], "encoding_format": "base64"}),
+        ("/v1/embeddings", {"model": "m", "input": [[1, 2, 3]], "dimensions": 4}),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "Once"}),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": ["a", "b"], "max_tokens": 9}),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "Once", "stream": True}),
+        (
+            "/v1/completions",
+            {"model": "m", "prompt": "x", "stream": True, "stream_options": {"include_usage": 1}},
+        ),
+    ]
+    for path, body in cases:
+        status, kind, raw = send(server, http, path, body)
+        assert status == 200, raw
+        check(path, status, kind, raw)
+    status, _, raw = send(server, http, "/v1/models")
+    assert status == 200
+    assert_conforms("ListModelsResponse", json.loads(raw))
+    model = json.loads(raw)["data"][0]["id"]
+    status, _, raw = send(server, http, f"/v1/models/{model}")
+    assert status == 200
+    assert_conforms("Model", json.loads(raw))
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/chat/completions", {"model": "gpt-4o-mini"}),
+        ("/v1/chat/completions", {"model": 3, "messages": []}),
+        ("/v1/responses", {"model": "gpt-4o-mini", "input": 7}),
+        ("/v1/embeddings", {"model": "m", "input": {"a": 1}}),
+        ("/v1/completions", {"model": "m", "prompt": "x", "max_tokens": -1}),
+        ("/v1/completions", {"model": "m"}),
+        ("/v1/nothing-here", {}),
+        ("/v1/models/not-a-model", None),
+    ],
+)
+def test_error_bodies_conform(server, http, admin, fake, path, body):
+    admin.add_key(OPENAI, fake.base_url)
+    status, _, raw = send(server, http, path, body)
+    assert 400 <= status < 500, raw
+    assert_conforms("ErrorResponse", json.loads(raw))
+    status, _, raw = send(server, http, path, body, key="sk-not-a-key")
+    assert status in (401, 404), raw
+    assert_conforms("ErrorResponse", json.loads(raw))
