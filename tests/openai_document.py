@@ -99,3 +99,116 @@ def sse_events(raw: bytes) -> list[tuple[str | None, bytes]]:
         if data:
             out.append((name, b"\n".join(data)))
     return out
+
+
+# -- valid requests built from the document -----------------------------------------------
+
+MAX_VARIANTS = 8  # of one property: its alternatives, enough to meet each kind once
+
+
+def resolve(schema: dict) -> dict:
+    """The schema a `$ref` points at (itself when it is none)."""
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = document()["components"]["schemas"][name]
+    return schema
+
+
+def requests(name: str) -> list[dict]:
+    """Valid bodies of request schema `name`: the smallest, then one per alternative of
+    each property (each branch of its anyOf/oneOf, each enum value, null where allowed),
+    two levels deep. Only those the schema accepts are returned."""
+    schema = _merged(resolve({"$ref": f"#/components/schemas/{name}"}))
+    base = smallest(schema)
+    out = [base]
+    for prop, sub in schema.get("properties", {}).items():
+        for value in variants(sub, depth=2)[:MAX_VARIANTS]:
+            out.append({**base, prop: value})
+    seen, valid = set(), []
+    for body in out:
+        key = json.dumps(body, sort_keys=True)
+        if key not in seen and not errors(name, body):
+            seen.add(key)
+            valid.append(body)
+    return valid
+
+
+def _merged(schema: dict) -> dict:
+    """An allOf's parts as one object schema."""
+    schema = resolve(schema)
+    if "allOf" not in schema:
+        return schema
+    merged: dict = {"type": "object", "properties": {}, "required": []}
+    for part in schema["allOf"]:
+        part = _merged(part)
+        merged["properties"].update(part.get("properties", {}))
+        merged["required"] += part.get("required", [])
+    for key, value in schema.items():
+        if key not in ("allOf", "properties", "required"):
+            merged[key] = value
+    return merged
+
+
+def _branches(schema: dict) -> list[dict]:
+    return schema.get("anyOf") or schema.get("oneOf") or []
+
+
+def smallest(schema: dict, depth: int = 0) -> object:
+    """A small value of `schema`: its required fields only, the first branch of a choice
+    that is not null, an enum's first value, the document's default when it has one."""
+    schema = _merged(schema)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["default"] if schema.get("default") in schema["enum"] else schema["enum"][0]
+    branches = [b for b in _branches(schema) if resolve(b).get("type") != "null"]
+    if branches:
+        return smallest(branches[0], depth + 1)
+    kind = schema.get("type")
+    kind = next((k for k in kind if k != "null"), None) if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        return {p: smallest(props.get(p, {}), depth + 1) for p in schema.get("required", [])}
+    if kind == "array":
+        items = schema.get("items", {})
+        return [smallest(items, depth + 1) for _ in range(max(1, schema.get("minItems", 1)))]
+    if kind in ("integer", "number"):
+        value = schema.get("default")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            value = max(schema.get("minimum", 1), -(2**63))  # the document's is past int64
+        return int(value) if kind == "integer" else value
+    if kind == "boolean":
+        return schema.get("default", False)
+    if kind == "string":
+        default = schema.get("default")
+        return default if isinstance(default, str) else "x" * max(1, schema.get("minLength", 1))
+    return {}
+
+
+def variants(schema: dict, depth: int) -> list:
+    """Values of `schema` that differ in kind: each branch, each enum value, each item kind
+    of an array, each optional property of an object (while `depth` lasts)."""
+    schema = _merged(schema)
+    if "enum" in schema:
+        return list(schema["enum"])
+    branches = _branches(schema)
+    if branches:
+        out = []
+        for branch in branches:
+            if resolve(branch).get("type") == "null":
+                out.append(None)
+            else:
+                out += variants(branch, depth - 1) if depth > 0 else [smallest(branch)]
+        return out
+    kind = schema.get("type")
+    if isinstance(kind, list) and "null" in kind:
+        return [smallest(schema), None]
+    if kind == "array" and depth > 0:
+        return [[value] for value in variants(schema.get("items", {}), depth - 1)]
+    if (kind == "object" or "properties" in schema) and depth > 0:
+        base = smallest(schema)
+        out = [base]
+        for prop, sub in schema.get("properties", {}).items():
+            out += [{**base, prop: v} for v in variants(sub, depth - 1)[:MAX_VARIANTS]]
+        return out
+    return [smallest(schema)]

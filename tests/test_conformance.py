@@ -20,7 +20,7 @@ from tests.fake_anthropic import Reply as ClaudeReply
 from tests.fake_gemini import FakeGemini
 from tests.fake_gemini import Reply as GeminiReply
 from tests.fake_upstream import Behaviour
-from tests.openai_document import assert_conforms, sse_events
+from tests.openai_document import assert_conforms, requests, sse_events
 
 OPENAI = "sk-conform-openai-aaaaaaaaaaaa"
 CLAUDE = "sk-ant-api03-conform-aaaaaaaaaaaa"
@@ -241,3 +241,61 @@ def test_error_bodies_conform(server, http, admin, fake, path, body):
     status, _, raw = send(server, http, path, body, key="sk-not-a-key")
     assert status in (401, 404), raw
     assert_conforms("ErrorResponse", json.loads(raw))
+
+
+REQUESTS = [
+    ("/v1/chat/completions", "CreateChatCompletionRequest"),
+    ("/v1/responses", "CreateResponse"),
+    ("/v1/embeddings", "CreateEmbeddingRequest"),
+    ("/v1/completions", "CreateCompletionRequest"),
+]
+
+
+# Valid bodies KeyRelay once refused, beside the generated ones.
+EDGES = {
+    "/v1/chat/completions": [{"messages": [{"role": "user", "content": ""}], "max_tokens": 1}],
+    "/v1/responses": [
+        {"prompt": {"id": "pmpt_123", "variables": {"city": "Lagos"}}},
+        {"input": [{"id": "msg_earlier"}, {"role": "user", "content": "and now?"}]},
+        {"conversation": "conv_123", "input": "more"},
+    ],
+    "/v1/embeddings": [{"input": ""}, {"input": ["", "x"]}],
+    "/v1/completions": [
+        {"prompt": None},
+        {"prompt": "Once", "max_tokens": 0, "echo": True, "logprobs": 1},
+        {"prompt": ""},
+    ],
+}
+
+
+@pytest.mark.parametrize("path, name", REQUESTS)
+def test_valid_requests_are_neither_refused_nor_altered(server, http, admin, fake, path, name):
+    """Bodies built from the document's request schemas (each property's every kind),
+    sent to an OpenAI key with the Responses API: each reaches the upstream as it was."""
+    admin.add_key(OPENAI, fake.base_url, responses_api=True)
+    refused, altered = [], []
+    bodies = [{**body, "model": "gpt-4o-mini"} for body in requests(name) + EDGES[path]]
+    for body in bodies:
+        assert_conforms(name, body)
+        before = len(fake.requests)
+        status, _, raw = send(server, http, path, body)
+        received = fake.requests[before:]
+        if not received:
+            refused.append(f"{status} {raw[:200]!r} for {json.dumps(body)[:300]}")
+        elif received[-1].body != body:
+            altered.append(f"sent {json.dumps(body)[:300]}, got {json.dumps(received[-1].body)}")
+    assert len(bodies) > 10
+    assert not refused, f"{len(refused)} of {len(bodies)} refused:\n" + "\n".join(refused)
+    assert not altered, f"{len(altered)} of {len(bodies)} altered:\n" + "\n".join(altered)
+
+
+def test_responses_without_input_need_a_key_with_the_responses_api(server, http, admin, fake):
+    """A stored prompt stands for an input only OpenAI knows: a key translating to chat
+    refuses it by name, and sends the upstream nothing."""
+    admin.add_key(OPENAI, fake.base_url)
+    body = {"model": "gpt-4o-mini", "prompt": {"id": "pmpt_123"}}
+    status, _, raw = send(server, http, "/v1/responses", body)
+    assert status == 400, raw
+    assert_conforms("ErrorResponse", json.loads(raw))
+    assert json.loads(raw)["error"]["param"] == "input"
+    assert fake.requests == []

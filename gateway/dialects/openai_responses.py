@@ -123,6 +123,14 @@ class OpenAIResponses(OpenAIChat):
             [{"role": "system", "content": extra["instructions"]}] if extra["instructions"] else []
         )
         messages = system + history + extra["new_messages"]
+        if not messages and "unresolved" not in extra:
+            # No `input` (a stored `prompt`, a `conversation`): valid, but only an upstream
+            # with the Responses API knows what it stands for.
+            extra["unresolved"] = invalid_request(
+                "'input' is required unless the request is served by a key with the "
+                "Responses API (its 'prompt' or 'conversation' holds the input).",
+                "input",
+            )
         request.body["messages"] = request.messages = messages
         extra["client_key_id"] = client_key_id
         extra["history"] = history
@@ -430,7 +438,9 @@ def _check_options(body: dict) -> None:
 
 
 def _input_messages(given: object) -> list[dict]:
-    """`input` (a string, or items) as chat messages."""
+    """`input` (a string, or items) as chat messages; none when it is absent."""
+    if given is None:
+        return []
     if isinstance(given, str):
         if not given:
             raise invalid_request("'input' must not be empty.", "input")
@@ -442,7 +452,8 @@ def _input_messages(given: object) -> list[dict]:
         where = f"input[{number}]"
         if not isinstance(item, dict):
             raise invalid_request(f"{where}: an object.", where)
-        kind = item.get("type", "message")
+        reference = "id" in item and "role" not in item  # an item_reference may omit its type
+        kind = item.get("type") or ("item_reference" if reference else "message")
         if kind == "message":
             role = item.get("role")
             role = ROLES.get(role) if isinstance(role, str) else None
@@ -484,9 +495,8 @@ def _input_messages(given: object) -> list[dict]:
             out.append(
                 {"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": output}
             )
-        # reasoning items and other tools' items carry nothing a chat upstream takes
-    if not out:
-        raise invalid_request("'input' holds no message.", "input")
+        # reasoning items, item references and other tools' items carry nothing a chat
+        # upstream takes (an input of only those: see `prepare`)
     return out
 
 
