@@ -2,8 +2,9 @@
 OpenAPI document (tests/openapi/openai.json): chat completions, Responses (translated for
 OpenAI-format, Anthropic and Gemini upstreams, and relayed from an upstream with the
 Responses API), embeddings, legacy completions, models, and the error bodies, including
-an error in the middle of a stream. Requests are sent with urllib3 and read as bytes, so
-nothing a lenient SDK would forgive is missed."""
+an error in the middle of a stream; and Anthropic's Messages answers and events against
+the anthropic SDK's own types, strictly. Requests are sent with urllib3 and read as bytes,
+so nothing a lenient SDK would forgive is missed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
+from anthropic.types import ErrorResponse, Message, RawMessageStreamEvent
+from pydantic import TypeAdapter, ValidationError
 
 from tests.conftest import MASTER_KEY
 from tests.fake_anthropic import FakeAnthropic
@@ -299,3 +302,72 @@ def test_responses_without_input_need_a_key_with_the_responses_api(server, http,
     assert_conforms("ErrorResponse", json.loads(raw))
     assert json.loads(raw)["error"]["param"] == "input"
     assert fake.requests == []
+
+
+# -- Anthropic Messages against the SDK's types ------------------------------------------
+
+MESSAGES_EVENT = TypeAdapter(RawMessageStreamEvent)
+MESSAGES_TOOL = {"name": "get_weather", "input_schema": WEATHER}
+
+
+def strictly(kind, raw: bytes) -> None:
+    """Validate JSON as the SDK type `kind` (a model or a TypeAdapter) in strict mode: a
+    missing required field or a null where the type has none fails, naming it."""
+    try:
+        if isinstance(kind, TypeAdapter):
+            kind.validate_json(raw, strict=True)
+        else:
+            kind.model_validate_json(raw, strict=True)
+    except ValidationError as broken:
+        raise AssertionError(f"{broken}\n{raw[:2000]!r}") from None
+
+
+def check_messages(status: int, kind: str, raw: bytes) -> None:
+    """A /v1/messages answer, or each event of its stream, against the SDK's types."""
+    if status >= 400:
+        strictly(ErrorResponse, raw)
+        return
+    if not kind.startswith("text/event-stream"):
+        strictly(Message, raw)
+        return
+    events = sse_events(raw)
+    assert events and events[0][0] == "message_start", raw
+    for name, data in events:
+        assert name == json.loads(data)["type"], (name, data)
+        if name == "error":
+            strictly(ErrorResponse, data)
+        elif name != "ping":
+            strictly(MESSAGES_EVENT, data)
+
+
+@pytest.mark.parametrize("how", ANSWERS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_messages_conform_to_the_sdk_types(server, http, upstream, how, stream):
+    upstream.script(how)
+    body = {
+        "model": upstream.model,
+        "max_tokens": 300,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Weather in Lagos?"}],
+        "tools": [MESSAGES_TOOL],
+        "stream": stream,
+    }
+    if how == "reasoning":
+        body["thinking"] = {"type": "enabled", "budget_tokens": 200}
+    status, kind, raw = send(server, http, "/v1/messages", body)
+    check_messages(status, kind, raw)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"model": "m"}, {"model": "m", "max_tokens": 5, "messages": "hi"}, []],
+    ids=["no-messages", "messages-a-string", "not-an-object"],
+)
+def test_messages_errors_conform_to_the_sdk_types(server, http, admin, fake, body):
+    admin.add_key(OPENAI, fake.base_url)
+    status, kind, raw = send(server, http, "/v1/messages", body)
+    assert status == 400, raw
+    check_messages(status, kind, raw)
+    status, kind, raw = send(server, http, "/v1/messages", body, key="sk-not-a-key")
+    assert status == 401, raw
+    check_messages(status, kind, raw)
