@@ -371,3 +371,21 @@ def test_messages_errors_conform_to_the_sdk_types(server, http, admin, fake, bod
     status, kind, raw = send(server, http, "/v1/messages", body, key="sk-not-a-key")
     assert status == 401, raw
     check_messages(status, kind, raw)
+
+
+def test_an_unknown_path_names_every_endpoint_the_proxy_serves(server, http, app):
+    served = sorted(
+        f"{method} {rule.rule}"
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("proxy.")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    )
+    assert len(served) >= 9  # chat, embeddings, completions, responses, messages, models…
+    for path in ("/v1/nothing-here", "/api/v1/chat/complete"):
+        status, _, raw = send(server, http, path, {})
+        assert status == 404, raw
+        assert_conforms("ErrorResponse", json.loads(raw))
+        message = json.loads(raw)["error"]["message"]
+        for endpoint in served:  # <path:model_id> is written {model_id}
+            assert endpoint.replace("<path:", "{").replace("<", "{").replace(">", "}") in message
+    assert "POST /v1/responses" in message and "GET /v1/responses/{response_id}" in message
