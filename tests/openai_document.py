@@ -201,8 +201,12 @@ def variants(schema: dict, depth: int) -> list:
                 out += variants(branch, depth - 1) if depth > 0 else [smallest(branch)]
         return out
     kind = schema.get("type")
-    if isinstance(kind, list) and "null" in kind:
-        return [smallest(schema), None]
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"]
+        out = [v for k in kinds for v in variants({**schema, "type": k}, depth)]
+        return out + [None] * ("null" in kind)
+    if kind == "boolean":
+        return [True, False]
     if kind == "array" and depth > 0:
         return [[value] for value in variants(schema.get("items", {}), depth - 1)]
     if (kind == "object" or "properties" in schema) and depth > 0:
