@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sqlite3
 from urllib.parse import urlsplit
 
@@ -29,10 +30,25 @@ from gateway.validation import MAX_SQL_INT
 log = logging.getLogger(__name__)
 
 _HTTP_MESSAGES = {
-    404: "Unknown path {path}. The proxy serves /v1/chat/completions and /v1/models.",
+    404: "Unknown path {path}. The proxy serves {endpoints} (also under /api/v1).",
     405: "Method {method} is not allowed on {path}.",
     413: "The request body is larger than the {limit} bytes allowed (KEYRELAY_MAX_BODY_BYTES).",
 }
+
+
+def proxy_endpoints(app: Flask) -> str:
+    """Every endpoint of the proxy as `METHOD /v1/path`, read from the app's routes (so
+    the list cannot drift from what is served)."""
+    served = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".")[0] != "proxy":  # the /v1 blueprint, not its /api/v1 twin
+            continue
+        path = rule.rule
+        for argument in rule.arguments:  # <path:model_id> → {model_id}
+            path = re.sub(rf"<(?:[^:<>]+:)?{argument}>", f"{{{argument}}}", path)
+        methods = sorted(rule.methods - {"HEAD", "OPTIONS"})
+        served += [f"{method} {path}" for method in methods]
+    return ", ".join(served)
 
 
 def _is_api() -> bool:
@@ -105,7 +121,10 @@ def register(app: Flask) -> None:
             return page[0], page[1], {**(page[2] if len(page) > 2 else {}), **allow}
         template = _HTTP_MESSAGES.get(error.code, error.description or error.name)
         message = template.format(
-            path=request.path, method=request.method, limit=app.config["MAX_CONTENT_LENGTH"]
+            path=request.path,
+            method=request.method,
+            limit=app.config["MAX_CONTENT_LENGTH"],
+            endpoints=proxy_endpoints(app),
         )
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
         failed = GatewayError(error.code, message, code=code.get(error.code))

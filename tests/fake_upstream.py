@@ -425,13 +425,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _responses(self, b: Behaviour, body: Any) -> None:
         """POST /v1/responses (OpenAI's own Responses API), streamed or not."""
-        if not isinstance(body, dict) or "input" not in body:
+        if not isinstance(body, dict) or ("input" not in body and "prompt" not in body):
             self._send_json(400, _error("'input' is required", "invalid_request_error"))
             return
-        prompt = count_completion_tokens(json.dumps(body["input"]))
+        prompt = count_completion_tokens(json.dumps(body.get("input") or body.get("prompt")))
         usage = {
             "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": count_completion_tokens(b.content),
             "output_tokens_details": {"reasoning_tokens": 0},
         }
@@ -441,7 +441,9 @@ class _Handler(BaseHTTPRequestHandler):
             "type": "message",
             "status": "completed",
             "role": "assistant",
-            "content": [{"type": "output_text", "text": b.content, "annotations": []}],
+            "content": [
+                {"type": "output_text", "text": b.content, "annotations": [], "logprobs": []}
+            ],
         }
         if b.tool_name:  # the model calls a tool instead (a function_call item)
             call = {"id": "fc_upstream", "type": "function_call", "status": "completed",
@@ -449,16 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "arguments": b.tool_arguments}  # fmt: skip
             self._responses_call(b, body, call, usage)
             return
-        response = {
-            "id": "resp_upstream_" + uuid.uuid4().hex[:8],
-            "object": "response",
-            "created_at": int(time.time()),
-            "status": "completed",
-            "model": body.get("model"),
-            "output": [item],
-            "previous_response_id": body.get("previous_response_id"),
-            "usage": usage,
-        }
+        response = _response_object(body, [item], usage)
         reported = {"prompt_tokens": prompt, "completion_tokens": usage["output_tokens"]}
         if not body.get("stream"):
             self._deliver_json(b, response, reported)
@@ -469,8 +462,9 @@ class _Handler(BaseHTTPRequestHandler):
             data = {"type": kind, "sequence_number": next(number), **payload}
             return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
-        started = {**response, "status": "in_progress", "output": [], "usage": None}
-        part = {"type": "output_text", "text": "", "annotations": []}
+        started = {**response, "status": "in_progress", "output": []}
+        del started["usage"]
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         at = {"item_id": "msg_upstream", "output_index": 0, "content_index": 0}
         events = [event("response.created", {"response": started})]
         # The item and part around the deltas, as OpenAI sends them (Codex needs them).
@@ -478,10 +472,11 @@ class _Handler(BaseHTTPRequestHandler):
             **item, "status": "in_progress", "content": []}}))  # fmt: skip
         events.append(event("response.content_part.added", {**at, "part": part}))
         events += [
-            event("response.output_text.delta", {**at, "delta": piece})
+            event("response.output_text.delta", {**at, "delta": piece, "logprobs": []})
             for piece in _word_pieces(b.content)
         ]
-        events.append(event("response.output_text.done", {**at, "text": b.content}))
+        done = {**at, "text": b.content, "logprobs": []}
+        events.append(event("response.output_text.done", done))
         events.append(event("response.content_part.done", {**at, "part": item["content"][0]}))
         events.append(event("response.output_item.done", {"output_index": 0, "item": item}))
         events.append(event("response.completed", {"response": response}))
@@ -489,15 +484,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _responses_call(self, b: Behaviour, body: dict, call: dict, usage: dict) -> None:
         """A Responses answer whose only output is a function call, streamed or not."""
-        response = {
-            "id": "resp_upstream_" + uuid.uuid4().hex[:8],
-            "object": "response",
-            "created_at": int(time.time()),
-            "status": "completed",
-            "model": body.get("model"),
-            "output": [call],
-            "usage": usage,
-        }
+        response = _response_object(body, [call], usage)
+        started = {**response, "status": "in_progress", "output": []}
+        del started["usage"]
         reported = {"prompt_tokens": usage["input_tokens"], "completion_tokens": 0}
         if not body.get("stream"):
             self._deliver_json(b, response, reported)
@@ -505,15 +494,15 @@ class _Handler(BaseHTTPRequestHandler):
         events = []
         for number, (kind, payload) in enumerate(
             [
-                ("response.created", {"response": {**response, "status": "in_progress",
-                                                   "output": [], "usage": None}}),
+                ("response.created", {"response": started}),
                 ("response.output_item.added", {"output_index": 0, "item": {
                     **call, "status": "in_progress", "arguments": ""}}),
                 *[("response.function_call_arguments.delta", {
                     "item_id": call["id"], "output_index": 0, "delta": part})
                   for part in _argument_pieces(call["arguments"])],
                 ("response.function_call_arguments.done", {
-                    "item_id": call["id"], "output_index": 0, "arguments": call["arguments"]}),
+                    "item_id": call["id"], "output_index": 0, "name": call["name"],
+                    "arguments": call["arguments"]}),
                 ("response.output_item.done", {"output_index": 0, "item": call}),
                 ("response.completed", {"response": response}),
             ]
@@ -759,6 +748,40 @@ def _choice(delta: dict, finish: str | None) -> dict:
 def _sse(payload: dict) -> bytes:
     """One SSE data event."""
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _response_object(body: dict, output: list[dict], usage: dict) -> dict:
+    """A completed Responses `response` object with every field OpenAI's has."""
+    tools = [
+        {"strict": True, "parameters": None, **tool} if tool.get("type") == "function" else tool
+        for tool in body.get("tools") or []
+        if isinstance(tool, dict)
+    ]
+    return {
+        "id": "resp_upstream_" + uuid.uuid4().hex[:8],
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "completed_at": int(time.time()),
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": body.get("model"),
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": tools,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "metadata": {},
+    }
 
 
 def _model_object(model_id: str) -> dict:

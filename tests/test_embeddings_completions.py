@@ -69,7 +69,7 @@ def test_embeddings_fail_over_to_the_next_key(client, admin, fake, server):
         ({"input": "x"}, "model"),
         ({"model": "m"}, "input"),
         ({"model": "m", "input": []}, "input"),
-        ({"model": "m", "input": [""]}, "input"),
+        ({"model": "m", "input": [[]]}, "input"),  # "" and [""] are valid inputs
         ({"model": "m", "input": [1.5]}, "input"),
         ({"model": "m", "input": "x", "encoding_format": "hex"}, "encoding_format"),
         ({"model": "m", "input": "x", "dimensions": 0}, "dimensions"),

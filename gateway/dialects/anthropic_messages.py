@@ -156,7 +156,7 @@ class AnthropicMessages(Dialect):
     def stream_translator(self, request: ProxyRequest):
         return StreamTranslator(request)
 
-    def stream_error(self, message: str, code: str) -> bytes:
+    def stream_error(self, message: str, code: str, request=None, progress=None) -> bytes:
         return _event("error", error_json(502, message))
 
     def error_body(self, error: GatewayError) -> dict:

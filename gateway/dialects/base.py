@@ -106,8 +106,9 @@ class Dialect(ABC):
         return None
 
     @abstractmethod
-    def stream_error(self, message: str, code: str) -> bytes:
-        """The event that tells a streaming client its stream broke."""
+    def stream_error(self, message: str, code: str, request=None, progress=None) -> bytes:
+        """The event that tells a streaming client its stream broke (`progress`: the
+        stream's translator, or its reader when relayed as it is)."""
 
     def error_body(self, error: GatewayError) -> dict:
         """The gateway's own error, in the client's format."""

@@ -39,7 +39,7 @@ class OpenAIChat(Dialect):
         error = GatewayError(reply.status, f"Upstream rejected the request: {message}")
         return json.dumps(error.body()).encode()
 
-    def stream_error(self, message: str, code: str) -> bytes:
+    def stream_error(self, message: str, code: str, request=None, progress=None) -> bytes:
         """An SSE event the OpenAI SDK raises on."""
         body = {"error": {"message": message, "type": "upstream_error", "code": code}}
         body["error"]["param"] = None

@@ -24,12 +24,13 @@ def _model(body: object) -> str:
     return model
 
 
-def _positive(body: dict, name: str, cap: int) -> int | None:
+def _positive(body: dict, name: str, cap: int, least: int = 1) -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cap:
-        raise invalid_request(f"'{name}' must be a positive integer of at most {cap:,}.", name)
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= cap:
+        what = "a positive integer" if least == 1 else f"an integer of at least {least}"
+        raise invalid_request(f"'{name}' must be {what} of at most {cap:,}.", name)
     return value
 
 
@@ -56,7 +57,8 @@ class OpenAIEmbeddings(OpenAIChat):
                 "array of such arrays.",
                 "input",
             )
-        if not inputs or any(not item for item in inputs):
+        # An empty string is a valid input (OpenAI's document allows it); no input is not.
+        if not inputs or any(isinstance(item, list) and not item for item in inputs):
             raise invalid_request("'input' must not be empty.", "input")
         if len(inputs) > MAX_INPUTS:
             raise invalid_request(f"'input' may hold at most {MAX_INPUTS} items.", "input")
@@ -86,7 +88,9 @@ class OpenAICompletions(OpenAIChat):
     def parse(self, body: object) -> ProxyRequest:
         model = _model(body)
         prompt = body.get("prompt")
-        if isinstance(prompt, str) or _is_tokens(prompt):
+        if prompt is None:  # the document's default: the upstream starts a new document
+            prompts = []
+        elif isinstance(prompt, str) or _is_tokens(prompt):
             prompts = [prompt]
         elif isinstance(prompt, list) and all(isinstance(p, str) or _is_tokens(p) for p in prompt):
             prompts = prompt
@@ -97,7 +101,8 @@ class OpenAICompletions(OpenAIChat):
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise invalid_request("'stream' must be a boolean.", "stream")
-        answer = _positive(body, "max_tokens", MAX_ANSWER_TOKENS)
+        # 0 is valid: with `echo`, the prompt's own logprobs and no answer.
+        answer = _positive(body, "max_tokens", MAX_ANSWER_TOKENS, least=0)
         choices = _positive(body, "n", MAX_CHOICES) or 1
         asked = body.get("stream_options") or {}
         if not isinstance(asked, dict):
@@ -110,8 +115,8 @@ class OpenAICompletions(OpenAIChat):
             body,
             operation="completions",
             wants_usage=bool(asked.get("include_usage")),
-            answer_tokens=answer or 16,  # OpenAI's default max_tokens for completions
-            choices=choices * len(prompts),
+            answer_tokens=16 if answer is None else answer,  # OpenAI's default is 16
+            choices=choices * max(1, len(prompts)),
             messages=texts,
             prompt_tokens=sum(len(p) for p in prompts if isinstance(p, list)),
         )

@@ -133,6 +133,14 @@ class OpenAIResponses(OpenAIChat):
             [{"role": "system", "content": extra["instructions"]}] if extra["instructions"] else []
         )
         messages = system + history + extra["new_messages"]
+        if not messages and "unresolved" not in extra:
+            # No `input` (a stored `prompt`, a `conversation`): valid, but only an upstream
+            # with the Responses API knows what it stands for.
+            extra["unresolved"] = invalid_request(
+                "'input' is required unless the request is served by a key with the "
+                "Responses API (its 'prompt' or 'conversation' holds the input).",
+                "input",
+            )
         request.body["messages"] = request.messages = messages
         extra["client_key_id"] = client_key_id
         extra["history"] = history
@@ -157,6 +165,7 @@ class OpenAIResponses(OpenAIChat):
                 _call_item(call.get("id"), function.get("name", ""), function.get("arguments", ""))
             )
         usage = reply.usage
+        details = (completion.get("usage") or {}).get("completion_tokens_details") or {}
         response = self.response_object(
             request,
             "completed" if choice.get("finish_reason") != "length" else "incomplete",
@@ -164,13 +173,20 @@ class OpenAIResponses(OpenAIChat):
             usage.input_tokens if usage else 0,
             usage.output_tokens if usage else 0,
             completion.get("model"),
+            cached=usage.cache_read if usage else 0,
+            cache_write=usage.cache_write if usage else 0,
+            reasoning=_count(details.get("reasoning_tokens")),
         )
         self.keep(request, output, response)
         return orjson.dumps(response)
 
-    def response_object(self, request, status, output, prompt, completion, model=None) -> dict:
+    def response_object(
+        self, request, status, output, prompt, completion, model=None, **details
+    ) -> dict:
+        """The `response` object; `details` are the usage's cached, cache_write and
+        reasoning tokens."""
         extra = request.extra
-        return {
+        response = {
             "id": extra["id"],
             "object": "response",
             "created_at": extra["created_at"],
@@ -190,19 +206,48 @@ class OpenAIResponses(OpenAIChat):
             "temperature": request.body.get("temperature"),
             "text": extra.get("text") or {"format": {"type": "text"}},
             "tool_choice": extra["tool_choice"],
-            "tools": extra["tools"],
+            "tools": [_echo_tool(tool) for tool in extra["tools"]],
             "top_p": request.body.get("top_p"),
             "truncation": "disabled",
             "usage": {
                 "input_tokens": prompt,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {
+                    "cached_tokens": details.get("cached", 0),
+                    "cache_write_tokens": details.get("cache_write", 0),
+                },
                 "output_tokens": completion,
-                "output_tokens_details": {"reasoning_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": details.get("reasoning", 0)},
                 "total_tokens": prompt + completion,
             },
-            "user": request.body.get("user"),
             "metadata": {},
         }
+        if isinstance(request.body.get("user"), str):  # a string or absent, never null
+            response["user"] = request.body["user"]
+        return response
+
+    def stream_error(self, message: str, code: str, request=None, progress=None) -> bytes:
+        """A broken stream's end as the Responses API ends one: an `error` event, then
+        `response.failed` with what was answered so far. `progress` is the stream's
+        translator, or the reader of a relayed Responses stream: it knows the next
+        sequence number."""
+        if request is None or not request.extra:
+            return super().stream_error(message, code)
+        number = getattr(progress, "sequence", 0)
+        model = getattr(progress, "model", None)
+        response = self.response_object(
+            request, "failed", list(getattr(progress, "items", ())), 0, 0, model
+        )
+        started = getattr(progress, "response", None)  # a relayed stream's own response
+        if isinstance(started, dict):
+            for name in ("id", "created_at", "model"):
+                if started.get(name) is not None:
+                    response[name] = started[name]
+        del response["usage"]  # the tokens sent so far are booked, not known here
+        response["error"] = {"code": "server_error", "message": message}
+        error = {"code": code, "message": message, "param": None}
+        return _named_event("error", number, error) + _named_event(
+            "response.failed", number + 1, {"response": response}
+        )
 
     def keep(self, request: ProxyRequest, output: list[dict], response: dict) -> None:
         """Store the response and its conversation, unless the request said `store: false`."""
@@ -241,7 +286,7 @@ class ResponsesStream(ChunkTranslator):
         self.started = True
         self.model = chunk.get("model") or self.request.model
         response = self.dialect.response_object(self.request, "in_progress", [], 0, 0, self.model)
-        response["usage"] = None
+        del response["usage"]  # not known yet: absent (the document has no null for it)
         return [
             self._event("response.created", {"response": response}),
             self._event("response.in_progress", {"response": response}),
@@ -262,7 +307,7 @@ class ResponsesStream(ChunkTranslator):
                         {"output_index": index, "item": {**self.text_item, "content": []}},
                     )
                 )
-                part = {"type": "output_text", "text": "", "annotations": []}
+                part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
                 out.append(
                     self._event(
                         "response.content_part.added",
@@ -340,6 +385,7 @@ class ResponsesStream(ChunkTranslator):
                         {
                             "item_id": item["id"],
                             "output_index": index,
+                            "name": item["name"],
                             "arguments": item["arguments"],
                         },
                     )
@@ -353,8 +399,17 @@ class ResponsesStream(ChunkTranslator):
         prompt = prompt if isinstance(prompt, int) else tokens.count_prompt(self.request.messages)
         completion = completion if isinstance(completion, int) else 0
         status = "incomplete" if self.finish == "length" else "completed"
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
         response = self.dialect.response_object(
-            self.request, status, self.items, prompt, completion, self.model
+            self.request,
+            status,
+            self.items,
+            prompt,
+            completion,
+            self.model,
+            cached=_count(cached),
+            reasoning=_count(reasoning),
         )
         self.dialect.keep(self.request, self.items, response)
         kind = "response.incomplete" if status == "incomplete" else "response.completed"
@@ -459,7 +514,9 @@ def _check_text(text: object) -> None:
 
 
 def _input_messages(given: object) -> list[dict]:
-    """`input` (a string, or items) as chat messages."""
+    """`input` (a string, or items) as chat messages; none when it is absent."""
+    if given is None:
+        return []
     if isinstance(given, str):
         if not given:
             raise invalid_request("'input' must not be empty.", "input")
@@ -471,7 +528,8 @@ def _input_messages(given: object) -> list[dict]:
         where = f"input[{number}]"
         if not isinstance(item, dict):
             raise invalid_request(f"{where}: an object.", where)
-        kind = item.get("type", "message")
+        reference = "id" in item and "role" not in item  # an item_reference may omit its type
+        kind = item.get("type") or ("item_reference" if reference else "message")
         if kind == "message":
             role = item.get("role")
             role = ROLES.get(role) if isinstance(role, str) else None
@@ -513,9 +571,8 @@ def _input_messages(given: object) -> list[dict]:
             out.append(
                 {"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": output}
             )
-        # reasoning items and other tools' items carry nothing a chat upstream takes
-    if not out:
-        raise invalid_request("'input' holds no message.", "input")
+        # reasoning items, item references and other tools' items carry nothing a chat
+        # upstream takes (an input of only those: see `prepare`)
     return out
 
 
@@ -576,7 +633,7 @@ def _message_item(text: str, status: str = "completed") -> dict:
         "type": "message",
         "status": status,
         "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}],
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
     }
 
 
@@ -589,6 +646,24 @@ def _call_item(call_id: object, name: str, arguments: str, status: str = "comple
         "name": name,
         "arguments": arguments,
     }
+
+
+def _echo_tool(tool: object) -> object:
+    """A function tool as the response echoes it: `strict` and `parameters` always there
+    (null when the request left them out), as the document requires."""
+    if isinstance(tool, dict) and tool.get("type") == "function":
+        return {**tool, "strict": tool.get("strict"), "parameters": tool.get("parameters")}
+    return tool
+
+
+def _count(value: object) -> int:
+    """A token count from an upstream's usage, 0 when it gave none."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _named_event(kind: str, number: int, body: dict) -> bytes:
+    body = {"type": kind, "sequence_number": number, **body}
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
 def _as_messages(output: list[dict]) -> list[dict]:

@@ -183,6 +183,9 @@ class ResponsesEvents:
         self._text: list[str] = []
         self._billed: list[str] = []  # every billed delta, in order
         self.response: dict | None = None  # as `response.created` announced it
+        # The next event's sequence number (the upstream numbers them from 0): what an
+        # event the gateway adds (a cut, a broken stream's end) carries.
+        self.sequence = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
@@ -192,6 +195,7 @@ class ResponsesEvents:
         while (end := self._buffer.find(b"\n\n")) != -1:
             event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
             out.append(event + b"\n\n")
+            self.sequence += 1
             if b".delta" in event or any(name in event for name in self.ENDS):
                 self._read(event)
             elif self.response is None and b"response.created" in event:

@@ -87,7 +87,9 @@ def length_stop(
     started = getattr(reader, "response", None)
     if isinstance(started, dict) and started.get("id"):
         response["id"] = started["id"]
-    return _named("response.incomplete", {"type": "response.incomplete", "response": response})
+    number = getattr(reader, "sequence", 0)
+    body = {"type": "response.incomplete", "sequence_number": number, "response": response}
+    return _named("response.incomplete", body)
 
 
 def _sse(chunk: dict) -> bytes:

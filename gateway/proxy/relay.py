@@ -164,6 +164,8 @@ class StreamRelay:
                 "The upstream stream broke before it finished; the tokens sent so far were "
                 "counted. Retry the request.",
                 "upstream_stream_broken",
+                self.served.request,
+                self.translator or self.reader,
             )
         finally:
             self.reply.close()
