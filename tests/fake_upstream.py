@@ -64,6 +64,17 @@ class Behaviour:
     reasoning: str = ""
     # `context_window`: the model's context length in the fake's tokens (see above).
     context_limit: int = 0
+    # Prompt tokens read from the prompt cache: reported as OpenAI does
+    # (`prompt_tokens_details.cached_tokens`, `input_tokens_details` in the Responses API),
+    # or as DeepSeek does (`prompt_cache_hit_tokens` / `_miss_tokens`) with `deepseek`.
+    cached_tokens: int = 0
+    deepseek: bool = False
+
+    @classmethod
+    def cached(cls, prompt_tokens: int, cached_tokens: int, deepseek: bool = False) -> Behaviour:
+        """A 200 whose usage says part of the prompt came from the upstream's cache."""
+        return cls("ok", prompt_tokens=prompt_tokens, cached_tokens=cached_tokens,
+                   deepseek=deepseek)  # fmt: skip
 
     @classmethod
     def ok(
@@ -421,10 +432,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or "input" not in body:
             self._send_json(400, _error("'input' is required", "invalid_request_error"))
             return
-        prompt = count_completion_tokens(json.dumps(body["input"]))
+        prompt = b.prompt_tokens or count_completion_tokens(json.dumps(body["input"]))
         usage = {
             "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": b.cached_tokens},
             "output_tokens": count_completion_tokens(b.content),
             "output_tokens_details": {"reasoning_tokens": 0},
         }
@@ -554,6 +565,7 @@ class _Handler(BaseHTTPRequestHandler):
             + count_completion_tokens(b.reasoning),  # billed as output, as upstreams do
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        _report_cache(b, usage)
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -742,6 +754,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 TOOL_CALL_ID = "call_fake0123456789abcdef"
+
+
+def _report_cache(b: Behaviour, usage: dict) -> None:
+    """Add the prompt-cache hit to a chat usage, in OpenAI's words or DeepSeek's."""
+    if not b.cached_tokens:
+        return
+    if b.deepseek:
+        usage["prompt_cache_hit_tokens"] = b.cached_tokens
+        usage["prompt_cache_miss_tokens"] = usage["prompt_tokens"] - b.cached_tokens
+    else:
+        usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens, "audio_tokens": 0}
 
 
 def _choice(delta: dict, finish: str | None) -> dict:

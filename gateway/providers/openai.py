@@ -18,7 +18,7 @@ from gateway.providers.base import (
     UpstreamReply,
     context_overflow,
 )
-from gateway.providers.openai_sse import SSEFilter, strip_cost, usage_of
+from gateway.providers.openai_sse import SSEFilter, cached_of, strip_cost, usage_of
 from gateway.usage import Usage
 
 
@@ -147,8 +147,8 @@ def responses_usage(usage: object) -> Usage | None:
     prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-    return Usage(prompt, completion, cache_read=cached if isinstance(cached, int) else 0)
+    cached = min(max(0, cached_of(usage, "input_tokens_details")), prompt)
+    return Usage(prompt, completion, cache_read=cached)
 
 
 def responses_text(response: dict) -> str:
