@@ -210,8 +210,11 @@ class Gateway:
         """Serve one chat completion (streaming or not); errors raise GatewayError."""
         return self.serve("openai_chat", profile, body, caller)
 
-    def serve(self, dialect_name: str, profile: str, body: object, caller: Caller) -> ProxyResponse:
-        """Serve one request of a dialect; errors raise GatewayError (with trace headers)."""
+    def serve(
+        self, dialect_name: str, profile: str, body: object, caller: Caller, headers=None
+    ) -> ProxyResponse:
+        """Serve one request of a dialect; errors raise GatewayError (with trace headers).
+        `headers`: the client's that KeyRelay reads (gateway/proxy/client_headers.py)."""
         dialect = self.dialects[dialect_name]
         model = body.get("model") if isinstance(body, dict) else None
         streamed = isinstance(body, dict) and body.get("stream") is True
@@ -230,6 +233,7 @@ class Gateway:
             found = self.profiles.resolve(profile)
             rec.profile_id = found.id
             request = dialect.parse(body)
+            request.headers = headers or {}
             rec.requested_model = request.model
             dialect.prepare(request, caller.client_key_id)
             self.admission.admit(caller, request, ticket)
@@ -292,7 +296,8 @@ class Gateway:
 
             def call(key: KeyRow, timeouts: Timeouts) -> UpstreamReply:
                 served.ticket.admitted()  # the admission's answer, read as late as can be
-                adapter, target = self.adapters[key.provider], self.candidates.target(key)
+                adapter = self.adapters[key.provider]
+                target = self.candidates.target(key, request.headers)
                 unresolved = request.extra.get("unresolved")
                 if unresolved is not None and not adapter.passes_through(target, request.native):
                     raise unresolved  # a conversation only a passthrough upstream could know

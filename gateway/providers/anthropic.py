@@ -50,9 +50,13 @@ class AnthropicAdapter(ProviderAdapter):
     name = "anthropic"
     default_base_url = "https://api.anthropic.com/v1"
     price_provider = "anthropic"
+    # Beta features the client turns on (its `anthropic-version` is not sent on: this
+    # adapter reads and writes the version it was written for).
+    forwarded_headers = ("anthropic-beta",)
 
     def _headers(self, target: Target) -> dict[str, str]:
         return {
+            **self.forwarded(target),
             "x-api-key": target.secret,
             "anthropic-version": VERSION,
             "Content-Type": "application/json",

@@ -196,9 +196,16 @@ class ProviderAdapter(ABC):
     # "auth_failed" (the upstream refused every key), "limit_reached" (every key at its
     # daily limit), "no_keys" (no usable key of this kind).
     wording: dict[str, str] = {}
+    # The client's headers (lower-case) this kind's upstream honours, sent on as they came.
+    forwarded_headers: tuple[str, ...] = ()
 
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
+
+    def forwarded(self, target: Target) -> dict[str, str]:
+        """The client's headers this upstream honours (never its credentials)."""
+        given = target.client_headers
+        return {name: given[name] for name in self.forwarded_headers if name in given}
 
     @classmethod
     def options_schema(cls) -> dict:

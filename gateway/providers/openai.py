@@ -28,9 +28,13 @@ class OpenAIAdapter(ProviderAdapter):
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
     price_provider = "openai"
+    # Beta features the client opts into; `OpenAI-Organization` / `-Project` are not sent
+    # on: they belong to the key's account, not to the client.
+    forwarded_headers = ("openai-beta",)
 
     def _headers(self, target: Target) -> dict[str, str]:
         return {
+            **self.forwarded(target),
             "Authorization": f"Bearer {target.secret}",
             "Content-Type": "application/json",
         }
