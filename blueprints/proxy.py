@@ -124,9 +124,17 @@ def responses() -> Response:
 
 @bp.get("/responses/<response_id>")
 def get_response(response_id: str) -> Response:
-    """A stored response (made with `store` not false) of this caller."""
-    _, response = gateway().responses.load(response_id, g.caller.client_key_id)
-    return jsonify(response)
+    """A stored response (made with `store` not false) of this caller: KeyRelay's own, or
+    asked of the upstream that holds it (a passthrough response)."""
+    status, body = gateway().held.get(response_id, g.caller.client_key_id)
+    return Response(body, status, {"Content-Type": "application/json"})
+
+
+@bp.delete("/responses/<response_id>")
+def delete_response(response_id: str) -> Response:
+    """Delete a stored response of this caller (here, or on the upstream that holds it)."""
+    status, body = gateway().held.delete(response_id, g.caller.client_key_id)
+    return Response(body, status, {"Content-Type": "application/json"})
 
 
 @bp.post("/messages")

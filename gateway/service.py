@@ -39,6 +39,8 @@ from gateway.proxy.booking import Booking
 from gateway.proxy.breaker import Breaker
 from gateway.proxy.candidates import Candidates, Profiles
 from gateway.proxy.chain import Chain, ContextOverflowed
+from gateway.proxy.held import HeldResponses
+from gateway.proxy.pins import Pins
 from gateway.proxy.relay import ProxyResponse, Relay, Served, trace_headers
 from gateway.responses_store import ResponseStore
 from gateway.routes import Routes
@@ -110,11 +112,14 @@ class Gateway:
         self.redis = None  # gateway/redis_shared.py's pieces when Redis is configured
         self.limiter = self._limiter(settings, journal_dir, database.id if database else "")
         self.responses = ResponseStore(engine)
+        self.pins = Pins(engine, self.clock)
         self.candidates = Candidates(engine, self.keys, secrets, self.clock, settings.strategy)
         self.admission = Admission(engine, self.books, self.limiter, self.prices, self.clock)
         self.admission.routes = self.routes
         self.candidates.limiter = self.limiter
         self.candidates.prices = self.prices
+        wait = Timeouts(settings.retry.connect_timeout, settings.retry.read_timeout)
+        self.held = HeldResponses(self.responses, self.pins, self.candidates, self.adapters, wait)
         self.booking = Booking(self.books, self.prices, self.keys, self.clock, self.profiles)
         self.relay = Relay(self.booking)
         self.chain = Chain(
@@ -281,6 +286,7 @@ class Gateway:
 
         def dispatch(model: str, keys: list[KeyRow]) -> ProxyResponse:
             body = request.for_model(model)  # read again per hop: pruning replaces it
+            keys = self.pins.order(request, keys, rec.client_key_id)
 
             def ask(adapter, target, timeouts: Timeouts) -> UpstreamReply:
                 operation, stream = request.operation, request.stream
@@ -320,6 +326,7 @@ class Gateway:
             key, reply = run_attempts(
                 keys, call, rec, self.settings.retry, self.health, key_windows
             )
+            self.pins.served(request, key, reply, rec.client_key_id)
             if reply.overflow is not None:  # the chain decides, as the route says
                 answer = functools.partial(self.relay.respond, served, key, reply)
                 raise ContextOverflowed(model, reply.overflow, answer)

@@ -358,6 +358,8 @@ class _Handler(BaseHTTPRequestHandler):
             return lambda b: self._completions(b, body)
         if self.command == "POST" and path == "/v1/responses":
             return lambda b: self._responses(b, body)
+        if self.command in ("GET", "DELETE") and path.startswith("/v1/responses/"):
+            return lambda b: self._stored_response(path[len("/v1/responses/") :])
         if self.command == "GET" and path == "/v1/key":  # OpenRouter's key info
             return lambda b: self._key_info()
         if self.command == "GET" and path == "/v1/models":
@@ -432,6 +434,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or "input" not in body:
             self._send_json(400, _error("'input' is required", "invalid_request_error"))
             return
+        secret = _bearer(self.headers.get("Authorization"))
+        previous = body.get("previous_response_id")
+        if not self.server.upstream._holds(secret, previous):
+            message = f"Previous response with id '{previous}' not found."
+            error = _error(message, "invalid_request_error", "previous_response_not_found")
+            self._send_json(400, {"error": {**error["error"], "param": "previous_response_id"}})
+            return
         prompt = b.prompt_tokens or count_completion_tokens(json.dumps(body["input"]))
         usage = {
             "input_tokens": prompt,
@@ -463,6 +472,8 @@ class _Handler(BaseHTTPRequestHandler):
             "previous_response_id": body.get("previous_response_id"),
             "usage": usage,
         }
+        if body.get("store") is not False:
+            self.server.upstream._keep(secret, response)
         reported = {"prompt_tokens": prompt, "completion_tokens": usage["output_tokens"]}
         if not body.get("stream"):
             self._deliver_json(b, response, reported)
@@ -502,6 +513,8 @@ class _Handler(BaseHTTPRequestHandler):
             "output": [call],
             "usage": usage,
         }
+        if body.get("store") is not False:
+            self.server.upstream._keep(_bearer(self.headers.get("Authorization")), response)
         reported = {"prompt_tokens": usage["input_tokens"], "completion_tokens": 0}
         if not body.get("stream"):
             self._deliver_json(b, response, reported)
@@ -525,6 +538,22 @@ class _Handler(BaseHTTPRequestHandler):
             data = {"type": kind, "sequence_number": number, **payload}
             events.append(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
         self._deliver_stream(b, events, len(events) - 1, reported)
+
+    def _stored_response(self, response_id: str) -> None:
+        """GET or DELETE /v1/responses/{id}: a response this account made, else 404."""
+        secret = _bearer(self.headers.get("Authorization"))
+        upstream = self.server.upstream
+        with upstream._lock:
+            held = upstream.stored.get(response_id)
+            if held is not None and held[0] == secret and self.command == "DELETE":
+                del upstream.stored[response_id]
+        if held is None or held[0] != secret:
+            message = f"Response with id '{response_id}' not found."
+            self._send_json(404, _error(message, "invalid_request_error"))
+        elif self.command == "DELETE":
+            self._send_json(200, {"id": response_id, "object": "response", "deleted": True})
+        else:
+            self._send_json(200, held[1])
 
     def _key_info(self) -> None:
         """GET /v1/key as OpenRouter answers it: the key's credit limit and usage in USD."""
@@ -904,6 +933,8 @@ class FakeUpstream:
         self._scripts: dict[str | None, deque[Behaviour]] = {}
         self._requests: list[RecordedRequest] = []
         self._usage: list[dict] = []
+        # The Responses API's stored responses: id → (the secret that made it, the response).
+        self.stored: dict[str, tuple[str | None, dict]] = {}
         self._closed = False
         self._server = _Server(self)
         self._thread = threading.Thread(
@@ -967,6 +998,7 @@ class FakeUpstream:
             self._scripts.clear()
             self._requests.clear()
             self._usage.clear()
+            self.stored.clear()
 
     def close(self) -> None:
         """Stop listening, release hanging handlers and drop open connections."""
@@ -990,6 +1022,20 @@ class FakeUpstream:
         with self._changed:
             self._requests.append(request)
             self._changed.notify_all()
+
+    def _keep(self, secret: str | None, response: dict) -> None:
+        """Store a response the account made (for previous_response_id and GET)."""
+        with self._lock:
+            self.stored[response["id"]] = (secret, response)
+
+    def _holds(self, secret: str | None, response_id: object) -> bool:
+        """Whether this account may continue the response: one it made, or none asked.
+        An id the fake never made (`resp_x`) is taken as some account's own."""
+        if not isinstance(response_id, str) or not response_id.startswith("resp_upstream_"):
+            return True
+        with self._lock:
+            held = self.stored.get(response_id)
+        return held is not None and held[0] == secret
 
     def _report_usage(self, usage: dict) -> None:
         """Append a usage object that was fully sent."""

@@ -175,3 +175,166 @@ def test_cached_tokens_of_a_responses_upstream_are_cache_reads(client, admin, fa
     assert (row["input_tokens"], row["cache_read_tokens"]) == (6000, 4096)
     cost = Decimal(row["cost_usd"]) * 1_000_000
     assert cost == exact_micros("gpt-4o-mini", "openai", 6000, 4096, usage.output_tokens)
+
+
+# -- conversations pinned to the key that holds them ---------------------------------------
+
+
+@pytest.fixture
+def two_keys(admin, fake, clock) -> dict[str, int]:
+    """Two keys of one upstream kind with the Responses API, tried in turn (round robin:
+    each request below comes a second after the one before)."""
+    assert admin.call("PUT", "/profiles/default", {"strategy": "round-robin"}).status == 200
+    made = [
+        admin.add_key(secret, fake.base_url, name=name, responses_api=True)
+        for secret, name in ((SECRET, "a"), (OTHER, "b"))
+    ]
+    return {SECRET: made[0]["id"], OTHER: made[1]["id"]}
+
+
+def _create(client, clock, stream: bool, **asked):
+    clock.advance(seconds=1)
+    if not stream:
+        return client.responses.create(model="gpt-4o-mini", **asked)
+    events = list(client.responses.create(model="gpt-4o-mini", stream=True, **asked))
+    assert events[-1].type == "response.completed"
+    return events[-1].response
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_previous_response_id_goes_to_the_key_that_holds_it(client, fake, clock, two_keys, stream):
+    first = _create(client, clock, stream, input="My name is Ada.")
+    holder = fake.requests[-1].secret
+    for number in range(4):
+        answer = _create(
+            client, clock, stream, input=f"Turn {number}", previous_response_id=first.id
+        )
+        assert answer.output_text == "Hello from the fake upstream"
+        assert fake.requests[-1].secret == holder
+        assert fake.requests[-1].body["previous_response_id"] == first.id
+    # A request of no conversation still takes its turn on the keys.
+    _create(client, clock, stream, input="Another conversation")
+    _create(client, clock, stream, input="And another")
+    assert {r.secret for r in fake.requests[-2:]} == {SECRET, OTHER}
+
+
+def test_a_held_response_whose_key_is_out_is_a_clear_503(client, admin, fake, two_keys):
+    first = client.responses.create(model="gpt-4o-mini", input="Remember this.")
+    holder = two_keys[fake.requests[-1].secret]
+    assert admin.call("POST", f"/keys/{holder}/toggle", {"active": False}).status == 200
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.responses.create(model="gpt-4o-mini", input="go on", previous_response_id=first.id)
+    assert refused.value.status_code == 503
+    error = refused.value.body
+    assert error["code"] == "no_available_keys" and f"#{holder}" in error["message"]
+    assert len(fake.requests) == 1  # the other key was never sent a response it lacks
+
+
+def test_a_held_response_belongs_to_the_client_key_that_made_it(server, admin, fake, two_keys):
+    made = [admin.call("POST", "/client-keys", {"name": n}).json()["key"] for n in ("a", "b")]
+    mine, theirs = (
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key=k, max_retries=0) for k in made
+    )
+    first = mine.responses.create(model="gpt-4o-mini", input="mine")
+    assert mine.responses.retrieve(first.id).id == first.id
+    with pytest.raises(openai.NotFoundError):
+        theirs.responses.create(model="gpt-4o-mini", input="x", previous_response_id=first.id)
+    with pytest.raises(openai.NotFoundError):
+        theirs.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):
+        theirs.responses.delete(first.id)
+    assert [r.method for r in fake.requests] == ["POST", "GET"]
+    mine.close()
+    theirs.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_get_and_delete_of_a_passthrough_response_ask_its_upstream(
+    client, fake, clock, two_keys, stream
+):
+    first = _create(client, clock, stream, input="Say hello")
+    holder = fake.requests[-1].secret
+    _create(client, clock, False, input="the other key's turn")
+    assert fake.requests[-1].secret != holder
+    again = client.responses.retrieve(first.id)
+    assert again.id == first.id and again.output_text == "Hello from the fake upstream"
+    asked = fake.requests[-1]
+    assert (asked.method, asked.path, asked.secret) == ("GET", f"/v1/responses/{first.id}", holder)
+    client.responses.delete(first.id)
+    assert (fake.requests[-1].method, fake.requests[-1].secret) == ("DELETE", holder)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+
+
+def test_a_translated_response_is_read_and_deleted_here(client, admin, fake):
+    admin.add_key(SECRET, fake.base_url)  # no Responses API: KeyRelay translates and keeps
+    first = client.responses.create(model="gpt-4o-mini", input="Say hello")
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(first.id)
+    assert [r.path for r in fake.requests] == ["/v1/chat/completions"]
+
+
+def test_a_conversation_kept_here_is_translated_for_a_responses_key(client, admin, fake):
+    plain = admin.add_key(OTHER, fake.base_url, name="plain")
+    first = client.responses.create(model="gpt-4o-mini", input="My name is Ada.")
+    assert admin.call("POST", f"/keys/{plain['id']}/toggle", {"active": False}).status == 200
+    admin.add_key(SECRET, fake.base_url, name="responses", responses_api=True)
+    client.responses.create(model="gpt-4o-mini", input="My name?", previous_response_id=first.id)
+    sent = fake.requests[-1]  # the upstream never saw that response: it gets the history
+    assert sent.secret == SECRET and sent.path == "/v1/chat/completions"
+    assert [m["content"] for m in sent.body["messages"]] == [
+        "My name is Ada.",
+        "Hello from the fake upstream",
+        "My name?",
+    ]
+
+
+def _chat(client, clock, **extra):
+    clock.advance(seconds=1)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], **extra
+    )
+
+
+def test_a_session_prefers_the_key_that_served_it_and_moves_only_on_failover(
+    client, fake, clock, two_keys
+):
+    session = {"extra_body": {"prompt_cache_key": "session-42"}}
+    _chat(client, clock, **session)
+    pinned = fake.requests[-1].secret
+    for _ in range(3):
+        _chat(client, clock, **session)
+        assert fake.requests[-1].secret == pinned
+    _chat(client, clock)  # another request takes its turn
+    _chat(client, clock)
+    assert {r.secret for r in fake.requests[-2:]} == {SECRET, OTHER}
+    # The pinned key fails: the other serves, and the session moves there.
+    fake.script(pinned, [Behaviour.server_error(502)])
+    _chat(client, clock, **session)
+    other = OTHER if pinned == SECRET else SECRET
+    assert [r.secret for r in fake.requests[-2:]] == [pinned, other]
+    for _ in range(3):
+        _chat(client, clock, **session)
+        assert fake.requests[-1].secret == other
+
+
+@pytest.mark.parametrize("how", ["header", "metadata"])
+def test_claude_codes_session_is_pinned(server, fake, two_keys, how):
+    headers = {"x-claude-code-session-id": "cc-session-1"} if how == "header" else {}
+    sdk = anthropic.Anthropic(
+        base_url=server.url, api_key=MASTER_KEY, max_retries=0, default_headers=headers
+    )
+    extra = {"metadata": {"user_id": "user_abc_account__session_1"}} if how == "metadata" else {}
+    for _ in range(4):
+        sdk.messages.create(
+            model="gpt-4o-mini",
+            max_tokens=20,
+            messages=[{"role": "user", "content": "hi"}],
+            **extra,
+        )
+    sdk.close()
+    assert len({r.secret for r in fake.requests}) == 1

@@ -255,6 +255,12 @@ class ProviderAdapter(ABC):
         """A legacy text completion (`body`: OpenAI's completions request)."""
         raise unsupported(self.name, "text completions")
 
+    def stored_response(
+        self, target: Target, response_id: str, timeouts: Timeouts, method: str = "GET"
+    ) -> UpstreamReply:
+        """A response the upstream keeps (Responses API), read (GET) or deleted (DELETE)."""
+        raise unsupported(self.name, "stored responses")
+
     def check_credits(self, target: Target, timeouts: Timeouts) -> Credits | UpstreamReply:
         """What the provider says is left on the key's account, or its error reply (a
         non-2xx UpstreamReply). Only kinds with `reports_credits` are asked."""

@@ -7,6 +7,8 @@ the upstream's bytes, read on the side for usage, its text and its error message
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import orjson
 
 from gateway.policy import Outcome
@@ -90,6 +92,19 @@ class OpenAIAdapter(ProviderAdapter):
             text=responses_text(parsed),
             format=RESPONSES,
         )
+
+    def stored_response(
+        self, target: Target, response_id: str, timeouts: Timeouts, method: str = "GET"
+    ) -> UpstreamReply:
+        url = f"{target.base_url}/responses/{quote(response_id, safe='')}"
+        response = self.http.request(method, url, self._headers(target), timeouts)
+        raw = response.read()
+        if response.status >= 300:
+            reply = error_reply(response.status, response.headers, raw)
+        else:
+            reply = UpstreamReply(response.status, response.headers, raw)
+        reply.format = RESPONSES
+        return reply
 
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         return self._whole(target, "/embeddings", body, timeouts)
