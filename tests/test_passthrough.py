@@ -12,7 +12,10 @@ import openai
 import pytest
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
+from sqlalchemy import func, select
 
+from gateway import scheduler
+from models import ConversationPin
 from tests.conftest import MASTER_KEY
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_upstream import Behaviour
@@ -338,3 +341,18 @@ def test_claude_codes_session_is_pinned(server, fake, two_keys, how):
         )
     sdk.close()
     assert len({r.secret for r in fake.requests}) == 1
+
+
+def test_pins_are_forgotten_with_the_request_log(app, client, fake, clock, two_keys):
+    def pins() -> int:
+        gateway = app.extensions["keyrelay"]
+        with gateway.engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(ConversationPin))
+
+    _chat(client, clock, extra_body={"prompt_cache_key": "old-session"})
+    client.responses.create(model="gpt-4o-mini", input="an old conversation")
+    assert pins() == 2
+    clock.advance(days=40)
+    _chat(client, clock, extra_body={"prompt_cache_key": "recent-session"})
+    outcome = scheduler.run_job(app, "log-retention")
+    assert outcome["error"] is None and pins() == 1
