@@ -356,3 +356,33 @@ def test_pins_are_forgotten_with_the_request_log(app, client, fake, clock, two_k
     _chat(client, clock, extra_body={"prompt_cache_key": "recent-session"})
     outcome = scheduler.run_job(app, "log-retention")
     assert outcome["error"] is None and pins() == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/v1/messages", {"metadata": "not an object"}, {}),
+        ("/v1/messages", {"metadata": {"user_id": 7}}, {"x-claude-code-session-id": ""}),
+        ("/v1/chat/completions", {"prompt_cache_key": {"no": "string"}}, {}),
+        ("/v1/chat/completions", {}, {"session-id": "x" * 4000, "openai-beta": " "}),
+        ("/v1/responses", {"prompt_cache_key": None, "previous_response_id": "r" * 65}, {}),
+    ],
+)
+def test_odd_session_values_are_no_server_error(server, http, admin, fake, path, body, headers):
+    admin.add_key(SECRET, fake.base_url)
+    base = {"model": "gpt-4o-mini", "max_tokens": 20}
+    if path == "/v1/responses":
+        base = {"model": "gpt-4o-mini", "input": "hi"}
+    else:
+        base["messages"] = [{"role": "user", "content": "hi"}]
+    response = http.request(
+        "POST",
+        f"{server.url}{path}",
+        json={**base, **body},
+        headers={"Authorization": f"Bearer {MASTER_KEY}", **headers},
+    )
+    assert response.status < 500, response.data
+    if response.status >= 400:
+        assert response.json()["error"]["message"]
+    for sent in fake.requests:
+        assert "openai-beta" not in sent.headers and "session-id" not in sent.headers

@@ -184,7 +184,8 @@ def session_id(request: ProxyRequest) -> str | None:
         if request.headers.get(name):
             return request.headers[name]
     if request.native is not None and request.native[0] == ANTHROPIC:
-        user = (body.get("metadata") or {}).get("user_id")
+        metadata = body.get("metadata")
+        user = metadata.get("user_id") if isinstance(metadata, dict) else None
         return user if isinstance(user, str) and user else None
     return None
 
