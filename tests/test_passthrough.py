@@ -19,6 +19,8 @@ from models import ConversationPin
 from tests.conftest import MASTER_KEY
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_upstream import Behaviour
+from tests.npm_tools import claude_code
+from tests.test_claude_code import run
 
 SECRET = "sk-passthrough-aaaaaaaaaaaaaaaa"
 OTHER = "sk-passthrough-bbbbbbbbbbbbbbbb"
@@ -386,3 +388,20 @@ def test_odd_session_values_are_no_server_error(server, http, admin, fake, path,
         assert response.json()["error"]["message"]
     for sent in fake.requests:
         assert "openai-beta" not in sent.headers and "session-id" not in sent.headers
+
+
+def test_claude_code_itself_keeps_its_betas_and_its_session(app, server, admin, tmp_path):
+    """The real Claude Code through an Anthropic key: its `anthropic-beta` flags reach the
+    upstream, and its session (in its header, or its `metadata.user_id`) is pinned."""
+
+    with FakeAnthropic([CLAUDE]) as upstream:
+        admin.add_key(CLAUDE, upstream.base_url, provider="anthropic")
+        made = admin.call("POST", "/client-keys", {"name": "cc", "rpm_limit": 50}).json()
+        done = run(claude_code(), server, made["key"], tmp_path, "Say hello")
+        assert done.returncode == 0, done.stderr
+        (sent,) = upstream.messages_requests
+    assert "claude-code-20250219" in sent.headers["anthropic-beta"].split(",")
+    assert sent.headers["anthropic-version"] == "2023-06-01" and sent.key == CLAUDE
+    with app.extensions["keyrelay"].engine.connect() as conn:
+        scopes = list(conn.scalars(select(ConversationPin.scope)))
+    assert len(scopes) == 1 and scopes[0].startswith("session:")
