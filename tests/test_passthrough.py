@@ -19,8 +19,9 @@ from models import ConversationPin
 from tests.conftest import MASTER_KEY
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_upstream import Behaviour
-from tests.npm_tools import claude_code
+from tests.npm_tools import claude_code, codex
 from tests.test_claude_code import run
+from tests.test_codex import run as run_codex
 
 SECRET = "sk-passthrough-aaaaaaaaaaaaaaaa"
 OTHER = "sk-passthrough-bbbbbbbbbbbbbbbb"
@@ -405,3 +406,24 @@ def test_claude_code_itself_keeps_its_betas_and_its_session(app, server, admin, 
     with app.extensions["keyrelay"].engine.connect() as conn:
         scopes = list(conn.scalars(select(ConversationPin.scope)))
     assert len(scopes) == 1 and scopes[0].startswith("session:")
+
+
+def test_codex_itself_keeps_its_session_on_one_key(server, admin, fake, clock, two_keys, tmp_path):
+    """The real Codex CLI with two Responses-API keys tried in turn: the turn that sends a
+    command's output back goes to the key that served the turn before (its prompt cache)."""
+    for secret in (SECRET, OTHER):
+        fake.script(
+            secret,
+            [
+                Behaviour.tool_call("exec_command", {"cmd": "echo hello-from-codex"}),
+                Behaviour.ok("Codex saw hello-from-codex."),
+            ],
+        )
+    made = admin.call("POST", "/client-keys", {"name": "codex", "rpm_limit": 50}).json()
+    done = run_codex(codex(), server, made["key"], tmp_path, "Run echo hello-from-codex")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Codex saw hello-from-codex."
+    first, second = fake.requests
+    assert first.path == second.path == "/v1/responses"
+    assert first.body["prompt_cache_key"] == second.body["prompt_cache_key"]
+    assert first.secret == second.secret
