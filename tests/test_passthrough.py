@@ -15,6 +15,10 @@ from genai_prices import calc_price
 from sqlalchemy import func, select
 
 from gateway import scheduler
+from gateway.dialects.base import ProxyRequest
+from gateway.providers.base import UpstreamReply
+from gateway.providers.openai import ResponsesEvents
+from gateway.proxy import pins
 from models import ConversationPin
 from tests.conftest import MASTER_KEY
 from tests.fake_anthropic import FakeAnthropic
@@ -347,18 +351,18 @@ def test_claude_codes_session_is_pinned(server, fake, two_keys, how):
 
 
 def test_pins_are_forgotten_with_the_request_log(app, client, fake, clock, two_keys):
-    def pins() -> int:
+    def count_pins() -> int:
         gateway = app.extensions["keyrelay"]
         with gateway.engine.connect() as conn:
             return conn.scalar(select(func.count()).select_from(ConversationPin))
 
     _chat(client, clock, extra_body={"prompt_cache_key": "old-session"})
     client.responses.create(model="gpt-4o-mini", input="an old conversation")
-    assert pins() == 2
+    assert count_pins() == 2
     clock.advance(days=40)
     _chat(client, clock, extra_body={"prompt_cache_key": "recent-session"})
     outcome = scheduler.run_job(app, "log-retention")
-    assert outcome["error"] is None and pins() == 1
+    assert outcome["error"] is None and count_pins() == 1
 
 
 @pytest.mark.parametrize(
@@ -427,3 +431,21 @@ def test_codex_itself_keeps_its_session_on_one_key(server, admin, fake, clock, t
     assert first.path == second.path == "/v1/responses"
     assert first.body["prompt_cache_key"] == second.body["prompt_cache_key"]
     assert first.secret == second.secret
+
+
+@pytest.mark.parametrize(
+    ("first", "found"),
+    [
+        (b'event: response.created\ndata: {"type":"response.created","response":'
+         b'{"id":"resp_whole","status":"in_progress"}}\n\nevent: x', "resp_whole"),
+        (b'event: response.created\ndata: {"type":"response.created","sequence_number":0,'
+         b'"response":{"id":"resp_cut","object":"resp', "resp_cut"),
+        (b'event: response.created\ndata: {"type":"response.created","sequence_n', None),
+        (b'data: {"type":"response.created","response":{"id":"' + b"r" * 65 + b'"}}\n\n', None),
+    ],
+)  # fmt: skip
+def test_a_streamed_responses_id_is_read_from_its_first_bytes(first, found):
+    request = ProxyRequest("responses", "m", True, {}, native=("openai_responses", {}))
+    reply = UpstreamReply(200, {}, stream=ResponsesEvents(), format="openai_responses")
+    reply.first_chunk = first
+    assert pins.upstream_response_id(request, reply) == found

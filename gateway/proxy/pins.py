@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections import OrderedDict
 from datetime import datetime, timedelta
@@ -33,6 +34,8 @@ ANTHROPIC = "anthropic"
 # Session pins this process remembers without asking the database again.
 CACHED_SESSIONS = 10_000
 table = ConversationPin.__table__
+# A response's id in the first bytes of a stream (`response.created`).
+_CREATED_ID = re.compile(rb'"response"\s*:\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +96,7 @@ class Pins:
         the key that served it (moved only when another key served it)."""
         if reply.status >= 300:
             return
-        made = _upstream_response_id(request, reply)
+        made = upstream_response_id(request, reply)
         if made is not None:
             self._write(RESPONSE + made, key.id, client_key_id)
         scope = session_scope(request, client_key_id)
@@ -199,7 +202,7 @@ def session_scope(request: ProxyRequest, client_key_id) -> str | None:
     return SESSION + digest
 
 
-def _upstream_response_id(request: ProxyRequest, reply: UpstreamReply) -> str | None:
+def upstream_response_id(request: ProxyRequest, reply: UpstreamReply) -> str | None:
     """The id of the response a Responses-API upstream made and keeps (not with `store:
     false`): from its body, or from a stream's first event (`response.created`)."""
     if reply.format != RESPONSES or request.native is None:
@@ -211,6 +214,9 @@ def _upstream_response_id(request: ProxyRequest, reply: UpstreamReply) -> str | 
     else:
         first = reply.first_chunk.split(b"\n\n", 1)[0]
         made = (_json(sse_data(first) or b"") or {}).get("response")
+        if made is None:  # the first read ended inside the event: its id comes first
+            found = _CREATED_ID.search(first)
+            made = {"id": found.group(1).decode()} if found else None
     made = made.get("id") if isinstance(made, dict) else None
     return made if isinstance(made, str) and 0 < len(made) <= 64 else None
 
