@@ -240,6 +240,7 @@ def test_a_held_response_whose_key_is_out_is_a_clear_503(client, admin, fake, tw
     assert len(fake.requests) == 1  # the other key was never sent a response it lacks
 
 
+@pytest.mark.both_databases
 def test_a_held_response_belongs_to_the_client_key_that_made_it(server, admin, fake, two_keys):
     made = [admin.call("POST", "/client-keys", {"name": n}).json()["key"] for n in ("a", "b")]
     mine, theirs = (
@@ -310,6 +311,7 @@ def _chat(client, clock, **extra):
     )
 
 
+@pytest.mark.both_databases
 def test_a_session_prefers_the_key_that_served_it_and_moves_only_on_failover(
     client, fake, clock, two_keys
 ):
