@@ -60,6 +60,7 @@ class Pins:
             return kept
         scope = session_scope(request, client_key_id)
         pinned = self._session_key(scope) if scope else None
+        request.extra["pin_session"] = pinned  # read once: `served` compares with it
         if pinned is None or not keys or keys[0].id == pinned:
             return keys
         first = [key for key in keys if key.id == pinned]
@@ -100,7 +101,12 @@ class Pins:
         if made is not None:
             self._write(RESPONSE + made, key.id, client_key_id)
         scope = session_scope(request, client_key_id)
-        if scope is not None and self._session_key(scope) != key.id:
+        if scope is None:
+            return
+        before = request.extra.get("pin_session")  # as `order` read it
+        if "pin_session" not in request.extra:
+            before = self._session_key(scope)
+        if before != key.id:
             self._remember(scope, key.id)
             self._write(scope, key.id, client_key_id)
 
