@@ -9,6 +9,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from blueprints.common import bearer_token, gateway
 from gateway import validation
 from gateway.errors import GatewayError, invalid_request
+from gateway.proxy import client_headers
 from gateway.proxy.relay import COST_HEADER, ProxyResponse
 from models import DEFAULT_PROFILE
 
@@ -59,6 +60,12 @@ def _json_body() -> object:
     return body
 
 
+def _serve(dialect: str, profile: str, body: object) -> Response:
+    """One request of a dialect, with the client headers KeyRelay reads."""
+    headers = client_headers.read(request.headers)
+    return _to_flask(gateway().serve(dialect, profile, body, g.caller, headers))
+
+
 def _to_flask(result: ProxyResponse) -> Response:
     if result.chunks is not None:
         return Response(result.chunks, result.status, result.headers, direct_passthrough=True)
@@ -90,21 +97,21 @@ def _read(endpoint: str) -> tuple[str, object]:
 def chat_completions() -> Response:
     """Chat completion, streamed (SSE) or not, from the profile's key pool."""
     profile, body = _read("chat.completions")
-    return _to_flask(gateway().chat(profile, body, g.caller))
+    return _serve("openai_chat", profile, body)
 
 
 @bp.post("/embeddings")
 def embeddings() -> Response:
     """Embeddings (strings or token ids; float or base64) from the profile's key pool."""
     profile, body = _read("embeddings")
-    return _to_flask(gateway().serve("openai_embeddings", profile, body, g.caller))
+    return _serve("openai_embeddings", profile, body)
 
 
 @bp.post("/completions")
 def completions() -> Response:
     """Legacy text completions, streamed or not, from the profile's key pool."""
     profile, body = _read("completions")
-    return _to_flask(gateway().serve("openai_completions", profile, body, g.caller))
+    return _serve("openai_completions", profile, body)
 
 
 @bp.post("/responses")
@@ -112,23 +119,32 @@ def responses() -> Response:
     """The Responses API (`responses.create`, the Codex CLI), streamed or not, translated
     for chat-completions upstreams."""
     profile, body = _read("responses")
-    return _to_flask(gateway().serve("openai_responses", profile, body, g.caller))
+    return _serve("openai_responses", profile, body)
 
 
 @bp.get("/responses/<response_id>")
 def get_response(response_id: str) -> Response:
-    """A stored response (made with `store` not false) of this caller."""
-    _, response = gateway().responses.load(response_id, g.caller.client_key_id)
-    return jsonify(response)
+    """A stored response (made with `store` not false) of this caller: KeyRelay's own, or
+    asked of the upstream that holds it (a passthrough response)."""
+    status, body = gateway().held.get(response_id, g.caller.client_key_id)
+    return Response(body, status, {"Content-Type": "application/json"})
+
+
+@bp.delete("/responses/<response_id>")
+def delete_response(response_id: str) -> Response:
+    """Delete a stored response of this caller (here, or on the upstream that holds it)."""
+    status, body = gateway().held.delete(response_id, g.caller.client_key_id)
+    return Response(body, status, {"Content-Type": "application/json"})
 
 
 @bp.post("/messages")
 def messages() -> Response:
     """Anthropic Messages (the Anthropic SDK, Claude Code), streamed or not, from the same
     key pool; `?beta=true` and `anthropic-version` / `anthropic-beta` headers are accepted
-    as they come (unknown beta flags are never an error)."""
+    as they come (unknown beta flags are never an error; `anthropic-beta` goes on to
+    Anthropic keys)."""
     profile, body = _read("messages")
-    return _to_flask(gateway().serve("anthropic_messages", profile, body, g.caller))
+    return _serve("anthropic_messages", profile, body)
 
 
 @bp.post("/messages/count_tokens")

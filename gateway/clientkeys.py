@@ -24,7 +24,7 @@ from gateway.keyring import KeyInputError, parse_models, parse_moment
 from gateway.limiter import Limits
 from gateway.secrets import token_hash as fingerprint  # plain SHA-256: see the docstring
 from gateway.validation import MAX_SQL_INT, whole_number
-from models import ClientKey, Profile, StoredResponse
+from models import ClientKey, ConversationPin, Profile, StoredResponse
 
 PREFIX = "kr-"
 # Accepted by the issue's API but not enforced yet (limits and budgets come next): refused
@@ -177,9 +177,10 @@ def update(session: Session, row: ClientKey, data: ClientKeyInput, now: datetime
 
 
 def remove(session: Session, row: ClientKey) -> None:
-    """Delete the key and the Responses conversations it stored (no one may read them
-    again); its request-log rows keep its id, which is never handed out again."""
+    """Delete the key and the Responses conversations it stored or pinned (no one may
+    read them again); its request-log rows keep its id, which is never handed out again."""
     session.execute(delete(StoredResponse).where(StoredResponse.client_key_id == row.id))
+    session.execute(delete(ConversationPin).where(ConversationPin.client_key_id == row.id))
     session.delete(row)
 
 

@@ -257,6 +257,7 @@ def prune_logs(gateway, now: datetime, config: Mapping) -> dict:
         mine = and_(logs_t.c.client_key_id == client_key_id, logs_t.c.created_at < floor)
         rows += _delete_batches(gateway.engine, mine)
     stored = gateway.responses.prune(now, days)
+    gateway.pins.prune(now, days)  # conversations idle as long are forgotten with them
     log.info(
         "log retention: %d request-log row(s) and %d stored response(s) before %s deleted",
         rows,

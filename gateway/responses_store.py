@@ -46,14 +46,27 @@ class ResponseStore:
                 query = select(table.c.client_key_id, table.c.conversation, table.c.response)
                 row = conn.execute(query.where(table.c.id == response_id)).first()
         if row is None or (client_key_id is not None and row.client_key_id != client_key_id):
-            raise GatewayError(
-                404,
-                f"No stored response with id '{response_id}' (responses made with "
-                "`store: false` are not kept, and stored ones expire with the request log).",
-                code="response_not_found",
-                param="previous_response_id",
-            )
+            raise self.not_found(response_id)
         return orjson.loads(row.conversation), orjson.loads(row.response)
+
+    @staticmethod
+    def not_found(response_id: object) -> GatewayError:
+        """The 404 of a response no one here holds for this caller."""
+        return GatewayError(
+            404,
+            f"No stored response with id '{response_id}' (responses made with "
+            "`store: false` are not kept, and stored ones expire with the request log).",
+            code="response_not_found",
+            param="previous_response_id",
+        )
+
+    def delete(self, response_id: str, client_key_id: int | None) -> bool:
+        """Delete a stored response this caller made; whether there was one."""
+        query = delete(table).where(table.c.id == response_id)
+        if client_key_id is not None:
+            query = query.where(table.c.client_key_id == client_key_id)
+        with self.engine.begin() as conn:
+            return bool(conn.execute(query).rowcount)
 
     def prune(self, now: datetime, days: int) -> int:
         """Delete responses older than `days`; how many."""

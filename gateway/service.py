@@ -40,7 +40,9 @@ from gateway.proxy.booking import Booking
 from gateway.proxy.breaker import Breaker
 from gateway.proxy.candidates import Candidates, Profiles
 from gateway.proxy.chain import Chain
+from gateway.proxy.held import HeldResponses
 from gateway.proxy.infer import infer
+from gateway.proxy.pins import Pins
 from gateway.proxy.relay import ProxyResponse, Relay, Served, trace_headers
 from gateway.responses_store import ResponseStore
 from gateway.routes import Routes
@@ -110,11 +112,14 @@ class Gateway:
         self.redis = None  # gateway/redis_shared.py's pieces when Redis is configured
         self.limiter = self._limiter(settings, journal_dir, database.id if database else "")
         self.responses = ResponseStore(engine)
+        self.pins = Pins(engine, self.clock)
         self.candidates = Candidates(engine, self.keys, secrets, self.clock, settings.strategy)
         self.admission = Admission(engine, self.books, self.limiter, self.prices, self.clock)
         self.admission.routes = self.routes
         self.candidates.limiter = self.limiter
         self.candidates.prices = self.prices
+        wait = Timeouts(settings.retry.connect_timeout, settings.retry.read_timeout)
+        self.held = HeldResponses(self.responses, self.pins, self.candidates, self.adapters, wait)
         self.booking = Booking(self.books, self.prices, self.keys, self.clock, self.profiles)
         self.relay = Relay(self.booking)
         self.chain = Chain(
@@ -206,21 +211,27 @@ class Gateway:
         """Serve one chat completion (streaming or not); errors raise GatewayError."""
         return self.serve("openai_chat", profile, body, caller)
 
-    def serve(self, dialect_name: str, profile: str, body: object, caller: Caller) -> ProxyResponse:
+    def serve(
+        self, dialect_name: str, profile: str, body: object, caller: Caller, headers=None
+    ) -> ProxyResponse:
         """Serve one request of a dialect: admit it; for each model of its chain, try the
         model's keys (infer) until an upstream answers; relay the answer, booked, to the
-        client. Errors raise GatewayError (with trace headers)."""
+        client. Errors raise GatewayError (with trace headers). `headers`: the client's
+        that KeyRelay reads (gateway/proxy/client_headers.py)."""
         dialect = self.dialects[dialect_name]
         rec = _record(dialect, body, caller, self.clock.now())
         ticket = self.admission.ticket()
         started = time.perf_counter()
         try:
-            served, found, walk = self._admit(dialect, profile, body, caller, rec, ticket, started)
+            served, found, walk = self._admit(
+                dialect, profile, body, caller, rec, ticket, started, headers
+            )
             for hop in walk:  # the route's target, its fallbacks, the environment key (chain.py)
                 try:
                     if hop.keys is None:  # a pruned prompt goes again to the same keys
                         hop.keys = self.candidates(profile, found, hop.model)
                     key, reply = self._try_keys(served, hop.model, hop.keys)
+                    self.pins.served(served.request, key, reply, rec.client_key_id)
                 except GatewayError as err:
                     if walk.goes_on_after(err):  # to the next model
                         continue
@@ -260,7 +271,9 @@ class Gateway:
         self.booking.book(rec, ticket)
         err.headers.update(trace_headers(rec, ticket))
 
-    def _admit(self, dialect: Dialect, profile: str, body, caller: Caller, rec, ticket, started):
+    def _admit(
+        self, dialect: Dialect, profile: str, body, caller: Caller, rec, ticket, started, headers
+    ):
         """Parse the request and admit it (the answer is read before the first upstream
         call): the request on its way, its profile, and its walk along the chain."""
         if not self.books.has_room():  # its answer could not be recorded
@@ -268,6 +281,7 @@ class Gateway:
         found = self.profiles.resolve(profile)
         rec.profile_id = found.id
         request = dialect.parse(body)
+        request.headers = headers or {}
         rec.requested_model = request.model
         dialect.prepare(request, caller.client_key_id)
         self.admission.admit(caller, request, ticket)
@@ -283,6 +297,8 @@ class Gateway:
         body = served.request.for_model(model)  # read again per hop: pruning replaces it
         count_busy = (served.strategy or self.settings.strategy) == selection.LEAST_BUSY
         tries = Attempts(self.settings.retry, served.rec, self.clock)
+        # A conversation's key first (the one holding its state or its prompt cache).
+        keys = self.pins.order(served.request, keys, served.rec.client_key_id)
         for key in keys:
             timeouts = tries.timeouts()  # None: out of attempts, or past the deadline
             if timeouts is None:
@@ -295,7 +311,7 @@ class Gateway:
                 continue
             started = time.perf_counter()
             try:
-                target = self.candidates.target(key)
+                target = self.candidates.target(key, served.request.headers)
                 answer = infer(self.adapters[key.provider], target, served.request, body, timeouts)
             except TransportError as exc:
                 answer = exc

@@ -5,6 +5,7 @@ from models.client_keys import ClientKey
 from models.credits import CreditTransaction
 from models.jobs import JobRun
 from models.meta import DATABASE_ID, InstanceMeta
+from models.pins import ConversationPin
 from models.pricing import PriceOverride
 from models.profiles import DEFAULT_PROFILE, Profile
 from models.provider_keys import ProviderKey
@@ -21,6 +22,7 @@ __all__ = [
     "AuditEntry",
     "BudgetAlert",
     "ClientKey",
+    "ConversationPin",
     "CreditTransaction",
     "InstanceMeta",
     "JobRun",

@@ -67,6 +67,17 @@ class Behaviour:
     # The finish_reason of a tool call's answer: OpenAI says `tool_calls`; LiteLLM and
     # other OpenAI-compatible servers say `stop`.
     tool_finish: str = "tool_calls"
+    # Prompt tokens read from the prompt cache: reported as OpenAI does
+    # (`prompt_tokens_details.cached_tokens`, `input_tokens_details` in the Responses API),
+    # or as DeepSeek does (`prompt_cache_hit_tokens` / `_miss_tokens`) with `deepseek`.
+    cached_tokens: int = 0
+    deepseek: bool = False
+
+    @classmethod
+    def cached(cls, prompt_tokens: int, cached_tokens: int, deepseek: bool = False) -> Behaviour:
+        """A 200 whose usage says part of the prompt came from the upstream's cache."""
+        return cls("ok", prompt_tokens=prompt_tokens, cached_tokens=cached_tokens,
+                   deepseek=deepseek)  # fmt: skip
 
     @classmethod
     def ok(
@@ -354,6 +365,8 @@ class _Handler(BaseHTTPRequestHandler):
             return lambda b: self._completions(b, body)
         if self.command == "POST" and path == "/v1/responses":
             return lambda b: self._responses(b, body)
+        if self.command in ("GET", "DELETE") and path.startswith("/v1/responses/"):
+            return lambda b: self._stored_response(path[len("/v1/responses/") :])
         if self.command == "GET" and path == "/v1/key":  # OpenRouter's key info
             return lambda b: self._key_info()
         if self.command == "GET" and path == "/v1/models":
@@ -428,10 +441,19 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or ("input" not in body and "prompt" not in body):
             self._send_json(400, _error("'input' is required", "invalid_request_error"))
             return
-        prompt = count_completion_tokens(json.dumps(body.get("input") or body.get("prompt")))
+        secret = _bearer(self.headers.get("Authorization"))
+        previous = body.get("previous_response_id")
+        if not self.server.upstream._holds(secret, previous):
+            message = f"Previous response with id '{previous}' not found."
+            error = _error(message, "invalid_request_error", "previous_response_not_found")
+            self._send_json(400, {"error": {**error["error"], "param": "previous_response_id"}})
+            return
+        prompt = b.prompt_tokens or count_completion_tokens(
+            json.dumps(body.get("input") or body.get("prompt"))
+        )
         usage = {
             "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": b.cached_tokens, "cache_write_tokens": 0},
             "output_tokens": count_completion_tokens(b.content),
             "output_tokens_details": {"reasoning_tokens": 0},
         }
@@ -452,6 +474,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._responses_call(b, body, call, usage)
             return
         response = _response_object(body, [item], usage)
+        if body.get("store") is not False:
+            self.server.upstream._keep(secret, response)
         reported = {"prompt_tokens": prompt, "completion_tokens": usage["output_tokens"]}
         if not body.get("stream"):
             self._deliver_json(b, response, reported)
@@ -487,6 +511,8 @@ class _Handler(BaseHTTPRequestHandler):
         response = _response_object(body, [call], usage)
         started = {**response, "status": "in_progress", "output": []}
         del started["usage"]
+        if body.get("store") is not False:
+            self.server.upstream._keep(_bearer(self.headers.get("Authorization")), response)
         reported = {"prompt_tokens": usage["input_tokens"], "completion_tokens": 0}
         if not body.get("stream"):
             self._deliver_json(b, response, reported)
@@ -510,6 +536,22 @@ class _Handler(BaseHTTPRequestHandler):
             data = {"type": kind, "sequence_number": number, **payload}
             events.append(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
         self._deliver_stream(b, events, len(events) - 1, reported)
+
+    def _stored_response(self, response_id: str) -> None:
+        """GET or DELETE /v1/responses/{id}: a response this account made, else 404."""
+        secret = _bearer(self.headers.get("Authorization"))
+        upstream = self.server.upstream
+        with upstream._lock:
+            held = upstream.stored.get(response_id)
+            if held is not None and held[0] == secret and self.command == "DELETE":
+                del upstream.stored[response_id]
+        if held is None or held[0] != secret:
+            message = f"Response with id '{response_id}' not found."
+            self._send_json(404, _error(message, "invalid_request_error"))
+        elif self.command == "DELETE":
+            self._send_json(200, {"id": response_id, "object": "response", "deleted": True})
+        else:
+            self._send_json(200, held[1])
 
     def _key_info(self) -> None:
         """GET /v1/key as OpenRouter answers it: the key's credit limit and usage in USD."""
@@ -550,6 +592,7 @@ class _Handler(BaseHTTPRequestHandler):
             + count_completion_tokens(b.reasoning),  # billed as output, as upstreams do
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        _report_cache(b, usage)
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -740,6 +783,17 @@ class _Handler(BaseHTTPRequestHandler):
 TOOL_CALL_ID = "call_fake0123456789abcdef"
 
 
+def _report_cache(b: Behaviour, usage: dict) -> None:
+    """Add the prompt-cache hit to a chat usage, in OpenAI's words or DeepSeek's."""
+    if not b.cached_tokens:
+        return
+    if b.deepseek:
+        usage["prompt_cache_hit_tokens"] = b.cached_tokens
+        usage["prompt_cache_miss_tokens"] = usage["prompt_tokens"] - b.cached_tokens
+    else:
+        usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens, "audio_tokens": 0}
+
+
 def _choice(delta: dict, finish: str | None) -> dict:
     """One streamed choice."""
     return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -911,6 +965,8 @@ class FakeUpstream:
         self._scripts: dict[str | None, deque[Behaviour]] = {}
         self._requests: list[RecordedRequest] = []
         self._usage: list[dict] = []
+        # The Responses API's stored responses: id → (the secret that made it, the response).
+        self.stored: dict[str, tuple[str | None, dict]] = {}
         self._closed = False
         self._server = _Server(self)
         self._thread = threading.Thread(
@@ -974,6 +1030,7 @@ class FakeUpstream:
             self._scripts.clear()
             self._requests.clear()
             self._usage.clear()
+            self.stored.clear()
 
     def close(self) -> None:
         """Stop listening, release hanging handlers and drop open connections."""
@@ -997,6 +1054,20 @@ class FakeUpstream:
         with self._changed:
             self._requests.append(request)
             self._changed.notify_all()
+
+    def _keep(self, secret: str | None, response: dict) -> None:
+        """Store a response the account made (for previous_response_id and GET)."""
+        with self._lock:
+            self.stored[response["id"]] = (secret, response)
+
+    def _holds(self, secret: str | None, response_id: object) -> bool:
+        """Whether this account may continue the response: one it made, or none asked.
+        An id the fake never made (`resp_x`) is taken as some account's own."""
+        if not isinstance(response_id, str) or not response_id.startswith("resp_upstream_"):
+            return True
+        with self._lock:
+            held = self.stored.get(response_id)
+        return held is not None and held[0] == secret
 
     def _report_usage(self, usage: dict) -> None:
         """Append a usage object that was fully sent."""

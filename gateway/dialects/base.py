@@ -47,6 +47,8 @@ class ProxyRequest:
     extra: dict = field(default_factory=dict)
     # (format, body) as the client sent it: an adapter of that format sends it as it is.
     native: tuple[str, dict] | None = None
+    # The client's headers KeyRelay reads (gateway/proxy/client_headers.py), lower-case.
+    headers: dict[str, str] = field(default_factory=dict)
 
     # The bodies `for_model` handed out for other models (an answer cap reaches them too).
     _copies: list = field(default_factory=list, repr=False)

@@ -126,6 +126,8 @@ class OpenAIResponses(OpenAIChat):
         if extra["previous_response_id"] is not None:
             try:
                 history, _ = self.store.load(extra["previous_response_id"], client_key_id)
+                # KeyRelay holds it: no upstream does, so every key is sent the translation.
+                request.native = None
             except GatewayError as missing:
                 # Perhaps the upstream's own: only a passthrough key may serve it.
                 extra["unresolved"] = missing

@@ -81,9 +81,13 @@ class AnthropicAdapter(ProviderAdapter):
         "store, metadata, service_tier, safety_identifier": IGNORED,
     }
     file_types = DOCUMENT_TYPES
+    # Beta features the client turns on (its `anthropic-version` is not sent on: this
+    # adapter reads and writes the version it was written for).
+    forwarded_headers = ("anthropic-beta",)
 
     def _headers(self, target: Target) -> dict[str, str]:
         return {
+            **self.forwarded(target),
             "x-api-key": target.secret,
             "anthropic-version": VERSION,
             "Content-Type": "application/json",

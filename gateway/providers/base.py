@@ -201,9 +201,16 @@ class ProviderAdapter(ABC):
     carries: dict[str, str] = carry.ALL_CARRIED
     # The media types a file part may have where file parts are carried (empty: any).
     file_types: tuple[str, ...] = ()
+    # The client's headers (lower-case) this kind's upstream honours, sent on as they came.
+    forwarded_headers: tuple[str, ...] = ()
 
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
+
+    def forwarded(self, target: Target) -> dict[str, str]:
+        """The client's headers this upstream honours (never its credentials)."""
+        given = target.client_headers
+        return {name: given[name] for name in self.forwarded_headers if name in given}
 
     @classmethod
     def options_schema(cls) -> dict:
@@ -257,6 +264,12 @@ class ProviderAdapter(ABC):
     ) -> UpstreamReply:
         """A legacy text completion (`body`: OpenAI's completions request)."""
         raise unsupported(self.name, "text completions")
+
+    def stored_response(
+        self, target: Target, response_id: str, timeouts: Timeouts, method: str = "GET"
+    ) -> UpstreamReply:
+        """A response the upstream keeps (Responses API), read (GET) or deleted (DELETE)."""
+        raise unsupported(self.name, "stored responses")
 
     def check_credits(self, target: Target, timeouts: Timeouts) -> Credits | UpstreamReply:
         """What the provider says is left on the key's account, or its error reply (a

@@ -7,6 +7,8 @@ the upstream's bytes, read on the side for usage, its text and its error message
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import orjson
 
 from gateway.policy import Outcome
@@ -18,7 +20,7 @@ from gateway.providers.base import (
     UpstreamReply,
     context_overflow,
 )
-from gateway.providers.openai_sse import SSEFilter, strip_cost, usage_of
+from gateway.providers.openai_sse import SSEFilter, cached_of, strip_cost, usage_of
 from gateway.usage import Usage
 
 
@@ -28,9 +30,13 @@ class OpenAIAdapter(ProviderAdapter):
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
     price_provider = "openai"
+    # Beta features the client opts into; `OpenAI-Organization` / `-Project` are not sent
+    # on: they belong to the key's account, not to the client.
+    forwarded_headers = ("openai-beta",)
 
     def _headers(self, target: Target) -> dict[str, str]:
         return {
+            **self.forwarded(target),
             "Authorization": f"Bearer {target.secret}",
             "Content-Type": "application/json",
         }
@@ -86,6 +92,19 @@ class OpenAIAdapter(ProviderAdapter):
             text=responses_text(parsed),
             format=RESPONSES,
         )
+
+    def stored_response(
+        self, target: Target, response_id: str, timeouts: Timeouts, method: str = "GET"
+    ) -> UpstreamReply:
+        url = f"{target.base_url}/responses/{quote(response_id, safe='')}"
+        response = self.http.request(method, url, self._headers(target), timeouts)
+        raw = response.read()
+        if response.status >= 300:
+            reply = error_reply(response.status, response.headers, raw)
+        else:
+            reply = UpstreamReply(response.status, response.headers, raw)
+        reply.format = RESPONSES
+        return reply
 
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         return self._whole(target, "/embeddings", body, timeouts)
@@ -147,8 +166,8 @@ def responses_usage(usage: object) -> Usage | None:
     prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-    return Usage(prompt, completion, cache_read=cached if isinstance(cached, int) else 0)
+    cached = min(max(0, cached_of(usage, "input_tokens_details")), prompt)
+    return Usage(prompt, completion, cache_read=cached)
 
 
 def responses_text(response: dict) -> str:

@@ -131,7 +131,17 @@ def usage_of(usage: object) -> Usage | None:
         completion = usage["total_tokens"] - prompt if isinstance(prompt, int) else None
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    return Usage(prompt, max(0, completion))
+    return Usage(prompt, max(0, completion), cache_read=min(max(0, cached_of(usage)), prompt))
+
+
+def cached_of(usage: dict, details: str = "prompt_tokens_details") -> int:
+    """Prompt tokens read from the upstream's prompt cache (part of its prompt tokens):
+    OpenAI's `<details>.cached_tokens` (`input_tokens_details` in the Responses API), or
+    DeepSeek's `prompt_cache_hit_tokens`; the larger where both are given."""
+    found = usage.get(details)
+    counts = (found.get("cached_tokens") if isinstance(found, dict) else None,)
+    counts += (usage.get("prompt_cache_hit_tokens"),)
+    return max((n for n in counts if isinstance(n, int) and not isinstance(n, bool)), default=0)
 
 
 def strip_cost(chunk: dict) -> bool:

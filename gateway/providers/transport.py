@@ -21,6 +21,9 @@ class Target:
     responses_api: bool = False
     # The key's provider settings (ProviderKey.options), never secret.
     options: dict = field(default_factory=dict, hash=False, compare=False)
+    # The client's headers an upstream may honour (gateway/proxy/client_headers.py); each
+    # adapter sends on those of its kind's `forwarded_headers`.
+    client_headers: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def scrub(self) -> Scrubber:

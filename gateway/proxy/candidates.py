@@ -144,10 +144,11 @@ class Candidates:
             headers=headers,
         )
 
-    def target(self, key: KeyRow) -> Target:
-        """The key with its secret decrypted (memoised per ciphertext). A secret this
-        instance cannot decrypt marks the key `secret_unreadable` and raises
-        SecretUnreadable (the attempt loop passes over such a key)."""
+    def target(self, key: KeyRow, client_headers: dict | None = None) -> Target:
+        """The key with its secret decrypted (memoised per ciphertext), and the client's
+        headers its upstream may honour. A secret this instance cannot decrypt marks the
+        key `secret_unreadable` and raises SecretUnreadable (the attempt loop passes over
+        such a key)."""
         secret = self._plain.get(key.secret_encrypted)
         if secret is None:
             try:
@@ -158,7 +159,13 @@ class Candidates:
             self._plain[key.secret_encrypted] = secret
         base = key.base_url.rstrip("/")
         return Target(
-            key.id, key.provider, base, secret, bool(key.responses_api), key.options or {}
+            key.id,
+            key.provider,
+            base,
+            secret,
+            bool(key.responses_api),
+            key.options or {},
+            client_headers or {},
         )
 
     def _secret_unreadable(self, key: KeyRow) -> None:
