@@ -188,7 +188,7 @@ def revalidate_keys(gateway, now: datetime, config: Mapping, actor: str = ACTOR)
     restored, failing = [], {}
     for key in candidates:
         try:
-            result = gateway.test_key(key.id)["result"]
+            result = gateway.tester.test(key.id)["result"]
         except Exception:  # noqa: BLE001 - one broken key must not stop the others
             log.exception("re-validation of provider key %s failed", key.id)
             failing[key.id] = "error"
@@ -209,7 +209,7 @@ def revalidate_keys(gateway, now: datetime, config: Mapping, actor: str = ACTOR)
 
 
 def _restore(gateway, key_id: int, was: str, now: datetime, actor: str = ACTOR) -> bool:
-    """After a test answered: make the key active (test_key already did for an auth-failed
+    """After a test answered: make the key active (the key test already did for an auth-failed
     one) and audit it. False when the key changed meanwhile."""
     with Session(gateway.engine) as session, session.begin():
         if was == DISABLED:

@@ -51,6 +51,8 @@ class CliAdapter(ProviderAdapter):
 
     url_schemes = ("cli",)
     binary = ""
+    # A CLI runs whatever model it is asked for and has no model list to discover.
+    default_models = ("*",)
 
     @classmethod
     def options_schema(cls) -> dict:

@@ -31,6 +31,7 @@ _OUTCOME_TEXT = {
     Outcome.TIMEOUT: "timed out",
     Outcome.CONNECTION_ERROR: "connection failed",
     Outcome.BAD_RESPONSE: "unreadable answer",
+    Outcome.MODEL_NOT_FOUND: "does not have the model",
 }
 
 
@@ -58,11 +59,19 @@ class KeyHealth:
         self.on_change = on_change
         self.breaker = breaker  # the circuit per upstream (breaker.py), or None
 
-    def apply(self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error: str):
-        """Cool down, fail or count a failure; success is written with the log row."""
+    def apply(
+        self,
+        key: KeyRow,
+        decision: Decision,
+        reply: UpstreamReply | None,
+        error: str,
+        model: str | None = None,
+    ):
+        """Cool down, fail or count a failure, or note that the key does not serve the
+        model; success is written with the log row."""
         now = self.clock.now()
         try:
-            self._write(key, decision, reply, error, now)
+            self._write(key, decision, reply, error, now, model)
         except Exception as exc:
             if not database_down(exc):
                 raise
@@ -72,8 +81,12 @@ class KeyHealth:
             return
         self.on_change()
 
-    def _write(self, key: KeyRow, decision: Decision, reply, error: str, now) -> None:
+    def _write(self, key: KeyRow, decision: Decision, reply, error: str, now, model) -> None:
+        if decision.key_action is KeyAction.NOT_SERVED and (not key.id or model is None):
+            return  # the environment fallback key has no row to note it in
         with self.engine.begin() as conn:
+            if decision.key_action is KeyAction.NOT_SERVED:
+                store.mark_unserved(conn, key.id, model, now)
             if decision.key_action is KeyAction.COOL_DOWN:
                 wait = retry_after_seconds(reply.headers if reply else {}, now)
                 wait = self.settings.cooldown_seconds if wait is None else wait
@@ -129,7 +142,9 @@ def run_attempts(
         reply, transport = None, None
         try:
             reply = call(key, timeouts)
-            decision = decide(reply.status, overflow=reply.overflow is not None)
+            decision = decide(
+                reply.status, overflow=reply.overflow is not None, missing=reply.model_missing
+            )
         except TransportError as exc:
             transport = exc
             decision = decide(None, exc.outcome)
@@ -159,7 +174,7 @@ def run_attempts(
         metrics.sink.attempt(key.provider, key.id, decision.outcome.value)
         if not decision.fail_over:
             return key, reply
-        health.apply(key, decision, reply, error)
+        health.apply(key, decision, reply, error, rec.model)
         retry_after = retry_after_seconds(reply.headers, health.clock.now()) if reply else None
         failures.append((key, decision.outcome, retry_after))
     if not failures and at_limit:
@@ -229,6 +244,14 @@ def _all_failed(failures, rec: RequestRecord, settings: RetrySettings, elapsed: 
     detail = "; ".join(f"key #{key.id} {_OUTCOME_TEXT[outcome]}" for key, outcome, _ in failures)
     summary = f"All {len(failures)} attempts for model {rec.model} failed ({detail})."
     outcomes = {outcome for _, outcome, _ in failures}
+    if outcomes == {Outcome.MODEL_NOT_FOUND}:  # the keys' catalogs were wrong about it
+        return GatewayError(
+            404,
+            f"The model '{rec.model}' is not served by any provider key: the upstreams "
+            f"answered that they do not have it ({detail}). List models with GET /v1/models.",
+            code="model_not_found",
+            param="model",
+        )
     if outcomes == {Outcome.RATE_LIMITED}:
         waits = [wait if wait is not None else settings.cooldown_seconds for *_, wait in failures]
         wait = max(1, int(min(waits) + 0.999))

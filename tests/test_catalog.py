@@ -1,0 +1,223 @@
+"""The model catalog per key: a key serves its declared models, else what its test
+discovered, else its provider's list; keys are tested when added; routing picks only keys
+that serve the model; an upstream's "model not found" moves on without blaming the key."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from gateway import catalog
+from gateway.policy import KeyAction, Outcome, decide
+from gateway.providers.base import model_missing
+from gateway.store import KeyRow
+from tests.conftest import MASTER_KEY
+from tests.fake_gemini import MODELS as GEMINI_MODELS
+from tests.fake_gemini import FakeGemini
+from tests.fake_upstream import Behaviour, FakeUpstream
+
+GEMINI_KEY = "AIzaSyCatalogTestKey-aaaaaaaaaaaaaaaaaa"
+OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o"]
+
+
+@pytest.fixture
+def gemini():
+    with FakeGemini([GEMINI_KEY]) as fake:
+        yield fake
+
+
+@pytest.fixture
+def openai_fake():
+    with FakeUpstream(models=OPENAI_MODELS) as fake:
+        yield fake
+
+
+@pytest.fixture
+def mixed_pool(admin, openai_fake, gemini):
+    """An OpenAI-compatible key and a Gemini key, both added without `models`."""
+    first = admin.add_key("sk-catalog-openai-aaaa", openai_fake.base_url, name="oa")
+    second = admin.add_key(GEMINI_KEY, gemini.base_url, provider="gemini", name="gm")
+    return first, second
+
+
+def test_keys_added_without_models_are_tested_and_serve_what_they_discovered(mixed_pool):
+    first, second = mixed_pool
+    assert first["test"]["result"] == second["test"]["result"] == "ok"
+    assert first["models"] == second["models"] == []  # none declared
+    assert first["models_source"] == second["models_source"] == "discovered"
+    assert first["served_models"] == OPENAI_MODELS[::-1]  # gpt-4o, gpt-4o-mini (sorted)
+    assert "gemini-2.5-flash" in second["served_models"]
+    assert "gpt-4o-mini" not in second["served_models"]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gemini-2.5-flash"])
+def test_a_mixed_pool_answers_every_request_for_a_model_only_one_key_serves(
+    mixed_pool, server, openai_fake, gemini, model
+):
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    answered = 0
+    for number in range(40):
+        reply = sdk.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"hello {number}"}]
+        )
+        answered += bool(reply.choices[0].message.content)
+    sdk.close()
+    assert answered == 40
+    to_openai = [r for r in openai_fake.requests if r.path.endswith("/chat/completions")]
+    to_gemini = [r for r in gemini.requests if ":generateContent" in r.path]
+    # Every request went to the one key that serves the model, none to the other.
+    assert (len(to_openai), len(to_gemini)) == ((40, 0) if model.startswith("gpt") else (0, 40))
+
+
+def test_models_lists_the_union_of_both_keys(mixed_pool, client):
+    listed = {model.id: model.owned_by for model in client.models.list()}
+    assert {"gpt-4o-mini", "gpt-4o", "gemini-2.5-flash"} <= set(listed)
+    assert listed["gpt-4o-mini"] == "openai"
+    assert listed["gemini-2.5-flash"] == "gemini"
+    served = {m for m in GEMINI_MODELS if m != "gemini-embedding-001"}
+    assert served <= set(listed)
+
+
+def test_a_model_no_key_serves_is_a_404_naming_it(mixed_pool, client):
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.chat.completions.create(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}]
+        )
+    error = refused.value.body
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+    assert "'claude-sonnet-4-5'" in error["message"]
+
+
+def test_an_upstream_model_not_found_moves_on_without_blame_and_is_remembered(
+    admin, client, openai_fake, gemini
+):
+    # The Gemini key claims gpt-4o-mini (declared), its upstream has no such model.
+    wrong = admin.add_key(
+        GEMINI_KEY, gemini.base_url, provider="gemini", name="gm", models=["gpt-4o-mini"]
+    )
+    admin.call("POST", f"/keys/{wrong['id']}/set-default")  # so it is tried first
+    right = admin.add_key("sk-catalog-openai-bbbb", openai_fake.base_url, name="oa")
+    reply = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.http_response.status_code == 200
+    assert len([r for r in gemini.requests if ":generateContent" in r.path]) == 1
+    after = admin.key(wrong["id"])
+    # No blame: still active, no failure counted, no cooldown; the model is noted.
+    assert after["status"] == "active" and after["consecutive_failures"] == 0
+    assert after["cooldown_until"] is None
+    assert after["unserved_models"] == ["gpt-4o-mini"]
+    assert "gpt-4o-mini" not in after["served_models"]
+    # The next request skips the Gemini key: no second call to it.
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert len([r for r in gemini.requests if ":generateContent" in r.path]) == 1
+    assert admin.key(right["id"])["status"] == "active"
+    # A successful test restores what the upstream lists (its own list is the word).
+    tested = admin.call("POST", f"/keys/{wrong['id']}/test").json()
+    assert tested["result"] == "ok" and tested["key"]["unserved_models"] == []
+
+
+def test_every_key_without_the_model_is_a_404_model_not_found(admin, client, openai_fake):
+    secret = "sk-catalog-openai-cccc"
+    key = admin.add_key(secret, openai_fake.base_url, name="oa")
+    assert "gpt-4o-mini" in key["served_models"]  # its list says so; its chat says no
+    missing = "The model `gpt-4o-mini` does not exist or you do not have access to it."
+    openai_fake.set_behaviour(secret, Behaviour.bad_request(missing, "model_not_found", 404))
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    error = refused.value.body
+    assert error["code"] == "model_not_found" and "'gpt-4o-mini'" in error["message"]
+    after = admin.key(key["id"])
+    assert after["status"] == "active" and after["consecutive_failures"] == 0
+    assert after["unserved_models"] == ["gpt-4o-mini"]
+
+
+def test_a_key_whose_test_fails_is_kept_with_its_state(admin, openai_fake):
+    openai_fake.set_behaviour("sk-catalog-openai-dddd", Behaviour.unauthorized())
+    added = admin.add_key("sk-catalog-openai-dddd", openai_fake.base_url, name="bad")
+    assert added["test"]["result"] == "auth_failed"
+    assert added["status"] == "auth_failed" and added["last_error_message"]
+    assert added["models_source"] == "unknown" and added["served_models"] == []
+    assert admin.key(added["id"])["id"] == added["id"]
+
+
+def test_test_false_saves_the_key_untested(admin, openai_fake):
+    added = admin.add_key("sk-catalog-openai-eeee", openai_fake.base_url, test=False)
+    assert "test" not in added and added["discovered_models"] is None
+    assert [r for r in openai_fake.requests if r.path.endswith("/models")] == []
+    refused = admin.call(
+        "POST",
+        "/keys",
+        {"provider": "openai", "name": "k", "secret": "sk-catalog-x-ffff", "test": "no"},
+    )
+    assert refused.status == 400 and refused.json()["error"]["param"] == "test"
+
+
+def test_a_declared_star_serves_any_model(admin, client, openai_fake):
+    added = admin.add_key("sk-catalog-openai-gggg", openai_fake.base_url, models="*")
+    assert added["served_models"] == ["*"] and added["models_source"] == "declared"
+    reply = client.chat.completions.create(
+        model="some-model", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+
+
+def test_emptied_models_fall_back_to_the_discovered_list(admin, openai_fake):
+    added = admin.add_key("sk-catalog-openai-hhhh", openai_fake.base_url, models=["gpt-4o"])
+    assert added["served_models"] == ["gpt-4o"]
+    changed = admin.call("PUT", f"/keys/{added['id']}", {"models": []}).json()
+    assert changed["models_source"] == "discovered"
+    assert changed["served_models"] == ["gpt-4o", "gpt-4o-mini"]
+
+
+def _row(**fields) -> KeyRow:
+    values = dict(
+        id=1,
+        provider="openai",
+        name="k",
+        base_url="http://x",
+        secret_encrypted=b"",
+        models=[],
+        discovered_models=None,
+        daily_token_limit=None,
+        status="active",
+        cooldown_until=None,
+        consecutive_failures=0,
+        last_used_at=None,
+        used_today=0,
+    )
+    return KeyRow(**{**values, **fields})
+
+
+def test_the_catalog_order_declared_discovered_provider():
+    assert catalog.served(_row(models=["a"], discovered_models=["b"])) == ["a"]
+    assert catalog.served(_row(discovered_models=["b"])) == ["b"]
+    assert catalog.served(_row(provider="deepseek")) == ["deepseek-chat", "deepseek-reasoner"]
+    assert catalog.served(_row(provider="claude_code")) == ["*"]
+    assert catalog.served(_row()) == [] and not _row().serves("gpt-4o")
+    assert _row(models=["*"]).serves("anything")
+    assert not _row(models=["*"], unserved_models=["gone"]).serves("gone")
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "missing"),
+    [
+        (404, "model_not_found", "The model `x` does not exist", True),
+        (404, None, "models/gpt-4o is not found for API version v1beta", True),
+        (404, None, "model: claude-nope", True),
+        (404, None, "Not found: POST /v1/chat", False),
+        (400, "invalid_request_error", "bad", False),
+        (429, "model_not_found", "busy", False),
+    ],
+)
+def test_model_missing_reads_each_provider(status, code, message, missing):
+    assert model_missing(status, code, message) is missing
+
+
+def test_model_not_found_fails_over_without_blame():
+    decision = decide(404, missing=True)
+    assert decision.outcome is Outcome.MODEL_NOT_FOUND
+    assert decision.fail_over and decision.key_action is KeyAction.NOT_SERVED
+    assert decide(404).outcome is Outcome.CLIENT_ERROR
