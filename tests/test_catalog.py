@@ -35,9 +35,18 @@ def openai_fake():
 @pytest.fixture
 def mixed_pool(admin, openai_fake, gemini):
     """An OpenAI-compatible key and a Gemini key, both added without `models`."""
-    first = admin.add_key("sk-catalog-openai-aaaa", openai_fake.base_url, name="oa")
-    second = admin.add_key(GEMINI_KEY, gemini.base_url, provider="gemini", name="gm")
+    # Through the API itself: no `models`, no `test` (the helper would declare them).
+    first = _post(admin, "sk-catalog-openai-aaaa", openai_fake.base_url, "openai")
+    second = _post(admin, GEMINI_KEY, gemini.base_url, "gemini")
     return first, second
+
+
+def _post(admin, secret: str, base_url: str, provider: str, **fields) -> dict:
+    """POST /api/admin/keys with only what is given (no models: they are discovered)."""
+    body = {"provider": provider, "name": provider, "secret": secret, "base_url": base_url}
+    response = admin.call("POST", "/keys", {**body, **fields})
+    assert response.status == 201, response.data
+    return response.json()
 
 
 def test_keys_added_without_models_are_tested_and_serve_what_they_discovered(mixed_pool):
@@ -92,11 +101,9 @@ def test_an_upstream_model_not_found_moves_on_without_blame_and_is_remembered(
     admin, client, openai_fake, gemini
 ):
     # The Gemini key claims gpt-4o-mini (declared), its upstream has no such model.
-    wrong = admin.add_key(
-        GEMINI_KEY, gemini.base_url, provider="gemini", name="gm", models=["gpt-4o-mini"]
-    )
+    wrong = _post(admin, GEMINI_KEY, gemini.base_url, "gemini", models=["gpt-4o-mini"])
     admin.call("POST", f"/keys/{wrong['id']}/set-default")  # so it is tried first
-    right = admin.add_key("sk-catalog-openai-bbbb", openai_fake.base_url, name="oa")
+    right = _post(admin, "sk-catalog-openai-bbbb", openai_fake.base_url, "openai")
     reply = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
     )
@@ -119,7 +126,7 @@ def test_an_upstream_model_not_found_moves_on_without_blame_and_is_remembered(
 
 def test_every_key_without_the_model_is_a_404_model_not_found(admin, client, openai_fake):
     secret = "sk-catalog-openai-cccc"
-    key = admin.add_key(secret, openai_fake.base_url, name="oa")
+    key = _post(admin, secret, openai_fake.base_url, "openai")
     assert "gpt-4o-mini" in key["served_models"]  # its list says so; its chat says no
     missing = "The model `gpt-4o-mini` does not exist or you do not have access to it."
     openai_fake.set_behaviour(secret, Behaviour.bad_request(missing, "model_not_found", 404))
@@ -136,7 +143,7 @@ def test_every_key_without_the_model_is_a_404_model_not_found(admin, client, ope
 
 def test_a_key_whose_test_fails_is_kept_with_its_state(admin, openai_fake):
     openai_fake.set_behaviour("sk-catalog-openai-dddd", Behaviour.unauthorized())
-    added = admin.add_key("sk-catalog-openai-dddd", openai_fake.base_url, name="bad")
+    added = _post(admin, "sk-catalog-openai-dddd", openai_fake.base_url, "openai")
     assert added["test"]["result"] == "auth_failed"
     assert added["status"] == "auth_failed" and added["last_error_message"]
     assert added["models_source"] == "unknown" and added["served_models"] == []
@@ -144,7 +151,7 @@ def test_a_key_whose_test_fails_is_kept_with_its_state(admin, openai_fake):
 
 
 def test_test_false_saves_the_key_untested(admin, openai_fake):
-    added = admin.add_key("sk-catalog-openai-eeee", openai_fake.base_url, test=False)
+    added = _post(admin, "sk-catalog-openai-eeee", openai_fake.base_url, "openai", test=False)
     assert "test" not in added and added["discovered_models"] is None
     assert [r for r in openai_fake.requests if r.path.endswith("/models")] == []
     refused = admin.call(
@@ -156,7 +163,7 @@ def test_test_false_saves_the_key_untested(admin, openai_fake):
 
 
 def test_a_declared_star_serves_any_model(admin, client, openai_fake):
-    added = admin.add_key("sk-catalog-openai-gggg", openai_fake.base_url, models="*")
+    added = _post(admin, "sk-catalog-openai-gggg", openai_fake.base_url, "openai", models="*")
     assert added["served_models"] == ["*"] and added["models_source"] == "declared"
     reply = client.chat.completions.create(
         model="some-model", messages=[{"role": "user", "content": "hi"}]
@@ -165,7 +172,9 @@ def test_a_declared_star_serves_any_model(admin, client, openai_fake):
 
 
 def test_emptied_models_fall_back_to_the_discovered_list(admin, openai_fake):
-    added = admin.add_key("sk-catalog-openai-hhhh", openai_fake.base_url, models=["gpt-4o"])
+    added = _post(
+        admin, "sk-catalog-openai-hhhh", openai_fake.base_url, "openai", models=["gpt-4o"]
+    )
     assert added["served_models"] == ["gpt-4o"]
     changed = admin.call("PUT", f"/keys/{added['id']}", {"models": []}).json()
     assert changed["models_source"] == "discovered"
