@@ -7,6 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from gateway import housekeeping
 from tests.conftest import MASTER_KEY
 from tests.fake_gemini import MODELS as GEMINI_MODELS
 from tests.fake_gemini import FakeGemini
@@ -175,3 +176,20 @@ def test_emptied_models_fall_back_to_the_discovered_list(admin, openai_fake):
     changed = admin.call("PUT", f"/keys/{added['id']}", {"models": []}).json()
     assert changed["models_source"] == "discovered"
     assert changed["served_models"] == ["gpt-4o", "gpt-4o-mini"]
+
+
+def test_revalidation_discovers_the_models_of_a_key_that_serves_none_yet(
+    app, admin, client, openai_fake, clock
+):
+    added = _post(admin, "sk-catalog-openai-iiii", openai_fake.base_url, "openai", test=False)
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "serve no model yet: test them" in refused.value.body["message"]
+    summary = housekeeping.revalidate_keys(app.extensions["keyrelay"], clock.now(), app.config)
+    assert summary["discovered"] == [added["id"]]
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
