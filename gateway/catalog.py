@@ -11,6 +11,7 @@ model: its test has to answer first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,25 +39,25 @@ def source(key) -> str:
     return PROVIDER if adapter is not None and adapter.default_models else UNKNOWN
 
 
-def listed(key) -> list[str]:
+def listed(key) -> Sequence[str]:
     """The models the key serves before what upstreams said: declared, discovered, the
-    provider's list (["*"] for any), or [] when none is known."""
-    found = source(key)
-    if found == DECLARED:
-        return list(key.models)
-    if found == DISCOVERED:
-        return list(key.discovered_models)
-    if found == PROVIDER:
-        return list(ADAPTERS[key.provider].default_models)
-    return []
+    provider's list (["*"] for any), or () when none is known. Not copied: read only."""
+    if key.models:
+        return key.models
+    if key.discovered_models is not None:
+        return key.discovered_models
+    adapter = ADAPTERS.get(key.provider)
+    return adapter.default_models if adapter is not None else ()
 
 
 def serves(key, model: str) -> bool:
-    """Whether the key serves the model (its catalog, less what its upstream disowned)."""
-    if model in (getattr(key, "unserved_models", None) or ()):
+    """Whether the key serves the model (its catalog, less what its upstream disowned).
+    On every request's path, for every key of the profile: no copies."""
+    unserved = getattr(key, "unserved_models", None)
+    if unserved and model in unserved:
         return False
     names = listed(key)
-    return ANY in names or model in names
+    return model in names or ANY in names
 
 
 def served(key) -> list[str]:
