@@ -3,10 +3,15 @@ discovered, its provider's list), and which upstream errors mean "no such model"
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway import catalog
 from gateway.policy import KeyAction, Outcome, decide
+from gateway.providers import anthropic as anthropic_provider
+from gateway.providers import gemini as gemini_provider
+from gateway.providers import openai as openai_provider
 from gateway.providers.base import model_missing
 from gateway.store import KeyRow
 
@@ -60,3 +65,40 @@ def test_model_not_found_fails_over_without_blame():
     assert decision.outcome is Outcome.MODEL_NOT_FOUND
     assert decision.fail_over and decision.key_action is KeyAction.NOT_SERVED
     assert decide(404).outcome is Outcome.CLIENT_ERROR
+
+
+@pytest.mark.parametrize(
+    ("module", "status", "body", "missing"),
+    [
+        (openai_provider, 404, {"error": {"message": "no", "code": "model_not_found"}}, True),
+        (openai_provider, 404, {"error": {"message": "Invalid URL", "code": None}}, False),
+        (
+            gemini_provider,
+            404,
+            {
+                "error": {
+                    "code": 404,
+                    "message": "models/gpt-4o is not found for API version "
+                    "v1beta, or is not supported for generateContent.",
+                    "status": "NOT_FOUND",
+                }
+            },
+            True,
+        ),
+        (
+            anthropic_provider,
+            404,
+            {"type": "error", "error": {"type": "not_found_error", "message": "model: gpt-4o"}},
+            True,
+        ),
+        (
+            anthropic_provider,
+            404,
+            {"type": "error", "error": {"type": "not_found_error", "message": "Not found"}},
+            False,
+        ),
+    ],
+)
+def test_each_adapter_reads_its_providers_model_not_found(module, status, body, missing):
+    reply = module.error_reply(status, {}, json.dumps(body).encode())
+    assert reply.model_missing is missing
