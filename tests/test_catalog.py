@@ -193,3 +193,14 @@ def test_revalidation_discovers_the_models_of_a_key_that_serves_none_yet(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
     )
     assert reply.choices[0].message.content
+
+
+def test_models_is_what_the_client_key_may_use_of_the_pool(mixed_pool, admin, server):
+    body = {"name": "app", "models": ["gpt-4o-mini", "gemini-2.5-flash", "claude-sonnet-4-5"]}
+    created = admin.call("POST", "/client-keys", body)
+    assert created.status == 201, created.data
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=created.json()["key"], max_retries=0)
+    listed = sorted(model.id for model in sdk.models.list())
+    sdk.close()
+    # Allowed ∩ served: no key serves claude-sonnet-4-5; gpt-4o is served but not allowed.
+    assert listed == ["gemini-2.5-flash", "gpt-4o-mini"]
