@@ -3,7 +3,8 @@ sees (/v1/models).
 
 A key serves its declared `models`; when none were declared, the models its last
 successful test discovered (the upstream's own model list); failing that, its provider's
-list (a preset's, a CLI's). `*` (any model) only when declared so. Models the upstream
+list (a preset's; a CLI provider's is `*`: it runs whatever model it is asked for and
+has no list). Otherwise `*` (any model) only when declared so. Models the upstream
 answered "model not found" for are taken out (`unserved_models`) until a test lists them
 again. A key with nothing declared, nothing discovered and no provider list serves no
 model: its test has to answer first.
