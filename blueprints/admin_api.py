@@ -180,13 +180,20 @@ def list_keys():
 
 @bp.post("/keys")
 def create_key():
-    """Add a provider key; the secret is stored encrypted and answered masked."""
+    """Add a provider key; the secret is stored encrypted and answered masked. The key
+    is tested at once (unless `"test": false`): its answer says how, and a key that failed
+    its test is kept, its status saying why."""
     data = keyring.parse_key_input(_json(), creating=True)
     contract()
     key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
     audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
     commit_keys()
-    return jsonify(_describe(key)), 201
+    if not keyring.wants_test(_json()):
+        return jsonify(_describe(key)), 201
+    key_id = key.id
+    db.session.remove()
+    result = gateway().tester.test(key_id)
+    return jsonify({**_describe(_key_or_404(key_id)), "test": result}), 201
 
 
 @bp.get("/keys/<int:key_id>")
@@ -236,7 +243,7 @@ def test_key(key_id: int):
     _key_or_404(key_id)
     db.session.commit()
     db.session.remove()
-    result = gateway().test_key(key_id)
+    result = gateway().tester.test(key_id)
     audit(
         "key.test",
         f"key:{key_id}",

@@ -46,6 +46,13 @@ def init_db_command() -> None:
     )
 
 
+MODELS_HELP = (
+    "Comma-separated, or * for any. Default: the models the key's test discovers "
+    "(else the provider's list)."
+)
+TEST_HELP = "Test each new key at once (its model list is discovered)."
+
+
 def _now():
     return current_app.extensions["keyrelay"].clock.now()
 
@@ -56,10 +63,11 @@ def _now():
 @click.option("--name", required=True)
 @click.option("--secret", prompt=True, hide_input=True, help="Prompted for when not given.")
 @click.option("--base-url", default=None, help="Default: the provider's public API.")
-@click.option("--models", default="*", show_default=True, help="Comma-separated, or *.")
+@click.option("--models", default=None, help=MODELS_HELP)
 @click.option("--daily-token-limit", type=int, default=None)
-def add_key(profile, provider, name, secret, base_url, models, daily_token_limit) -> None:
-    """Add a provider key."""
+@click.option("--test/--no-test", default=True, show_default=True, help=TEST_HELP)
+def add_key(profile, provider, name, secret, base_url, models, daily_token_limit, test) -> None:
+    """Add a provider key, then test it."""
     data = {
         "profile": profile,
         "provider": provider,
@@ -78,6 +86,22 @@ def add_key(profile, provider, name, secret, base_url, models, daily_token_limit
         raise click.UsageError(str(exc)) from None
     db.session.commit()
     click.echo(f"Added key #{key.id} {key.name} ({key.secret_masked}) to profile {profile}.")
+    if test:
+        _test_new_keys([key.id])
+
+
+def _test_new_keys(key_ids: list[int]) -> None:
+    """Test keys just added and say how each went; a key whose test failed is kept."""
+    tester = current_app.extensions["keyrelay"].tester
+    for key_id in key_ids:
+        result = tester.test(key_id)
+        if result["result"] == "ok":
+            models = result.get("models")
+            found = f"{len(models)} models" if models is not None else "no model list"
+            click.echo(f"  tested   #{key_id}: ok, {found}")
+        else:
+            outcome = result["result"].replace("_", " ")
+            click.echo(f"  tested   #{key_id}: {outcome} — {result['message']}")
 
 
 @keys_cli.command("list")
@@ -111,13 +135,17 @@ def delete_key(key_id: int) -> None:
 @click.option("--profile", default="default", show_default=True)
 @click.option("--provider", default="openai", show_default=True)
 @click.option("--base-url", default=None, help="Default: the provider's public API.")
-@click.option("--models", default="*", show_default=True, help="Comma-separated, or *.")
+@click.option("--models", default=None, help=MODELS_HELP)
 @click.option("--daily-token-limit", type=int, default=None)
 @click.option("--prefix", default="imported", show_default=True, help="Name prefix.")
-def import_keys(source, profile, provider, base_url, models, daily_token_limit, prefix) -> None:
+@click.option("--test/--no-test", default=True, show_default=True, help=TEST_HELP)
+def import_keys(
+    source, profile, provider, base_url, models, daily_token_limit, prefix, test
+) -> None:
     """Add many keys from a file: one secret a line (# comments), as the dashboard's bulk
-    import; duplicates and bad lines are reported, the rest added."""
-    shared = {"profile": profile, "provider": provider, "models": models}
+    import; duplicates and bad lines are reported, the rest added, then tested."""
+    shared = {"profile": profile, "provider": provider}
+    shared |= {"models": models} if models is not None else {}
     shared |= {"base_url": base_url} if base_url else {}
     shared |= {"daily_token_limit": daily_token_limit} if daily_token_limit else {}
     if not keyring.PROFILE_NAME.match(prefix):
@@ -149,6 +177,8 @@ def import_keys(source, profile, provider, base_url, models, daily_token_limit, 
     for kind, entries in (("duplicate", report.duplicates), ("rejected", report.rejected)):
         for entry in entries:
             click.echo(f"  {kind:<8} line {entry['line']}: {entry['secret']} ({entry['reason']})")
+    if test:
+        _test_new_keys([entry["id"] for entry in report.added])
 
 
 # What `keys reset` brings back: states the gateway put a key in, never an admin's disable.

@@ -34,6 +34,7 @@ from extensions import db
 from gateway import (
     accounts,
     budgets,
+    catalog,
     clientkeys,
     configfiles,
     credits,
@@ -218,7 +219,7 @@ def _test_keys(ids: list[int]) -> list[dict]:
     db.session.commit()
     rows = []
     for key_id in ids:
-        result = gateway().test_key(key_id)
+        result = gateway().tester.test(key_id)
         audit(
             "key.test",
             f"key:{key_id}",
@@ -336,6 +337,7 @@ def _key_form(key=None, values=None, errors=None, status=200):
         values=values,
         errors=errors or {},
         profile_names=_profile_names(),
+        served_models=catalog.served(key) if key is not None else None,
     )
     return page, status
 
@@ -397,6 +399,8 @@ def _key_input(values: dict, creating: bool) -> keyring.KeyInput:
     data["model_limits"] = _form_model_limits("\n".join(lines))
     data["expires_at"] = _form_time(values["expires_at"])
     data["responses_api"] = values.get("responses_api") == "on"
+    if not creating and "models" in request.form and not values["models"]:
+        data["models"] = []  # emptied: none declared, it serves what its test discovers
     if not creating and not values["secret"]:
         data.pop("secret", None)
     return keyring.parse_key_input(data, creating=creating)
@@ -404,13 +408,14 @@ def _key_input(values: dict, creating: bool) -> keyring.KeyInput:
 
 @bp.get("/keys/new")
 def new_key():
-    return _key_form(values={"provider": "openai", "profile": "default", "models": "*"})
+    return _key_form(values={"provider": "openai", "profile": "default"})
 
 
 @bp.post("/keys")
 def create_key():
-    """Save a new key, then test it at once and say how that went."""
+    """Save a new key, then test it at once (unless asked not to) and say how that went."""
     values = _form_values()
+    values["skip_test"] = "on" if request.form.get("skip_test") == "on" else ""
     try:
         data = _key_input(values, creating=True)
         key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
@@ -420,7 +425,10 @@ def create_key():
     audit("key.create", f"key:{key.id}", name=key.name, profile=data.profile or "default")
     commit_keys()
     key_id, label = key.id, f"#{key.id} {key.name} ({key.secret_masked})"
-    _flash_test(f"Added key {label}.", gateway().test_key(key_id))
+    if values["skip_test"]:
+        flash(f"Added key {label} (not tested).", "ok")
+    else:
+        _flash_test(f"Added key {label}.", gateway().tester.test(key_id))
     return redirect(url_for("dashboard.keys"))
 
 
@@ -513,7 +521,7 @@ def import_keys():
     """Paste many secrets, one a line, with shared provider/profile/limits; a report."""
     shared_fields = ("provider", "profile", "base_url", "models", "daily_token_limit")
     if request.method == "GET":
-        values = {"provider": "openai", "profile": "default", "models": "*", "prefix": "imported"}
+        values = {"provider": "openai", "profile": "default", "prefix": "imported"}
         return render_template(
             "keys_import.html",
             values=values,
@@ -555,9 +563,21 @@ def import_keys():
         rejected=len(report.rejected),
     )
     commit_keys()
+    values["skip_test"] = "on" if request.form.get("skip_test") == "on" else ""
+    tests = {} if values["skip_test"] else _test_imported(report)
     return render_template(
-        "keys_import.html", values=values, errors={}, report=report, profile_names=_profile_names()
+        "keys_import.html",
+        values=values,
+        errors={},
+        report=report,
+        tests=tests,
+        profile_names=_profile_names(),
     )
+
+
+def _test_imported(report) -> dict[int, dict]:
+    """Test each key an import added: {key id: its test's result}."""
+    return {entry["id"]: gateway().tester.test(entry["id"]) for entry in report.added}
 
 
 # -- profiles (F53) -------------------------------------------------------------------

@@ -158,10 +158,10 @@ def count_tokens() -> Response:
 @bp.get("/models")
 def list_models() -> Response:
     """Models the caller's profile serves."""
-    return jsonify({"object": "list", "data": gateway().models(_profile(), g.caller)})
+    return jsonify({"object": "list", "data": gateway().catalog.models(_profile(), g.caller)})
 
 
 @bp.get("/models/<path:model_id>")
 def get_model(model_id: str) -> Response:
     """One model, or 404."""
-    return jsonify(gateway().model(_profile(), model_id, g.caller))
+    return jsonify(gateway().catalog.model(_profile(), model_id, g.caller))

@@ -107,7 +107,7 @@ def test_account(key_id: int):
     audit("key.test", f"key:{key_id}")
     db.session.commit()
     db.session.remove()
-    result = gateway().test_key(key_id)
+    result = gateway().tester.test(key_id)
     error = result["error"]
     if result["result"] == "auth_failed":
         error = f"{wording([PROVIDER], 'auth_failed')}: {error}"

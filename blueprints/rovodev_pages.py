@@ -76,7 +76,7 @@ def add_account():
     audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
     commit_keys()
     label = f"#{key.id} {key.name} ({key.secret_masked})"
-    _flash_test(f"Added RovoDev account {label}.", gateway().test_key(key.id))
+    _flash_test(f"Added RovoDev account {label}.", gateway().tester.test(key.id))
     return redirect(url_for("rovodev.accounts"))
 
 
@@ -97,7 +97,7 @@ def test_account(key_id: int):
         abort(404)
     audit("key.test", f"key:{key_id}")
     db.session.commit()  # no connection is held during the upstream call
-    _flash_test(f"Account #{key_id}.", gateway().test_key(key_id))
+    _flash_test(f"Account #{key_id}.", gateway().tester.test(key_id))
     return redirect(url_for("rovodev.accounts"))
 
 

@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from gateway import accounts, budgets, periods
+from gateway import accounts, budgets, catalog, periods
 from gateway.messages import SYSTEM
 from models import Attempt, ClientKey, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import ACTIVE, AUTH_FAILED, COOLING_DOWN, DISABLED, EXPIRED
@@ -168,6 +168,7 @@ def expire_keys(gateway, now: datetime, config: Mapping) -> dict:
 def revalidate_keys(gateway, now: datetime, config: Mapping, actor: str = ACTOR) -> dict:
     """Re-test auth-failed and automatically disabled keys with a real cheap call; those
     that answer come back. A key an admin disabled (its failure streak is 0) stays off.
+    Active keys that serve no model yet are tested too: their models are discovered.
     `actor` is who asked (the scheduler, or a user's "Restore invalid keys")."""
     query = (
         select(keys_t.c.id, keys_t.c.status)
@@ -188,7 +189,7 @@ def revalidate_keys(gateway, now: datetime, config: Mapping, actor: str = ACTOR)
     restored, failing = [], {}
     for key in candidates:
         try:
-            result = gateway.test_key(key.id)["result"]
+            result = gateway.tester.test(key.id)["result"]
         except Exception:  # noqa: BLE001 - one broken key must not stop the others
             log.exception("re-validation of provider key %s failed", key.id)
             failing[key.id] = "error"
@@ -199,17 +200,45 @@ def revalidate_keys(gateway, now: datetime, config: Mapping, actor: str = ACTOR)
             failing[key.id] = result
     if restored:
         gateway.keys.forget()
+    discovered = _discover_models(gateway)
     log.info(
-        "re-validation: %d key(s) tested, back: %s, still failing: %s",
+        "re-validation: %d key(s) tested, back: %s, still failing: %s, models found for: %s",
         len(candidates),
         restored or "none",
         failing or "none",
+        discovered or "none",
     )
-    return {"tested": len(candidates), "restored": restored, "still_failing": failing}
+    return {
+        "tested": len(candidates),
+        "restored": restored,
+        "still_failing": failing,
+        "discovered": discovered,
+    }
+
+
+def _discover_models(gateway) -> list[int]:
+    """Test active keys that serve no model yet (no models declared, none discovered: their
+    test on creation could not reach the upstream, or was skipped); ids of those whose test
+    now listed their models."""
+    query = select(
+        keys_t.c.id, keys_t.c.provider, keys_t.c.models, keys_t.c.discovered_models
+    ).where(keys_t.c.status == ACTIVE, keys_t.c.discovered_models.is_(None))
+    with gateway.engine.connect() as conn:
+        unknown = [r.id for r in conn.execute(query) if catalog.source(r) == catalog.UNKNOWN]
+    found = []
+    for key_id in unknown:
+        try:
+            result = gateway.tester.test(key_id)
+        except Exception:  # noqa: BLE001 - one broken key must not stop the others
+            log.exception("model discovery of provider key %s failed", key_id)
+            continue
+        if result["result"] == "ok" and result["models"] is not None:
+            found.append(key_id)
+    return found
 
 
 def _restore(gateway, key_id: int, was: str, now: datetime, actor: str = ACTOR) -> bool:
-    """After a test answered: make the key active (test_key already did for an auth-failed
+    """After a test answered: make the key active (the key test already did for an auth-failed
     one) and audit it. False when the key changed meanwhile."""
     with Session(gateway.engine) as session, session.begin():
         if was == DISABLED:

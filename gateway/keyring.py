@@ -12,7 +12,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import Engine, case, func, inspect, select, update
 from sqlalchemy.orm import Session
 
-from gateway import apischema, budgets, periods, selection, states
+from gateway import apischema, budgets, catalog, periods, selection, states
 from gateway.providers import ADAPTERS, DEFAULT_BASE_URLS
 from gateway.secrets import (
     FINGERPRINT_PREFIX,
@@ -74,6 +74,20 @@ def _text(data: dict, field: str, limit: int) -> str | None:
     if len(value) > limit:
         raise KeyInputError(field, f"'{field}' is longer than {limit} characters.")
     return value.strip()
+
+
+def parse_key_models(value) -> list[str] | None:
+    """A provider key's declared models: ids, ["*"] for any, or [] (an empty list or
+    text) for none declared, so the key serves what its test discovers."""
+    if value == [] or (isinstance(value, str) and not value.strip()):
+        return []
+    return parse_models(value)
+
+
+def wants_test(data: object) -> bool:
+    """Whether a new key is tested once saved: yes unless `test` is false."""
+    value = data.get("test") if isinstance(data, dict) else None
+    return _flag("test", value) is not False
 
 
 def parse_models(value) -> list[str] | None:
@@ -215,6 +229,16 @@ LIMIT_SCHEMAS = {
 TEXT_FIELDS = {"profile": 64, "provider": 32, "name": 128, "secret": 4096, "base_url": 512}
 
 
+# A key's models: ids, ["*"] for any, or [] for none declared (what its test discovers).
+KEY_MODELS = {
+    "anyOf": [*apischema.MODELS["anyOf"], {"type": "array", "maxItems": 0}],
+    "description": 'Model ids, or ["*"] for any; [] or none given: the models the key\'s '
+    "test discovers (else its provider's list). A comma-separated string is read as a list.",
+    "x-rule": 'must be a list of model ids (at most 16), "*" for any, or [] for the '
+    "models its test discovers",
+}
+
+
 def key_input_schema(creating: bool) -> dict:
     """The body parse_key_input accepts, as an OpenAPI schema."""
     text = {name: apischema.text(length) for name, length in TEXT_FIELDS.items()}
@@ -224,10 +248,16 @@ def key_input_schema(creating: bool) -> dict:
     text["base_url"] = base_url_schema(("http", "https", "cli"))
     properties = {
         **text,
-        "models": apischema.MODELS,
+        "models": KEY_MODELS,
         "options": apischema.nullable({"type": "object"}),
         **{name: LIMIT_SCHEMAS[name] for name in LIMIT_FIELDS},
     }
+    if creating:
+        properties["test"] = {
+            **apischema.BOOLEAN,
+            "description": "Test the key once saved (the default): its model list is "
+            "discovered. false saves it untested.",
+        }
     required = ("provider", "name", "secret") if creating else ()
     schema = apischema.obj(properties, required=required)
     schema["anyOf"] = _per_provider(creating)
@@ -316,7 +346,7 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
         raise KeyInputError("body", "The request body must be a JSON object.")
     key = KeyInput(
         **{name: _text(data, name, length) for name, length in TEXT_FIELDS.items()},
-        models=parse_models(data.get("models")),
+        models=parse_key_models(data.get("models")),
         limits={
             column: parse(name, data[name])
             for name, (column, parse) in LIMIT_FIELDS.items()
@@ -436,7 +466,7 @@ def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) 
         secret_masked=mask(data.secret),
         secret_fingerprint=box.fingerprint(data.secret),
         base_url=base_url.rstrip("/"),
-        models=data.models or list(ADAPTERS[data.provider].default_models) or ["*"],
+        models=data.models or [],  # none declared: gateway/catalog.py says what it serves
         status=ACTIVE,
         consecutive_failures=0,
         created_at=now,
@@ -470,6 +500,8 @@ def update_key(
     for name in ("provider", "name", "models"):
         if getattr(data, name) is not None:
             setattr(key, name, getattr(data, name))
+    if data.models is not None:
+        key.unserved_models = None  # the admin said what it serves: ask the upstream again
     if data.base_url is not None:
         key.base_url = data.base_url.rstrip("/")
     # The body's provider, base_url and options were checked together; one of them
@@ -680,6 +712,11 @@ def describe(key: ProviderKey, usage: KeyUsage | None, now: datetime) -> dict:
         "base_url": key.base_url,
         "models": key.models,
         "discovered_models": key.discovered_models,
+        # What it serves (gateway/catalog.py): from `models_source`, less what its
+        # upstream answered "model not found" for (`unserved_models`).
+        "served_models": catalog.served(key),
+        "models_source": catalog.source(key),
+        "unserved_models": key.unserved_models or [],
         "options": key.options or {},
         "remaining_tokens": key.remaining_tokens,
         "remaining_credit": usd(key.remaining_credit_micros)

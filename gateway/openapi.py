@@ -47,6 +47,18 @@ PROVIDER_KEY = _closed(
         "base_url": STR,
         "models": {"type": "array", "items": STR},
         "discovered_models": s.nullable({"type": "array", "items": STR}),
+        "served_models": {
+            "type": "array",
+            "items": STR,
+            "description": 'The models the key serves (["*"]: any)',
+        },
+        "models_source": {
+            "type": "string",
+            "enum": ["declared", "discovered", "provider", "unknown"],
+            "description": "Where served_models comes from: the declared models, the key "
+            "test's discovery, the provider's own list, or none yet (serves no model)",
+        },
+        "unserved_models": {"type": "array", "items": STR},
         "options": {"type": "object"},
         "remaining_tokens": N_INT,
         "remaining_credit": N_MONEY,
@@ -186,6 +198,24 @@ KEY_TEST = s.obj(
     required=("result", "status_code", "latency_ms", "key"),
     additional=True,
 )
+# A new key, with its test's result when it was tested on creation.
+CREATED_KEY = _closed(
+    {
+        **PROVIDER_KEY["properties"],
+        "test": s.obj(
+            {
+                "result": STR,
+                "status_code": N_INT,
+                "latency_ms": N_INT,
+                "message": N_STR,
+                "models": s.nullable({"type": "array", "items": STR}),
+            },
+            required=("result", "status_code", "latency_ms", "message"),
+            additional=True,
+        ),
+    },
+    optional=("test",),
+)
 JOBS = _closed(
     {
         "enabled": BOOL,
@@ -275,7 +305,7 @@ _DATE = s.DAY
 OPERATIONS: dict[str, tuple] = {
     "admin_api.list_providers": (None, (200, _list(PROVIDER_KIND)), (), ()),
     "admin_api.list_keys": (None, (200, _list(PROVIDER_KEY)), (), (_PROFILE_Q,)),
-    "admin_api.create_key": (keyring.key_input_schema(True), (201, PROVIDER_KEY), (409,), ()),
+    "admin_api.create_key": (keyring.key_input_schema(True), (201, CREATED_KEY), (409,), ()),
     "admin_api.get_key": (None, (200, PROVIDER_KEY), (), ()),
     "admin_api.update_key": (keyring.key_input_schema(False), (200, PROVIDER_KEY), (409,), ()),
     "admin_api.delete_key": (None, (204, None), (), ()),

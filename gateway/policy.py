@@ -21,6 +21,9 @@ class Outcome(StrEnum):
     # `context_length_exceeded`, a 413, Anthropic's "prompt is too long"): the route's
     # `on_context_overflow` says what happens next (chain.py).
     CONTEXT_OVERFLOW = "context_overflow"
+    # The upstream has no such model (404 model_not_found and its kin): this key does not
+    # serve it; another key may.
+    MODEL_NOT_FOUND = "model_not_found"
 
 
 class KeyAction(StrEnum):
@@ -31,6 +34,7 @@ class KeyAction(StrEnum):
     AUTH_FAILED = "auth_failed"  # out of the pool until re-validated
     COUNT_FAILURE = "count_failure"  # one more consecutive failure; disabled at the threshold
     NONE = "none"  # the request was at fault, not the key
+    NOT_SERVED = "not_served"  # no blame: the key is just not asked for that model again
 
 
 @dataclass(frozen=True)
@@ -43,16 +47,22 @@ class Decision:
 
 
 def classify(
-    status: int | None, transport_error: Outcome | None = None, overflow: bool = False
+    status: int | None,
+    transport_error: Outcome | None = None,
+    overflow: bool = False,
+    missing: bool = False,
 ) -> Outcome:
     """Name the outcome of an attempt from its HTTP status or transport failure; `overflow`:
-    the adapter read the error as a context overflow (UpstreamReply.overflow)."""
+    the adapter read the error as a context overflow (UpstreamReply.overflow); `missing`:
+    as the upstream having no such model (UpstreamReply.model_missing)."""
     if transport_error is not None:
         return transport_error
     if status is None:
         return Outcome.CONNECTION_ERROR
     if 200 <= status < 300:
         return Outcome.OK
+    if missing and status in (400, 404):
+        return Outcome.MODEL_NOT_FOUND
     if overflow and 400 <= status < 500 and status not in (401, 403, 429):
         return Outcome.CONTEXT_OVERFLOW
     if status == 429:
@@ -79,11 +89,19 @@ _DECISIONS = {
     # Too long for the model, not the key's fault: another key of the same model would say
     # the same. The chain falls back to a larger model or prunes, as the route says.
     Outcome.CONTEXT_OVERFLOW: Decision(Outcome.CONTEXT_OVERFLOW, KeyAction.NONE, fail_over=False),
+    # The key's upstream lacks the model: no fault of the key's or the request's; the next
+    # key may have it.
+    Outcome.MODEL_NOT_FOUND: Decision(
+        Outcome.MODEL_NOT_FOUND, KeyAction.NOT_SERVED, fail_over=True
+    ),
 }
 
 
 def decide(
-    status: int | None, transport_error: Outcome | None = None, overflow: bool = False
+    status: int | None,
+    transport_error: Outcome | None = None,
+    overflow: bool = False,
+    missing: bool = False,
 ) -> Decision:
     """The decision for an attempt that ended with this status or transport failure."""
-    return _DECISIONS[classify(status, transport_error, overflow)]
+    return _DECISIONS[classify(status, transport_error, overflow, missing)]

@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from gateway import keyring, periods, selection, states
+from gateway import catalog, keyring, periods, selection, states
 from gateway.validation import FIRST_DAY, LAST_DAY, MAX_SQL_INT, whole_number
 from models import ClientKey, Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import AUTH_FAILED, DISABLED, EXPIRED, SECRET_STATUSES
@@ -138,7 +138,7 @@ def key_health(
                 percent=_percent(tokens, key.daily_token_limit),
                 last_error=key.last_error,
                 last_used_at=key.last_used_at,
-                models=key.models,
+                models=catalog.served(key),  # what it serves, declared or discovered
                 state=state,
                 limits=states.binding_limits(key, now, windows),
                 failures_in_a_row=key.consecutive_failures,

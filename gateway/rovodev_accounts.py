@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway import apischema, keyring, periods, selection
+from gateway import apischema, catalog, keyring, periods, selection
 from gateway.keyring import KeyInput, KeyInputError, KeyUsage
 from gateway.providers.rovodev import AUTH_SCHEMES, RovodevAdapter, is_internal
 from models import ProviderKey, UsageDaily
@@ -127,7 +127,7 @@ def describe(key: ProviderKey, usage: KeyUsage | None, requests: int, now: datet
         "status": status,
         "limitReached": hit[0] if hit else None,
         "baseUrl": key.base_url,
-        "models": key.models,
+        "models": catalog.served(key),  # declared, discovered, else RovoDev's own
         "dailyTokensUsed": key.used_today,
         "dailyTokenLimit": limit,
         "remainingTokens": None if left == float("inf") else max(0, int(left)),

@@ -3,7 +3,8 @@
 ticket; for each model the chain walks, candidates give the keys and for each key infer
 asks its upstream, attempts judging each outcome; relay answers in the client's dialect
 and booking writes it down. The stages take data and return data or decisions; none calls
-back here. Also the model list and the key test."""
+back here. The model list is
+gateway/catalog.py's, the key test gateway/keytest.py's."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from gateway import periods, selection, store
+from gateway import selection
 from gateway.accounting import RequestRecord
 from gateway.books import Books
+from gateway.catalog import ModelList
 from gateway.clientkeys import MASTER, Caller, Callers
 from gateway.clock import Clock
 from gateway.dialects.anthropic_messages import AnthropicMessages
@@ -27,10 +29,10 @@ from gateway.dialects.openai_responses import OpenAIResponses
 from gateway.errors import GatewayError, database_down, database_unavailable, journal_full
 from gateway.journal import DatabaseIdentity
 from gateway.keycache import KeyCache
+from gateway.keytest import KeyTester
 from gateway.limiter import SharedLimiter
-from gateway.messages import SYSTEM, upstream_message
 from gateway.pricing import Prices
-from gateway.providers import ADAPTERS, OWNERS
+from gateway.providers import ADAPTERS
 from gateway.providers.base import Timeouts, TransportError
 from gateway.providers.carry import Unsupported
 from gateway.providers.http import UpstreamClient
@@ -48,15 +50,10 @@ from gateway.responses_store import ResponseStore
 from gateway.routes import Routes
 from gateway.secrets import SecretBox, SecretUnreadable
 from gateway.store import KeyRow
-from models.provider_keys import SECRET_INSECURE, SECRET_UNREADABLE, STATUS_SENTENCES
 
 __all__ = ["FALLBACK_KEY_ID", "Gateway", "GatewaySettings", "ProxyResponse"]
 
-TEST_TIMEOUTS = Timeouts(connect=5.0, read=15.0)
 FALLBACK_KEY_ID = 0
-# Client errors of a key test that are no verdict on the key: an upstream without a model
-# list (404/405), a timeout or conflict on its side, a rate limit.
-_TEST_SAYS_NOTHING_OF_THE_KEY = {404, 405, 408, 409, 429}
 log = logging.getLogger(__name__)
 
 
@@ -114,6 +111,8 @@ class Gateway:
         self.responses = ResponseStore(engine)
         self.pins = Pins(engine, self.clock)
         self.candidates = Candidates(engine, self.keys, secrets, self.clock, settings.strategy)
+        self.catalog = ModelList(engine, self.profiles, self.routes, self.clock)
+        self.tester = KeyTester(engine, self.candidates, self.adapters, self.keys, self.clock)
         self.admission = Admission(engine, self.books, self.limiter, self.prices, self.clock)
         self.admission.routes = self.routes
         self.candidates.limiter = self.limiter
@@ -327,7 +326,7 @@ class Gateway:
                 self.breaker.release(key.base_url)
                 raise
             decision, reply, error = tries.judge(key, answer, started)
-            self.health.record(key, decision, reply, error)  # circuit, cooldown, failures
+            self.health.record(key, decision, reply, error, model)  # circuit, cooldown…
             if not decision.fail_over:
                 return key, reply
         raise tries.failed(self.breaker)
@@ -352,118 +351,6 @@ class Gateway:
     def book(self, rec: RequestRecord, key: KeyRow | None = None) -> None:
         """Book a finished request (for callers outside the proxy path)."""
         self.booking.book(rec, None, key)
-
-    # -- models -----------------------------------------------------------------------
-
-    def models(self, profile: str, caller: Caller = MASTER) -> list[dict]:
-        """The models the profile's keys serve (those the caller may use), with the
-        provider that owns each."""
-        profile_id = self.profiles.resolve(profile).id
-        with self.engine.connect() as conn:
-            keys = store.load_keys(conn, profile_id, periods.local_day(self.clock.now()))
-        owners: dict[str, str] = {}
-        for key in keys:
-            if key.status == "disabled":
-                continue
-            names = key.models if "*" not in key.models else (key.discovered_models or [])
-            for name in names:
-                if caller.models is None or name in caller.models:
-                    owners.setdefault(name, OWNERS.get(key.provider, key.provider))
-        table = self.routes.table()
-        for alias in table.aliases():  # an alias is listed when its target is served
-            target = table.hop(alias).model
-            served = any(k.serves(target) for k in keys if k.status != "disabled")
-            if served and (caller.models is None or alias in caller.models):
-                owners.setdefault(alias, "keyrelay")
-        return [
-            {"id": name, "object": "model", "created": 0, "owned_by": owner}
-            for name, owner in sorted(owners.items())
-        ]
-
-    def model(self, profile: str, model_id: str, caller: Caller = MASTER) -> dict:
-        """One model, or a 404 naming where to look."""
-        for entry in self.models(profile, caller):
-            if entry["id"] == model_id:
-                return entry
-        raise GatewayError(
-            404,
-            f"The model '{model_id}' is not served in profile '{profile}'. "
-            "GET /v1/models lists the models you can use.",
-            code="model_not_found",
-            param="model",
-        )
-
-    # -- key test (F15) ----------------------------------------------------------------
-
-    def test_key(self, key_id: int) -> dict:
-        """A cheap real call (the model list): ok / auth_failed / rate_limited / unreachable;
-        secret_unreadable / secret_insecure (no call) when the secret must be re-entered."""
-        now = self.clock.now()
-        with self.engine.connect() as conn:
-            key = store.load_key(conn, key_id, periods.local_day(now))
-        if key.status == SECRET_INSECURE:
-            return _secret_result(SECRET_INSECURE)
-        try:
-            target = self.candidates.target(key)
-        except SecretUnreadable:
-            return _secret_result(SECRET_UNREADABLE)
-        started = time.perf_counter()
-        try:  # the upstream's answer, without the key's secret (it may echo it)
-            reply = target.scrub.reply(
-                self.adapters[key.provider].list_models(target, TEST_TIMEOUTS)
-            )
-        except TransportError as exc:
-            reply = target.scrub.error(exc)
-        ms = round((time.perf_counter() - started) * 1000)
-        if isinstance(reply, TransportError):
-            error = str(reply)
-            return self._test_result(key, "unreachable", None, error, {"last_error": error}, ms)
-        if 200 <= reply.status < 300:
-            models = self.adapters[key.provider].model_ids(reply)
-            values = {"discovered_models": models, "consecutive_failures": 0, "last_error": None}
-            if key.status in ("auth_failed", "cooling_down", SECRET_UNREADABLE):
-                values.update(status="active", cooldown_until=None)
-                values.update(disabled_by=None, disabled_at=None)
-            return self._test_result(key, "ok", reply.status, None, values, ms, models)
-        error = f"HTTP {reply.status}: {reply.body[:200].decode('utf-8', 'replace')}"
-        if 400 <= reply.status < 500 and reply.status not in _TEST_SAYS_NOTHING_OF_THE_KEY:
-            # A trivial request refused (LiteLLM answers a bad key with 400 "No connected
-            # db."): the key is not trusted until a test passes (re-validation retries it).
-            values = {"last_error": error}
-            if key.status not in ("disabled", "auth_failed"):
-                values.update(status="auth_failed", disabled_by=SYSTEM, disabled_at=now)
-            result = "auth_failed" if reply.status in (401, 403) else "error"
-            return self._test_result(key, result, reply.status, error, values, ms)
-        result = "rate_limited" if reply.status == 429 else "error"
-        return self._test_result(key, result, reply.status, error, {"last_error": error}, ms)
-
-    def _test_result(self, key, result, status, error, values, ms, models=None) -> dict:
-        """Store what the test found; the answer names the upstream's message and the time
-        the call took (`latency_ms`)."""
-        with self.engine.begin() as conn:
-            store.record_test(conn, key.id, {**values, "updated_at": self.clock.now()})
-        self.keys.forget()
-        return {
-            "result": result,
-            "status_code": status,
-            "error": error,
-            "message": upstream_message(error),
-            "latency_ms": ms,
-            "models": models,
-        }
-
-
-def _secret_result(status: str) -> dict:
-    """A key test's answer for a key whose secret must be re-entered (nothing was called)."""
-    error = STATUS_SENTENCES[status]
-    return {
-        "result": status,
-        "status_code": None,
-        "error": error,
-        "message": error,
-        "latency_ms": None,
-        "models": None,
-    }
 
 
 def _record(dialect: Dialect, body: object, caller: Caller, now) -> RequestRecord:

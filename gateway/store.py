@@ -9,6 +9,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from gateway import catalog
 from gateway.messages import SYSTEM, upstream_message
 from models import Attempt, AuditEntry, Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import (
@@ -82,11 +83,12 @@ class KeyRow:
     synced_at: datetime | None = None
     synced_used_tokens: int | None = None
     synced_used_cost_micros: int | None = None
+    unserved_models: list | None = None
     usage_day: date | None = None  # the local day of used_today (set by load_keys)
 
     def serves(self, model: str) -> bool:
-        """Whether this key is configured to serve the model."""
-        return "*" in self.models or model in self.models
+        """Whether this key serves the model (gateway/catalog.py)."""
+        return catalog.serves(self, model)
 
     @property
     def rate_limited(self) -> bool:
@@ -206,6 +208,7 @@ def _keys_query(by_profile: bool):
         keys_t.c.synced_at,
         keys_t.c.synced_used_tokens,
         keys_t.c.synced_used_cost_micros,
+        keys_t.c.unserved_models,
     ).select_from(keys_t.outerjoin(used, used.c.provider_key_id == keys_t.c.id))
     if by_profile:
         return query.where(keys_t.c.profile_id == bindparam("profile_id")).order_by(keys_t.c.id)
@@ -227,6 +230,22 @@ def load_key(conn: Connection, key_id: int, today: date) -> KeyRow | None:
     params = {"key_id": key_id, "today": today, "month_start": today.replace(day=1)}
     row = conn.execute(_KEY_BY_ID, params).first()
     return None if row is None else KeyRow(*row, usage_day=today)
+
+
+def mark_unserved(conn: Connection, key_id: int, model: str, now: datetime) -> None:
+    """Note that the key's upstream answered it has no such model: the key is not asked
+    for it again until a test lists the upstream's models (or the admin sets them)."""
+    row = conn.execute(select(keys_t.c.unserved_models).where(keys_t.c.id == key_id)).first()
+    if row is None:
+        return
+    unserved = list(row[0] or [])
+    if model not in unserved and len(unserved) < 256:  # bounded: a row stays small
+        unserved = sorted([*unserved, model])
+        conn.execute(
+            update(keys_t)
+            .where(keys_t.c.id == key_id)
+            .values(unserved_models=unserved, updated_at=now)
+        )
 
 
 def cool_down(conn: Connection, key_id: int, until: datetime, error: str) -> None:

@@ -57,10 +57,15 @@ class ProviderKey(db.Model):
     # without decrypting every key. Older rows' plain SHA-256 is recomputed at start.
     secret_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
     base_url: Mapped[str] = mapped_column(String(512))
-    # ["*"] serves any model; otherwise the exact model ids this key serves.
+    # The models the admin declared: ["*"] serves any model, otherwise the exact ids;
+    # [] when none were declared (the key serves what its test discovered, or its
+    # provider's list: gateway/catalog.py).
     models: Mapped[list] = mapped_column(JSON)
-    # Models the last key test discovered, for /v1/models when `models` is ["*"].
+    # Models the last successful key test discovered (the upstream's model list).
     discovered_models: Mapped[list | None] = mapped_column(JSON)
+    # Models the upstream answered "model not found" for: the key is not asked for them
+    # again until a test lists them.
+    unserved_models: Mapped[list | None] = mapped_column(JSON)
     daily_token_limit: Mapped[int | None] = mapped_column(BigInteger)
     # Limits (F30); None is unlimited. Windows are sliding 60 s; days and months are in
     # KEYRELAY_TIMEZONE; costs are micro-dollars.
@@ -119,5 +124,7 @@ class ProviderKey(db.Model):
     usage_day = None  # the local day of used_today
 
     def serves(self, model: str) -> bool:
-        """Whether this key is configured to serve the model."""
-        return "*" in self.models or model in self.models
+        """Whether this key serves the model (gateway/catalog.py)."""
+        from gateway import catalog  # the domain decides; models/ stays below it
+
+        return catalog.serves(self, model)

@@ -59,6 +59,12 @@ class Admin:
         )
 
     def add_key(self, secret: str, base_url: str, **fields) -> dict:
+        """POST a provider key. Most tests drive the proxy with a key that serves whatever
+        model they ask for and count the upstream's requests: unless the test says
+        otherwise, the key declares `*` and is saved untested. The catalog and the test on
+        creation have their own tests (test_catalog.py), which pass `models`/`test`."""
+        fields.setdefault("models", "*")
+        fields.setdefault("test", False)
         body = {"provider": "openai", "name": fields.pop("name", "key"), "secret": secret}
         response = self.call("POST", "/keys", {**body, "base_url": base_url, **fields})
         assert response.status == 201, response.data

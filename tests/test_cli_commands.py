@@ -34,6 +34,8 @@ def test_keys_import_from_a_file_reports_each_line(app, admin, fake, tmp_path):
     assert "line 5" in result.output and "twice in paste" in result.output
     assert "line 6" in result.output and "must not contain spaces" in result.output
     assert "line 7" in result.output  # already in the profile
+    # Each new key was tested: it serves the models its upstream listed.
+    assert result.output.count(": ok, 2 models") == 2
     for secret in (A, B, C):
         assert secret not in result.output
     names = [k["name"] for k in admin.call("GET", "/keys").json()["data"]]
@@ -52,6 +54,30 @@ def test_keys_import_from_a_file_reports_each_line(app, admin, fake, tmp_path):
     assert bad.exit_code == 2 and "Unknown provider" in bad.output
     missing = runner.invoke(args=["keys", "import", str(tmp_path / "none.txt")])
     assert missing.exit_code == 2 and "No such file" in missing.output
+
+
+def test_keys_add_and_import_test_new_keys_unless_told_not_to(app, admin, fake, tmp_path):
+    runner = app.test_cli_runner()
+    base = ["--base-url", fake.base_url]
+    added = runner.invoke(args=["keys", "add", "--name", "main", "--secret", A, *base])
+    assert added.exit_code == 0, added.output
+    assert ": ok, 2 models" in added.output
+    [key] = admin.call("GET", "/keys").json()["data"]
+    assert key["models_source"] == "discovered"
+    assert key["served_models"] == ["gpt-4o", "gpt-4o-mini"]
+    source = tmp_path / "keys.txt"
+    source.write_text(f"{B}\n")
+    quiet = runner.invoke(args=["keys", "import", str(source), *base, "--no-test"])
+    assert quiet.exit_code == 0 and "tested" not in quiet.output
+    untested = [k for k in admin.call("GET", "/keys").json()["data"] if k["id"] != key["id"]]
+    assert untested[0]["models_source"] == "unknown" and untested[0]["served_models"] == []
+    assert [r.path for r in fake.requests_for(B)] == []  # nothing was asked of it
+    # A failing test keeps the key, with the reason.
+    fake.set_behaviour(C, Behaviour.unauthorized())
+    failed = runner.invoke(args=["keys", "add", "--name", "bad", "--secret", C, *base])
+    assert failed.exit_code == 0 and "auth failed" in failed.output
+    statuses = {k["name"]: k["status"] for k in admin.call("GET", "/keys").json()["data"]}
+    assert statuses["bad"] == "auth_failed"
 
 
 def test_keys_reset_brings_back_a_cooling_down_key_but_not_an_admins_disable(

@@ -57,6 +57,19 @@ def test_add_key_tests_it_and_shows_it_masked(web, fake):
     assert fake.requests[-1].path.endswith("/models")  # the test was a real call
 
 
+def test_a_key_added_without_models_serves_what_its_test_found(web, fake):
+    _add(web, fake, models="")
+    row = web.get("/keys").text
+    assert "gpt-4o, gpt-4o-mini" in row  # the models column: what the test discovered
+    _add(web, fake, secret="sk-dash-bbbbbbbbbbbbbbbb2222", name="quiet", models="", skip_test="on")
+    page = web.get("/keys").text
+    assert "Added key #2 quiet (sk-dash-bbbb…2222) (not tested)." in _flash(page)
+    assert "none yet: test the key" in page
+    assert fake.requests_for("sk-dash-bbbbbbbbbbbbbbbb2222") == []
+    form = web.get("/keys/new").text
+    assert 'name="skip_test"' in form and 'name="models" value=""' in form
+
+
 def test_add_key_whose_test_fails_says_why(web, fake):
     fake.set_behaviour("sk-bad-0000000000000000", Behaviour.unauthorized())
     _add(web, fake, secret="sk-bad-0000000000000000", name="bad")
@@ -212,6 +225,7 @@ def test_bulk_import_reports_added_duplicates_and_rejected(web, fake):
     assert "sk-imp-aaaaaaaaaaaa0001" not in page and "sk-imp-aaaa…0001" in page
     # The existing key was in another profile, so here it is new: duplicates are per profile.
     assert "added as #4 team-1111" in page
+    assert page.count('data-test="ok"') == 4  # each imported key was tested
     keys = web.get("/keys").text
     assert keys.count('<td data-label="Profile">team-x</td>') == 4
     again = web.post("/keys/import", data).text

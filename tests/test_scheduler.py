@@ -234,6 +234,7 @@ def test_revalidation_restores_keys_that_answer_and_leaves_admin_disabled_ones(
         "tested": 3,
         "restored": [a["id"], b["id"]],
         "still_failing": {str(d["id"]): "auth_failed"},
+        "discovered": [],
     }
     assert {r.secret for r in fake.requests if r.method == "GET"} == {A, B, D}
     assert tuple(stored(app, a["id"])) == ("active", 0)

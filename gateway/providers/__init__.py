@@ -23,7 +23,7 @@ PRICE_PROVIDERS = {name: cls.price_provider for name, cls in ADAPTERS.items()}
 OWNERS = {name: cls.owned_by or name for name, cls in ADAPTERS.items()}
 # A model only one kind serves by default (RovoDev's Sonnet ids) → that kind.
 DEFAULT_MODEL_KINDS = {
-    model: name for name, cls in ADAPTERS.items() for model in cls.default_models
+    model: name for name, cls in ADAPTERS.items() for model in cls.default_models if model != "*"
 }
 
 

@@ -25,6 +25,7 @@ from gateway.providers.base import (
     TransportError,
     UpstreamReply,
     context_overflow,
+    model_missing,
 )
 from gateway.providers.carry import (
     ANSWER_TOOL,
@@ -225,6 +226,10 @@ def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamRe
         overflow=context_overflow(
             status, error.get("type") if isinstance(error, dict) else None, message
         ),
+        model_missing=status == 404
+        and isinstance(error, dict)
+        and error.get("type") == "not_found_error"
+        and model_missing(status, None, message),
     )
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "TransportError",
     "UpstreamReply",
     "context_overflow",
+    "model_missing",
     "retry_after_seconds",
 ]
 
@@ -106,6 +107,26 @@ def context_overflow(status: int, code: object, message: object) -> ContextOverf
     return ContextOverflow(_number(_LIMIT, text), _number(_USED, text), _number(_ANSWER, text))
 
 
+# Gemini: "models/gpt-4o is not found for API version v1beta…"; OpenAI: "The model `x`
+# does not exist"; Anthropic: "model: claude-x".
+_MISSING_TEXT = re.compile(
+    r"models/\S+ is not found|model [`'\"]?\S+[`'\"]? does not exist|^model: \S+$", re.I
+)
+
+
+def model_missing(status: int, code: object, message: object) -> bool:
+    """Whether an error answer means the upstream has no such model (OpenAI's 404
+    `model_not_found`, Gemini's 404 "models/X is not found", Anthropic's 404
+    `not_found_error` about a model): the key does not serve it, the request is no fault
+    of the key's. Adapters call it on their error's code and message."""
+    if status not in (400, 404):
+        return False
+    if code == "model_not_found":
+        return True
+    text = message if isinstance(message, str) else ""
+    return status == 404 and bool(_MISSING_TEXT.search(text.strip()))
+
+
 @dataclass
 class UpstreamReply:
     """An upstream answer, normalized by its adapter.
@@ -134,6 +155,8 @@ class UpstreamReply:
     first_chunk: bytes = b""
     # Set by the adapter when its error says the prompt is too long (context_overflow()).
     overflow: ContextOverflow | None = None
+    # Set by the adapter when its error says the upstream has no such model (model_missing()).
+    model_missing: bool = False
 
     def close(self) -> None:
         """Give the connection back (or drop it, for an unfinished stream)."""
@@ -186,8 +209,9 @@ class ProviderAdapter(ABC):
     price_provider: str = ""  # its id in the price table
     url_schemes: tuple[str, ...] = ("http", "https")  # what its keys' base_url may be
     owned_by: str = ""  # the models' `owned_by` in /v1/models (empty: the kind's name)
-    # What a new key of this kind serves and may use a day when the admin says nothing
-    # (empty: any model; None: no limit).
+    # The models a key of this kind serves when the admin declared none and its test
+    # discovered none (gateway/catalog.py; empty: none known, ("*",): any model), and
+    # what it may use a day when the admin says nothing (None: no limit).
     default_models: tuple[str, ...] = ()
     default_daily_token_limit: int | None = None
     # Whether the provider reports what is left on an account (`check_credits`).

@@ -59,6 +59,8 @@ class CliAdapter(ProviderAdapter):
         "prompt_cache_key": IGNORED,
         "store, metadata, service_tier, safety_identifier": IGNORED,
     }
+    # A CLI runs whatever model it is asked for and has no model list to discover.
+    default_models = ("*",)
 
     @classmethod
     def options_schema(cls) -> dict:

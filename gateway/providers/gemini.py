@@ -31,6 +31,7 @@ from gateway.providers.base import (
     TransportError,
     UpstreamReply,
     context_overflow,
+    model_missing,
 )
 from gateway.providers.carry import (
     CARRIED,
@@ -271,7 +272,16 @@ def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamRe
     if delay is not None and "retry-after" not in headers:
         headers["retry-after"] = f"{delay:g}"
     overflow = context_overflow(status, error.get("status"), message)
-    return UpstreamReply(status, headers, body, error=message, format=FORMAT, overflow=overflow)
+    missing = model_missing(status, None, error.get("message"))
+    return UpstreamReply(
+        status,
+        headers,
+        body,
+        error=message,
+        format=FORMAT,
+        overflow=overflow,
+        model_missing=missing,
+    )
 
 
 def _retry_delay(details: list[dict]) -> float | None:

@@ -19,6 +19,7 @@ from gateway.providers.base import (
     TransportError,
     UpstreamReply,
     context_overflow,
+    model_missing,
 )
 from gateway.providers.openai_sse import SSEFilter, cached_of, strip_cost, usage_of
 from gateway.usage import Usage
@@ -284,6 +285,7 @@ def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamRe
         error=text or f"upstream answered {status}",
         error_shaped=isinstance(error, dict),
         overflow=context_overflow(status, code, message),
+        model_missing=model_missing(status, code, message),
     )
 
 

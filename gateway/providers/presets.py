@@ -23,6 +23,12 @@ PRESETS: dict[str, tuple[str, str]] = {
     ),
 }
 
+# The models a preset's key serves until its test lists the upstream's own (a provider
+# whose few model ids are stable; the others' lists come from their key test).
+PRESET_MODELS: dict[str, tuple[str, ...]] = {
+    "deepseek": ("deepseek-chat", "deepseek-reasoner"),
+}
+
 
 class OpenRouterCredits(OpenAIAdapter):
     """OpenRouter reports a key's credit left: `GET /key` (`limit_remaining`, USD)."""
@@ -61,6 +67,11 @@ def preset_adapters() -> dict[str, type[OpenAIAdapter]]:
         adapters[name] = type(
             class_name,
             (_BASES.get(name, OpenAIAdapter),),
-            {"name": name, "default_base_url": base_url, "price_provider": price_provider},
+            {
+                "name": name,
+                "default_base_url": base_url,
+                "price_provider": price_provider,
+                "default_models": PRESET_MODELS.get(name, ()),
+            },
         )
     return adapters

@@ -34,6 +34,7 @@ _OUTCOME_TEXT = {
     Outcome.TIMEOUT: "timed out",
     Outcome.CONNECTION_ERROR: "connection failed",
     Outcome.BAD_RESPONSE: "unreadable answer",
+    Outcome.MODEL_NOT_FOUND: "does not have the model",
 }
 
 
@@ -61,18 +62,28 @@ class KeyHealth:
         self.keys = keys  # the key cache, dropped after a key's state changed
         self.breaker = breaker  # the circuit per upstream (breaker.py), or None
 
-    def record(self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error):
+    def record(
+        self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error, model: str
+    ):
         """Count the outcome in the key's circuit; a failure also in the key (`apply`)."""
         if self.breaker is not None:
             self.breaker.record(key.base_url, decision.outcome)
         if decision.fail_over:
-            self.apply(key, decision, reply, error)
+            self.apply(key, decision, reply, error, model)
 
-    def apply(self, key: KeyRow, decision: Decision, reply: UpstreamReply | None, error: str):
-        """Cool down, fail or count a failure; success is written with the log row."""
+    def apply(
+        self,
+        key: KeyRow,
+        decision: Decision,
+        reply: UpstreamReply | None,
+        error: str,
+        model: str | None = None,
+    ):
+        """Cool down, fail or count a failure, or note that the key does not serve the
+        model; success is written with the log row."""
         now = self.clock.now()
         try:
-            self._write(key, decision, reply, error, now)
+            self._write(key, decision, reply, error, now, model)
         except Exception as exc:
             if not database_down(exc):
                 raise
@@ -82,8 +93,12 @@ class KeyHealth:
             return
         self.keys.forget()
 
-    def _write(self, key: KeyRow, decision: Decision, reply, error: str, now) -> None:
+    def _write(self, key: KeyRow, decision: Decision, reply, error: str, now, model) -> None:
+        if decision.key_action is KeyAction.NOT_SERVED and (not key.id or model is None):
+            return  # the environment fallback key has no row to note it in
         with self.engine.begin() as conn:
+            if decision.key_action is KeyAction.NOT_SERVED:
+                store.mark_unserved(conn, key.id, model, now)
             if decision.key_action is KeyAction.COOL_DOWN:
                 wait = retry_after_seconds(reply.headers if reply else {}, now)
                 wait = self.settings.cooldown_seconds if wait is None else wait
@@ -161,7 +176,9 @@ class Attempts:
             decision = decide(None, answer.outcome)
         else:
             reply, transport = answer, None
-            decision = decide(answer.status, overflow=answer.overflow is not None)
+            decision = decide(
+                answer.status, overflow=answer.overflow is not None, missing=answer.model_missing
+            )
         latency_ms = int((time.perf_counter() - started) * 1000)
         error = None if decision.outcome is Outcome.OK else _error_text(reply, transport)
         rec = self.rec
@@ -250,6 +267,14 @@ def _all_failed(failures, rec: RequestRecord, settings: RetrySettings, elapsed: 
     detail = "; ".join(f"key #{key.id} {_OUTCOME_TEXT[outcome]}" for key, outcome, _ in failures)
     summary = f"All {len(failures)} attempts for model {rec.model} failed ({detail})."
     outcomes = {outcome for _, outcome, _ in failures}
+    if outcomes == {Outcome.MODEL_NOT_FOUND}:  # the keys' catalogs were wrong about it
+        return GatewayError(
+            404,
+            f"The model '{rec.model}' is not served by any provider key: the upstreams "
+            f"answered that they do not have it ({detail}). List models with GET /v1/models.",
+            code="model_not_found",
+            param="model",
+        )
     if outcomes == {Outcome.RATE_LIMITED}:
         waits = [wait if wait is not None else settings.cooldown_seconds for *_, wait in failures]
         wait = max(1, int(min(waits) + 0.999))

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from gateway import periods, selection, store
+from gateway import catalog, periods, selection, store
 from gateway.errors import GatewayError, database_down
 from gateway.keycache import KeyCache
 from gateway.providers import DEFAULT_MODEL_KINDS, wording
@@ -84,18 +84,10 @@ class Candidates:
         """Usable keys serving the model, best first; a 404/503 saying why if none."""
         now = self.clock.now()
         day = periods.local_day(now)
-        keys = [k for k in self.keys.keys(profile.id, day) if k.serves(model)]
+        pool = self.keys.keys(profile.id, day)
+        keys = [k for k in pool if k.serves(model)]
         if not keys:
-            kind = DEFAULT_MODEL_KINDS.get(model)
-            head = f"{wording([kind], 'no_keys')}: t" if kind else "T"
-            raise GatewayError(
-                404,
-                f"{head}he model '{model}' is not served by any provider key in profile "
-                f"'{name}'. Add a key that serves it, or list models with "
-                "GET /v1/models.",
-                code="model_not_found",
-                param="model",
-            )
+            raise _not_served(name, model, pool)
         usable = [k for k in keys if selection.effective_status(k, now) == "active"]
         if not usable:
             raise self._no_keys(name, keys, now)
@@ -180,6 +172,26 @@ class Candidates:
             log.warning(
                 "provider key #%s (%s): %s", key.id, key.name, STATUS_SENTENCES[SECRET_UNREADABLE]
             )
+
+
+def _not_served(profile: str, model: str, pool: list[KeyRow]) -> GatewayError:
+    """404: no key of the profile serves the model (its catalog: gateway/catalog.py)."""
+    kind = DEFAULT_MODEL_KINDS.get(model)
+    head = f"{wording([kind], 'no_keys')}: t" if kind else "T"
+    untested = sum(1 for k in pool if catalog.source(k) == catalog.UNKNOWN)
+    hint = (
+        f" {untested} of its keys serve no model yet: test them (their model list is "
+        "discovered) or declare their models."
+        if untested
+        else ""
+    )
+    return GatewayError(
+        404,
+        f"{head}he model '{model}' is not served by any provider key in profile "
+        f"'{profile}'.{hint} Add a key that serves it, or list models with GET /v1/models.",
+        code="model_not_found",
+        param="model",
+    )
 
 
 def _cost_limited(key: KeyRow) -> bool:

@@ -1,0 +1,124 @@
+"""The model catalog: which models each provider key serves, and the model list a caller
+sees (/v1/models).
+
+A key serves its declared `models`; when none were declared, the models its last
+successful test discovered (the upstream's own model list); failing that, its provider's
+list (a preset's; a CLI provider's is `*`: it runs whatever model it is asked for and
+has no list). Otherwise `*` (any model) only when declared so. Models the upstream
+answered "model not found" for are taken out (`unserved_models`) until a test lists them
+again. A key with nothing declared, nothing discovered and no provider list serves no
+model: its test has to answer first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from gateway import periods
+from gateway.errors import GatewayError
+from gateway.providers import ADAPTERS, OWNERS
+
+if TYPE_CHECKING:
+    from gateway.clientkeys import Caller
+
+ANY = "*"
+# Where a key's catalog comes from (shown with the key).
+DECLARED, DISCOVERED, PROVIDER, UNKNOWN = "declared", "discovered", "provider", "unknown"
+
+
+def source(key) -> str:
+    """Where the key's catalog comes from: declared, discovered, provider or unknown."""
+    if key.models:
+        return DECLARED
+    if key.discovered_models is not None:
+        return DISCOVERED
+    adapter = ADAPTERS.get(key.provider)
+    return PROVIDER if adapter is not None and adapter.default_models else UNKNOWN
+
+
+def listed(key) -> Sequence[str]:
+    """The models the key serves before what upstreams said: declared, discovered, the
+    provider's list (["*"] for any), or () when none is known. Not copied: read only."""
+    if key.models:
+        return key.models
+    if key.discovered_models is not None:
+        return key.discovered_models
+    adapter = ADAPTERS.get(key.provider)
+    return adapter.default_models if adapter is not None else ()
+
+
+def serves(key, model: str) -> bool:
+    """Whether the key serves the model (its catalog, less what its upstream disowned).
+    On every request's path, for every key of the profile: no copies."""
+    unserved = getattr(key, "unserved_models", None)
+    if unserved and model in unserved:
+        return False
+    names = listed(key)
+    return model in names or ANY in names
+
+
+def served(key) -> list[str]:
+    """The model ids the key serves, for lists (["*"] for any; [] when none is known)."""
+    gone = set(getattr(key, "unserved_models", None) or ())
+    return [name for name in listed(key) if name not in gone]
+
+
+def named(key) -> list[str]:
+    """The concrete model ids the key serves (a `*` key: what its test discovered)."""
+    names = served(key)
+    if ANY not in names:
+        return names
+    gone = set(getattr(key, "unserved_models", None) or ())
+    return [name for name in key.discovered_models or () if name not in gone]
+
+
+@dataclass
+class ModelList:
+    """/v1/models: the models a caller may use in a profile, with the provider owning each."""
+
+    engine: Engine
+    profiles: object  # candidates.Profiles
+    routes: object  # routes.Routes
+    clock: object
+
+    def models(self, profile: str, caller: Caller | None = None) -> list[dict]:
+        """The union of the models the profile's keys serve that the caller may use (None:
+        the master key, every model), and the route aliases whose target is served."""
+        from gateway import store  # store's KeyRow asks this module what a key serves
+
+        profile_id = self.profiles.resolve(profile).id
+        with self.engine.connect() as conn:
+            keys = store.load_keys(conn, profile_id, periods.local_day(self.clock.now()))
+        keys = [key for key in keys if key.status != "disabled"]
+        allowed = caller.models if caller is not None else None
+        owners: dict[str, str] = {}
+        for key in keys:
+            for name in named(key):
+                if allowed is None or name in allowed:
+                    owners.setdefault(name, OWNERS.get(key.provider, key.provider))
+        table = self.routes.table()
+        for alias in table.aliases():  # an alias is listed when its target is served
+            target = table.hop(alias).model
+            if any(serves(k, target) for k in keys) and (allowed is None or alias in allowed):
+                owners.setdefault(alias, "keyrelay")
+        return [
+            {"id": name, "object": "model", "created": 0, "owned_by": owner}
+            for name, owner in sorted(owners.items())
+        ]
+
+    def model(self, profile: str, model_id: str, caller: Caller | None = None) -> dict:
+        """One model, or a 404 naming where to look."""
+        for entry in self.models(profile, caller):
+            if entry["id"] == model_id:
+                return entry
+        raise GatewayError(
+            404,
+            f"The model '{model_id}' is not served in profile '{profile}'. "
+            "GET /v1/models lists the models you can use.",
+            code="model_not_found",
+            param="model",
+        )

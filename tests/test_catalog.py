@@ -1,0 +1,206 @@
+"""The model catalog per key: a key serves its declared models, else what its test
+discovered, else its provider's list; keys are tested when added; routing picks only keys
+that serve the model; an upstream's "model not found" moves on without blaming the key."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from gateway import housekeeping
+from tests.conftest import MASTER_KEY
+from tests.fake_gemini import MODELS as GEMINI_MODELS
+from tests.fake_gemini import FakeGemini
+from tests.fake_upstream import Behaviour, FakeUpstream
+
+GEMINI_KEY = "AIzaSyCatalogTestKey-aaaaaaaaaaaaaaaaaa"
+OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o"]
+
+
+@pytest.fixture
+def gemini():
+    with FakeGemini([GEMINI_KEY]) as fake:
+        yield fake
+
+
+@pytest.fixture
+def openai_fake():
+    with FakeUpstream(models=OPENAI_MODELS) as fake:
+        yield fake
+
+
+@pytest.fixture
+def mixed_pool(admin, openai_fake, gemini):
+    """An OpenAI-compatible key and a Gemini key, both added without `models`."""
+    # Through the API itself: no `models`, no `test` (the helper would declare them).
+    first = _post(admin, "sk-catalog-openai-aaaa", openai_fake.base_url, "openai")
+    second = _post(admin, GEMINI_KEY, gemini.base_url, "gemini")
+    return first, second
+
+
+def _post(admin, secret: str, base_url: str, provider: str, **fields) -> dict:
+    """POST /api/admin/keys with only what is given (no models: they are discovered)."""
+    body = {"provider": provider, "name": provider, "secret": secret, "base_url": base_url}
+    response = admin.call("POST", "/keys", {**body, **fields})
+    assert response.status == 201, response.data
+    return response.json()
+
+
+def test_keys_added_without_models_are_tested_and_serve_what_they_discovered(mixed_pool):
+    first, second = mixed_pool
+    assert first["test"]["result"] == second["test"]["result"] == "ok"
+    assert first["models"] == second["models"] == []  # none declared
+    assert first["models_source"] == second["models_source"] == "discovered"
+    assert first["served_models"] == OPENAI_MODELS[::-1]  # gpt-4o, gpt-4o-mini (sorted)
+    assert "gemini-2.5-flash" in second["served_models"]
+    assert "gpt-4o-mini" not in second["served_models"]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gemini-2.5-flash"])
+def test_a_mixed_pool_answers_every_request_for_a_model_only_one_key_serves(
+    mixed_pool, server, openai_fake, gemini, model
+):
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    answered = 0
+    for number in range(40):
+        reply = sdk.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"hello {number}"}]
+        )
+        answered += bool(reply.choices[0].message.content)
+    sdk.close()
+    assert answered == 40
+    to_openai = [r for r in openai_fake.requests if r.path.endswith("/chat/completions")]
+    to_gemini = [r for r in gemini.requests if ":generateContent" in r.path]
+    # Every request went to the one key that serves the model, none to the other.
+    assert (len(to_openai), len(to_gemini)) == ((40, 0) if model.startswith("gpt") else (0, 40))
+
+
+def test_models_lists_the_union_of_both_keys(mixed_pool, client):
+    listed = {model.id: model.owned_by for model in client.models.list()}
+    assert {"gpt-4o-mini", "gpt-4o", "gemini-2.5-flash"} <= set(listed)
+    assert listed["gpt-4o-mini"] == "openai"
+    assert listed["gemini-2.5-flash"] == "gemini"
+    served = {m for m in GEMINI_MODELS if m != "gemini-embedding-001"}
+    assert served <= set(listed)
+
+
+def test_a_model_no_key_serves_is_a_404_naming_it(mixed_pool, client):
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.chat.completions.create(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}]
+        )
+    error = refused.value.body
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+    assert "'claude-sonnet-4-5'" in error["message"]
+
+
+def test_an_upstream_model_not_found_moves_on_without_blame_and_is_remembered(
+    admin, client, openai_fake, gemini
+):
+    # The Gemini key claims gpt-4o-mini (declared), its upstream has no such model.
+    wrong = _post(admin, GEMINI_KEY, gemini.base_url, "gemini", models=["gpt-4o-mini"])
+    admin.call("POST", f"/keys/{wrong['id']}/set-default")  # so it is tried first
+    right = _post(admin, "sk-catalog-openai-bbbb", openai_fake.base_url, "openai")
+    reply = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.http_response.status_code == 200
+    assert len([r for r in gemini.requests if ":generateContent" in r.path]) == 1
+    after = admin.key(wrong["id"])
+    # No blame: still active, no failure counted, no cooldown; the model is noted.
+    assert after["status"] == "active" and after["consecutive_failures"] == 0
+    assert after["cooldown_until"] is None
+    assert after["unserved_models"] == ["gpt-4o-mini"]
+    assert "gpt-4o-mini" not in after["served_models"]
+    # The next request skips the Gemini key: no second call to it.
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert len([r for r in gemini.requests if ":generateContent" in r.path]) == 1
+    assert admin.key(right["id"])["status"] == "active"
+    # A successful test restores what the upstream lists (its own list is the word).
+    tested = admin.call("POST", f"/keys/{wrong['id']}/test").json()
+    assert tested["result"] == "ok" and tested["key"]["unserved_models"] == []
+
+
+def test_every_key_without_the_model_is_a_404_model_not_found(admin, client, openai_fake):
+    secret = "sk-catalog-openai-cccc"
+    key = _post(admin, secret, openai_fake.base_url, "openai")
+    assert "gpt-4o-mini" in key["served_models"]  # its list says so; its chat says no
+    missing = "The model `gpt-4o-mini` does not exist or you do not have access to it."
+    openai_fake.set_behaviour(secret, Behaviour.bad_request(missing, "model_not_found", 404))
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    error = refused.value.body
+    assert error["code"] == "model_not_found" and "'gpt-4o-mini'" in error["message"]
+    after = admin.key(key["id"])
+    assert after["status"] == "active" and after["consecutive_failures"] == 0
+    assert after["unserved_models"] == ["gpt-4o-mini"]
+
+
+def test_a_key_whose_test_fails_is_kept_with_its_state(admin, openai_fake):
+    openai_fake.set_behaviour("sk-catalog-openai-dddd", Behaviour.unauthorized())
+    added = _post(admin, "sk-catalog-openai-dddd", openai_fake.base_url, "openai")
+    assert added["test"]["result"] == "auth_failed"
+    assert added["status"] == "auth_failed" and added["last_error_message"]
+    assert added["models_source"] == "unknown" and added["served_models"] == []
+    assert admin.key(added["id"])["id"] == added["id"]
+
+
+def test_test_false_saves_the_key_untested(admin, openai_fake):
+    added = _post(admin, "sk-catalog-openai-eeee", openai_fake.base_url, "openai", test=False)
+    assert "test" not in added and added["discovered_models"] is None
+    assert [r for r in openai_fake.requests if r.path.endswith("/models")] == []
+    refused = admin.call(
+        "POST",
+        "/keys",
+        {"provider": "openai", "name": "k", "secret": "sk-catalog-x-ffff", "test": "no"},
+    )
+    assert refused.status == 400 and refused.json()["error"]["param"] == "test"
+
+
+def test_a_declared_star_serves_any_model(admin, client, openai_fake):
+    added = _post(admin, "sk-catalog-openai-gggg", openai_fake.base_url, "openai", models="*")
+    assert added["served_models"] == ["*"] and added["models_source"] == "declared"
+    reply = client.chat.completions.create(
+        model="some-model", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+
+
+def test_emptied_models_fall_back_to_the_discovered_list(admin, openai_fake):
+    added = _post(
+        admin, "sk-catalog-openai-hhhh", openai_fake.base_url, "openai", models=["gpt-4o"]
+    )
+    assert added["served_models"] == ["gpt-4o"]
+    changed = admin.call("PUT", f"/keys/{added['id']}", {"models": []}).json()
+    assert changed["models_source"] == "discovered"
+    assert changed["served_models"] == ["gpt-4o", "gpt-4o-mini"]
+
+
+def test_revalidation_discovers_the_models_of_a_key_that_serves_none_yet(
+    app, admin, client, openai_fake, clock
+):
+    added = _post(admin, "sk-catalog-openai-iiii", openai_fake.base_url, "openai", test=False)
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "serve no model yet: test them" in refused.value.body["message"]
+    summary = housekeeping.revalidate_keys(app.extensions["keyrelay"], clock.now(), app.config)
+    assert summary["discovered"] == [added["id"]]
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+
+
+def test_models_is_what_the_client_key_may_use_of_the_pool(mixed_pool, admin, server):
+    body = {"name": "app", "models": ["gpt-4o-mini", "gemini-2.5-flash", "claude-sonnet-4-5"]}
+    created = admin.call("POST", "/client-keys", body)
+    assert created.status == 201, created.data
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=created.json()["key"], max_retries=0)
+    listed = sorted(model.id for model in sdk.models.list())
+    sdk.close()
+    # Allowed ∩ served: no key serves claude-sonnet-4-5; gpt-4o is served but not allowed.
+    assert listed == ["gemini-2.5-flash", "gpt-4o-mini"]
