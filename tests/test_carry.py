@@ -175,6 +175,24 @@ def test_a_mixed_pool_serves_a_field_from_the_key_that_carries_it(
     assert [row["status_code"] for row in admin.logs()] == [200] * 4
 
 
+def test_a_route_falls_back_to_a_model_whose_keys_carry_the_field(client, claude, fake, admin):
+    """A route whose first model's keys cannot carry `n` goes on to its fallback model,
+    whose key can; with no such fallback the refusal answers, naming the field."""
+    admin.add_key(OPENAI, fake.base_url, name="openai", models=["gpt-4o-mini"])
+    body = {"name": "smart", "target": SONNET, "fallbacks": ["gpt-4o-mini"]}
+    assert admin.call("POST", "/routes", body).status == 201
+    completion = client.chat.completions.create(model="smart", messages=HI, n=2)
+    assert completion.choices[0].message.content
+    assert claude.messages_requests == []
+    assert [(r.body["model"], r.body["n"]) for r in fake.requests] == [("gpt-4o-mini", 2)]
+    # A fallback no key serves says less than the refusal: the refusal answers.
+    body = {"name": "lonely", "target": SONNET, "fallbacks": ["gpt-5-nowhere"]}
+    assert admin.call("POST", "/routes", body).status == 201
+    error = refused(lambda: client.chat.completions.create(model="lonely", messages=HI, n=2))
+    assert error.param == "n"
+    assert claude.messages_requests == [] and len(fake.requests) == 1
+
+
 # -- emulated: structured output, legacy functions, allowed tools -------------------------
 
 

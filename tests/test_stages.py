@@ -105,13 +105,32 @@ def test_chain_yields_the_target_then_its_fallbacks_while_each_hop_may_go_on():
         ("upstream_failed", True),
         ("deadline_exceeded", True),
         ("model_price_unknown", False),  # the request's own fault: every model says it
-        ("unsupported_by_provider", False),
+        ("unsupported_by_provider", True),  # another model's keys may carry the field
     ],
 )
 def test_chain_goes_on_only_after_errors_another_model_may_not_have(code, goes_on):
     way = walk(["gpt-4o", "gpt-4o-mini"])
     next(way)
     assert way.goes_on_after(failure(code)) is goes_on
+
+
+@pytest.mark.parametrize(
+    ("then", "answers"),
+    [
+        ("model_not_found", "unsupported_by_provider"),  # the fallback could not even try
+        ("no_available_keys", "unsupported_by_provider"),
+        ("upstream_failed", "upstream_failed"),  # the fallback's keys were tried and failed
+    ],
+)
+def test_a_refused_field_answers_unless_a_later_model_was_tried(then, answers):
+    way = walk(["gpt-4o", "gpt-4o-mini"])
+    next(way)
+    assert way.goes_on_after(failure("unsupported_by_provider"))
+    next(way)
+    assert way.goes_on_after(failure(then))
+    with pytest.raises(GatewayError) as ended:
+        way.end()
+    assert ended.value.code == answers
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,11 @@ NEXT_IN_CHAIN = {
     "upstream_rate_limited",
     "upstream_failed",
     "deadline_exceeded",
+    "unsupported_by_provider",  # the model's keys cannot carry a field; a later one may
 }
+# After a refusal, what a later model said instead when it could not even try: the refusal
+# answers then (it names what to change), not "no key serves it".
+_SAYS_LESS_THAN_A_REFUSAL = {"model_not_found", "no_available_keys", "unsupported_by_provider"}
 # The pool had nothing to offer: where the environment fallback key steps in.
 POOL_EMPTY = {"model_not_found", "no_available_keys", "provider_keys_at_limit"}
 # Errors after which waiting can help: no key free now, but one will be (F32).
@@ -86,7 +90,7 @@ class Walk:
 
     __slots__ = (
         "models", "route", "fallback", "allowed", "request", "rec", "clock", "waited",
-        "index", "hop", "again", "last", "overflow",
+        "index", "hop", "again", "last", "overflow", "refusal",
     )  # fmt: skip
 
     def __init__(
@@ -110,6 +114,7 @@ class Walk:
         self.hop: Hop | None = None
         self.again = False  # the same hop next: its prompt was pruned
         self.last: GatewayError | None = None  # the last model's error, if no model answers
+        self.refusal: GatewayError | None = None  # the first field a model's keys refused
         # The first overflow, (model, key, reply): its error answers if no model fits.
         self.overflow: tuple[str, KeyRow, UpstreamReply] | None = None
 
@@ -149,6 +154,8 @@ class Walk:
         every key failed); False when the error ends the request."""
         if err.code not in NEXT_IN_CHAIN:
             return False
+        if err.code == "unsupported_by_provider" and self.refusal is None:
+            self.refusal = err
         self.last = err
         return True
 
@@ -184,6 +191,8 @@ class Walk:
         model had the room), or the last model's error, raised."""
         if self.overflow is not None:
             return self._answer(*self.overflow)
+        if self.refusal is not None and self.last.code in _SAYS_LESS_THAN_A_REFUSAL:
+            raise self.refusal
         raise self.last
 
     def _answer(self, model: str, key: KeyRow, reply: UpstreamReply):
