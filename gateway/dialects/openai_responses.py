@@ -34,6 +34,15 @@ from gateway.validation import (
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
+# The chat body's fields as a Responses client writes them.
+NAMES = {
+    "response_format": "text.format",
+    "reasoning_effort": "reasoning.effort",
+    "max_tokens": "max_output_tokens",
+    "verbosity": "text.verbosity",
+}
+
+
 class OpenAIResponses(OpenAIChat):
     name = "openai_responses"
     endpoint = "responses"
@@ -112,7 +121,11 @@ class OpenAIResponses(OpenAIChat):
             "tool_choice": body.get("tool_choice") or "auto",
             "new_messages": messages,
             "text": {"format": fmt_echo(body.get("text"))},
+            "names": NAMES,  # a refusal names the client's field, not the chat body's
         }
+        ignored = _built_in_tools(body.get("tools"))
+        if ignored:  # told in a header when a translating key serves (relay.py)
+            request.extra["ignored"] = ignored
         uncarried = _uncarried(body)
         if uncarried is not None:  # only an upstream with the Responses API carries it
             request.extra["uncarried"] = uncarried
@@ -619,6 +632,19 @@ def _tools(tools: object) -> list[dict]:
             out.append({"type": "function", "function": function})
         # built-in tools (web search, …) and namespaces have no chat-completions form
     return out
+
+
+def _built_in_tools(tools: object) -> str:
+    """The built-in tools (web search, file search, …) a translated request goes without,
+    as `x-keyrelay-ignored` names them: `tools[2] (web_search)`. Refusing them would stop
+    clients such as Codex, which offer them on every request."""
+    found = [
+        f"tools[{number}] ({tool.get('type')})"
+        for number, tool in enumerate(tools if isinstance(tools, list) else ())
+        if isinstance(tool, dict) and tool.get("type") != "function"
+        and isinstance(tool.get("type"), str)
+    ]  # fmt: skip
+    return ", ".join(found)
 
 
 def _tool_choice(choice: object):

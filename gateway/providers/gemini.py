@@ -22,6 +22,8 @@ from urllib.parse import quote
 import orjson
 
 from gateway import tokens
+from gateway.codecs.gemini import request as gemini_request
+from gateway.codecs.request import Request
 from gateway.policy import Outcome
 from gateway.providers import carry
 from gateway.providers.base import (
@@ -71,6 +73,7 @@ class GeminiAdapter(ProviderAdapter):
     # generateContent has candidates, log probabilities, a response schema, penalties and
     # a seed; no token biases, no spoken answer, and no switch for parallel calls (the
     # first call of a turn is kept when the client asks for one at a time).
+    takes_typed = True
     carries = {
         "n": CARRIED,
         "logprobs": CARRIED,
@@ -85,12 +88,14 @@ class GeminiAdapter(ProviderAdapter):
         "content part: file": CARRIED,
         "content part: input_audio": CARRIED,
         "temperature, top_p, stop": CARRIED,
+        "top_k": CARRIED,
         "seed": CARRIED,
         "presence_penalty": CARRIED,
         "frequency_penalty": CARRIED,
         "reasoning_effort": CARRIED,
         "user": IGNORED,
         "prompt_cache_key": IGNORED,
+        "cache_control": IGNORED,  # Gemini caches a repeated prompt by itself
         "store, metadata, service_tier, safety_identifier": IGNORED,
     }
 
@@ -103,9 +108,11 @@ class GeminiAdapter(ProviderAdapter):
             "POST", url, self._headers(target), timeouts, orjson.dumps(payload)
         )
 
-    def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
-        self.refuse_uncarried(body)
-        response = self._post(target, body["model"], "generateContent", to_gemini(body), timeouts)
+    def chat(
+        self, target: Target, body: dict, timeouts: Timeouts, native=None, typed=None
+    ) -> UpstreamReply:
+        payload = self._payload(body, typed)
+        response = self._post(target, body["model"], "generateContent", payload, timeouts)
         raw = response.read()
         if response.status >= 300:
             return error_reply(response.status, response.headers, raw)
@@ -125,11 +132,17 @@ class GeminiAdapter(ProviderAdapter):
         )  # fmt: skip
 
     def chat_stream(
-        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
+        self,
+        target: Target,
+        body: dict,
+        timeouts: Timeouts,
+        wants_usage: bool,
+        native=None,
+        typed=None,
     ) -> UpstreamReply:
-        self.refuse_uncarried(body)
+        payload = self._payload(body, typed)
         response = self._post(
-            target, body["model"], "streamGenerateContent?alt=sse", to_gemini(body), timeouts
+            target, body["model"], "streamGenerateContent?alt=sse", payload, timeouts
         )
         if response.status >= 300:
             return error_reply(response.status, response.headers, response.read())
@@ -141,6 +154,16 @@ class GeminiAdapter(ProviderAdapter):
             _release=response.abandon,
             stream=FunctionCallStream(reader) if legacy_functions(body) else reader,
         )
+
+    def _payload(self, body: dict, typed: Request | None) -> dict:
+        """The generateContent body: encoded from the internal request when the client's
+        format has a codec (Anthropic → internal → Gemini), else from the chat body; a
+        field Gemini cannot carry refused first."""
+        if typed is not None:
+            self.refuse_uncarried_typed(typed)
+            return gemini_request.encode(typed)
+        self.refuse_uncarried(body)
+        return to_gemini(body)
 
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         model, inputs = body["model"], body.get("input")
