@@ -98,7 +98,7 @@ class AnthropicMessages(Dialect):
                 parallel = (body.get("tool_choice") or {}).get("disable_parallel_tool_use")
                 if parallel is True:
                     chat["parallel_tool_calls"] = False
-        return ProxyRequest(
+        request = ProxyRequest(
             self.endpoint,
             model,
             stream,
@@ -110,6 +110,14 @@ class AnthropicMessages(Dialect):
             typed=typed,  # what an upstream of another format gets, re-encoded
             extra={"names": typed.names},  # a refusal names the client's field
         )
+        ignored = ", ".join(
+            f"tools[{number}] ({tool.kind})"
+            for number, tool in enumerate(typed.tools)
+            if tool.kind != "function"
+        )
+        if ignored:  # server tools: chat has none; told in a header (relay.py)
+            request.extra["ignored"] = ignored
+        return request
 
     def count_tokens(self, body: object) -> int:
         """`POST /v1/messages/count_tokens`: the prompt's tokens, counted locally."""
