@@ -659,3 +659,40 @@ def test_what_gemini_cannot_carry_of_an_anthropic_request_is_refused_by_its_name
         )
     assert "'tools[0]'" in refused.value.message
     assert gemini.calls() == []
+
+
+def test_a_responses_request_reaches_gemini_without_openai_chat_between(client, key, gemini):
+    """Responses → internal → Gemini: the structured output, reasoning effort, a PDF input
+    file (which the chat form has no part for) and the function tool arrive; web search,
+    which Gemini gets no twin of, is named in the answer's header."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    raw = client.responses.with_raw_response.create(
+        model=MODEL,
+        instructions="Be brief.",
+        input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "Sum it up"},
+            {"type": "input_file", "filename": "r.pdf",
+             "file_data": "data:application/pdf;base64,JVBERi0xLjQK"},
+        ]}],
+        tools=[{"type": "function", "name": "get_weather", "parameters": schema},
+               {"type": "web_search"}],
+        text={"format": {"type": "json_schema", "name": "place", "schema": schema}},
+        reasoning={"effort": "low"},
+        max_output_tokens=400,
+    )  # fmt: skip
+    assert raw.headers["x-keyrelay-ignored"] == "tools[1] (web_search)"
+    assert raw.parse().output_text
+    sent = gemini.calls()[0].body
+    assert sent["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert sent["contents"] == [{"role": "user", "parts": [
+        {"text": "Sum it up"},
+        {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0xLjQK"}},
+    ]}]  # fmt: skip
+    assert sent["generationConfig"] == {
+        "maxOutputTokens": 400,
+        "responseMimeType": "application/json",
+        "responseJsonSchema": schema,
+        "thinkingConfig": {"thinkingBudget": 1024},
+    }
+    assert sent["tools"] == [{"functionDeclarations": [
+        {"name": "get_weather", "parametersJsonSchema": schema}]}]  # fmt: skip

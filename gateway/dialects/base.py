@@ -9,6 +9,7 @@ import msgspec
 import orjson
 
 from gateway.codecs.anthropic import request as anthropic_request
+from gateway.codecs.openai_responses import request as responses_request
 from gateway.codecs.request import Request
 from gateway.errors import GatewayError
 from gateway.providers.anthropic import fit_thinking
@@ -18,7 +19,10 @@ from gateway.providers.base import UpstreamReply
 ANSWER_FIELDS = ("max_completion_tokens", "max_tokens")
 NATIVE_ANSWER_FIELDS = {"anthropic": "max_tokens", "openai_responses": "max_output_tokens"}
 # The codecs that decode a client's own body (`native`) into the internal request.
-DECODERS = {anthropic_request.FORMAT: anthropic_request.decode}
+DECODERS = {
+    anthropic_request.FORMAT: anthropic_request.decode,
+    responses_request.FORMAT: responses_request.decode,
+}
 
 
 @dataclass

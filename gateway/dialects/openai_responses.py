@@ -18,6 +18,7 @@ import uuid
 import orjson
 
 from gateway import tokens
+from gateway.codecs.openai_responses import request as responses_request
 from gateway.dialects.base import ChunkTranslator, ProxyRequest
 from gateway.dialects.openai_chat import OpenAIChat
 from gateway.errors import GatewayError, invalid_request
@@ -35,12 +36,7 @@ ROLES = {"user": "user", "assistant": "assistant", "system": "system", "develope
 
 
 # The chat body's fields as a Responses client writes them.
-NAMES = {
-    "response_format": "text.format",
-    "reasoning_effort": "reasoning.effort",
-    "max_tokens": "max_output_tokens",
-    "verbosity": "text.verbosity",
-}
+NAMES = {**responses_request.NAMES, "max_tokens": "max_output_tokens"}
 
 
 class OpenAIResponses(OpenAIChat):
@@ -110,6 +106,7 @@ class OpenAIResponses(OpenAIChat):
             answer_tokens=answer,
             messages=messages,
             native=("openai_responses", body),  # for an upstream with the Responses API
+            typed=responses_request.decode(body),  # what a Gemini key encodes its body from
         )
         request.extra = {
             "id": "resp_" + uuid.uuid4().hex,
