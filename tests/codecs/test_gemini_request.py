@@ -92,6 +92,18 @@ def test_thinking_by_effort_and_off():
 
     assert config(Reasoning(effort="high")) == {"thinkingBudget": 24576}
     assert config(Reasoning(off=True)) == {"thinkingBudget": 0}
+    assert config(Reasoning(budget=64000)) == {"thinkingBudget": 24576}  # Flash's most
+
+
+def test_a_pro_models_budget_stays_in_its_range_and_it_always_thinks():
+    def sent(reasoning):
+        request = Request(model="gemini-2.5-pro", turns=[Turn("user", [Text("hi")])],
+                          reasoning=reasoning)  # fmt: skip
+        return encode(request).get("generationConfig", {}).get("thinkingConfig")
+
+    assert sent(Reasoning(budget=64000)) == {"thinkingBudget": 32768}
+    assert sent(Reasoning(effort="minimal")) == {"thinkingBudget": 128}
+    assert sent(Reasoning(off=True)) is None
 
 
 def test_tools_and_each_tool_choice():

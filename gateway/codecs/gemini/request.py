@@ -197,16 +197,21 @@ def generation_config(request: Request) -> dict:
 
 
 def _thinking(request: Request) -> dict | None:
+    """A thinking budget within what Gemini takes (Pro models: 128 to 32,768 and no way to
+    turn thinking off; others up to 24,576)."""
     reasoning = request.reasoning
     if reasoning is None:
         return None
+    pro = "-pro" in request.model
     if reasoning.off:
-        return {"thinkingBudget": 0}
-    if reasoning.budget is not None:
-        return {"thinkingBudget": reasoning.budget}
-    if reasoning.effort in THINKING_BUDGETS:
-        return {"thinkingBudget": THINKING_BUDGETS[reasoning.effort]}
-    return None
+        return None if pro else {"thinkingBudget": 0}
+    budget = reasoning.budget
+    if budget is None:
+        budget = THINKING_BUDGETS.get(reasoning.effort or "")
+    if budget is None:
+        return None
+    most = 32768 if pro else 24576
+    return {"thinkingBudget": min(max(budget, 128 if pro else 0), most)}
 
 
 def _allowed(request: Request) -> list:
