@@ -43,7 +43,7 @@ from gateway.proxy.breaker import Breaker
 from gateway.proxy.candidates import Candidates, Profiles
 from gateway.proxy.chain import Chain
 from gateway.proxy.held import HeldResponses
-from gateway.proxy.infer import infer
+from gateway.proxy.infer import infer, refuse_uncarried
 from gateway.proxy.pins import Pins
 from gateway.proxy.relay import ProxyResponse, Relay, Served, trace_headers
 from gateway.responses_store import ResponseStore
@@ -302,6 +302,16 @@ class Gateway:
             timeouts = tries.timeouts()  # None: out of attempts, or past the deadline
             if timeouts is None:
                 break
+            adapter = self.adapters[key.provider]
+            try:  # before the key takes a place in its RPM/TPM windows
+                target = self.candidates.target(key, served.request.headers)
+                refuse_uncarried(adapter, target, served.request, body)
+            except SecretUnreadable:
+                tries.secret_unreadable(key)
+                continue
+            except Unsupported as refusal:  # no fault of the key: another kind may carry it
+                tries.cannot_carry(refusal)
+                continue
             if (wait := self.admission.take_key(served.ticket, key, model, count_busy)) is not None:
                 tries.full(wait)  # at its RPM/TPM or concurrency limit: passed over
                 continue
@@ -310,15 +320,10 @@ class Gateway:
                 continue
             started = time.perf_counter()
             try:
-                target = self.candidates.target(key, served.request.headers)
-                answer = infer(self.adapters[key.provider], target, served.request, body, timeouts)
+                answer = infer(adapter, target, served.request, body, timeouts)
             except TransportError as exc:
                 answer = exc
-            except SecretUnreadable:
-                self.breaker.release(key.base_url)
-                tries.secret_unreadable(key)
-                continue
-            except Unsupported as refusal:  # no fault of the key: another kind may carry it
+            except Unsupported as refusal:  # a refusal only the adapter could see
                 self.breaker.release(key.base_url)
                 tries.cannot_carry(refusal)
                 continue

@@ -344,3 +344,19 @@ def test_bearer_auth_and_client_keys_work_too(server, admin, key, fake):
     assert message.content[0].text == "Hello from the fake upstream"
     assert fake.requests[0].body["messages"] == [{"role": "user", "content": "hi"}]
     assert count_prompt_tokens(fake.requests[0].body["messages"]) > 0
+
+
+def test_server_tools_an_openai_format_key_goes_without_are_named_in_a_header(sdk, key, fake):
+    """Chat has no server tools: the request is served with the client's own tools, and
+    the answer names what was left out."""
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
+    raw = sdk.messages.with_raw_response.create(
+        model="gpt-4o-mini",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Weather?"}],
+        tools=[WEATHER, search],
+    )
+    assert raw.headers["x-keyrelay-ignored"] == "tools[1] (web_search_20250305)"
+    assert raw.parse().content
+    (sent,) = fake.requests
+    assert [tool["function"]["name"] for tool in sent.body["tools"]] == ["get_weather"]

@@ -193,6 +193,23 @@ def test_a_route_falls_back_to_a_model_whose_keys_carry_the_field(client, claude
     assert claude.messages_requests == [] and len(fake.requests) == 1
 
 
+def test_a_key_passed_over_for_a_field_takes_no_place_in_its_rpm_window(client, fake, admin, clock):
+    """A key that cannot carry `n` is passed over before it counts the request against
+    its RPM: after two such requests, alone in the pool, it still serves one."""
+    with FakeAnthropic([CLAUDE]) as claude:
+        limited = admin.add_key(CLAUDE, claude.base_url, provider="anthropic", name="claude",
+                                rpm_limit=1)  # fmt: skip
+        other = admin.add_key(OPENAI, fake.base_url, name="openai")
+        for _ in range(2):
+            client.chat.completions.create(model=SONNET, messages=HI, n=2)
+        assert claude.messages_requests == [] and len(fake.requests) == 2
+        admin.call("DELETE", f"/keys/{other['id']}")
+        completion = client.chat.completions.create(model=SONNET, messages=HI)
+        assert completion.choices[0].message.content
+        assert len(claude.messages_requests) == 1
+        assert admin.key(limited["id"])["status"] == "active"
+
+
 # -- emulated: structured output, legacy functions, allowed tools -------------------------
 
 
@@ -453,3 +470,34 @@ def test_a_responses_api_key_carries_the_conversation(client, admin, fake):
 def test_the_readme_table_is_the_providers_declarations():
     readme = (Path(__file__).parent.parent / "docs" / "request-fields.md").read_text()
     assert table(ADAPTERS) in readme
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_built_in_responses_tools_a_chat_key_goes_without_are_named_in_a_header(
+    client, admin, fake, stream
+):
+    """Codex offers web search on every request: a key that translates to chat cannot
+    carry it; the request is served, and the answer says what was left out."""
+    admin.add_key(OPENAI, fake.base_url, name="chat-only")
+    tools = [
+        {"type": "function", "name": "f", "parameters": {"type": "object"}},
+        {"type": "web_search"},
+        {"type": "file_search", "vector_store_ids": ["vs_1"]},
+    ]
+    raw = client.responses.with_raw_response.create(
+        model="gpt-4o-mini", input="Hi", tools=tools, stream=stream
+    )
+    assert raw.headers["x-keyrelay-ignored"] == "tools[1] (web_search), tools[2] (file_search)"
+    raw.parse()
+    (sent,) = fake.requests
+    assert [tool["function"]["name"] for tool in sent.body["tools"]] == ["f"]
+
+
+def test_a_responses_api_key_carries_built_in_tools_and_nothing_is_ignored(client, admin, fake):
+    admin.add_key(OPENAI, fake.base_url, name="responses", responses_api=True)
+    raw = client.responses.with_raw_response.create(
+        model="gpt-4o-mini", input="Hi", tools=[{"type": "web_search"}]
+    )
+    assert "x-keyrelay-ignored" not in raw.headers
+    (sent,) = fake.requests
+    assert sent.path == "/v1/responses" and sent.body["tools"] == [{"type": "web_search"}]

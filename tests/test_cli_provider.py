@@ -223,6 +223,28 @@ def test_tool_calls_are_refused_before_anything_runs(binaries, upstream, admin, 
     assert upstream.requests == []
 
 
+def test_a_refusal_names_the_field_as_the_client_wrote_it(
+    binaries, upstream, admin, client, server
+):
+    """A Responses client's `text.format` and an Anthropic client's `stop_sequences` are
+    named so, not as the chat body the CLI key reads calls them."""
+    add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    schema = {"type": "object", "properties": {}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=MODEL, input="x", text={"format": {
+            "type": "json_schema", "name": "answer", "schema": schema}})  # fmt: skip
+    assert refused.value.code == "unsupported_by_provider"
+    assert refused.value.body["param"] == "text.format"
+    assert "'text.format'" in refused.value.message
+    messages = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        messages.messages.create(model=MODEL, max_tokens=10, stop_sequences=["END"],
+                                 messages=[{"role": "user", "content": "x"}])  # fmt: skip
+    messages.close()
+    assert "'stop_sequences'" in refused.value.message
+    assert upstream.requests == []
+
+
 @pytest.mark.both_databases
 def test_a_key_at_its_cap_is_passed_over(binaries, upstream, admin, server, client):
     first = add_cli_key(

@@ -591,3 +591,108 @@ def test_a_prompt_too_long_for_gemini_is_pruned_on_a_prune_route(client, key, ge
     assert sent["contents"][-1]["parts"][0]["text"] == "the last question"
     kept = len(sent["contents"]) + 1  # and the system turn
     assert int(raw.headers["x-keyrelay-context-pruned"]) == len(messages) - kept > 0
+
+
+def test_an_anthropic_request_reaches_gemini_without_openai_chat_between(messages_sdk, key, gemini):
+    """Anthropic → internal → Gemini: top_k and thinking (which OpenAI chat has no field
+    for) arrive as Gemini's own; cache marks, which Gemini has no use for, do not."""
+    cached = {"type": "ephemeral"}
+    message = messages_sdk.messages.create(
+        model=MODEL,
+        max_tokens=3000,
+        system=[{"type": "text", "text": "Be brief.", "cache_control": cached}],
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Weather?",
+                                          "cache_control": cached}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
+                                               "name": "get_weather", "input": {"city": "Oslo"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                          "content": "sunny"}]},
+        ],
+        tools=[{"name": "get_weather", "input_schema": WEATHER["function"]["parameters"],
+                "cache_control": cached}],
+        extra_body={"top_k": 5},  # this SDK version has no argument for it
+        stop_sequences=["END"],
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        metadata={"user_id": "user-7"},
+    )  # fmt: skip
+    assert message.content[0].text == DEFAULT_TEXT
+    sent = gemini.calls()[0].body
+    assert sent["generationConfig"] == {
+        "topK": 5,
+        "maxOutputTokens": 3000,
+        "stopSequences": ["END"],
+        "thinkingConfig": {"thinkingBudget": 2048},
+    }
+    assert sent["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert sent["contents"] == [
+        {"role": "user", "parts": [{"text": "Weather?"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "get_weather",
+                                                      "args": {"city": "Oslo"}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
+                                                         "response": {"result": "sunny"}}}]},
+    ]  # fmt: skip
+    assert "cache_control" not in json.dumps(sent)
+
+
+def test_what_gemini_cannot_carry_of_an_anthropic_request_is_refused_by_its_name(
+    messages_sdk, key, gemini
+):
+    """A server tool and a file sent by id: Gemini has neither; the 400 names the field as
+    the Anthropic client wrote it (the system prompt does not shift the turn's index)."""
+    document = {"type": "document", "source": {"type": "file", "file_id": "file_011"}}
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        messages_sdk.messages.create(
+            model=MODEL,
+            max_tokens=100,
+            system="Be brief.",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "Sum up"}, document]}],
+        )
+    assert refused.value.status_code == 400
+    assert "'messages[0].content[1]'" in refused.value.message
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        messages_sdk.messages.create(
+            model=MODEL,
+            max_tokens=100,
+            messages=[{"role": "user", "content": "news?"}],
+            tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+        )
+    assert "'tools[0]'" in refused.value.message
+    assert gemini.calls() == []
+
+
+def test_a_responses_request_reaches_gemini_without_openai_chat_between(client, key, gemini):
+    """Responses → internal → Gemini: the structured output, reasoning effort, a PDF input
+    file (which the chat form has no part for) and the function tool arrive; web search,
+    which Gemini gets no twin of, is named in the answer's header."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    raw = client.responses.with_raw_response.create(
+        model=MODEL,
+        instructions="Be brief.",
+        input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "Sum it up"},
+            {"type": "input_file", "filename": "r.pdf",
+             "file_data": "data:application/pdf;base64,JVBERi0xLjQK"},
+        ]}],
+        tools=[{"type": "function", "name": "get_weather", "parameters": schema},
+               {"type": "web_search"}],
+        text={"format": {"type": "json_schema", "name": "place", "schema": schema}},
+        reasoning={"effort": "low"},
+        max_output_tokens=400,
+    )  # fmt: skip
+    assert raw.headers["x-keyrelay-ignored"] == "tools[1] (web_search)"
+    assert raw.parse().output_text
+    sent = gemini.calls()[0].body
+    assert sent["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert sent["contents"] == [{"role": "user", "parts": [
+        {"text": "Sum it up"},
+        {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0xLjQK"}},
+    ]}]  # fmt: skip
+    assert sent["generationConfig"] == {
+        "maxOutputTokens": 400,
+        "responseMimeType": "application/json",
+        "responseJsonSchema": schema,
+        "thinkingConfig": {"thinkingBudget": 1024},
+    }
+    assert sent["tools"] == [{"functionDeclarations": [
+        {"name": "get_weather", "parametersJsonSchema": schema}]}]  # fmt: skip

@@ -16,10 +16,10 @@ import uuid
 import orjson
 
 from gateway import tokens
+from gateway.codecs.anthropic.request import check_body, decode
 from gateway.dialects.base import ChunkTranslator, Dialect, ProxyRequest
 from gateway.errors import GatewayError, invalid_request
 from gateway.providers.base import UpstreamReply
-from gateway.validation import MAX_ANSWER_TOKENS, is_int, refuse
 
 FORMAT = "anthropic"  # the wire format of its bodies and streams
 
@@ -66,23 +66,9 @@ class AnthropicMessages(Dialect):
     # -- the request ------------------------------------------------------------------
 
     def parse(self, body: object) -> ProxyRequest:
-        if not isinstance(body, dict):
-            raise invalid_request("The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise invalid_request("model: a non-empty string is required.", "model")
-        max_tokens = body.get("max_tokens")
-        if (
-            not isinstance(max_tokens, int)
-            or isinstance(max_tokens, bool)
-            or not 1 <= max_tokens <= MAX_ANSWER_TOKENS
-        ):
-            raise invalid_request(
-                f"max_tokens: a positive integer of at most {MAX_ANSWER_TOKENS:,} is required.",
-                "max_tokens",
-            )
+        typed = decode(body)  # checks the body's shape: a 400 naming the field
+        model, max_tokens = typed.model, typed.max_tokens
         stream = body.get("stream") is True
-        check_body(body)
         messages = _messages(body)
         chat: dict = {"model": model, "messages": messages, "max_tokens": max_tokens}
         if stream:
@@ -93,12 +79,10 @@ class AnthropicMessages(Dialect):
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise invalid_request(f"{name}: a number is expected.", name)
                 chat[name] = value
-        stops = body.get("stop_sequences")
-        if stops is not None:
-            if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-                raise invalid_request("stop_sequences: an array of strings.", "stop_sequences")
-            if stops:
-                chat["stop"] = stops
+        if typed.sampling.stop:
+            chat["stop"] = typed.sampling.stop
+        if typed.sampling.top_k is not None:  # OpenAI-compatible servers that sample so take it
+            chat["top_k"] = typed.sampling.top_k
         effort = _effort(body)
         if effort is not None and REASONING_MODELS.match(model.rsplit("/", 1)[-1]):
             chat["reasoning_effort"] = effort
@@ -114,7 +98,7 @@ class AnthropicMessages(Dialect):
                 parallel = (body.get("tool_choice") or {}).get("disable_parallel_tool_use")
                 if parallel is True:
                     chat["parallel_tool_calls"] = False
-        return ProxyRequest(
+        request = ProxyRequest(
             self.endpoint,
             model,
             stream,
@@ -123,7 +107,17 @@ class AnthropicMessages(Dialect):
             answer_tokens=max_tokens,
             messages=messages,
             native=(FORMAT, body),  # an Anthropic upstream gets the client's own body
+            typed=typed,  # what an upstream of another format gets, re-encoded
+            extra={"names": typed.names},  # a refusal names the client's field
         )
+        ignored = ", ".join(
+            f"tools[{number}] ({tool.kind})"
+            for number, tool in enumerate(typed.tools)
+            if tool.kind != "function"
+        )
+        if ignored:  # server tools: chat has none; told in a header (relay.py)
+            request.extra["ignored"] = ignored
+        return request
 
     def count_tokens(self, body: object) -> int:
         """`POST /v1/messages/count_tokens`: the prompt's tokens, counted locally."""
@@ -342,77 +336,6 @@ class StreamTranslator(ChunkTranslator):
         out.append(_event("message_delta", delta))
         out.append(_event("message_stop", {"type": "message_stop"}))
         return out
-
-
-# -- the body's shape ------------------------------------------------------------------
-# Checked before translation, and before an Anthropic upstream gets the body as it is: a
-# wrong type is the client's 400 with its path (`messages[0].content[1].source`).
-
-
-def check_body(body: dict) -> None:
-    """A 400 at the first field of the wrong shape."""
-    system = body.get("system")
-    if system is not None and not isinstance(system, str):
-        _check_blocks(system, "system")
-    turns = body.get("messages")
-    for number, turn in enumerate(turns if isinstance(turns, list) else ()):
-        where = f"messages[{number}]"
-        if not isinstance(turn, dict):
-            raise refuse(where, "an object with a 'role' and 'content'")
-        if turn.get("role") not in ("user", "assistant", "system"):
-            raise refuse(f"{where}.role", "'user' or 'assistant'")
-        content = turn.get("content")
-        if not isinstance(content, str):
-            _check_blocks(content, f"{where}.content")
-    for name in ("thinking", "tool_choice", "metadata", "output_config"):
-        if body.get(name) is not None and not isinstance(body[name], dict):
-            raise refuse(name, "an object")
-    budget = (body.get("thinking") or {}).get("budget_tokens")
-    if budget is not None and not is_int(budget):
-        raise refuse("thinking.budget_tokens", "an integer")
-    tools = body.get("tools")
-    for number, tool in enumerate(tools if isinstance(tools, list) else ()):
-        schema = tool.get("input_schema") if isinstance(tool, dict) else None
-        if schema is not None and not isinstance(schema, dict):
-            raise refuse(f"tools[{number}].input_schema", "an object (a JSON schema)")
-
-
-def _check_blocks(blocks: object, path: str) -> None:
-    if not isinstance(blocks, list):
-        raise refuse(path, "a string or an array of content blocks")
-    for number, block in enumerate(blocks):
-        here = f"{path}[{number}]"
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise refuse(here, "an object with a string 'type'")
-        _check_block(block, here)
-
-
-def _check_block(block: dict, here: str) -> None:
-    kind = block["type"]
-    strings = {
-        "text": ("text",),
-        "thinking": ("thinking",),
-        "tool_use": ("name",),
-        "tool_result": ("tool_use_id",),
-    }.get(kind, ())
-    for name in strings:
-        if not isinstance(block.get(name), str):
-            raise refuse(f"{here}.{name}", "a string")
-    if kind == "tool_use" and not isinstance(block.get("input", {}), dict):
-        raise refuse(f"{here}.input", "an object")
-    if kind == "tool_use" and not isinstance(block.get("id", ""), str):
-        raise refuse(f"{here}.id", "a string")
-    if kind == "tool_result":
-        content = block.get("content")
-        if content is not None and not isinstance(content, str):
-            _check_blocks(content, f"{here}.content")
-    if kind in ("image", "document"):
-        source = block.get("source")
-        if not isinstance(source, dict) or not isinstance(source.get("type"), str):
-            raise refuse(f"{here}.source", "an object with a string 'type'")
-        for name in ("data", "media_type", "url"):
-            if source.get(name) is not None and not isinstance(source[name], str):
-                raise refuse(f"{here}.source.{name}", "a string")
 
 
 # -- translation helpers ----------------------------------------------------------------

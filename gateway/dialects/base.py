@@ -5,8 +5,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+import msgspec
 import orjson
 
+from gateway.codecs.anthropic import request as anthropic_request
+from gateway.codecs.openai_responses import request as responses_request
+from gateway.codecs.request import Request
 from gateway.errors import GatewayError
 from gateway.providers.anthropic import fit_thinking
 from gateway.providers.base import UpstreamReply
@@ -14,6 +18,11 @@ from gateway.providers.base import UpstreamReply
 # The answer-length fields of the gateway's (OpenAI chat) body, and of each native format.
 ANSWER_FIELDS = ("max_completion_tokens", "max_tokens")
 NATIVE_ANSWER_FIELDS = {"anthropic": "max_tokens", "openai_responses": "max_output_tokens"}
+# The codecs that decode a client's own body (`native`) into the internal request.
+DECODERS = {
+    anthropic_request.FORMAT: anthropic_request.decode,
+    responses_request.FORMAT: responses_request.decode,
+}
 
 
 @dataclass
@@ -49,6 +58,9 @@ class ProxyRequest:
     native: tuple[str, dict] | None = None
     # The client's headers KeyRelay reads (gateway/proxy/client_headers.py), lower-case.
     headers: dict[str, str] = field(default_factory=dict)
+    # The request in the gateway's internal language (gateway/codecs/request.py), decoded
+    # from `native` by its format's codec: what an adapter of another format encodes.
+    typed: Request | None = None
 
     # The bodies `for_model` handed out for other models (an answer cap reaches them too).
     _copies: list = field(default_factory=list, repr=False)
@@ -60,6 +72,18 @@ class ProxyRequest:
         copy = {**self.body, "model": model}
         self._copies.append(copy)
         return copy
+
+    def typed_for(self, body: dict) -> Request | None:
+        """The internal request for this hop (`body`: the chat body `for_model` gave):
+        its model and answer cap. Decoded again when pruning replaced the client's body;
+        None once pruning dropped it (the pruned chat body is then what goes up)."""
+        if self.typed is None or self.native is None:
+            return None
+        if self.native[1] is not self.extra.get("typed_of", self.native[1]):
+            self.typed = DECODERS[self.native[0]](self.native[1])
+        self.extra["typed_of"] = self.native[1]
+        cap = next((body[name] for name in ANSWER_FIELDS if body.get(name)), None)
+        return msgspec.structs.replace(self.typed, model=body["model"], max_tokens=cap)
 
     def limit_answer(self, most: int) -> None:
         """Ask the upstream for at most `most` answer tokens (per choice): lower the

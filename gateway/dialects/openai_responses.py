@@ -18,6 +18,7 @@ import uuid
 import orjson
 
 from gateway import tokens
+from gateway.codecs.openai_responses import request as responses_request
 from gateway.dialects.base import ChunkTranslator, ProxyRequest
 from gateway.dialects.openai_chat import OpenAIChat
 from gateway.errors import GatewayError, invalid_request
@@ -32,6 +33,10 @@ from gateway.validation import (
 )
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+# The chat body's fields as a Responses client writes them.
+NAMES = {**responses_request.NAMES, "max_tokens": "max_output_tokens"}
 
 
 class OpenAIResponses(OpenAIChat):
@@ -101,6 +106,7 @@ class OpenAIResponses(OpenAIChat):
             answer_tokens=answer,
             messages=messages,
             native=("openai_responses", body),  # for an upstream with the Responses API
+            typed=responses_request.decode(body),  # what a Gemini key encodes its body from
         )
         request.extra = {
             "id": "resp_" + uuid.uuid4().hex,
@@ -112,7 +118,11 @@ class OpenAIResponses(OpenAIChat):
             "tool_choice": body.get("tool_choice") or "auto",
             "new_messages": messages,
             "text": {"format": fmt_echo(body.get("text"))},
+            "names": NAMES,  # a refusal names the client's field, not the chat body's
         }
+        ignored = _built_in_tools(body.get("tools"))
+        if ignored:  # told in a header when a translating key serves (relay.py)
+            request.extra["ignored"] = ignored
         uncarried = _uncarried(body)
         if uncarried is not None:  # only an upstream with the Responses API carries it
             request.extra["uncarried"] = uncarried
@@ -619,6 +629,19 @@ def _tools(tools: object) -> list[dict]:
             out.append({"type": "function", "function": function})
         # built-in tools (web search, …) and namespaces have no chat-completions form
     return out
+
+
+def _built_in_tools(tools: object) -> str:
+    """The built-in tools (web search, file search, …) a translated request goes without,
+    as `x-keyrelay-ignored` names them: `tools[2] (web_search)`. Refusing them would stop
+    clients such as Codex, which offer them on every request."""
+    found = [
+        f"tools[{number}] ({tool.get('type')})"
+        for number, tool in enumerate(tools if isinstance(tools, list) else ())
+        if isinstance(tool, dict) and tool.get("type") != "function"
+        and isinstance(tool.get("type"), str)
+    ]  # fmt: skip
+    return ", ".join(found)
 
 
 def _tool_choice(choice: object):

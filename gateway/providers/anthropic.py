@@ -76,9 +76,11 @@ class AnthropicAdapter(ProviderAdapter):
         "content part: image_url": CARRIED,
         "content part: file": CARRIED,
         "temperature, top_p, stop": CARRIED,
+        "top_k": CARRIED,
         "reasoning_effort": CARRIED,
         "user": CARRIED,
         "prompt_cache_key": IGNORED,
+        "cache_control": CARRIED,
         "store, metadata, service_tier, safety_identifier": IGNORED,
     }
     file_types = DOCUMENT_TYPES
@@ -285,7 +287,7 @@ def to_messages(body: dict) -> dict:
     }
     if system:
         out["system"] = "\n\n".join(system)
-    for name in ("temperature", "top_p"):
+    for name in ("temperature", "top_p", "top_k"):
         if body.get(name) is not None:
             out[name] = body[name]
     stop = body.get("stop")
@@ -375,6 +377,7 @@ def _user_blocks(content) -> list[dict]:
         return [{"type": "text", "text": content}] if content else []
     blocks = []
     for part in list_of(content):
+        before = len(blocks)
         text = part_text(part)
         if text is not None:
             blocks.append({"type": "text", "text": text})
@@ -384,6 +387,9 @@ def _user_blocks(content) -> list[dict]:
                 blocks.append({"type": "image", "source": _image_source(url)})
         elif isinstance(part, dict) and part.get("type") == "file":
             blocks.append(_document(part["file"]))
+        mark = part.get("cache_control") if isinstance(part, dict) else None
+        if len(blocks) > before and isinstance(mark, dict):
+            blocks[-1]["cache_control"] = mark  # a breakpoint, as it came
     return blocks
 
 

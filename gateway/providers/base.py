@@ -227,6 +227,9 @@ class ProviderAdapter(ABC):
     file_types: tuple[str, ...] = ()
     # The client's headers (lower-case) this kind's upstream honours, sent on as they came.
     forwarded_headers: tuple[str, ...] = ()
+    # Whether chat/chat_stream take `typed=`: the internal request (gateway/codecs), when
+    # the client's format has a codec, to encode its body from instead of the chat body.
+    takes_typed: bool = False
 
     def __init__(self, http: UpstreamClient) -> None:
         self.http = http
@@ -278,6 +281,10 @@ class ProviderAdapter(ABC):
         """Raise carry.Unsupported (a 400 naming the field) for a field of the chat body
         this kind cannot carry; called before the upstream is, on a translated body."""
         carry.check(self.name, self.carries, body, self.file_types)
+
+    def refuse_uncarried_typed(self, request) -> None:
+        """The same for the internal request: the refusal names the client's own field."""
+        carry.check_typed(self.name, self.carries, request, self.file_types)
 
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         """Embeddings (`body`: OpenAI's embeddings request)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from gateway.codecs.request import Audio, File, Image, Request, ToolCall, ToolResult
 from gateway.errors import GatewayError
 
 CARRIED, EMULATED, IGNORED, REFUSED = "carried", "emulated", "ignored", "refused"
@@ -26,8 +27,9 @@ class Unsupported(GatewayError):
     loop passes the key over (a key of another kind may carry it) and answers with this
     400 when no key could."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, what: str = "") -> None:
         super().__init__(400, message, code="unsupported_by_provider", param=param)
+        self.what = what  # what the field asks for, in words
 
 
 def refused(provider: str, param: str, what: str) -> Unsupported:
@@ -36,6 +38,7 @@ def refused(provider: str, param: str, what: str) -> Unsupported:
         f"Provider '{provider}' cannot carry '{param}' ({what}); send the request without "
         "it, or route this model to a provider that carries it.",
         param,
+        what,
     )
 
 
@@ -126,6 +129,17 @@ def _audio_out(body: dict) -> list[str]:
     return ["audio"] if body.get("audio") is not None else []
 
 
+def _cache_marks(body: dict) -> list[str]:
+    """The first content part with a cache mark (`cache_control`)."""
+    messages = body.get("messages")
+    for number, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        for index, part in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(part, dict) and part.get("cache_control") is not None:
+                return [f"messages[{number}].content[{index}].cache_control"]
+    return []
+
+
 def _parallel(body: dict) -> list[str]:
     return ["parallel_tool_calls"] if body.get("parallel_tool_calls") is False else []
 
@@ -157,6 +171,7 @@ FIELDS = (
     Field("content part: file", "a file (PDF) in a message", _parts("file")),
     Field("content part: input_audio", "audio in a message", _parts("input_audio")),
     Field("temperature, top_p, stop", "sampling settings", _sampling),
+    Field("top_k", "top-k sampling", _set("top_k")),
     Field("seed", "a sampling seed", _set("seed")),
     Field("presence_penalty", "a presence penalty", _non_zero("presence_penalty")),
     Field("frequency_penalty", "a frequency penalty", _non_zero("frequency_penalty")),
@@ -168,6 +183,7 @@ FIELDS = (
     Field("verbosity", "an answer length hint", _set("verbosity")),
     Field("user", "the end user's id", _set("user")),
     Field("prompt_cache_key", "a prompt cache key", _set("prompt_cache_key")),
+    Field("cache_control", "prompt cache breakpoints", _cache_marks),
     Field(
         "store, metadata, service_tier, safety_identifier",
         "OpenAI account hints",
@@ -214,6 +230,141 @@ def _check_files(provider: str, body: dict, file_types: tuple[str, ...]) -> None
             media = data[5:].split(";base64,", 1)[0]
             if file_types and media not in file_types:
                 raise refused(provider, f"{where}.file_data", f"a file of type {media}")
+
+
+# -- the same fields, asked of the internal request (gateway/codecs/request.py) ------------
+
+
+def _typed_parts(kind: type) -> Callable[[Request], list[str]]:
+    def asked(request: Request) -> list[str]:
+        for number, turn in enumerate(request.turns):
+            for index, part in enumerate(turn.content):
+                if isinstance(part, kind):
+                    return [f"messages[{number}].content[{index}]"]
+        return []
+
+    return asked
+
+
+def _typed_tools(request: Request) -> list[str]:
+    if request.tools:
+        return ["tools"]
+    for number, turn in enumerate(request.turns):
+        if any(isinstance(part, ToolCall | ToolResult) for part in turn.content):
+            return [f"messages[{number}]"]
+    return []
+
+
+def _typed_other_tools(request: Request) -> list[str]:
+    kinds = (number for number, tool in enumerate(request.tools) if tool.kind != "function")
+    return [f"tools[{number}]" for number in kinds][:1]
+
+
+def _typed_sampling(request: Request) -> list[str]:
+    sampling = request.sampling
+    given = {"temperature": sampling.temperature, "top_p": sampling.top_p,
+             "stop": sampling.stop or None}  # fmt: skip
+    return [name for name, value in given.items() if value is not None][:1]
+
+
+def _typed_output(kind: str) -> Callable[[Request], list[str]]:
+    return lambda r: ["response_format"] if r.output is not None and r.output.kind == kind else []
+
+
+def _typed_value(name: str, value: Callable[[Request], object]) -> Callable[[Request], list]:
+    """Asked when `value` of the request is set (not None, empty, 0 or False)."""
+    return lambda request: [name] if value(request) not in (None, 0, 0.0, False, [], {}) else []
+
+
+def _typed_hints(request: Request) -> list[str]:
+    given = {"store": request.store, "metadata": request.metadata,
+             "service_tier": request.service_tier,
+             "safety_identifier": request.safety_identifier}  # fmt: skip
+    return [name for name, value in given.items() if value is not None][:1]
+
+
+def _typed_audio(request: Request) -> list[str]:
+    if "audio" in request.modalities:
+        return ["modalities"]
+    return ["audio"] if request.audio is not None else []
+
+
+def _typed_logprobs(request: Request) -> list[str]:
+    if request.sampling.logprobs:
+        return ["logprobs"]
+    return ["top_logprobs"] if request.sampling.top_logprobs else []
+
+
+def _typed_choice(mode: str) -> Callable[[Request], list[str]]:
+    def asked(request: Request) -> list[str]:
+        choice = request.tool_choice
+        return ["tool_choice"] if choice is not None and choice.mode == mode else []
+
+    return asked
+
+
+def _typed_parallel(request: Request) -> list[str]:
+    choice = request.tool_choice
+    return ["parallel_tool_calls"] if choice is not None and choice.parallel is False else []
+
+
+def _typed_reasoning(request: Request) -> list[str]:
+    reasoning = request.reasoning
+    return ["reasoning_effort"] if reasoning is not None and not reasoning.off else []
+
+
+# carry.FIELDS by name → where an internal request asks for it (the internal paths).
+TYPED: dict[str, Callable[[Request], list[str]]] = {
+    "n": lambda r: ["n"] if r.sampling.n > 1 else [],
+    "logprobs": _typed_logprobs,
+    "response_format: json_object": _typed_output("json_object"),
+    "response_format: json_schema": _typed_output("json_schema"),
+    "tools": _typed_tools,
+    "tools[].type other than function": _typed_other_tools,
+    "tool_choice: allowed_tools": _typed_choice("allowed"),
+    "parallel_tool_calls: false": _typed_parallel,
+    "functions": lambda r: [],  # legacy functions are tools once decoded
+    "function_call": lambda r: [],
+    "content part: image_url": _typed_parts(Image),
+    "content part: file": _typed_parts(File),
+    "content part: input_audio": _typed_parts(Audio),
+    "temperature, top_p, stop": _typed_sampling,
+    "top_k": _typed_value("top_k", lambda r: r.sampling.top_k),
+    "seed": _typed_value("seed", lambda r: r.sampling.seed),
+    "presence_penalty": _typed_value("presence_penalty", lambda r: r.sampling.presence_penalty),
+    "frequency_penalty": _typed_value("frequency_penalty", lambda r: r.sampling.frequency_penalty),
+    "logit_bias": _typed_value("logit_bias", lambda r: r.sampling.logit_bias),
+    "reasoning_effort": _typed_reasoning,
+    "modalities: audio, audio": _typed_audio,
+    "prediction": _typed_value("prediction", lambda r: r.prediction),
+    "web_search_options": _typed_value("web_search_options", lambda r: r.web_search),
+    "verbosity": _typed_value("verbosity", lambda r: r.verbosity),
+    "user": _typed_value("user", lambda r: r.user),
+    "prompt_cache_key": _typed_value("prompt_cache_key", lambda r: r.prompt_cache_key),
+    "cache_control": lambda r: r.cache_marks()[:1],
+    "store, metadata, service_tier, safety_identifier": _typed_hints,
+}
+
+
+def check_typed(provider: str, carries: dict[str, str], request: Request, file_types=()) -> None:
+    """`check` for the internal request: the refusal names the field as the client wrote
+    it (`stop_sequences` to an Anthropic client, `text.format` to a Responses one)."""
+    for field in FIELDS:
+        if carries.get(field.name, REFUSED) != REFUSED:
+            continue
+        paths = TYPED[field.name](request)
+        if paths:
+            raise refused(provider, request.name_of(paths[0]), field.what)
+    if carries is not ALL_CARRIED and carries.get("content part: file") == CARRIED:
+        for number, turn in enumerate(request.turns):
+            for index, part in enumerate(turn.content):
+                if not isinstance(part, File) or part.text is not None:
+                    continue
+                where = request.name_of(f"messages[{number}].content[{index}]")
+                if part.data is None and part.url is None:
+                    raise refused(provider, where, "a file by id; send its bytes")
+                if part.data is not None and file_types and part.media_type not in file_types:
+                    raise refused(provider, where, f"a file of type {part.media_type}")
 
 
 # The table's columns: a provider kind each (presets are OpenAI-compatible).

@@ -57,6 +57,7 @@ class CliAdapter(ProviderAdapter):
         "parallel_tool_calls: false": IGNORED,  # it makes no tool calls at all
         "user": IGNORED,
         "prompt_cache_key": IGNORED,
+        "cache_control": IGNORED,  # a hint: the answer does not depend on it
         "store, metadata, service_tier, safety_identifier": IGNORED,
     }
     # A CLI runs whatever model it is asked for and has no model list to discover.

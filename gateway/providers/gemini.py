@@ -1,8 +1,9 @@
 """The `gemini` provider: Google AI Studio's native API (`generateContent`,
 `streamGenerateContent?alt=sse`, `embedContent` / `batchEmbedContents`, `x-goog-api-key`).
 
-The gateway's request (OpenAI chat) is translated into a generateContent request and the
-answer back into OpenAI chat (whole, or stream chunks: gemini_sse.py), so every client
+The request is encoded as a generateContent request from the internal request
+(gateway/codecs: the client's own body decoded, or the gateway's chat body), and the
+answer translated back into OpenAI chat (whole, or stream chunks: gemini_sse.py), so every client
 dialect reaches it. Usage comes from `usageMetadata` (thoughts count as output, cached
 content as cache reads). Google's errors are normalized for the retry decision: a bad key
 (400 `API_KEY_INVALID`) is an auth failure, and a 429's `RetryInfo.retryDelay` sets the
@@ -12,8 +13,6 @@ key's cooldown like a `Retry-After` header.
 from __future__ import annotations
 
 import base64
-import mimetypes
-import re
 import struct
 import time
 import uuid
@@ -22,8 +21,10 @@ from urllib.parse import quote
 import orjson
 
 from gateway import tokens
+from gateway.codecs.gemini import request as gemini_request
+from gateway.codecs.openai_chat import request as openai_chat_request
+from gateway.codecs.request import Request
 from gateway.policy import Outcome
-from gateway.providers import carry
 from gateway.providers.base import (
     ProviderAdapter,
     Target,
@@ -43,24 +44,17 @@ from gateway.providers.carry import (
     legacy_functions,
 )
 from gateway.providers.gemini_sse import (
-    SIGNATURES,
     GeminiStream,
     choice_of,
     openai_usage,
     usage_of,
 )
-from gateway.providers.reading import image_url, list_of, part_text, strings
 
 FORMAT = "gemini"
 # Model list pages read at most for a key test (1000 models a page).
 MAX_MODEL_PAGES = 10
 # What this adapter calls; models that offer none of these are left out of discovery.
 SERVED_METHODS = {"generateContent", "streamGenerateContent", "embedContent"}
-THINKING_BUDGETS = {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
-# Google's documented stand-in for a thought signature lost on the way (the call came
-# from another worker, or before a restart): Gemini 3 takes it instead of refusing.
-SKIP_SIGNATURE = "skip_thought_signature_validator"
-_MAJOR = re.compile(r"gemini-(\d+)")
 KEY_REJECTED = ("API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED")
 
 
@@ -71,6 +65,7 @@ class GeminiAdapter(ProviderAdapter):
     # generateContent has candidates, log probabilities, a response schema, penalties and
     # a seed; no token biases, no spoken answer, and no switch for parallel calls (the
     # first call of a turn is kept when the client asks for one at a time).
+    takes_typed = True
     carries = {
         "n": CARRIED,
         "logprobs": CARRIED,
@@ -85,12 +80,14 @@ class GeminiAdapter(ProviderAdapter):
         "content part: file": CARRIED,
         "content part: input_audio": CARRIED,
         "temperature, top_p, stop": CARRIED,
+        "top_k": CARRIED,
         "seed": CARRIED,
         "presence_penalty": CARRIED,
         "frequency_penalty": CARRIED,
         "reasoning_effort": CARRIED,
         "user": IGNORED,
         "prompt_cache_key": IGNORED,
+        "cache_control": IGNORED,  # Gemini caches a repeated prompt by itself
         "store, metadata, service_tier, safety_identifier": IGNORED,
     }
 
@@ -103,9 +100,11 @@ class GeminiAdapter(ProviderAdapter):
             "POST", url, self._headers(target), timeouts, orjson.dumps(payload)
         )
 
-    def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
-        self.refuse_uncarried(body)
-        response = self._post(target, body["model"], "generateContent", to_gemini(body), timeouts)
+    def chat(
+        self, target: Target, body: dict, timeouts: Timeouts, native=None, typed=None
+    ) -> UpstreamReply:
+        payload = self._payload(body, typed)
+        response = self._post(target, body["model"], "generateContent", payload, timeouts)
         raw = response.read()
         if response.status >= 300:
             return error_reply(response.status, response.headers, raw)
@@ -125,11 +124,17 @@ class GeminiAdapter(ProviderAdapter):
         )  # fmt: skip
 
     def chat_stream(
-        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
+        self,
+        target: Target,
+        body: dict,
+        timeouts: Timeouts,
+        wants_usage: bool,
+        native=None,
+        typed=None,
     ) -> UpstreamReply:
-        self.refuse_uncarried(body)
+        payload = self._payload(body, typed)
         response = self._post(
-            target, body["model"], "streamGenerateContent?alt=sse", to_gemini(body), timeouts
+            target, body["model"], "streamGenerateContent?alt=sse", payload, timeouts
         )
         if response.status >= 300:
             return error_reply(response.status, response.headers, response.read())
@@ -141,6 +146,16 @@ class GeminiAdapter(ProviderAdapter):
             _release=response.abandon,
             stream=FunctionCallStream(reader) if legacy_functions(body) else reader,
         )
+
+    def _payload(self, body: dict, typed: Request | None) -> dict:
+        """The generateContent body, encoded from the internal request: the client's own
+        (Anthropic → internal → Gemini), else the chat body's; a field Gemini cannot carry
+        refused first."""
+        if typed is not None:
+            self.refuse_uncarried_typed(typed)
+            return gemini_request.encode(typed)
+        self.refuse_uncarried(body)
+        return gemini_request.encode(openai_chat_request.decode(body))
 
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         model, inputs = body["model"], body.get("input")
@@ -294,218 +309,6 @@ def _retry_delay(details: list[dict]) -> float | None:
             return max(0.0, float(str(delay).removesuffix("s")))
         except ValueError:
             return None
-    return None
-
-
-# -- OpenAI chat → generateContent --------------------------------------------------------
-
-
-def to_gemini(body: dict) -> dict:
-    """The gateway's OpenAI chat request as a generateContent request."""
-    body = carry.as_tools(body)
-    system: list[str] = []
-    contents: list[dict] = []
-    names: dict[str, str] = {}  # tool call id → function name, for the tool results
-    signed = _signs_calls(body["model"])
-    for message in body.get("messages") or ():
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = _text(message.get("content"))
-            if text:
-                system.append(text)
-        elif role == "assistant":
-            _append(contents, "model", _model_parts(message, names, signed))
-        elif role == "tool":
-            call_id = str(message.get("tool_call_id", ""))
-            response = {
-                "name": names.get(call_id) or message.get("name") or "",
-                "response": _result(message.get("content")),
-            }
-            _append(contents, "user", [{"functionResponse": response}])
-        else:
-            _append(contents, "user", _user_parts(message.get("content")))
-    out: dict = {"contents": contents}
-    if system:
-        out["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
-    config = _generation_config(body)
-    if config:
-        out["generationConfig"] = config
-    declarations = [_declaration(t) for t in body.get("tools") or () if isinstance(t, dict)]
-    declarations = [d for d in declarations if d is not None]
-    if declarations:
-        out["tools"] = [{"functionDeclarations": declarations}]
-        choice = _tool_config(body.get("tool_choice"))
-        if choice is not None:
-            out["toolConfig"] = {"functionCallingConfig": choice}
-    return out
-
-
-def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
-    """Add parts, merging into the last turn of the same role (turns alternate, and the
-    results of parallel calls go back in one turn)."""
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"] += parts
-    else:
-        contents.append({"role": role, "parts": list(parts)})
-
-
-def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    texts = (part_text(part) for part in list_of(content))
-    return "".join(text for text in texts if text is not None)
-
-
-def _user_parts(content) -> list[dict]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    parts = []
-    for part in list_of(content):
-        text = part_text(part)
-        if text is not None:
-            parts.append({"text": text})
-        elif isinstance(part, dict) and part.get("type") == "image_url":
-            url = image_url(part)
-            if url is not None:
-                parts.append(_image(url))
-        elif isinstance(part, dict) and part.get("type") == "file":
-            media, data = part["file"]["file_data"][5:].split(";base64,", 1)  # carry.check
-            parts.append({"inlineData": {"mimeType": media, "data": data}})
-        elif isinstance(part, dict) and part.get("type") == "input_audio":
-            audio = part.get("input_audio") or {}
-            media = "audio/" + str(audio.get("format") or "wav")
-            parts.append({"inlineData": {"mimeType": media, "data": str(audio.get("data", ""))}})
-    return parts
-
-
-def _image(url: str) -> dict:
-    if url.startswith("data:") and ";base64," in url:
-        media, data = url[5:].split(";base64,", 1)
-        return {"inlineData": {"mimeType": media, "data": data}}
-    media = mimetypes.guess_type(url.split("?", 1)[0])[0] or "image/jpeg"
-    return {"fileData": {"mimeType": media, "fileUri": url}}
-
-
-def _signs_calls(model: str) -> bool:
-    """Whether the model wants its function calls' thought signatures back (Gemini 3+)."""
-    found = _MAJOR.match(model.removeprefix("models/"))
-    return found is not None and int(found.group(1)) >= 3
-
-
-def _model_parts(message: dict, names: dict[str, str], signed: bool) -> list[dict]:
-    parts = []
-    text = _text(message.get("content"))
-    if text:
-        parts.append({"text": text})
-    first = True
-    for call in list_of(message.get("tool_calls")):
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            continue  # refused at the edge; never a crash here
-        name, call_id = str(function.get("name", "")), str(call.get("id", ""))
-        names[call_id] = name
-        part: dict = {"functionCall": {"name": name, "args": _object(function.get("arguments"))}}
-        signature = SIGNATURES.get(call_id)
-        if signature is None and signed and first:  # only a turn's first call carries one
-            signature = SKIP_SIGNATURE
-        if signature is not None:
-            part["thoughtSignature"] = signature
-        first = False
-        parts.append(part)
-    return parts
-
-
-def _object(arguments) -> dict:
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = orjson.loads(arguments or "{}")
-    except (orjson.JSONDecodeError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _result(content) -> dict:
-    """A tool's output as functionResponse.response, which must be an object: a JSON
-    object as it is, anything else under `result`."""
-    text = _text(content)
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        value = None
-    return value if isinstance(value, dict) else {"result": text}
-
-
-def _generation_config(body: dict) -> dict:
-    config: dict = {}
-    for ours, theirs in (
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
-        ("seed", "seed"),
-    ):
-        if body.get(ours) is not None:
-            config[theirs] = body[ours]
-    answer = body.get("max_completion_tokens") or body.get("max_tokens")
-    if answer:
-        config["maxOutputTokens"] = answer
-    stop = body.get("stop")
-    if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else strings(stop)
-    if isinstance(body.get("n"), int) and body["n"] > 1:
-        config["candidateCount"] = body["n"]
-    config.update(_response_format(body.get("response_format")))
-    if body.get("logprobs") is True or body.get("top_logprobs"):
-        config["responseLogprobs"] = True
-        if body.get("top_logprobs"):
-            config["logprobs"] = body["top_logprobs"]
-    effort = body.get("reasoning_effort")
-    if isinstance(effort, str) and effort in THINKING_BUDGETS:
-        config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[effort]}
-    return config
-
-
-def _response_format(fmt) -> dict:
-    if not isinstance(fmt, dict):
-        return {}
-    if fmt.get("type") == "json_object":
-        return {"responseMimeType": "application/json"}
-    wanted = fmt.get("json_schema")
-    schema = wanted.get("schema") if isinstance(wanted, dict) else None
-    if fmt.get("type") == "json_schema" and isinstance(schema, dict):
-        return {"responseMimeType": "application/json", "responseJsonSchema": schema}
-    return {}
-
-
-def _declaration(tool: dict) -> dict | None:
-    """An OpenAI function tool as a function declaration; its JSON schema goes as
-    `parametersJsonSchema`, which takes JSON Schema whole (`parameters` takes only an
-    OpenAPI subset and refuses keys such as `additionalProperties`)."""
-    function = tool.get("function")
-    if tool.get("type") != "function" or not isinstance(function, dict):
-        return None
-    out: dict = {"name": function.get("name", "")}
-    if function.get("description"):
-        out["description"] = function["description"]
-    if isinstance(function.get("parameters"), dict):
-        out["parametersJsonSchema"] = function["parameters"]
-    return out
-
-
-def _tool_config(choice) -> dict | None:
-    if choice == "auto":
-        return {"mode": "AUTO"}
-    if choice == "required":
-        return {"mode": "ANY"}
-    if choice == "none":
-        return {"mode": "NONE"}
-    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        return {"mode": "ANY", "allowedFunctionNames": [choice["function"].get("name", "")]}
     return None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from gateway.dialects.base import ProxyRequest
 from gateway.policy import Outcome
 from gateway.providers.base import ProviderAdapter, Timeouts, TransportError, UpstreamReply
-from gateway.providers.carry import refused
+from gateway.providers.carry import ALL_CARRIED, Unsupported, refused
 from gateway.providers.transport import Target
 
 
@@ -24,9 +24,6 @@ def infer(
     unresolved = request.extra.get("unresolved")
     if unresolved is not None and not adapter.passes_through(target, request.native):
         raise unresolved  # a conversation only a passthrough upstream could know
-    uncarried = request.extra.get("uncarried")  # a field only passthrough carries
-    if uncarried is not None and not adapter.passes_through(target, request.native):
-        raise refused(target.provider, *uncarried)
     scrub = target.scrub  # what the upstream says never carries the key's secret
     try:
         reply = scrub.reply(_call(adapter, target, request, body, timeouts))
@@ -44,6 +41,31 @@ def infer(
     return reply
 
 
+def refuse_uncarried(
+    adapter: ProviderAdapter, target: Target, request: ProxyRequest, body: dict
+) -> None:
+    """Raise carry.Unsupported for a field of the request this key cannot carry, naming it
+    as the client wrote it; asked before the key takes a place in its RPM/TPM windows."""
+    if request.operation != "chat" or adapter.passes_through(target, request.native):
+        return
+    uncarried = request.extra.get("uncarried")  # a field only passthrough carries
+    if uncarried is not None:
+        raise refused(target.provider, *uncarried)
+    if adapter.carries is ALL_CARRIED:  # the hot path: nothing to look at
+        return
+    typed = request.typed_for(body) if adapter.takes_typed else None
+    try:
+        if typed is not None:
+            adapter.refuse_uncarried_typed(typed)
+        else:
+            adapter.refuse_uncarried(body)
+    except Unsupported as refusal:
+        names = request.extra.get("names")  # the chat body's fields in the client's words
+        if not names or refusal.param not in names:
+            raise
+        raise refused(target.provider, names[refusal.param], refusal.what) from None
+
+
 def _call(
     adapter: ProviderAdapter,
     target: Target,
@@ -57,6 +79,8 @@ def _call(
         return adapter.embeddings(target, body, timeouts)
     if operation == "completions":
         return adapter.completions(target, body, timeouts, stream, request.wants_usage)
+    # An adapter that encodes the internal request gets it (none: it reads the chat body).
+    typed = {"typed": request.typed_for(body)} if adapter.takes_typed else {}
     if not stream:
-        return adapter.chat(target, body, timeouts, request.native)
-    return adapter.chat_stream(target, body, timeouts, request.wants_usage, request.native)
+        return adapter.chat(target, body, timeouts, request.native, **typed)
+    return adapter.chat_stream(target, body, timeouts, request.wants_usage, request.native, **typed)

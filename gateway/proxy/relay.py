@@ -58,6 +58,9 @@ class Served:
         return int((time.perf_counter() - self.started) * 1000)
 
 
+IGNORED_HEADER = "x-keyrelay-ignored"
+
+
 def trace_headers(rec: RequestRecord, ticket: Ticket | None) -> dict[str, str]:
     headers = {
         "x-keyrelay-request-id": rec.request_id,
@@ -72,6 +75,15 @@ def trace_headers(rec: RequestRecord, ticket: Ticket | None) -> dict[str, str]:
     if rec.recorded:  # booked: what it cost (a stream's headers go before: see `respond`)
         headers[COST_HEADER] = usd(rec.cost_micros)
     return headers
+
+
+def ignored_header(served: Served, reply: UpstreamReply) -> dict[str, str]:
+    """`x-keyrelay-ignored`: what of the client's request a translating upstream went
+    without (built-in Responses tools), when the upstream did not get the body as it is."""
+    ignored = served.request.extra.get("ignored")
+    if not ignored or reply.format == served.dialect.format:
+        return {}
+    return {IGNORED_HEADER: ignored}
 
 
 class Relay:
@@ -94,10 +106,12 @@ class Relay:
             rec.latency_ms = served.elapsed_ms()
             self._book_answer(served, key, strict=reply.status < 300)
             headers = trace_headers(rec, served.ticket)  # after booking: with its cost
+            headers.update(ignored_header(served, reply))
             return ProxyResponse(
                 reply.status, {"Content-Type": "application/json", **headers}, body
             )
         headers = trace_headers(rec, served.ticket)
+        headers.update(ignored_header(served, reply))
         headers[COST_HEADER] = usd(self._stream_estimate(served, key))
         headers[COST_HEADER + "-estimated"] = "true"
         rec.ttft_ms = served.elapsed_ms()

@@ -1,0 +1,1 @@
+"""Unit tests of the request, reply and stream codecs (gateway/codecs)."""
