@@ -115,7 +115,12 @@ class Scrubber:
         """An UpstreamReply scrubbed in place (body, error, text, model, stream)."""
         if not self.forms:
             return reply
-        reply.body = self.data(reply.body)
+        body = reply.body
+        reply.body = self.data(body)
+        if reply.reply is not None and reply.body is not body:  # the secret was in it
+            from gateway.codecs.wire import scrubbed  # (the codecs import the providers)
+
+            reply.reply = scrubbed(reply.reply, self.data)
         reply.error = self.text(reply.error)
         reply.text = self.text(reply.text)
         reply.model = self.text(reply.model)
