@@ -35,6 +35,7 @@ class TextDelta(msgspec.Struct, tag="text"):
     index: int
     text: str
     choice: int = 0
+    logprobs: list[dict] | None = None  # OpenAI's per-token log probabilities of the piece
 
 
 class ThinkingDelta(msgspec.Struct, tag="thinking"):

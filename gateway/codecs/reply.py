@@ -37,6 +37,7 @@ class ToolCall(msgspec.Struct, tag="tool_call", omit_defaults=True):
     id: str
     name: str
     arguments: str = "{}"
+    signature: str = ""  # Gemini's thoughtSignature on the call (handed back with it)
 
 
 class Refusal(msgspec.Struct, tag="refusal"):

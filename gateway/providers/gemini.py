@@ -15,13 +15,17 @@ import base64
 import mimetypes
 import re
 import struct
-import time
-import uuid
 from urllib.parse import quote
 
 import orjson
 
 from gateway import tokens
+from gateway.codecs.gemini.reply import decode
+from gateway.codecs.openai_chat import reply as chat_codec
+from gateway.codecs.openai_chat.stream import Encoder as ChatEncoder
+from gateway.codecs.reply import calls_of, text_of
+from gateway.codecs.usage import booked
+from gateway.codecs.wire import INTERNAL, Encoded
 from gateway.policy import Outcome
 from gateway.providers import carry
 from gateway.providers.base import (
@@ -42,13 +46,7 @@ from gateway.providers.carry import (
     as_function_call,
     legacy_functions,
 )
-from gateway.providers.gemini_sse import (
-    SIGNATURES,
-    GeminiStream,
-    choice_of,
-    openai_usage,
-    usage_of,
-)
+from gateway.providers.gemini_sse import SIGNATURES, GeminiStream, usage_of
 from gateway.providers.reading import image_url, list_of, part_text, strings
 
 FORMAT = "gemini"
@@ -112,17 +110,20 @@ class GeminiAdapter(ProviderAdapter):
         answer = _json_object(raw)
         if answer is None:
             raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without JSON")
-        usage = usage_of(answer.get("usageMetadata"))
-        completion = to_completion(answer, body["model"], one_call(body))
-        if legacy_functions(body):
-            completion = as_function_call(completion)
-        text = "".join(
-            c["message"].get("content") or "" for c in completion["choices"]
+        internal = decode(answer, body["model"], one_call(body))
+        for choice in internal.choices:
+            for call in calls_of(choice):  # handed back with the call when it returns
+                if call.signature:
+                    SIGNATURES.keep(call.id, call.signature)
+        reply = UpstreamReply(
+            response.status, response.headers, raw, usage=booked(internal.usage),
+            text="".join(text_of(choice) for choice in internal.choices),
+            model=internal.model, format=INTERNAL, reply=internal,
         )  # fmt: skip
-        return UpstreamReply(
-            response.status, response.headers, orjson.dumps(completion), usage=usage, text=text,
-            model=completion["model"],
-        )  # fmt: skip
+        if legacy_functions(body):  # a client of legacy functions: OpenAI chat's own shape
+            reply.body = orjson.dumps(as_function_call(chat_codec.encode(internal)))
+            reply.format, reply.reply = "openai", None
+        return reply
 
     def chat_stream(
         self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
@@ -133,13 +134,18 @@ class GeminiAdapter(ProviderAdapter):
         )
         if response.status >= 300:
             return error_reply(response.status, response.headers, response.read())
-        reader = GeminiStream(body["model"], wants_usage, one_call(body))
+        reader = GeminiStream(body["model"], one_call(body))
+        stream_format = INTERNAL
+        if legacy_functions(body):  # a client of legacy functions: OpenAI chat's own chunks
+            reader = FunctionCallStream(Encoded(reader, ChatEncoder(body["model"], wants_usage)))
+            stream_format = "openai"
         return UpstreamReply(
             response.status,
             response.headers,
             chunks=response.chunks(),
             _release=response.abandon,
-            stream=FunctionCallStream(reader) if legacy_functions(body) else reader,
+            stream=reader,
+            format=stream_format,
         )
 
     def embeddings(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
@@ -507,28 +513,3 @@ def _tool_config(choice) -> dict | None:
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         return {"mode": "ANY", "allowedFunctionNames": [choice["function"].get("name", "")]}
     return None
-
-
-# -- generateContent → OpenAI chat --------------------------------------------------------
-
-
-def to_completion(answer: dict, model: str, one_call: bool = False) -> dict:
-    """A GenerateContentResponse as an OpenAI chat.completion (`one_call`: a turn's
-    first function call only)."""
-    candidates = [c for c in answer.get("candidates") or () if isinstance(c, dict)]
-    choices = [choice_of(c, number, one_call) for number, c in enumerate(candidates)]
-    if not choices:  # the prompt itself was blocked (promptFeedback.blockReason)
-        message = {"role": "assistant", "content": None, "refusal": None}
-        choices = [{"index": 0, "message": message, "logprobs": None,
-                    "finish_reason": "content_filter"}]  # fmt: skip
-    completion = {
-        "id": "chatcmpl-" + str(answer.get("responseId") or uuid.uuid4().hex),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": answer.get("modelVersion") or model,
-        "choices": choices,
-    }
-    usage = usage_of(answer.get("usageMetadata"))
-    if usage is not None:
-        completion["usage"] = openai_usage(usage, answer.get("usageMetadata"))
-    return completion

@@ -7,24 +7,22 @@ import uuid
 
 from gateway.codecs import events as ev
 from gateway.codecs.openai_chat.reply import STOPS, encode_usage, finish_reason, usage_of
+from gateway.codecs.parts import Parts
 from gateway.codecs.sse import data, data_of, json_of
 
 
 class Decoder:
-    """Chat chunks (SSE events) in, internal events out. Parts are opened as their first
-    delta comes and closed when another kind follows in the same choice, or at its end."""
+    """Chat chunks (SSE events) in, internal events out."""
 
     def __init__(self) -> None:
         self.started = False
-        self.parts = 0  # parts opened so far (the next part's index)
-        self.open: dict[int, tuple[str, int]] = {}  # choice → (kind, part index)
-        self.calls: dict[tuple[int, int], int] = {}  # (choice, call index) → part index
+        self.parts = Parts()
 
     def feed(self, events: list[bytes]) -> list:
         out: list = []
         for event in events:
             if data_of(event) == b"[DONE]":
-                out += self._close_all()
+                out += self.parts.close_all()
                 out.append(ev.End())
                 continue
             chunk = json_of(event)
@@ -46,71 +44,34 @@ class Decoder:
 
     def _choice(self, choice: dict) -> list:
         out: list = []
+        parts = self.parts
         number = choice.get("index") if isinstance(choice.get("index"), int) else 0
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         thinking = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(thinking, str) and thinking:
-            index = self._part(out, number, "thinking")
-            out.append(ev.ThinkingDelta(index, thinking, number))
+            out += parts.delta(number, "thinking", thinking)
         text = delta.get("content")
         if isinstance(text, str) and text:
-            out.append(ev.TextDelta(self._part(out, number, "text"), text, number))
+            logprobs = choice.get("logprobs")
+            logprobs = logprobs.get("content") if isinstance(logprobs, dict) else None
+            out += parts.delta(number, "text", text, logprobs)
         refusal = delta.get("refusal")
         if isinstance(refusal, str) and refusal:
-            out.append(ev.RefusalDelta(self._part(out, number, "refusal"), refusal, number))
+            out += parts.delta(number, "refusal", refusal)
         for call in delta.get("tool_calls") or ():
-            if isinstance(call, dict):
-                out += self._call(number, call)
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                name, arguments = function.get("name"), function.get("arguments")
+                out += parts.call(
+                    number,
+                    call.get("index", 0),
+                    str(call.get("id") or "call_" + uuid.uuid4().hex[:24]),
+                    name if isinstance(name, str) else "",
+                    arguments if isinstance(arguments, str) else "",
+                )
         reason = choice.get("finish_reason")
         if isinstance(reason, str) and reason:
-            out += self._close(number)
-            out.append(ev.Stop(STOPS.get(reason, "end"), reason, number))
-        return out
-
-    def _call(self, number: int, call: dict) -> list:
-        out: list = []
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        key = (number, call.get("index", 0))
-        if key not in self.calls:
-            out += self._close(number)
-            index = self.calls[key] = self.parts
-            self.parts += 1
-            self.open[number] = ("tool_call", index)
-            name = function.get("name")
-            out.append(
-                ev.PartStart(
-                    index,
-                    "tool_call",
-                    number,
-                    id=str(call.get("id") or "call_" + uuid.uuid4().hex[:24]),
-                    name=name if isinstance(name, str) else "",
-                )
-            )
-        arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            out.append(ev.ArgumentsDelta(self.calls[key], arguments, number))
-        return out
-
-    def _part(self, out: list, number: int, kind: str) -> int:
-        """The open part of this kind in the choice (opened here if another is open)."""
-        open_part = self.open.get(number)
-        if open_part is not None and open_part[0] == kind:
-            return open_part[1]
-        out += self._close(number)
-        index = self.parts
-        self.parts += 1
-        self.open[number] = (kind, index)
-        out.append(ev.PartStart(index, kind, number))
-        return index
-
-    def _close(self, number: int) -> list:
-        open_part = self.open.pop(number, None)
-        return [ev.PartStop(open_part[1], number)] if open_part is not None else []
-
-    def _close_all(self) -> list:
-        out: list = []
-        for number in list(self.open):
-            out += self._close(number)
+            out += parts.stop(number, STOPS.get(reason, "end"), reason)
         return out
 
 
@@ -128,10 +89,19 @@ class Encoder:
 
     def feed(self, events: list) -> list[bytes]:
         out: list[bytes] = []
+        pending = None  # a call's start, sent with its first arguments if they follow
         for event in events:
             kind = type(event)
+            if pending is not None:
+                if kind is ev.ArgumentsDelta and event.index == pending[1]:
+                    pending[2]["function"]["arguments"] = event.text
+                    out.append(self._chunk(pending[0], {"tool_calls": [pending[2]]}))
+                    pending = None
+                    continue
+                out.append(self._chunk(pending[0], {"tool_calls": [pending[2]]}))
+                pending = None
             if kind is ev.TextDelta:
-                out.append(self._chunk(event.choice, {"content": event.text}))
+                out.append(self._chunk(event.choice, {"content": event.text}, None, event.logprobs))
             elif kind is ev.ThinkingDelta:
                 out.append(self._chunk(event.choice, {"reasoning_content": event.text}))
             elif kind is ev.ArgumentsDelta:
@@ -148,7 +118,7 @@ class Encoder:
                     "type": "function",
                     "function": {"name": event.name, "arguments": ""},
                 }
-                out.append(self._chunk(event.choice, {"tool_calls": [call]}))
+                pending = (event.choice, event.index, call)
             elif kind is ev.RefusalDelta:
                 out.append(self._chunk(event.choice, {"refusal": event.text}))
             elif kind is ev.Start:
@@ -162,6 +132,8 @@ class Encoder:
                 self.usage = event.usage
             elif kind is ev.End:
                 out += self.end()
+        if pending is not None:
+            out.append(self._chunk(pending[0], {"tool_calls": [pending[2]]}))
         return out
 
     def end(self) -> list[bytes]:
@@ -182,9 +154,10 @@ class Encoder:
             "model": self.model,
         }
 
-    def _chunk(self, choice: int, delta: dict, finish: str | None = None) -> bytes:
+    def _chunk(self, choice: int, delta: dict, finish: str | None = None, logprobs=None) -> bytes:
         chunk = self._base()
+        logprobs = {"content": logprobs, "refusal": None} if logprobs is not None else None
         chunk["choices"] = [
-            {"index": choice, "delta": delta, "logprobs": None, "finish_reason": finish}
+            {"index": choice, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         ]
         return data(chunk)
