@@ -21,11 +21,12 @@ class Decoder:
     def feed(self, events: list[bytes]) -> list:
         out: list = []
         for event in events:
-            if data_of(event) == b"[DONE]":
+            data = data_of(event)
+            if data == b"[DONE]":
                 out += self.parts.close_all()
                 out.append(ev.End())
                 continue
-            chunk = json_of(event)
+            chunk = json_of(event, data) if data is not None else None
             if chunk is None:
                 continue
             if not self.started:
