@@ -2,7 +2,8 @@
 `anthropic-version`).
 
 The gateway's request (OpenAI chat) is translated into a Messages request, and the answer
-back into OpenAI chat (whole, or stream events), so every client dialect reaches it. A
+decoded once into the internal language (gateway/codecs: a typed reply, or stream events)
+that every client dialect renders. A
 client that speaks Anthropic Messages itself gets passthrough: its own body goes up (with
 the routed model) and the upstream's bytes come back, usage read on the side. Prompt
 caching usage (`cache_creation_input_tokens`, `cache_read_input_tokens`) is booked and
@@ -48,14 +49,6 @@ VERSION = "2023-06-01"
 FORMAT = "anthropic"
 # A Messages request must say how long the answer may be; OpenAI's may not.
 DEFAULT_MAX_TOKENS = 4096
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-    "pause_turn": "stop",
-}
 EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
 # What a document block takes as base64 data (a file part's types).
 DOCUMENT_TYPES = ("application/pdf", "text/plain")

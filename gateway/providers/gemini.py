@@ -2,11 +2,11 @@
 `streamGenerateContent?alt=sse`, `embedContent` / `batchEmbedContents`, `x-goog-api-key`).
 
 The gateway's request (OpenAI chat) is translated into a generateContent request and the
-answer back into OpenAI chat (whole, or stream chunks: gemini_sse.py), so every client
-dialect reaches it. Usage comes from `usageMetadata` (thoughts count as output, cached
-content as cache reads). Google's errors are normalized for the retry decision: a bad key
-(400 `API_KEY_INVALID`) is an auth failure, and a 429's `RetryInfo.retryDelay` sets the
-key's cooldown like a `Retry-After` header.
+answer decoded once into the internal language (gateway/codecs/gemini; stream events:
+gemini_sse.py) that every client dialect renders. Usage comes from `usageMetadata`
+(thoughts count as output, cached content as cache reads). Google's errors are
+normalized for the retry decision: a bad key (400 `API_KEY_INVALID`) is an auth failure,
+and a 429's `RetryInfo.retryDelay` sets the key's cooldown like a `Retry-After` header.
 """
 
 from __future__ import annotations

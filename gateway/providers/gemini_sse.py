@@ -17,17 +17,6 @@ from gateway.policy import Outcome
 from gateway.providers.transport import TransportError
 from gateway.usage import Usage
 
-FINISH_REASONS = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-}
-
 
 class Signatures:
     """Thought signatures of the function calls this process handed out, by tool call id.
