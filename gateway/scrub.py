@@ -18,6 +18,8 @@ import functools
 from collections.abc import Iterator
 from urllib.parse import quote, quote_plus
 
+from gateway.codecs.wire import scrubbed
+
 MASK = "***"
 _MASK_BYTES = MASK.encode()
 # A "secret" shorter than this is no real key, and replacing it would mangle answers.
@@ -115,7 +117,12 @@ class Scrubber:
         """An UpstreamReply scrubbed in place (body, error, text, model, stream)."""
         if not self.forms:
             return reply
-        reply.body = self.data(reply.body)
+        body = reply.body
+        reply.body = self.data(body)
+        # A decoded answer: scrubbed when the bytes it came from held the secret (or when
+        # there were none, as from a CLI).
+        if reply.reply is not None and (reply.body is not body or not body):
+            reply.reply = scrubbed(reply.reply, self.data)
         reply.error = self.text(reply.error)
         reply.text = self.text(reply.text)
         reply.model = self.text(reply.model)

@@ -717,3 +717,20 @@ def test_a_clients_bad_input_does_not_hold_a_half_open_circuits_probe(
         clock.advance(seconds=31)  # half-open: the next attempt probes
         assert ask("--x") == 400  # the client's own fault: no attempt, no probe
         assert ask() == 200  # the probe is this request's, and it closes the circuit
+
+
+def test_claude_code_cache_usage_reaches_a_messages_client(binaries, upstream, admin, server):
+    """The prompt-cache reads and writes Claude Code reports are shown to a Messages client
+    of a whole answer, as Anthropic counts them (input tokens: the uncached ones)."""
+    add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    upstream.script(CLAUDE, [Reply.ok(cache_creation=7, cache_read=2048)])
+    sdk = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
+    message = sdk.messages.create(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "Hi there"}]
+    )
+    sdk.close()
+    assert message.content[0].text == DEFAULT_TEXT
+    usage = message.usage
+    reported = upstream.usage_reported[0]
+    assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (7, 2048)
+    assert usage.input_tokens == reported["input_tokens"]

@@ -4,5 +4,7 @@ A client's body is decoded once into the internal request (`request.py`) by the 
 its format; a provider's body is encoded from it by the codec of the upstream's format
 (`<format>/request.py`), so an Anthropic request served by a Gemini key goes Anthropic →
 internal → Gemini, and whatever the two formats share survives the trip. Replies and
-stream events have their own codecs beside (`reply.py`, `stream.py`).
+stream events are typed the same way (`reply.py`, `events.py`): a provider's reply is
+decoded once by its format's codec (`<format>/reply.py`, `<format>/stream.py`) and each
+client dialect encodes it in its own format.
 """

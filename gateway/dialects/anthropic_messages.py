@@ -16,21 +16,16 @@ import uuid
 import orjson
 
 from gateway import tokens
+from gateway.codecs.anthropic import reply as codec
 from gateway.codecs.anthropic.request import check_body, decode
-from gateway.dialects.base import ChunkTranslator, Dialect, ProxyRequest
+from gateway.codecs.anthropic.stream import Encoder
+from gateway.codecs.wire import reply_of
+from gateway.dialects.base import Dialect, ProxyRequest
 from gateway.errors import GatewayError, invalid_request
 from gateway.providers.base import UpstreamReply
 
 FORMAT = "anthropic"  # the wire format of its bodies and streams
 
-# finish_reason (OpenAI) → stop_reason (Anthropic)
-STOP_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
 # Models that take OpenAI's `reasoning_effort` (others refuse the field): where a client's
 # `thinking` goes. Their reasoning comes back as thinking blocks when the upstream sends it
 # (`reasoning_content`).
@@ -144,198 +139,16 @@ class AnthropicMessages(Dialect):
             return reply.body  # an Anthropic upstream: passthrough
         if reply.status >= 300:
             return orjson.dumps(error_json(reply.status, _upstream_message(reply)))
-        completion = orjson.loads(reply.body)
-        return orjson.dumps(message_of(completion, reply))
+        return orjson.dumps(codec.encode(reply_of(reply), request.model if request else ""))
 
     def stream_translator(self, request: ProxyRequest):
-        return StreamTranslator(request)
+        return Encoder(request.model, tokens.quick_prompt_estimate(request.messages))
 
     def stream_error(self, message: str, code: str, request=None, progress=None) -> bytes:
         return _event("error", error_json(502, message))
 
     def error_body(self, error: GatewayError) -> dict:
         return error_json(error.status, error.message)
-
-
-def stop_reason(finish: object, called: bool) -> str:
-    """Anthropic's stop reason for OpenAI's finish reason. A turn that called tools ends
-    in `tool_use` whatever the upstream said (LiteLLM and others say `stop`): a client
-    such as Claude Code runs the tools only then."""
-    reason = STOP_REASONS.get(finish, "end_turn")
-    return "tool_use" if called and reason == "end_turn" else reason
-
-
-def message_of(completion: dict, reply: UpstreamReply) -> dict:
-    """An OpenAI chat.completion as an Anthropic `message`."""
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
-    content = []
-    thinking = message.get("reasoning_content")
-    if isinstance(thinking, str) and thinking:
-        content.append({"type": "thinking", "thinking": thinking, "signature": ""})
-    text = message.get("content")
-    if isinstance(text, str) and text:
-        content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        content.append(
-            {
-                "type": "tool_use",
-                "id": call.get("id") or _tool_id(),
-                "name": function.get("name", ""),
-                "input": _arguments(function.get("arguments")),
-            }
-        )
-    usage = reply.usage
-    return {
-        "id": _message_id(completion.get("id")),
-        "type": "message",
-        "role": "assistant",
-        "model": completion.get("model") or "",
-        "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason"), bool(message.get("tool_calls"))),
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": usage.input_tokens if usage else 0,
-            "output_tokens": usage.output_tokens if usage else 0,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
-    }
-
-
-class StreamTranslator(ChunkTranslator):
-    """OpenAI chat chunks in, Anthropic Messages events out, block by block."""
-
-    def __init__(self, request: ProxyRequest) -> None:
-        self.request = request
-        self.started = False
-        self.index = -1  # of the open block
-        self.open: str | None = None  # "text", "thinking" or "tool_use"
-        self.tools: dict[int, int] = {}  # OpenAI tool-call index → block index
-        self.stop_reason: str | None = None
-        self.usage: dict | None = None
-        # message_start needs a figure now; message_delta brings the upstream's own.
-        self.prompt_tokens = tokens.quick_prompt_estimate(request.messages)
-
-    def _start(self, chunk: dict) -> list[bytes]:
-        self.started = True
-        message = {
-            "id": _message_id(chunk.get("id")),
-            "type": "message",
-            "role": "assistant",
-            "model": chunk.get("model") or self.request.model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            # The upstream reports usage at the end; the prompt is counted here so that
-            # clients reading it from message_start see a figure (LiteLLM sends none).
-            "usage": {
-                "input_tokens": self.prompt_tokens,
-                "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
-        }
-        return [
-            _event("message_start", {"type": "message_start", "message": message}),
-            _event("ping", {"type": "ping"}),
-        ]
-
-    def _choice(self, choice: dict) -> list[bytes]:
-        out: list[bytes] = []
-        delta = choice.get("delta") or {}
-        thinking = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(thinking, str) and thinking:
-            out += self._block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-            out.append(self._delta({"type": "thinking_delta", "thinking": thinking}))
-        text = delta.get("content")
-        if isinstance(text, str) and text:
-            out += self._block("text", {"type": "text", "text": ""})
-            out.append(self._delta({"type": "text_delta", "text": text}))
-        for call in delta.get("tool_calls") or ():
-            if not isinstance(call, dict):
-                continue
-            number = call.get("index", 0)
-            function = call.get("function") or {}
-            if number not in self.tools:
-                out += self._close_block()
-                self.index += 1
-                self.open = "tool_use"
-                self.tools[number] = self.index
-                block = {
-                    "type": "tool_use",
-                    "id": call.get("id") or _tool_id(),
-                    "name": function.get("name") or "",
-                    "input": {},
-                }
-                out.append(
-                    _event(
-                        "content_block_start",
-                        {
-                            "type": "content_block_start",
-                            "index": self.index,
-                            "content_block": block,
-                        },
-                    )
-                )
-            arguments = function.get("arguments")
-            if isinstance(arguments, str) and arguments:
-                delta_event = {
-                    "type": "content_block_delta",
-                    "index": self.tools[number],
-                    "delta": {"type": "input_json_delta", "partial_json": arguments},
-                }
-                out.append(_event("content_block_delta", delta_event))
-        reason = choice.get("finish_reason")
-        if reason:
-            self.stop_reason = stop_reason(reason, bool(self.tools))
-        return out
-
-    def _block(self, kind: str, block: dict) -> list[bytes]:
-        """Open a block of this kind unless one is open (closing another kind first)."""
-        if self.open == kind:
-            return []
-        out = self._close_block()
-        self.index += 1
-        self.open = kind
-        start = {"type": "content_block_start", "index": self.index, "content_block": block}
-        out.append(_event("content_block_start", start))
-        return out
-
-    def _delta(self, delta: dict) -> bytes:
-        body = {"type": "content_block_delta", "index": self.index, "delta": delta}
-        return _event("content_block_delta", body)
-
-    def _close_block(self) -> list[bytes]:
-        if self.open is None:
-            return []
-        self.open = None
-        stop = {"type": "content_block_stop", "index": self.index}
-        return [_event("content_block_stop", stop)]
-
-    def _close(self) -> list[bytes]:
-        out = [] if self.started else self._start({})
-        out += self._close_block()
-        usage = self.usage or {}
-        output = usage.get("completion_tokens")
-        prompt = usage.get("prompt_tokens")
-        final = {
-            "output_tokens": output if isinstance(output, int) else 0,
-            "input_tokens": prompt if isinstance(prompt, int) else self.prompt_tokens,
-        }
-        delta = {
-            "type": "message_delta",
-            "delta": {
-                "stop_reason": self.stop_reason or stop_reason(None, bool(self.tools)),
-                "stop_sequence": None,
-            },
-            "usage": final,
-        }
-        out.append(_event("message_delta", delta))
-        out.append(_event("message_stop", {"type": "message_stop"}))
-        return out
 
 
 # -- translation helpers ----------------------------------------------------------------
@@ -505,17 +318,6 @@ def _image_url(block: dict, where: str) -> str:
     raise invalid_request(f"{where}: an image needs a base64 or url source.", where)
 
 
-def _arguments(arguments: object) -> dict:
-    """A tool call's arguments as the object Anthropic clients expect."""
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = orjson.loads(arguments or "{}")
-    except (orjson.JSONDecodeError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _upstream_message(reply: UpstreamReply) -> str:
     """The upstream's error message, out of its JSON when it has one."""
     try:
@@ -531,12 +333,6 @@ def _upstream_message(reply: UpstreamReply) -> str:
 
 def _event(name: str, body: dict) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
-
-
-def _message_id(upstream_id: object) -> str:
-    if isinstance(upstream_id, str) and upstream_id.startswith("msg_"):
-        return upstream_id
-    return "msg_" + uuid.uuid4().hex[:24]
 
 
 def _tool_id() -> str:

@@ -6,7 +6,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import msgspec
-import orjson
 
 from gateway.codecs.anthropic import request as anthropic_request
 from gateway.codecs.openai_responses import request as responses_request
@@ -127,8 +126,9 @@ class Dialect(ABC):
         """A whole answer (2xx) or an upstream's error, as the client's format wants it."""
 
     def stream_translator(self, request: ProxyRequest):
-        """What turns the upstream's stream events into this dialect's (None: relayed as
-        they are). It has `feed(events) -> events`."""
+        """What encodes the internal stream events (gateway/codecs/events.py) as this
+        dialect's SSE events: `feed(events) -> list[bytes]` (a stream of a wire format
+        is decoded in front of it, gateway/codecs/wire.py)."""
         return None
 
     @abstractmethod
@@ -139,48 +139,6 @@ class Dialect(ABC):
     def error_body(self, error: GatewayError) -> dict:
         """The gateway's own error, in the client's format."""
         return error.body()
-
-
-class ChunkTranslator:
-    """Turns OpenAI chat chunks (the gateway's stream form) into a dialect's events:
-    `_start(chunk)` at the first chunk, `_choice(choice)` per choice, `_close()` at
-    `[DONE]`; `usage` holds the upstream's usage chunk."""
-
-    started = False
-    usage: dict | None = None
-
-    def feed(self, events: list[bytes]) -> list[bytes]:
-        out: list[bytes] = []
-        for event in events:
-            data = sse_data(event)
-            if data is None:
-                continue
-            if data == b"[DONE]":
-                out += self._close()
-                continue
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if not self.started:
-                out += self._start(chunk)
-            if isinstance(chunk.get("usage"), dict):
-                self.usage = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                if isinstance(choice, dict):
-                    out += self._choice(choice)
-        return out
-
-    def _start(self, chunk: dict) -> list[bytes]:
-        raise NotImplementedError
-
-    def _choice(self, choice: dict) -> list[bytes]:
-        raise NotImplementedError
-
-    def _close(self) -> list[bytes]:
-        raise NotImplementedError
 
 
 def sse_data(event: bytes) -> bytes | None:

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 
+import orjson
+
+from gateway.codecs.openai_chat import reply as codec
+from gateway.codecs.openai_chat.stream import Encoder
+from gateway.codecs.wire import reply_of
 from gateway.dialects.base import Dialect, ProxyRequest
 from gateway.errors import GatewayError
 from gateway.providers.base import UpstreamReply
@@ -35,9 +40,14 @@ class OpenAIChat(Dialect):
     def render(self, reply: UpstreamReply, request: ProxyRequest | None = None) -> bytes:
         if reply.format == FORMAT and (reply.status < 300 or reply.error_shaped):
             return reply.body  # passthrough
+        if reply.status < 300:
+            return orjson.dumps(codec.encode(reply_of(reply), request.model if request else ""))
         message = reply.error or f"upstream answered {reply.status}"
         error = GatewayError(reply.status, f"Upstream rejected the request: {message}")
         return json.dumps(error.body()).encode()
+
+    def stream_translator(self, request: ProxyRequest):
+        return Encoder(request.model, request.wants_usage)
 
     def stream_error(self, message: str, code: str, request=None, progress=None) -> bytes:
         """An SSE event the OpenAI SDK raises on."""

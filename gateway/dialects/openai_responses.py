@@ -17,9 +17,12 @@ import uuid
 
 import orjson
 
-from gateway import tokens
+from gateway.codecs.openai_responses import reply as codec
 from gateway.codecs.openai_responses import request as responses_request
-from gateway.dialects.base import ChunkTranslator, ProxyRequest
+from gateway.codecs.openai_responses.stream import Encoder
+from gateway.codecs.reply import Usage
+from gateway.codecs.wire import reply_of
+from gateway.dialects.base import ProxyRequest
 from gateway.dialects.openai_chat import OpenAIChat
 from gateway.errors import GatewayError, invalid_request
 from gateway.providers.base import UpstreamReply
@@ -164,30 +167,19 @@ class OpenAIResponses(OpenAIChat):
             return reply.body  # an upstream with the Responses API: passthrough
         if reply.status >= 300 or request is None:
             return super().render(reply)
-        completion = orjson.loads(reply.body)
-        choice = (completion.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-        output = []
-        text = message.get("content")
-        if isinstance(text, str) and text:
-            output.append(_message_item(text))
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            output.append(
-                _call_item(call.get("id"), function.get("name", ""), function.get("arguments", ""))
-            )
-        usage = reply.usage
-        details = (completion.get("usage") or {}).get("completion_tokens_details") or {}
+        internal = reply_of(reply)
+        output = codec.encode_output(internal)
+        usage = internal.usage or Usage()
         response = self.response_object(
             request,
-            "completed" if choice.get("finish_reason") != "length" else "incomplete",
+            "incomplete" if codec.incomplete(internal) else "completed",
             output,
-            usage.input_tokens if usage else 0,
-            usage.output_tokens if usage else 0,
-            completion.get("model"),
-            cached=usage.cache_read if usage else 0,
-            cache_write=usage.cache_write if usage else 0,
-            reasoning=_count(details.get("reasoning_tokens")),
+            usage.input,
+            usage.output,
+            internal.model or None,
+            cached=usage.cache_read,
+            cache_write=usage.cache_write,
+            reasoning=usage.reasoning,
         )
         self.keep(request, output, response)
         return orjson.dumps(response)
@@ -272,161 +264,7 @@ class OpenAIResponses(OpenAIChat):
         )
 
     def stream_translator(self, request: ProxyRequest):
-        return ResponsesStream(self, request)
-
-
-class ResponsesStream(ChunkTranslator):
-    """OpenAI chat chunks in, Responses stream events out."""
-
-    def __init__(self, dialect: OpenAIResponses, request: ProxyRequest) -> None:
-        self.dialect, self.request = dialect, request
-        self.sequence = 0
-        self.started = False
-        self.items: list[dict] = []  # output items, in order
-        self.text_item: dict | None = None
-        self.calls: dict[int, dict] = {}  # chat tool-call index → function_call item
-        self.usage: dict | None = None
-        self.finish: str | None = None
-        self.model: str | None = None
-
-    def _event(self, kind: str, body: dict) -> bytes:
-        body = {"type": kind, "sequence_number": self.sequence, **body}
-        self.sequence += 1
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
-
-    def _start(self, chunk: dict) -> list[bytes]:
-        self.started = True
-        self.model = chunk.get("model") or self.request.model
-        response = self.dialect.response_object(self.request, "in_progress", [], 0, 0, self.model)
-        del response["usage"]  # not known yet: absent (the document has no null for it)
-        return [
-            self._event("response.created", {"response": response}),
-            self._event("response.in_progress", {"response": response}),
-        ]
-
-    def _choice(self, choice: dict) -> list[bytes]:
-        out: list[bytes] = []
-        delta = choice.get("delta") or {}
-        text = delta.get("content")
-        if isinstance(text, str) and text:
-            if self.text_item is None:
-                self.text_item = _message_item("", "in_progress")
-                self.items.append(self.text_item)
-                index = len(self.items) - 1
-                out.append(
-                    self._event(
-                        "response.output_item.added",
-                        {"output_index": index, "item": {**self.text_item, "content": []}},
-                    )
-                )
-                part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-                out.append(
-                    self._event(
-                        "response.content_part.added",
-                        {
-                            "item_id": self.text_item["id"],
-                            "output_index": index,
-                            "content_index": 0,
-                            "part": part,
-                        },
-                    )
-                )
-            self.text_item["content"][0]["text"] += text
-            out.append(
-                self._event(
-                    "response.output_text.delta",
-                    {
-                        "item_id": self.text_item["id"],
-                        "output_index": self.items.index(self.text_item),
-                        "content_index": 0,
-                        "delta": text,
-                        "logprobs": [],
-                    },
-                )
-            )
-        for call in delta.get("tool_calls") or ():
-            if not isinstance(call, dict):
-                continue
-            number = call.get("index", 0)
-            function = call.get("function") or {}
-            item = self.calls.get(number)
-            if item is None:
-                item = _call_item(call.get("id"), function.get("name") or "", "", "in_progress")
-                self.calls[number] = item
-                self.items.append(item)
-                out.append(
-                    self._event(
-                        "response.output_item.added",
-                        {"output_index": len(self.items) - 1, "item": dict(item)},
-                    )
-                )
-            piece = function.get("arguments")
-            if isinstance(piece, str) and piece:
-                item["arguments"] += piece
-                out.append(
-                    self._event(
-                        "response.function_call_arguments.delta",
-                        {
-                            "item_id": item["id"],
-                            "output_index": self.items.index(item),
-                            "delta": piece,
-                        },
-                    )
-                )
-        if choice.get("finish_reason"):
-            self.finish = choice["finish_reason"]
-        return out
-
-    def _close(self) -> list[bytes]:
-        out = [] if self.started else self._start({})
-        for index, item in enumerate(self.items):
-            item["status"] = "completed"
-            if item["type"] == "message":
-                part = item["content"][0]
-                body = {"item_id": item["id"], "output_index": index, "content_index": 0}
-                out.append(
-                    self._event(
-                        "response.output_text.done", {**body, "text": part["text"], "logprobs": []}
-                    )
-                )
-                out.append(self._event("response.content_part.done", {**body, "part": part}))
-            else:
-                out.append(
-                    self._event(
-                        "response.function_call_arguments.done",
-                        {
-                            "item_id": item["id"],
-                            "output_index": index,
-                            "name": item["name"],
-                            "arguments": item["arguments"],
-                        },
-                    )
-                )
-            out.append(
-                self._event("response.output_item.done", {"output_index": index, "item": item})
-            )
-        usage = self.usage or {}
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
-        prompt = prompt if isinstance(prompt, int) else tokens.count_prompt(self.request.messages)
-        completion = completion if isinstance(completion, int) else 0
-        status = "incomplete" if self.finish == "length" else "completed"
-        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
-        response = self.dialect.response_object(
-            self.request,
-            status,
-            self.items,
-            prompt,
-            completion,
-            self.model,
-            cached=_count(cached),
-            reasoning=_count(reasoning),
-        )
-        self.dialect.keep(self.request, self.items, response)
-        kind = "response.incomplete" if status == "incomplete" else "response.completed"
-        out.append(self._event(kind, {"response": response}))
-        return out
+        return Encoder(self, request)
 
 
 def _check_options(body: dict) -> None:
@@ -652,38 +490,12 @@ def _tool_choice(choice: object):
     return None
 
 
-def _message_item(text: str, status: str = "completed") -> dict:
-    return {
-        "id": "msg_" + uuid.uuid4().hex,
-        "type": "message",
-        "status": status,
-        "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
-    }
-
-
-def _call_item(call_id: object, name: str, arguments: str, status: str = "completed") -> dict:
-    return {
-        "id": "fc_" + uuid.uuid4().hex,
-        "type": "function_call",
-        "status": status,
-        "call_id": call_id if isinstance(call_id, str) and call_id else "call_" + uuid.uuid4().hex,
-        "name": name,
-        "arguments": arguments,
-    }
-
-
 def _echo_tool(tool: object) -> object:
     """A function tool as the response echoes it: `strict` and `parameters` always there
     (null when the request left them out), as the document requires."""
     if isinstance(tool, dict) and tool.get("type") == "function":
         return {**tool, "strict": tool.get("strict"), "parameters": tool.get("parameters")}
     return tool
-
-
-def _count(value: object) -> int:
-    """A token count from an upstream's usage, 0 when it gave none."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _named_event(kind: str, number: int, body: dict) -> bytes:

@@ -2,7 +2,8 @@
 `anthropic-version`).
 
 The gateway's request (OpenAI chat) is translated into a Messages request, and the answer
-back into OpenAI chat (whole, or stream events), so every client dialect reaches it. A
+decoded once into the internal language (gateway/codecs: a typed reply, or stream events)
+that every client dialect renders. A
 client that speaks Anthropic Messages itself gets passthrough: its own body goes up (with
 the routed model) and the upstream's bytes come back, usage read on the side. Prompt
 caching usage (`cache_creation_input_tokens`, `cache_read_input_tokens`) is booked and
@@ -11,11 +12,15 @@ priced; 529 `overloaded_error` fails over like a 5xx.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import orjson
 
+from gateway.codecs.anthropic.reply import decode
+from gateway.codecs.anthropic.stream import Decoder
+from gateway.codecs.openai_chat import reply as chat_codec
+from gateway.codecs.openai_chat.stream import Encoder as ChatEncoder
+from gateway.codecs.wire import INTERNAL, Encoded
 from gateway.policy import Outcome
 from gateway.providers import carry
 from gateway.providers.base import (
@@ -44,14 +49,6 @@ VERSION = "2023-06-01"
 FORMAT = "anthropic"
 # A Messages request must say how long the answer may be; OpenAI's may not.
 DEFAULT_MAX_TOKENS = 4096
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-    "pause_turn": "stop",
-}
 EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
 # What a document block takes as base64 data (a file part's types).
 DOCUMENT_TYPES = ("application/pdf", "text/plain")
@@ -133,17 +130,15 @@ class AnthropicAdapter(ProviderAdapter):
                 response.status, response.headers, raw, usage=usage, text=text,
                 model=message.get("model"), format=FORMAT,
             )  # fmt: skip
-        completion = to_completion(message, usage, answer_tool=_answers(payload))
-        if legacy_functions(body):
-            completion = as_function_call(completion)
-        return UpstreamReply(
-            response.status,
-            response.headers,
-            orjson.dumps(completion),
-            usage=usage,
-            text=text,
-            model=message.get("model"),
-        )
+        internal = decode(message, ANSWER_TOOL if _answers(payload) else None)
+        reply = UpstreamReply(
+            response.status, response.headers, raw, usage=usage, text=text,
+            model=message.get("model"), format=INTERNAL, reply=internal,
+        )  # fmt: skip
+        if legacy_functions(body):  # a client of legacy functions: OpenAI chat's own shape
+            reply.body = orjson.dumps(as_function_call(chat_codec.encode(internal)))
+            reply.format, reply.reply = "openai", None
+        return reply
 
     def chat_stream(
         self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
@@ -156,14 +151,18 @@ class AnthropicAdapter(ProviderAdapter):
         )  # fmt: skip
         if response.status >= 300:
             return error_reply(response.status, response.headers, response.read())
-        reader = MessagesStream(passthrough, wants_usage, _answers(payload))
+        reader = MessagesStream(passthrough, _answers(payload))
+        stream_format = FORMAT if passthrough else INTERNAL
+        if legacy_functions(body):  # a client of legacy functions: OpenAI chat's own chunks
+            reader = FunctionCallStream(Encoded(reader, ChatEncoder(body["model"], wants_usage)))
+            stream_format = "openai"
         return UpstreamReply(
             response.status,
             response.headers,
             chunks=response.chunks(),
             _release=response.abandon,
-            stream=FunctionCallStream(reader) if legacy_functions(body) else reader,
-            format=FORMAT if passthrough else "openai",
+            stream=reader,
+            format=stream_format,
         )
 
     def list_models(self, target: Target, timeouts: Timeouts) -> UpstreamReply:
@@ -448,63 +447,6 @@ def _tool_choice(choice, parallel) -> dict | None:
 # -- Messages → OpenAI chat ---------------------------------------------------------------
 
 
-def to_completion(message: dict, usage: Usage | None, answer_tool: bool = False) -> dict:
-    """A Messages answer as a chat.completion (with `answer_tool`: the structured-output
-    tool's input is the answer's text)."""
-    text, thinking, calls = [], [], []
-    answered = False
-    for block in message.get("content") or ():
-        if not isinstance(block, dict):
-            continue
-        kind = block.get("type")
-        if answer_tool and kind == "tool_use" and block.get("name") == ANSWER_TOOL:
-            text.append(orjson.dumps(block.get("input") or {}).decode())
-            answered = True
-        elif kind == "text":
-            text.append(block.get("text", ""))
-        elif kind == "thinking":
-            thinking.append(block.get("thinking", ""))
-        elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block.get("id", ""),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name", ""),
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
-                    },
-                }
-            )
-    answer: dict = {"role": "assistant", "content": "".join(text) or None, "refusal": None}
-    if thinking:
-        answer["reasoning_content"] = "".join(thinking)
-    if calls:
-        answer["tool_calls"] = calls
-    completion = {
-        "id": "chatcmpl-" + str(message.get("id", uuid.uuid4().hex)).removeprefix("msg_"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": message.get("model", ""),
-        "choices": [
-            {
-                "index": 0,
-                "message": answer,
-                "logprobs": None,
-                "finish_reason": _finish(message.get("stop_reason"), answered and not calls),
-            }
-        ],
-    }
-    if usage is not None:
-        completion["usage"] = openai_usage(usage)
-    return completion
-
-
-def _finish(reason: object, answered: bool) -> str:
-    """OpenAI's finish reason; a structured answer given through its tool is a `stop`."""
-    mapped = FINISH_REASONS.get(reason, "stop")
-    return "stop" if answered and mapped == "tool_calls" else mapped
-
-
 def openai_usage(usage: Usage) -> dict:
     return {
         "prompt_tokens": usage.input_tokens,
@@ -515,36 +457,32 @@ def openai_usage(usage: Usage) -> dict:
 
 
 class MessagesStream:
-    """Reads a Messages SSE stream: relays its events as they are (passthrough), or turns
-    them into OpenAI chat chunks; either way reads usage and the end (`message_stop`)."""
+    """Reads a Messages SSE stream: relays its events as they are (passthrough), or decodes
+    them into the internal stream events; either way reads usage and the end
+    (`message_stop`)."""
 
-    def __init__(self, passthrough: bool, wants_usage: bool, answer_tool: bool = False) -> None:
-        self.passthrough, self.wants_usage = passthrough, wants_usage
-        self.answer_tool = answer_tool  # the structured-output tool's input is the text
-        self._answer: int | None = None  # its block's index
+    def __init__(self, passthrough: bool, answer_tool: bool = False) -> None:
+        self.passthrough = passthrough
+        self.decoder = Decoder(ANSWER_TOOL if answer_tool else None)
         self.done = False
         self._buffer = b""
         self._start: dict = {}
         self._output = 0
         self._text: list[str] = []
         self._billed: list[str] = []  # the text, thinking and tool calls, in order
-        self._id = "chatcmpl-" + uuid.uuid4().hex[:24]
-        self._model = ""
-        self._created = int(time.time())
-        self._calls: dict[int, int] = {}  # block index → tool-call index
         self.open_block: int | None = None  # the content block started and not stopped
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list:
         self._buffer += data
         if b"\r" in data:
             self._buffer = self._buffer.replace(b"\r\n", b"\n")
-        out: list[bytes] = []
+        out: list = []
         while (end := self._buffer.find(b"\n\n")) != -1:
             event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
             out += self._event(event)
         return out
 
-    def _event(self, event: bytes) -> list[bytes]:
+    def _event(self, event: bytes) -> list:
         payload = None
         for line in event.split(b"\n"):
             if line.startswith(b"data:"):
@@ -558,13 +496,12 @@ class MessagesStream:
         if kind == "message_start":
             message = payload.get("message") or {}
             self._start = message.get("usage") or {}
-            self._model = message.get("model", "")
         elif kind == "message_delta":
             output = (payload.get("usage") or {}).get("output_tokens")
             if isinstance(output, int):
                 self._output = output
         elif kind == "content_block_delta":
-            self._read_delta(payload.get("delta"))
+            self._read_delta(payload.get("delta"), payload.get("index") == self.decoder.answer)
         elif kind == "content_block_start":  # a stream cut at the length closes it
             self.open_block = payload.get("index", 0)
             block = payload.get("content_block")
@@ -576,87 +513,24 @@ class MessagesStream:
             self.done = True
         if self.passthrough:
             return [event + b"\n\n"]
-        return self._translate(kind, payload)
+        if kind == "error":
+            error = payload.get("error") or {}
+            raise TransportError(
+                Outcome.SERVER_ERROR, f"upstream stream error: {error.get('message', '')}"
+            )
+        return self.decoder.payload(payload)
 
-    def _read_delta(self, delta: object) -> None:
-        """Keep the billed output a block delta carries: text, thinking, tool input."""
+    def _read_delta(self, delta: object, answer: bool) -> None:
+        """Keep the billed output a block delta carries: text, thinking, tool input (the
+        structured-output tool's input is the answer's text)."""
         if not isinstance(delta, dict):
             return
         for field in ("text", "thinking", "partial_json"):
             piece = delta.get(field)
             if isinstance(piece, str):
                 self._billed.append(piece)
-                if field == "text":
+                if field == "text" or answer:
                     self._text.append(piece)
-
-    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        chunk = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-    def _translate(self, kind, payload: dict) -> list[bytes]:
-        if kind == "message_start":
-            return [self._chunk({"role": "assistant", "content": ""})]
-        if kind == "content_block_start":
-            block = payload.get("content_block") or {}
-            if self.answer_tool and block.get("name") == ANSWER_TOOL:
-                self._answer = payload.get("index", 0)
-                return []
-            if block.get("type") == "tool_use":
-                number = len(self._calls)
-                self._calls[payload.get("index", 0)] = number
-                call = {
-                    "index": number,
-                    "id": block.get("id", ""),
-                    "type": "function",
-                    "function": {"name": block.get("name", ""), "arguments": ""},
-                }
-                return [self._chunk({"tool_calls": [call]})]
-            return []
-        if kind == "content_block_delta":
-            delta = payload.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                return [self._chunk({"content": delta.get("text", "")})]
-            if delta.get("type") == "thinking_delta":
-                return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
-            if delta.get("type") == "input_json_delta" and payload.get("index") == self._answer:
-                self._text.append(delta.get("partial_json", ""))
-                return [self._chunk({"content": delta.get("partial_json", "")})]
-            if delta.get("type") == "input_json_delta":
-                number = self._calls.get(payload.get("index", 0), 0)
-                piece = {"index": number, "function": {"arguments": delta.get("partial_json", "")}}
-                return [self._chunk({"tool_calls": [piece]})]
-            return []
-        if kind == "message_delta":
-            reason = (payload.get("delta") or {}).get("stop_reason")
-            answered = self._answer is not None and not self._calls
-            return [self._chunk({}, _finish(reason, answered))]
-        if kind == "message_stop":
-            out = []
-            usage = self.read_usage()
-            if self.wants_usage and usage is not None:
-                chunk = {
-                    "id": self._id,
-                    "object": "chat.completion.chunk",
-                    "created": self._created,
-                    "model": self._model,
-                    "choices": [],
-                    "usage": openai_usage(usage),
-                }
-                out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-            out.append(b"data: [DONE]\n\n")
-            return out
-        if kind == "error":
-            error = payload.get("error") or {}
-            raise TransportError(
-                Outcome.SERVER_ERROR, f"upstream stream error: {error.get('message', '')}"
-            )
-        return []
 
     def read_usage(self) -> Usage | None:
         if not self._start:

@@ -157,6 +157,9 @@ class UpstreamReply:
     overflow: ContextOverflow | None = None
     # Set by the adapter when its error says the upstream has no such model (model_missing()).
     model_missing: bool = False
+    # The answer in the gateway's internal language (gateway/codecs/reply.py), when the
+    # adapter decoded it (`format` "internal"; `body` then keeps the upstream's own bytes).
+    reply: object = None
 
     def close(self) -> None:
         """Give the connection back (or drop it, for an unfinished stream)."""

@@ -23,6 +23,9 @@ from urllib.parse import urlparse
 import orjson
 
 from gateway.apischema import NOT_BLANK, SPACE, url_pattern
+from gateway.codecs.reply import Choice, Reply, Text
+from gateway.codecs.usage import of_booked
+from gateway.codecs.wire import INTERNAL
 from gateway.errors import GatewayError
 from gateway.policy import Outcome
 from gateway.providers.anthropic import openai_usage
@@ -121,23 +124,14 @@ class CliAdapter(ProviderAdapter):
             return error_reply(*parser.error, run)
         answer = "".join(text)
         usage = parser.usage
-        completion = {
-            "id": "chatcmpl-" + uuid.uuid4().hex[:24],
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": parser.model or body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-        }
-        if usage is not None:
-            completion["usage"] = openai_usage(usage)
-        return UpstreamReply(200, {}, orjson.dumps(completion), usage=usage, text=answer)
+        internal = Reply(
+            id="chatcmpl-" + uuid.uuid4().hex[:24],
+            model=parser.model or body["model"],
+            created=int(time.time()),
+            choices=[Choice(0, [Text(answer)] if answer else [], "end", "stop")],
+            usage=of_booked(usage),  # cache reads and writes too
+        )
+        return UpstreamReply(200, {}, usage=usage, text=answer, format=INTERNAL, reply=internal)
 
     def chat_stream(
         self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None

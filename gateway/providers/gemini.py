@@ -3,27 +3,31 @@
 
 The request is encoded as a generateContent request from the internal request
 (gateway/codecs: the client's own body decoded, or the gateway's chat body), and the
-answer translated back into OpenAI chat (whole, or stream chunks: gemini_sse.py), so every client
-dialect reaches it. Usage comes from `usageMetadata` (thoughts count as output, cached
-content as cache reads). Google's errors are normalized for the retry decision: a bad key
-(400 `API_KEY_INVALID`) is an auth failure, and a 429's `RetryInfo.retryDelay` sets the
-key's cooldown like a `Retry-After` header.
+answer decoded once into the internal language (gateway/codecs/gemini; stream events:
+gemini_sse.py) that every client dialect renders. Usage comes from `usageMetadata`
+(thoughts count as output, cached content as cache reads). Google's errors are
+normalized for the retry decision: a bad key (400 `API_KEY_INVALID`) is an auth failure,
+and a 429's `RetryInfo.retryDelay` sets the key's cooldown like a `Retry-After` header.
 """
 
 from __future__ import annotations
 
 import base64
 import struct
-import time
-import uuid
 from urllib.parse import quote
 
 import orjson
 
 from gateway import tokens
 from gateway.codecs.gemini import request as gemini_request
+from gateway.codecs.gemini.reply import decode
+from gateway.codecs.openai_chat import reply as chat_codec
 from gateway.codecs.openai_chat import request as openai_chat_request
+from gateway.codecs.openai_chat.stream import Encoder as ChatEncoder
+from gateway.codecs.reply import calls_of, text_of
 from gateway.codecs.request import Request
+from gateway.codecs.usage import booked
+from gateway.codecs.wire import INTERNAL, Encoded
 from gateway.policy import Outcome
 from gateway.providers.base import (
     ProviderAdapter,
@@ -43,12 +47,7 @@ from gateway.providers.carry import (
     as_function_call,
     legacy_functions,
 )
-from gateway.providers.gemini_sse import (
-    GeminiStream,
-    choice_of,
-    openai_usage,
-    usage_of,
-)
+from gateway.providers.gemini_sse import SIGNATURES, GeminiStream, usage_of
 
 FORMAT = "gemini"
 # Model list pages read at most for a key test (1000 models a page).
@@ -111,17 +110,20 @@ class GeminiAdapter(ProviderAdapter):
         answer = _json_object(raw)
         if answer is None:
             raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without JSON")
-        usage = usage_of(answer.get("usageMetadata"))
-        completion = to_completion(answer, body["model"], one_call(body))
-        if legacy_functions(body):
-            completion = as_function_call(completion)
-        text = "".join(
-            c["message"].get("content") or "" for c in completion["choices"]
+        internal = decode(answer, body["model"], one_call(body))
+        for choice in internal.choices:
+            for call in calls_of(choice):  # handed back with the call when it returns
+                if call.signature:
+                    SIGNATURES.keep(call.id, call.signature)
+        reply = UpstreamReply(
+            response.status, response.headers, raw, usage=booked(internal.usage),
+            text="".join(text_of(choice) for choice in internal.choices),
+            model=internal.model, format=INTERNAL, reply=internal,
         )  # fmt: skip
-        return UpstreamReply(
-            response.status, response.headers, orjson.dumps(completion), usage=usage, text=text,
-            model=completion["model"],
-        )  # fmt: skip
+        if legacy_functions(body):  # a client of legacy functions: OpenAI chat's own shape
+            reply.body = orjson.dumps(as_function_call(chat_codec.encode(internal)))
+            reply.format, reply.reply = "openai", None
+        return reply
 
     def chat_stream(
         self,
@@ -138,13 +140,18 @@ class GeminiAdapter(ProviderAdapter):
         )
         if response.status >= 300:
             return error_reply(response.status, response.headers, response.read())
-        reader = GeminiStream(body["model"], wants_usage, one_call(body))
+        reader = GeminiStream(body["model"], one_call(body))
+        stream_format = INTERNAL
+        if legacy_functions(body):  # a client of legacy functions: OpenAI chat's own chunks
+            reader = FunctionCallStream(Encoded(reader, ChatEncoder(body["model"], wants_usage)))
+            stream_format = "openai"
         return UpstreamReply(
             response.status,
             response.headers,
             chunks=response.chunks(),
             _release=response.abandon,
-            stream=FunctionCallStream(reader) if legacy_functions(body) else reader,
+            stream=reader,
+            format=stream_format,
         )
 
     def _payload(self, body: dict, typed: Request | None) -> dict:
@@ -310,28 +317,3 @@ def _retry_delay(details: list[dict]) -> float | None:
         except ValueError:
             return None
     return None
-
-
-# -- generateContent → OpenAI chat --------------------------------------------------------
-
-
-def to_completion(answer: dict, model: str, one_call: bool = False) -> dict:
-    """A GenerateContentResponse as an OpenAI chat.completion (`one_call`: a turn's
-    first function call only)."""
-    candidates = [c for c in answer.get("candidates") or () if isinstance(c, dict)]
-    choices = [choice_of(c, number, one_call) for number, c in enumerate(candidates)]
-    if not choices:  # the prompt itself was blocked (promptFeedback.blockReason)
-        message = {"role": "assistant", "content": None, "refusal": None}
-        choices = [{"index": 0, "message": message, "logprobs": None,
-                    "finish_reason": "content_filter"}]  # fmt: skip
-    completion = {
-        "id": "chatcmpl-" + str(answer.get("responseId") or uuid.uuid4().hex),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": answer.get("modelVersion") or model,
-        "choices": choices,
-    }
-    usage = usage_of(answer.get("usageMetadata"))
-    if usage is not None:
-        completion["usage"] = openai_usage(usage, answer.get("usageMetadata"))
-    return completion

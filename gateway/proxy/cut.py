@@ -11,6 +11,8 @@ import time
 import orjson
 
 from gateway import tokens
+from gateway.codecs import events as ev
+from gateway.codecs.usage import of_booked
 from gateway.dialects.base import Dialect, ProxyRequest
 from gateway.providers.base import StreamReader
 from gateway.usage import Usage
@@ -48,7 +50,10 @@ def length_stop(
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
     }
-    if translator is not None or dialect.format == "openai":
+    if translator is not None:  # the dialect's encoder ends it
+        ending = [ev.Stop("length", "length"), ev.UsageEvent(of_booked(usage)), ev.End()]
+        return b"".join(getattr(translator, "encoder", translator).feed(ending))
+    if dialect.format == "openai":
         completions = request.operation == "completions"
         choice = {"index": 0, "finish_reason": "length"}
         choice.update({"text": ""} if completions else {"delta": {}})
@@ -60,11 +65,9 @@ def length_stop(
             "choices": [choice],
         }
         events = [_sse(chunk)]
-        if request.wants_usage or translator is not None:  # translators read it
+        if request.wants_usage:
             events.append(_sse({**chunk, "choices": [], "usage": openai_usage}))
         events.append(b"data: [DONE]\n\n")
-        if translator is not None:
-            events = translator.feed(events)
         return b"".join(events)
     if dialect.format == "anthropic":
         out = []

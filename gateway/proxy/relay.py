@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from gateway import tokens
 from gateway.accounting import RequestRecord
+from gateway.codecs.wire import translator
 from gateway.dialects.base import Dialect, ProxyRequest
 from gateway.errors import journal_full
 from gateway.journal import JournalFull
@@ -166,7 +167,11 @@ class StreamRelay:
         self.reader = reply.stream
         dialect = served.dialect
         translate = reply.format != dialect.format  # same format: relayed as it is
-        self.translator = dialect.stream_translator(served.request) if translate else None
+        self.translator = (
+            translator(dialect.stream_translator(served.request), reply.format)
+            if translate
+            else None
+        )
 
     def run(self) -> Iterator[bytes]:
         """Yield events as they arrive; book the request before the final event goes out."""
