@@ -60,7 +60,9 @@ def list_accounts():
 @bp.post("/rovodev-keys")
 def create_account():
     """Add an account: `email`, `apiToken` (stored encrypted), optional `profile`,
-    `cloudId`, `dailyTokenLimit` (default 20,000,000), `authScheme`, `baseUrl`."""
+    `cloudId`, `dailyTokenLimit` (default 20,000,000), `authScheme`, `baseUrl`. It is
+    tested at once (unless `"test": false`); an account whose test failed is kept, its
+    status saying why."""
     data = rovodev_accounts.account_input(admin_api._json())
     admin_api.contract()
     try:
@@ -69,7 +71,12 @@ def create_account():
         raise rovodev_accounts.camel_error(exc) from None
     audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
     commit_keys()
-    return jsonify(_account(key.id)), 201
+    if not keyring.wants_test(admin_api._json()):
+        return jsonify(_account(key.id)), 201
+    key_id = key.id
+    db.session.remove()  # no database connection held during the upstream call
+    answer = _test_answer(gateway().tester.test(key_id))
+    return jsonify({**_account(key_id), "test": answer}), 201
 
 
 @bp.put("/rovodev-keys/<int:key_id>")
@@ -108,18 +115,20 @@ def test_account(key_id: int):
     db.session.commit()
     db.session.remove()
     result = gateway().tester.test(key_id)
+    return jsonify({**_test_answer(result), "key": _account(key_id)})
+
+
+def _test_answer(result: dict) -> dict:
+    """A key test's result as the guide's API spells it."""
     error = result["error"]
     if result["result"] == "auth_failed":
         error = f"{wording([PROVIDER], 'auth_failed')}: {error}"
-    return jsonify(
-        {
-            "success": result["result"] == "ok",
-            "result": result["result"],
-            "statusCode": result["status_code"],
-            "error": error,
-            "key": _account(key_id),
-        }
-    )
+    return {
+        "success": result["result"] == "ok",
+        "result": result["result"],
+        "statusCode": result["status_code"],
+        "error": error,
+    }
 
 
 @bp.post("/rovodev-keys/sync")
