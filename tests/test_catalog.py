@@ -4,6 +4,11 @@ that serve the model; an upstream's "model not found" moves on without blaming t
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+
 import openai
 import pytest
 
@@ -204,3 +209,56 @@ def test_models_is_what_the_client_key_may_use_of_the_pool(mixed_pool, admin, se
     sdk.close()
     # Allowed ∩ served: no key serves claude-sonnet-4-5; gpt-4o is served but not allowed.
     assert listed == ["gemini-2.5-flash", "gpt-4o-mini"]
+
+
+class _Trickle:
+    """A loopback upstream that answers a model list one byte at a time, each within the
+    read timeout, so that only a bound on the whole test ends it."""
+
+    def __init__(self, gap: float, count: int) -> None:
+        self.gap, self.count = gap, count
+        self.stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.sock.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+                conn.sendall(f"Content-Length: {self.count}\r\n\r\n".encode())
+                for _ in range(self.count):
+                    if self.stop.wait(self.gap):
+                        return
+                    conn.sendall(b" ")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        self.thread.join()
+
+
+@pytest.mark.parametrize("upstream", ["silent", "trickling"])
+def test_a_new_keys_test_is_bounded_whatever_its_upstream_does(admin, openai_fake, upstream):
+    """The settings give 1 s to connect and 1 s of silence: the whole test takes at most
+    their sum (2 s), however the upstream answers; the key is kept, saying why."""
+    trickle = None
+    if upstream == "silent":
+        openai_fake.set_behaviour("sk-catalog-slow-aaaa", Behaviour.hang())
+        base_url = openai_fake.base_url
+    else:  # a byte every 0.4 s: never silent for 1 s, 8 s in all
+        trickle = _Trickle(0.4, 20)
+        base_url = trickle.base_url
+    started = time.monotonic()
+    made = _post(admin, "sk-catalog-slow-aaaa", base_url, "openai")
+    took = time.monotonic() - started
+    if trickle is not None:
+        trickle.close()
+    assert took < 4.0, took
+    assert made["test"]["result"] == "unreachable"
+    assert "timed out" in made["test"]["message"] and "sk-catalog-slow" not in str(made)
+    assert made["status"] == "active" and made["models_source"] == "unknown"
+    assert "timed out" in admin.key(made["id"])["last_error"]
