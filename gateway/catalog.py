@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from gateway.clientkeys import Caller
 
 ANY = "*"
+# Google names its models `models/<id>` (its OpenAI-compatible model list too) and takes
+# either spelling: a Google key serves both.
+GOOGLE_PREFIX = "models/"
+_GOOGLE = frozenset({"gemini", "google-ai-studio-openai"})
 # Where a key's catalog comes from (shown with the key).
 DECLARED, DISCOVERED, PROVIDER, UNKNOWN = "declared", "discovered", "provider", "unknown"
 
@@ -58,7 +62,13 @@ def serves(key, model: str) -> bool:
     if unserved and model in unserved:
         return False
     names = listed(key)
-    return model in names or ANY in names
+    if model in names or ANY in names:
+        return True
+    if key.provider not in _GOOGLE:
+        return False
+    bare = model.removeprefix(GOOGLE_PREFIX)
+    other = GOOGLE_PREFIX + bare if bare == model else bare
+    return other in names and not (unserved and other in unserved)
 
 
 def served(key) -> list[str]:

@@ -262,3 +262,35 @@ def test_a_new_keys_test_is_bounded_whatever_its_upstream_does(admin, openai_fak
     assert "timed out" in made["test"]["message"] and "sk-catalog-slow" not in str(made)
     assert made["status"] == "active" and made["models_source"] == "unknown"
     assert "timed out" in admin.key(made["id"])["last_error"]
+
+
+def test_google_model_ids_are_served_with_or_without_their_models_prefix(
+    admin, client, gemini, openai_fake
+):
+    """Google names a model `models/gemini-…` (its OpenAI-compatible model list does too)
+    and takes either spelling: so does the catalog of a Google key."""
+    _post(admin, GEMINI_KEY, gemini.base_url, "gemini")
+    for asked in ("gemini-2.5-flash", "models/gemini-2.5-flash"):
+        reply = client.chat.completions.create(
+            model=asked, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.choices[0].message.content
+    assert len(gemini.calls()) == 2
+
+    with FakeUpstream(models=["models/gemma-3-27b-it"]) as google:
+        added = _post(admin, "AIzaSyCatalogCompat-bbbbbbbbbbbbbbbb", google.base_url,
+                      "google-ai-studio-openai")  # fmt: skip
+        assert added["served_models"] == ["models/gemma-3-27b-it"]
+        for asked in ("gemma-3-27b-it", "models/gemma-3-27b-it"):
+            reply = client.chat.completions.create(
+                model=asked, messages=[{"role": "user", "content": "hi"}]
+            )
+            assert reply.choices[0].message.content
+        sent = [r.body["model"] for r in google.requests if r.path.endswith("/completions")]
+    assert sent == ["gemma-3-27b-it", "models/gemma-3-27b-it"]
+    # Another kind's catalog is taken at its word.
+    _post(admin, "sk-catalog-openai-gggg", openai_fake.base_url, "openai")
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(
+            model="models/gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
