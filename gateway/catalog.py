@@ -97,7 +97,8 @@ class ModelList:
 
     def models(self, profile: str, caller: Caller | None = None) -> list[dict]:
         """The union of the models the profile's keys serve that the caller may use (None:
-        the master key, every model), and the route aliases whose target is served."""
+        the master key, every model), and the route aliases whose target or one of whose
+        fallbacks is served."""
         from gateway import store  # store's KeyRow asks this module what a key serves
 
         profile_id = self.profiles.resolve(profile).id
@@ -111,9 +112,11 @@ class ModelList:
                 if allowed is None or name in allowed:
                     owners.setdefault(name, OWNERS.get(key.provider, key.provider))
         table = self.routes.table()
-        for alias in table.aliases():  # an alias is listed when its target is served
-            target = table.hop(alias).model
-            if any(serves(k, target) for k in keys) and (allowed is None or alias in allowed):
+        for alias in table.aliases():  # listed when its target or a fallback is served
+            if allowed is not None and alias not in allowed:
+                continue
+            chain = table.chain(alias, paid_allowed=True)
+            if any(serves(k, model) for model in chain for k in keys):
                 owners.setdefault(alias, "keyrelay")
         return [
             {"id": name, "object": "model", "created": 0, "owned_by": owner}

@@ -294,3 +294,24 @@ def test_google_model_ids_are_served_with_or_without_their_models_prefix(
         client.chat.completions.create(
             model="models/gpt-4o", messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def test_a_route_alias_is_listed_when_any_model_of_its_chain_is_served(admin, client, openai_fake):
+    _post(admin, "sk-catalog-openai-hhhh", openai_fake.base_url, "openai")
+    for name, target, fallbacks in (
+        ("smart", "gpt-5-not-here", ["gpt-4o-mini"]),  # served by its fallback
+        ("nowhere", "gpt-5-not-here", ["o9-not-here"]),  # served by none
+    ):
+        body = {"name": name, "target": target, "fallbacks": fallbacks}
+        assert admin.call("POST", "/routes", body).status == 201
+    listed = {model.id for model in client.models.list()}
+    assert "smart" in listed and "nowhere" not in listed
+    assert client.models.retrieve("smart").owned_by == "keyrelay"
+    reply = client.chat.completions.create(
+        model="smart", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(
+            model="nowhere", messages=[{"role": "user", "content": "hi"}]
+        )
