@@ -337,7 +337,7 @@ def _key_form(key=None, values=None, errors=None, status=200):
         values=values,
         errors=errors or {},
         profile_names=_profile_names(),
-        served_models=catalog.served(key) if key is not None else None,
+        serves=catalog.explain(key) if key is not None else None,
     )
     return page, status
 

@@ -86,6 +86,29 @@ def named(key) -> list[str]:
     return [name for name in key.discovered_models or () if name not in gone]
 
 
+_WHY = {
+    DECLARED: "as declared",
+    DISCOVERED: "as its last test discovered",
+    PROVIDER: "its provider's list",
+}
+
+
+def explain(key) -> str:
+    """What the key serves and why, in a sentence for the dashboard."""
+    names = served(key)
+    if not names:
+        if source(key) == UNKNOWN:
+            return "Serves no model yet: test the key, or declare its models."
+        text = "Serves no model"
+    else:
+        text = "Serves any model" if ANY in names else "Serves " + ", ".join(names)
+    text += f" ({_WHY.get(source(key), 'none known')})"
+    gone = getattr(key, "unserved_models", None)
+    if gone:
+        text += f"; its upstream said it has no {', '.join(gone)}"
+    return text + "."
+
+
 @dataclass
 class ModelList:
     """/v1/models: the models a caller may use in a profile, with the provider owning each."""

@@ -315,3 +315,26 @@ def test_a_route_alias_is_listed_when_any_model_of_its_chain_is_served(admin, cl
         client.chat.completions.create(
             model="nowhere", messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def test_the_dashboard_says_what_a_key_serves_and_why(admin, web, client, openai_fake, gemini):
+    discovered = _post(admin, "sk-catalog-openai-iiii", openai_fake.base_url, "openai")
+    declared = _post(admin, GEMINI_KEY, gemini.base_url, "gemini", models=["gpt-4o-mini", "x-1"])
+    anything = _post(admin, "sk-catalog-any-jjjj", openai_fake.base_url, "openai", models="*",
+                     test=False)  # fmt: skip
+    untested = _post(admin, "sk-catalog-new-kkkk", openai_fake.base_url, "openai", test=False)
+    admin.call("POST", f"/keys/{declared['id']}/set-default")  # tried first: its upstream
+    client.chat.completions.create(  # answers "no such model", which is noted
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    expected = {
+        discovered["id"]: "Serves gpt-4o, gpt-4o-mini (as its last test discovered).",
+        declared["id"]: "Serves x-1 (as declared); its upstream said it has no gpt-4o-mini.",
+        anything["id"]: "Serves any model (as declared).",
+        untested["id"]: "Serves no model yet: test the key, or declare its models.",
+    }
+    for key_id, says in expected.items():
+        page = web.get(f"/keys/{key_id}/edit").text
+        assert says in page, (key_id, page[page.find("Models") :][:600])
+        for secret in ("sk-catalog-openai-iiii", GEMINI_KEY, "sk-catalog-any-jjjj"):
+            assert secret not in page and secret[-6:] not in page
