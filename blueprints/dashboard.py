@@ -577,7 +577,7 @@ def import_keys():
 
 def _test_imported(report) -> dict[int, dict]:
     """Test each key an import added: {key id: its test's result}."""
-    return {entry["id"]: gateway().tester.test(entry["id"]) for entry in report.added}
+    return gateway().tester.test_many([entry["id"] for entry in report.added])
 
 
 # -- profiles (F53) -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine
 
@@ -25,6 +26,8 @@ TEST_TIMEOUTS = Timeouts(connect=5.0, read=15.0)
 # Client errors of a key test that are no verdict on the key: an upstream without a model
 # list (404/405), a timeout or conflict on its side, a rate limit.
 _TEST_SAYS_NOTHING_OF_THE_KEY = {404, 405, 408, 409, 429}
+# Keys of one import tested side by side: a pasted list of dead keys takes one test's time.
+PARALLEL_TESTS = 8
 
 
 class KeyTester:
@@ -83,6 +86,13 @@ class KeyTester:
             return self._result(key, result, reply.status, error, values, ms)
         result = "rate_limited" if reply.status == 429 else "error"
         return self._result(key, result, reply.status, error, {"last_error": error}, ms)
+
+    def test_many(self, key_ids: list[int]) -> dict[int, dict]:
+        """Test keys side by side (at most PARALLEL_TESTS at once): {key id: its result}."""
+        if len(key_ids) <= 1:
+            return {key_id: self.test(key_id) for key_id in key_ids}
+        with ThreadPoolExecutor(min(PARALLEL_TESTS, len(key_ids)), "key-tests") as pool:
+            return dict(zip(key_ids, pool.map(self.test, key_ids), strict=True))
 
     def _result(self, key, result, status, error, values, ms, models=None) -> dict:
         """Store what the test found; the answer names the upstream's message and the time

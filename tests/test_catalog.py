@@ -338,3 +338,32 @@ def test_the_dashboard_says_what_a_key_serves_and_why(admin, web, client, openai
         assert says in page, (key_id, page[page.find("Models") :][:600])
         for secret in ("sk-catalog-openai-iiii", GEMINI_KEY, "sk-catalog-any-jjjj"):
             assert secret not in page and secret[-6:] not in page
+
+
+def test_a_bulk_import_of_silent_keys_is_tested_at_once_not_one_by_one(
+    app, admin, web, openai_fake, tmp_path
+):
+    """Keys whose upstream never answers: each test ends after 1 s of silence here, and
+    the keys of one import are tested side by side, so eight do not take 8 s."""
+    secrets = [f"sk-catalog-silent-{n:02}aaaaaaaa" for n in range(14)]
+    for secret in secrets:
+        openai_fake.set_behaviour(secret, Behaviour.hang())
+    started = time.monotonic()
+    page = web.post(
+        "/keys/import",
+        {"secrets": "\n".join(secrets[:8]), "provider": "openai", "base_url": openai_fake.base_url},
+    ).text
+    took = time.monotonic() - started
+    assert took < 4.0, took
+    assert page.count("upstream timed out") == 8 and secrets[0] not in page
+
+    source = tmp_path / "keys.txt"
+    source.write_text("\n".join(secrets[8:]) + "\n")
+    args = ["keys", "import", str(source), "--base-url", openai_fake.base_url]
+    started = time.monotonic()
+    result = app.test_cli_runner().invoke(args=args)
+    took = time.monotonic() - started
+    assert result.exit_code == 0 and took < 4.0, (took, result.output)
+    assert result.output.count("unreachable — upstream timed out") == 6
+    states = {k["models_source"] for k in admin.call("GET", "/keys").json()["data"]}
+    assert states == {"unknown"}  # kept, untested lists
