@@ -450,6 +450,7 @@ def edit_key(key_id: int):
 def update_key(key_id: int):
     key = _key_or_404(key_id)
     values = _form_values()
+    before = keyring.upstream_of(key)
     try:
         data = _key_input(values, creating=False)
         keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
@@ -460,8 +461,12 @@ def update_key(key_id: int):
         )
     changed = sorted(k for k, v in values.items() if v and k != "secret")
     audit("key.update", f"key:{key.id}", fields=changed, secret_replaced=bool(values["secret"]))
+    moved, label = keyring.upstream_of(key) != before, f"#{key_id} {key.name}"
     commit_keys()
-    flash(f"Saved key #{key_id} {key.name}.", "ok")
+    if moved:  # another upstream: its models are learnt again
+        _flash_test(f"Saved key {label}.", gateway().tester.test(key_id))
+    else:
+        flash(f"Saved key {label}.", "ok")
     return redirect(url_for("dashboard.keys"))
 
 

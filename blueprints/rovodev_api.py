@@ -86,14 +86,19 @@ def update_account(key_id: int):
     body = admin_api._json()
     data = rovodev_accounts.account_input(body, key)
     admin_api.contract()
+    before = keyring.upstream_of(key)
     try:
         keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
     except keyring.KeyInputError as exc:
         raise rovodev_accounts.camel_error(exc) from None
     fields = sorted(f for f in body if f != "apiToken")
     audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
+    moved = keyring.upstream_of(key) != before
     commit_keys()
-    return jsonify(_account(key.id))
+    if moved:  # another account or gateway: tested again, as a new account is
+        db.session.remove()
+        gateway().tester.test(key_id)
+    return jsonify(_account(key_id))
 
 
 @bp.delete("/rovodev-keys/<int:key_id>")

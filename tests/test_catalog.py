@@ -367,3 +367,32 @@ def test_a_bulk_import_of_silent_keys_is_tested_at_once_not_one_by_one(
     assert result.output.count("unreachable — upstream timed out") == 6
     states = {k["models_source"] for k in admin.call("GET", "/keys").json()["data"]}
     assert states == {"unknown"}  # kept, untested lists
+
+
+def test_a_key_pointed_at_another_upstream_learns_its_models_again(
+    admin, web, client, openai_fake, gemini
+):
+    made = _post(admin, "sk-catalog-moved-llll", openai_fake.base_url, "openai")
+    assert made["served_models"] == ["gpt-4o", "gpt-4o-mini"]
+    body = {"provider": "gemini", "base_url": gemini.base_url, "secret": GEMINI_KEY}
+    moved = admin.call("PUT", f"/keys/{made['id']}", body)
+    assert moved.status == 200, moved.data
+    # Tested again at once: what the new upstream lists, nothing of the old one.
+    assert "gemini-2.5-flash" in moved.json()["served_models"]
+    assert "gpt-4o" not in moved.json()["served_models"]
+    reply = client.chat.completions.create(
+        model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+    assert "gpt-4o" not in {model.id for model in client.models.list()}
+
+    # The dashboard's form does the same.
+    form = {"name": "back", "provider": "openai", "profile": "default", "models": ""}
+    form |= {"base_url": openai_fake.base_url, "secret": "sk-catalog-back-mmmm"}
+    saved = web.post(f"/keys/{made['id']}/edit", form)
+    assert saved.status_code == 302
+    assert admin.key(made["id"])["served_models"] == ["gpt-4o", "gpt-4o-mini"]
+    # A change that leaves the upstream as it was is not tested again.
+    asked = len(openai_fake.requests)
+    renamed = admin.call("PUT", f"/keys/{made['id']}", {"name": "renamed"})
+    assert renamed.status == 200 and len(openai_fake.requests) == asked
