@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from gateway.clientkeys import Caller
 
 ANY = "*"
+# Key states that serve nothing until an admin acts (or a test passes): their models are
+# not offered. A key cooling down or at a limit is back soon: its models stay listed.
+OUT_OF_SERVICE = frozenset(
+    {"disabled", "auth_failed", "expired", "secret_unreadable", "secret_insecure"}
+)
 # Google names its models `models/<id>` (its OpenAI-compatible model list too) and takes
 # either spelling: a Google key serves both.
 GOOGLE_PREFIX = "models/"
@@ -127,7 +132,7 @@ class ModelList:
         profile_id = self.profiles.resolve(profile).id
         with self.engine.connect() as conn:
             keys = store.load_keys(conn, profile_id, periods.local_day(self.clock.now()))
-        keys = [key for key in keys if key.status != "disabled"]
+        keys = [key for key in keys if key.status not in OUT_OF_SERVICE]
         allowed = caller.models if caller is not None else None
         owners: dict[str, str] = {}
         for key in keys:

@@ -396,3 +396,17 @@ def test_a_key_pointed_at_another_upstream_learns_its_models_again(
     asked = len(openai_fake.requests)
     renamed = admin.call("PUT", f"/keys/{made['id']}", {"name": "renamed"})
     assert renamed.status == 200 and len(openai_fake.requests) == asked
+
+
+def test_models_leaves_out_the_models_of_a_key_that_cannot_serve_now(admin, client, openai_fake):
+    """A key its upstream refused (auth_failed) serves nothing until it is tested again or
+    an admin brings it back: its models are not offered (no other key serves them)."""
+    openai_fake.set_behaviour("sk-catalog-refused-nnnn", Behaviour.unauthorized())
+    refused = _post(admin, "sk-catalog-refused-nnnn", openai_fake.base_url, "deepseek",
+                    models=["deepseek-chat"])  # fmt: skip
+    assert refused["status"] == "auth_failed"
+    _post(admin, "sk-catalog-openai-oooo", openai_fake.base_url, "openai")
+    listed = {model.id for model in client.models.list()}
+    assert "deepseek-chat" not in listed and "gpt-4o-mini" in listed
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("deepseek-chat")
