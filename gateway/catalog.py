@@ -136,9 +136,11 @@ class ModelList:
         allowed = caller.models if caller is not None else None
         owners: dict[str, str] = {}
         for key in keys:
-            for name in named(key):
-                if allowed is None or name in allowed:
-                    owners.setdefault(name, OWNERS.get(key.provider, key.provider))
+            owner = OWNERS.get(key.provider, key.provider)
+            # A client key's own models that the key serves (a `*` key serves them all).
+            names = named(key) if allowed is None else [m for m in allowed if serves(key, m)]
+            for name in names:
+                owners.setdefault(name, owner)
         table = self.routes.table()
         for alias in table.aliases():  # listed when its target or a fallback is served
             if allowed is not None and alias not in allowed:

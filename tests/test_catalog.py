@@ -410,3 +410,21 @@ def test_models_leaves_out_the_models_of_a_key_that_cannot_serve_now(admin, clie
     assert "deepseek-chat" not in listed and "gpt-4o-mini" in listed
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("deepseek-chat")
+
+
+def test_a_client_keys_models_served_by_a_star_key_are_listed(admin, server, openai_fake):
+    """A key declared `*` serves any model: a client key allowed a few sees those listed
+    (and each one by id), whether or not the key's test listed them."""
+    _post(admin, "sk-catalog-star-pppp", openai_fake.base_url, "openai", models="*", test=False)
+    body = {"name": "narrow", "models": ["gpt-4o-mini", "house-model"]}
+    created = admin.call("POST", "/client-keys", body).json()["key"]
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=created, max_retries=0)
+    assert sorted(model.id for model in sdk.models.list()) == ["gpt-4o-mini", "house-model"]
+    assert sdk.models.retrieve("house-model").id == "house-model"
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve("gpt-4o")  # served, not allowed to this client key
+    reply = sdk.chat.completions.create(
+        model="house-model", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+    sdk.close()
