@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from gateway import scheduler
 from models import ConversationPin
+from tests.conftest import MASTER_KEY, live_app
 
 SECRET = "sk-pins-edges-aaaaaaaaaaaaaaaaaa"
 OTHER = "sk-pins-edges-bbbbbbbbbbbbbbbbbb"
@@ -83,3 +84,32 @@ def test_a_session_is_not_pinned_to_a_key_that_no_longer_serves_its_model(
         assert reply.choices[0].message.content
         assert fake.requests[-1].secret != pinned
     assert len(fake.requests) == 4  # each request once: none to the key that lacks it
+
+
+@pytest.mark.both_databases
+def test_pins_survive_a_restart(settings, app, client, fake, clock, two_keys):
+    asked = {"messages": [{"role": "user", "content": "hi"}]}
+    clock.advance(seconds=1)
+    client.chat.completions.create(model="gpt-4o-mini", **asked)  # round robin: first key
+    unpinned = fake.requests[-1].secret  # what a new process picks first, without pins
+    clock.advance(seconds=1)
+    client.chat.completions.create(
+        model="gpt-4o-mini", extra_body={"prompt_cache_key": "kept"}, **asked
+    )
+    pinned = fake.requests[-1].secret
+    assert pinned != unpinned
+    first = client.responses.create(model="gpt-4o-mini", input="Remember this.")
+    holder = fake.requests[-1].secret
+    with live_app(settings) as (_, live):  # another process on the same database
+        again = openai.OpenAI(base_url=f"{live.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        for _ in range(2):
+            clock.advance(seconds=1)
+            again.chat.completions.create(
+                model="gpt-4o-mini", extra_body={"prompt_cache_key": "kept"}, **asked
+            )
+            assert fake.requests[-1].secret == pinned
+            again.responses.create(
+                model="gpt-4o-mini", input="go on", previous_response_id=first.id
+            )
+            assert fake.requests[-1].secret == holder
+        again.close()
