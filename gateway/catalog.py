@@ -154,10 +154,18 @@ class ModelList:
         ]
 
     def model(self, profile: str, model_id: str, caller: Caller | None = None) -> dict:
-        """One model, or a 404 naming where to look."""
-        for entry in self.models(profile, caller):
-            if entry["id"] == model_id:
-                return entry
+        """One model (a Google one by either name), or a 404 naming where to look."""
+        found = {entry["id"]: entry for entry in self.models(profile, caller)}
+        if model_id in found:
+            return found[model_id]
+        bare = model_id.removeprefix(GOOGLE_PREFIX)
+        spellings = {bare, GOOGLE_PREFIX + bare} - {model_id}
+        if caller is not None and caller.models is not None:  # a client key asks by its names
+            spellings = set()
+        for other in spellings:
+            entry = found.get(other)
+            if entry is not None and entry["owned_by"] in _GOOGLE:
+                return {**entry, "id": model_id}
         raise GatewayError(
             404,
             f"The model '{model_id}' is not served in profile '{profile}'. "

@@ -276,6 +276,8 @@ def test_google_model_ids_are_served_with_or_without_their_models_prefix(
         )
         assert reply.choices[0].message.content
     assert len(gemini.calls()) == 2
+    assert client.models.retrieve("models/gemini-2.5-flash").id == "models/gemini-2.5-flash"
+    assert client.models.retrieve("gemini-2.5-flash").owned_by == "gemini"
 
     with FakeUpstream(models=["models/gemma-3-27b-it"]) as google:
         added = _post(admin, "AIzaSyCatalogCompat-bbbbbbbbbbbbbbbb", google.base_url,
