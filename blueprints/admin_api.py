@@ -209,10 +209,16 @@ def update_key(key_id: int):
     key = _key_or_404(key_id)
     data = keyring.parse_key_input(_json(), creating=False)
     contract()
+    before = keyring.upstream_of(key)
     keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
     fields = sorted(k for k, v in (_json() or {}).items() if k != "secret")
     audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
+    moved = keyring.upstream_of(key) != before
     commit_keys()
+    if moved:  # another upstream: its models are learnt again (the answer shows them)
+        db.session.remove()
+        gateway().tester.test(key_id)
+        key = _key_or_404(key_id)
     return jsonify(_describe(key))
 
 

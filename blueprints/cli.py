@@ -92,9 +92,8 @@ def add_key(profile, provider, name, secret, base_url, models, daily_token_limit
 
 def _test_new_keys(key_ids: list[int]) -> None:
     """Test keys just added and say how each went; a key whose test failed is kept."""
-    tester = current_app.extensions["keyrelay"].tester
-    for key_id in key_ids:
-        result = tester.test(key_id)
+    tested = current_app.extensions["keyrelay"].tester.test_many(key_ids)
+    for key_id, result in tested.items():
         if result["result"] == "ok":
             models = result.get("models")
             found = f"{len(models)} models" if models is not None else "no model list"

@@ -337,7 +337,7 @@ def _key_form(key=None, values=None, errors=None, status=200):
         values=values,
         errors=errors or {},
         profile_names=_profile_names(),
-        served_models=catalog.served(key) if key is not None else None,
+        serves=catalog.explain(key) if key is not None else None,
     )
     return page, status
 
@@ -450,6 +450,7 @@ def edit_key(key_id: int):
 def update_key(key_id: int):
     key = _key_or_404(key_id)
     values = _form_values()
+    before = keyring.upstream_of(key)
     try:
         data = _key_input(values, creating=False)
         keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
@@ -460,8 +461,12 @@ def update_key(key_id: int):
         )
     changed = sorted(k for k, v in values.items() if v and k != "secret")
     audit("key.update", f"key:{key.id}", fields=changed, secret_replaced=bool(values["secret"]))
+    moved, label = keyring.upstream_of(key) != before, f"#{key_id} {key.name}"
     commit_keys()
-    flash(f"Saved key #{key_id} {key.name}.", "ok")
+    if moved:  # another upstream: its models are learnt again
+        _flash_test(f"Saved key {label}.", gateway().tester.test(key_id))
+    else:
+        flash(f"Saved key {label}.", "ok")
     return redirect(url_for("dashboard.keys"))
 
 
@@ -577,7 +582,7 @@ def import_keys():
 
 def _test_imported(report) -> dict[int, dict]:
     """Test each key an import added: {key id: its test's result}."""
-    return {entry["id"]: gateway().tester.test(entry["id"]) for entry in report.added}
+    return gateway().tester.test_many([entry["id"] for entry in report.added])
 
 
 # -- profiles (F53) -------------------------------------------------------------------

@@ -62,8 +62,7 @@ def _json_body() -> object:
 
 def _serve(dialect: str, profile: str, body: object) -> Response:
     """One request of a dialect, with the client headers KeyRelay reads."""
-    headers = client_headers.read(request.headers)
-    return _to_flask(gateway().serve(dialect, profile, body, g.caller, headers))
+    return _to_flask(gateway().serve(dialect, profile, body, g.caller, g.client_headers))
 
 
 def _to_flask(result: ProxyResponse) -> Response:
@@ -79,6 +78,7 @@ def _read(endpoint: str) -> tuple[str, object]:
     profile = None
     try:
         profile = _profile()
+        g.client_headers = client_headers.read(request.headers)  # a bad one is booked
         return profile, _json_body()
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]

@@ -60,7 +60,9 @@ def list_accounts():
 @bp.post("/rovodev-keys")
 def create_account():
     """Add an account: `email`, `apiToken` (stored encrypted), optional `profile`,
-    `cloudId`, `dailyTokenLimit` (default 20,000,000), `authScheme`, `baseUrl`."""
+    `cloudId`, `dailyTokenLimit` (default 20,000,000), `authScheme`, `baseUrl`. It is
+    tested at once (unless `"test": false`); an account whose test failed is kept, its
+    status saying why."""
     data = rovodev_accounts.account_input(admin_api._json())
     admin_api.contract()
     try:
@@ -69,7 +71,12 @@ def create_account():
         raise rovodev_accounts.camel_error(exc) from None
     audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
     commit_keys()
-    return jsonify(_account(key.id)), 201
+    if not keyring.wants_test(admin_api._json()):
+        return jsonify(_account(key.id)), 201
+    key_id = key.id
+    db.session.remove()  # no database connection held during the upstream call
+    answer = _test_answer(gateway().tester.test(key_id))
+    return jsonify({**_account(key_id), "test": answer}), 201
 
 
 @bp.put("/rovodev-keys/<int:key_id>")
@@ -79,14 +86,19 @@ def update_account(key_id: int):
     body = admin_api._json()
     data = rovodev_accounts.account_input(body, key)
     admin_api.contract()
+    before = keyring.upstream_of(key)
     try:
         keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
     except keyring.KeyInputError as exc:
         raise rovodev_accounts.camel_error(exc) from None
     fields = sorted(f for f in body if f != "apiToken")
     audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
+    moved = keyring.upstream_of(key) != before
     commit_keys()
-    return jsonify(_account(key.id))
+    if moved:  # another account or gateway: tested again, as a new account is
+        db.session.remove()
+        gateway().tester.test(key_id)
+    return jsonify(_account(key_id))
 
 
 @bp.delete("/rovodev-keys/<int:key_id>")
@@ -108,18 +120,20 @@ def test_account(key_id: int):
     db.session.commit()
     db.session.remove()
     result = gateway().tester.test(key_id)
+    return jsonify({**_test_answer(result), "key": _account(key_id)})
+
+
+def _test_answer(result: dict) -> dict:
+    """A key test's result as the guide's API spells it."""
     error = result["error"]
     if result["result"] == "auth_failed":
         error = f"{wording([PROVIDER], 'auth_failed')}: {error}"
-    return jsonify(
-        {
-            "success": result["result"] == "ok",
-            "result": result["result"],
-            "statusCode": result["status_code"],
-            "error": error,
-            "key": _account(key_id),
-        }
-    )
+    return {
+        "success": result["result"] == "ok",
+        "result": result["result"],
+        "statusCode": result["status_code"],
+        "error": error,
+    }
 
 
 @bp.post("/rovodev-keys/sync")

@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from gateway.clientkeys import Caller
 
 ANY = "*"
+# Key states that serve nothing until an admin acts (or a test passes): their models are
+# not offered. A key cooling down or at a limit is back soon: its models stay listed.
+OUT_OF_SERVICE = frozenset(
+    {"disabled", "auth_failed", "expired", "secret_unreadable", "secret_insecure"}
+)
+# Google names its models `models/<id>` (its OpenAI-compatible model list too) and takes
+# either spelling: a Google key serves both.
+GOOGLE_PREFIX = "models/"
+_GOOGLE = frozenset({"gemini", "google-ai-studio-openai"})
 # Where a key's catalog comes from (shown with the key).
 DECLARED, DISCOVERED, PROVIDER, UNKNOWN = "declared", "discovered", "provider", "unknown"
 
@@ -58,7 +67,13 @@ def serves(key, model: str) -> bool:
     if unserved and model in unserved:
         return False
     names = listed(key)
-    return model in names or ANY in names
+    if model in names or ANY in names:
+        return True
+    if key.provider not in _GOOGLE:
+        return False
+    bare = model.removeprefix(GOOGLE_PREFIX)
+    other = GOOGLE_PREFIX + bare if bare == model else bare
+    return other in names and not (unserved and other in unserved)
 
 
 def served(key) -> list[str]:
@@ -76,6 +91,29 @@ def named(key) -> list[str]:
     return [name for name in key.discovered_models or () if name not in gone]
 
 
+_WHY = {
+    DECLARED: "as declared",
+    DISCOVERED: "as its last test discovered",
+    PROVIDER: "its provider's list",
+}
+
+
+def explain(key) -> str:
+    """What the key serves and why, in a sentence for the dashboard."""
+    names = served(key)
+    if not names:
+        if source(key) == UNKNOWN:
+            return "Serves no model yet: test the key, or declare its models."
+        text = "Serves no model"
+    else:
+        text = "Serves any model" if ANY in names else "Serves " + ", ".join(names)
+    text += f" ({_WHY.get(source(key), 'none known')})"
+    gone = getattr(key, "unserved_models", None)
+    if gone:
+        text += f"; its upstream said it has no {', '.join(gone)}"
+    return text + "."
+
+
 @dataclass
 class ModelList:
     """/v1/models: the models a caller may use in a profile, with the provider owning each."""
@@ -87,23 +125,28 @@ class ModelList:
 
     def models(self, profile: str, caller: Caller | None = None) -> list[dict]:
         """The union of the models the profile's keys serve that the caller may use (None:
-        the master key, every model), and the route aliases whose target is served."""
+        the master key, every model), and the route aliases whose target or one of whose
+        fallbacks is served."""
         from gateway import store  # store's KeyRow asks this module what a key serves
 
         profile_id = self.profiles.resolve(profile).id
         with self.engine.connect() as conn:
             keys = store.load_keys(conn, profile_id, periods.local_day(self.clock.now()))
-        keys = [key for key in keys if key.status != "disabled"]
+        keys = [key for key in keys if key.status not in OUT_OF_SERVICE]
         allowed = caller.models if caller is not None else None
         owners: dict[str, str] = {}
         for key in keys:
-            for name in named(key):
-                if allowed is None or name in allowed:
-                    owners.setdefault(name, OWNERS.get(key.provider, key.provider))
+            owner = OWNERS.get(key.provider, key.provider)
+            # A client key's own models that the key serves (a `*` key serves them all).
+            names = named(key) if allowed is None else [m for m in allowed if serves(key, m)]
+            for name in names:
+                owners.setdefault(name, owner)
         table = self.routes.table()
-        for alias in table.aliases():  # an alias is listed when its target is served
-            target = table.hop(alias).model
-            if any(serves(k, target) for k in keys) and (allowed is None or alias in allowed):
+        for alias in table.aliases():  # listed when its target or a fallback is served
+            if allowed is not None and alias not in allowed:
+                continue
+            chain = table.chain(alias, paid_allowed=True)
+            if any(serves(k, model) for model in chain for k in keys):
                 owners.setdefault(alias, "keyrelay")
         return [
             {"id": name, "object": "model", "created": 0, "owned_by": owner}
@@ -111,10 +154,18 @@ class ModelList:
         ]
 
     def model(self, profile: str, model_id: str, caller: Caller | None = None) -> dict:
-        """One model, or a 404 naming where to look."""
-        for entry in self.models(profile, caller):
-            if entry["id"] == model_id:
-                return entry
+        """One model (a Google one by either name), or a 404 naming where to look."""
+        found = {entry["id"]: entry for entry in self.models(profile, caller)}
+        if model_id in found:
+            return found[model_id]
+        bare = model_id.removeprefix(GOOGLE_PREFIX)
+        spellings = {bare, GOOGLE_PREFIX + bare} - {model_id}
+        if caller is not None and caller.models is not None:  # a client key asks by its names
+            spellings = set()
+        for other in spellings:
+            entry = found.get(other)
+            if entry is not None and entry["owned_by"] in _GOOGLE:
+                return {**entry, "id": model_id}
         raise GatewayError(
             404,
             f"The model '{model_id}' is not served in profile '{profile}'. "

@@ -266,11 +266,18 @@ def _restore(gateway, key_id: int, was: str, now: datetime, actor: str = ACTOR) 
 # -- log retention (F46) ------------------------------------------------------------------
 
 
+# Days a conversation pin is kept unused: an upstream keeps a stored response 30 days (OpenAI's
+# default), a prompt cache far less.
+PIN_IDLE_DAYS = 30
+
+
 def prune_logs(gateway, now: datetime, config: Mapping) -> dict:
     """Delete request-log rows (and their attempts) older than LOG_RETENTION_DAYS, a batch
     per transaction. Usage roll-ups stay, so statistics and charts keep every day; rows a
     client key's current budget period still counts stay until that period ends."""
     days = int(config.get("LOG_RETENTION_DAYS") or 0)
+    # Conversation pins go idle long before a log kept for ever: pruned all the same.
+    gateway.pins.prune(now, min(days, PIN_IDLE_DAYS) if days > 0 else PIN_IDLE_DAYS)
     if days <= 0:
         return {"retention_days": 0, "deleted": 0}
     cutoff = now - timedelta(days=days)
@@ -286,7 +293,6 @@ def prune_logs(gateway, now: datetime, config: Mapping) -> dict:
         mine = and_(logs_t.c.client_key_id == client_key_id, logs_t.c.created_at < floor)
         rows += _delete_batches(gateway.engine, mine)
     stored = gateway.responses.prune(now, days)
-    gateway.pins.prune(now, days)  # conversations idle as long are forgotten with them
     log.info(
         "log retention: %d request-log row(s) and %d stored response(s) before %s deleted",
         rows,

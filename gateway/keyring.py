@@ -494,7 +494,10 @@ def check_options(provider: str, options: dict) -> dict:
 def update_key(
     session: Session, box: SecretBox, key: ProviderKey, data: KeyInput, now: datetime
 ) -> ProviderKey:
-    """Change the given fields of a key; a new secret is re-encrypted."""
+    """Change the given fields of a key; a new secret is re-encrypted. A key pointed at
+    another upstream (provider, base_url or secret) forgets what the old one served: the
+    front ends test it again (`upstream_of` tells)."""
+    before = upstream_of(key)
     if data.profile is not None:
         key.profile = get_or_create_profile(session, data.profile, now)
     for name in ("provider", "name", "models"):
@@ -531,8 +534,15 @@ def update_key(
         if key.status in SECRET_STATUSES:  # re-entered: readable again
             key.status, key.last_error, key.consecutive_failures = ACTIVE, None, 0
             key.disabled_by = key.disabled_at = None
+    if upstream_of(key) != before:  # another upstream, or account: its own models
+        key.discovered_models = key.unserved_models = None
     key.updated_at = now
     return key
+
+
+def upstream_of(key: ProviderKey) -> tuple:
+    """What a key's catalog depends on: its provider, base_url and secret."""
+    return key.provider, key.base_url, key.secret_fingerprint
 
 
 def check_stored_secrets(engine: Engine, box: SecretBox, now: datetime) -> dict[int, str]:

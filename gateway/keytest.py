@@ -6,28 +6,42 @@ re-validation job for keys taken out of the pool."""
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine
 
 from gateway import periods, store
 from gateway.messages import SYSTEM, upstream_message
+from gateway.policy import Outcome
 from gateway.providers.base import Timeouts, TransportError
 from gateway.secrets import SecretUnreadable
 from models.provider_keys import SECRET_INSECURE, SECRET_UNREADABLE, STATUS_SENTENCES
 
+# At most: the proxy's own timeouts (KEYRELAY_CONNECT_TIMEOUT / _READ_TIMEOUT) apply when
+# shorter. The whole test (every page of a model list) takes at most connect + read: an
+# upstream that trickles its answer must not hold the admin's call (key creation) for long.
 TEST_TIMEOUTS = Timeouts(connect=5.0, read=15.0)
 # Client errors of a key test that are no verdict on the key: an upstream without a model
 # list (404/405), a timeout or conflict on its side, a rate limit.
 _TEST_SAYS_NOTHING_OF_THE_KEY = {404, 405, 408, 409, 429}
+# Keys of one import tested side by side: a pasted list of dead keys takes one test's time.
+PARALLEL_TESTS = 8
 
 
 class KeyTester:
     """Tests provider keys and stores what each test found."""
 
-    def __init__(self, engine: Engine, candidates, adapters: dict, keys, clock) -> None:
+    def __init__(
+        self, engine: Engine, candidates, adapters: dict, keys, clock, timeouts=TEST_TIMEOUTS
+    ) -> None:
         self.engine, self.candidates, self.adapters = engine, candidates, adapters
         self.keys, self.clock = keys, clock  # the key cache, dropped after each test
+        self.timeouts = Timeouts(
+            min(timeouts.connect, TEST_TIMEOUTS.connect), min(timeouts.read, TEST_TIMEOUTS.read)
+        )
+        self.bound = self.timeouts.connect + self.timeouts.read  # seconds, the whole test
 
     def test(self, key_id: int) -> dict:
         """A cheap real call (the model list): ok / auth_failed / rate_limited / unreachable
@@ -45,7 +59,8 @@ class KeyTester:
         adapter = self.adapters[key.provider]
         started = time.perf_counter()
         try:  # the upstream's answer, without the key's secret (it may echo it)
-            reply = target.scrub.reply(adapter.list_models(target, TEST_TIMEOUTS))
+            asked = _within(self.bound, lambda: adapter.list_models(target, self.timeouts))
+            reply = target.scrub.reply(asked)
         except TransportError as exc:
             reply = target.scrub.error(exc)
         ms = round((time.perf_counter() - started) * 1000)
@@ -71,6 +86,13 @@ class KeyTester:
             return self._result(key, result, reply.status, error, values, ms)
         result = "rate_limited" if reply.status == 429 else "error"
         return self._result(key, result, reply.status, error, {"last_error": error}, ms)
+
+    def test_many(self, key_ids: list[int]) -> dict[int, dict]:
+        """Test keys side by side (at most PARALLEL_TESTS at once): {key id: its result}."""
+        if len(key_ids) <= 1:
+            return {key_id: self.test(key_id) for key_id in key_ids}
+        with ThreadPoolExecutor(min(PARALLEL_TESTS, len(key_ids)), "key-tests") as pool:
+            return dict(zip(key_ids, pool.map(self.test, key_ids), strict=True))
 
     def _result(self, key, result, status, error, values, ms, models=None) -> dict:
         """Store what the test found; the answer names the upstream's message and the time
@@ -99,3 +121,26 @@ def _secret_result(status: str) -> dict:
         "latency_ms": None,
         "models": None,
     }
+
+
+def _within(seconds: float, call):
+    """call()'s answer if it comes within `seconds`; else TransportError (a timeout). The
+    call goes on in the background until its own timeouts end it; its answer is dropped."""
+    done: dict = {}
+
+    def run() -> None:
+        try:
+            done["reply"] = call()
+        except BaseException as exc:  # handed to the caller below
+            done["error"] = exc
+
+    worker = threading.Thread(target=run, name="key-test", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if "error" in done:
+        raise done["error"]
+    if "reply" not in done:
+        raise TransportError(
+            Outcome.TIMEOUT, f"upstream timed out (no complete answer within {seconds:g} s)"
+        )
+    return done["reply"]

@@ -42,6 +42,8 @@ def input_schema(creating: bool) -> dict:
     inner = {**keyring.key_input_schema(False)["properties"], **_OPTIONS}
     inner["base_url"] = keyring.base_url_schema(RovodevAdapter.url_schemes)  # RovoDev: http(s)
     properties = {outer: inner[name] for outer, name in FIELDS.items()}
+    if creating:
+        properties["test"] = keyring.key_input_schema(True)["properties"]["test"]
     return apischema.obj(properties, required=("email", "apiToken") if creating else ())
 
 
@@ -50,7 +52,7 @@ def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
     camelCase field."""
     if not isinstance(body, dict):
         raise KeyInputError("body", "The request body must be a JSON object.")
-    unknown = sorted(set(body) - set(FIELDS))
+    unknown = sorted(set(body) - set(FIELDS) - ({"test"} if key is None else set()))
     if unknown:
         known = ", ".join(FIELDS)
         raise KeyInputError(unknown[0], f"Unknown field '{unknown[0]}'; known: {known}.")

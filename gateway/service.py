@@ -112,7 +112,8 @@ class Gateway:
         self.pins = Pins(engine, self.clock)
         self.candidates = Candidates(engine, self.keys, secrets, self.clock, settings.strategy)
         self.catalog = ModelList(engine, self.profiles, self.routes, self.clock)
-        self.tester = KeyTester(engine, self.candidates, self.adapters, self.keys, self.clock)
+        wait = Timeouts(settings.retry.connect_timeout, settings.retry.read_timeout)
+        self.tester = KeyTester(engine, self.candidates, self.adapters, self.keys, self.clock, wait)
         self.admission = Admission(engine, self.books, self.limiter, self.prices, self.clock)
         self.admission.routes = self.routes
         self.candidates.limiter = self.limiter

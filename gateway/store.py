@@ -235,9 +235,12 @@ def load_key(conn: Connection, key_id: int, today: date) -> KeyRow | None:
 def mark_unserved(conn: Connection, key_id: int, model: str, now: datetime) -> None:
     """Note that the key's upstream answered it has no such model: the key is not asked
     for it again until a test lists the upstream's models (or the admin sets them)."""
-    row = conn.execute(select(keys_t.c.unserved_models).where(keys_t.c.id == key_id)).first()
-    if row is None:
+    # The row is locked (written) before it is read: another worker noting another model
+    # at the same moment waits, then reads this one's list (else one of them is lost).
+    locked = update(keys_t).where(keys_t.c.id == key_id).values(updated_at=keys_t.c.updated_at)
+    if not conn.execute(locked).rowcount:
         return
+    row = conn.execute(select(keys_t.c.unserved_models).where(keys_t.c.id == key_id)).first()
     unserved = list(row[0] or [])
     if model not in unserved and len(unserved) < 256:  # bounded: a row stays small
         unserved = sorted([*unserved, model])

@@ -40,6 +40,8 @@ def rovo():
 
 
 def add(admin, rovo, token=TOKEN, email=EMAIL, cloud=CLOUD, **fields) -> dict:
+    """Add an account, untested unless `test` is given (its test counts upstream calls)."""
+    fields.setdefault("test", False)
     body = {"email": email, "apiToken": token, "baseUrl": rovo.base_url, **fields}
     if cloud:
         body["cloudId"] = cloud
@@ -144,6 +146,30 @@ def test_a_duplicate_token_is_refused(admin, rovo):
     add(admin, rovo)
     again = admin.call("POST", "/rovodev-keys", {"email": EMAIL, "apiToken": TOKEN})
     assert again.status == 409 and error_of(again)["param"] == "apiToken"
+
+
+@pytest.mark.both_databases
+def test_a_new_account_is_tested_against_its_upstream(admin, rovo):
+    made = add(admin, rovo, test=True)
+    assert rovo.credit_checks == [TOKEN]  # the test's call: RovoDev's credits check
+    assert made["test"] == {"success": True, "result": "ok", "statusCode": 200, "error": None}
+    assert made["status"] == "active"
+
+    wrong = admin.call(
+        "POST",
+        "/rovodev-keys",
+        {"email": "someone-else@example.com", "apiToken": SPARE, "baseUrl": rovo.base_url},
+    )
+    assert wrong.status == 201  # kept, its status saying why
+    assert SPARE.encode() not in wrong.data and SPARE[-12:].encode() not in wrong.data
+    account = wrong.json()
+    assert account["test"]["success"] is False and account["test"]["statusCode"] == 401
+    assert account["test"]["error"].startswith("RovoDev authentication failed")
+    assert account["status"] == "auth_failed" and len(rovo.refused) == 1
+
+    untested = add(admin, rovo, SPARE, OTHER, cloud=None, profile="other", test=False)
+    assert "test" not in untested and len(rovo.refused) == 1  # nothing was called
+    assert admin.call("GET", "/rovodev-keys").json()["data"][-1]["id"] == untested["id"]
 
 
 def test_the_test_endpoint_checks_the_account(admin, rovo):

@@ -60,6 +60,8 @@ class HeldResponses:
             key = store.load_key(conn, key_id, periods.local_day(clock.now()))
         if key is None:  # its key was deleted: no one can reach that account now
             raise missing
+        if key.status == "disabled":  # an admin took it out: it is used for nothing
+            raise _disabled(key_id)
         try:
             target = self.candidates.target(key)
         except SecretUnreadable:
@@ -71,7 +73,21 @@ class HeldResponses:
             )
         except TransportError as exc:
             raise _unreachable(key_id, str(target.scrub.error(exc))) from None
+        if reply.status >= 500 or reply.status in (401, 403):
+            # The upstream's failure, or its account's refusal: not the client's to fix.
+            text = reply.body[:200].decode("utf-8", "replace")
+            raise _unreachable(key_id, f"HTTP {reply.status}: {text}")
         return reply.status, reply.body
+
+
+def _disabled(key_id: int) -> GatewayError:
+    return GatewayError(
+        503,
+        f"The response is held by the upstream account of provider key #{key_id}, which is "
+        "disabled; no other key can read it. Retry once the key is enabled again.",
+        type="upstream_error",
+        code="no_available_keys",
+    )
 
 
 def _unreachable(key_id: int, why: str) -> GatewayError:

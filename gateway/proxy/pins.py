@@ -27,13 +27,14 @@ from gateway.providers.base import UpstreamReply
 from gateway.proxy.client_headers import SESSION_HEADERS
 from gateway.responses_store import ResponseStore
 from gateway.store import KeyRow
-from models import ConversationPin
+from models import ConversationPin, ProviderKey
 
 RESPONSES = "openai_responses"
 ANTHROPIC = "anthropic"
 # Session pins this process remembers without asking the database again.
 CACHED_SESSIONS = 10_000
 table = ConversationPin.__table__
+keys_table = ProviderKey.__table__
 # A response's id in the first bytes of a stream (`response.created`).
 _CREATED_ID = re.compile(rb'"response"\s*:\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Pins:
         if held is not None:
             kept = [key for key in keys if key.id == held]
             if not kept:
-                raise _holder_unavailable(previous_response(request), held)
+                raise self._holder_gone(previous_response(request), held)
             return kept
         scope = session_scope(request, client_key_id)
         pinned = self._session_key(scope) if scope else None
@@ -79,6 +80,14 @@ class Pins:
         if client_key_id is not None and row.client_key_id != client_key_id:
             raise ResponseStore.not_found(asked)
         return row.provider_key_id
+
+    def _holder_gone(self, response_id: str, key_id: int) -> GatewayError:
+        """Why the key holding the response cannot take the request: deleted, or out."""
+        with self.engine.connect() as conn:
+            there = conn.scalar(select(keys_table.c.id).where(keys_table.c.id == key_id))
+        if there is None:
+            return _holder_deleted(response_id, key_id)
+        return _holder_unavailable(response_id, key_id)
 
     def _session_key(self, scope: str) -> int | None:
         with self._lock:
@@ -233,6 +242,18 @@ def _json(data: bytes) -> dict | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _holder_deleted(response_id, key_id: int) -> GatewayError:
+    """The key that held the conversation was deleted: no key can reach that response."""
+    return GatewayError(
+        400,
+        f"The response '{response_id}' (previous_response_id) was held by the upstream "
+        f"account of provider key #{key_id}, which has been deleted; no other key knows "
+        "that response. Start the conversation again without previous_response_id.",
+        code="previous_response_gone",
+        param="previous_response_id",
+    )
 
 
 def _holder_unavailable(response_id, key_id: int) -> GatewayError:

@@ -6,8 +6,8 @@ they were stored with: a key added without models was stored as ["*"] (any model
 that cannot be told apart from a `*` the admin chose, so those keys go on serving any
 model until an admin sets `models` to [] (use the discovered list) or to model ids.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-07
 """
 
