@@ -282,6 +282,7 @@ class Gateway:
         rec.profile_id = found.id
         request = dialect.parse(body)
         request.headers = headers or {}
+        request.format = dialect.format
         rec.requested_model = request.model
         dialect.prepare(request, caller.client_key_id)
         self.admission.admit(caller, request, ticket)

@@ -693,3 +693,59 @@ def test_the_composer_hands_no_closure_down_on_the_request_path():
             or (isinstance(node, ast.Name | ast.Attribute) and "partial" in ast.unparse(node))
         ]
         assert inner == [], f"Gateway.{name} builds a closure: {inner}"
+
+
+CHAT_ANSWER = (
+    b'{"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",'
+    b' "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",'
+    b' "content": "hi", "tool_calls": [{"id": "call_1", "type": "function",'
+    b' "function": {"name": "f", "arguments": "{}"}}]}}],'
+    b' "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}'
+)
+CHAT_CHUNKS = [
+    b'data: {"id": "c1", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "h"}}]}'
+    b"\n\n",
+    b'data: {"id": "c1", "model": "gpt-4o", "choices": [{"index": 0, "delta": {},'
+    b' "finish_reason": "stop"}]}\n\n'
+    b'data: {"id": "c1", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1,'
+    b' "total_tokens": 6}}\n\ndata: [DONE]\n\n',
+]
+
+
+@pytest.mark.parametrize("client", ["anthropic", "openai_responses"])
+def test_infer_decodes_a_chat_answer_once_for_a_client_of_another_format(client):
+    request = chat_request()
+    request.format = client
+    answer = UpstreamReply(200, {}, CHAT_ANSWER, usage=Usage(5, 2))
+    got = infer(CannedAdapter(answer), TARGET, request, request.body, TIMEOUTS)
+    assert got.format == "internal" and got.body == CHAT_ANSWER  # the upstream's bytes kept
+    (choice,) = got.reply.choices
+    assert (choice.parts[0].text, choice.parts[1].name, choice.raw_stop) == ("hi", "f", "stop")
+    assert (got.reply.usage.input, got.reply.usage.output) == (5, 2)
+
+
+def test_infer_decodes_a_chat_stream_once_and_still_reads_its_usage():
+    request = chat_request(stream=True)
+    request.format = "anthropic"
+    streamed = UpstreamReply(200, {}, chunks=iter(CHAT_CHUNKS), stream=SSEFilter(True))
+    got = infer(CannedAdapter(streamed), TARGET, request, request.body, TIMEOUTS)
+    assert got.format == "internal"
+    events = got.stream.feed(got.first_chunk)
+    for chunk in got.chunks:
+        events += got.stream.feed(chunk)
+    kinds = [type(event).__name__ for event in events]
+    assert kinds == ["Start", "PartStart", "TextDelta", "PartStop", "Stop", "End"]
+    assert got.stream.done and got.stream.read_usage() == Usage(5, 1)
+    assert (got.stream.completion_text(), got.stream.billable_text()) == ("h", "h")
+
+
+def test_infer_leaves_a_chat_clients_answer_and_stream_as_the_upstreams_bytes():
+    request = chat_request()  # passthrough: no decoding, the cheap usage peek only
+    answer = UpstreamReply(200, {}, CHAT_ANSWER, usage=Usage(5, 2))
+    got = infer(CannedAdapter(answer), TARGET, request, request.body, TIMEOUTS)
+    assert (got.format, got.reply, got.body) == ("openai", None, CHAT_ANSWER)
+    request = chat_request(stream=True)
+    reader = SSEFilter(True)
+    streamed = UpstreamReply(200, {}, chunks=iter(CHAT_CHUNKS), stream=reader)
+    got = infer(CannedAdapter(streamed), TARGET, request, request.body, TIMEOUTS)
+    assert got.stream is reader and got.stream.feed(got.first_chunk) == [CHAT_CHUNKS[0]]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import msgspec
 import orjson
 
+from gateway.codecs import events as ev
 from gateway.codecs.anthropic import reply as anthropic_reply
 from gateway.codecs.anthropic import stream as anthropic_stream
 from gateway.codecs.openai_chat import reply as chat_reply
 from gateway.codecs.openai_chat import stream as chat_stream
 from gateway.codecs.reply import Reply
-from gateway.codecs.usage import of_booked
+from gateway.codecs.usage import booked, of_booked
 
 # An UpstreamReply whose answer is the internal `Reply` (`reply.reply`) and whose stream
 # reader yields internal events: what adapters of another format than the client's give.
@@ -76,8 +77,82 @@ class Encoded:
         return getattr(self.reader, name)
 
 
+def decoded(upstream, client_format: str):
+    """A 2xx chat UpstreamReply in a wire format the client does not speak, decoded once into
+    the internal reply or events (its `body` keeps the upstream's bytes; its stream reader
+    still reads usage and text from them). One in the client's own format is left as it is
+    (passthrough), and so is an error (each dialect renders its message)."""
+    source = upstream.format
+    if source == client_format or upstream.status >= 300 or source not in _REPLY_DECODERS:
+        return upstream
+    if upstream.stream is not None:
+        upstream.stream = Encoded(upstream.stream, _STREAM_DECODERS[source]())
+    else:
+        upstream.reply = reply_of(upstream)
+    upstream.format = INTERNAL
+    return upstream
+
+
 def scrubbed(internal: Reply, scrub) -> Reply:
     """The internal reply without the secret (`scrub`: bytes → bytes)."""
     raw = msgspec.json.encode(internal)
     clean = scrub(raw)
     return internal if clean == raw else msgspec.json.decode(clean, type=Reply)
+
+
+# -- a stream made of internal events (an adapter with no wire format of its own: a CLI) --
+
+_EVENT_ENCODER = msgspec.json.Encoder()
+_EVENT_DECODER = msgspec.json.Decoder(ev.Event)
+
+
+def framed(events: list) -> bytes:
+    """Internal events as the bytes of a stream (one `data:` line each): what an adapter
+    whose upstream has no wire format hands on, so the secret scrubber reads them as any
+    stream's bytes and `InternalStream` reads them back."""
+    return b"".join(b"data: " + _EVENT_ENCODER.encode(event) + b"\n\n" for event in events)
+
+
+class InternalStream:
+    """Reads a `framed` stream: its internal events, its usage (cache writes too), its text
+    and everything billed, and its end."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.usage = None
+        self._buffer = b""
+        self._text: list[str] = []
+        self._billed: list[str] = []  # the text, thinking and tool calls, in order
+
+    def feed(self, data: bytes) -> list:
+        self._buffer += data
+        out: list = []
+        while (end := self._buffer.find(b"\n\n")) != -1:
+            line, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            try:
+                event = _EVENT_DECODER.decode(line[5:])
+            except msgspec.DecodeError:
+                continue  # not an event of ours: nothing to relay
+            kind = type(event)
+            if kind is ev.TextDelta:
+                self._text.append(event.text)
+                self._billed.append(event.text)
+            elif kind is ev.ThinkingDelta or kind is ev.ArgumentsDelta:
+                self._billed.append(event.text)
+            elif kind is ev.PartStart and event.name:
+                self._billed.append(event.name)
+            elif kind is ev.UsageEvent:
+                self.usage = booked(event.usage)
+            elif kind is ev.End:
+                self.done = True
+            out.append(event)
+        return out
+
+    def read_usage(self):
+        return self.usage
+
+    def completion_text(self) -> str:
+        return "".join(self._text)
+
+    def billable_text(self) -> str:
+        return "".join(self._billed)

@@ -60,6 +60,9 @@ class ProxyRequest:
     # The request in the gateway's internal language (gateway/codecs/request.py), decoded
     # from `native` by its format's codec: what an adapter of another format encodes.
     typed: Request | None = None
+    # The client's wire format (its dialect's): an upstream answering in another one has
+    # its answer decoded once, into the internal reply or events, on its way back.
+    format: str = "openai"
 
     # The bodies `for_model` handed out for other models (an answer cap reaches them too).
     _copies: list = field(default_factory=list, repr=False)

@@ -5,6 +5,7 @@ decide whether the attempt answered."""
 
 from __future__ import annotations
 
+from gateway.codecs.wire import decoded
 from gateway.dialects.base import ProxyRequest
 from gateway.policy import Outcome
 from gateway.providers.base import ProviderAdapter, Timeouts, TransportError, UpstreamReply
@@ -38,6 +39,8 @@ def infer(
         if not reply.first_chunk:
             reply.close()
             raise TransportError(Outcome.BAD_RESPONSE, "upstream stream was empty")
+    if request.operation == "chat":  # a client of another format: decoded here, once
+        reply = decoded(reply, request.format)
     return reply
 
 
