@@ -734,3 +734,33 @@ def test_claude_code_cache_usage_reaches_a_messages_client(binaries, upstream, a
     reported = upstream.usage_reported[0]
     assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (7, 2048)
     assert usage.input_tokens == reported["input_tokens"]
+
+
+def test_claude_code_cache_usage_reaches_a_streaming_messages_and_responses_client(
+    binaries, upstream, admin, server, client
+):
+    """A streamed answer carries Claude Code's prompt-cache reads and writes to the client's
+    usage, as a whole one does, and books them."""
+    add_cli_key(admin, "claude_code", CLAUDE, binaries[0], upstream.base_url)
+    upstream.script(
+        CLAUDE,
+        [Reply.ok(cache_creation=7, cache_read=2048), Reply.ok(cache_creation=5, cache_read=64)],
+    )
+    sdk = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
+    with sdk.messages.stream(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "Hi"}]
+    ) as events:
+        assert events.get_final_text() == DEFAULT_TEXT
+        usage = events.get_final_message().usage
+    sdk.close()
+    assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (7, 2048)
+    assert usage.input_tokens == upstream.usage_reported[0]["input_tokens"]
+    streamed = client.responses.create(model=MODEL, input="Hello?", stream=True)
+    (done,) = [event for event in streamed if event.type == "response.completed"]
+    assert done.response.output_text == DEFAULT_TEXT
+    assert done.response.usage.input_tokens_details.cached_tokens == 64
+    rows = logged(server, admin)
+    assert sorted((r["cache_write_tokens"], r["cache_read_tokens"]) for r in rows) == [
+        (5, 64),
+        (7, 2048),
+    ]

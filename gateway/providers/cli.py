@@ -23,12 +23,12 @@ from urllib.parse import urlparse
 import orjson
 
 from gateway.apischema import NOT_BLANK, SPACE, url_pattern
+from gateway.codecs import events as ev
 from gateway.codecs.reply import Choice, Reply, Text
 from gateway.codecs.usage import of_booked
-from gateway.codecs.wire import INTERNAL
+from gateway.codecs.wire import INTERNAL, InternalStream, framed
 from gateway.errors import GatewayError
 from gateway.policy import Outcome
-from gateway.providers.anthropic import openai_usage
 from gateway.providers.anthropic import usage_of as anthropic_usage
 from gateway.providers.base import (
     ProviderAdapter,
@@ -39,7 +39,6 @@ from gateway.providers.base import (
 )
 from gateway.providers.carry import IGNORED
 from gateway.providers.cli_run import CliRun
-from gateway.providers.openai_sse import SSEFilter
 from gateway.usage import Usage
 
 DEFAULT_CONCURRENCY = 2
@@ -153,34 +152,39 @@ class CliAdapter(ProviderAdapter):
         if parser.error is not None:
             run.close()
             return error_reply(*parser.error, run)
-        chunks = _Chunks(parser.model or body["model"])
+        model = parser.model or body["model"]
         return UpstreamReply(
             200,
             {},
-            chunks=self._chunks(run, events, parser, first, chunks),
+            chunks=self._events(run, events, parser, first, model),
             _release=run.close,
-            stream=SSEFilter(hide_usage_chunk=not wants_usage),
+            stream=InternalStream(),
+            format=INTERNAL,
         )
 
-    def _chunks(self, run: CliRun, events, parser, first: str, chunks: _Chunks):
-        """OpenAI chat chunks of the run, ending `[DONE]`; the run closed however it ends."""
+    def _events(self, run: CliRun, events, parser, first: str, model: str):
+        """The run's answer as internal events (framed: gateway/codecs/wire.py), ending
+        with its usage, cache writes too; the run closed however it ends."""
         try:
-            yield chunks.chunk({"role": "assistant", "content": ""})
+            yield framed([ev.Start("chatcmpl-" + uuid.uuid4().hex[:24], model)])
             if first:
-                yield chunks.chunk({"content": first})
+                yield framed([ev.PartStart(0, "text"), ev.TextDelta(0, first)])
             while not parser.finished:
                 event = next(events, None)
                 if event is None:
                     raise run.broke(self.name)
                 text = parser.read(event)
                 if text:
-                    yield chunks.chunk({"content": text})
+                    opened = [] if first else [ev.PartStart(0, "text")]
+                    first = first or text
+                    yield framed([*opened, ev.TextDelta(0, text)])
             if parser.error is not None:
                 raise TransportError(Outcome.SERVER_ERROR, run.scrub(parser.error[1]))
-            yield chunks.chunk({}, "stop")
+            ending = [ev.PartStop(0)] if first else []
+            ending.append(ev.Stop("end", "stop"))
             if parser.usage is not None:
-                yield chunks.usage(parser.usage)
-            yield b"data: [DONE]\n\n"
+                ending.append(ev.UsageEvent(of_booked(parser.usage)))
+            yield framed([*ending, ev.End()])
         finally:
             run.close()
 
@@ -470,27 +474,6 @@ def error_reply(status: int, message: str, run: CliRun) -> UpstreamReply:
     message = run.scrub(message)[:1000]
     body = {"error": {"message": message, "type": "upstream_error", "code": None, "param": None}}
     return UpstreamReply(status, {}, orjson.dumps(body), error=message)
-
-
-class _Chunks:
-    """OpenAI chat chunks of one answer."""
-
-    def __init__(self, model: str) -> None:
-        self.id, self.model = "chatcmpl-" + uuid.uuid4().hex[:24], model
-        self.created = int(time.time())
-
-    def _event(self, choices: list, **extra) -> bytes:
-        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                 "model": self.model, "choices": choices, **extra}  # fmt: skip
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-    def chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        return self._event(
-            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        )
-
-    def usage(self, usage: Usage) -> bytes:
-        return self._event([], usage=openai_usage(usage))
 
 
 # -- the conversation as text -----------------------------------------------------------------
