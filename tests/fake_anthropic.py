@@ -36,6 +36,8 @@ class Reply:
     # (events sent, gate): the answer waits for the gate after that many stream events
     # (0: before answering at all), to hold a client mid-answer.
     holds: tuple = ()
+    # A whole answer's content blocks as given (server tools' blocks, citations…).
+    blocks: list = field(default_factory=list)
 
     @classmethod
     def held(cls, *holds: tuple[int, threading.Event]) -> Reply:
@@ -47,6 +49,11 @@ class Reply:
            thinking: str = "") -> Reply:  # fmt: skip
         return cls("ok", text, cache_creation=cache_creation, cache_read=cache_read,
                    thinking=thinking)  # fmt: skip
+
+    @classmethod
+    def of_blocks(cls, blocks: list[dict]) -> Reply:
+        """A whole answer whose content is these blocks."""
+        return cls("ok", "".join(b.get("text", "") for b in blocks), blocks=blocks)
 
     @classmethod
     def tool_use(cls, name: str, tool_input: dict, text: str = "", tool_id=None) -> Reply:
@@ -261,10 +268,10 @@ def _stop(index: int) -> tuple[str, dict]:
 
 
 def _message(reply: Reply, model: str, usage: dict) -> dict:
-    content: list[dict] = []
+    content: list[dict] = list(reply.blocks)
     if reply.thinking:
         content.append({"type": "thinking", "thinking": reply.thinking, "signature": "sig"})
-    if reply.text:
+    if reply.text and not reply.blocks:
         content.append({"type": "text", "text": reply.text})
     if reply.kind == "tool_use":
         content.append({"type": "tool_use", "id": reply.tool_id or TOOL_USE_ID,

@@ -408,3 +408,59 @@ def test_an_unknown_path_names_every_endpoint_the_proxy_serves(server, http, app
         for endpoint in served:  # <path:model_id> is written {model_id}
             assert endpoint.replace("<path:", "{").replace("<", "{").replace(">", "}") in message
     assert "POST /v1/responses" in message and "GET /v1/responses/{response_id}" in message
+
+
+SEARCHED = [
+    {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT"},
+    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+     "input": {"query": "Lagos weather"}},
+    {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+        {"type": "web_search_result", "url": "https://weather.example/lagos",
+         "title": "Lagos", "encrypted_content": "enc-1", "page_age": None}]},
+    {"type": "text", "text": "It is sunny in Lagos.", "citations": [
+        {"type": "web_search_result_location", "url": "https://weather.example/lagos",
+         "title": "Lagos", "cited_text": "Sunny, 31°C", "encrypted_index": "idx-1"}]},
+    {"type": "text", "text": " As your file says.", "citations": [
+        {"type": "char_location", "cited_text": "x", "document_index": 0,
+         "document_title": None, "start_char_index": 0, "end_char_index": 1}]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_anthropic_web_search_answers_carry_their_citations_and_name_the_rest(
+    server, http, admin, path
+):
+    """A web-search citation reaches a chat or Responses client as its URL citation; the
+    server tool's blocks, the redacted thinking (chat) and a citation with no twin are
+    named in x-keyrelay-ignored; the answer still conforms."""
+    with FakeAnthropic([CLAUDE]) as claude:
+        admin.add_key(CLAUDE, claude.base_url, provider="anthropic")
+        claude.script(CLAUDE, [ClaudeReply.of_blocks(SEARCHED)])
+        if path == "/v1/responses":
+            body = {"model": "claude-sonnet-4-5", "input": "Weather in Lagos?"}
+        else:
+            body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "?"}]}
+        answer = http.request(
+            "POST", server.url + path, json=body, headers={"Authorization": f"Bearer {MASTER_KEY}"}
+        )
+    assert answer.status == 200, answer.data
+    check(path, 200, answer.headers["Content-Type"], answer.data)
+    got = json.loads(answer.data)
+    cited = {"type": "url_citation", "url": "https://weather.example/lagos", "title": "Lagos"}
+    ignored = answer.headers["x-keyrelay-ignored"]
+    if path == "/v1/responses":
+        (message,) = [item for item in got["output"] if item["type"] == "message"]
+        first = message["content"][0]
+        assert first["annotations"] == [{**cited, "start_index": 0, "end_index": 21}]
+        (reasoning,) = [item for item in got["output"] if item["type"] == "reasoning"]
+        assert reasoning["encrypted_content"] == SEARCHED[0]["data"]  # its twin
+        assert ignored == "server_tool_use, web_search_tool_result, citations (char_location)"
+    else:
+        message = got["choices"][0]["message"]
+        assert message["content"] == "It is sunny in Lagos. As your file says."
+        span = {"start_index": 0, "end_index": 21}
+        assert message["annotations"] == [{"type": "url_citation", "url_citation": {
+            "url": cited["url"], "title": "Lagos", **span}}]  # fmt: skip
+        assert ignored == (
+            "redacted_thinking, server_tool_use, web_search_tool_result, citations (char_location)"
+        )

@@ -64,6 +64,14 @@ class RefusalDelta(msgspec.Struct, tag="refusal"):
     choice: int = 0
 
 
+class Citation(msgspec.Struct, tag="citation"):
+    """A citation of a text part, in its provider's shape (gateway/codecs/citations.py)."""
+
+    index: int
+    annotation: dict
+    choice: int = 0
+
+
 class PartStop(msgspec.Struct, tag="part_stop"):
     index: int
     choice: int = 0
@@ -102,6 +110,7 @@ Event = (
     | Signature
     | ArgumentsDelta
     | RefusalDelta
+    | Citation
     | PartStop
     | Stop
     | UsageEvent

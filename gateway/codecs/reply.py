@@ -46,7 +46,16 @@ class Refusal(msgspec.Struct, tag="refusal"):
     text: str
 
 
-Part = Text | Thinking | ToolCall | Refusal
+class Block(msgspec.Struct, tag="block"):
+    """A block only its provider's format has (Anthropic's `server_tool_use`,
+    `web_search_tool_result`…), as it came: handed on to a client of that format, named
+    in `x-keyrelay-ignored` to one of another."""
+
+    kind: str
+    data: dict
+
+
+Part = Text | Thinking | ToolCall | Refusal | Block
 
 
 class Usage(msgspec.Struct, omit_defaults=True):

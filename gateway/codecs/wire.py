@@ -9,9 +9,10 @@ import orjson
 from gateway.codecs import events as ev
 from gateway.codecs.anthropic import reply as anthropic_reply
 from gateway.codecs.anthropic import stream as anthropic_stream
+from gateway.codecs.citations import as_anthropic, as_chat, as_responses
 from gateway.codecs.openai_chat import reply as chat_reply
 from gateway.codecs.openai_chat import stream as chat_stream
-from gateway.codecs.reply import Reply
+from gateway.codecs.reply import Block, Reply, Text, Thinking
 from gateway.codecs.usage import booked, of_booked
 
 # An UpstreamReply whose answer is the internal `Reply` (`reply.reply`) and whose stream
@@ -91,6 +92,31 @@ def decoded(upstream, client_format: str):
         upstream.reply = reply_of(upstream)
     upstream.format = INTERNAL
     return upstream
+
+
+_CITATIONS = {
+    "openai": lambda annotations, text: as_chat(annotations, text, 0),
+    "anthropic": as_anthropic,
+    "openai_responses": as_responses,
+}
+
+
+def unrendered(internal: Reply, client_format: str) -> list[str]:
+    """What of an answer the client's format has no twin for, by name (for
+    `x-keyrelay-ignored`): a block only its provider's format has, a redacted thinking
+    block (chat has no encrypted reasoning), a kind of citation."""
+    lost: list[str] = []
+    convert = _CITATIONS.get(client_format)
+    for choice in internal.choices:
+        for part in choice.parts:
+            kind = type(part)
+            if kind is Block and client_format != "anthropic":
+                lost.append(part.kind)
+            elif kind is Thinking and part.redacted and client_format == "openai":
+                lost.append("redacted_thinking")
+            elif kind is Text and part.annotations and convert is not None:
+                lost += [f"citations ({name})" for name in convert(part.annotations, part.text)[1]]
+    return list(dict.fromkeys(lost))
 
 
 def scrubbed(internal: Reply, scrub) -> Reply:

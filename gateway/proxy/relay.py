@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gateway import tokens
 from gateway.accounting import RequestRecord
-from gateway.codecs.wire import translator
+from gateway.codecs.wire import translator, unrendered
 from gateway.dialects.base import Dialect, ProxyRequest
 from gateway.errors import journal_full
 from gateway.journal import JournalFull
@@ -80,11 +80,15 @@ def trace_headers(rec: RequestRecord, ticket: Ticket | None) -> dict[str, str]:
 
 def ignored_header(served: Served, reply: UpstreamReply) -> dict[str, str]:
     """`x-keyrelay-ignored`: what of the client's request a translating upstream went
-    without (built-in Responses tools), when the upstream did not get the body as it is."""
-    ignored = served.request.extra.get("ignored")
-    if not ignored or reply.format == served.dialect.format:
+    without (built-in Responses tools), when the upstream did not get the body as it is,
+    and what of a translated answer the client's format has no twin for."""
+    if reply.format == served.dialect.format:
         return {}
-    return {IGNORED_HEADER: ignored}
+    names = [served.request.extra.get("ignored") or ""]
+    if reply.reply is not None and reply.status < 300:
+        names += unrendered(reply.reply, served.dialect.format)
+    ignored = ", ".join(name for name in names if name)
+    return {IGNORED_HEADER: ignored} if ignored else {}
 
 
 class Relay:

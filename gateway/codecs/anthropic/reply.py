@@ -6,7 +6,9 @@ import uuid
 
 import orjson
 
+from gateway.codecs.citations import as_anthropic
 from gateway.codecs.reply import (
+    Block,
     Choice,
     Refusal,
     Reply,
@@ -35,14 +37,6 @@ STOP_REASONS = {
     "content_filter": "refusal",
     "pause": "pause_turn",
 }
-# The citation kinds a Messages text block carries (others are another format's).
-CITATIONS = (
-    "char_location",
-    "page_location",
-    "content_block_location",
-    "web_search_result_location",
-    "search_result_location",
-)
 
 
 def decode(message: dict, answer_tool: str | None = None) -> Reply:
@@ -71,6 +65,8 @@ def decode(message: dict, answer_tool: str | None = None) -> Reply:
             parts.append(
                 ToolCall(_str(block.get("id")) or _tool_id(), _str(block.get("name")), arguments)
             )
+        elif isinstance(kind, str):  # server tools' calls and results: only Messages has them
+            parts.append(Block(kind, block))
     raw = message.get("stop_reason")
     stop = STOPS.get(raw, "end") if isinstance(raw, str) else None
     if answered and stop == "tool_use" and not any(type(p) is ToolCall for p in parts):
@@ -129,7 +125,7 @@ def encode_part(part) -> dict | None:
         if not part.text:
             return None
         block = {"type": "text", "text": part.text}
-        citations = [c for c in getattr(part, "annotations", ()) if c.get("type") in CITATIONS]
+        citations = as_anthropic(part.annotations, part.text)[0] if kind is Text else None
         if citations:
             block["citations"] = citations
         return block
@@ -139,6 +135,8 @@ def encode_part(part) -> dict | None:
         if not part.text:
             return None
         return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+    if kind is Block:
+        return part.data
     if kind is ToolCall:
         return {
             "type": "tool_use",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.codecs import events as ev
 from gateway.codecs.anthropic.reply import STOPS, encode_usage, message_id, stop_reason, usage_of
+from gateway.codecs.citations import as_anthropic
 from gateway.codecs.reply import Usage
 from gateway.codecs.sse import json_of, named
 
@@ -90,6 +91,8 @@ class Decoder:
             return [ev.ThinkingDelta(index, str(delta.get("thinking", "")))]
         if kind == "signature_delta":
             return [ev.Signature(index, str(delta.get("signature", "")))]
+        if kind == "citations_delta" and isinstance(delta.get("citation"), dict):
+            return [ev.Citation(index, delta["citation"])]
         if kind == "input_json_delta":
             piece = str(delta.get("partial_json", ""))
             if index == self.answer:
@@ -155,6 +158,11 @@ class Encoder:
                 out += self._open(event)
             elif kind is ev.PartStop:
                 out += self._close(event.index)
+            elif kind is ev.Citation:
+                for citation in as_anthropic([event.annotation], "")[0]:
+                    out += self._delta(
+                        event.index, {"type": "citations_delta", "citation": citation}
+                    )
             elif kind is ev.Stop:
                 self.stop = event.reason
             elif kind is ev.UsageEvent:

@@ -7,6 +7,7 @@ import uuid
 
 import orjson
 
+from gateway.codecs.citations import as_chat
 from gateway.codecs.reply import Choice, Refusal, Reply, Text, Thinking, ToolCall, Usage
 from gateway.codecs.usage import count
 
@@ -139,9 +140,13 @@ def encode(reply: Reply, model: str = "") -> dict:
 
 def _encode_choice(choice: Choice) -> dict:
     texts, thinking, calls, refusals, logprobs = [], [], [], [], None
+    annotations: list[dict] = []
     for part in choice.parts:
         kind = type(part)
         if kind is Text:
+            if part.annotations:  # their spans in the joined content
+                offset = sum(len(text) for text in texts)
+                annotations += as_chat(part.annotations, part.text, offset)[0]
             texts.append(part.text)
             if part.logprobs is not None:
                 logprobs = (logprobs or []) + part.logprobs
@@ -166,6 +171,8 @@ def _encode_choice(choice: Choice) -> dict:
         message["reasoning_content"] = "".join(thinking)
     if calls:
         message["tool_calls"] = calls
+    if annotations:
+        message["annotations"] = annotations
     return {
         "index": choice.index,
         "message": message,

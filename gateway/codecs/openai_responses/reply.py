@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+from gateway.codecs.citations import as_responses
 from gateway.codecs.reply import Choice, Refusal, Reply, Text, Thinking, ToolCall, Usage
-
-# The annotation kinds an output_text carries (others are another format's citations).
-ANNOTATIONS = ("url_citation", "file_citation", "container_file_citation", "file_path")
 
 
 def encode_output(reply: Reply) -> list[dict]:
@@ -39,7 +37,7 @@ def text_content(text: str, annotations=(), logprobs=None) -> dict:
     return {
         "type": "output_text",
         "text": text,
-        "annotations": [a for a in annotations if a.get("type") in ANNOTATIONS],
+        "annotations": as_responses(annotations, text)[0] if annotations else [],
         "logprobs": logprobs or [],
     }
 

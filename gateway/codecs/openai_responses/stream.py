@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway import tokens
 from gateway.codecs import events as ev
+from gateway.codecs.citations import as_responses
 from gateway.codecs.openai_responses.reply import (
     call_item,
     message_item,
@@ -28,6 +29,7 @@ class Encoder:
         self.items: list[dict] = []  # output items, in order
         self.parts: dict[int, int] = {}  # part index → output index
         self.open: set[int] = set()  # parts started and not stopped
+        self.citations: dict[int, list[dict]] = {}  # part index → its citations so far
         self.usage: Usage | None = None
         self.stop: str | None = None
         self.model: str | None = None
@@ -60,6 +62,8 @@ class Encoder:
                 out += self._open(event)
             elif kind is ev.PartStop:
                 out += self._close(event.index)
+            elif kind is ev.Citation:  # announced with its text's end: it may cite it whole
+                self.citations.setdefault(event.index, []).append(event.annotation)
             elif kind is ev.Stop:
                 self.stop = event.reason
             elif kind is ev.UsageEvent:
@@ -153,6 +157,7 @@ class Encoder:
                 done = {**where, "refusal": content["refusal"]}
                 out.append(self._event("response.refusal.done", done))
             else:
+                out += self._annotations(part, where, content)
                 done = {**where, "text": content["text"], "logprobs": []}
                 out.append(self._event("response.output_text.done", done))
             out.append(self._event("response.content_part.done", {**where, "part": content}))
@@ -164,6 +169,20 @@ class Encoder:
             out.append(self._event("response.function_call_arguments.done", done))
         out.append(self._event("response.output_item.done", {"output_index": index, "item": item}))
         return out
+
+    def _annotations(self, part: int, where: dict, content: dict) -> list[bytes]:
+        """A text's citations as its annotations, each announced."""
+        given = self.citations.pop(part, None)
+        if not given:
+            return []
+        content["annotations"] = as_responses(given, content["text"])[0]
+        return [
+            self._event(
+                "response.output_text.annotation.added",
+                {**where, "annotation_index": number, "annotation": annotation},
+            )
+            for number, annotation in enumerate(content["annotations"])
+        ]
 
     def end(self) -> list[bytes]:
         """Every open item closed, then `response.completed` (or `.incomplete`)."""
