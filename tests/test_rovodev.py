@@ -511,3 +511,8 @@ def test_a_setting_that_cannot_be_sent_is_a_502_that_leaves_the_key_alone(admin,
     key = admin.key(account["id"])
     assert key["status"] == "active" and key["consecutive_failures"] == 0
     assert not key["last_error"] and rovo.requests == []
+    tested = admin.call("POST", f"/rovodev-keys/test/{account['id']}")
+    assert tested.status == 200, tested.data
+    result = tested.json()
+    assert result["success"] is False and "'X-Cloud-ID'" in result["error"]
+    assert result["key"]["status"] == "active" and rovo.credit_checks == []
