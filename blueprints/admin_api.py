@@ -205,7 +205,8 @@ def get_key(key_id: int):
 @bp.put("/keys/<int:key_id>")
 def update_key(key_id: int):
     """Change a key's fields (any subset; a new secret replaces the old). A base_url or
-    options that do not suit the saved provider (or the reverse) are a 409."""
+    options that do not suit the saved provider (or the reverse) are a 409. A key whose
+    provider, base_url or secret changed is tested again (unless `"test": false`)."""
     key = _key_or_404(key_id)
     data = keyring.parse_key_input(_json(), creating=False)
     contract()
@@ -215,7 +216,7 @@ def update_key(key_id: int):
     audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
     moved = keyring.upstream_of(key) != before
     commit_keys()
-    if moved:  # another upstream: its models are learnt again (the answer shows them)
+    if moved and keyring.wants_test(_json()):  # another upstream: its models learnt again
         db.session.remove()
         gateway().tester.test(key_id)
         key = _key_or_404(key_id)

@@ -450,6 +450,7 @@ def edit_key(key_id: int):
 def update_key(key_id: int):
     key = _key_or_404(key_id)
     values = _form_values()
+    values["skip_test"] = "on" if request.form.get("skip_test") == "on" else ""
     before = keyring.upstream_of(key)
     try:
         data = _key_input(values, creating=False)
@@ -459,11 +460,13 @@ def update_key(key_id: int):
         return _key_form(
             key=_key_or_404(key_id), values=values, errors={exc.field: str(exc)}, status=422
         )
-    changed = sorted(k for k, v in values.items() if v and k != "secret")
+    changed = sorted(k for k, v in values.items() if v and k not in ("secret", "skip_test"))
     audit("key.update", f"key:{key.id}", fields=changed, secret_replaced=bool(values["secret"]))
     moved, label = keyring.upstream_of(key) != before, f"#{key_id} {key.name}"
     commit_keys()
-    if moved:  # another upstream: its models are learnt again
+    if moved and values["skip_test"]:
+        flash(f"Saved key {label} (not tested).", "ok")
+    elif moved:  # another upstream: its models are learnt again
         _flash_test(f"Saved key {label}.", gateway().tester.test(key_id))
     else:
         flash(f"Saved key {label}.", "ok")

@@ -81,7 +81,8 @@ def create_account():
 
 @bp.put("/rovodev-keys/<int:key_id>")
 def update_account(key_id: int):
-    """Change the fields given; a new `apiToken` replaces the old."""
+    """Change the fields given; a new `apiToken` replaces the old. An account whose token
+    or gateway changed is tested again (unless `"test": false`)."""
     key = _account_or_404(key_id)
     body = admin_api._json()
     data = rovodev_accounts.account_input(body, key)
@@ -95,7 +96,7 @@ def update_account(key_id: int):
     audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
     moved = keyring.upstream_of(key) != before
     commit_keys()
-    if moved:  # another account or gateway: tested again, as a new account is
+    if moved and keyring.wants_test(body):  # another account or gateway: tested again
         db.session.remove()
         gateway().tester.test(key_id)
     return jsonify(_account(key_id))

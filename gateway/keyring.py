@@ -85,7 +85,8 @@ def parse_key_models(value) -> list[str] | None:
 
 
 def wants_test(data: object) -> bool:
-    """Whether a new key is tested once saved: yes unless `test` is false."""
+    """Whether a key is tested once saved (a new one, or one whose provider, base_url or
+    secret changed): yes unless `test` is false."""
     value = data.get("test") if isinstance(data, dict) else None
     return _flag("test", value) is not False
 
@@ -252,12 +253,14 @@ def key_input_schema(creating: bool) -> dict:
         "options": apischema.nullable({"type": "object"}),
         **{name: LIMIT_SCHEMAS[name] for name in LIMIT_FIELDS},
     }
-    if creating:
-        properties["test"] = {
-            **apischema.BOOLEAN,
-            "description": "Test the key once saved (the default): its model list is "
-            "discovered. false saves it untested.",
-        }
+    properties["test"] = {
+        **apischema.BOOLEAN,
+        "description": "Test the key once saved (the default): its model list is "
+        "discovered. false saves it untested."
+        if creating
+        else "Test the key again once saved if its provider, base_url or secret changed "
+        "(the default): its model list is discovered again. false saves it untested.",
+    }
     required = ("provider", "name", "secret") if creating else ()
     schema = apischema.obj(properties, required=required)
     schema["anyOf"] = _per_provider(creating)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import Engine
 
 from gateway import periods, store
+from gateway.errors import GatewayError
 from gateway.messages import SYSTEM, upstream_message
 from gateway.policy import Outcome
 from gateway.providers.base import Timeouts, TransportError
@@ -63,6 +64,9 @@ class KeyTester:
             reply = target.scrub.reply(asked)
         except TransportError as exc:
             reply = target.scrub.error(exc)
+        except GatewayError as exc:  # a setting of the key's that cannot be sent: not its fault
+            ms = round((time.perf_counter() - started) * 1000)
+            return self._result(key, "error", None, exc.message, {"last_error": exc.message}, ms)
         ms = round((time.perf_counter() - started) * 1000)
         if isinstance(reply, TransportError):
             error = str(reply)

@@ -42,8 +42,13 @@ def input_schema(creating: bool) -> dict:
     inner = {**keyring.key_input_schema(False)["properties"], **_OPTIONS}
     inner["base_url"] = keyring.base_url_schema(RovodevAdapter.url_schemes)  # RovoDev: http(s)
     properties = {outer: inner[name] for outer, name in FIELDS.items()}
-    if creating:
-        properties["test"] = keyring.key_input_schema(True)["properties"]["test"]
+    properties["test"] = keyring.key_input_schema(True)["properties"]["test"]
+    if not creating:
+        properties["test"] = {
+            **properties["test"],
+            "description": "Test the account again once saved if its apiToken or baseUrl "
+            "changed (the default). false saves it untested.",
+        }
     return apischema.obj(properties, required=("email", "apiToken") if creating else ())
 
 
@@ -52,7 +57,7 @@ def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
     camelCase field."""
     if not isinstance(body, dict):
         raise KeyInputError("body", "The request body must be a JSON object.")
-    unknown = sorted(set(body) - set(FIELDS) - ({"test"} if key is None else set()))
+    unknown = sorted(set(body) - set(FIELDS) - {"test"})
     if unknown:
         known = ", ".join(FIELDS)
         raise KeyInputError(unknown[0], f"Unknown field '{unknown[0]}'; known: {known}.")
@@ -72,7 +77,7 @@ def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
         if not isinstance(data.get("name"), str) and isinstance(options.get("email"), str):
             data["name"] = _name_of(options["email"]) or None
         data.setdefault("secret", None)
-    if key is None or any(FIELDS[f].startswith("options.") for f in body):
+    if key is None or any(FIELDS.get(f, "").startswith("options.") for f in body):
         data["options"] = options
     try:
         # The account's email first: without it nothing else of the account makes sense.

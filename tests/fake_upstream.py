@@ -164,6 +164,12 @@ class Behaviour:
         return cls("hang")
 
     @classmethod
+    def trickle(cls, every: float = 0.25, content: str = DEFAULT_CONTENT) -> Behaviour:
+        """A 200 whose body (each SSE event of a stream) comes one byte every `every`
+        seconds: never silent for long, never done in time."""
+        return cls("trickle", content=content, delay=every)
+
+    @classmethod
     def cut(cls, after_events: int = 3, content: str = DEFAULT_CONTENT) -> Behaviour:
         """Drop the connection mid-response (after the role event + N content events)."""
         return cls("cut", after_events=after_events, content=content)
@@ -691,6 +697,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         data = json.dumps(payload, indent=2).encode()
         self._start(200, "application/json", {"Content-Length": str(len(data))})
+        if b.kind == "trickle":
+            self._trickle(b, data, self.wfile.write)
+            return
         # Report before the last byte so a client that saw the whole body can rely on the record.
         self.wfile.write(data[:-1])
         if usage is not None:
@@ -709,6 +718,10 @@ class _Handler(BaseHTTPRequestHandler):
             if b.kind == "slow" and not self._pause(b.delay):
                 self._abort()
                 return
+            if b.kind == "trickle":
+                if not self._trickle(b, event, self._write_chunk):
+                    return
+                continue
             self._write_chunk(event)
             # Report as soon as the usage event is out, before [DONE] lets the client finish.
             if usage is not None and i == len(events) - 2:
@@ -748,6 +761,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_chunk(self, data: bytes) -> None:
         """One HTTP/1.1 chunk in a single write; empty data is the terminator."""
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _trickle(self, b: Behaviour, data: bytes, write) -> bool:
+        """Write `data` a byte at a time, `b.delay` apart; False if the reader went or the
+        fake is closing."""
+        for i in range(len(data)):
+            if not self._pause(b.delay):
+                self._abort()
+                return False
+            try:
+                write(data[i : i + 1])
+            except OSError:
+                return False
+        return True
 
     def _pause(self, delay: float) -> bool:
         """Sleep unless the fake is closing; False means stop now."""

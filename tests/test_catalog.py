@@ -400,6 +400,37 @@ def test_a_key_pointed_at_another_upstream_learns_its_models_again(
     assert renamed.status == 200 and len(openai_fake.requests) == asked
 
 
+def test_a_key_update_may_skip_its_test(admin, web, openai_fake):
+    """`"test": false` (the form's "Save without testing") saves a key whose upstream
+    changed without asking the upstream; without it the key is tested again."""
+    made = _post(admin, "sk-catalog-skip-nnnn", openai_fake.base_url, "openai")
+    listed = len(_model_lists(openai_fake))
+    body = {"secret": "sk-catalog-skip-oooo", "test": False}
+    saved = admin.call("PUT", f"/keys/{made['id']}", body)
+    assert saved.status == 200, saved.data
+    assert len(_model_lists(openai_fake)) == listed  # not tested
+    assert "test" not in saved.json()
+    refused = admin.call("PUT", f"/keys/{made['id']}", {"test": "no"})
+    assert refused.status == 400 and refused.json()["error"]["param"] == "test"
+
+    form = {"name": "skip", "provider": "openai", "profile": "default", "models": ""}
+    form |= {"base_url": openai_fake.base_url, "secret": "sk-catalog-skip-pppp"}
+    page = web.get(f"/keys/{made['id']}/edit").text
+    assert 'name="skip_test"' in page and "Save without testing" in page
+    assert web.post(f"/keys/{made['id']}/edit", {**form, "skip_test": "on"}).status_code == 302
+    assert len(_model_lists(openai_fake)) == listed
+    form["secret"] = "sk-catalog-skip-qqqq"
+    assert web.post(f"/keys/{made['id']}/edit", form).status_code == 302
+    assert len(_model_lists(openai_fake)) == listed + 1  # unchecked: tested again
+    tested = admin.call("PUT", f"/keys/{made['id']}", {"secret": "sk-catalog-skip-rrrr"})
+    assert tested.status == 200 and len(_model_lists(openai_fake)) == listed + 2
+
+
+def _model_lists(fake) -> list:
+    """The model-list calls the fake answered (what a key test asks)."""
+    return [r for r in fake.requests if r.path.endswith("/models")]
+
+
 def test_models_leaves_out_the_models_of_a_key_that_cannot_serve_now(admin, client, openai_fake):
     """A key its upstream refused (auth_failed) serves nothing until it is tested again or
     an admin brings it back: its models are not offered (no other key serves them)."""

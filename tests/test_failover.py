@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -162,6 +163,32 @@ def test_deadline_bounds_the_whole_request(settings, fake, request):
         ask(client)
     assert err.value.status_code == 504
     assert len(fake.requests) == 2  # 1.0 s + 0.5 s used the 1.5 s deadline
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_that_trickles_is_cut_at_the_deadline_and_the_next_key_serves(
+    settings, fake, request, stream
+):
+    """An answer that never goes silent for a read timeout, but would take ~30 s whole (a
+    stream: its first event), times out as a whole: the next key answers in time."""
+    settings.update(REQUEST_DEADLINE=6.0, READ_TIMEOUT=1.5)
+    admin, client = request.getfixturevalue("admin"), request.getfixturevalue("client")
+    trickler = admin.add_key(A, fake.base_url)
+    admin.add_key(B, fake.base_url)
+    fake.set_behaviour(A, Behaviour.trickle(every=0.1, content="word " * 60))
+    started = time.monotonic()
+    if stream:
+        raw = ask(client, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    else:
+        raw = ask(client)
+        text = raw.parse().choices[0].message.content
+    assert time.monotonic() - started < 10  # the trickle alone would take ~30 s
+    assert text == "Hello from the fake upstream"
+    assert raw.headers["x-keyrelay-attempts"] == "2"
+    assert used_secrets(fake) == [A, B]
+    key = admin.key(trickler["id"])
+    assert "timed out" in key["last_error"] and key["consecutive_failures"] == 1
 
 
 def test_no_available_keys_says_why_and_until_when(client, admin, fake, keys, clock):

@@ -172,6 +172,17 @@ def test_a_new_account_is_tested_against_its_upstream(admin, rovo):
     assert admin.call("GET", "/rovodev-keys").json()["data"][-1]["id"] == untested["id"]
 
 
+def test_an_account_whose_token_changed_is_tested_again_unless_asked_not_to(admin, rovo):
+    made = add(admin, rovo)
+    skipped = admin.call("PUT", f"/rovodev-keys/{made['id']}", {"apiToken": SPARE, "test": False})
+    assert skipped.status == 200, skipped.data
+    assert rovo.credit_checks == []  # saved untested
+    tested = admin.call("PUT", f"/rovodev-keys/{made['id']}", {"apiToken": TOKEN})
+    assert tested.status == 200 and rovo.credit_checks == [TOKEN]
+    bad = admin.call("PUT", f"/rovodev-keys/{made['id']}", {"test": 1})
+    assert bad.status == 400 and error_of(bad)["param"] == "test"
+
+
 def test_the_test_endpoint_checks_the_account(admin, rovo):
     good = add(admin, rovo)
     result = admin.call("POST", f"/rovodev-keys/test/{good['id']}").json()
@@ -486,3 +497,22 @@ def test_the_general_key_form_says_where_rovodev_accounts_are_added(web):
     assert refused.status_code == 422
     assert "'email' must be the account's email address." in html.unescape(refused.text)
     assert 'href="/rovodev"' in refused.text and TOKEN not in refused.text
+
+
+def test_a_setting_that_cannot_be_sent_is_a_502_that_leaves_the_key_alone(admin, rovo, client):
+    """A header of the key's settings (here the cloud id, outside Latin-1) that cannot be
+    sent is not the secret's fault: the key is not marked, and the client gets a 502."""
+    account = add(admin, rovo, cloud="cloud-\u20ac")
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(**chat(model=SONNET))
+    assert refused.value.status_code == 502
+    error = refused.value.body
+    assert error["code"] == "upstream_header_unsendable" and "'X-Cloud-ID'" in error["message"]
+    key = admin.key(account["id"])
+    assert key["status"] == "active" and key["consecutive_failures"] == 0
+    assert not key["last_error"] and rovo.requests == []
+    tested = admin.call("POST", f"/rovodev-keys/test/{account['id']}")
+    assert tested.status == 200, tested.data
+    result = tested.json()
+    assert result["success"] is False and "'X-Cloud-ID'" in result["error"]
+    assert result["key"]["status"] == "active" and rovo.credit_checks == []

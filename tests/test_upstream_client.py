@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
+from gateway.errors import GatewayError
 from gateway.policy import Outcome
 from gateway.providers.http import UpstreamClient
 from gateway.providers.transport import Timeouts, TransportError
@@ -154,3 +156,102 @@ def test_transport_failures_are_named():
         UpstreamClient().request("GET", garbage.url(), {}, TIMEOUTS)
     assert bad.value.outcome is Outcome.CONNECTION_ERROR
     garbage.close()
+
+
+class PacedServer(RawServer):
+    """A loopback server that answers one request with `(pause, bytes)` steps: the pace of
+    an upstream that trickles."""
+
+    def __init__(self, steps: list[tuple[float, bytes]]) -> None:
+        self.steps = steps
+        super().__init__([], close_after=True)
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            for pause, piece in self.steps:
+                time.sleep(pause)  # the upstream's pace, not the test's clock
+                try:
+                    conn.sendall(piece)
+                except OSError:
+                    return  # the client gave up
+
+
+def trickled(data: bytes, every: float = 0.1) -> list[tuple[float, bytes]]:
+    return [(every, data[i : i + 1]) for i in range(len(data))]
+
+
+def test_a_whole_answer_that_trickles_times_out_as_a_whole():
+    body = b"x" * 300  # a byte every 0.1 s: ~30 s, never silent for a read timeout
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n"
+    server = PacedServer([(0, head), *trickled(body)])
+    started = time.monotonic()
+    response = UpstreamClient().request("GET", server.url(), {}, Timeouts(1.0, 1.5))
+    with pytest.raises(TransportError) as slow:
+        response.read()
+    assert slow.value.outcome is Outcome.TIMEOUT
+    assert time.monotonic() - started < 10
+    server.close()
+
+
+def test_headers_that_trickle_time_out_as_a_whole():
+    head = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"p" * 300 + b"\r\nContent-Length: 2\r\n\r\n{}"
+    server = PacedServer(trickled(head))
+    started = time.monotonic()
+    with pytest.raises(TransportError) as slow:
+        UpstreamClient().request("GET", server.url(), {}, Timeouts(1.0, 1.5))
+    assert slow.value.outcome is Outcome.TIMEOUT
+    assert time.monotonic() - started < 10
+    server.close()
+
+
+def test_a_stream_may_run_past_the_read_timeout_while_events_come():
+    """The read timeout bounds the wait from one event to the next, not the stream: events
+    every 0.2 s for ~3 s arrive whole; then an event trickled a byte at a time (never
+    finished) is cut."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    events = [(0.2, b"data: %d\n\n" % n) for n in range(15)]
+    server = PacedServer([(0, head), *events, *trickled(b"data: " + b"z" * 300)])
+    response = UpstreamClient().request("GET", server.url(), {}, Timeouts(1.0, 1.5))
+    started, received = time.monotonic(), b""
+    with pytest.raises(TransportError) as idle:
+        for chunk in response.chunks():
+            received += chunk
+    assert idle.value.outcome is Outcome.TIMEOUT
+    assert received.startswith(b"".join(event for _, event in events))
+    assert time.monotonic() - started < 15  # the trickled event alone would take ~30 s
+    server.close()
+
+
+def test_a_streams_first_event_is_held_back_until_it_ends():
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    server = PacedServer([(0, head), (0, b"data: fir"), (0.3, b"st\n"), (0.1, b"\ndata: 2\n\n")])
+    response = UpstreamClient().request("GET", server.url(), {}, TIMEOUTS)
+    chunks = list(response.chunks())
+    assert chunks[0].startswith(b"data: first\n\n")  # not "data: fir" alone
+    assert b"".join(chunks) == b"data: first\n\ndata: 2\n\n"
+    server.close()
+
+
+@pytest.mark.parametrize("name", ["Authorization", "x-api-key", "x-goog-api-key"])
+def test_a_secret_that_cannot_be_sent_is_the_keys_fault(name):
+    server = RawServer([OK], close_after=True)
+    headers = {"Content-Type": "application/json", name: "Bearer sk-\u20ac-secret"}
+    with pytest.raises(TransportError) as refused:
+        UpstreamClient().request("GET", server.url(), headers, TIMEOUTS)
+    assert refused.value.outcome is Outcome.AUTH_FAILED
+    assert "sk-" not in str(refused.value)
+    server.close()
+
+
+@pytest.mark.parametrize("value", ["cloud-\u20ac", "two\r\nlines", "line\nbreak"])
+def test_any_other_header_that_cannot_be_sent_is_a_502_not_the_keys(value):
+    server = RawServer([OK], close_after=True)
+    headers = {"Authorization": "Bearer sk-fine", "X-Cloud-ID": value}
+    with pytest.raises(GatewayError) as refused:
+        UpstreamClient().request("GET", server.url(), headers, TIMEOUTS)
+    assert refused.value.status == 502 and refused.value.code == "upstream_header_unsendable"
+    assert "'X-Cloud-ID'" in refused.value.message and value not in refused.value.message
+    server.close()
