@@ -14,7 +14,7 @@ import msgspec
 import orjson
 
 from gateway.codecs.openai_chat import request as chat_request
-from gateway.codecs.request import Reasoning, Request
+from gateway.codecs.request import Reasoning, Request, ToolChoice
 from gateway.policy import Outcome
 from gateway.providers.base import (
     ProviderAdapter,
@@ -193,10 +193,16 @@ def chat_body(body: dict, typed: Request | None) -> dict:
         reasoning = Reasoning(effort=effort_of(reasoning.budget or 0))
     hints = {} if typed.source == "openai_responses" else {"metadata": None, "service_tier": None}
     # Chat has functions only: another format's built-in tools are left out (and named
-    # to the client in a header, relay.py).
-    tools = [tool for tool in typed.tools if tool.kind == "function"]
+    # to the client in a header, relay.py). `allowed_tools` is offered as the tools it
+    # names, as few OpenAI-compatible servers know it.
+    tools = [tool for tool in typed.offered_tools() if tool.kind == "function"]
+    choice = typed.tool_choice
+    if choice is not None and choice.mode == "allowed":
+        choice = ToolChoice("required" if choice.required else "auto", parallel=choice.parallel)
     sent = chat_request.encode(
-        msgspec.structs.replace(typed, reasoning=reasoning, tools=tools, **hints)
+        msgspec.structs.replace(
+            typed, reasoning=reasoning, tools=tools, tool_choice=choice, **hints
+        )
     )
     if not reasons and "max_completion_tokens" in sent:
         sent["max_tokens"] = sent.pop("max_completion_tokens")
