@@ -360,3 +360,37 @@ def test_server_tools_an_openai_format_key_goes_without_are_named_in_a_header(sd
     assert raw.parse().content
     (sent,) = fake.requests
     assert [tool["function"]["name"] for tool in sent.body["tools"]] == ["get_weather"]
+
+
+def test_an_anthropic_request_reaches_an_openai_key_as_the_chat_body_it_implies(sdk, key, fake):
+    """Decoded once into the internal request, encoded once as OpenAI chat: thinking as
+    the reasoning model's effort, its answer cap in `max_completion_tokens`, top-k and
+    cache marks carried, tools and the tool choice as chat's own."""
+    sdk.messages.create(
+        model="o4-mini",
+        max_tokens=4000,
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        extra_body={"top_k": 40},
+        tools=[WEATHER],
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+        metadata={"user_id": "user-7"},
+    )
+    assert fake.requests[0].body == {
+        "model": "o4-mini",
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Be brief.",
+                                            "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": "Weather in Oslo?"},
+        ],
+        "max_completion_tokens": 4000,
+        "top_k": 40,
+        "tools": [{"type": "function", "function": {
+            "name": "get_weather", "description": WEATHER["description"],
+            "parameters": WEATHER["input_schema"]}}],
+        "parallel_tool_calls": False,
+        "tool_choice": "required",
+        "reasoning_effort": "low",
+        "user": "user-7",
+    }  # fmt: skip

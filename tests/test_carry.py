@@ -330,6 +330,7 @@ def test_a_pdf_part_is_a_document_on_anthropic_and_inline_data_on_gemini(client,
     assert blocks[1] == {
         "type": "document",
         "source": {"type": "base64", "media_type": "application/pdf", "data": PDF.split(",")[1]},
+        "title": "a.pdf",  # the file's name, as the document's title
     }
     audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
     client.chat.completions.create(

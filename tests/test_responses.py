@@ -215,3 +215,37 @@ def test_a_deleted_keys_responses_go_with_it_and_its_id_is_never_reused(server, 
         ).status
         == 404
     )
+
+
+def test_a_responses_request_reaches_an_openai_chat_key_as_the_chat_body_it_implies(
+    client, key, fake
+):
+    """Decoded once into the internal request, encoded once as OpenAI chat: the answer's
+    format, the allowed tools, the cache key and the account hints all carried; an
+    ordinary model's answer cap in `max_tokens`."""
+    client.responses.create(
+        model="gpt-4o-mini",
+        instructions="Be brief.",
+        input="Weather in Oslo?",
+        max_output_tokens=50,
+        tools=[WEATHER, {**WEATHER, "name": "get_time"}],
+        tool_choice={"type": "allowed_tools", "mode": "required",
+                     "tools": [{"type": "function", "name": "get_weather"}]},
+        text={"format": {"type": "json_schema", "name": "city",
+                         "schema": {"type": "object", "properties": {}}}},
+        prompt_cache_key="conversation-1",
+        metadata={"team": "maps"},
+    )  # fmt: skip
+    sent = fake.requests[0].body
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Oslo?"},
+    ]
+    assert sent["max_tokens"] == 50 and "max_completion_tokens" not in sent
+    # Few OpenAI-compatible servers know `allowed_tools`: the tools it allows are offered.
+    assert [tool["function"]["name"] for tool in sent["tools"]] == ["get_weather"]
+    assert sent["tool_choice"] == "required"
+    assert sent["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "city", "schema": {"type": "object", "properties": {}}}}  # fmt: skip
+    assert sent["prompt_cache_key"] == "conversation-1"
+    assert sent["metadata"] == {"team": "maps"}

@@ -184,6 +184,13 @@ class Request(msgspec.Struct, omit_defaults=True):
         head, dot, rest = path.partition(".")
         return self.names[head] + dot + rest if head in self.names else path
 
+    def offered_tools(self) -> list[Tool]:
+        """The tools offered: only those `allowed_tools` names, when it names some."""
+        choice = self.tool_choice
+        if choice is None or choice.mode != "allowed":
+            return self.tools
+        return [tool for tool in self.tools if tool.name in choice.names]
+
     def cache_marks(self) -> list[str]:
         """Where the request marks cache breakpoints (internal paths)."""
         found = ["cache_control"] if self.cache is not None else []

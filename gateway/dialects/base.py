@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import msgspec
 
 from gateway.codecs.anthropic import request as anthropic_request
+from gateway.codecs.anthropic.request import fit_thinking
 from gateway.codecs.openai_responses import request as responses_request
 from gateway.codecs.request import Request
 from gateway.errors import GatewayError
-from gateway.providers.anthropic import fit_thinking
 from gateway.providers.base import UpstreamReply
 
 # The answer-length fields of the gateway's (OpenAI chat) body, and of each native format.

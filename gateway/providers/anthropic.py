@@ -1,28 +1,29 @@
 """The `anthropic` provider: Anthropic's native Messages API (`x-api-key`,
 `anthropic-version`).
 
-The gateway's request (OpenAI chat) is translated into a Messages request, and the answer
-decoded once into the internal language (gateway/codecs: a typed reply, or stream events)
-that every client dialect renders. A
-client that speaks Anthropic Messages itself gets passthrough: its own body goes up (with
-the routed model) and the upstream's bytes come back, usage read on the side. Prompt
-caching usage (`cache_creation_input_tokens`, `cache_read_input_tokens`) is booked and
-priced; 529 `overloaded_error` fails over like a 5xx.
+Another format's request is encoded from the internal language (gateway/codecs: the
+client's own request, decoded once) by the Messages codec, which emulates what Messages
+has no field for, and the answer decoded once into the internal language (a typed reply,
+or stream events) that every client dialect renders. A client that speaks Anthropic
+Messages itself gets passthrough: its own body goes up (with the routed model) and the
+upstream's bytes come back, usage read on the side. Prompt caching usage
+(`cache_creation_input_tokens`, `cache_read_input_tokens`) is booked and priced;
+529 `overloaded_error` fails over like a 5xx.
 """
 
 from __future__ import annotations
 
-import uuid
-
 import orjson
 
+from gateway.codecs.anthropic import request as anthropic_request
 from gateway.codecs.anthropic.reply import decode
 from gateway.codecs.anthropic.stream import Decoder
 from gateway.codecs.openai_chat import reply as chat_codec
+from gateway.codecs.openai_chat import request as openai_chat_request
 from gateway.codecs.openai_chat.stream import Encoder as ChatEncoder
+from gateway.codecs.request import Request
 from gateway.codecs.wire import INTERNAL, Encoded
 from gateway.policy import Outcome
-from gateway.providers import carry
 from gateway.providers.base import (
     ProviderAdapter,
     Target,
@@ -41,25 +42,19 @@ from gateway.providers.carry import (
     as_function_call,
     legacy_functions,
 )
-from gateway.providers.reading import image_url, list_of, part_text, strings
 from gateway.usage import Usage
-from gateway.validation import is_int
 
 VERSION = "2023-06-01"
 FORMAT = "anthropic"
-# A Messages request must say how long the answer may be; OpenAI's may not.
-DEFAULT_MAX_TOKENS = 4096
-EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
 # What a document block takes as base64 data (a file part's types).
 DOCUMENT_TYPES = ("application/pdf", "text/plain")
-# The least thinking budget Anthropic takes; it must also stay below `max_tokens`.
-MIN_THINKING = 1024
 
 
 class AnthropicAdapter(ProviderAdapter):
     name = "anthropic"
     default_base_url = "https://api.anthropic.com/v1"
     price_provider = "anthropic"
+    takes_typed = True
     # Messages has no several choices, log probabilities, seed, penalties or biases, and
     # takes no audio; structured output is a forced tool whose input is the answer.
     carries = {
@@ -96,15 +91,23 @@ class AnthropicAdapter(ProviderAdapter):
     def passes_through(self, target: Target, native) -> bool:
         return native is not None and native[0] == FORMAT
 
-    def _payload(self, body: dict, native) -> tuple[dict, bool]:
-        """(the Messages request, whether the client's own Anthropic body is sent)."""
+    def _payload(self, body: dict, native, typed: Request | None) -> tuple[dict, bool]:
+        """(the Messages request, whether the client's own Anthropic body is sent): the
+        client's own body, else encoded from the internal request (the client's own
+        format's, else the chat body's); a field Messages cannot carry refused first."""
         if native is not None and native[0] == FORMAT:
             return {**native[1], "model": body["model"]}, True
-        self.refuse_uncarried(body)
-        return to_messages(body), False
+        if typed is None:
+            self.refuse_uncarried(body)
+            typed = openai_chat_request.decode(body)
+        else:
+            self.refuse_uncarried_typed(typed)
+        return anthropic_request.encode(typed), False
 
-    def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
-        payload, passthrough = self._payload(body, native)
+    def chat(
+        self, target: Target, body: dict, timeouts: Timeouts, native=None, typed=None
+    ) -> UpstreamReply:
+        payload, passthrough = self._payload(body, native, typed)
         payload.pop("stream", None)
         response = self.http.request(
             "POST", f"{target.base_url}/messages", self._headers(target), timeouts,
@@ -141,9 +144,15 @@ class AnthropicAdapter(ProviderAdapter):
         return reply
 
     def chat_stream(
-        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
+        self,
+        target: Target,
+        body: dict,
+        timeouts: Timeouts,
+        wants_usage: bool,
+        native=None,
+        typed=None,
     ) -> UpstreamReply:
-        payload, passthrough = self._payload(body, native)
+        payload, passthrough = self._payload(body, native, typed)
         payload["stream"] = True
         response = self.http.request(
             "POST", f"{target.base_url}/messages", self._headers(target), timeouts,
@@ -232,216 +241,6 @@ def error_reply(status: int, headers: dict[str, str], body: bytes) -> UpstreamRe
         and error.get("type") == "not_found_error"
         and model_missing(status, None, message),
     )
-
-
-# -- OpenAI chat → Messages ---------------------------------------------------------------
-
-
-def to_messages(body: dict) -> dict:
-    """The gateway's OpenAI chat request as a Messages request."""
-    body = carry.as_tools(body)
-    system: list[str] = []
-    turns: list[dict] = []
-    for message in body.get("messages") or ():
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if role in ("system", "developer"):
-            text = _text(message.get("content"))
-            if text:
-                system.append(text)
-        elif role == "tool":
-            block = {
-                "type": "tool_result",
-                "tool_use_id": str(message.get("tool_call_id", "")),
-                "content": _text(message.get("content")),
-            }
-            _append(turns, "user", [block])
-        elif role == "assistant":
-            blocks = []
-            text = _text(message.get("content"))
-            if text:
-                blocks.append({"type": "text", "text": text})
-            for call in list_of(message.get("tool_calls")):
-                function = call.get("function") if isinstance(call, dict) else None
-                if not isinstance(function, dict):
-                    continue  # refused at the edge; never a crash here
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
-                        "name": function.get("name", ""),
-                        "input": _object(function.get("arguments")),
-                    }
-                )
-            if blocks:
-                _append(turns, "assistant", blocks)
-        else:
-            _append(turns, "user", _user_blocks(message.get("content")))
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    out: dict = {
-        "model": body["model"],
-        "messages": turns,
-        "max_tokens": asked or DEFAULT_MAX_TOKENS,
-    }
-    if system:
-        out["system"] = "\n\n".join(system)
-    for name in ("temperature", "top_p", "top_k"):
-        if body.get(name) is not None:
-            out[name] = body[name]
-    stop = body.get("stop")
-    if stop:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else strings(stop)
-    if isinstance(body.get("user"), str):
-        out["metadata"] = {"user_id": body["user"]}
-    tools = [_tool(t) for t in body.get("tools") or () if isinstance(t, dict)]
-    tools = [t for t in tools if t is not None]
-    if tools:
-        out["tools"] = tools
-        choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
-        if choice is not None:
-            out["tool_choice"] = choice
-    _structured(out, body)
-    effort = body.get("reasoning_effort")
-    if isinstance(effort, str) and effort in EFFORT_BUDGETS:
-        budget = EFFORT_BUDGETS[effort]
-        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        if not asked:  # the default length grows to hold the thinking
-            out["max_tokens"] = max(out["max_tokens"], budget + 1024)
-        # A length asked (or a budget's cap) is the most of all output, reasoning included,
-        # as OpenAI counts it: the thinking is fitted under it.
-        fit_thinking(out)
-    return out
-
-
-def _structured(out: dict, body: dict) -> None:
-    """`response_format` as a tool the model must call, its input the answer: forced
-    when the client offers no tool, one of any tool otherwise (left to the model under
-    extended thinking, which refuses a forced tool)."""
-    schema = carry.answer_schema(AnthropicAdapter.name, body)
-    if schema is None:
-        return
-    tool = {
-        "name": ANSWER_TOOL,
-        "description": "Give your answer as this tool's input, following its schema.",
-        "input_schema": schema,
-    }
-    offered = out.get("tools") or []
-    out["tools"] = [*offered, tool]
-    if body.get("reasoning_effort") in EFFORT_BUDGETS:
-        out["tool_choice"] = {"type": "auto"}
-    elif not offered or (out.get("tool_choice") or {}).get("type") == "none":
-        out["tools"] = [tool]
-        out["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
-    elif (out.get("tool_choice") or {}).get("type") != "tool":
-        out["tool_choice"] = {"type": "any"}
-
-
-def fit_thinking(payload: dict) -> None:
-    """Keep extended thinking below `max_tokens`, as Anthropic requires and a budget's cap
-    needs (the upstream is never asked for more): its budget is lowered to leave room for
-    the answer, or thinking is dropped when not even the least budget fits."""
-    thinking = payload.get("thinking")
-    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
-        return
-    budget, most = thinking.get("budget_tokens"), payload.get("max_tokens")
-    if not is_int(budget) or not is_int(most) or budget < most:
-        return
-    if most <= MIN_THINKING:
-        del payload["thinking"]
-        return
-    payload["thinking"] = {**thinking, "budget_tokens": max(MIN_THINKING, most - MIN_THINKING)}
-
-
-def _append(turns: list[dict], role: str, blocks: list[dict]) -> None:
-    """Add blocks to the conversation, merging into the last turn of the same role (the
-    API wants user and assistant turns to alternate)."""
-    if not blocks:
-        return
-    if turns and turns[-1]["role"] == role:
-        turns[-1]["content"] += blocks
-    else:
-        turns.append({"role": role, "content": list(blocks)})
-
-
-def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    texts = (part_text(part) for part in list_of(content))
-    return "".join(text for text in texts if text is not None)
-
-
-def _user_blocks(content) -> list[dict]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks = []
-    for part in list_of(content):
-        before = len(blocks)
-        text = part_text(part)
-        if text is not None:
-            blocks.append({"type": "text", "text": text})
-        elif isinstance(part, dict) and part.get("type") == "image_url":
-            url = image_url(part)
-            if url is not None:
-                blocks.append({"type": "image", "source": _image_source(url)})
-        elif isinstance(part, dict) and part.get("type") == "file":
-            blocks.append(_document(part["file"]))
-        mark = part.get("cache_control") if isinstance(part, dict) else None
-        if len(blocks) > before and isinstance(mark, dict):
-            blocks[-1]["cache_control"] = mark  # a breakpoint, as it came
-    return blocks
-
-
-def _document(file: dict) -> dict:
-    """A file part (its `file_data`, a data URL: carry.check refused any other) as a
-    document block."""
-    media, encoded = file["file_data"][5:].split(";base64,", 1)
-    return {"type": "document", "source": {"type": "base64", "media_type": media, "data": encoded}}
-
-
-def _image_source(url: str) -> dict:
-    if url.startswith("data:") and ";base64," in url:
-        media, data = url[5:].split(";base64,", 1)
-        return {"type": "base64", "media_type": media, "data": data}
-    return {"type": "url", "url": url}
-
-
-def _object(arguments) -> dict:
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = orjson.loads(arguments or "{}")
-    except (orjson.JSONDecodeError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _tool(tool: dict) -> dict | None:
-    function = tool.get("function")
-    if tool.get("type") != "function" or not isinstance(function, dict):
-        return None
-    out = {
-        "name": function.get("name", ""),
-        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
-    }
-    if function.get("description"):
-        out["description"] = function["description"]
-    return out
-
-
-def _tool_choice(choice, parallel) -> dict | None:
-    out = None
-    if choice == "auto":
-        out = {"type": "auto"}
-    elif choice == "required":
-        out = {"type": "any"}
-    elif choice == "none":
-        out = {"type": "none"}
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        out = {"type": "tool", "name": choice["function"].get("name", "")}
-    if parallel is False:
-        out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
-    return out
 
 
 # -- Messages → OpenAI chat ---------------------------------------------------------------

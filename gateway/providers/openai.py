@@ -7,10 +7,14 @@ the upstream's bytes, read on the side for usage, its text and its error message
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
+import msgspec
 import orjson
 
+from gateway.codecs.openai_chat import request as chat_request
+from gateway.codecs.request import Reasoning, Request, ToolChoice
 from gateway.policy import Outcome
 from gateway.providers.base import (
     ProviderAdapter,
@@ -31,6 +35,9 @@ class OpenAIAdapter(ProviderAdapter):
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
     price_provider = "openai"
+    # Another format's client (Anthropic, Responses) is sent the chat body encoded from
+    # its internal request; an OpenAI chat client's body goes up as it is.
+    takes_typed = True
     # Beta features the client opts into; `OpenAI-Organization` / `-Project` are not sent
     # on: they belong to the key's account, not to the client.
     forwarded_headers = ("openai-beta",)
@@ -51,13 +58,21 @@ class OpenAIAdapter(ProviderAdapter):
         """A Responses client on a key whose upstream has the Responses API."""
         return native is not None and native[0] == RESPONSES and target.responses_api
 
-    def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
+    def chat(
+        self, target: Target, body: dict, timeouts: Timeouts, native=None, typed=None
+    ) -> UpstreamReply:
         if self.passes_through(target, native):
             return self._responses(target, {**native[1], "model": body["model"]}, timeouts)
-        return self._whole(target, "/chat/completions", body, timeouts)
+        return self._whole(target, "/chat/completions", chat_body(body, typed), timeouts)
 
     def chat_stream(
-        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
+        self,
+        target: Target,
+        body: dict,
+        timeouts: Timeouts,
+        wants_usage: bool,
+        native=None,
+        typed=None,
     ) -> UpstreamReply:
         if self.passes_through(target, native):
             sent = {**native[1], "model": body["model"], "stream": True}
@@ -72,7 +87,8 @@ class OpenAIAdapter(ProviderAdapter):
                 stream=ResponsesEvents(),
                 format=RESPONSES,
             )
-        return self._streamed(target, "/chat/completions", body, timeouts, wants_usage)
+        sent = chat_body(body, typed)
+        return self._streamed(target, "/chat/completions", sent, timeouts, wants_usage)
 
     def _responses(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         """The Responses API as it is: the upstream's response object relayed."""
@@ -158,6 +174,44 @@ class OpenAIAdapter(ProviderAdapter):
 
 
 RESPONSES = "openai_responses"
+# Models that take OpenAI's `reasoning_effort` and count their answer's length in
+# `max_completion_tokens` (they refuse `max_tokens`); other OpenAI-compatible servers
+# know `max_tokens`, and many not the newer field.
+REASONING_MODELS = re.compile(r"^(o\d|gpt-5)")
+
+
+def chat_body(body: dict, typed: Request | None) -> dict:
+    """What goes up to /chat/completions: the client's own chat body as it is (the hot
+    path: nothing decoded), another format's encoded from its internal request."""
+    if typed is None or typed.source == chat_request.FORMAT:
+        return body
+    reasons = REASONING_MODELS.match(typed.model.rsplit("/", 1)[-1]) is not None
+    reasoning = typed.reasoning
+    if reasoning is not None and (reasoning.off or (not reasons and typed.source == "anthropic")):
+        reasoning = None  # `thinking` is asked of every model; others refuse the effort
+    elif reasoning is not None and reasoning.effort is None:
+        reasoning = Reasoning(effort=effort_of(reasoning.budget or 0))
+    hints = {} if typed.source == "openai_responses" else {"metadata": None, "service_tier": None}
+    # Chat has functions only: another format's built-in tools are left out (and named
+    # to the client in a header, relay.py). `allowed_tools` is offered as the tools it
+    # names, as few OpenAI-compatible servers know it.
+    tools = [tool for tool in typed.offered_tools() if tool.kind == "function"]
+    choice = typed.tool_choice
+    if choice is not None and choice.mode == "allowed":
+        choice = ToolChoice("required" if choice.required else "auto", parallel=choice.parallel)
+    sent = chat_request.encode(
+        msgspec.structs.replace(
+            typed, reasoning=reasoning, tools=tools, tool_choice=choice, **hints
+        )
+    )
+    if not reasons and "max_completion_tokens" in sent:
+        sent["max_tokens"] = sent.pop("max_completion_tokens")
+    return sent
+
+
+def effort_of(budget: int) -> str:
+    """A thinking budget of tokens as the nearest reasoning effort."""
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
 
 
 def responses_usage(usage: object) -> Usage | None:

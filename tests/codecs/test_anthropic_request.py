@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from gateway.codecs.anthropic.request import decode, encode
-from gateway.codecs.request import Cache, File, Image, Text, Thinking, ToolCall, ToolResult
+from gateway.codecs.openai_chat import request as chat_request
+from gateway.codecs.request import Cache, File, Image, Text, Thinking, ToolCall, ToolResult, Turn
 from gateway.errors import GatewayError
 from gateway.providers import ADAPTERS
-from gateway.providers.carry import TYPED, Unsupported, check_typed
+from gateway.providers.carry import ANSWER_TOOL, TYPED, Unsupported, check_typed
 
 CACHED = {"type": "ephemeral"}
 FULL = {
@@ -32,7 +33,7 @@ FULL = {
         ]},
         {"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": "toolu_1",
-             "content": [{"type": "text", "text": "sunny"}], "is_error": True},
+             "content": "sunny", "is_error": True},
         ]},
     ],
     "tools": [
@@ -184,3 +185,122 @@ def test_a_refusal_names_the_anthropic_field_not_the_internal_one():
         check_typed("claude_code", cli.carries, decode({**body, "messages": [
             {"role": "user", "content": "a"}]}), cli.file_types)  # fmt: skip
     assert refused.value.param == "stop_sequences"
+
+
+# -- encoding another format's request: what Messages has no field for is emulated -------
+
+HI = [{"role": "system", "content": "Be brief."}, {"role": "developer", "content": "Be kind."},
+      {"role": "user", "content": "Weather?"}]  # fmt: skip
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
+CITY = {"type": "json_schema", "json_schema": {"name": "city", "schema": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
+
+
+def from_chat(**fields) -> dict:
+    """The Messages body an OpenAI chat body (`fields` over a plain one) is encoded as."""
+    return encode(chat_request.decode({"model": "claude-sonnet-4-5", "messages": HI, **fields}))
+
+
+def test_a_chat_request_keeps_its_system_prompt_as_one_string_and_a_default_length():
+    body = from_chat(user="u-1", metadata={"k": "v"}, service_tier="flex", store=True)
+    assert body["system"] == "Be brief.\n\nBe kind." and body["max_tokens"] == 4096
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Weather?"}]}]
+    # OpenAI's account hints mean nothing to Anthropic: only the end user's id goes up.
+    assert body["metadata"] == {"user_id": "u-1"} and "service_tier" not in body
+
+
+def test_structured_output_is_a_forced_answer_tool_when_no_tool_is_offered():
+    body = from_chat(response_format=CITY)
+    assert body["tools"] == [{"name": ANSWER_TOOL, "description": body["tools"][0]["description"],
+                              "input_schema": CITY["json_schema"]["schema"]}]  # fmt: skip
+    assert body["tool_choice"] == {"type": "tool", "name": ANSWER_TOOL}
+    assert "output_format" not in body
+    assert from_chat(response_format={"type": "json_object"})["tools"][0]["input_schema"] == {
+        "type": "object"
+    }
+
+
+def test_structured_output_beside_tools_is_any_tool_and_left_to_the_model_when_thinking():
+    body = from_chat(response_format=CITY, tools=[WEATHER], tool_choice="auto")
+    assert [t["name"] for t in body["tools"]] == ["get_weather", ANSWER_TOOL]
+    assert body["tool_choice"] == {"type": "any"}
+    thinking = from_chat(response_format=CITY, reasoning_effort="low")
+    assert thinking["tool_choice"] == {"type": "auto"}
+    assert thinking["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+
+
+def test_a_schema_whose_root_is_no_object_is_refused_by_the_clients_name():
+    with pytest.raises(Unsupported) as refused:
+        from_chat(response_format={"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "array"}}})  # fmt: skip
+    assert refused.value.param == "response_format.json_schema.schema"
+
+
+def test_legacy_functions_are_tools_and_their_turns_tool_calls_and_results():
+    turns = [*HI, {"role": "assistant", "content": None,
+                   "function_call": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+             {"role": "function", "name": "get_weather", "content": "sunny"}]  # fmt: skip
+    body = from_chat(messages=turns, functions=[WEATHER["function"]],
+                     function_call={"name": "get_weather"})  # fmt: skip
+    assert body["tools"] == [{"name": "get_weather",
+                              "input_schema": WEATHER["function"]["parameters"]}]  # fmt: skip
+    assert body["tool_choice"] == {"type": "tool", "name": "get_weather"}
+    call = body["messages"][1]["content"][0]
+    assert call == {"type": "tool_use", "id": call["id"], "name": "get_weather",
+                    "input": {"city": "Oslo"}}  # fmt: skip
+    assert body["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": call["id"], "content": "sunny"}
+    ]
+
+
+def test_allowed_tools_offers_only_the_tools_it_names_in_its_mode():
+    other = {"type": "function", "function": {"name": "get_time"}}
+    allowed = {
+        "type": "allowed_tools",
+        "allowed_tools": {
+            "mode": "required",
+            "tools": [{"type": "function", "function": {"name": "get_time"}}],
+        },
+    }
+    body = from_chat(tools=[WEATHER, other], tool_choice=allowed)  # fmt: skip
+    assert [t["name"] for t in body["tools"]] == ["get_time"]
+    assert body["tool_choice"] == {"type": "any"}
+    allowed["allowed_tools"]["mode"] = "auto"
+    assert from_chat(tools=[WEATHER, other], tool_choice=allowed)["tool_choice"] == {"type": "auto"}
+    allowed["allowed_tools"]["tools"] = [{"type": "function", "function": {"name": "gone"}}]
+    nothing = from_chat(tools=[WEATHER, other], tool_choice=allowed)
+    assert "tools" not in nothing and "tool_choice" not in nothing
+
+
+def test_a_pdf_part_is_a_document_titled_with_its_file_name():
+    pdf = {"type": "file", "file": {"filename": "a.pdf",
+                                    "file_data": "data:application/pdf;base64,JVBER"}}  # fmt: skip
+    body = from_chat(messages=[{"role": "user", "content": [pdf]}])
+    assert body["messages"][0]["content"] == [{"type": "document", "title": "a.pdf", "source": {
+        "type": "base64", "media_type": "application/pdf", "data": "JVBER"}}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fields,thinking,most",
+    [
+        ({"reasoning_effort": "high"}, 16384, 16384 + 1024),  # the length grows to hold it
+        ({"reasoning_effort": "high", "max_tokens": 3000}, 1976, 3000),  # fitted under it
+        ({"reasoning_effort": "low", "max_completion_tokens": 1000}, None, 1000),  # no room
+        ({"reasoning_effort": "none"}, None, 4096),
+    ],
+)
+def test_a_reasoning_effort_is_a_thinking_budget_below_max_tokens(fields, thinking, most):
+    body = from_chat(**fields)
+    assert body["max_tokens"] == most
+    assert body.get("thinking") == (
+        {"type": "enabled", "budget_tokens": thinking} if thinking else None
+    )
+
+
+def test_unsigned_reasoning_of_another_format_is_not_sent_as_a_thinking_block():
+    request = chat_request.decode({"model": "m", "messages": HI})
+    request.turns.append(Turn("assistant", [Thinking("Hmm."), Text("Sunny.")]))
+    request.turns.append(Turn("user", [Text("Thanks")]))
+    assert encode(request)["messages"][1] == {
+        "role": "assistant", "content": [{"type": "text", "text": "Sunny."}]}  # fmt: skip

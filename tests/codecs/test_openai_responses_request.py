@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.codecs.anthropic.request import encode as anthropic_encode
 from gateway.codecs.openai_responses.request import decode
 from gateway.codecs.request import File, Image, Text, Thinking, ToolCall, ToolResult
 from gateway.providers import ADAPTERS
@@ -92,3 +93,20 @@ def test_a_refusal_names_the_responses_field():
 def test_a_body_of_the_wrong_types_is_read_without_a_crash(body):
     """The dialect refuses such bodies first; the codec, as the second line, never raises."""
     decode(body)
+
+
+def test_a_reasoning_item_with_text_hands_its_encrypted_content_back_as_the_signature():
+    """What an Anthropic thinking block became (its signature as the encrypted content)
+    goes back to an Anthropic upstream as that thinking block, signed."""
+    signed = {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "sig-1",
+              "content": [{"type": "reasoning_text", "text": "Hmm."}]}  # fmt: skip
+    request = decode({"model": "claude-sonnet-4-5", "input": [
+        {"role": "user", "content": "Weather?"}, signed,
+        {"type": "message", "role": "assistant", "content": [
+            {"type": "output_text", "text": "Sunny."}]},
+        {"role": "user", "content": "Thanks"}]})  # fmt: skip
+    assert request.turns[1].content == [Thinking("Hmm.", signature="sig-1")]
+    assert anthropic_encode(request)["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": "Hmm.", "signature": "sig-1"},
+        {"type": "text", "text": "Sunny."},
+    ]

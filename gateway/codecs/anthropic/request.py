@@ -4,6 +4,8 @@ Anthropic upstream takes."""
 
 from __future__ import annotations
 
+import uuid
+
 import orjson
 
 from gateway.codecs.request import (
@@ -24,6 +26,7 @@ from gateway.codecs.request import (
     Turn,
 )
 from gateway.errors import invalid_request
+from gateway.providers.carry import ANSWER_TOOL, refused
 from gateway.validation import MAX_ANSWER_TOKENS, is_int, refuse
 
 FORMAT = "anthropic"
@@ -41,8 +44,13 @@ NAMES = {
     "parallel_tool_calls": "tool_choice.disable_parallel_tool_use",
     "response_format": "output_format",
 }
-# Effort → thinking budget, for a request that names an effort (adaptive thinking).
-EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+# Effort → thinking budget, for a request that names an effort (OpenAI's, or an adaptive
+# Messages request's).
+EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+# A Messages request must say how long the answer may be; OpenAI's may not.
+DEFAULT_MAX_TOKENS = 4096
+# The least thinking budget Anthropic takes; it must also stay below `max_tokens`.
+MIN_THINKING = 1024
 
 
 def decode(body: object) -> Request:
@@ -259,11 +267,15 @@ def _output(fmt: object) -> Output | None:
 
 
 def encode(request: Request) -> dict:
-    """The internal request as a Messages body."""
-    system = [p for t in request.turns if t.role in ("system", "developer") for p in t.content]
-    body: dict = {"model": request.model, "max_tokens": request.max_tokens or 4096}
+    """The internal request as a Messages body. What Messages has no field for is emulated
+    here: structured output as a tool whose input is the answer (`ANSWER_TOOL`),
+    `allowed_tools` as the tools it allows, a reasoning effort as a thinking budget kept
+    below `max_tokens`. OpenAI's account hints (metadata, service tier) are not sent."""
+    native = request.source == FORMAT
+    body: dict = {"model": request.model, "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS}
+    system = _system(request.turns)
     if system:
-        body["system"] = [_block(part) for part in system if isinstance(part, Text)]
+        body["system"] = system
     body["messages"] = _messages(request.turns)
     sampling = request.sampling
     for name in ("temperature", "top_p", "top_k"):
@@ -271,34 +283,109 @@ def encode(request: Request) -> dict:
             body[name] = getattr(sampling, name)
     if sampling.stop:
         body["stop_sequences"] = list(sampling.stop)
-    if request.tools:
-        body["tools"] = [_tool_body(tool) for tool in request.tools]
-    choice = _choice_body(request.tool_choice)
-    if choice is not None:
-        body["tool_choice"] = choice
-    thinking = request.reasoning
-    if thinking is not None:
-        if thinking.off:
-            body["thinking"] = {"type": "disabled"}
-        else:
-            budget = thinking.budget or EFFORT_BUDGETS.get(thinking.effort or "", 8192)
-            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-    if request.output is not None and request.output.kind == "json_schema":
+    tools = request.offered_tools()
+    if tools:
+        body["tools"] = [_tool_body(tool) for tool in tools]
+        choice = _choice_body(request.tool_choice)
+        if choice is not None:
+            body["tool_choice"] = choice
+    _thinking(body, request)
+    if request.output is not None and native and request.output.kind == "json_schema":
         body["output_format"] = {"type": "json_schema", "schema": request.output.schema}
-    metadata = dict(request.metadata or {})
+    elif request.output is not None:
+        _answer_tool(body, request)
+    metadata = dict(request.metadata or {}) if native else {}
     if request.user is not None:
         metadata["user_id"] = request.user
     if metadata:
         body["metadata"] = metadata
-    if request.service_tier is not None:
+    if native and request.service_tier is not None:
         body["service_tier"] = request.service_tier
     if request.cache is not None:
         body["cache_control"] = _cache_body(request.cache)
     if request.stream:
         body["stream"] = True
-    if request.source == FORMAT:
+    if native:
         body.update(request.extra)
+    fit_thinking(body)
     return body
+
+
+def _system(turns: list[Turn]) -> str | list[dict]:
+    """The system and developer turns: one string, or blocks when one is marked."""
+    parts = [p for t in turns if t.role in ("system", "developer") for p in t.content]
+    texts = [part for part in parts if isinstance(part, Text)]
+    if all(part.cache is None for part in texts):
+        return "\n\n".join(part.text for part in texts if part.text)
+    return [_block(part) for part in texts]
+
+
+def _thinking(body: dict, request: Request) -> None:
+    """`thinking` from the request's reasoning: its budget, or its effort's. A length the
+    client did not set grows to hold the thinking; one it set is the most of all output,
+    reasoning included (as OpenAI counts it): fit_thinking fits the budget under it."""
+    reasoning = request.reasoning
+    if reasoning is None:
+        return
+    if reasoning.off:
+        if request.source == FORMAT:
+            body["thinking"] = {"type": "disabled"}
+        return
+    budget = reasoning.budget or EFFORT_BUDGETS.get(reasoning.effort or "")
+    if budget is None:  # an effort Messages has no budget for ("none")
+        return
+    body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if request.max_tokens is None:
+        body["max_tokens"] = max(body["max_tokens"], budget + MIN_THINKING)
+
+
+def _answer_tool(body: dict, request: Request) -> None:
+    """Structured output as a tool the model must call, its input the answer: forced when
+    the client offers no tool, one of any tool otherwise (left to the model under extended
+    thinking, which refuses a forced tool)."""
+    tool = {
+        "name": ANSWER_TOOL,
+        "description": "Give your answer as this tool's input, following its schema.",
+        "input_schema": _answer_schema(request),
+    }
+    offered = body.get("tools") or []
+    chosen = (body.get("tool_choice") or {}).get("type")
+    body["tools"] = [*offered, tool]
+    if (body.get("thinking") or {}).get("type") == "enabled":
+        body["tool_choice"] = {"type": "auto"}
+    elif not offered or chosen == "none":
+        body["tools"] = [tool]
+        body["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
+    elif chosen != "tool":
+        body["tool_choice"] = {"type": "any"}
+
+
+def _answer_schema(request: Request) -> dict:
+    """The schema the answer must follow (an object of any shape for JSON mode); a root
+    that is not an object cannot be a tool's input."""
+    schema = request.output.schema if request.output.kind == "json_schema" else None
+    if schema is None:
+        return {"type": "object"}
+    if schema.get("type", "object") != "object":
+        where = request.name_of("response_format.json_schema.schema")
+        raise refused(FORMAT, where, "a schema whose root is not an object")
+    return schema
+
+
+def fit_thinking(payload: dict) -> None:
+    """Keep extended thinking below `max_tokens`, as Anthropic requires and a budget's cap
+    needs (the upstream is never asked for more): its budget is lowered to leave room for
+    the answer, or thinking is dropped when not even the least budget fits."""
+    thinking = payload.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    budget, most = thinking.get("budget_tokens"), payload.get("max_tokens")
+    if not is_int(budget) or not is_int(most) or budget < most:
+        return
+    if most <= MIN_THINKING:
+        del payload["thinking"]
+        return
+    payload["thinking"] = {**thinking, "budget_tokens": max(MIN_THINKING, most - MIN_THINKING)}
 
 
 def _messages(turns: list[Turn]) -> list[dict]:
@@ -335,21 +422,30 @@ def _block(part: Part) -> dict | None:
         if part.name is not None:
             block["title"] = part.name
     elif isinstance(part, ToolCall):
-        block = {"type": "tool_use", "id": part.id, "name": part.name,
-                 "input": _object(part.arguments)}  # fmt: skip
+        block = {"type": "tool_use", "id": part.id or "toolu_" + uuid.uuid4().hex[:24],
+                 "name": part.name, "input": _object(part.arguments)}  # fmt: skip
     elif isinstance(part, ToolResult):
         block = {"type": "tool_result", "tool_use_id": part.call_id,
-                 "content": [b for b in map(_block, part.content) if b is not None]}  # fmt: skip
+                 "content": _result_content(part.content)}  # fmt: skip
         if part.is_error:
             block["is_error"] = True
     elif isinstance(part, Thinking):
         if part.redacted is not None:
             return {"type": "redacted_thinking", "data": part.redacted}
-        return {"type": "thinking", "thinking": part.text, "signature": part.signature or ""}
+        if part.signature is None:  # unsigned reasoning (another format's): refused upstream
+            return None
+        return {"type": "thinking", "thinking": part.text, "signature": part.signature}
     cache = getattr(part, "cache", None)
     if block is not None and cache is not None:
         block["cache_control"] = _cache_body(cache)
     return block
+
+
+def _result_content(parts: list[Part]) -> str | list[dict]:
+    """A tool's result: its text as a string, or blocks when it has more than text."""
+    if all(isinstance(part, Text) and part.cache is None for part in parts):
+        return "".join(part.text for part in parts)
+    return [block for block in map(_block, parts) if block is not None]
 
 
 def _document(part: File) -> dict:

@@ -54,7 +54,7 @@ def encode(request: Request) -> dict:
     config = generation_config(request)
     if config:
         out["generationConfig"] = config
-    tools = _allowed(request)
+    tools = request.offered_tools()
     declarations = [_declaration(tool) for tool in tools if tool.kind == "function"]
     if declarations:
         out["tools"] = [{"functionDeclarations": declarations}]
@@ -212,14 +212,6 @@ def _thinking(request: Request) -> dict | None:
         return None
     most = 32768 if pro else 24576
     return {"thinkingBudget": min(max(budget, 128 if pro else 0), most)}
-
-
-def _allowed(request: Request) -> list:
-    """The tools offered: only those `allowed_tools` names, when it names some."""
-    choice = request.tool_choice
-    if choice is None or choice.mode != "allowed":
-        return request.tools
-    return [tool for tool in request.tools if tool.name in choice.names]
 
 
 def _declaration(tool) -> dict:

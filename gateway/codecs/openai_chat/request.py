@@ -304,7 +304,9 @@ def _messages(turns: list[Turn]) -> list[dict]:
         parts = [p for p in turn.content if not isinstance(p, ToolCall | ToolResult)]
         if results and not parts and not calls:
             continue
-        message: dict = {"role": turn.role, "content": _content(parts)}
+        # A system prompt's blocks are lines of one prompt; a user's parts run on.
+        joiner = "\n" if turn.role in ("system", "developer") else ""
+        message: dict = {"role": turn.role, "content": _content(parts, joiner)}
         if turn.name is not None:
             message["name"] = turn.name
         if calls:
@@ -321,10 +323,10 @@ def _text(parts: list[Part]) -> str:
     return "".join(p.text for p in parts if isinstance(p, Text))
 
 
-def _content(parts: list[Part]):
+def _content(parts: list[Part], joiner: str = ""):
     """A plain string when the parts are text only and unmarked, else content parts."""
     if all(isinstance(p, Text) and p.cache is None for p in parts):
-        return "".join(p.text for p in parts) if parts else None
+        return joiner.join(p.text for p in parts) if parts else None
     out = []
     for part in parts:
         body = _part_body(part)

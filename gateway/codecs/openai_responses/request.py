@@ -123,8 +123,22 @@ def _turn(item: object) -> Turn | None:
         output = output if isinstance(output, str) else orjson.dumps(output).decode()
         return Turn("tool", [ToolResult(str(item.get("call_id", "")), [Text(output)])])
     if kind == "reasoning" and isinstance(item.get("encrypted_content"), str):
-        return Turn("assistant", [Thinking(redacted=item["encrypted_content"])])
+        return Turn("assistant", [_thinking(item)])
     return None  # item references and other tools' items: only the Responses API has them
+
+
+def _thinking(item: dict) -> Thinking:
+    """A reasoning item handed back: its text signed by its encrypted content (how a
+    thinking block's signature goes out, codecs/openai_responses/reply.py), or, with no
+    text, the encrypted content alone (a redacted block's data)."""
+    text = "".join(
+        str(part.get("text", ""))
+        for part in list_of(item.get("content"))
+        if isinstance(part, dict) and part.get("type") == "reasoning_text"
+    )
+    if text:
+        return Thinking(text, signature=item["encrypted_content"])
+    return Thinking(redacted=item["encrypted_content"])
 
 
 def _parts(content: object) -> list[Part]:
