@@ -28,3 +28,18 @@ def image_url(part) -> str | None:
     image = part.get("image_url") if isinstance(part, dict) else None
     url = image.get("url") if isinstance(image, dict) else image
     return url if isinstance(url, str) and url else None
+
+
+def text_or_none(value: object) -> str | None:
+    """The value if it is a string."""
+    return value if isinstance(value, str) else None
+
+
+def number_or_none(value: object) -> float | None:
+    """The value if it is a number (not a boolean)."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def int_or_none(value: object) -> int | None:
+    """The value if it is an integer (not a boolean)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

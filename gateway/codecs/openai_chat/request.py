@@ -21,7 +21,15 @@ from gateway.codecs.request import (
     ToolResult,
     Turn,
 )
-from gateway.providers.reading import image_url, list_of, part_text, strings
+from gateway.providers.reading import (
+    image_url,
+    int_or_none,
+    list_of,
+    number_or_none,
+    part_text,
+    strings,
+    text_or_none,
+)
 
 FORMAT = "openai"
 KNOWN = {
@@ -40,17 +48,17 @@ def decode(body: dict) -> Request:
     """A chat body as the internal request (legacy functions as tools)."""
     tools = _tools(body)
     sampling = Sampling(
-        temperature=_number(body.get("temperature")),
-        top_p=_number(body.get("top_p")),
-        top_k=_int(body.get("top_k")),
+        temperature=number_or_none(body.get("temperature")),
+        top_p=number_or_none(body.get("top_p")),
+        top_k=int_or_none(body.get("top_k")),
         stop=[body["stop"]] if isinstance(body.get("stop"), str) else strings(body.get("stop")),
-        seed=_int(body.get("seed")),
-        presence_penalty=_number(body.get("presence_penalty")),
-        frequency_penalty=_number(body.get("frequency_penalty")),
+        seed=int_or_none(body.get("seed")),
+        presence_penalty=number_or_none(body.get("presence_penalty")),
+        frequency_penalty=number_or_none(body.get("frequency_penalty")),
         logit_bias=body["logit_bias"] if isinstance(body.get("logit_bias"), dict) else None,
         n=body["n"] if isinstance(body.get("n"), int) and body["n"] > 1 else 1,
         logprobs=body.get("logprobs") is True,
-        top_logprobs=_int(body.get("top_logprobs")) or None,
+        top_logprobs=int_or_none(body.get("top_logprobs")) or None,
     )
     answer = body.get("max_completion_tokens") or body.get("max_tokens")
     effort = body.get("reasoning_effort")
@@ -65,33 +73,21 @@ def decode(body: dict) -> Request:
         max_tokens=answer if isinstance(answer, int) else None,
         reasoning=Reasoning(effort=effort) if isinstance(effort, str) else None,
         metadata=body["metadata"] if isinstance(body.get("metadata"), dict) else None,
-        user=_str(body.get("user")),
-        prompt_cache_key=_str(body.get("prompt_cache_key")),
-        service_tier=_str(body.get("service_tier")),
+        user=text_or_none(body.get("user")),
+        prompt_cache_key=text_or_none(body.get("prompt_cache_key")),
+        service_tier=text_or_none(body.get("service_tier")),
         store=body["store"] if isinstance(body.get("store"), bool) else None,
-        safety_identifier=_str(body.get("safety_identifier")),
+        safety_identifier=text_or_none(body.get("safety_identifier")),
         modalities=strings(body.get("modalities")),
         audio=body["audio"] if isinstance(body.get("audio"), dict) else None,
         prediction=body["prediction"] if isinstance(body.get("prediction"), dict) else None,
         web_search=body.get("web_search_options"),
-        verbosity=_str(body.get("verbosity")),
+        verbosity=text_or_none(body.get("verbosity")),
         stream=body.get("stream") is True,
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
         extra={name: value for name, value in body.items() if name not in KNOWN},
         source=FORMAT,
     )
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _number(value: object) -> float | None:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _turns(messages: list) -> list[Turn]:
@@ -101,7 +97,7 @@ def _turns(messages: list) -> list[Turn]:
         if not isinstance(message, dict) or message.get("role") not in ROLES | {"function"}:
             continue
         role, content = message["role"], _parts(message.get("content"))
-        name = _str(message.get("name"))
+        name = text_or_none(message.get("name"))
         if role == "tool":
             call_id = str(message.get("tool_call_id", ""))
             turns.append(Turn("tool", [ToolResult(call_id, content)], name))
@@ -172,7 +168,7 @@ def _image(url: str, part: dict, cache: Cache | None) -> Image:
 
 def _file(file: object, cache: Cache | None) -> File:
     file = file if isinstance(file, dict) else {}
-    name, data = _str(file.get("filename")), file.get("file_data")
+    name, data = text_or_none(file.get("filename")), file.get("file_data")
     if isinstance(data, str) and data.startswith("data:") and ";base64," in data:
         media, encoded = data[5:].split(";base64,", 1)
         return File(data=encoded, media_type=media, name=name, cache=cache)
@@ -200,7 +196,7 @@ def _function(function: dict) -> Tool:
     strict = function.get("strict")
     return Tool(
         str(function.get("name", "")),
-        description=_str(function.get("description")),
+        description=text_or_none(function.get("description")),
         parameters=parameters if isinstance(parameters, dict) else None,
         strict=strict if isinstance(strict, bool) else None,
     )
@@ -237,7 +233,7 @@ def _output(fmt: object) -> Output | None:
     return Output(
         fmt["type"],
         schema if isinstance(schema, dict) else None,
-        _str(wanted.get("name")),
+        text_or_none(wanted.get("name")),
         strict if isinstance(strict, bool) else None,
     )
 

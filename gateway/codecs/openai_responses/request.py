@@ -23,7 +23,7 @@ from gateway.codecs.request import (
     ToolResult,
     Turn,
 )
-from gateway.providers.reading import list_of
+from gateway.providers.reading import int_or_none, list_of, number_or_none, text_or_none
 
 FORMAT = "openai_responses"
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "developer"}
@@ -50,36 +50,24 @@ def decode(body: dict) -> Request:
         tool_choice=_tool_choice(body),
         output=_output(text.get("format")),
         sampling=Sampling(
-            temperature=_number(body.get("temperature")),
-            top_p=_number(body.get("top_p")),
-            logprobs=_int(top) is not None and top > 0,
-            top_logprobs=_int(top) or None,
+            temperature=number_or_none(body.get("temperature")),
+            top_p=number_or_none(body.get("top_p")),
+            logprobs=int_or_none(top) is not None and top > 0,
+            top_logprobs=int_or_none(top) or None,
         ),
-        max_tokens=_int(answer),
+        max_tokens=int_or_none(answer),
         reasoning=_reasoning(reasoning),
         metadata=body["metadata"] if isinstance(body.get("metadata"), dict) else None,
-        user=_str(body.get("user")),
-        prompt_cache_key=_str(body.get("prompt_cache_key")),
-        service_tier=_str(body.get("service_tier")),
-        safety_identifier=_str(body.get("safety_identifier")),
-        verbosity=_str(text.get("verbosity")),
+        user=text_or_none(body.get("user")),
+        prompt_cache_key=text_or_none(body.get("prompt_cache_key")),
+        service_tier=text_or_none(body.get("service_tier")),
+        safety_identifier=text_or_none(body.get("safety_identifier")),
+        verbosity=text_or_none(text.get("verbosity")),
         stream=body.get("stream") is True,
         include_usage=True,
         source=FORMAT,
         names={**NAMES, **names},
     )
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _number(value: object) -> float | None:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _turns(body: dict) -> tuple[list[Turn], dict[str, str]]:
@@ -150,7 +138,7 @@ def _parts(content: object) -> list[Part]:
         if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
             parts.append(Text(part["text"]))
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
-            url, detail = part["image_url"], _str(part.get("detail"))
+            url, detail = part["image_url"], text_or_none(part.get("detail"))
             if url.startswith("data:") and ";base64," in url:
                 media, data = url[5:].split(";base64,", 1)
                 parts.append(Image(data=data, media_type=media, detail=detail))
@@ -162,7 +150,7 @@ def _parts(content: object) -> list[Part]:
 
 
 def _file(part: dict) -> File:
-    name, data = _str(part.get("filename")), part.get("file_data")
+    name, data = text_or_none(part.get("filename")), part.get("file_data")
     if isinstance(data, str) and data.startswith("data:") and ";base64," in data:
         media, encoded = data[5:].split(";base64,", 1)
         return File(data=encoded, media_type=media, name=name)
@@ -179,7 +167,7 @@ def _tools(tools: object) -> list[Tool]:
             strict = tool.get("strict")
             out.append(Tool(
                 str(tool["name"]),
-                description=_str(tool.get("description")),
+                description=text_or_none(tool.get("description")),
                 parameters=parameters if isinstance(parameters, dict) else None,
                 strict=strict if isinstance(strict, bool) else None,
             ))  # fmt: skip
@@ -209,7 +197,7 @@ def _output(fmt: object) -> Output | None:
     return Output(
         fmt["type"],
         schema if isinstance(schema, dict) else None,
-        _str(fmt.get("name")),
+        text_or_none(fmt.get("name")),
         strict if isinstance(strict, bool) else None,
     )
 
@@ -218,4 +206,6 @@ def _reasoning(reasoning: dict) -> Reasoning | None:
     effort = reasoning.get("effort")
     if not isinstance(effort, str):
         return None
-    return Reasoning(effort=effort, summary=_str(reasoning.get("summary")), off=effort == "none")
+    return Reasoning(
+        effort=effort, summary=text_or_none(reasoning.get("summary")), off=effort == "none"
+    )
