@@ -103,9 +103,12 @@ def _get_json(url: str) -> dict:
     if response.status != 200:
         raise _unusable(f"The sign-in provider answered {response.status}. Try again later.")
     try:
-        return response.json()
+        document = response.json()
     except ValueError:
-        raise _unusable("The sign-in provider sent an answer that is not JSON.") from None
+        document = None
+    if not isinstance(document, dict):
+        raise _unusable("The sign-in provider sent an answer that is not a JSON object.")
+    return document
 
 
 def metadata(settings: SsoSettings) -> dict:
@@ -178,6 +181,8 @@ def _exchange(settings: SsoSettings, document: dict, code: str, pending: Mapping
     try:
         token = response.json()
     except ValueError:
+        token = None
+    if not isinstance(token, dict):
         token = {}
     if response.status != 200 or "id_token" not in token:
         reason = token.get("error_description") or token.get("error") or response.status
@@ -190,8 +195,15 @@ def _exchange(settings: SsoSettings, document: dict, code: str, pending: Mapping
 def _verified_claims(settings: SsoSettings, document: dict, token: dict, nonce: str) -> dict:
     """The ID token's claims, once its signature (the issuer's JWKS), issuer, audience,
     times, nonce and access-token hash check out."""
-    keys = KeySet.import_key_set(_get_json(document["jwks_uri"]))
-    algorithms = document.get("id_token_signing_alg_values_supported") or ["RS256"]
+    if not document.get("jwks_uri"):
+        raise _unusable("The sign-in provider names no key set (jwks_uri).")
+    try:
+        keys = KeySet.import_key_set(_get_json(document["jwks_uri"]))
+    except (JoseError, ValueError, KeyError, TypeError):
+        raise _unusable("The sign-in provider's key set cannot be read.") from None
+    # An unsigned token (`none`) is never accepted, whatever the provider offers.
+    offered = document.get("id_token_signing_alg_values_supported") or ["RS256"]
+    algorithms = [name for name in offered if name != "none"]
     options = {"iss": {"essential": True, "value": settings.issuer}}
     params = {"nonce": nonce, "client_id": settings.client_id}
     if "access_token" in token:

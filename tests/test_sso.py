@@ -13,7 +13,7 @@ import requests
 from sqlalchemy import select
 
 from extensions import db
-from gateway import accounts
+from gateway import accounts, sso
 from models import AuditEntry, User
 from tests.oidc_provider import CALLBACK_PATH, OidcProvider, sign_in, stop_before_callback
 
@@ -204,6 +204,31 @@ def test_a_code_used_twice_is_refused_by_the_provider(app, server, browser_sessi
     assert not signed_in(server, browser_session)
 
 
+def test_an_id_token_for_another_nonce_is_refused(oidc):
+    """The provider's genuine answer, checked against a sign-in that sent another nonce."""
+    settings = sso.SsoSettings(oidc.issuer, oidc.client.client_id, oidc.client.client_secret)
+    url, pending = sso.start(settings, f"http://127.0.0.1:9{CALLBACK_PATH}")
+    with requests.Session() as browser:
+        callback = stop_before_callback(browser, url, ADMIN_EMAIL)
+    args = {key: values[0] for key, values in parse_qs(urlsplit(callback).query).items()}
+    other = {**pending.to_dict(), "nonce": "a-nonce-this-sign-in-never-sent"}
+    with pytest.raises(sso.SsoError) as refused:
+        sso.finish(settings, other, args)
+    assert refused.value.status == 400
+    assert str(refused.value).startswith("The sign-in provider's ID token is not valid")
+    assert "nonce" in str(refused.value)
+
+
+def test_the_same_answer_with_its_own_nonce_signs_in(oidc):
+    """The counterpart: the answer checked against the sign-in that asked for it."""
+    settings = sso.SsoSettings(oidc.issuer, oidc.client.client_id, oidc.client.client_secret)
+    url, pending = sso.start(settings, f"http://127.0.0.1:9{CALLBACK_PATH}")
+    with requests.Session() as browser:
+        callback = stop_before_callback(browser, url, ADMIN_EMAIL.upper())
+    args = {key: values[0] for key, values in parse_qs(urlsplit(callback).query).items()}
+    assert sso.finish(settings, pending.to_dict(), args) == ADMIN_EMAIL
+
+
 def test_a_provider_that_cannot_be_reached_is_a_readable_502(app, server, browser_session):
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
@@ -211,6 +236,24 @@ def test_a_provider_that_cannot_be_reached_is_a_readable_502(app, server, browse
         answer = browser_session.get(start(server), timeout=10)
     assert answer.status_code == 502
     assert error_of(answer) == "The sign-in provider cannot be reached. Try again later."
+
+
+@pytest.mark.parametrize(
+    ("issuer", "message"),
+    [
+        ("keyrelay", "The sign-in provider answered 404. Try again later."),
+        ("localhost", "The sign-in provider names another issuer than the one configured."),
+    ],
+    ids=["not a provider", "another issuer"],
+)
+def test_a_misconfigured_issuer_is_a_readable_502(
+    app, server, oidc, browser_session, issuer, message
+):
+    port = urlsplit(oidc.issuer).port
+    app.config["OIDC_ISSUER"] = server.url if issuer == "keyrelay" else f"http://localhost:{port}"
+    answer = browser_session.get(start(server), timeout=10)
+    assert answer.status_code == 502
+    assert error_of(answer) == message
 
 
 def test_the_provider_going_down_during_a_sign_in_is_a_readable_502(app, server, browser_session):
