@@ -121,6 +121,8 @@ def metadata(settings: SsoSettings) -> dict:
 
 def start(settings: SsoSettings, redirect_uri: str) -> tuple[str, Pending]:
     """The provider's URL to send the browser to, and what `finish` needs to check it."""
+    if not settings.client_id or not settings.client_secret:
+        raise _unusable("Single sign-on is not fully set up: the client id or secret is missing.")
     endpoint = metadata(settings).get("authorization_endpoint")
     if not endpoint:
         raise _unusable("The sign-in provider names no authorization endpoint.")

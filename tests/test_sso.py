@@ -256,6 +256,15 @@ def test_a_misconfigured_issuer_is_a_readable_502(
     assert error_of(answer) == message
 
 
+def test_a_missing_client_secret_is_a_readable_502(app, server, browser_session):
+    app.config["OIDC_CLIENT_SECRET"] = ""
+    answer = browser_session.get(start(server), timeout=10)
+    assert answer.status_code == 502
+    assert error_of(answer) == (
+        "Single sign-on is not fully set up: the client id or secret is missing."
+    )
+
+
 def test_the_provider_going_down_during_a_sign_in_is_a_readable_502(app, server, browser_session):
     callback = stop_before_callback(browser_session, start(server), ADMIN_EMAIL)
     with socket.socket() as closed:
