@@ -146,13 +146,14 @@ def finish(settings: SsoSettings, pending: Mapping | None, args: Mapping) -> str
     query), after checking state, the code exchange (PKCE) and the ID token."""
     if not pending:
         raise SsoError("This sign-in was already used or has expired. Sign in again.")
+    # State first: only the provider this sign-in went to may put its words on our page.
+    state = args.get("state") or ""
+    if not hmac.compare_digest(state.encode(), str(pending["state"]).encode()):
+        raise SsoError("This sign-in did not start here, or it expired. Sign in again.")
     if args.get("error"):
         raise SsoError(
             f"The sign-in provider refused: {args.get('error_description') or args['error']}."
         )
-    state = args.get("state") or ""
-    if not hmac.compare_digest(state.encode(), str(pending["state"]).encode()):
-        raise SsoError("This sign-in did not start here, or it expired. Sign in again.")
     if not args.get("code"):
         raise SsoError("The sign-in provider sent no authorization code.")
     document = metadata(settings)

@@ -175,6 +175,46 @@ def test_a_tampered_state_is_refused(app, server, browser_session):
     assert ADMIN_EMAIL not in users(app)
 
 
+STARTED_ELSEWHERE = "This sign-in did not start here, or it expired. Sign in again."
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", STARTED_ELSEWHERE),
+        ("code=x", STARTED_ELSEWHERE),
+        ("code=x&state=%C3%A9%00", STARTED_ELSEWHERE),
+        (f"code=x&state={'s' * 20000}", STARTED_ELSEWHERE),
+        ("error=access_denied&error_description=Call+us", STARTED_ELSEWHERE),
+        ("state={state}", "The sign-in provider sent no authorization code."),
+        ("state={state}&error=access_denied", "The sign-in provider refused: access_denied."),
+        (
+            "state={state}&error=access_denied&error_description=%3Cb%3Eno%3C/b%3E",
+            "The sign-in provider refused: &lt;b&gt;no&lt;/b&gt;.",
+        ),
+    ],
+    ids=[
+        "nothing",
+        "no state",
+        "odd state",
+        "huge state",
+        "refusal without state",
+        "no code",
+        "refused",
+        "refused with markup",
+    ],
+)
+def test_odd_callbacks_are_readable_400s(server, browser_session, query, message):
+    started = browser_session.get(start(server), allow_redirects=False, timeout=10)
+    assert started.status_code == 302
+    state = parse_qs(urlsplit(started.headers["Location"]).query)["state"][0]
+    query = query.replace("{state}", state)
+    answer = browser_session.get(f"{server.url}{CALLBACK_PATH}?{query}", timeout=10)
+    assert answer.status_code == 400
+    assert error_of(answer) == message
+    assert "Traceback" not in answer.text
+
+
 def test_a_replayed_callback_is_refused(app, server, browser_session):
     callback = stop_before_callback(browser_session, start(server), ADMIN_EMAIL)
     assert browser_session.get(callback, timeout=10).url == f"{server.url}/"
