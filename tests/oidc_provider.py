@@ -78,25 +78,26 @@ def sign_in(session: requests.Session, start_url: str, email: str) -> requests.R
     """Open `start_url` (KeyRelay's `/login/oidc`), fill the provider's login form with the
     email, and follow the redirects back; the last answer (KeyRelay's) is returned."""
     page = session.get(start_url, timeout=10)
-    match = _FORM.search(page.text)
-    if match is None:
+    if _FORM.search(page.text) is None:
         return page  # KeyRelay answered without sending us to the provider
-    fields = dict(_HIDDEN.findall(page.text))
-    fields.update({"login": email, "password": "any"})
-    action = urljoin(page.url, unescape(match.group(1)))
-    return session.post(action, data=fields, timeout=10)
+    return _submit_login(session, page, email, follow=True)
 
 
 def stop_before_callback(session: requests.Session, start_url: str, email: str) -> str:
     """Sign in at the provider but do not follow its last redirect: the callback URL it
     sends the browser to (for tests that change or replay it)."""
-    page = session.get(start_url, timeout=10)
+    answer = _submit_login(session, session.get(start_url, timeout=10), email, follow=False)
+    while CALLBACK_PATH not in answer.headers.get("Location", ""):
+        location = urljoin(answer.url, answer.headers["Location"])
+        answer = session.get(location, timeout=10, allow_redirects=False)
+    return answer.headers["Location"]
+
+
+def _submit_login(
+    session: requests.Session, page: requests.Response, email: str, follow: bool
+) -> requests.Response:
+    """Post the provider's login form (any password: its development form takes any)."""
     fields = dict(_HIDDEN.findall(page.text))
     fields.update({"login": email, "password": "any"})
     action = urljoin(page.url, unescape(_FORM.search(page.text).group(1)))
-    answer = session.post(action, data=fields, timeout=10, allow_redirects=False)
-    while CALLBACK_PATH not in answer.headers.get("Location", ""):
-        answer = session.get(
-            urljoin(answer.url, answer.headers["Location"]), timeout=10, allow_redirects=False
-        )
-    return answer.headers["Location"]
+    return session.post(action, data=fields, timeout=10, allow_redirects=follow)

@@ -15,17 +15,9 @@ from sqlalchemy import select
 from extensions import db
 from gateway import accounts, sso
 from models import AuditEntry, User
-from tests.oidc_provider import CALLBACK_PATH, OidcProvider, sign_in, stop_before_callback
+from tests.oidc_provider import CALLBACK_PATH, sign_in, stop_before_callback
 
 ADMIN_EMAIL = "boss@example.com"
-
-
-@pytest.fixture(scope="module")
-def oidc(tmp_path_factory):
-    """One provider for the module; its client accepts any loopback port's callback."""
-    provider = OidcProvider(tmp_path_factory.mktemp("oidc"), [f"http://127.0.0.1{CALLBACK_PATH}"])
-    yield provider
-    provider.close()
 
 
 @pytest.fixture
