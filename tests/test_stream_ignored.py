@@ -157,3 +157,20 @@ def test_a_responses_stream_names_what_it_leaves_out_and_carries_the_rest(sdk, t
             pass
         assert stream.get_final_response().output_text == "Plain answer."
     assert b"x-keyrelay-ignored" not in _read(tee)
+
+
+def test_a_broken_stream_names_what_it_left_out_before_its_error(server, http, claude):
+    """An upstream stream cut after a server tool's block: the chat client's stream names
+    the block, then ends with the error event its SDK raises on."""
+    claude.script(CLAUDE, [ClaudeReply("cut", blocks=SEARCHED)])
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "?"}]}
+    answer = http.request(
+        "POST",
+        server.url + "/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+    )
+    assert answer.status == 200
+    assert COMMENT.findall(answer.data) == [b"server_tool_use"]
+    assert _before_last(answer.data, b'data: {"error"').startswith(b": x-keyrelay-ignored: ")
+    check("/v1/chat/completions", 200, "text/event-stream", answer.data)
