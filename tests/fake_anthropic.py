@@ -191,7 +191,10 @@ class _Handler(BaseHTTPRequestHandler):
             events.append(_delta(index, {"type": "signature_delta", "signature": "sig"}))
             events.append(_stop(index))
             index += 1
-        if reply.text:
+        for block in reply.blocks:  # as the API streams them: each block's start, deltas, stop
+            events += _block_events(index, block)
+            index += 1
+        if reply.text and not reply.blocks:
             events.append(_start(index, {"type": "text", "text": ""}))
             events += [_delta(index, {"type": "text_delta", "text": w}) for w in _words(reply.text)]
             events.append(_stop(index))
@@ -265,6 +268,25 @@ def _delta(index: int, delta: dict) -> tuple[str, dict]:
 
 def _stop(index: int) -> tuple[str, dict]:
     return "content_block_stop", {"type": "content_block_stop", "index": index}
+
+
+def _block_events(index: int, block: dict) -> list[tuple[str, dict]]:
+    """One content block streamed: text (its citations first) and a server tool's input
+    as deltas; a block streamed whole otherwise (web_search_tool_result, redacted_thinking)."""
+    kind = block.get("type")
+    if kind == "text":
+        events = [_start(index, {"type": "text", "text": ""})]
+        events += [_delta(index, {"type": "citations_delta", "citation": citation})
+                   for citation in block.get("citations") or ()]  # fmt: skip
+        events += [_delta(index, {"type": "text_delta", "text": w})
+                   for w in _words(block["text"])]  # fmt: skip
+    elif kind in ("server_tool_use", "tool_use"):
+        events = [_start(index, {**block, "input": {}})]
+        piece = {"type": "input_json_delta", "partial_json": json.dumps(block.get("input", {}))}
+        events.append(_delta(index, piece))
+    else:
+        events = [_start(index, block)]
+    return [*events, _stop(index)]
 
 
 def _message(reply: Reply, model: str, usage: dict) -> dict:

@@ -72,6 +72,16 @@ class Citation(msgspec.Struct, tag="citation"):
     choice: int = 0
 
 
+class Block(msgspec.Struct, tag="block"):
+    """A block only its provider's format has (Anthropic's `server_tool_use`,
+    `web_search_tool_result`…), by its kind: an encoder of another format cannot show it
+    and names it as left out (gateway/codecs/stream.py)."""
+
+    index: int
+    kind: str
+    choice: int = 0
+
+
 class PartStop(msgspec.Struct, tag="part_stop"):
     index: int
     choice: int = 0
@@ -111,6 +121,7 @@ Event = (
     | ArgumentsDelta
     | RefusalDelta
     | Citation
+    | Block
     | PartStop
     | Stop
     | UsageEvent

@@ -183,6 +183,7 @@ class StreamRelay:
             yield from self._relay()
         except TransportError as exc:
             self._finish(502, f"upstream stream broke: {exc}")
+            yield from self._ignored()  # what the answer so far left out, named before its end
             yield self.served.dialect.stream_error(
                 "The upstream stream broke before it finished; the tokens sent so far were "
                 "counted. Retry the request.",
@@ -194,6 +195,11 @@ class StreamRelay:
             self.reply.close()
             # Only a client that went away leaves the books unwritten by now.
             self._finish(499, "client disconnected before the stream finished")
+
+    def _ignored(self) -> list[bytes]:
+        """The comment naming what a translated stream left out (gateway/codecs/stream.py)."""
+        ignored = getattr(self.translator, "ignored", None)
+        return ignored() if ignored is not None else []
 
     def _relay(self) -> Iterator[bytes]:
         reader, translator = self.reader, self.translator

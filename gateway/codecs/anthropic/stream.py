@@ -7,8 +7,10 @@ from gateway.codecs.anthropic.reply import STOPS, encode_usage, message_id, stop
 from gateway.codecs.citations import as_anthropic
 from gateway.codecs.reply import Usage
 from gateway.codecs.sse import json_of, named
+from gateway.codecs.stream import OneAnswer
 
 KINDS = {"text": "text", "thinking": "thinking", "redacted_thinking": "thinking"}
+_DELTA = "content_block_delta"
 
 
 class Decoder:
@@ -78,8 +80,8 @@ class Decoder:
             return [
                 ev.PartStart(index, KINDS[kind], redacted=data if isinstance(data, str) else "")
             ]
-        self.skipped.add(index)
-        return []
+        self.skipped.add(index)  # its deltas and stop are its own: only its kind goes on
+        return [ev.Block(index, kind if isinstance(kind, str) else "content_block")]
 
     def _delta(self, index: int, delta: object) -> list:
         if index in self.skipped or not isinstance(delta, dict):
@@ -117,58 +119,58 @@ class Decoder:
         return out
 
 
-class Encoder:
+class Encoder(OneAnswer):
     """Internal events in, Messages events out (the first choice: Messages has one).
     `prompt_tokens`: the figure message_start shows when the provider gave none yet."""
 
     def __init__(self, model: str = "", prompt_tokens: int = 0) -> None:
+        super().__init__()
         self.model = model
         self.prompt_tokens = prompt_tokens
-        self.started = False
         self.index = -1  # the last block opened
         self.blocks: dict[int, int] = {}  # part index → block index
         self.open: int | None = None  # the open block's part
         self.called = False
-        self.stop: str | None = None
-        self.usage: Usage | None = None
         self.ended = False
 
-    def feed(self, events: list) -> list[bytes]:
+    # The pieces streamed (most of a stream's events), each a delta of its part's block,
+    # written out here rather than passed to `_delta`: a call less on every piece.
+    def _text(self, event) -> list[bytes]:
+        delta = {"type": "text_delta", "text": event.text}
+        if event.index not in self.blocks:  # its part was never announced: `_delta` opens it
+            return self._delta(event.index, delta)
+        body = {"type": _DELTA, "index": self.blocks[event.index], "delta": delta}
+        return [named(_DELTA, body)]
+
+    _refusal = _text  # Messages has no refusal: it is the answer's text
+
+    def _thinking(self, event: ev.ThinkingDelta) -> list[bytes]:
+        delta = {"type": "thinking_delta", "thinking": event.text}
+        if event.index not in self.blocks:
+            return self._delta(event.index, delta)
+        body = {"type": _DELTA, "index": self.blocks[event.index], "delta": delta}
+        return [named(_DELTA, body)]
+
+    def _arguments(self, event: ev.ArgumentsDelta) -> list[bytes]:
+        delta = {"type": "input_json_delta", "partial_json": event.text}
+        if event.index not in self.blocks:
+            return self._delta(event.index, delta)
+        body = {"type": _DELTA, "index": self.blocks[event.index], "delta": delta}
+        return [named(_DELTA, body)]
+
+    def _signature(self, event: ev.Signature) -> list[bytes]:
+        return self._delta(event.index, {"type": "signature_delta", "signature": event.signature})
+
+    def _part_stop(self, event: ev.PartStop) -> list[bytes]:
+        return self._close(event.index)
+
+    def _citation(self, event: ev.Citation) -> list[bytes]:
         out: list[bytes] = []
-        for event in events:
-            kind = type(event)
-            if kind is ev.Start:
-                out += self._start(event)
-                continue
-            if getattr(event, "choice", 0) != 0:
-                continue  # Messages has one answer
-            if not self.started and kind is not ev.UsageEvent:
-                out += self._start(ev.Start())
-            if kind is ev.TextDelta or kind is ev.RefusalDelta:
-                out += self._delta(event.index, {"type": "text_delta", "text": event.text})
-            elif kind is ev.ThinkingDelta:
-                out += self._delta(event.index, {"type": "thinking_delta", "thinking": event.text})
-            elif kind is ev.ArgumentsDelta:
-                piece = {"type": "input_json_delta", "partial_json": event.text}
-                out += self._delta(event.index, piece)
-            elif kind is ev.Signature:
-                piece = {"type": "signature_delta", "signature": event.signature}
-                out += self._delta(event.index, piece)
-            elif kind is ev.PartStart:
-                out += self._open(event)
-            elif kind is ev.PartStop:
-                out += self._close(event.index)
-            elif kind is ev.Citation:
-                for citation in as_anthropic([event.annotation], "")[0]:
-                    out += self._delta(
-                        event.index, {"type": "citations_delta", "citation": citation}
-                    )
-            elif kind is ev.Stop:
-                self.stop = event.reason
-            elif kind is ev.UsageEvent:
-                self.usage = event.usage
-            elif kind is ev.End:
-                out += self.end()
+        cited, lost = as_anthropic([event.annotation], "")
+        for citation in cited:
+            out += self._delta(event.index, {"type": "citations_delta", "citation": citation})
+        for kind in lost:
+            self.leave_out(f"citations ({kind})")
         return out
 
     def _start(self, event: ev.Start) -> list[bytes]:
@@ -218,8 +220,8 @@ class Encoder:
         if part not in self.blocks:  # a delta whose part was never announced
             kinds = {"text_delta": "text", "thinking_delta": "thinking"}
             out += self._open(ev.PartStart(part, kinds.get(delta["type"], "text")))
-        body = {"type": "content_block_delta", "index": self.blocks[part], "delta": delta}
-        out.append(named("content_block_delta", body))
+        body = {"type": _DELTA, "index": self.blocks[part], "delta": delta}
+        out.append(named(_DELTA, body))
         return out
 
     def _close(self, part: int | None) -> list[bytes]:
@@ -242,6 +244,7 @@ class Encoder:
             "delta": {"stop_reason": stop_reason(self.stop, self.called), "stop_sequence": None},
             "usage": usage,
         }
+        out += self.ignored()
         out.append(named("message_delta", delta))
         out.append(named("message_stop", {"type": "message_stop"}))
         return out

@@ -9,6 +9,7 @@ from gateway.codecs import events as ev
 from gateway.codecs.openai_chat.reply import STOPS, encode_usage, finish_reason, usage_of
 from gateway.codecs.parts import Parts
 from gateway.codecs.sse import data, data_of, json_of
+from gateway.codecs.stream import Naming
 
 
 class Decoder:
@@ -76,10 +77,13 @@ class Decoder:
         return out
 
 
-class Encoder:
-    """Internal events in, chat chunks out (`wants_usage`: the usage chunk is sent)."""
+class Encoder(Naming):
+    """Internal events in, chat chunks out (`wants_usage`: the usage chunk is sent). A chat
+    stream has no place for citations, redacted thinking or another format's blocks: they
+    are named before its end."""
 
     def __init__(self, model: str = "", wants_usage: bool = False) -> None:
+        super().__init__()
         self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
         self.model = model
         self.created = int(time.time())
@@ -133,13 +137,19 @@ class Encoder:
                 self.usage = event.usage
             elif kind is ev.End:
                 out += self.end()
+            elif kind is ev.Citation:
+                self.leave_out(f"citations ({event.annotation.get('type')})")
+            elif kind is ev.PartStart and event.redacted:
+                self.leave_out("redacted_thinking")
+            elif kind is ev.Block:
+                self.leave_out(event.kind)
         if pending is not None:
             out.append(self._chunk(pending[0], {"tool_calls": [pending[2]]}))
         return out
 
     def end(self) -> list[bytes]:
-        """The usage chunk (when asked for) and `[DONE]`."""
-        out = []
+        """What was left out (named), the usage chunk (when asked for) and `[DONE]`."""
+        out = self.ignored()
         if self.wants_usage and self.usage is not None:
             chunk = self._base()
             chunk["choices"], chunk["usage"] = [], encode_usage(self.usage)

@@ -13,25 +13,26 @@ from gateway.codecs.openai_responses.reply import (
 )
 from gateway.codecs.reply import Usage
 from gateway.codecs.sse import named
+from gateway.codecs.stream import OneAnswer
+
+_KINDS = {ev.TextDelta: "text", ev.ThinkingDelta: "thinking", ev.RefusalDelta: "refusal"}
 
 
-class Encoder:
+class Encoder(OneAnswer):
     """Internal events in, Responses events out. The `response` objects around them are
     the dialect's (`dialect.response_object`, which echoes the request); the finished
     response is kept (`dialect.keep`). `sequence`, `model` and `items` tell a broken
     stream's end where the stream stood."""
 
     def __init__(self, dialect, request) -> None:
+        super().__init__()
         self.dialect, self.request = dialect, request
         self.sequence = 0
-        self.started = False
         self.ended = False
         self.items: list[dict] = []  # output items, in order
         self.parts: dict[int, int] = {}  # part index → output index
         self.open: set[int] = set()  # parts started and not stopped
         self.citations: dict[int, list[dict]] = {}  # part index → its citations so far
-        self.usage: Usage | None = None
-        self.stop: str | None = None
         self.model: str | None = None
 
     def _event(self, kind: str, body: dict) -> bytes:
@@ -39,38 +40,20 @@ class Encoder:
         self.sequence += 1
         return named(kind, body)
 
-    def feed(self, events: list) -> list[bytes]:
+    def _signature(self, event: ev.Signature) -> list[bytes]:
         out: list[bytes] = []
-        for event in events:
-            kind = type(event)
-            if kind is ev.Start:
-                out += self._start(event)
-                continue
-            if getattr(event, "choice", 0) != 0:
-                continue  # a response has one answer
-            if not self.started and kind is not ev.UsageEvent:
-                out += self._start(ev.Start())
-            if kind is ev.TextDelta or kind is ev.ThinkingDelta or kind is ev.RefusalDelta:
-                out += self._text(event, kind)
-            elif kind is ev.ArgumentsDelta:
-                out += self._arguments(event)
-            elif kind is ev.Signature:
-                index = self._index(event.index, "thinking", out)
-                item = self.items[index]
-                item["encrypted_content"] = (item["encrypted_content"] or "") + event.signature
-            elif kind is ev.PartStart:
-                out += self._open(event)
-            elif kind is ev.PartStop:
-                out += self._close(event.index)
-            elif kind is ev.Citation:  # announced with its text's end: it may cite it whole
-                self.citations.setdefault(event.index, []).append(event.annotation)
-            elif kind is ev.Stop:
-                self.stop = event.reason
-            elif kind is ev.UsageEvent:
-                self.usage = event.usage
-            elif kind is ev.End:
-                out += self.end()
+        index = self._index(event.index, "thinking", out)
+        item = self.items[index]
+        item["encrypted_content"] = (item["encrypted_content"] or "") + event.signature
         return out
+
+    def _part_stop(self, event: ev.PartStop) -> list[bytes]:
+        return self._close(event.index)
+
+    def _citation(self, event: ev.Citation) -> list[bytes]:
+        # announced with its text's end: it may cite it whole
+        self.citations.setdefault(event.index, []).append(event.annotation)
+        return []
 
     def _start(self, event: ev.Start) -> list[bytes]:
         if self.started:
@@ -112,10 +95,9 @@ class Encoder:
             out += self._open(ev.PartStart(part, kind))
         return self.parts[part]
 
-    def _text(self, event, kind) -> list[bytes]:
+    def _text(self, event) -> list[bytes]:
         out: list[bytes] = []
-        named_kind = {ev.TextDelta: "text", ev.ThinkingDelta: "thinking"}.get(kind, "refusal")
-        index = self._index(event.index, named_kind, out)
+        index = self._index(event.index, _KINDS[type(event)], out)
         item = self.items[index]
         where = {"item_id": item["id"], "output_index": index, "content_index": 0}
         if item["type"] == "reasoning":
@@ -131,6 +113,8 @@ class Encoder:
             body = {**where, "delta": event.text, "logprobs": []}
             out.append(self._event("response.output_text.delta", body))
         return out
+
+    _thinking = _refusal = _text
 
     def _arguments(self, event: ev.ArgumentsDelta) -> list[bytes]:
         out: list[bytes] = []
@@ -175,7 +159,9 @@ class Encoder:
         given = self.citations.pop(part, None)
         if not given:
             return []
-        content["annotations"] = as_responses(given, content["text"])[0]
+        content["annotations"], lost = as_responses(given, content["text"])
+        for kind in lost:
+            self.leave_out(f"citations ({kind})")
         return [
             self._event(
                 "response.output_text.annotation.added",
@@ -192,6 +178,9 @@ class Encoder:
         out = [] if self.started else self._start(ev.Start())
         for part in sorted(self.open, key=self.parts.__getitem__):
             out += self._close(part)
+        for given in self.citations.values():  # of parts with no text to carry them
+            for annotation in given:
+                self.leave_out(f"citations ({annotation.get('type')})")
         # No usage from the provider: the prompt counted here (the answer is booked apart).
         usage = self.usage or Usage(tokens.count_prompt(self.request.messages), 0)
         status = "incomplete" if self.stop == "length" else "completed"
@@ -208,5 +197,6 @@ class Encoder:
         )
         self.dialect.keep(self.request, self.items, response)
         kind = "response.incomplete" if status == "incomplete" else "response.completed"
+        out += self.ignored()
         out.append(self._event(kind, {"response": response}))
         return out
