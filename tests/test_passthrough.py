@@ -5,6 +5,7 @@ prompt-cache hits of OpenAI-format upstreams are booked and priced as cache read
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import anthropic
@@ -228,16 +229,73 @@ def test_previous_response_id_goes_to_the_key_that_holds_it(client, fake, clock,
     assert {r.secret for r in fake.requests[-2:]} == {SECRET, OTHER}
 
 
-def test_a_held_response_whose_key_is_out_is_a_clear_503(client, admin, fake, two_keys):
+def test_a_held_response_whose_key_is_out_of_service_is_a_clear_error(
+    client, admin, fake, two_keys
+):
     first = client.responses.create(model="gpt-4o-mini", input="Remember this.")
     holder = two_keys[fake.requests[-1].secret]
     assert admin.call("POST", f"/keys/{holder}/toggle", {"active": False}).status == 200
-    with pytest.raises(openai.APIStatusError) as refused:
+    with pytest.raises(openai.BadRequestError) as refused:
         client.responses.create(model="gpt-4o-mini", input="go on", previous_response_id=first.id)
-    assert refused.value.status_code == 503
     error = refused.value.body
-    assert error["code"] == "no_available_keys" and f"#{holder}" in error["message"]
+    assert (error["code"], error["param"]) == (
+        "previous_response_unavailable",
+        "previous_response_id",
+    )
+    assert (
+        f"#{holder}" in error["message"] and "out of service (status: disabled)" in error["message"]
+    )
+    assert SECRET not in error["message"] and OTHER not in error["message"]
     assert len(fake.requests) == 1  # the other key was never sent a response it lacks
+
+
+def test_a_held_response_whose_only_key_expired_is_a_clear_error(client, admin, fake, clock):
+    expires = (clock.now() + timedelta(hours=1)).isoformat()
+    key = admin.add_key(SECRET, fake.base_url, responses_api=True, expires_at=expires)
+    first = client.responses.create(model="gpt-4o-mini", input="Remember this.")
+    clock.advance(hours=2)  # the profile has no key left: still the response's own error
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="gpt-4o-mini", input="go on", previous_response_id=first.id)
+    error = refused.value.body
+    assert (error["code"], error["param"]) == (
+        "previous_response_unavailable",
+        "previous_response_id",
+    )
+    assert f"#{key['id']}" in error["message"] and "(status: expired)" in error["message"]
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("caller", ["client key moved", "master key's X-Profile"])
+def test_a_held_response_of_another_profiles_key_is_not_found_like_openai_says(
+    server, admin, fake, two_keys, caller
+):
+    """OpenAI answers an unknown previous_response_id with 400 previous_response_not_found
+    ("Previous response with id '…' not found."): so does KeyRelay, saying why."""
+    admin.add_key("sk-passthrough-team-cccccccc", fake.base_url, profile="team")
+    made = admin.call("POST", "/client-keys", {"name": "app"}).json()
+    key = made["key"] if caller == "client key moved" else MASTER_KEY
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+    first = sdk.responses.create(model="gpt-4o-mini", input="Remember this.")
+    holder = two_keys[fake.requests[-1].secret]
+    if caller == "client key moved":
+        assert admin.call("PUT", f"/client-keys/{made['id']}", {"profile": "team"}).status == 200
+    else:
+        sdk = sdk.with_options(default_headers={"X-Profile": "team"})
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(model="gpt-4o-mini", input="go on", previous_response_id=first.id)
+    error = refused.value.body
+    assert (error["type"], error["code"], error["param"]) == (
+        "invalid_request_error",
+        "previous_response_not_found",
+        "previous_response_id",
+    )
+    assert error["message"].startswith(f"Previous response with id '{first.id}' not found.")
+    assert (
+        f"#{holder}" in error["message"] and "not in the pool of profile 'team'" in error["message"]
+    )
+    assert SECRET not in error["message"] and OTHER not in error["message"]
+    assert len(fake.requests) == 1  # the team key was never sent a response it lacks
+    sdk.close()
 
 
 @pytest.mark.both_databases
