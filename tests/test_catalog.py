@@ -15,18 +15,15 @@ import urllib3
 
 from gateway import housekeeping
 from tests.conftest import MASTER_KEY
+from tests.fake_fixtures import gemini_fake
 from tests.fake_gemini import MODELS as GEMINI_MODELS
-from tests.fake_gemini import FakeGemini
 from tests.fake_upstream import Behaviour, FakeUpstream
 
 GEMINI_KEY = "AIzaSyCatalogTestKey-aaaaaaaaaaaaaaaaaa"
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o"]
 
 
-@pytest.fixture
-def gemini():
-    with FakeGemini([GEMINI_KEY]) as fake:
-        yield fake
+gemini = gemini_fake(GEMINI_KEY)
 
 
 @pytest.fixture
