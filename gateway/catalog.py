@@ -110,7 +110,7 @@ def explain(key) -> str:
     text += f" ({_WHY.get(source(key), 'none known')})"
     gone = getattr(key, "unserved_models", None)
     if gone:
-        text += f"; its upstream said it has no {', '.join(gone)}"
+        text += f"; its upstream said it has no {', '.join(sorted(gone))}"
     return text + "."
 
 

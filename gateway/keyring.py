@@ -729,7 +729,7 @@ def describe(key: ProviderKey, usage: KeyUsage | None, now: datetime) -> dict:
         # upstream answered "model not found" for (`unserved_models`).
         "served_models": catalog.served(key),
         "models_source": catalog.source(key),
-        "unserved_models": key.unserved_models or [],
+        "unserved_models": sorted(key.unserved_models or ()),  # stored oldest first
         "options": key.options or {},
         "remaining_tokens": key.remaining_tokens,
         "remaining_credit": usd(key.remaining_credit_micros)

@@ -286,6 +286,7 @@ class Gateway:
         rec.requested_model = request.model
         dialect.prepare(request, caller.client_key_id)
         self.admission.admit(caller, request, ticket)
+        self.pins.check(request, caller.client_key_id, found.id, profile)  # its key reachable?
         route = self.routes.table().policy(request.model)
         if route.strategy is not None:  # the route's key selection over the profile's
             found = found._replace(strategy=route.strategy)

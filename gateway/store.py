@@ -232,6 +232,11 @@ def load_key(conn: Connection, key_id: int, today: date) -> KeyRow | None:
     return None if row is None else KeyRow(*row, usage_day=today)
 
 
+# Models a key's upstream said it lacks, remembered per key at most: a `*` key asked for
+# ever new names would otherwise grow its row without end.
+UNSERVED_LIMIT = 256
+
+
 def mark_unserved(conn: Connection, key_id: int, model: str, now: datetime) -> None:
     """Note that the key's upstream answered it has no such model: the key is not asked
     for it again until a test lists the upstream's models (or the admin sets them)."""
@@ -242,13 +247,15 @@ def mark_unserved(conn: Connection, key_id: int, model: str, now: datetime) -> N
         return
     row = conn.execute(select(keys_t.c.unserved_models).where(keys_t.c.id == key_id)).first()
     unserved = list(row[0] or [])
-    if model not in unserved and len(unserved) < 256:  # bounded: a row stays small
-        unserved = sorted([*unserved, model])
-        conn.execute(
-            update(keys_t)
-            .where(keys_t.c.id == key_id)
-            .values(unserved_models=unserved, updated_at=now)
-        )
+    if model in unserved:
+        return
+    # Oldest first; at the bound the oldest is forgotten, so the key never stops learning.
+    # Forgetting costs one more "model not found" (the request moves on to the next key,
+    # which notes it again); not learning would cost one on every request for a new name.
+    unserved = [*unserved, model][-UNSERVED_LIMIT:]
+    conn.execute(
+        update(keys_t).where(keys_t.c.id == key_id).values(unserved_models=unserved, updated_at=now)
+    )
 
 
 def cool_down(conn: Connection, key_id: int, until: datetime, error: str) -> None:

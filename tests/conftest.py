@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import anthropic
 import openai
 import pytest
 import urllib3
@@ -156,14 +157,10 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def pg_server():
     """One throwaway PostgreSQL server for the session (installed if missing)."""
-    from tests.pg import PostgresServer, Unavailable
+    from tests.pg import running
 
-    try:
-        server = PostgresServer().start()
-    except Unavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
-    yield server
-    server.stop()
+    with running(pytest.skip) as server:
+        yield server
 
 
 @pytest.fixture
@@ -242,6 +239,14 @@ def admin(server, http):
 def client(server):
     """The official OpenAI SDK, pointed at KeyRelay by base_url only."""
     sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    yield sdk
+    sdk.close()
+
+
+@pytest.fixture
+def messages_sdk(server):
+    """The official Anthropic SDK, pointed at KeyRelay by base_url only."""
+    sdk = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
     yield sdk
     sdk.close()
 

@@ -12,7 +12,9 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 PG_GLOB = "/usr/lib/postgresql/*/bin"
 USER = "postgres"
@@ -142,3 +144,17 @@ def _runner() -> list[str]:
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", USER], check=True)
     return ["runuser", "-u", USER, "--"]
+
+
+@contextlib.contextmanager
+def running(unavailable: Callable[[str], NoReturn]) -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server (installed if missing), stopped afterwards; when none
+    can start, `unavailable` is called with why (pytest.skip or pytest.fail)."""
+    try:
+        server = PostgresServer().start()
+    except Unavailable as exc:
+        unavailable(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -5,33 +5,24 @@ one request's reservation."""
 
 from __future__ import annotations
 
-import threading
-
-import anthropic
-import openai
 import pytest
 
 from tests.conftest import chat
 from tests.fake_upstream import Behaviour
+from tests.overspend import PATIENT, RESERVATION, native, priced_claude, priced_key, streams_at_once
 from tests.test_budgets import SECRET, budget_key, sdk, spend
 
-# 1 micro-dollar per token: a $0.01 budget pays 10,000 tokens.
-CHEAP = {"input_per_mtok": "1", "output_per_mtok": "1"}
 LONG = " ".join(["word"] * 2000)  # 2,000 tokens whatever max_tokens says
-# "Say hello" counts 8 prompt tokens; without max_tokens a request reserves 256 more.
-RESERVATION = 8 + 256
 
 
 @pytest.fixture
 def settings(settings):
-    # 50 streams at once on a busy machine: the test's upstream may be slow to answer.
-    return {**settings, "READ_TIMEOUT": 20.0, "CONNECT_TIMEOUT": 20.0, "REQUEST_DEADLINE": 60.0}
+    return {**settings, **PATIENT}
 
 
 @pytest.fixture
 def long_answers(admin, fake):
-    admin.add_key(SECRET, fake.base_url, name="main")
-    assert admin.call("PUT", "/prices/gpt-4o-mini", CHEAP).status == 200
+    priced_key(admin, fake, SECRET)
     fake.set_behaviour(SECRET, Behaviour.ok(content=LONG))
 
 
@@ -40,22 +31,7 @@ def test_fifty_parallel_streams_spend_the_budget_and_one_reservation_at_most(
 ):
     created = budget_key(admin, max_budget="0.01")
     client = sdk(server, created["key"])
-    finishes, refusals, barrier = [], [], threading.Barrier(50)
-
-    def one() -> None:
-        barrier.wait()
-        try:
-            stream = client.chat.completions.create(**chat(), stream=True)
-            reasons = [c.choices[0].finish_reason for c in stream if c.choices]
-            finishes.append([r for r in reasons if r])
-        except openai.APIStatusError as exc:
-            refusals.append(exc.body["code"])
-
-    threads = [threading.Thread(target=one) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    finishes, refusals = streams_at_once(client, 50)
     spent = spend(admin, created["id"])
     print(f"spent {spent / 100:.1f} % of the budget")  # noqa: T201 - the figure
     assert len(finishes) + len(refusals) == 50
@@ -83,7 +59,7 @@ def test_a_short_budget_cuts_the_stream_at_what_it_can_pay(admin, server, fake, 
 
 def test_an_anthropic_stream_ends_with_max_tokens(admin, server, fake, long_answers):
     created = budget_key(admin, max_budget="0.000100")
-    client = anthropic.Anthropic(base_url=server.url, api_key=created["key"], max_retries=0)
+    client = native(server, created["key"])
     with client.messages.stream(
         model="gpt-4o-mini", max_tokens=1000, messages=[{"role": "user", "content": "Say hello"}]
     ) as stream:
@@ -105,16 +81,13 @@ def test_a_responses_stream_ends_incomplete(admin, server, fake, long_answers):
 def test_an_anthropic_upstream_stream_is_cut_in_either_dialect(admin, server):
     """A native Anthropic upstream that writes past max_tokens: relayed as it is to an
     Anthropic client, translated to an OpenAI one; both end at the reservation."""
-    from tests.fake_anthropic import FakeAnthropic, Reply
+    from tests.fake_anthropic import Reply
 
     secret = "sk-ant-api03-cccccccccccccccccccccccc"
-    with FakeAnthropic([secret]) as claude:
-        admin.add_key(secret, claude.base_url, provider="anthropic", name="claude")
-        assert admin.call("PUT", "/prices/claude-sonnet-4-5", CHEAP).status == 200
+    with priced_claude(admin, secret) as claude:
         claude.script(secret, [Reply.ok(text=LONG)] * 2)
         created = budget_key(admin, max_budget="0.000100")
-        native = anthropic.Anthropic(base_url=server.url, api_key=created["key"], max_retries=0)
-        with native.messages.stream(
+        with native(server, created["key"]).messages.stream(
             model="claude-sonnet-4-5",
             max_tokens=1000,
             messages=[{"role": "user", "content": "Say hello"}],
@@ -139,8 +112,7 @@ def test_a_responses_upstream_stream_is_cut_incomplete(admin, server, fake):
     """A key with the Responses API relays the upstream's events as they are: the cut is a
     `response.incomplete` of the upstream's response, and the upstream was asked for no
     more than the reservation (`max_output_tokens`)."""
-    admin.add_key(SECRET, fake.base_url, name="main", responses_api=True)
-    assert admin.call("PUT", "/prices/gpt-4o-mini", CHEAP).status == 200
+    priced_key(admin, fake, SECRET, responses_api=True)
     # (The test's upstream numbers at most 1,000 Responses events.)
     fake.set_behaviour(SECRET, Behaviour.ok(content=" ".join(["word"] * 500)))
     created = budget_key(admin, max_budget="0.000100")

@@ -5,15 +5,11 @@ client's SDK reads the cut stream; extended thinking is fitted under the reserva
 
 from __future__ import annotations
 
-import threading
-
-import anthropic
-import openai
 import pytest
 
 from tests.conftest import chat
 from tests.fake_upstream import Behaviour
-from tests.test_budget_overspend import CHEAP, RESERVATION
+from tests.overspend import PATIENT, RESERVATION, native, priced_claude, priced_key, streams_at_once
 from tests.test_budgets import SECRET, budget_key, sdk, spend
 
 WORDS = " ".join(["word"] * 2000)  # 2,000 tokens whatever max_tokens says
@@ -29,38 +25,18 @@ ENDLESS = {
 
 @pytest.fixture
 def settings(settings):
-    # Many streams at once on a busy machine: the test's upstream may be slow to answer.
-    return {**settings, "READ_TIMEOUT": 20.0, "CONNECT_TIMEOUT": 20.0, "REQUEST_DEADLINE": 60.0}
+    return {**settings, **PATIENT}
 
 
 @pytest.fixture
 def priced(admin, fake):
-    admin.add_key(SECRET, fake.base_url, name="main")
-    assert admin.call("PUT", "/prices/gpt-4o-mini", CHEAP).status == 200
+    priced_key(admin, fake, SECRET)
 
 
 @pytest.fixture
 def claude(admin):
-    from tests.fake_anthropic import FakeAnthropic
-
-    with FakeAnthropic([CLAUDE]) as upstream:
-        admin.add_key(CLAUDE, upstream.base_url, provider="anthropic", name="claude")
-        assert admin.call("PUT", "/prices/claude-sonnet-4-5", CHEAP).status == 200
+    with priced_claude(admin, CLAUDE) as upstream:
         yield upstream
-
-
-def parallel(count: int, one) -> None:
-    barrier = threading.Barrier(count)
-
-    def run() -> None:
-        barrier.wait()
-        one()
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
 
 
 @pytest.mark.parametrize("kind", list(ENDLESS))
@@ -70,17 +46,7 @@ def test_parallel_endless_tool_calls_and_reasoning_spend_the_budget_at_most(
     fake.set_behaviour(SECRET, ENDLESS[kind])
     created = budget_key(admin, max_budget="0.01")
     client = sdk(server, created["key"])
-    finishes, refusals = [], []
-
-    def one() -> None:
-        try:
-            stream = client.chat.completions.create(**chat(), stream=True)
-            reasons = [c.choices[0].finish_reason for c in stream if c.choices]
-            finishes.append([r for r in reasons if r])
-        except openai.APIStatusError as exc:
-            refusals.append(exc.body["code"])
-
-    parallel(50, one)
+    finishes, refusals = streams_at_once(client, 50)
     spent = spend(admin, created["id"])
     print(f"{kind}: spent {spent / 100:.1f} % of the budget")  # noqa: T201 - the figure
     assert len(finishes) + len(refusals) == 50
@@ -114,11 +80,11 @@ def test_anthropic_thinking_and_tool_use_are_cut_with_their_block_closed(admin, 
     claude.script(
         CLAUDE, [Reply.ok(text="", thinking=WORDS), Reply.tool_use("write", {"t": WORDS})]
     )
-    native = anthropic.Anthropic(base_url=server.url, api_key="", max_retries=0)
+    client = native(server, "")
     for block in ("thinking", "tool_use"):
         created = budget_key(admin, max_budget="0.000100")
-        native.api_key = created["key"]
-        with native.messages.stream(
+        client.api_key = created["key"]
+        with client.messages.stream(
             model="claude-sonnet-4-5", max_tokens=1000, messages=PROMPT
         ) as stream:
             message = stream.get_final_message()
@@ -145,8 +111,7 @@ def test_anthropic_tool_use_is_cut_for_an_openai_client(admin, server, claude):
 
 
 def test_a_responses_function_call_is_cut_incomplete(admin, server, fake):
-    admin.add_key(SECRET, fake.base_url, name="main", responses_api=True)
-    assert admin.call("PUT", "/prices/gpt-4o-mini", CHEAP).status == 200
+    priced_key(admin, fake, SECRET, responses_api=True)
     fake.set_behaviour(SECRET, Behaviour.tool_call("write", {"text": WORDS}))
     created = budget_key(admin, max_budget="0.000100")
     client = sdk(server, created["key"])
@@ -162,8 +127,7 @@ def test_gemini_thoughts_are_cut(admin, server):
 
     key = "AIzaSy-budget-gemini-aaaaaaaaaaaaaaaaaa"
     with FakeGemini([key]) as gemini:
-        admin.add_key(key, gemini.base_url, provider="gemini", name="gemini")
-        assert admin.call("PUT", "/prices/gemini-2.5-flash", CHEAP).status == 200
+        priced_key(admin, gemini, key, "gemini-2.5-flash", provider="gemini", name="gemini")
         gemini.script(key, [Reply.ok(text="Done.", thoughts=WORDS)])
         created = budget_key(admin, max_budget="0.000100")
         chunks = list(
@@ -175,8 +139,8 @@ def test_gemini_thoughts_are_cut(admin, server):
     assert spend(admin, created["id"]) <= 100 + PAST
 
 
-def thinking_request(native, budget_tokens: int = 10_000):
-    with native.messages.stream(
+def thinking_request(client, budget_tokens: int = 10_000):
+    with client.messages.stream(
         model="claude-sonnet-4-5",
         max_tokens=16_000,
         thinking={"type": "enabled", "budget_tokens": budget_tokens},
@@ -192,8 +156,7 @@ def test_extended_thinking_is_fitted_under_the_reservation(admin, server, claude
 
     claude.script(CLAUDE, [Reply.ok(text="Hi", thinking="Pondering")])
     created = budget_key(admin, max_budget="0.003000")
-    native = anthropic.Anthropic(base_url=server.url, api_key=created["key"], max_retries=0)
-    message = thinking_request(native)
+    message = thinking_request(native(server, created["key"]))
     assert [b.type for b in message.content] == ["thinking", "text"]
     asked = claude.messages_requests[-1].body
     assert asked["max_tokens"] <= 3000 - 8
@@ -207,8 +170,7 @@ def test_thinking_is_dropped_when_the_reservation_cannot_hold_its_least_budget(
 
     claude.script(CLAUDE, [Reply.ok(text="Hi")])
     created = budget_key(admin, max_budget="0.000500")
-    native = anthropic.Anthropic(base_url=server.url, api_key=created["key"], max_retries=0)
-    assert thinking_request(native).content[0].text == "Hi"
+    assert thinking_request(native(server, created["key"])).content[0].text == "Hi"
     asked = claude.messages_requests[-1].body
     assert asked["max_tokens"] <= 500 and "thinking" not in asked
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anthropic
 import openai
 import pytest
 
 from gateway.providers import ADAPTERS
 from gateway.providers.carry import table
-from tests.conftest import MASTER_KEY
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_anthropic import Reply as ClaudeReply
 from tests.fake_gemini import FakeGemini
@@ -60,13 +58,6 @@ def gemini(admin):
     with FakeGemini([GEMINI]) as fake:
         admin.add_key(GEMINI, fake.base_url, provider="gemini", name="gemini")
         yield fake
-
-
-@pytest.fixture
-def messages_sdk(server):
-    client = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
-    yield client
-    client.close()
 
 
 def refused(call) -> openai.BadRequestError:

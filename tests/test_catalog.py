@@ -11,21 +11,19 @@ import time
 
 import openai
 import pytest
+import urllib3
 
 from gateway import housekeeping
 from tests.conftest import MASTER_KEY
+from tests.fake_fixtures import gemini_fake
 from tests.fake_gemini import MODELS as GEMINI_MODELS
-from tests.fake_gemini import FakeGemini
 from tests.fake_upstream import Behaviour, FakeUpstream
 
 GEMINI_KEY = "AIzaSyCatalogTestKey-aaaaaaaaaaaaaaaaaa"
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o"]
 
 
-@pytest.fixture
-def gemini():
-    with FakeGemini([GEMINI_KEY]) as fake:
-        yield fake
+gemini = gemini_fake(GEMINI_KEY)
 
 
 @pytest.fixture
@@ -461,3 +459,33 @@ def test_a_client_keys_models_served_by_a_star_key_are_listed(admin, server, ope
     )
     assert reply.choices[0].message.content
     sdk.close()
+
+
+def test_a_key_asked_for_ever_new_missing_models_keeps_learning_within_a_bound(
+    admin, server, openai_fake
+):
+    secret = "sk-catalog-openai-dddd"
+    key = admin.add_key(secret, openai_fake.base_url)  # `*`: any name is worth a try
+    missing = "The model does not exist or you do not have access to it."
+    openai_fake.set_behaviour(secret, Behaviour.bad_request(missing, "model_not_found", 404))
+    # Raw HTTP: 300 requests through the SDK cost more than the test needs.
+    http = urllib3.PoolManager(retries=False)
+    url, auth = f"{server.url}/v1/chat/completions", {"Authorization": f"Bearer {MASTER_KEY}"}
+
+    def ask(model: str) -> int:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        return http.request("POST", url, json=body, headers=auth).status
+
+    names = [f"missing-{number:03d}" for number in range(300)]
+    assert {ask(name) for name in names} == {404}
+    assert len(openai_fake.requests) == 300
+    remembered = admin.key(key["id"])["unserved_models"]
+    assert remembered == names[-256:]  # the latest, the oldest forgotten: bounded
+    for name in names[-256:]:  # not asked again for any of the latest
+        assert ask(name) == 404
+    assert len(openai_fake.requests) == 300
+    assert ask(names[0]) == 404  # forgotten: asked once more, and remembered again
+    assert len(openai_fake.requests) == 301
+    assert names[0] in admin.key(key["id"])["unserved_models"]
+    assert len(admin.key(key["id"])["unserved_models"]) == 256
+    http.clear()

@@ -5,11 +5,9 @@ for and sends its result back through KeyRelay."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
+from tests.cli_clients import claude_code_env, cli_client_key, folders, run_cli
 from tests.fake_upstream import Behaviour
 from tests.npm_tools import claude_code
 
@@ -23,33 +21,13 @@ def claude():
 
 @pytest.fixture
 def client_key(admin, fake):
-    admin.add_key(SECRET, fake.base_url)
-    created = admin.call("POST", "/client-keys", {"name": "claude-code", "rpm_limit": 50})
-    assert created.status == 201
-    return created.json()
+    return cli_client_key(admin, fake, SECRET, "claude-code")
 
 
 def run(claude, server, key: str, tmp_path, prompt: str, *flags: str):
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": server.url,
-        "ANTHROPIC_AUTH_TOKEN": key,
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-    }
-    return subprocess.run(
-        [str(claude), "-p", prompt, "--model", "gpt-4o-mini", *flags],
-        cwd=work,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    home, work = folders(tmp_path)
+    env = claude_code_env(server.url, ANTHROPIC_AUTH_TOKEN=key)
+    return run_cli([claude, "-p", prompt, "--model", "gpt-4o-mini", *flags], home, work, **env)
 
 
 def test_claude_code_prints_the_upstream_answer(claude, server, client_key, fake, admin, tmp_path):

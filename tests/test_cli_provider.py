@@ -12,7 +12,6 @@ import glob
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,6 +22,7 @@ import openai
 import pytest
 import urllib3
 
+from tests.cli_clients import claude_code_env, codex_exec, folders, run_cli
 from tests.conftest import MASTER_KEY, Admin, live_app
 from tests.fake_anthropic import DEFAULT_TEXT, FakeAnthropic, Reply
 from tests.fake_upstream import DEFAULT_CONTENT, Behaviour
@@ -485,19 +485,9 @@ def _png() -> bytes:
 
 def _codex_default_tools(binary: str, fake, tmp_path, model: str) -> set[str]:
     """The tools Codex offers with its defaults: its built-in tools for this model."""
-    home, work = tmp_path / "default-home", tmp_path / "default-work"
-    home.mkdir()
-    work.mkdir()
-    provider = (
-        f'model_providers.fake={{name="fake", base_url="{fake.base_url}", '
-        'env_key="OPENAI_API_KEY", wire_api="responses"}'
-    )
-    done = subprocess.run(
-        [binary, "exec", "--skip-git-repo-check", "-c", "model_provider=fake", "-c", provider,
-         "-m", model, "Say hello"],
-        cwd=work, env={"PATH": os.environ["PATH"], "HOME": str(home), "OPENAI_API_KEY": CODEX},
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    home, work = folders(tmp_path, "default-")
+    command = codex_exec(binary, fake.base_url, "OPENAI_API_KEY", model, "Say hello", "fake")
+    done = run_cli(command, home, work, OPENAI_API_KEY=CODEX)
     assert done.returncode == 0, done.stderr[-2000:]
     (sent,) = fake.requests
     fake.reset()
@@ -555,18 +545,10 @@ def test_codex_offers_and_runs_none_of_its_built_in_tools(
 
 def _claude_default_tools(binary: str, upstream, tmp_path) -> set[str]:
     """The tools Claude Code offers with its defaults: its built-in tools."""
-    home, work = tmp_path / "default-home", tmp_path / "default-work"
-    home.mkdir()
-    work.mkdir()
-    env = {
-        "PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_API_KEY": CLAUDE,
-        "ANTHROPIC_BASE_URL": upstream.base_url.rstrip("/").removesuffix("/v1"),
-        "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    }  # fmt: skip
-    done = subprocess.run(
-        [binary, "-p", "--model", MODEL, "Say hello"], cwd=work, env=env,
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    home, work = folders(tmp_path, "default-")
+    base_url = upstream.base_url.rstrip("/").removesuffix("/v1")
+    env = claude_code_env(base_url, ANTHROPIC_API_KEY=CLAUDE)
+    done = run_cli([binary, "-p", "--model", MODEL, "Say hello"], home, work, **env)
     assert done.returncode == 0, done.stderr[-2000:]
     sent = upstream.messages_requests[-1]
     upstream.requests.clear()

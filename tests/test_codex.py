@@ -4,11 +4,9 @@ the upstream's answer, and runs a command the model asks for and sends the outpu
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
+from tests.cli_clients import cli_client_key, codex_exec, folders, run_cli
 from tests.fake_upstream import Behaviour
 from tests.npm_tools import codex
 
@@ -22,42 +20,13 @@ def binary():
 
 @pytest.fixture
 def client_key(admin, fake):
-    admin.add_key(SECRET, fake.base_url)
-    created = admin.call("POST", "/client-keys", {"name": "codex", "rpm_limit": 50})
-    assert created.status == 201
-    return created.json()
+    return cli_client_key(admin, fake, SECRET, "codex")
 
 
 def run(binary, server, key: str, tmp_path, prompt: str):
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    provider = (
-        f'model_providers.keyrelay={{name="KeyRelay", base_url="{server.url}/v1", '
-        'env_key="KEYRELAY_KEY", wire_api="responses"}'
-    )
-    command = [
-        str(binary),
-        "exec",
-        "--skip-git-repo-check",
-        "-c",
-        "model_provider=keyrelay",
-        "-c",
-        provider,
-        "-m",
-        "gpt-4o-mini",
-        prompt,
-    ]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "KEYRELAY_KEY": key}
-    return subprocess.run(
-        command,
-        cwd=work,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    home, work = folders(tmp_path)
+    command = codex_exec(binary, f"{server.url}/v1", "KEYRELAY_KEY", "gpt-4o-mini", prompt)
+    return run_cli(command, home, work, KEYRELAY_KEY=key)
 
 
 def test_codex_prints_the_upstream_answer(binary, server, client_key, fake, admin, tmp_path):

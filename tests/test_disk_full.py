@@ -15,7 +15,7 @@ import urllib3
 from cryptography.fernet import Fernet
 
 from tests.conftest import MASTER_KEY
-from tests.test_durability import Gunicorn, rows
+from tests.test_durability import Gunicorn, add_key, rows
 
 RESERVE = 64 * 1024  # KEYRELAY_JOURNAL_RESERVE_BYTES: room for a few dozen answers
 
@@ -71,18 +71,7 @@ def test_answers_survive_a_full_disk_and_a_kill_9(small_fs, fake):
     locker = None
     answered, refused, other = [], [], []
     try:
-        added = http.request(
-            "POST",
-            f"{server.url}/api/admin/keys",
-            json={
-                "provider": "openai",
-                "name": "k",
-                "secret": "sk-full-disk-0001",
-                "base_url": fake.base_url,
-            },
-            headers={"Authorization": f"Bearer {MASTER_KEY}"},
-        )
-        assert added.status == 201
+        assert add_key(server, fake.base_url, "sk-full-disk-0001", http) == 201
         assert call(http, server, 0).status == 200  # caches warm, journal open
         # The database cannot take the rows (its write lock is held): only the journal
         # can keep them, on a disk with no space left.

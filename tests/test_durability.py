@@ -78,6 +78,13 @@ def rows(db: Path, query: str) -> list[tuple]:
         return conn.execute(query).fetchall()
 
 
+def add_key(server: Gunicorn, base_url: str, secret: str, http=urllib3) -> int:
+    """Add a provider key of the upstream at `base_url` over the admin API; the status."""
+    body = {"provider": "openai", "name": "k", "secret": secret, "base_url": base_url}
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    return http.request("POST", f"{server.url}/api/admin/keys", json=body, headers=headers).status
+
+
 def answer(server: Gunicorn, stream: bool) -> str:
     """One chat request through the official SDK; returns KeyRelay's request id."""
     sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=MASTER_KEY, max_retries=0)
@@ -107,18 +114,7 @@ def test_answer_is_booked_after_a_kill_9(tmp_path, fake, stream, database):
     server = Gunicorn(instance, secret_key)
     locker = None
     try:
-        response = urllib3.request(
-            "POST",
-            f"{server.url}/api/admin/keys",
-            json={
-                "provider": "openai",
-                "name": "k",
-                "secret": "sk-durable-000000000001",
-                "base_url": fake.base_url,
-            },
-            headers={"Authorization": f"Bearer {MASTER_KEY}"},
-        )
-        assert response.status == 201
+        assert add_key(server, fake.base_url, "sk-durable-000000000001") == 201
         if database == "locked":
             locker = sqlite3.connect(db, isolation_level=None)
             locker.execute("BEGIN IMMEDIATE")

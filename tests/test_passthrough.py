@@ -5,6 +5,7 @@ prompt-cache hits of OpenAI-format upstreams are booked and priced as cache read
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import anthropic
@@ -22,6 +23,7 @@ from gateway.proxy import pins
 from models import ConversationPin
 from tests.conftest import MASTER_KEY
 from tests.fake_anthropic import FakeAnthropic
+from tests.fake_fixtures import anthropic_fake
 from tests.fake_upstream import Behaviour
 from tests.npm_tools import claude_code, codex
 from tests.test_claude_code import run
@@ -33,22 +35,14 @@ CLAUDE = "sk-ant-api03-passthrough-aaaaaaaa"
 BETAS = "interleaved-thinking-2025-05-14,context-1m-2025-08-07"
 
 
-@pytest.fixture
-def claude():
-    with FakeAnthropic([CLAUDE]) as fake:
-        yield fake
+claude = anthropic_fake(CLAUDE)
 
 
 @pytest.fixture
-def messages_sdk(server):
-    client = anthropic.Anthropic(
-        base_url=server.url,
-        api_key=MASTER_KEY,
-        max_retries=0,
-        default_headers={"anthropic-beta": BETAS, "x-claude-code-session-id": "s-1"},
-    )
-    yield client
-    client.close()
+def messages_sdk(messages_sdk):
+    """The Anthropic SDK sending betas and a Claude Code session, as Claude Code does."""
+    session = {"anthropic-beta": BETAS, "x-claude-code-session-id": "s-1"}
+    return messages_sdk.with_options(default_headers=session)
 
 
 def logged(server, admin) -> list[dict]:
@@ -228,16 +222,74 @@ def test_previous_response_id_goes_to_the_key_that_holds_it(client, fake, clock,
     assert {r.secret for r in fake.requests[-2:]} == {SECRET, OTHER}
 
 
-def test_a_held_response_whose_key_is_out_is_a_clear_503(client, admin, fake, two_keys):
+def _go_on_refused(sdk, response_id: str) -> dict:
+    """The error of a request continuing the response, refused with a 400."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(model="gpt-4o-mini", input="go on", previous_response_id=response_id)
+    return refused.value.body
+
+
+def test_a_held_response_whose_key_is_out_of_service_is_a_clear_error(
+    client, admin, fake, two_keys
+):
     first = client.responses.create(model="gpt-4o-mini", input="Remember this.")
     holder = two_keys[fake.requests[-1].secret]
     assert admin.call("POST", f"/keys/{holder}/toggle", {"active": False}).status == 200
-    with pytest.raises(openai.APIStatusError) as refused:
-        client.responses.create(model="gpt-4o-mini", input="go on", previous_response_id=first.id)
-    assert refused.value.status_code == 503
-    error = refused.value.body
-    assert error["code"] == "no_available_keys" and f"#{holder}" in error["message"]
+    error = _go_on_refused(client, first.id)
+    assert (error["code"], error["param"]) == (
+        "previous_response_unavailable",
+        "previous_response_id",
+    )
+    assert (
+        f"#{holder}" in error["message"] and "out of service (status: disabled)" in error["message"]
+    )
+    assert SECRET not in error["message"] and OTHER not in error["message"]
     assert len(fake.requests) == 1  # the other key was never sent a response it lacks
+
+
+def test_a_held_response_whose_only_key_expired_is_a_clear_error(client, admin, fake, clock):
+    expires = (clock.now() + timedelta(hours=1)).isoformat()
+    key = admin.add_key(SECRET, fake.base_url, responses_api=True, expires_at=expires)
+    first = client.responses.create(model="gpt-4o-mini", input="Remember this.")
+    clock.advance(hours=2)  # the profile has no key left: still the response's own error
+    error = _go_on_refused(client, first.id)
+    assert (error["code"], error["param"]) == (
+        "previous_response_unavailable",
+        "previous_response_id",
+    )
+    assert f"#{key['id']}" in error["message"] and "(status: expired)" in error["message"]
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("caller", ["client key moved", "master key's X-Profile"])
+def test_a_held_response_of_another_profiles_key_is_not_found_like_openai_says(
+    server, admin, fake, two_keys, caller
+):
+    """OpenAI answers an unknown previous_response_id with 400 previous_response_not_found
+    ("Previous response with id '…' not found."): so does KeyRelay, saying why."""
+    admin.add_key("sk-passthrough-team-cccccccc", fake.base_url, profile="team")
+    made = admin.call("POST", "/client-keys", {"name": "app"}).json()
+    key = made["key"] if caller == "client key moved" else MASTER_KEY
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+    first = sdk.responses.create(model="gpt-4o-mini", input="Remember this.")
+    holder = two_keys[fake.requests[-1].secret]
+    if caller == "client key moved":
+        assert admin.call("PUT", f"/client-keys/{made['id']}", {"profile": "team"}).status == 200
+    else:
+        sdk = sdk.with_options(default_headers={"X-Profile": "team"})
+    error = _go_on_refused(sdk, first.id)
+    assert (error["type"], error["code"], error["param"]) == (
+        "invalid_request_error",
+        "previous_response_not_found",
+        "previous_response_id",
+    )
+    assert error["message"].startswith(f"Previous response with id '{first.id}' not found.")
+    assert (
+        f"#{holder}" in error["message"] and "not in the pool of profile 'team'" in error["message"]
+    )
+    assert SECRET not in error["message"] and OTHER not in error["message"]
+    assert len(fake.requests) == 1  # the team key was never sent a response it lacks
+    sdk.close()
 
 
 @pytest.mark.both_databases

@@ -20,7 +20,7 @@ from gateway.accounting import AttemptRecord, RequestRecord, Usage, record
 from gateway.policy import Outcome
 from models import RequestLog
 from tests.conftest import MASTER_KEY
-from tests.test_durability import Gunicorn, answer
+from tests.test_durability import Gunicorn, add_key, answer
 
 
 def _dsn(url: str) -> str:
@@ -65,7 +65,7 @@ def test_answers_are_booked_after_a_kill_9_with_the_log_locked(tmp_path, fake, p
     server = Gunicorn(instance, secret_key, **env)
     locker = psycopg.connect(_dsn(pg_url))
     try:
-        added = server_call(server, fake)
+        added = add_key(server, fake.base_url, "sk-durable-pg-0000000001")
         assert added == 201
         locker.execute("LOCK TABLE request_logs IN EXCLUSIVE MODE")  # reads go on
         ids = {answer(server, stream) for stream in (False, True, False)}
@@ -84,20 +84,6 @@ def test_answers_are_booked_after_a_kill_9_with_the_log_locked(tmp_path, fake, p
             total = reader.execute("SELECT sum(total_tokens) FROM usage_daily").fetchone()
         assert sorted(logged) == sorted((request_id, 200) for request_id in ids)
         assert total == (tokens,)
-
-
-def server_call(server: Gunicorn, fake) -> int:
-    """Add a provider key over the admin API; returns the status."""
-    body = {
-        "provider": "openai",
-        "name": "k",
-        "secret": "sk-durable-pg-0000000001",
-        "base_url": fake.base_url,
-    }
-    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
-    return urllib3.request(
-        "POST", f"{server.url}/api/admin/keys", json=body, headers=headers
-    ).status
 
 
 def test_the_writer_stores_utc_whatever_the_zone_it_is_given(app):
@@ -148,14 +134,10 @@ def test_text_postgresql_refuses_is_a_400_or_fitted_into_the_log(app, server, ht
 @pytest.fixture
 def own_pg():
     """A PostgreSQL server of this test's own, to stop and start again."""
-    from tests.pg import PostgresServer, Unavailable
+    from tests.pg import running
 
-    try:
-        server = PostgresServer().start()
-    except Unavailable as exc:
-        pytest.fail(f"PostgreSQL unavailable: {exc}")
-    yield server
-    server.stop()
+    with running(pytest.fail) as server:
+        yield server
 
 
 class Traffic:
@@ -232,7 +214,7 @@ def test_a_postgresql_outage_is_a_503_and_its_rows_come_after(tmp_path, fake, ow
     master = {"Authorization": f"Bearer {MASTER_KEY}"}
     traffic, paused = None, False
     try:
-        assert server_call(server, fake) == 201
+        assert add_key(server, fake.base_url, "sk-durable-pg-0000000001") == 201
         tokens = [MASTER_KEY]
         # A budgeted key needs the database for what it spent: refused while it is down.
         for extra in ({}, {"max_budget": 100}):

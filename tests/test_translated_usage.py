@@ -7,13 +7,10 @@ thinking reaches a Responses client as a reasoning item and a chat client as
 
 from __future__ import annotations
 
-import anthropic
 import pytest
 
-from tests.conftest import MASTER_KEY
-from tests.fake_anthropic import FakeAnthropic
 from tests.fake_anthropic import Reply as ClaudeReply
-from tests.fake_gemini import FakeGemini
+from tests.fake_fixtures import anthropic_fake, gemini_fake
 from tests.fake_gemini import Reply as GeminiReply
 from tests.fake_upstream import Behaviour
 
@@ -23,23 +20,8 @@ GEMINI = "AIzaSyFakeTranslated-aaaaaaaaaaaaaaaaaaaa"
 PROMPT = "Use the cache, please"
 
 
-@pytest.fixture
-def claude():
-    with FakeAnthropic([CLAUDE]) as fake:
-        yield fake
-
-
-@pytest.fixture
-def gemini():
-    with FakeGemini([GEMINI]) as fake:
-        yield fake
-
-
-@pytest.fixture
-def messages_sdk(server):
-    sdk = anthropic.Anthropic(base_url=server.url, api_key=MASTER_KEY, max_retries=0)
-    yield sdk
-    sdk.close()
+claude = anthropic_fake(CLAUDE)
+gemini = gemini_fake(GEMINI)
 
 
 @pytest.fixture(params=["openai", "anthropic", "gemini"])

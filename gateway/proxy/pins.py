@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.catalog import OUT_OF_SERVICE
 from gateway.dialects.base import ProxyRequest, sse_data
 from gateway.errors import GatewayError, database_down
 from gateway.providers.base import UpstreamReply
@@ -66,6 +67,37 @@ class Pins:
             return keys
         first = [key for key in keys if key.id == pinned]
         return first + [key for key in keys if key.id != pinned] if first else keys
+
+    def check(self, request: ProxyRequest, client_key_id, profile_id: int, profile: str) -> None:
+        """Refuse at once (400) a request continuing a response whose key the caller's pool
+        cannot reach for good: in another profile, deleted, or out of service. A key that
+        is only busy or cooling down now is left to the attempts (503 if it stays so)."""
+        held = self._held(request, client_key_id)
+        if not held:  # no pin, or the environment fallback key's (id 0, in every profile)
+            return
+        row = self._key_state(held)
+        if row is False:  # the database is down: the attempts decide, served unpinned
+            return
+        asked = previous_response(request)
+        if row is None:
+            raise _holder_deleted(asked, held)
+        if row.profile_id != profile_id:
+            raise _holder_elsewhere(asked, held, profile)
+        expired = row.expires_at is not None and row.expires_at <= self.clock.now()
+        status = "expired" if expired else row.status
+        if status in OUT_OF_SERVICE:
+            raise _holder_out_of_service(asked, held, status)
+
+    def _key_state(self, key_id: int):
+        """The key's profile, status and expiry; None if deleted, False if unreadable."""
+        query = select(keys_table.c.profile_id, keys_table.c.status, keys_table.c.expires_at)
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(query.where(keys_table.c.id == key_id)).first()
+        except Exception as exc:
+            if not database_down(exc):
+                raise
+            return False
 
     def _held(self, request: ProxyRequest, client_key_id) -> int | None:
         """The key that holds the response the request continues (None: no pin)."""
@@ -252,6 +284,34 @@ def _holder_deleted(response_id, key_id: int) -> GatewayError:
         f"account of provider key #{key_id}, which has been deleted; no other key knows "
         "that response. Start the conversation again without previous_response_id.",
         code="previous_response_gone",
+        param="previous_response_id",
+    )
+
+
+def _holder_elsewhere(response_id, key_id: int, profile: str) -> GatewayError:
+    """The key that holds the conversation is not in the pool this request is served from."""
+    return GatewayError(
+        400,
+        f"Previous response with id '{response_id}' not found. It is held by the upstream "
+        f"account of provider key #{key_id}, which is not in the pool of profile "
+        f"'{profile}' this request is served from (this client key's profile, or the "
+        "master key's X-Profile); no key of that pool knows that response. Continue the "
+        "conversation in the profile that made it, or start it again without "
+        "previous_response_id.",
+        code="previous_response_not_found",
+        param="previous_response_id",
+    )
+
+
+def _holder_out_of_service(response_id, key_id: int, status: str) -> GatewayError:
+    """The key that holds the conversation is out of service until an admin acts."""
+    return GatewayError(
+        400,
+        f"The response '{response_id}' (previous_response_id) is held by the upstream "
+        f"account of provider key #{key_id}, which is out of service (status: {status}); "
+        "no other key knows that response. Ask an admin to put the key back in service, "
+        "or start the conversation again without previous_response_id.",
+        code="previous_response_unavailable",
         param="previous_response_id",
     )
 
