@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gateway import tokens
 from gateway.codecs import events as ev
 from gateway.codecs.citations import as_responses
 from gateway.codecs.openai_responses.reply import (
@@ -193,7 +192,7 @@ class Encoder:
         for part in sorted(self.open, key=self.parts.__getitem__):
             out += self._close(part)
         # No usage from the provider: the prompt counted here (the answer is booked apart).
-        usage = self.usage or Usage(tokens.count_prompt(self.request.messages), 0)
+        usage = self.usage or Usage(self.request.count_prompt(), 0)
         status = "incomplete" if self.stop == "length" else "completed"
         response = self.dialect.response_object(
             self.request,
