@@ -20,6 +20,7 @@ from gateway.dialects.openai_responses import OpenAIResponses
 from gateway.providers.base import ContextOverflow
 from gateway.providers.cli import ClaudeCodeAdapter, CodexCliAdapter
 from gateway.proxy.chain import prune_request
+from tests.fake_anthropic import FakeAnthropic
 
 IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                      "data": "iVBORw0KGgo="}}  # fmt: skip
@@ -297,3 +298,32 @@ def test_prune_request_prunes_the_typed_turns_and_the_anthropic_body_alike():
     assert prune_request(responses, overflow, None) == 2
     assert responses.native is None  # the pruned typed request is what goes up
     assert [t.content for t in responses.typed.turns] == [[Text("short")]]
+
+
+CLAUDE = "sk-ant-api03-typed-readers-aaaaaaa"
+
+
+@pytest.fixture
+def claude():
+    with FakeAnthropic([CLAUDE]) as fake:
+        yield fake
+
+
+def test_a_stored_conversation_reaches_an_anthropic_key_after_the_instructions(
+    client, admin, claude
+):
+    admin.add_key(CLAUDE, claude.base_url, provider="anthropic")
+    first = client.responses.create(model="claude-sonnet-4-5", input="My name is Ada.")
+    client.responses.create(
+        model="claude-sonnet-4-5",
+        instructions="Be brief.",
+        input="What is my name?",
+        previous_response_id=first.id,
+    )
+    sent = claude.messages_requests[-1].body
+    assert sent["system"] == "Be brief."
+    assert [(m["role"], m["content"][0]["text"]) for m in sent["messages"]] == [
+        ("user", "My name is Ada."),
+        ("assistant", first.output_text),
+        ("user", "What is my name?"),
+    ]
