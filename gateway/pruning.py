@@ -4,15 +4,19 @@ prompt fits, counted with the offline tokenizer.
 Never dropped: system turns (and Anthropic's top-level `system`), the last user turn, and
 the conversation's last turn. A turn is a user message, or an assistant message together
 with the tool results that answer it (OpenAI `tool` messages; Anthropic user messages
-carrying `tool_result` blocks), so a tool call never loses its result nor the reverse.
+carrying `tool_result` blocks; the internal request's tool turns), so a tool call never
+loses its result nor the reverse. An OpenAI chat client's messages and an Anthropic
+client's own body are pruned as they are; any other request as internal turns.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import msgspec
 import orjson
 
+from gateway.codecs.request import File, Request, Text, Thinking, ToolCall, ToolResult, Turn
 from gateway.providers.base import ContextOverflow
 from gateway.tokens import MESSAGE_OVERHEAD, REPLY_PRIMER, count_text
 
@@ -27,6 +31,7 @@ class Pruned:
 
     messages: list
     dropped: int  # messages dropped
+    kept: list[int] = field(default_factory=list)  # the indexes of the messages kept
 
 
 def _block_text(block) -> str:
@@ -135,16 +140,68 @@ def prune_anthropic(body: dict, target: int) -> tuple[dict, int] | None:
     return {**body, "messages": pruned.messages}, pruned.dropped
 
 
-def _prune(messages, target, attaches, user_turn, system) -> Pruned | None:
+def prune_typed(request: Request, target: int) -> tuple[Request, int] | None:
+    """The internal request with its oldest turns dropped ((request, turns dropped)), or
+    None. A tool turn, or a user turn of tool results only, goes with the call it answers;
+    a refusal still names the client's own item of each turn kept."""
+
+    def results(turn: Turn) -> bool:
+        return turn.role == "tool" or (
+            bool(turn.content) and all(isinstance(p, ToolResult) for p in turn.content)
+        )
+
+    def user_turn(turn: Turn) -> bool:
+        return turn.role == "user" and any(not isinstance(p, ToolResult) for p in turn.content)
+
+    kept = _prune(request.turns, target, results, user_turn, None, turn_tokens, _role)
+    if kept is None:
+        return None
+    names = {k: v for k, v in request.names.items() if not k.startswith("messages[")}
+    for now, before in enumerate(kept.kept):
+        if f"messages[{before}]" in request.names:
+            names[f"messages[{now}]"] = request.names[f"messages[{before}]"]
+    pruned = msgspec.structs.replace(request, turns=kept.messages, names=names)
+    return pruned, kept.dropped
+
+
+def turn_tokens(turn: Turn) -> int:
+    """One internal turn's tokens: its texts, tool calls and results, thinking, framing."""
+    return MESSAGE_OVERHEAD + count_text(" ".join(_part_text(part) for part in turn.content))
+
+
+def typed_tokens(request: Request) -> int:
+    """An internal request's conversation tokens, as pruning counts them."""
+    return REPLY_PRIMER + sum(turn_tokens(turn) for turn in request.turns)
+
+
+def _part_text(part) -> str:
+    if isinstance(part, Text | Thinking):
+        return part.text
+    if isinstance(part, ToolCall):
+        return f"{part.name}{part.arguments}"
+    if isinstance(part, ToolResult):
+        return " ".join(_part_text(inner) for inner in part.content)
+    if isinstance(part, File) and part.text is not None:
+        return part.text
+    return ""  # images and the like: not counted (the upstream's figure corrects it)
+
+
+def _role(message) -> str | None:
+    return message.role if isinstance(message, Turn) else message.get("role")
+
+
+def _prune(
+    messages, target, attaches, user_turn, system, size=message_tokens, role=_role
+) -> Pruned | None:
     """Drop whole turns, oldest first, keeping fixed turns, the last user turn and the
     last turn; a turn left at the front that is not a user's goes too (Anthropic wants a
-    conversation to start with the user)."""
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+    conversation to start with the user). `size` counts one message, `role` reads its."""
+    if not isinstance(messages, list) or not all(isinstance(m, dict | Turn) for m in messages):
         return None
     turns: list[list[int]] = []
     last_user = None
     for index, message in enumerate(messages):
-        if message.get("role") in _FIXED_ROLES:
+        if role(message) in _FIXED_ROLES:
             continue
         if attaches(message) and turns:
             turns[-1].append(index)
@@ -153,8 +210,9 @@ def _prune(messages, target, attaches, user_turn, system) -> Pruned | None:
         if user_turn(message):
             last_user = len(turns) - 1
     keep = {len(turns) - 1, last_user}
-    sizes = [sum(message_tokens(messages[i]) for i in turn) for turn in turns]
-    total = prompt_tokens(messages, system)
+    sizes = [sum(size(messages[i]) for i in turn) for turn in turns]
+    total = REPLY_PRIMER + sum(size(m) for m in messages)
+    total += count_text(content_text(system)) if system else 0
     gone: set[int] = set()
     for number in range(len(turns)):
         if total <= target:
@@ -173,5 +231,5 @@ def _prune(messages, target, attaches, user_turn, system) -> Pruned | None:
         while first in gone:
             first += 1
     dropped = {i for number in gone for i in turns[number]}
-    kept = [m for i, m in enumerate(messages) if i not in dropped]
-    return Pruned(kept, len(dropped))
+    kept = [i for i in range(len(messages)) if i not in dropped]
+    return Pruned([messages[i] for i in kept], len(dropped), kept)

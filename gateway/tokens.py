@@ -6,6 +6,8 @@ import functools
 import logging
 import warnings
 
+from gateway.codecs.transcript import lines, text_of
+
 # Per-message framing tokens in OpenAI chat prompts (role markers and separators).
 MESSAGE_OVERHEAD = 3
 REPLY_PRIMER = 3
@@ -86,6 +88,21 @@ def quick_prompt_estimate(messages: list) -> int:
     the tokenizer costs ~0.4 ms on a short prompt and milliseconds on an agent's."""
     chars = sum(len(_content_text(m.get("content"))) for m in messages if isinstance(m, dict))
     return REPLY_PRIMER + MESSAGE_OVERHEAD * len(messages) + chars // 4
+
+
+def count_request(request) -> int:
+    """Estimated prompt tokens of an internal request (gateway/codecs/request.py): its
+    messages' texts, counted as `count_prompt` counts a chat request's."""
+    said = lines(request)
+    total = REPLY_PRIMER + MESSAGE_OVERHEAD * len(said)
+    return total + sum(count_text(text_of(line.content)) + bool(line.name) for line in said)
+
+
+def quick_request_estimate(request) -> int:
+    """`quick_prompt_estimate` of an internal request."""
+    said = lines(request)
+    chars = sum(len(text_of(line.content)) for line in said)
+    return REPLY_PRIMER + MESSAGE_OVERHEAD * len(said) + chars // 4
 
 
 def count_prompt(messages: list) -> int:

@@ -7,30 +7,27 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from gateway.codecs.anthropic import request as anthropic_request
+from gateway import tokens
 from gateway.codecs.anthropic.request import fit_thinking
-from gateway.codecs.openai_responses import request as responses_request
 from gateway.codecs.request import Request
 from gateway.errors import GatewayError
 from gateway.providers.base import UpstreamReply
 
-# The answer-length fields of the gateway's (OpenAI chat) body, and of each native format.
+# The answer-length fields of an OpenAI-format body, and of each other native format.
 ANSWER_FIELDS = ("max_completion_tokens", "max_tokens")
 NATIVE_ANSWER_FIELDS = {"anthropic": "max_tokens", "openai_responses": "max_output_tokens"}
-# The codecs that decode a client's own body (`native`) into the internal request.
-DECODERS = {
-    anthropic_request.FORMAT: anthropic_request.decode,
-    responses_request.FORMAT: responses_request.decode,
-}
 
 
 @dataclass
 class ProxyRequest:
     """One client request in the gateway's terms, whatever dialect it came in.
 
-    `body` is the request as the upstream gets it, in OpenAI chat form (the gateway's own
-    request format: the OpenAI adapter sends it as is, others translate it); `model` is
-    the model the client asked for (a route may send another upstream).
+    A chat request of another format than OpenAI's is `typed` (the internal request, the
+    only form the gateway reads it in) and its client's own body (`native`); `body` is then
+    only its model. An OpenAI-format client's `body` is its own (chat, embeddings or
+    completions), sent as it is to an OpenAI-format upstream and decoded only by an adapter
+    that reads nothing else (a CLI's). `model` is the model the client asked for (a
+    route may send another upstream).
     """
 
     endpoint: str
@@ -45,8 +42,9 @@ class ProxyRequest:
     # many answers (OpenAI's `n`).
     answer_tokens: int | None = None
     choices: int = 1
-    # For counting tokens locally when the upstream reports none: the prompt's texts as
-    # chat messages, and tokens already counted (inputs given as token ids).
+    # For counting tokens locally when the upstream reports none: an OpenAI chat client's
+    # messages (a typed request is counted from its turns), and tokens already counted
+    # (inputs given as token ids).
     messages: list = field(default_factory=list)
     prompt_tokens: int = 0
     # Whether the upstream writes an answer (embeddings do not): budgets reserve for it.
@@ -58,7 +56,8 @@ class ProxyRequest:
     # The client's headers KeyRelay reads (gateway/proxy/client_headers.py), lower-case.
     headers: dict[str, str] = field(default_factory=dict)
     # The request in the gateway's internal language (gateway/codecs/request.py), decoded
-    # from `native` by its format's codec: what an adapter of another format encodes.
+    # from the client's body by its format's codec: what an adapter of another format
+    # encodes. None for an OpenAI chat client (its body is read as it is).
     typed: Request | None = None
     # The client's wire format (its dialect's): an upstream answering in another one has
     # its answer decoded once, into the internal reply or events, on its way back.
@@ -76,30 +75,41 @@ class ProxyRequest:
         return copy
 
     def typed_for(self, body: dict) -> Request | None:
-        """The internal request for this hop (`body`: the chat body `for_model` gave):
-        its model and answer cap. Decoded again when pruning replaced the client's body;
-        None once pruning dropped it (the pruned chat body is then what goes up)."""
-        if self.typed is None or self.native is None:
+        """The internal request for this hop (`body`: what `for_model` gave) with its
+        model; None for an OpenAI chat client (adapters read its body)."""
+        if self.typed is None:
             return None
-        if self.native[1] is not self.extra.get("typed_of", self.native[1]):
-            self.typed = DECODERS[self.native[0]](self.native[1])
-        self.extra["typed_of"] = self.native[1]
-        cap = next((body[name] for name in ANSWER_FIELDS if body.get(name)), None)
-        return msgspec.structs.replace(self.typed, model=body["model"], max_tokens=cap)
+        return msgspec.structs.replace(self.typed, model=body["model"])
+
+    def count_prompt(self) -> int:
+        """The prompt's tokens, counted locally."""
+        if self.typed is None:
+            return tokens.count_prompt(self.messages)
+        return tokens.count_request(self.typed)
+
+    def quick_prompt_estimate(self) -> int:
+        """The prompt's tokens guessed from its length (tokens.quick_prompt_estimate)."""
+        if self.typed is None:
+            return tokens.quick_prompt_estimate(self.messages)
+        return tokens.quick_request_estimate(self.typed)
 
     def limit_answer(self, most: int) -> None:
         """Ask the upstream for at most `most` answer tokens (per choice): lower the
         client's own limit, or set one when it gave none, in every body that may be sent
-        (the gateway's and the client's own, in its dialect's field)."""
+        (an OpenAI-format client's, or the internal request and the client's own body, in
+        its dialect's field)."""
         if not self.answers or (self.answer_tokens is not None and self.answer_tokens <= most):
             return
         self.answer_tokens = most
-        for body in (self.body, *self._copies):
-            fields = [name for name in ANSWER_FIELDS if name in body]
-            if not fields:  # chat's current field; a legacy completion knows only max_tokens
-                fields = ["max_tokens" if self.operation == "completions" else ANSWER_FIELDS[0]]
-            for name in fields:
-                body[name] = most
+        if self.typed is not None:
+            self.typed = msgspec.structs.replace(self.typed, max_tokens=most)
+        else:
+            for body in (self.body, *self._copies):
+                fields = [name for name in ANSWER_FIELDS if name in body]
+                if not fields:  # chat's current field; a legacy completion knows only max_tokens
+                    fields = ["max_tokens" if self.operation == "completions" else ANSWER_FIELDS[0]]
+                for name in fields:
+                    body[name] = most
         if self.native is not None:
             name = NATIVE_ANSWER_FIELDS.get(self.native[0])
             if name is not None:

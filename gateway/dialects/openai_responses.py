@@ -1,8 +1,10 @@
 """OpenAI Responses (`POST /v1/responses`): what `responses.create` and the Codex CLI send.
 
-Translated to the gateway's chat form: `instructions`, `input` as text or items (messages,
-`function_call`, `function_call_output`), function tools, `tool_choice`,
-`max_output_tokens`, sampling, `reasoning.effort`. The answer comes back as a `response`
+Checked here (a 400 naming the field) and decoded into the gateway's internal request
+(gateway/codecs/openai_responses), which a key without the Responses API is sent encoded:
+`instructions`, `input` as text or items (messages, `function_call`,
+`function_call_output`), function tools, `tool_choice`, `max_output_tokens`, sampling,
+`reasoning`, `text.format`. The answer comes back as a `response`
 object, or streamed as the Responses event sequence (`response.created`,
 `response.output_item.added`, `response.output_text.delta`,
 `response.function_call_arguments.delta`, …, `response.completed` with usage), each event
@@ -15,25 +17,22 @@ from __future__ import annotations
 import time
 import uuid
 
+import msgspec
 import orjson
 
+from gateway.codecs.openai_chat import request as chat_request
 from gateway.codecs.openai_responses import reply as codec
 from gateway.codecs.openai_responses import request as responses_request
 from gateway.codecs.openai_responses.stream import Encoder
 from gateway.codecs.reply import Usage
+from gateway.codecs.request import Request, Thinking, Turn
 from gateway.codecs.wire import reply_of
 from gateway.dialects.base import ProxyRequest
 from gateway.dialects.openai_chat import OpenAIChat
 from gateway.errors import GatewayError, invalid_request
 from gateway.providers.base import UpstreamReply
 from gateway.responses_store import ResponseStore
-from gateway.validation import (
-    MAX_ANSWER_TOKENS,
-    check_chat_messages,
-    check_chat_options,
-    is_number,
-    refuse,
-)
+from gateway.validation import MAX_ANSWER_TOKENS, is_number, refuse
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
@@ -68,49 +67,26 @@ class OpenAIResponses(OpenAIChat):
                 f"'max_output_tokens' must be a positive integer of at most {MAX_ANSWER_TOKENS:,}.",
                 "max_output_tokens",
             )
-        stream = body.get("stream") is True
-        messages = _input_messages(body.get("input"))
-        chat: dict = {"model": model, "messages": messages}
-        if answer:
-            chat["max_tokens"] = answer
-        if stream:
-            chat["stream"] = True
+        _check_input(body.get("input"))
         _check_options(body)
-        for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
-            if body.get(name) is not None:
-                chat[name] = body[name]
-        effort = (body.get("reasoning") or {}).get("effort")
-        if isinstance(effort, str):
-            chat["reasoning_effort"] = effort
-        tools = _tools(body.get("tools"))
-        if tools:
-            chat["tools"] = tools
-            choice = _tool_choice(body.get("tool_choice"))
-            if choice is not None:
-                chat["tool_choice"] = choice
-            _allowed_tools(chat, body.get("tool_choice"))
-        fmt = _response_format(body.get("text"))
-        if fmt is not None:
-            chat["response_format"] = fmt
-        if isinstance(body.get("prompt_cache_key"), str):
-            chat["prompt_cache_key"] = body["prompt_cache_key"]
+        if body.get("tools") is not None and not isinstance(body["tools"], list):
+            raise invalid_request("'tools' must be an array.", "tools")
         instructions = body.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
             raise invalid_request("'instructions' must be a string.", "instructions")
-        # What the translation made is what every adapter reads: the chat checks too.
-        check_chat_messages(messages, "input")
-        check_chat_options(chat)
+        typed = responses_request.decode(body)
         request = ProxyRequest(
             self.endpoint,
             model,
-            stream,
-            chat,
+            typed.stream,
+            {"model": model},  # the request is `typed` (and `native`), no chat body
             wants_usage=True,  # read by the translator, never shown as a chat chunk
             answer_tokens=answer,
-            messages=messages,
             native=("openai_responses", body),  # for an upstream with the Responses API
-            typed=responses_request.decode(body),  # what a Gemini key encodes its body from
+            typed=typed,  # what a key without it encodes its body from
         )
+        instructed = 1 if instructions else 0  # the instructions are the first turn
+        effort = (body.get("reasoning") or {}).get("effort")
         request.extra = {
             "id": "resp_" + uuid.uuid4().hex,
             "created_at": int(time.time()),
@@ -119,9 +95,18 @@ class OpenAIResponses(OpenAIChat):
             "store": body.get("store") is not False,
             "tools": body.get("tools") or [],
             "tool_choice": body.get("tool_choice") or "auto",
-            "new_messages": messages,
+            "instructed": instructed,
+            "new_turns": typed.turns[instructed:],  # this request's input, kept if stored
             "text": {"format": fmt_echo(body.get("text"))},
-            "names": NAMES,  # a refusal names the client's field, not the chat body's
+            # What the response echoes of the request's settings.
+            "echo": {
+                "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+                "reasoning_effort": effort if isinstance(effort, str) else None,
+                "temperature": body.get("temperature"),
+                "top_p": body.get("top_p"),
+                "user": body.get("user"),
+            },
+            "names": {**NAMES, **typed.names},  # a refusal names the client's field
         }
         ignored = _built_in_tools(body.get("tools"))
         if ignored:  # told in a header when a translating key serves (relay.py)
@@ -132,8 +117,8 @@ class OpenAIResponses(OpenAIChat):
         return request
 
     def prepare(self, request: ProxyRequest, client_key_id: int | None) -> None:
-        """Put the earlier conversation (`previous_response_id`) and the instructions in
-        front of this request's input."""
+        """Put the earlier conversation (`previous_response_id`) after the instructions,
+        in front of this request's input."""
         extra = request.extra
         history: list[dict] = []
         if extra["previous_response_id"] is not None:
@@ -144,11 +129,9 @@ class OpenAIResponses(OpenAIChat):
             except GatewayError as missing:
                 # Perhaps the upstream's own: only a passthrough key may serve it.
                 extra["unresolved"] = missing
-        system = (
-            [{"role": "system", "content": extra["instructions"]}] if extra["instructions"] else []
-        )
-        messages = system + history + extra["new_messages"]
-        if not messages and "unresolved" not in extra:
+        if history:
+            request.typed = _with_history(request.typed, history, extra["instructed"])
+        if not any(_says(turn) for turn in request.typed.turns) and "unresolved" not in extra:
             # No `input` (a stored `prompt`, a `conversation`): valid, but only an upstream
             # with the Responses API knows what it stands for.
             extra["unresolved"] = invalid_request(
@@ -156,7 +139,6 @@ class OpenAIResponses(OpenAIChat):
                 "Responses API (its 'prompt' or 'conversation' holds the input).",
                 "input",
             )
-        request.body["messages"] = request.messages = messages
         extra["client_key_id"] = client_key_id
         extra["history"] = history
 
@@ -190,6 +172,7 @@ class OpenAIResponses(OpenAIChat):
         """The `response` object; `details` are the usage's cached, cache_write and
         reasoning tokens."""
         extra = request.extra
+        echo = extra["echo"]
         response = {
             "id": extra["id"],
             "object": "response",
@@ -203,15 +186,15 @@ class OpenAIResponses(OpenAIChat):
             "max_output_tokens": request.answer_tokens,
             "model": model or request.model,
             "output": output,
-            "parallel_tool_calls": request.body.get("parallel_tool_calls", True),
+            "parallel_tool_calls": echo["parallel_tool_calls"],
             "previous_response_id": extra["previous_response_id"],
-            "reasoning": {"effort": request.body.get("reasoning_effort"), "summary": None},
+            "reasoning": {"effort": echo["reasoning_effort"], "summary": None},
             "store": extra["store"],
-            "temperature": request.body.get("temperature"),
+            "temperature": echo["temperature"],
             "text": extra.get("text") or {"format": {"type": "text"}},
             "tool_choice": extra["tool_choice"],
             "tools": [_echo_tool(tool) for tool in extra["tools"]],
-            "top_p": request.body.get("top_p"),
+            "top_p": echo["top_p"],
             "truncation": "disabled",
             "usage": {
                 "input_tokens": prompt,
@@ -225,8 +208,8 @@ class OpenAIResponses(OpenAIChat):
             },
             "metadata": {},
         }
-        if isinstance(request.body.get("user"), str):  # a string or absent, never null
-            response["user"] = request.body["user"]
+        if isinstance(echo["user"], str):  # a string or absent, never null
+            response["user"] = echo["user"]
         return response
 
     def stream_error(self, message: str, code: str, request=None, progress=None) -> bytes:
@@ -258,7 +241,9 @@ class OpenAIResponses(OpenAIChat):
         extra = request.extra
         if not extra["store"]:
             return
-        conversation = extra["history"] + extra["new_messages"] + _as_messages(output)
+        said = [turn for turn in extra["new_turns"] if _says(turn)]  # not reasoning alone
+        asked = chat_request.encode(Request(request.model, turns=said))["messages"]
+        conversation = extra["history"] + asked + _as_messages(output)
         self.store.save(
             extra["id"], extra.get("client_key_id"), conversation, response, self.clock.now()
         )
@@ -320,35 +305,10 @@ def _uncarried(body: dict) -> tuple[str, str] | None:
     return None
 
 
-def _response_format(text: object) -> dict | None:
-    """`text.format` as chat's `response_format` (None for plain text)."""
-    fmt = text.get("format") if isinstance(text, dict) else None
-    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
-        return None
-    if fmt["type"] == "json_object":
-        return {"type": "json_object"}
-    schema = {"name": fmt.get("name") or "answer", "schema": fmt.get("schema") or {}}
-    for name in ("description", "strict"):
-        if fmt.get(name) is not None:
-            schema[name] = fmt[name]
-    return {"type": "json_schema", "json_schema": schema}
-
-
 def fmt_echo(text: object) -> dict:
     """The `text.format` a response echoes: what the request asked (plain text if nothing)."""
     fmt = text.get("format") if isinstance(text, dict) else None
     return fmt if isinstance(fmt, dict) else {"type": "text"}
-
-
-def _allowed_tools(chat: dict, choice: object) -> None:
-    """`tool_choice: allowed_tools`: only the tools it names are offered, in its mode."""
-    if not isinstance(choice, dict) or choice.get("type") != "allowed_tools":
-        return
-    names = {t.get("name") for t in choice.get("tools") or () if isinstance(t, dict)}
-    chat["tools"] = [t for t in chat["tools"] if t["function"]["name"] in names]
-    chat["tool_choice"] = "required" if choice.get("mode") == "required" else "auto"
-    if not chat["tools"]:
-        del chat["tools"], chat["tool_choice"]
 
 
 def _check_text(text: object) -> None:
@@ -363,17 +323,17 @@ def _check_text(text: object) -> None:
         raise refuse("text.format.name", "a string")
 
 
-def _input_messages(given: object) -> list[dict]:
-    """`input` (a string, or items) as chat messages; none when it is absent."""
+def _check_input(given: object) -> None:
+    """`input`: absent, a non-empty string, or a non-empty array of items, each of the
+    right shape (a 400 naming the first that is not)."""
     if given is None:
-        return []
+        return
     if isinstance(given, str):
         if not given:
             raise invalid_request("'input' must not be empty.", "input")
-        return [{"role": "user", "content": given}]
+        return
     if not isinstance(given, list) or not given:
         raise invalid_request("'input' must be a string or a non-empty array of items.", "input")
-    out: list[dict] = []
     for number, item in enumerate(given):
         where = f"input[{number}]"
         if not isinstance(item, dict):
@@ -382,91 +342,64 @@ def _input_messages(given: object) -> list[dict]:
         kind = item.get("type") or ("item_reference" if reference else "message")
         if kind == "message":
             role = item.get("role")
-            role = ROLES.get(role) if isinstance(role, str) else None
-            if role is None:
+            if not isinstance(role, str) or role not in ROLES:
                 raise refuse(f"{where}.role", "user, assistant, system or developer")
-            content = _content(item.get("content"), where)
-            if (
-                role == "assistant"
-                and out
-                and out[-1]["role"] == "assistant"
-                and not out[-1].get("content")
-            ):
-                out[-1]["content"] = content  # text of a turn whose calls came first
-            else:
-                out.append({"role": role, "content": content})
+            _check_content(item.get("content"), where)
         elif kind == "function_call":
             for name in ("name", "arguments", "call_id"):
                 if item.get(name) is not None and not isinstance(item[name], str):
                     raise refuse(f"{where}.{name}", "a string")
-            call = {
-                "id": str(item.get("call_id") or item.get("id") or ""),
-                "type": "function",
-                "function": {
-                    "name": str(item.get("name", "")),
-                    "arguments": str(item.get("arguments") or "{}"),
-                },
-            }
-            last = out[-1] if out else None
-            if last is not None and last["role"] == "assistant":
-                last.setdefault("tool_calls", []).append(call)
-            else:
-                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
-            if item.get("call_id") is not None and not isinstance(item["call_id"], str):
-                raise refuse(f"{where}.call_id", "a string")
-            output = item.get("output")
-            if not isinstance(output, str):
-                output = orjson.dumps(output).decode()
-            out.append(
-                {"role": "tool", "tool_call_id": str(item.get("call_id", "")), "content": output}
-            )
+        elif (
+            kind == "function_call_output"
+            and item.get("call_id") is not None
+            and not isinstance(item["call_id"], str)
+        ):
+            raise refuse(f"{where}.call_id", "a string")
         # reasoning items, item references and other tools' items carry nothing a chat
         # upstream takes (an input of only those: see `prepare`)
-    return out
 
 
-def _content(content: object, where: str):
+def _check_content(content: object, where: str) -> None:
     if isinstance(content, str):
-        return content
+        return
     if not isinstance(content, list):
         raise refuse(f"{where}.content", "a string or an array of parts")
-    parts = []
     for number, part in enumerate(content):
         here = f"{where}.content[{number}]"
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise refuse(here, "an object with a string 'type'")
         kind = part["type"]
-        if kind in ("input_text", "output_text", "text"):
-            if not isinstance(part.get("text"), str):
-                raise refuse(f"{here}.text", "a string")
-            parts.append({"type": "text", "text": part["text"]})
-        elif kind == "input_image" and part.get("image_url") is not None:
-            if not isinstance(part["image_url"], str) or not part["image_url"]:
-                raise refuse(f"{here}.image_url", "a non-empty string (a URL)")
-            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
-    if all(p["type"] == "text" for p in parts):
-        return "\n".join(p["text"] for p in parts)
-    return parts
+        if kind in ("input_text", "output_text", "text") and not isinstance(part.get("text"), str):
+            raise refuse(f"{here}.text", "a string")
+        image = part.get("image_url") if kind == "input_image" else None
+        if image is not None and (not isinstance(image, str) or not image):
+            raise refuse(f"{here}.image_url", "a non-empty string (a URL)")
 
 
-def _tools(tools: object) -> list[dict]:
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
-        raise invalid_request("'tools' must be an array.", "tools")
-    out = []
-    for tool in tools:
-        if isinstance(tool, dict) and tool.get("type") == "function" and tool.get("name"):
-            function = {
-                "name": tool["name"],
-                "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
-            }
-            if tool.get("description"):
-                function["description"] = tool["description"]
-            out.append({"type": "function", "function": function})
-        # built-in tools (web search, …) and namespaces have no chat-completions form
-    return out
+def _with_history(typed: Request, history: list[dict], at: int) -> Request:
+    """The request with the stored conversation's turns (chat messages) put at `at`
+    (after the instructions); the client's item names shifted along."""
+    earlier = chat_request.decode({"messages": history}).turns
+    names = {}
+    for name, client in typed.names.items():
+        number = _turn_number(name)
+        if number is not None and number >= at:
+            name = f"messages[{number + len(earlier)}]"
+        names[name] = client
+    turns = [*typed.turns[:at], *earlier, *typed.turns[at:]]
+    return msgspec.structs.replace(typed, turns=turns, names=names)
+
+
+def _turn_number(name: str) -> int | None:
+    """`messages[3]` → 3; None for another field's name."""
+    if name.startswith("messages[") and name.endswith("]") and name[9:-1].isdigit():
+        return int(name[9:-1])
+    return None
+
+
+def _says(turn: Turn) -> bool:
+    """Whether a turn says something a chat upstream takes (a reasoning item alone does not)."""
+    return any(not isinstance(part, Thinking) for part in turn.content)
 
 
 def _built_in_tools(tools: object) -> str:
@@ -480,14 +413,6 @@ def _built_in_tools(tools: object) -> str:
         and isinstance(tool.get("type"), str)
     ]  # fmt: skip
     return ", ".join(found)
-
-
-def _tool_choice(choice: object):
-    if choice in ("auto", "none", "required"):
-        return choice
-    if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name"):
-        return {"type": "function", "function": {"name": choice["name"]}}
-    return None
 
 
 def _echo_tool(tool: object) -> object:

@@ -230,8 +230,9 @@ class ProviderAdapter(ABC):
     file_types: tuple[str, ...] = ()
     # The client's headers (lower-case) this kind's upstream honours, sent on as they came.
     forwarded_headers: tuple[str, ...] = ()
-    # Whether chat/chat_stream take `typed=`: the internal request (gateway/codecs), when
-    # the client's format has a codec, to encode its body from instead of the chat body.
+    # Whether chat/chat_stream take `typed=`: the internal request (gateway/codecs) of a
+    # client of another format than OpenAI chat, the only form that request has (its
+    # `body` is then only the hop's model).
     takes_typed: bool = False
 
     def __init__(self, http: UpstreamClient) -> None:
@@ -265,9 +266,10 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
-        """A chat completion, not streamed (`body` is the gateway's request: OpenAI chat).
-        `native`: (format, body) as the client sent it, for an adapter of that format to
-        send as it is (passthrough)."""
+        """A chat completion, not streamed (`body`: an OpenAI chat client's own body, or
+        only the model of a request of another format, given typed to an adapter that
+        `takes_typed`). `native`: (format, body) as the client sent it, for an adapter of
+        that format to send as it is (passthrough)."""
 
     @abstractmethod
     def chat_stream(

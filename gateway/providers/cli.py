@@ -24,7 +24,10 @@ import orjson
 
 from gateway.apischema import NOT_BLANK, SPACE, url_pattern
 from gateway.codecs import events as ev
+from gateway.codecs.openai_chat import request as chat_request
 from gateway.codecs.reply import Choice, Reply, Text
+from gateway.codecs.request import Request
+from gateway.codecs.transcript import FIXED, Line, lines, text_of
 from gateway.codecs.usage import of_booked
 from gateway.codecs.wire import INTERNAL, InternalStream, framed
 from gateway.errors import GatewayError
@@ -64,6 +67,8 @@ class CliAdapter(ProviderAdapter):
     }
     # A CLI runs whatever model it is asked for and has no model list to discover.
     default_models = ("*",)
+    # Its prompt is read from the internal request (an OpenAI chat client's decoded).
+    takes_typed = True
 
     @classmethod
     def options_schema(cls) -> dict:
@@ -106,8 +111,11 @@ class CliAdapter(ProviderAdapter):
 
     # -- the calls ------------------------------------------------------------------------
 
-    def chat(self, target: Target, body: dict, timeouts: Timeouts, native=None) -> UpstreamReply:
-        run, events = self._start(target, body)
+    def chat(
+        self, target: Target, body: dict, timeouts: Timeouts, native=None, typed=None
+    ) -> UpstreamReply:
+        request = typed or chat_request.decode(body)
+        run, events = self._start(target, request)
         try:
             parser = self.events()
             text = []
@@ -125,7 +133,7 @@ class CliAdapter(ProviderAdapter):
         usage = parser.usage
         internal = Reply(
             id="chatcmpl-" + uuid.uuid4().hex[:24],
-            model=parser.model or body["model"],
+            model=parser.model or request.model,
             created=int(time.time()),
             choices=[Choice(0, [Text(answer)] if answer else [], "end", "stop")],
             usage=of_booked(usage),  # cache reads and writes too
@@ -133,9 +141,16 @@ class CliAdapter(ProviderAdapter):
         return UpstreamReply(200, {}, usage=usage, text=answer, format=INTERNAL, reply=internal)
 
     def chat_stream(
-        self, target: Target, body: dict, timeouts: Timeouts, wants_usage: bool, native=None
+        self,
+        target: Target,
+        body: dict,
+        timeouts: Timeouts,
+        wants_usage: bool,
+        native=None,
+        typed=None,
     ) -> UpstreamReply:
-        run, events = self._start(target, body)
+        request = typed or chat_request.decode(body)
+        run, events = self._start(target, request)
         parser = self.events()
         try:
             # Read up to the first text (or the end): a CLI that fails before answering
@@ -152,7 +167,7 @@ class CliAdapter(ProviderAdapter):
         if parser.error is not None:
             run.close()
             return error_reply(*parser.error, run)
-        model = parser.model or body["model"]
+        model = parser.model or request.model
         return UpstreamReply(
             200,
             {},
@@ -206,7 +221,7 @@ class CliAdapter(ProviderAdapter):
 
     # -- what each CLI says differently ---------------------------------------------------
 
-    def argv(self, target: Target, body: dict, system: str) -> list[str]:
+    def argv(self, target: Target, request: Request, system: str) -> list[str]:
         """The command line after the binary."""
         raise NotImplementedError
 
@@ -218,18 +233,18 @@ class CliAdapter(ProviderAdapter):
         """A fresh reader of this CLI's JSON events."""
         raise NotImplementedError
 
-    def stdin(self, body: dict) -> tuple[str, str]:
+    def stdin(self, request: Request) -> tuple[str, str]:
         """(system prompt for a CLI that takes one apart, the text on stdin)."""
-        return "", conversation(body["messages"], with_system=True)
+        return "", conversation(lines(request), with_system=True)
 
     def _command(self, target: Target) -> str:
         return target.options.get("command") or self.binary
 
-    def _start(self, target: Target, body: dict) -> tuple[CliRun, Iterator[dict]]:
-        self.refuse_uncarried(body)
-        system, text = self.stdin(body)
-        refuse_bad_input(self.name, body["model"], system, text)
-        argv = [self._command(target), *self.argv(target, body, system)]
+    def _start(self, target: Target, request: Request) -> tuple[CliRun, Iterator[dict]]:
+        self.refuse_uncarried_typed(request)
+        system, text = self.stdin(request)
+        refuse_bad_input(self.name, request.model, system, text)
+        argv = [self._command(target), *self.argv(target, request, system)]
         timeout = target.options.get("timeout_seconds") or DEFAULT_TIMEOUT
         run = CliRun(argv, self.env(target), text, timeout, target.secret, self.files(target))
         return run, run.events()
@@ -245,20 +260,17 @@ class ClaudeCodeAdapter(CliAdapter):
     price_provider = "anthropic"
     binary = "claude"
 
-    def stdin(self, body: dict) -> tuple[str, str]:
-        system = "\n\n".join(
-            _text(m.get("content"))
-            for m in body["messages"]
-            if isinstance(m, dict) and m.get("role") in ("system", "developer")
-        )
-        return system, conversation(body["messages"], with_system=False)
+    def stdin(self, request: Request) -> tuple[str, str]:
+        said = lines(request)
+        system = "\n\n".join(text_of(m.content, "") for m in said if m.role in FIXED)
+        return system, conversation(said, with_system=False)
 
-    def argv(self, target: Target, body: dict, system: str) -> list[str]:
+    def argv(self, target: Target, request: Request, system: str) -> list[str]:
         argv = ["-p", "--output-format", "stream-json", "--verbose"]
         argv += ["--include-partial-messages", "--no-session-persistence"]
         # No built-in tool, and none from MCP servers a config directory (`dir:`) lists.
         argv += ["--tools", "", "--strict-mcp-config", "--disable-slash-commands"]
-        argv += ["--model", body["model"]]
+        argv += ["--model", request.model]
         # The client's system prompt replaces Claude Code's own (an agent's, for its tools).
         argv += ["--system-prompt", system or "You are a helpful assistant."]
         if not target.secret.startswith(CONFIG_DIR):
@@ -300,7 +312,7 @@ class CodexCliAdapter(CliAdapter):
     # tools. The run gets Codex's own catalog with those taken out (codex_catalog).
     CATALOG = "codex-models.json"
 
-    def argv(self, target: Target, body: dict, system: str) -> list[str]:
+    def argv(self, target: Target, request: Request, system: str) -> list[str]:
         argv = ["exec", "--json", "--skip-git-repo-check", "--ephemeral"]
         argv += ["--ignore-user-config", "--ignore-rules", "--sandbox", "read-only"]
         argv += ["-c", 'approval_policy="never"', "-c", 'web_search="disabled"']
@@ -328,7 +340,7 @@ class CodexCliAdapter(CliAdapter):
                 "-c",
                 "model_provider=keyrelay",
             ]
-        return [*argv, "-m", body["model"], "-"]
+        return [*argv, "-m", request.model, "-"]
 
     def files(self, target: Target) -> dict[str, bytes]:
         return {self.CATALOG: codex_catalog(self._command(target))}
@@ -509,26 +521,16 @@ def refuse_bad_input(provider: str, model: object, system: str, text: str) -> No
         )
 
 
-def conversation(messages: list, with_system: bool) -> str:
+def conversation(said: list[Line], with_system: bool) -> str:
     """The turns as one text: a lone user message as it is; else a labelled transcript."""
     turns = [
-        (ROLES.get(m.get("role"), "User"), _text(m.get("content")))
-        for m in messages
-        if isinstance(m, dict) and (with_system or m.get("role") not in ("system", "developer"))
+        (ROLES.get(line.role, "User"), text_of(line.content, ""))
+        for line in said
+        if with_system or line.role not in FIXED
     ]
     if len(turns) == 1 and turns[0][0] == "User":
         return turns[0][1]
     return "\n\n".join(f"{role}: {text}" for role, text in turns)
-
-
-def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
-        )
-    return ""
 
 
 # -- options ----------------------------------------------------------------------------------

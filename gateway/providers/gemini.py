@@ -110,7 +110,7 @@ class GeminiAdapter(ProviderAdapter):
         answer = _json_object(raw)
         if answer is None:
             raise TransportError(Outcome.BAD_RESPONSE, "upstream answered 2xx without JSON")
-        internal = decode(answer, body["model"], one_call(body))
+        internal = decode(answer, body["model"], one_call(body, typed))
         for choice in internal.choices:
             for call in calls_of(choice):  # handed back with the call when it returns
                 if call.signature:
@@ -140,7 +140,7 @@ class GeminiAdapter(ProviderAdapter):
         )
         if response.status >= 300:
             return error_reply(response.status, response.headers, response.read())
-        reader = GeminiStream(body["model"], one_call(body))
+        reader = GeminiStream(body["model"], one_call(body, typed))
         stream_format = INTERNAL
         if legacy_functions(body):  # a client of legacy functions: OpenAI chat's own chunks
             reader = FunctionCallStream(Encoded(reader, ChatEncoder(body["model"], wants_usage)))
@@ -238,9 +238,11 @@ class GeminiAdapter(ProviderAdapter):
         return sorted(ids)
 
 
-def one_call(body: dict) -> bool:
+def one_call(body: dict, typed: Request | None = None) -> bool:
     """Whether the client asked for one tool call at a time (Gemini has no such switch:
-    the first call of a turn is kept)."""
+    the first call of a turn is kept); `typed`: the request of a client of another format."""
+    if typed is not None and typed.source != "openai":
+        return typed.tool_choice is not None and typed.tool_choice.parallel is False
     return body.get("parallel_tool_calls") is False or legacy_functions(body)
 
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from gateway import budgets, metrics, store, tokens
+from gateway import budgets, metrics, store
 from gateway.books import Books
 from gateway.clientkeys import Caller
 from gateway.dialects.base import ProxyRequest
@@ -266,7 +266,7 @@ class Admission:
         asked = request.answer_tokens  # the dialect made it a positive integer, or None
         answer = (asked or budgets.DEFAULT_ANSWER_TOKENS) if request.answers else 0
         choices = request.choices
-        prompt = tokens.count_prompt(request.messages) + request.prompt_tokens
+        prompt = request.count_prompt() + request.prompt_tokens
         usage = Usage(prompt, answer * choices)
         estimate = max(0, self.prices.cost_micros(*priced_as, usage))
 

@@ -204,31 +204,46 @@ class Walk:
 def prune_request(request: ProxyRequest, overflow: ContextOverflow, window: int | None) -> int:
     """Drop the request's oldest turns to fit (in place); messages dropped, 0 if none can.
 
-    The gateway's chat body is pruned; so is an Anthropic client's own body, which an
-    Anthropic upstream is sent as it is. Another client's own body (Responses) is dropped,
-    so the pruned chat body is what goes up."""
-    messages = request.body.get("messages")
-    if request.operation != "chat" or not isinstance(messages, list):
+    An OpenAI chat client's messages are pruned as they are. Another format's request is
+    pruned as internal turns (what an adapter of another format encodes), and so is an
+    Anthropic client's own body, which an Anthropic upstream is sent as it is; another
+    client's own body (Responses) is dropped, so the pruned request is encoded for it."""
+    if request.operation != "chat":
         return 0
+    if request.typed is None:
+        return _prune_chat(request, overflow, window)
     answer = request.answer_tokens
-    counted = pruning.prompt_tokens(messages)
-    chat = pruning.prune_chat(messages, pruning.budget(counted, overflow, window, answer))
-    if chat is None:
+    counted = pruning.typed_tokens(request.typed)
+    typed = pruning.prune_typed(request.typed, pruning.budget(counted, overflow, window, answer))
+    if typed is None:
         return 0
-    dropped = chat.dropped
-    native = request.native
+    (pruned, dropped), native = typed, request.native
     if native is not None and native[0] == ANTHROPIC:
         body = native[1]
         counted = pruning.prompt_tokens(body.get("messages") or [], body.get("system"))
-        pruned = pruning.prune_anthropic(body, pruning.budget(counted, overflow, window, answer))
-        if pruned is None:
+        kept = pruning.prune_anthropic(body, pruning.budget(counted, overflow, window, answer))
+        if kept is None:
             return 0
-        request.native, dropped = (ANTHROPIC, pruned[0]), pruned[1]  # the client's count
+        request.native, dropped = (ANTHROPIC, kept[0]), kept[1]  # the client's count
     else:
         request.native = None
+    request.typed = pruned
+    return dropped
+
+
+def _prune_chat(request: ProxyRequest, overflow: ContextOverflow, window: int | None) -> int:
+    """An OpenAI chat client's body with its oldest messages dropped."""
+    messages = request.body.get("messages")
+    if not isinstance(messages, list):
+        return 0
+    counted = pruning.prompt_tokens(messages)
+    budget = pruning.budget(counted, overflow, window, request.answer_tokens)
+    chat = pruning.prune_chat(messages, budget)
+    if chat is None:
+        return 0
     request.body = {**request.body, "messages": chat.messages}
     request.messages = chat.messages
-    return dropped
+    return chat.dropped
 
 
 def wait_for_key(err: GatewayError, allowed: int | None, waited: float) -> float | None:

@@ -228,6 +228,8 @@ def session_id(request: ProxyRequest) -> str | None:
     `metadata.user_id` of an Anthropic body (Claude Code puts its session id in it)."""
     body = request.native[1] if request.native is not None else request.body
     asked = body.get("prompt_cache_key")
+    if asked is None and request.typed is not None:  # its own body set aside (pruned)
+        asked = request.typed.prompt_cache_key
     if isinstance(asked, str) and asked:
         return asked
     for name in SESSION_HEADERS:

@@ -104,7 +104,7 @@ class Relay:
         )
         if reply.status >= 300 or reply.stream is None:
             if reply.status < 300:
-                rec.usage = reply.usage or Usage.estimate(served.request.messages, reply.text)
+                rec.usage = reply.usage or estimate(served.request, reply.text)
             else:
                 rec.error = reply.error
             body = served.dialect.render(reply, served.request)
@@ -141,7 +141,7 @@ class Relay:
         reservation = served.ticket.reservation
         if reservation is not None:
             return reservation[2]
-        prompt = tokens.quick_prompt_estimate(served.request.messages)
+        prompt = served.request.quick_prompt_estimate()
         priced_as = PRICE_PROVIDERS.get(key.provider, key.provider)
         return self.booking.prices.cost_micros(priced_as, served.rec.model, Usage(prompt, 0))
 
@@ -254,7 +254,7 @@ class StreamRelay:
         """End the stream at the answer its budget reservation pays for: booked as it
         stands, the upstream let go, the client told its answer reached the length."""
         served = self.served
-        counted = Usage.estimate(served.request.messages, self.reader.billable_text())
+        counted = estimate(served.request, self.reader.billable_text())
         reported = self.reader.read_usage()  # a partial count, if any: the larger is booked
         if reported is not None and reported.output_tokens >= counted.output_tokens:
             counted = reported
@@ -288,7 +288,7 @@ class StreamRelay:
         rec.usage = (
             usage
             or self.reader.read_usage()
-            or Usage.estimate(served.request.messages, self.reader.billable_text())
+            or estimate(served.request, self.reader.billable_text())
         )
         rec.latency_ms = served.elapsed_ms()
         self.booking.book(rec, served.ticket, self.key)
@@ -301,3 +301,8 @@ def _event_pieces(chunk: bytes) -> list[bytes]:
     if pieces[-1]:
         out.append(pieces[-1])
     return out
+
+
+def estimate(request: ProxyRequest, answer: str) -> Usage:
+    """The usage of an answer the upstream did not count: both sides counted locally."""
+    return Usage(request.count_prompt(), tokens.count_text(answer), True)

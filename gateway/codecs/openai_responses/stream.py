@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gateway import tokens
 from gateway.codecs import events as ev
 from gateway.codecs.citations import as_responses
 from gateway.codecs.openai_responses.reply import (
@@ -182,7 +181,7 @@ class Encoder(OneAnswer):
             for annotation in given:
                 self.leave_out(f"citations ({annotation.get('type')})")
         # No usage from the provider: the prompt counted here (the answer is booked apart).
-        usage = self.usage or Usage(tokens.count_prompt(self.request.messages), 0)
+        usage = self.usage or Usage(self.request.count_prompt(), 0)
         status = "incomplete" if self.stop == "length" else "completed"
         response = self.dialect.response_object(
             self.request,
