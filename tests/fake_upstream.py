@@ -447,6 +447,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or ("input" not in body and "prompt" not in body):
             self._send_json(400, _error("'input' is required", "invalid_request_error"))
             return
+        most = body.get("max_output_tokens")
+        if isinstance(most, int) and most < 16:  # OpenAI's own floor, and its answer
+            message = ("Invalid 'max_output_tokens': integer below minimum value. Expected a "
+                       f"value >= 16, but got {most} instead.")  # fmt: skip
+            error = _error(message, "invalid_request_error", "integer_below_min_value",
+                           "max_output_tokens")  # fmt: skip
+            self._send_json(400, error)
+            return
         secret = _bearer(self.headers.get("Authorization"))
         previous = body.get("previous_response_id")
         if not self.server.upstream._holds(secret, previous):

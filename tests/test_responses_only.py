@@ -251,3 +251,12 @@ def test_a_key_without_the_responses_api_is_not_sent_there(client, admin, fake):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model=KNOWN, messages=[{"role": "user", "content": "Hi"}])
     assert paths(fake) == ["/v1/chat/completions"]
+
+
+def test_a_probe_of_one_token_asks_the_least_the_responses_api_takes(messages_sdk, key, fake):
+    message = messages_sdk.messages.create(
+        model=KNOWN, max_tokens=1, messages=[{"role": "user", "content": "quota"}]
+    )
+    assert message.content[0].text == "Hello from the fake upstream"
+    (sent,) = fake.requests
+    assert sent.path == "/v1/responses" and sent.body["max_output_tokens"] == 16

@@ -274,6 +274,9 @@ RESPONSES_ONLY = re.compile(
     r"|gpt-5(\.\d+)?-codex|codex-mini|computer-use-preview)"
 )
 ONLY_RESPONSES_ERROR = b"only supported in v1/responses"
+# The Responses API refuses a `max_output_tokens` below this (chat and Messages clients
+# ask for 1 token to probe a model: Claude Code does at start).
+LEAST_OUTPUT = 16
 # What a chat or Messages request may ask that the Responses API has no field for: refused
 # by name (carry.FIELDS), and `stop` (carry.FIELDS names it with temperature and top_p).
 RESPONSES_REFUSED = (
@@ -333,6 +336,8 @@ def responses_body(provider: str, body: dict, typed: Request | None, stream: boo
     sent = responses_request.encode(
         msgspec.structs.replace(typed, reasoning=reasoning, stream=stream, **hints)
     )
+    if sent.get("max_output_tokens", LEAST_OUTPUT) < LEAST_OUTPUT:  # a client's probe (1)
+        sent["max_output_tokens"] = LEAST_OUTPUT
     if reasons and not sent["store"]:  # its reasoning comes back to be handed on next turn
         sent["include"] = [*sent.get("include", ()), "reasoning.encrypted_content"]
     return sent
