@@ -14,6 +14,7 @@ import anthropic
 import openai
 import pytest
 
+from gateway.providers.openai import ResponsesOnly
 from tests.conftest import MASTER_KEY
 from tests.fake_upstream import Behaviour
 
@@ -260,3 +261,32 @@ def test_a_probe_of_one_token_asks_the_least_the_responses_api_takes(messages_sd
     assert message.content[0].text == "Hello from the fake upstream"
     (sent,) = fake.requests
     assert sent.path == "/v1/responses" and sent.body["max_output_tokens"] == 16
+
+
+def test_what_is_learned_is_per_key_and_model_and_bounded():
+    learned = ResponsesOnly()
+    for number in range(ResponsesOnly.SIZE + 1):
+        learned.add((number, LEARNED))
+    assert (0, LEARNED) not in learned  # the oldest forgotten
+    assert (1, LEARNED) in learned and (ResponsesOnly.SIZE, LEARNED) in learned
+    assert (1, KNOWN) not in learned
+
+
+def test_a_messages_client_hands_its_reasoning_back(messages_sdk, key, fake):
+    fake.script(SECRET, [Behaviour.ok(ANSWER, reasoning=THINKING), Behaviour.ok()])
+    asked = {"model": KNOWN, "max_tokens": 800,
+             "thinking": {"type": "enabled", "budget_tokens": 1024}}  # fmt: skip
+    first = [{"role": "user", "content": "Hi"}]
+    message = messages_sdk.messages.create(**asked, messages=first)
+    thinking = message.content[0]
+    messages_sdk.messages.create(**asked, messages=[
+        *first,
+        {"role": "assistant", "content": [block.model_dump() for block in message.content]},
+        {"role": "user", "content": "And now?"},
+    ])  # fmt: skip
+    handed = fake.requests[1].body["input"]
+    assert handed[1] == {
+        "type": "reasoning", "encrypted_content": thinking.signature,
+        "summary": [{"type": "summary_text", "text": THINKING}],
+    }  # fmt: skip
+    assert handed[2] == {"role": "assistant", "content": ANSWER}

@@ -3,6 +3,9 @@
 The gateway's own request format is OpenAI chat, so nothing is translated: the body goes
 up as it is (streams ask for `include_usage`, to book them), and the answer comes back as
 the upstream's bytes, read on the side for usage, its text and its error message.
+A key with the Responses API gets a Responses client's body as it is, and a chat or
+Messages client's request for a model only that API serves, encoded as a Responses one
+(its answer decoded into the client's format by codecs/wire.py).
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ class OpenAIAdapter(ProviderAdapter):
 
     def responses_only(self, target: Target, model: str) -> bool:
         """Whether this key's upstream serves the model through the Responses API only:
-        a model known to (RESPONSES_ONLY), or one its upstream said so of before."""
+        a model on the list (RESPONSES_ONLY), or one its upstream said so of before."""
         if not target.responses_api:
             return False
         return (

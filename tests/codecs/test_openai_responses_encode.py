@@ -68,6 +68,8 @@ RESPONSES_BODIES = {
             {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "enc"},
             {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "e2",
              "content": [{"type": "reasoning_text", "text": "think"}]},
+            {"type": "reasoning", "id": "rs_3", "encrypted_content": "e3",
+             "summary": [{"type": "summary_text", "text": "plan"}]},
             {"type": "function_call", "call_id": "call_1", "name": "weather",
              "arguments": '{"city":"Paris"}'},
             {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
@@ -191,8 +193,8 @@ def test_the_chat_request_is_carried_whole():
 def test_an_anthropic_request_encodes_to_a_valid_responses_body(name):
     sent = encode(anthropic_request.decode(ANTHROPIC_BODIES[name]))
     reasoning = [item for item in sent["input"] if item.get("type") == "reasoning"]
-    assert reasoning == [{"type": "reasoning", "summary": [], "encrypted_content": "sig",
-                          "content": [{"type": "reasoning_text", "text": "hm"}]}]  # fmt: skip
+    assert reasoning == [{"type": "reasoning", "encrypted_content": "sig",
+                          "summary": [{"type": "summary_text", "text": "hm"}]}]  # fmt: skip
     assert_conforms("CreateResponse", sent)
     assert sent["instructions"] == "Rules." and sent["tool_choice"] == "required"
     kinds = [item.get("type", "message") for item in sent["input"]]

@@ -116,17 +116,23 @@ def _turn(item: object) -> Turn | None:
 
 
 def _thinking(item: dict) -> Thinking:
-    """A reasoning item handed back: its text signed by its encrypted content (how a
-    thinking block's signature goes out, codecs/openai_responses/reply.py), or, with no
-    text, the encrypted content alone (a redacted block's data)."""
-    text = "".join(
-        str(part.get("text", ""))
-        for part in list_of(item.get("content"))
-        if isinstance(part, dict) and part.get("type") == "reasoning_text"
+    """A reasoning item handed back: its text (else its summary's) signed by its encrypted
+    content (how a thinking block's signature goes out, codecs/openai_responses/reply.py),
+    or, with no text, the encrypted content alone (a redacted block's data)."""
+    text = _texts(item.get("content"), "reasoning_text") or _texts(
+        item.get("summary"), "summary_text"
     )
     if text:
         return Thinking(text, signature=item["encrypted_content"])
     return Thinking(redacted=item["encrypted_content"])
+
+
+def _texts(parts: object, kind: str) -> str:
+    return "".join(
+        str(part.get("text", ""))
+        for part in list_of(parts)
+        if isinstance(part, dict) and part.get("type") == kind
+    )
 
 
 def _parts(content: object) -> list[Part]:
@@ -302,13 +308,15 @@ def _turn_items(turn: Turn) -> list[dict]:
 
 def _reasoning_item(part: Thinking) -> dict:
     """A thinking part handed back: its encrypted content (a signature, or a redacted
-    block's data), with its text when it has some. No `id`: with `store` false the
-    upstream reads the encrypted content, not a stored item (as Codex sends them)."""
-    item: dict = {"type": "reasoning", "summary": []}
-    if part.text:
-        item["content"] = [{"type": "reasoning_text", "text": part.text}]
-    item["encrypted_content"] = part.signature or part.redacted
-    return item
+    block's data), its text as the summary (what OpenAI's reasoning models give and take
+    back; the encrypted content is the reasoning itself). No `id`: with `store` false
+    the upstream reads the encrypted content, not a stored item (as Codex sends them)."""
+    summary = [{"type": "summary_text", "text": part.text}] if part.text else []
+    return {
+        "type": "reasoning",
+        "summary": summary,
+        "encrypted_content": part.signature or part.redacted,
+    }
 
 
 def _content(turn: Turn, parts: list[Part]):
