@@ -189,6 +189,15 @@ def test_the_chat_request_is_carried_whole():
     assert (sent["user"], sent["prompt_cache_key"], sent["stream"]) == ("u", "k", True)
 
 
+def test_log_probabilities_asked_by_a_chat_client_are_included():
+    body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "Hi"}]}
+    sent = encode(chat_request.decode({**body, "logprobs": True}))
+    assert sent["include"] == ["message.output_text.logprobs"] and "top_logprobs" not in sent
+    sent = encode(chat_request.decode({**body, "logprobs": True, "top_logprobs": 2}))
+    assert (sent["include"], sent["top_logprobs"]) == (["message.output_text.logprobs"], 2)
+    assert "include" not in encode(chat_request.decode(body))
+
+
 @pytest.mark.parametrize("name", ANTHROPIC_BODIES)
 def test_an_anthropic_request_encodes_to_a_valid_responses_body(name):
     sent = encode(anthropic_request.decode(ANTHROPIC_BODIES[name]))

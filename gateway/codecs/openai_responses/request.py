@@ -252,7 +252,7 @@ def encode(request: Request) -> dict:
     for name in ("temperature", "top_p", "top_logprobs"):
         if getattr(sampling, name) is not None:
             body[name] = getattr(sampling, name)
-    if sampling.top_logprobs:  # the log probabilities come back only when included
+    if sampling.logprobs or sampling.top_logprobs:  # they come back only when included
         body["include"] = ["message.output_text.logprobs"]
     for name in ("metadata", "user", "prompt_cache_key", "service_tier", "safety_identifier"):
         if getattr(request, name) is not None:
