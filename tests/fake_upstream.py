@@ -447,6 +447,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or ("input" not in body and "prompt" not in body):
             self._send_json(400, _error("'input' is required", "invalid_request_error"))
             return
+        most = body.get("max_output_tokens")
+        if isinstance(most, int) and most < 16:  # OpenAI's own floor, and its answer
+            message = ("Invalid 'max_output_tokens': integer below minimum value. Expected a "
+                       f"value >= 16, but got {most} instead.")  # fmt: skip
+            error = _error(message, "invalid_request_error", "integer_below_min_value",
+                           "max_output_tokens")  # fmt: skip
+            self._send_json(400, error)
+            return
         secret = _bearer(self.headers.get("Authorization"))
         previous = body.get("previous_response_id")
         if not self.server.upstream._holds(secret, previous):
@@ -457,13 +465,18 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = b.prompt_tokens or count_completion_tokens(
             json.dumps(body.get("input") or body.get("prompt"))
         )
+        thought = count_completion_tokens(b.reasoning)  # billed as output, as OpenAI does
         usage = {
             "input_tokens": prompt,
             "input_tokens_details": {"cached_tokens": b.cached_tokens, "cache_write_tokens": 0},
-            "output_tokens": count_completion_tokens(b.content),
-            "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens": count_completion_tokens(b.content) + thought,
+            "output_tokens_details": {"reasoning_tokens": thought},
         }
         usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        # A reasoning model's summary of its thinking comes first (its encrypted content
+        # only when asked for, as `store` false callers do).
+        reasoning = _reasoning_item(b.reasoning, body) if b.reasoning else None
+        where = 1 if reasoning else 0  # the message's output index
         item = {
             "id": "msg_upstream",
             "type": "message",
@@ -479,7 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "arguments": b.tool_arguments}  # fmt: skip
             self._responses_call(b, body, call, usage)
             return
-        response = _response_object(body, [item], usage)
+        response = _response_object(body, [reasoning, item] if reasoning else [item], usage)
         if body.get("store") is not False:
             self.server.upstream._keep(secret, response)
         reported = {"prompt_tokens": prompt, "completion_tokens": usage["output_tokens"]}
@@ -495,10 +508,26 @@ class _Handler(BaseHTTPRequestHandler):
         started = {**response, "status": "in_progress", "output": []}
         del started["usage"]
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        at = {"item_id": "msg_upstream", "output_index": 0, "content_index": 0}
+        at = {"item_id": "msg_upstream", "output_index": where, "content_index": 0}
         events = [event("response.created", {"response": started})]
+        if reasoning:  # the summary's part and deltas around it, as OpenAI sends them
+            summary = {"item_id": reasoning["id"], "output_index": 0, "summary_index": 0}
+            events.append(event("response.output_item.added", {"output_index": 0, "item": {
+                **reasoning, "summary": [], "encrypted_content": None}}))  # fmt: skip
+            events.append(event("response.reasoning_summary_part.added", {
+                **summary, "part": {"type": "summary_text", "text": ""}}))  # fmt: skip
+            events += [
+                event("response.reasoning_summary_text.delta", {**summary, "delta": piece})
+                for piece in _word_pieces(b.reasoning)
+            ]
+            events.append(event("response.reasoning_summary_text.done", {
+                **summary, "text": b.reasoning}))  # fmt: skip
+            events.append(event("response.reasoning_summary_part.done", {
+                **summary, "part": reasoning["summary"][0]}))  # fmt: skip
+            events.append(event("response.output_item.done", {
+                "output_index": 0, "item": reasoning}))  # fmt: skip
         # The item and part around the deltas, as OpenAI sends them (Codex needs them).
-        events.append(event("response.output_item.added", {"output_index": 0, "item": {
+        events.append(event("response.output_item.added", {"output_index": where, "item": {
             **item, "status": "in_progress", "content": []}}))  # fmt: skip
         events.append(event("response.content_part.added", {**at, "part": part}))
         events += [
@@ -508,7 +537,7 @@ class _Handler(BaseHTTPRequestHandler):
         done = {**at, "text": b.content, "logprobs": []}
         events.append(event("response.output_text.done", done))
         events.append(event("response.content_part.done", {**at, "part": item["content"][0]}))
-        events.append(event("response.output_item.done", {"output_index": 0, "item": item}))
+        events.append(event("response.output_item.done", {"output_index": where, "item": item}))
         events.append(event("response.completed", {"response": response}))
         self._deliver_stream(b, events, len(events) - 1, reported)
 
@@ -586,6 +615,10 @@ class _Handler(BaseHTTPRequestHandler):
         problem = _validate_chat(body)
         if problem:
             self._send_json(400, problem)
+            return
+        if body["model"] in self.server.upstream.responses_only:  # OpenAI's own answer
+            message = "This model is only supported in v1/responses and not in v1/chat/completions."
+            self._send_json(404, _error(message, "invalid_request_error", param="model"))
             return
         usage = {
             "prompt_tokens": (
@@ -864,6 +897,15 @@ def _response_object(body: dict, output: list[dict], usage: dict) -> dict:
     }
 
 
+def _reasoning_item(text: str, body: dict) -> dict:
+    """A reasoning item with its summary; its encrypted content only when the request
+    includes it."""
+    wanted = "reasoning.encrypted_content" in (body.get("include") or ())
+    encrypted = "enc_" + base64.b64encode(text.encode()).decode() if wanted else None
+    return {"id": "rs_upstream", "type": "reasoning", "encrypted_content": encrypted,
+            "summary": [{"type": "summary_text", "text": text}]}  # fmt: skip
+
+
 def _model_object(model_id: str) -> dict:
     """A /v1/models entry."""
     return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": "fake"}
@@ -983,6 +1025,9 @@ class FakeUpstream:
 
     def __init__(self, models: list[str] | tuple[str, ...] = DEFAULT_MODELS) -> None:
         self.models = list(models)
+        # Models served through /v1/responses only: their chat completions answer 404 as
+        # OpenAI's do ("only supported in v1/responses").
+        self.responses_only: set[str] = set()
         # OpenRouter's key info per secret: (credit limit in USD or None, usage in USD).
         self.key_info: dict[str | None, tuple[float | None, float]] = {}
         self._lock = threading.Lock()

@@ -50,13 +50,15 @@ class Upstream:
     checked: list = field(default_factory=list)
 
 
-@pytest.fixture(params=["openai", "responses_api", "anthropic", "gemini"])
+@pytest.fixture(params=["openai", "responses_api", "responses_only", "anthropic", "gemini"])
 def upstream(request, admin, fake):
     """The same requests against each provider kind (`responses_api`: an OpenAI key with
-    the Responses API, to which /v1/responses is relayed as it is)."""
+    the Responses API, to which /v1/responses is relayed as it is; `responses_only`: such
+    a key asked for a model only the Responses API serves, to which chat and Messages
+    requests go translated)."""
     kind = request.param
-    if kind in ("openai", "responses_api"):
-        admin.add_key(OPENAI, fake.base_url, responses_api=kind == "responses_api")
+    if kind in ("openai", "responses_api", "responses_only"):
+        admin.add_key(OPENAI, fake.base_url, responses_api=kind != "openai")
         behaviours = {
             "ok": Behaviour.ok(),
             "reasoning": Behaviour.ok(reasoning="Thinking it over first."),
@@ -64,7 +66,9 @@ def upstream(request, admin, fake):
             "cut": Behaviour.cut(after_events=2),
             "error": Behaviour.rate_limited(retry_after=1),
         }
-        yield Upstream(kind, "gpt-4o-mini", lambda how: fake.script(OPENAI, [behaviours[how]]))
+        model = "o3-pro" if kind == "responses_only" else "gpt-4o-mini"
+        fake.responses_only = {"o3-pro"}
+        yield Upstream(kind, model, lambda how: fake.script(OPENAI, [behaviours[how]]))
     elif kind == "anthropic":
         with FakeAnthropic([CLAUDE]) as claude:
             admin.add_key(CLAUDE, claude.base_url, provider="anthropic")
@@ -166,6 +170,8 @@ def test_chat_completions_conform(server, http, upstream, how, stream):
         body["stream_options"] = {"include_usage": True}
     status, kind, raw = send(server, http, "/v1/chat/completions", body)
     check("/v1/chat/completions", status, kind, raw)
+    if upstream.kind == "responses_only":  # answered through the Responses API
+        assert status == 200 or how in ("cut", "error"), raw
     if how == "cut" and stream:
         assert b'"upstream_stream_broken"' in raw or b"finish_reason" in raw
 
@@ -185,7 +191,8 @@ def test_responses_conform(server, http, upstream, how, stream):
         made = last["response"]["id"] if last["type"] != "response.failed" else None
     else:
         made = json.loads(raw).get("id")
-    if made and status == 200 and upstream.kind != "responses_api":  # kept here: read back
+    kept = upstream.kind not in ("responses_api", "responses_only")  # kept here: read back
+    if made and status == 200 and kept:
         status, kind, raw = send(server, http, f"/v1/responses/{made}")
         assert status == 200, raw
         check("/v1/responses", status, "application/json", raw)
@@ -375,6 +382,8 @@ def test_messages_conform_to_the_sdk_types(server, http, upstream, how, stream):
         body["thinking"] = {"type": "enabled", "budget_tokens": 200}
     status, kind, raw = send(server, http, "/v1/messages", body)
     check_messages(status, kind, raw)
+    if upstream.kind == "responses_only":  # answered through the Responses API
+        assert status == 200 or how in ("cut", "error"), raw
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ from gateway.codecs.anthropic import stream as anthropic_stream
 from gateway.codecs.citations import as_anthropic, as_chat, as_responses
 from gateway.codecs.openai_chat import reply as chat_reply
 from gateway.codecs.openai_chat import stream as chat_stream
+from gateway.codecs.openai_responses import reply as responses_reply
+from gateway.codecs.openai_responses import stream_in as responses_stream
 from gateway.codecs.reply import Block, Reply, Text, Thinking
 from gateway.codecs.usage import booked, of_booked
 
@@ -19,8 +21,16 @@ from gateway.codecs.usage import booked, of_booked
 # reader yields internal events: what adapters of another format than the client's give.
 INTERNAL = "internal"
 
-_REPLY_DECODERS = {"openai": chat_reply.decode, "anthropic": anthropic_reply.decode}
-_STREAM_DECODERS = {"openai": chat_stream.Decoder, "anthropic": anthropic_stream.Decoder}
+_REPLY_DECODERS = {
+    "openai": chat_reply.decode,
+    "anthropic": anthropic_reply.decode,
+    "openai_responses": responses_reply.decode,
+}
+_STREAM_DECODERS = {
+    "openai": chat_stream.Decoder,
+    "anthropic": anthropic_stream.Decoder,
+    "openai_responses": responses_stream.Decoder,
+}
 
 
 def reply_of(upstream) -> Reply:

@@ -3,17 +3,23 @@
 The gateway's own request format is OpenAI chat, so nothing is translated: the body goes
 up as it is (streams ask for `include_usage`, to book them), and the answer comes back as
 the upstream's bytes, read on the side for usage, its text and its error message.
+A key with the Responses API gets a Responses client's body as it is, and a chat or
+Messages client's request for a model only that API serves, encoded as a Responses one
+(its answer decoded into the client's format by codecs/wire.py).
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from urllib.parse import quote
 
 import msgspec
 import orjson
 
 from gateway.codecs.openai_chat import request as chat_request
+from gateway.codecs.openai_responses import request as responses_request
 from gateway.codecs.request import Reasoning, Request, ToolChoice
 from gateway.policy import Outcome
 from gateway.providers.base import (
@@ -25,6 +31,7 @@ from gateway.providers.base import (
     context_overflow,
     model_missing,
 )
+from gateway.providers.carry import BY_NAME, TYPED, legacy_functions, refused
 from gateway.providers.openai_sse import SSEFilter, cached_of, strip_cost, usage_of
 from gateway.usage import Usage
 
@@ -41,6 +48,12 @@ class OpenAIAdapter(ProviderAdapter):
     # Beta features the client opts into; `OpenAI-Organization` / `-Project` are not sent
     # on: they belong to the key's account, not to the client.
     forwarded_headers = ("openai-beta",)
+
+    def __init__(self, http) -> None:
+        super().__init__(http)
+        # A chat or Messages client's request for a model only the Responses API serves
+        # goes there on a key with `responses_api`: the models its upstream said so of.
+        self.learned = ResponsesOnly()
 
     def _headers(self, target: Target) -> dict[str, str]:
         return {
@@ -63,7 +76,12 @@ class OpenAIAdapter(ProviderAdapter):
     ) -> UpstreamReply:
         if self.passes_through(target, native):
             return self._responses(target, {**native[1], "model": body["model"]}, timeouts)
-        return self._whole(target, "/chat/completions", chat_body(body, typed), timeouts)
+        if self.responses_only(target, body["model"]):
+            return self.via_responses(target, body, typed, timeouts, stream=False)
+        reply = self._whole(target, "/chat/completions", chat_body(body, typed), timeouts)
+        if self.learned_responses_only(target, body["model"], reply):
+            return self.via_responses(target, body, typed, timeouts, stream=False)
+        return reply
 
     def chat_stream(
         self,
@@ -76,19 +94,60 @@ class OpenAIAdapter(ProviderAdapter):
     ) -> UpstreamReply:
         if self.passes_through(target, native):
             sent = {**native[1], "model": body["model"], "stream": True}
-            response = self._post(target, "/responses", sent, timeouts)
-            if response.status >= 300:
-                return error_reply(response.status, response.headers, response.read())
-            return UpstreamReply(
-                response.status,
-                response.headers,
-                chunks=response.chunks(),
-                _release=response.abandon,
-                stream=ResponsesEvents(),
-                format=RESPONSES,
-            )
+            return self._responses_stream(target, sent, timeouts)
+        if self.responses_only(target, body["model"]):
+            return self.via_responses(target, body, typed, timeouts, stream=True)
         sent = chat_body(body, typed)
-        return self._streamed(target, "/chat/completions", sent, timeouts, wants_usage)
+        reply = self._streamed(target, "/chat/completions", sent, timeouts, wants_usage)
+        if self.learned_responses_only(target, body["model"], reply):
+            return self.via_responses(target, body, typed, timeouts, stream=True)
+        return reply
+
+    def _responses_stream(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
+        """The Responses API's stream as it is: the upstream's events relayed."""
+        response = self._post(target, "/responses", body, timeouts)
+        if response.status >= 300:
+            return error_reply(response.status, response.headers, response.read())
+        return UpstreamReply(
+            response.status,
+            response.headers,
+            chunks=response.chunks(),
+            _release=response.abandon,
+            stream=ResponsesEvents(),
+            format=RESPONSES,
+        )
+
+    # -- a chat or Messages client served through the Responses API ------------------------
+
+    def responses_only(self, target: Target, model: str) -> bool:
+        """Whether this key's upstream serves the model through the Responses API only:
+        a model on the list (RESPONSES_ONLY), or one its upstream said so of before."""
+        if not target.responses_api:
+            return False
+        return (
+            RESPONSES_ONLY.match(bare(model)) is not None or (target.key_id, model) in self.learned
+        )
+
+    def learned_responses_only(self, target: Target, model: str, reply: UpstreamReply) -> bool:
+        """Whether chat completions were refused as "only supported in v1/responses" by a
+        key with the Responses API (remembered: later calls go there at once)."""
+        if not target.responses_api or reply.status not in (400, 404):
+            return False
+        if ONLY_RESPONSES_ERROR not in reply.body:
+            return False
+        self.learned.add((target.key_id, model))
+        reply.close()
+        return True
+
+    def via_responses(
+        self, target: Target, body: dict, typed: Request | None, timeouts: Timeouts, stream: bool
+    ) -> UpstreamReply:
+        """The chat request encoded as a Responses one; the answer (whole or streamed) in
+        the Responses format, which the client's dialect decodes (codecs/wire.py)."""
+        sent = responses_body(self.name, body, typed, stream)
+        if stream:
+            return self._responses_stream(target, sent, timeouts)
+        return self._responses(target, sent, timeouts)
 
     def _responses(self, target: Target, body: dict, timeouts: Timeouts) -> UpstreamReply:
         """The Responses API as it is: the upstream's response object relayed."""
@@ -206,6 +265,84 @@ def chat_body(body: dict, typed: Request | None) -> dict:
     )
     if not reasons and "max_completion_tokens" in sent:
         sent["max_tokens"] = sent.pop("max_completion_tokens")
+    return sent
+
+
+# Models OpenAI serves through the Responses API only: their chat completions answer 404
+# "This model is only supported in v1/responses…". A key with `responses_api` sends a chat
+# or Messages client's request for one to /responses; a model not listed here is learned
+# from that answer (ResponsesOnly).
+RESPONSES_ONLY = re.compile(
+    r"^(o1-pro|o3-pro|o3-deep-research|o4-mini-deep-research|gpt-5(\.\d+)?-pro"
+    r"|gpt-5(\.\d+)?-codex|codex-mini|computer-use-preview)"
+)
+ONLY_RESPONSES_ERROR = b"only supported in v1/responses"
+# The Responses API refuses a `max_output_tokens` below this (chat and Messages clients
+# ask for 1 token to probe a model: Claude Code does at start).
+LEAST_OUTPUT = 16
+# What a chat or Messages request may ask that the Responses API has no field for: refused
+# by name (carry.FIELDS), and `stop` (carry.FIELDS names it with temperature and top_p).
+RESPONSES_REFUSED = (
+    "n", "top_k", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+    "content part: input_audio", "modalities: audio, audio", "prediction",
+    "web_search_options",
+)  # fmt: skip
+
+
+def bare(model: str) -> str:
+    """A model id without a router's prefix (`openai/o3-pro` → `o3-pro`)."""
+    return model.rsplit("/", 1)[-1]
+
+
+class ResponsesOnly:
+    """(key id, model) pairs whose upstream said the model is served through the Responses
+    API only; in-process and bounded (the oldest forgotten first)."""
+
+    SIZE = 1024
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, pair: tuple[int, str]) -> None:
+        with self._lock:
+            self._seen[pair] = None
+            self._seen.move_to_end(pair)
+            while len(self._seen) > self.SIZE:
+                self._seen.popitem(last=False)
+
+    def __contains__(self, pair: tuple[int, str]) -> bool:
+        return pair in self._seen
+
+
+def responses_body(provider: str, body: dict, typed: Request | None, stream: bool) -> dict:
+    """A chat or Messages request as a Responses body (its internal request, or the chat
+    body decoded), after refusing by name what the Responses API cannot carry."""
+    if legacy_functions(body):
+        raise refused(provider, "functions", BY_NAME["functions"].what)
+    if typed is None:  # an OpenAI chat client's: its body decoded
+        typed = chat_request.decode(body)
+    for name in RESPONSES_REFUSED:
+        paths = TYPED[name](typed)
+        if paths:
+            raise refused(provider, typed.name_of(paths[0]), BY_NAME[name].what)
+    if typed.sampling.stop:
+        raise refused(provider, typed.name_of("stop"), "stop sequences")
+    reasons = REASONING_MODELS.match(bare(typed.model)) is not None or "codex" in typed.model
+    reasoning = typed.reasoning
+    if reasoning is not None and (reasoning.off or not reasons):
+        reasoning = None  # `thinking` is asked of every model; others refuse the effort
+    elif reasoning is not None and reasoning.effort is None:
+        reasoning = Reasoning(effort=effort_of(reasoning.budget or 0), summary=reasoning.summary)
+    # Anthropic's metadata and service tier are not OpenAI's.
+    hints = {"metadata": None, "service_tier": None} if typed.source == "anthropic" else {}
+    sent = responses_request.encode(
+        msgspec.structs.replace(typed, reasoning=reasoning, stream=stream, **hints)
+    )
+    if sent.get("max_output_tokens", LEAST_OUTPUT) < LEAST_OUTPUT:  # a client's probe (1)
+        sent["max_output_tokens"] = LEAST_OUTPUT
+    if reasons and not sent["store"]:  # its reasoning comes back to be handed on next turn
+        sent["include"] = [*sent.get("include", ()), "reasoning.encrypted_content"]
     return sent
 
 

@@ -116,17 +116,23 @@ def _turn(item: object) -> Turn | None:
 
 
 def _thinking(item: dict) -> Thinking:
-    """A reasoning item handed back: its text signed by its encrypted content (how a
-    thinking block's signature goes out, codecs/openai_responses/reply.py), or, with no
-    text, the encrypted content alone (a redacted block's data)."""
-    text = "".join(
-        str(part.get("text", ""))
-        for part in list_of(item.get("content"))
-        if isinstance(part, dict) and part.get("type") == "reasoning_text"
+    """A reasoning item handed back: its text (else its summary's) signed by its encrypted
+    content (how a thinking block's signature goes out, codecs/openai_responses/reply.py),
+    or, with no text, the encrypted content alone (a redacted block's data)."""
+    text = _texts(item.get("content"), "reasoning_text") or _texts(
+        item.get("summary"), "summary_text"
     )
     if text:
         return Thinking(text, signature=item["encrypted_content"])
     return Thinking(redacted=item["encrypted_content"])
+
+
+def _texts(parts: object, kind: str) -> str:
+    return "".join(
+        str(part.get("text", ""))
+        for part in list_of(parts)
+        if isinstance(part, dict) and part.get("type") == kind
+    )
 
 
 def _parts(content: object) -> list[Part]:
@@ -209,3 +215,165 @@ def _reasoning(reasoning: dict) -> Reasoning | None:
     return Reasoning(
         effort=effort, summary=text_or_none(reasoning.get("summary")), off=effort == "none"
     )
+
+
+# -- encode ------------------------------------------------------------------------------
+
+
+def encode(request: Request) -> dict:
+    """The internal request as a Responses body (kept by no one: `store` false unless
+    the request asks, as the gateway keeps nothing upstream on a client's behalf)."""
+    instructions, items = _items(request)
+    body: dict = {"model": request.model, "input": items}
+    if instructions is not None:
+        body["instructions"] = instructions
+    if request.tools:
+        body["tools"] = [_tool_body(tool) for tool in request.tools if tool.kind == "function"]
+    choice = request.tool_choice
+    if choice is not None:
+        body["tool_choice"] = _choice_body(choice)
+        if choice.parallel is False:
+            body["parallel_tool_calls"] = False
+    text: dict = {}
+    if request.output is not None:
+        text["format"] = _format_body(request.output)
+    if request.verbosity is not None:
+        text["verbosity"] = request.verbosity
+    if text:
+        body["text"] = text
+    reasoning = request.reasoning
+    if reasoning is not None and reasoning.effort is not None:
+        body["reasoning"] = {"effort": reasoning.effort}
+        if reasoning.summary is not None:
+            body["reasoning"]["summary"] = reasoning.summary
+    if request.max_tokens is not None:
+        body["max_output_tokens"] = request.max_tokens
+    sampling = request.sampling
+    for name in ("temperature", "top_p", "top_logprobs"):
+        if getattr(sampling, name) is not None:
+            body[name] = getattr(sampling, name)
+    if sampling.logprobs or sampling.top_logprobs:  # they come back only when included
+        body["include"] = ["message.output_text.logprobs"]
+    for name in ("metadata", "user", "prompt_cache_key", "service_tier", "safety_identifier"):
+        if getattr(request, name) is not None:
+            body[name] = getattr(request, name)
+    body["store"] = request.store is True
+    if request.stream:
+        body["stream"] = True
+    return body
+
+
+def _items(request: Request) -> tuple[str | None, list[dict] | str]:
+    """(the instructions, the input items): a leading system turn is the instructions,
+    unless the client wrote it as an input item (a Responses client's own order kept)."""
+    turns = request.turns
+    instructions = None
+    first = turns[0] if turns else None
+    as_item = request.names.get("messages[0]", "").startswith("input")
+    if first is not None and first.role == "system" and not as_item:
+        texts = [part.text for part in first.content if isinstance(part, Text)]
+        if len(texts) == len(first.content):
+            instructions, turns = "\n".join(texts), turns[1:]
+    number = len(request.turns) - len(turns)  # the first turn left's index
+    if len(turns) == 1 and request.names.get(f"messages[{number}]") == "input":
+        return instructions, _content(turns[0], turns[0].content)  # the client's one text
+    items: list[dict] = []
+    for turn in turns:
+        items += _turn_items(turn)
+    return instructions, items
+
+
+def _turn_items(turn: Turn) -> list[dict]:
+    """One turn as its items: its reasoning (what led to the answer), the results it
+    hands back (each right after the call it answers), its message, then its calls."""
+    items = [
+        _reasoning_item(part)
+        for part in turn.content
+        if isinstance(part, Thinking) and (part.signature or part.redacted)
+    ]
+    for part in turn.content:
+        if isinstance(part, ToolResult):
+            output = _content(Turn("user"), part.content)  # text alone as a string
+            items.append({"type": "function_call_output", "call_id": part.call_id,
+                          "output": output})  # fmt: skip
+    content = [p for p in turn.content if isinstance(p, Text | Image | File)]
+    if content and turn.role != "tool":
+        items.append({"role": turn.role, "content": _content(turn, content)})
+    for part in turn.content:
+        if isinstance(part, ToolCall):
+            items.append({"type": "function_call", "call_id": part.id, "name": part.name,
+                          "arguments": part.arguments})  # fmt: skip
+    return items
+
+
+def _reasoning_item(part: Thinking) -> dict:
+    """A thinking part handed back: its encrypted content (a signature, or a redacted
+    block's data), its text as the summary (what OpenAI's reasoning models give and take
+    back; the encrypted content is the reasoning itself). No `id`: with `store` false
+    the upstream reads the encrypted content, not a stored item (as Codex sends them)."""
+    summary = [{"type": "summary_text", "text": part.text}] if part.text else []
+    return {
+        "type": "reasoning",
+        "summary": summary,
+        "encrypted_content": part.signature or part.redacted,
+    }
+
+
+def _content(turn: Turn, parts: list[Part]):
+    """A message's content: a string for text alone (and for an assistant's earlier
+    answer, which takes no input parts), else input parts."""
+    if turn.role == "assistant" or all(isinstance(part, Text) for part in parts):
+        joiner = "\n" if turn.role in ("system", "developer") else ""
+        return joiner.join(part.text for part in parts if isinstance(part, Text))
+    return [body for body in map(_part_body, parts) if body is not None]
+
+
+def _part_body(part: Part) -> dict | None:
+    if isinstance(part, Text):
+        return {"type": "input_text", "text": part.text}
+    if isinstance(part, Image):
+        url = part.url or f"data:{part.media_type or 'image/png'};base64,{part.data or ''}"
+        return {"type": "input_image", "image_url": url, "detail": part.detail or "auto"}
+    if isinstance(part, File):
+        if part.text is not None:
+            return {"type": "input_text", "text": part.text}
+        body: dict = {"type": "input_file"}
+        if part.data is not None:
+            body["file_data"] = f"data:{part.media_type or 'application/pdf'};base64,{part.data}"
+        elif part.url is not None:
+            body["file_url"] = part.url
+        else:
+            body["file_id"] = part.file_id
+        if part.name:
+            body["filename"] = part.name
+        return body
+    return None
+
+
+def _tool_body(tool: Tool) -> dict:
+    body: dict = {"type": "function", "name": tool.name}
+    if tool.description is not None:
+        body["description"] = tool.description
+    body["parameters"] = tool.parameters
+    body["strict"] = tool.strict
+    return body
+
+
+def _choice_body(choice: ToolChoice):
+    if choice.mode == "tool":
+        return {"type": "function", "name": choice.names[0]}
+    if choice.mode == "allowed":
+        tools = [{"type": "function", "name": name} for name in choice.names]
+        mode = "required" if choice.required else "auto"
+        return {"type": "allowed_tools", "mode": mode, "tools": tools}
+    return choice.mode
+
+
+def _format_body(output: Output) -> dict:
+    if output.kind != "json_schema":
+        return {"type": output.kind}
+    body: dict = {"type": "json_schema", "name": output.name or "answer"}
+    body["schema"] = output.schema if output.schema is not None else {"type": "object"}
+    if output.strict is not None:
+        body["strict"] = output.strict
+    return body
