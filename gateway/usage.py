@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway import tokens
-
 
 @dataclass
 class Usage:
@@ -21,8 +19,3 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
-
-    @classmethod
-    def estimate(cls, messages: list, completion_text: str) -> Usage:
-        """Count locally what the upstream did not report."""
-        return cls(tokens.count_prompt(messages), tokens.count_text(completion_text), True)

@@ -245,11 +245,8 @@ def chat_body(body: dict, typed: Request | None) -> dict:
     if typed is None or typed.source == chat_request.FORMAT:
         return body
     reasons = REASONING_MODELS.match(typed.model.rsplit("/", 1)[-1]) is not None
-    reasoning = typed.reasoning
-    if reasoning is not None and (reasoning.off or (not reasons and typed.source == "anthropic")):
-        reasoning = None  # `thinking` is asked of every model; others refuse the effort
-    elif reasoning is not None and reasoning.effort is None:
-        reasoning = Reasoning(effort=effort_of(reasoning.budget or 0))
+    # `thinking` is asked of every model by Anthropic clients; others refuse the effort.
+    reasoning = reasoning_sent(typed.reasoning, not reasons and typed.source == "anthropic")
     hints = {} if typed.source == "openai_responses" else {"metadata": None, "service_tier": None}
     # Chat has functions only: another format's built-in tools are left out (and named
     # to the client in a header, relay.py). `allowed_tools` is offered as the tools it
@@ -329,11 +326,7 @@ def responses_body(provider: str, body: dict, typed: Request | None, stream: boo
     if typed.sampling.stop:
         raise refused(provider, typed.name_of("stop"), "stop sequences")
     reasons = REASONING_MODELS.match(bare(typed.model)) is not None or "codex" in typed.model
-    reasoning = typed.reasoning
-    if reasoning is not None and (reasoning.off or not reasons):
-        reasoning = None  # `thinking` is asked of every model; others refuse the effort
-    elif reasoning is not None and reasoning.effort is None:
-        reasoning = Reasoning(effort=effort_of(reasoning.budget or 0), summary=reasoning.summary)
+    reasoning = reasoning_sent(typed.reasoning, not reasons)  # others refuse the effort
     # Anthropic's metadata and service tier are not OpenAI's.
     hints = {"metadata": None, "service_tier": None} if typed.source == "anthropic" else {}
     sent = responses_request.encode(
@@ -344,6 +337,16 @@ def responses_body(provider: str, body: dict, typed: Request | None, stream: boo
     if reasons and not sent["store"]:  # its reasoning comes back to be handed on next turn
         sent["include"] = [*sent.get("include", ()), "reasoning.encrypted_content"]
     return sent
+
+
+def reasoning_sent(reasoning: Reasoning | None, refused_here: bool) -> Reasoning | None:
+    """The reasoning a request asks of an OpenAI upstream: none when switched off or when the
+    model refuses it (`refused_here`), a thinking budget as the nearest effort."""
+    if reasoning is None or reasoning.off or refused_here:
+        return None
+    if reasoning.effort is None:
+        return Reasoning(effort=effort_of(reasoning.budget or 0), summary=reasoning.summary)
+    return reasoning
 
 
 def effort_of(budget: int) -> str:
