@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from extensions import db
 from gateway import backup, configfiles, keyring, periods, scheduler
+from gateway.admin.errors import InputError
 from gateway.messages import SYSTEM
 from models import ClientKey, ProviderKey
 from models.provider_keys import AUTH_FAILED, COOLING_DOWN, DISABLED
@@ -82,7 +83,7 @@ def add_key(profile, provider, name, secret, base_url, models, daily_token_limit
         key = keyring.create_key(
             db.session, current_app.extensions["keyrelay"].secrets, spec, _now()
         )
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         raise click.UsageError(str(exc)) from None
     db.session.commit()
     click.echo(f"Added key #{key.id} {key.name} ({key.secret_masked}) to profile {profile}.")
@@ -154,7 +155,7 @@ def import_keys(
         report = keyring.import_keys(
             db.session, gateway.secrets, source.read(), shared, prefix, _now()
         )
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         db.session.rollback()
         raise click.UsageError(str(exc)) from None
     _audit(
@@ -275,7 +276,7 @@ def create_client_key(name, profile, models, **limits) -> None:
         row, key = clientkeys.create(
             db.session, spec, "cli", _now(), defaults=client_key_defaults()
         )
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         db.session.rollback()
         raise click.UsageError(str(exc)) from None
     _audit("client_key.create", f"client_key:{row.id}", {"name": name, "profile": profile})
@@ -335,7 +336,7 @@ def _create_user(username: str, password: str, role: str) -> None:
     try:
         accounts.create_user(db.session, username, password, role, _now())
         accounts.audit(db.session, "cli", "user.create", _now(), f"user:{username}", {"role": role})
-    except accounts.AccountError as exc:
+    except InputError as exc:
         raise click.UsageError(str(exc)) from None
     db.session.commit()
     click.echo(f"Created {role} '{username}'.")
@@ -371,7 +372,7 @@ def set_password(username: str, password: str) -> None:
         raise click.UsageError(f"No user named '{username}'.")
     try:
         accounts.set_password(user, password)
-    except accounts.AccountError as exc:
+    except InputError as exc:
         raise click.UsageError(str(exc)) from None
     accounts.audit(db.session, "cli", "user.password", _now(), f"user:{username}")
     db.session.commit()

@@ -46,6 +46,7 @@ from gateway import (
     selection,
     validation,
 )
+from gateway.admin.errors import InputError
 from gateway.messages import upstream_message
 from gateway.providers import ADAPTERS
 from models import (
@@ -369,7 +370,7 @@ def _form_model_limits(text: str) -> dict | None:
     for number, line in enumerate(text.splitlines(), start=1):
         model, *pairs = line.split()
         if not pairs or not all(p.count("=") == 1 for p in pairs):
-            raise keyring.KeyInputError(
+            raise InputError(
                 "model_limits", f"Line {number}: write a model then rpm=N and/or tpm=N."
             )
         result[model] = dict(p.split("=") for p in pairs)
@@ -383,9 +384,7 @@ def _form_time(text: str) -> str | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise keyring.KeyInputError(
-            "expires_at", "Give a date and time like 2027-01-31 18:00."
-        ) from None
+        raise InputError("expires_at", "Give a date and time like 2027-01-31 18:00.") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=periods.zone())
     return moment.isoformat()
@@ -419,7 +418,7 @@ def create_key():
     try:
         data = _key_input(values, creating=True)
         key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         db.session.rollback()
         return _key_form(values=values, errors={exc.field: str(exc)}, status=422)
     audit("key.create", f"key:{key.id}", name=key.name, profile=data.profile or "default")
@@ -455,7 +454,7 @@ def update_key(key_id: int):
     try:
         data = _key_input(values, creating=False)
         keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         db.session.rollback()
         return _key_form(
             key=_key_or_404(key_id), values=values, errors={exc.field: str(exc)}, status=422
@@ -551,7 +550,7 @@ def import_keys():
             report = keyring.import_keys(
                 db.session, gateway().secrets, text, shared, values["prefix"], utcnow()
             )
-        except keyring.KeyInputError as exc:
+        except InputError as exc:
             db.session.rollback()
             errors[exc.field] = str(exc)
     if errors:
@@ -609,7 +608,7 @@ def _profile_settings(form) -> dict:
     raw = {f: (form.get(f) or "").strip() for f in PROFILE_FORM_FIELDS if f in form}
     if "use_paid_models" in raw:
         if raw["use_paid_models"] not in _PAID_CHOICES:
-            raise keyring.KeyInputError("use_paid_models", "Pick default, yes or no.")
+            raise InputError("use_paid_models", "Pick default, yes or no.")
         raw["use_paid_models"] = _PAID_CHOICES[raw["use_paid_models"]]
     return keyring.parse_profile_settings(raw)
 
@@ -630,11 +629,11 @@ def create_profile():
     values = {f: (request.form.get(f) or "").strip() for f in ("name", *PROFILE_FORM_FIELDS)}
     try:
         if not keyring.PROFILE_NAME.match(values["name"]):
-            raise keyring.KeyInputError("name", "Use 1–64 letters, digits, '_', '.', '-'.")
+            raise InputError("name", "Use 1–64 letters, digits, '_', '.', '-'.")
         if db.session.scalar(select(Profile.id).where(Profile.name == values["name"])):
-            raise keyring.KeyInputError("name", f"A profile named '{values['name']}' exists.")
+            raise InputError("name", f"A profile named '{values['name']}' exists.")
         settings = _profile_settings(request.form)
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         return _profiles_page(values, {exc.field: str(exc)}, 422)
     db.session.add(Profile(name=values["name"], created_at=utcnow(), **settings))
     audit("profile.create", f"profile:{values['name']}", **settings)
@@ -648,7 +647,7 @@ def update_profile(profile_id: int):
     profile = db.session.get(Profile, profile_id) or abort(404)
     try:
         settings = _profile_settings(request.form)
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         return refuse(str(exc), 422)
     for column, value in settings.items():
         setattr(profile, column, value)
@@ -691,7 +690,7 @@ def logs():
     errors, rows, cursor = {}, [], None
     try:
         rows, cursor = reports.search_logs(db.session, filters, before, PAGE)
-    except reports.FilterError as exc:
+    except InputError as exc:
         errors[exc.field] = str(exc)
     page = render_template(
         "logs.html",
@@ -720,7 +719,7 @@ def find_request():
         if not found:  # not a beginning: perhaps the id's end (its random part)
             by_end = reports.LogFilter(request=wanted, request_end=True)
             found, _ = reports.search_logs(db.session, by_end, None, 2)
-    except reports.FilterError:
+    except InputError:
         found = []
     if len(found) == 1:
         return redirect(url_for("dashboard.request_detail", request_id=found[0].request_id))
@@ -839,7 +838,7 @@ def create_user():
             values["role"],
             utcnow(),
         )
-    except accounts.AccountError as exc:
+    except InputError as exc:
         db.session.rollback()
         return _users_page({exc.field: str(exc)}, values, 422)
     audit("user.create", f"user:{user.username}", role=user.role)
@@ -899,12 +898,12 @@ def create_client_key():
     for name in clientkeys.LIMITS:  # an empty limit field means "unlimited"
         data.setdefault(name, None)
     if "expires_at" in data and len(data["expires_at"]) == 16:  # <input type=datetime-local>
-        with contextlib.suppress(keyring.KeyInputError):
+        with contextlib.suppress(InputError):
             data["expires_at"] = _form_time(data["expires_at"])  # in KEYRELAY_TIMEZONE
     try:
         spec = clientkeys.parse(data, creating=True)
         row, key = clientkeys.create(db.session, spec, current_user.username, utcnow())
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         db.session.rollback()
         return _client_keys_page({exc.field: str(exc)}, values, status=422)
     audit("client_key.create", f"client_key:{row.id}", name=row.name, profile=row.profile.name)
@@ -1047,7 +1046,7 @@ def create_route():
     data = {**values, "paid": request.form.get("paid") == "on"}
     try:
         route = routes.save(db.session, routes.parse(data, creating=True), utcnow())
-    except routes.RouteInputError as exc:
+    except InputError as exc:
         db.session.rollback()
         return _routes_page({exc.field: str(exc)}, {**values, "kind": "models"}, 422)
     audit("route.create", f"route:{route.name}", route=route.to_dict())

@@ -12,13 +12,14 @@ from blueprints.common import commit_keys, gateway, utcnow
 from blueprints.web import audit
 from extensions import db
 from gateway import keyring, periods, rovodev_accounts, usage_sync
+from gateway.admin.errors import InputError
 from gateway.errors import GatewayError
 from gateway.providers import wording
 from models import Profile, ProviderKey
 
 bp = Blueprint("rovodev_api", __name__)
 bp.before_request(admin_api.authenticate)
-bp.register_error_handler(keyring.KeyInputError, admin_api.bad_input)
+bp.register_error_handler(InputError, admin_api.bad_input)
 PROVIDER = rovodev_accounts.PROVIDER
 
 
@@ -67,7 +68,7 @@ def create_account():
     admin_api.contract()
     try:
         key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         raise rovodev_accounts.camel_error(exc) from None
     audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
     commit_keys()
@@ -90,7 +91,7 @@ def update_account(key_id: int):
     before = keyring.upstream_of(key)
     try:
         keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         raise rovodev_accounts.camel_error(exc) from None
     fields = sorted(f for f in body if f != "apiToken")
     audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)

@@ -10,6 +10,7 @@ from blueprints.common import commit_keys, gateway, utcnow
 from blueprints.web import audit, guard, no_cache
 from extensions import db
 from gateway import keyring, periods, rovodev_accounts, usage_sync
+from gateway.admin.errors import InputError
 from gateway.providers import wording
 from gateway.providers.rovodev import RovodevAdapter
 from models import Profile, ProviderKey
@@ -68,7 +69,7 @@ def add_account():
     try:
         data = rovodev_accounts.account_input(body)
         key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         db.session.rollback()
         error = rovodev_accounts.camel_error(exc)
         values.pop("apiToken")  # a token never goes back to the browser
