@@ -125,3 +125,12 @@ def sync(admin: Admin, profile: str | None, provider: str | None) -> dict:
     admin.audit("keys.sync", f"profile:{profile or '*'}", provider=provider)
     admin.release()
     return usage_sync.sync_credits(admin.gateway, admin.now(), profile, provider)
+
+
+def restore(admin: Admin, config) -> dict:
+    """Re-test auth-failed and automatically disabled keys; those that answer come back
+    (each audited by housekeeping as it restores it)."""
+    from gateway import housekeeping
+
+    admin.session.commit()  # no connection held during the tests
+    return housekeeping.revalidate_keys(admin.gateway, admin.now(), config, actor=admin.actor)
