@@ -59,6 +59,6 @@ def update_route(admin: Admin, route: Route, values: dict) -> Route:
 
 def delete_route(admin: Admin, route: Route) -> None:
     """Remove a route: its name is a plain model id again."""
+    admin.audit("route.delete", f"route:{route.name}")  # its name is read before it goes
     admin.session.delete(route)
-    admin.audit("route.delete", f"route:{route.name}")
     admin.commit(KEYS)
