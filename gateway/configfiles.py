@@ -24,11 +24,12 @@ from models import Profile, ProviderKey, Route
 KINDS = ("models", "limits")
 
 
-class ConfigFileError(ValueError):
-    """A file that cannot be imported; `where` names the entry (`keys[2].rpm_limit`)."""
+class ConfigFileError(InputError):
+    """A file that cannot be imported: the admin InputError whose field, `where`, names the
+    entry (`keys[2].rpm_limit`); the message starts with it, as a file has no form fields."""
 
     def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(where, f"{where}: {message}" if where else message)
         self.where = where
 
 
