@@ -16,9 +16,7 @@ from gateway.admin import client_keys, provider_keys, users
 from gateway.admin import config as config_commands
 from gateway.admin.context import Admin
 from gateway.admin.errors import InputError
-from gateway.messages import SYSTEM
 from models import ClientKey, ProviderKey
-from models.provider_keys import AUTH_FAILED, COOLING_DOWN
 
 keys_cli = AppGroup("keys", help="Manage provider keys.")
 
@@ -171,10 +169,6 @@ def import_keys(
         _test_new_keys([entry["id"] for entry in report.added])
 
 
-# What `keys reset` brings back: states the gateway put a key in, never an admin's disable.
-_RESETTABLE = (COOLING_DOWN, AUTH_FAILED)
-
-
 @keys_cli.command("reset")
 @click.argument("key_id", type=int, required=False)
 @click.option("--all", "every", is_flag=True, help="Every provider key.")
@@ -187,7 +181,7 @@ def reset_keys(key_id: int | None, every: bool) -> None:
     keys = list(db.session.scalars(query if every else query.where(ProviderKey.id == key_id)))
     if not keys:
         raise click.UsageError(f"No provider key with id {key_id}." if not every else "No keys.")
-    for key, was in provider_keys.reset(_admin(), keys, _RESETTABLE, SYSTEM):
+    for key, was in provider_keys.reset(_admin(), keys):
         click.echo(f"Reset key #{key.id} {key.name}: {was} -> {key.status}.")
 
 

@@ -6,8 +6,12 @@ from __future__ import annotations
 from gateway import keyring, usage_sync
 from gateway.admin.context import KEYS, Admin
 from gateway.keyring import KeyInput
+from gateway.messages import SYSTEM
 from models import ProviderKey
-from models.provider_keys import DISABLED
+from models.provider_keys import AUTH_FAILED, COOLING_DOWN, DISABLED
+
+# What a reset brings back: states the gateway put a key in, never an admin's disable.
+_RESETTABLE = (COOLING_DOWN, AUTH_FAILED)
 
 
 def create(admin: Admin, data: KeyInput) -> ProviderKey:
@@ -102,13 +106,14 @@ def import_many(admin: Admin, text: str, shared: dict, prefix: str):
     return report
 
 
-def reset(admin: Admin, keys: list[ProviderKey], resettable: tuple, system: str) -> list:
-    """Clear cooldown, failure streak and rate windows; a key the gateway took out
-    (`resettable` states, or disabled by `system`) is active again. [(key, was)]."""
+def reset(admin: Admin, keys: list[ProviderKey]) -> list:
+    """Clear cooldown, failure streak and rate windows; a key the gateway took out (cooling
+    down, auth failed, automatically disabled) is active again, an admin's disable stays.
+    [(key, its status before)]."""
     now, changed = admin.now(), []
     for key in keys:
         was = key.status
-        if was in resettable or (was == DISABLED and key.disabled_by == system):
+        if was in _RESETTABLE or (was == DISABLED and key.disabled_by == SYSTEM):
             keyring.set_enabled(key, True, now, admin.actor)
         else:
             key.cooldown_until, key.consecutive_failures, key.updated_at = None, 0, now
