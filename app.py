@@ -24,6 +24,7 @@ import config
 from extensions import csrf, db, login_manager
 from gateway import backup, periods, scheduler, schema, tokens
 from gateway.accounting import new_request_id
+from gateway.admin.errors import InputError
 from gateway.alerts import BudgetAlerts
 from gateway.journal import DatabaseIdentity
 from gateway.keyring import check_stored_secrets
@@ -288,7 +289,7 @@ def _initialise_database(instance: Path, settings: dict) -> DatabaseIdentity:
             generated = accounts.ensure_first_admin(
                 db.session, username, settings["ADMIN_PASSWORD"], now
             )
-        except accounts.AccountError as exc:
+        except InputError as exc:
             raise SystemExit(f"KEYRELAY_ADMIN_USERNAME/ADMIN_PASSWORD: {exc}") from None
         db.session.commit()
         db.session.remove()

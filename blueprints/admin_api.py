@@ -12,21 +12,16 @@ from sqlalchemy import func, select
 
 from blueprints.common import (
     bearer_token,
-    budgets_changed,
     client_key_defaults,
-    commit_keys,
     gateway,
     require_master_key,
     utcnow,
 )
-from blueprints.web import SAFE_METHODS, audit
-from blueprints.web import actor as web_actor
+from blueprints.web import SAFE_METHODS, admin
 from extensions import csrf, db
 from gateway import (
     apischema,
-    budgets,
     clientkeys,
-    credits,
     keyring,
     openapi,
     periods,
@@ -35,9 +30,12 @@ from gateway import (
     routes,
     scheduler,
     selection,
-    usage_sync,
     validation,
 )
+from gateway.admin import client_keys, provider_keys
+from gateway.admin import prices as price_commands
+from gateway.admin import profiles as route_commands
+from gateway.admin.errors import InputError
 from gateway.errors import GatewayError
 from models import (
     ClientKey,
@@ -94,9 +92,8 @@ def _on_document(check) -> None:
         raise GatewayError(400, str(exc), param=exc.path) from None
 
 
-@bp.errorhandler(keyring.KeyInputError)
-@bp.errorhandler(routes.RouteInputError)
-def bad_input(error: keyring.KeyInputError | routes.RouteInputError):
+@bp.errorhandler(InputError)
+def bad_input(error: InputError):
     """A field that cannot be saved: its name and what to fix."""
     db.session.rollback()
     body = GatewayError(error.status, str(error), param=error.field).body()
@@ -185,9 +182,7 @@ def create_key():
     its test is kept, its status saying why."""
     data = keyring.parse_key_input(_json(), creating=True)
     contract()
-    key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
-    audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
-    commit_keys()
+    key = provider_keys.create(admin(), data)
     if not keyring.wants_test(_json()):
         return jsonify(_describe(key)), 201
     key_id = key.id
@@ -210,12 +205,8 @@ def update_key(key_id: int):
     key = _key_or_404(key_id)
     data = keyring.parse_key_input(_json(), creating=False)
     contract()
-    before = keyring.upstream_of(key)
-    keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
-    fields = sorted(k for k, v in (_json() or {}).items() if k != "secret")
-    audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
-    moved = keyring.upstream_of(key) != before
-    commit_keys()
+    fields = sorted(k for k in (_json() or {}) if k != "secret")
+    moved = provider_keys.update(admin(), key, data, fields)
     if moved and keyring.wants_test(_json()):  # another upstream: its models learnt again
         db.session.remove()
         gateway().tester.test(key_id)
@@ -226,11 +217,7 @@ def update_key(key_id: int):
 @bp.delete("/keys/<int:key_id>")
 def delete_key(key_id: int):
     """Remove a key; its log rows and usage stay."""
-    key = _key_or_404(key_id)
-    audit("key.delete", f"key:{key.id}", name=key.name)
-    db.session.delete(key)
-    commit_keys()
-    gateway().forget_limits(f"pk:{key_id}")
+    provider_keys.delete(admin(), _key_or_404(key_id))
     return "", 204
 
 
@@ -238,9 +225,7 @@ def delete_key(key_id: int):
 def set_default_key(key_id: int):
     """The profile's default key: tried first, whatever the strategy, while it is usable."""
     key = _key_or_404(key_id)
-    keyring.set_default(db.session, key)
-    audit("key.set_default", f"key:{key.id}", name=key.name)
-    commit_keys()
+    provider_keys.set_default(admin(), key)
     return jsonify(_describe(key))
 
 
@@ -248,18 +233,7 @@ def set_default_key(key_id: int):
 def test_key(key_id: int):
     """Test the key with a real cheap call; the result also updates its status."""
     _key_or_404(key_id)
-    db.session.commit()
-    db.session.remove()
-    result = gateway().tester.test(key_id)
-    audit(
-        "key.test",
-        f"key:{key_id}",
-        result=result["result"],
-        status_code=result["status_code"],
-        latency_ms=result["latency_ms"],
-        message=result["message"],
-    )
-    db.session.commit()
+    result = provider_keys.test(admin(), key_id)
     return jsonify({**result, "key": _describe(_key_or_404(key_id))})
 
 
@@ -274,10 +248,7 @@ def sync_keys():
         if value is not None and not isinstance(value, str):
             raise GatewayError(400, f"'{name}' must be a string.", param=name)
     contract()
-    audit("keys.sync", f"profile:{profile or '*'}", provider=provider)
-    db.session.commit()
-    db.session.remove()
-    return jsonify(usage_sync.sync_credits(gateway(), utcnow(), profile, provider))
+    return jsonify(provider_keys.sync(admin(), profile, provider))
 
 
 @bp.post("/keys/<int:key_id>/toggle")
@@ -287,11 +258,9 @@ def toggle_key(key_id: int):
     body = _json() if isinstance(_json(), dict) else {}
     active = body.get("active", key.status == "disabled")
     if not isinstance(active, bool):
-        raise keyring.KeyInputError("active", "'active' must be true or false.")
+        raise InputError("active", "'active' must be true or false.")
     contract()
-    keyring.set_enabled(key, active, utcnow(), web_actor())
-    audit("key.enable" if active else "key.disable", f"key:{key.id}")
-    commit_keys()
+    provider_keys.set_enabled(admin(), key, active)
     return jsonify(_describe(key))
 
 
@@ -373,23 +342,13 @@ def _client_key_or_404(key_id: int) -> ClientKey:
     return row
 
 
-def _commit_client_keys() -> None:
-    """Commit, and make this process's proxy re-read client keys now."""
-    db.session.commit()
-    gateway().callers.forget()
-
-
 @bp.post("/client-keys")
 def create_client_key():
     """A key for an app, bound to a profile. The answer holds the key itself, once.
     An `expires_at` must be in the future."""
     data = clientkeys.parse(_json(), creating=True)
     contract()
-    row, key = clientkeys.create(
-        db.session, data, web_actor(), utcnow(), defaults=client_key_defaults()
-    )
-    audit("client_key.create", f"client_key:{row.id}", name=row.name, profile=row.profile.name)
-    _commit_client_keys()
+    row, key = client_keys.create(admin(), data, defaults=client_key_defaults())
     return jsonify({**row.to_dict(utcnow()), "key": key}), 201
 
 
@@ -414,9 +373,7 @@ def update_client_key(key_id: int):
     row = _client_key_or_404(key_id)
     data = clientkeys.parse(_json(), creating=False)
     contract()
-    clientkeys.update(db.session, row, data, utcnow())
-    audit("client_key.update", f"client_key:{row.id}", fields=sorted(_json()))
-    _commit_client_keys()
+    client_keys.update(admin(), row, data, sorted(_json()))
     return jsonify(row.to_dict(utcnow()))
 
 
@@ -424,21 +381,14 @@ def update_client_key(key_id: int):
 def revoke_client_key(key_id: int):
     """Revoke for good: the key answers 401 from now on."""
     row = _client_key_or_404(key_id)
-    clientkeys.revoke(row, utcnow())
-    audit("client_key.revoke", f"client_key:{row.id}", name=row.name)
-    _commit_client_keys()
-    gateway().forget_limits(f"ck:{row.id}")
+    client_keys.revoke(admin(), row)
     return jsonify(row.to_dict(utcnow()))
 
 
 @bp.delete("/client-keys/<int:key_id>")
 def delete_client_key(key_id: int):
     """Remove the key and its stored responses; its request-log rows keep its id."""
-    row = _client_key_or_404(key_id)
-    audit("client_key.delete", f"client_key:{row.id}", name=row.name)
-    clientkeys.remove(db.session, row)
-    _commit_client_keys()
-    gateway().forget_limits(f"ck:{key_id}")
+    client_keys.delete(admin(), _client_key_or_404(key_id))
     return "", 204
 
 
@@ -469,37 +419,15 @@ def get_price(model: str):
 def set_price(model: str):
     """Override a model's price: `{"input_per_mtok": "0.15", "output_per_mtok": "0.6"}`,
     and/or a flat `"per_request": "0.002"` USD added to each request."""
-    try:
-        pricing.set_override(db.session, model, _json(), web_actor(), utcnow())
-    except ValueError as exc:
-        db.session.rollback()
-        fields = ("input_per_mtok", "output_per_mtok", "per_request")
-        field = next((f for f in fields if f in str(exc)), None)
-        raise GatewayError(400, str(exc), param=field) from None
-    contract()
-    body = _json()
-    audit(
-        "price.set",
-        f"model:{model}",
-        input_per_mtok=str(body.get("input_per_mtok")),
-        output_per_mtok=str(body.get("output_per_mtok")),
-        per_request=str(body.get("per_request")),
-    )
-    db.session.commit()
-    gateway().prices.forget()
+    price_commands.set_price(admin(contract), model, _json())
     return jsonify(pricing.describe(model, gateway().prices.price(None, model)))
 
 
 @bp.delete("/prices/<path:model>")
 def delete_price(model: str):
     """Drop the override: the model's price comes from genai-prices again."""
-    row = db.session.scalar(select(PriceOverride).where(PriceOverride.model == model))
-    if row is None:
+    if not price_commands.delete_price(admin(), model):
         raise GatewayError(404, f"No price override for '{model}'.", code="price_not_found")
-    audit("price.delete", f"model:{model}")
-    db.session.delete(row)
-    db.session.commit()
-    gateway().prices.forget()
     return "", 204
 
 
@@ -509,21 +437,7 @@ def top_up_client_key(key_id: int):
     without one, max_budget null, is a 409)."""
     row = _client_key_or_404(key_id)
     body = _json() if isinstance(_json(), dict) else {}
-    try:
-        amount = budgets.parse_usd("amount", body.get("amount"))
-    except ValueError as exc:
-        raise GatewayError(400, str(exc), param="amount") from None
-    if not amount:
-        raise GatewayError(400, "'amount' must be a positive amount in USD.", param="amount")
-    contract()
-    reference = credits.top_up(db.session, row.id, amount, utcnow(), web_actor())
-    if reference is None:  # a conflict with the key as saved: the request itself is fine
-        raise GatewayError(
-            409, "This key has no budget to top up; set max_budget first.", param="amount"
-        )
-    audit("client_key.topup", f"client_key:{row.id}", amount=usd(amount), reference=reference)
-    db.session.commit()
-    budgets_changed()
+    client_keys.top_up(admin(contract), row, body.get("amount"))
     return jsonify(row.to_dict(utcnow()))
 
 
@@ -647,9 +561,7 @@ def create_route():
     """Add a route: `{"name": "smart", "target": "gpt-4o", "fallbacks": ["gpt-4o-mini"]}`."""
     values = routes.parse(_json(), creating=True)
     contract()
-    route = routes.save(db.session, values, utcnow())
-    audit("route.create", f"route:{route.name}", route=route.to_dict())
-    commit_keys()
+    route = route_commands.create_route(admin(), values)
     return jsonify(route.to_dict()), 201
 
 
@@ -665,18 +577,13 @@ def update_route(route_id: int):
     route = _route_or_404(route_id)
     values = routes.parse(_json(), creating=False)
     contract()
-    routes.save(db.session, values, utcnow(), route)
-    audit("route.update", f"route:{route.name}", route=route.to_dict())
-    commit_keys()
+    route_commands.update_route(admin(), route, values)
     return jsonify(route.to_dict())
 
 
 @bp.delete("/routes/<int:route_id>")
 def delete_route(route_id: int):
-    route = _route_or_404(route_id)
-    db.session.delete(route)
-    audit("route.delete", f"route:{route.name}")
-    commit_keys()
+    route_commands.delete_route(admin(), _route_or_404(route_id))
     return "", 204
 
 
@@ -695,11 +602,7 @@ def put_profile(name: str):
         raise GatewayError(400, "A profile name may hold letters, digits, '_', '.', '-'.")
     values = keyring.parse_profile_settings(_json())
     contract()
-    profile = keyring.get_or_create_profile(db.session, name, utcnow())
-    for column, value in values.items():
-        setattr(profile, column, value)
-    audit("profile.update", f"profile:{name}", **values)
-    commit_keys()
+    profile = route_commands.put_profile(admin(), name, values)
     return jsonify(profile.to_dict())
 
 

@@ -12,9 +12,11 @@ from sqlalchemy import select
 
 from extensions import db
 from gateway import backup, configfiles, keyring, periods, scheduler
-from gateway.messages import SYSTEM
+from gateway.admin import client_keys, provider_keys, users
+from gateway.admin import config as config_commands
+from gateway.admin.context import Admin
+from gateway.admin.errors import InputError
 from models import ClientKey, ProviderKey
-from models.provider_keys import AUTH_FAILED, COOLING_DOWN, DISABLED
 
 keys_cli = AppGroup("keys", help="Manage provider keys.")
 
@@ -57,6 +59,11 @@ def _now():
     return current_app.extensions["keyrelay"].clock.now()
 
 
+def _admin() -> Admin:
+    """The context of an admin command run from the command line (actor `cli`)."""
+    return Admin(db.session, current_app.extensions["keyrelay"], "cli")
+
+
 @keys_cli.command("add")
 @click.option("--profile", default="default", show_default=True)
 @click.option("--provider", default="openai", show_default=True)
@@ -78,13 +85,10 @@ def add_key(profile, provider, name, secret, base_url, models, daily_token_limit
         "daily_token_limit": daily_token_limit,
     }
     try:
-        spec = keyring.parse_key_input(data, creating=True)
-        key = keyring.create_key(
-            db.session, current_app.extensions["keyrelay"].secrets, spec, _now()
-        )
-    except keyring.KeyInputError as exc:
+        key = provider_keys.create(_admin(), keyring.parse_key_input(data, creating=True))
+    except InputError as exc:
+        db.session.rollback()
         raise click.UsageError(str(exc)) from None
-    db.session.commit()
     click.echo(f"Added key #{key.id} {key.name} ({key.secret_masked}) to profile {profile}.")
     if test:
         _test_new_keys([key.id])
@@ -123,9 +127,7 @@ def delete_key(key_id: int) -> None:
     key = db.session.get(ProviderKey, key_id)
     if key is None:
         raise click.UsageError(f"No provider key with id {key_id}.")
-    db.session.delete(key)
-    db.session.commit()
-    current_app.extensions["keyrelay"].forget_limits(f"pk:{key_id}")
+    provider_keys.delete(_admin(), key)
     click.echo(f"Deleted key #{key_id}.")
 
 
@@ -149,24 +151,11 @@ def import_keys(
     shared |= {"daily_token_limit": daily_token_limit} if daily_token_limit else {}
     if not keyring.PROFILE_NAME.match(prefix):
         raise click.UsageError("--prefix: use letters, digits, '_', '.', '-'.")
-    gateway = current_app.extensions["keyrelay"]
     try:
-        report = keyring.import_keys(
-            db.session, gateway.secrets, source.read(), shared, prefix, _now()
-        )
-    except keyring.KeyInputError as exc:
+        report = provider_keys.import_many(_admin(), source.read(), shared, prefix)
+    except InputError as exc:
         db.session.rollback()
         raise click.UsageError(str(exc)) from None
-    _audit(
-        "key.import",
-        f"profile:{profile}",
-        {
-            "added": [entry["id"] for entry in report.added],
-            "duplicates": len(report.duplicates),
-            "rejected": len(report.rejected),
-        },
-    )
-    db.session.commit()
     click.echo(
         f"Added {len(report.added)}, duplicates {len(report.duplicates)}, "
         f"rejected {len(report.rejected)}."
@@ -178,10 +167,6 @@ def import_keys(
             click.echo(f"  {kind:<8} line {entry['line']}: {entry['secret']} ({entry['reason']})")
     if test:
         _test_new_keys([entry["id"] for entry in report.added])
-
-
-# What `keys reset` brings back: states the gateway put a key in, never an admin's disable.
-_RESETTABLE = (COOLING_DOWN, AUTH_FAILED)
 
 
 @keys_cli.command("reset")
@@ -196,39 +181,13 @@ def reset_keys(key_id: int | None, every: bool) -> None:
     keys = list(db.session.scalars(query if every else query.where(ProviderKey.id == key_id)))
     if not keys:
         raise click.UsageError(f"No provider key with id {key_id}." if not every else "No keys.")
-    now = _now()
-    for key in keys:
-        was = key.status
-        if was in _RESETTABLE or (was == DISABLED and key.disabled_by == SYSTEM):
-            keyring.set_enabled(key, True, now, "cli")
-        else:
-            key.cooldown_until, key.consecutive_failures, key.updated_at = None, 0, now
-        _audit("key.reset", f"key:{key.id}", {"was": was, "now": key.status})
+    for key, was in provider_keys.reset(_admin(), keys):
         click.echo(f"Reset key #{key.id} {key.name}: {was} -> {key.status}.")
-    db.session.commit()
-    gateway = current_app.extensions["keyrelay"]
-    for key in keys:
-        gateway.forget_limits(f"pk:{key.id}")  # its RPM/TPM windows start empty
-    gateway.keys.forget()
-
-
-def _audit(action: str, target: str | None, detail: dict | None = None) -> None:
-    from gateway import accounts
-
-    accounts.audit(db.session, "cli", action, _now(), target, detail)
 
 
 # -- client keys ------------------------------------------------------------------------
 
 client_keys_cli = AppGroup("client-keys", help="Manage client keys (the keys apps use).")
-
-
-def _client_keys_changed() -> None:
-    """This process's proxy reads client keys anew (serving workers within a second)."""
-    gateway = current_app.extensions["keyrelay"]
-    gateway.callers.forget()
-    if gateway.alerts is not None:
-        gateway.alerts.forget()
 
 
 def _client_key(key_id: int) -> ClientKey:
@@ -272,14 +231,10 @@ def create_client_key(name, profile, models, **limits) -> None:
     data |= {field: value for field, value in limits.items() if value is not None}
     try:
         spec = clientkeys.parse(data, creating=True)
-        row, key = clientkeys.create(
-            db.session, spec, "cli", _now(), defaults=client_key_defaults()
-        )
-    except keyring.KeyInputError as exc:
+        row, key = client_keys.create(_admin(), spec, defaults=client_key_defaults())
+    except InputError as exc:
         db.session.rollback()
         raise click.UsageError(str(exc)) from None
-    _audit("client_key.create", f"client_key:{row.id}", {"name": name, "profile": profile})
-    db.session.commit()
     click.echo(f"Created client key #{row.id} {row.name} in profile {profile}:\n{key}")
     click.echo("It is shown this once; store it now.", err=True)
 
@@ -288,14 +243,8 @@ def create_client_key(name, profile, models, **limits) -> None:
 @click.argument("key_id", type=int)
 def revoke_client_key(key_id: int) -> None:
     """Revoke a client key for good (it answers 401 from now on)."""
-    from gateway import clientkeys
-
     row = _client_key(key_id)
-    clientkeys.revoke(row, _now())
-    _audit("client_key.revoke", f"client_key:{row.id}", {"name": row.name})
-    db.session.commit()
-    _client_keys_changed()
-    current_app.extensions["keyrelay"].forget_limits(f"ck:{row.id}")
+    client_keys.revoke(_admin(), row)
     click.echo(f"Revoked client key #{row.id} {row.name}.")
 
 
@@ -304,24 +253,14 @@ def revoke_client_key(key_id: int) -> None:
 @click.argument("amount")
 def top_up_client_key(key_id: int, amount: str) -> None:
     """Add AMOUNT USD (e.g. 5.00) to a client key's budget."""
-    from gateway import budgets, credits
     from models.types import usd
 
     row = _client_key(key_id)
     try:
-        micros = budgets.parse_usd("amount", amount)
-    except ValueError as exc:
+        micros = client_keys.top_up(_admin(), row, amount)
+    except InputError as exc:
+        db.session.rollback()
         raise click.UsageError(str(exc)) from None
-    if not micros:
-        raise click.UsageError("AMOUNT must be a positive amount in USD.")
-    reference = credits.top_up(db.session, row.id, micros, _now(), "cli")
-    if reference is None:
-        raise click.UsageError("This key has no budget to top up; set max_budget first.")
-    _audit(
-        "client_key.topup", f"client_key:{row.id}", {"amount": usd(micros), "reference": reference}
-    )
-    db.session.commit()
-    _client_keys_changed()
     budget = row.to_dict(_now())["max_budget"]
     click.echo(f"Topped up client key #{row.id} by {usd(micros)} USD: budget {budget}.")
 
@@ -330,14 +269,11 @@ users_cli = AppGroup("users", help="Manage dashboard users.")
 
 
 def _create_user(username: str, password: str, role: str) -> None:
-    from gateway import accounts
-
     try:
-        accounts.create_user(db.session, username, password, role, _now())
-        accounts.audit(db.session, "cli", "user.create", _now(), f"user:{username}", {"role": role})
-    except accounts.AccountError as exc:
+        users.create(_admin(), username, password, role)
+    except InputError as exc:
+        db.session.rollback()
         raise click.UsageError(str(exc)) from None
-    db.session.commit()
     click.echo(f"Created {role} '{username}'.")
 
 
@@ -363,18 +299,16 @@ def create_user(username: str, role: str, password: str) -> None:
 @click.password_option(help="Prompted for (twice) when not given.")
 def set_password(username: str, password: str) -> None:
     """Change a user's password (ends their open sessions)."""
-    from gateway import accounts
     from models import User
 
     user = db.session.scalar(select(User).where(User.username == username))
     if user is None:
         raise click.UsageError(f"No user named '{username}'.")
     try:
-        accounts.set_password(user, password)
-    except accounts.AccountError as exc:
+        users.set_password(_admin(), user, password)
+    except InputError as exc:
+        db.session.rollback()
         raise click.UsageError(str(exc)) from None
-    accounts.audit(db.session, "cli", "user.password", _now(), f"user:{username}")
-    db.session.commit()
     click.echo(f"Changed the password of '{username}'.")
 
 
@@ -435,20 +369,12 @@ def export_config(kind: str, output) -> None:
 def import_config(kind: str, source, replace: bool, dry_run: bool) -> None:
     """Apply a models.yaml or limits.yaml; a bad entry changes nothing and is named."""
     try:
-        report = configfiles.import_text(db.session, kind, source.read(), _now(), replace)
+        report = config_commands.import_file(_admin(), kind, source.read(), replace, dry_run)
     except configfiles.ConfigFileError as exc:
-        db.session.rollback()
         raise click.ClickException(str(exc)) from None
     if dry_run:
-        db.session.rollback()
         click.echo(f"Would apply {kind}.yaml: {report.summary()}.")
         return
-    from gateway import accounts
-
-    accounts.audit(
-        db.session, "cli", f"config.import.{kind}", _now(), None, {"summary": report.summary()}
-    )
-    db.session.commit()
     click.echo(f"Applied {kind}.yaml: {report.summary()}.")
     for line in report.created + report.updated + report.deleted:
         click.echo(f"  {line}")

@@ -23,17 +23,6 @@ def utcnow():
     return gateway().clock.now()
 
 
-def commit_keys() -> None:
-    """Commit a change to keys or profiles, and make this process's proxy see it at once
-    (other workers see it within their one-second cache)."""
-    from extensions import db
-
-    db.session.commit()
-    gateway().keys.forget()
-    gateway().profiles.forget()
-    gateway().routes.forget()
-
-
 def budgets_changed() -> None:
     """After committing a credit or top-up: this process's proxy and budget alerts use the
     new budget at once (other workers within their one-second cache)."""

@@ -22,22 +22,18 @@ from sqlalchemy import select
 
 from blueprints import charts, formatting
 from blueprints.common import (
-    budgets_changed,
     client_key_defaults,
-    commit_keys,
     gateway,
     key_health,
     utcnow,
 )
-from blueprints.web import audit, guard, htmx, no_cache, refuse, register_csrf_error
+from blueprints.web import admin, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
 from gateway import (
-    accounts,
     budgets,
     catalog,
     clientkeys,
     configfiles,
-    credits,
     keyring,
     periods,
     pricing,
@@ -46,6 +42,13 @@ from gateway import (
     selection,
     validation,
 )
+from gateway.admin import client_keys as client_key_commands
+from gateway.admin import config as config_commands
+from gateway.admin import prices as price_commands
+from gateway.admin import profiles as route_commands
+from gateway.admin import provider_keys
+from gateway.admin import users as user_commands
+from gateway.admin.errors import InputError
 from gateway.messages import upstream_message
 from gateway.providers import ADAPTERS
 from models import (
@@ -216,19 +219,9 @@ def _test_keys(ids: list[int]) -> list[dict]:
     """Test each key with a real call (no database connection held meanwhile); one audit
     entry per key, with its result and response time."""
     names = reports.names(db.session, ProviderKey)
-    db.session.commit()
     rows = []
     for key_id in ids:
-        result = gateway().tester.test(key_id)
-        audit(
-            "key.test",
-            f"key:{key_id}",
-            result=result["result"],
-            status_code=result["status_code"],
-            latency_ms=result["latency_ms"],
-            message=result["message"],
-        )
-        db.session.commit()
+        result = provider_keys.test(admin(), key_id)
         rows.append({"id": key_id, "name": names.get(key_id, ""), **result})
     return rows
 
@@ -247,12 +240,7 @@ def test_all_keys():
 @bp.post("/keys/restore")
 def restore_keys():
     """Re-test auth-failed and automatically disabled keys; those that answer come back."""
-    from gateway import housekeeping
-
-    db.session.commit()
-    outcome = housekeeping.revalidate_keys(
-        gateway(), utcnow(), current_app.config, actor=current_user.username
-    )
+    outcome = provider_keys.restore(admin(), current_app.config)
     db.session.expire_all()
     names = reports.names(db.session, ProviderKey)
     rows = [
@@ -299,18 +287,11 @@ def batch_keys():
     if action == "delete" and request.form.get("confirm") != "yes":
         flash("Tick “yes, delete them” to delete the selected keys.", "error")
         return redirect(url_for("dashboard.keys"))
-    now, labels = utcnow(), ", ".join(f"#{k.id}" for k in selected)
-    for key in selected:
-        if action == "delete":
-            audit("key.delete", f"key:{key.id}", name=key.name, batch=True)
-            db.session.delete(key)
-        else:
-            keyring.set_enabled(key, action == "enable", now, current_user.username)
-            audit(f"key.{action}", f"key:{key.id}", batch=True)
-    commit_keys()
+    labels = ", ".join(f"#{k.id}" for k in selected)
     if action == "delete":
-        for key in selected:
-            gateway().forget_limits(f"pk:{key.id}")
+        provider_keys.delete_many(admin(), selected)
+    else:
+        provider_keys.set_enabled_many(admin(), selected, action == "enable")
     flash(f"{action.capitalize()}d {len(selected)} keys: {labels}.", "ok")
     return redirect(url_for("dashboard.keys"))
 
@@ -369,7 +350,7 @@ def _form_model_limits(text: str) -> dict | None:
     for number, line in enumerate(text.splitlines(), start=1):
         model, *pairs = line.split()
         if not pairs or not all(p.count("=") == 1 for p in pairs):
-            raise keyring.KeyInputError(
+            raise InputError(
                 "model_limits", f"Line {number}: write a model then rpm=N and/or tpm=N."
             )
         result[model] = dict(p.split("=") for p in pairs)
@@ -383,9 +364,7 @@ def _form_time(text: str) -> str | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise keyring.KeyInputError(
-            "expires_at", "Give a date and time like 2027-01-31 18:00."
-        ) from None
+        raise InputError("expires_at", "Give a date and time like 2027-01-31 18:00.") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=periods.zone())
     return moment.isoformat()
@@ -417,13 +396,10 @@ def create_key():
     values = _form_values()
     values["skip_test"] = "on" if request.form.get("skip_test") == "on" else ""
     try:
-        data = _key_input(values, creating=True)
-        key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
-    except keyring.KeyInputError as exc:
+        key = provider_keys.create(admin(), _key_input(values, creating=True))
+    except InputError as exc:
         db.session.rollback()
         return _key_form(values=values, errors={exc.field: str(exc)}, status=422)
-    audit("key.create", f"key:{key.id}", name=key.name, profile=data.profile or "default")
-    commit_keys()
     key_id, label = key.id, f"#{key.id} {key.name} ({key.secret_masked})"
     if values["skip_test"]:
         flash(f"Added key {label} (not tested).", "ok")
@@ -451,19 +427,16 @@ def update_key(key_id: int):
     key = _key_or_404(key_id)
     values = _form_values()
     values["skip_test"] = "on" if request.form.get("skip_test") == "on" else ""
-    before = keyring.upstream_of(key)
+    changed = sorted(k for k, v in values.items() if v and k not in ("secret", "skip_test"))
     try:
         data = _key_input(values, creating=False)
-        keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
-    except keyring.KeyInputError as exc:
+        moved = provider_keys.update(admin(), key, data, changed)
+    except InputError as exc:
         db.session.rollback()
         return _key_form(
             key=_key_or_404(key_id), values=values, errors={exc.field: str(exc)}, status=422
         )
-    changed = sorted(k for k, v in values.items() if v and k not in ("secret", "skip_test"))
-    audit("key.update", f"key:{key.id}", fields=changed, secret_replaced=bool(values["secret"]))
-    moved, label = keyring.upstream_of(key) != before, f"#{key_id} {key.name}"
-    commit_keys()
+    label = f"#{key_id} {key.name}"
     if moved and values["skip_test"]:
         flash(f"Saved key {label} (not tested).", "ok")
     elif moved:  # another upstream: its models are learnt again
@@ -481,11 +454,9 @@ def confirm_delete_key(key_id: int):
 @bp.post("/keys/<int:key_id>/delete")
 def delete_key(key_id: int):
     key = _key_or_404(key_id)
-    audit("key.delete", f"key:{key.id}", name=key.name)
-    db.session.delete(key)
-    commit_keys()
-    gateway().forget_limits(f"pk:{key_id}")
-    flash(f"Deleted key #{key_id} {key.name}. Its request log and usage stay.", "ok")
+    name = key.name
+    provider_keys.delete(admin(), key)
+    flash(f"Deleted key #{key_id} {name}. Its request log and usage stay.", "ok")
     return redirect(url_for("dashboard.keys"))
 
 
@@ -504,9 +475,7 @@ def _key_row(key_id: int, message: tuple[str, str] | None = None):
 def toggle_key(key_id: int):
     key = _key_or_404(key_id)
     enable = key.status == "disabled"
-    keyring.set_enabled(key, enable, utcnow(), current_user.username)
-    audit("key.enable" if enable else "key.disable", f"key:{key.id}")
-    commit_keys()
+    provider_keys.set_enabled(admin(), key, enable)
     return _key_row(key_id, ("ok", f"Key #{key_id} {'enabled' if enable else 'disabled'}."))
 
 
@@ -548,10 +517,8 @@ def import_keys():
     report = None
     if not errors:
         try:
-            report = keyring.import_keys(
-                db.session, gateway().secrets, text, shared, values["prefix"], utcnow()
-            )
-        except keyring.KeyInputError as exc:
+            report = provider_keys.import_many(admin(), text, shared, values["prefix"])
+        except InputError as exc:
             db.session.rollback()
             errors[exc.field] = str(exc)
     if errors:
@@ -563,14 +530,6 @@ def import_keys():
             profile_names=_profile_names(),
         )
         return page, 422
-    audit(
-        "key.import",
-        f"profile:{shared.get('profile', 'default')}",
-        added=[entry["id"] for entry in report.added],
-        duplicates=len(report.duplicates),
-        rejected=len(report.rejected),
-    )
-    commit_keys()
     values["skip_test"] = "on" if request.form.get("skip_test") == "on" else ""
     tests = {} if values["skip_test"] else _test_imported(report)
     return render_template(
@@ -609,7 +568,7 @@ def _profile_settings(form) -> dict:
     raw = {f: (form.get(f) or "").strip() for f in PROFILE_FORM_FIELDS if f in form}
     if "use_paid_models" in raw:
         if raw["use_paid_models"] not in _PAID_CHOICES:
-            raise keyring.KeyInputError("use_paid_models", "Pick default, yes or no.")
+            raise InputError("use_paid_models", "Pick default, yes or no.")
         raw["use_paid_models"] = _PAID_CHOICES[raw["use_paid_models"]]
     return keyring.parse_profile_settings(raw)
 
@@ -629,16 +588,10 @@ def _profiles_page(values: dict, errors: dict, status: int = 200):
 def create_profile():
     values = {f: (request.form.get(f) or "").strip() for f in ("name", *PROFILE_FORM_FIELDS)}
     try:
-        if not keyring.PROFILE_NAME.match(values["name"]):
-            raise keyring.KeyInputError("name", "Use 1–64 letters, digits, '_', '.', '-'.")
-        if db.session.scalar(select(Profile.id).where(Profile.name == values["name"])):
-            raise keyring.KeyInputError("name", f"A profile named '{values['name']}' exists.")
-        settings = _profile_settings(request.form)
-    except keyring.KeyInputError as exc:
+        route_commands.create_profile(admin(), values["name"], _profile_settings(request.form))
+    except InputError as exc:
+        db.session.rollback()
         return _profiles_page(values, {exc.field: str(exc)}, 422)
-    db.session.add(Profile(name=values["name"], created_at=utcnow(), **settings))
-    audit("profile.create", f"profile:{values['name']}", **settings)
-    commit_keys()
     flash(f"Created profile {values['name']}.", "ok")
     return redirect(url_for("dashboard.profiles"))
 
@@ -648,12 +601,9 @@ def update_profile(profile_id: int):
     profile = db.session.get(Profile, profile_id) or abort(404)
     try:
         settings = _profile_settings(request.form)
-    except keyring.KeyInputError as exc:
+    except InputError as exc:
         return refuse(str(exc), 422)
-    for column, value in settings.items():
-        setattr(profile, column, value)
-    audit("profile.update", f"profile:{profile.name}", **settings)
-    commit_keys()
+    route_commands.update_profile(admin(), profile, settings)
     wait = (
         f", waits up to {profile.wait_for_key_seconds} s for a key"
         if profile.wait_for_key_seconds
@@ -691,7 +641,7 @@ def logs():
     errors, rows, cursor = {}, [], None
     try:
         rows, cursor = reports.search_logs(db.session, filters, before, PAGE)
-    except reports.FilterError as exc:
+    except InputError as exc:
         errors[exc.field] = str(exc)
     page = render_template(
         "logs.html",
@@ -720,7 +670,7 @@ def find_request():
         if not found:  # not a beginning: perhaps the id's end (its random part)
             by_end = reports.LogFilter(request=wanted, request_end=True)
             found, _ = reports.search_logs(db.session, by_end, None, 2)
-    except reports.FilterError:
+    except InputError:
         found = []
     if len(found) == 1:
         return redirect(url_for("dashboard.request_detail", request_id=found[0].request_id))
@@ -831,19 +781,12 @@ def _users_page(errors: dict, values: dict, status: int = 200):
 @bp.post("/users")
 def create_user():
     values = {f: (request.form.get(f) or "").strip() for f in ("username", "role")}
+    password = request.form.get("password") or ""
     try:
-        user = accounts.create_user(
-            db.session,
-            values["username"],
-            request.form.get("password") or "",
-            values["role"],
-            utcnow(),
-        )
-    except accounts.AccountError as exc:
+        user = user_commands.create(admin(), values["username"], password, values["role"])
+    except InputError as exc:
         db.session.rollback()
         return _users_page({exc.field: str(exc)}, values, 422)
-    audit("user.create", f"user:{user.username}", role=user.role)
-    db.session.commit()
     flash(f"Created {user.role} {user.username}.", "ok")
     return redirect(url_for("dashboard.users"))
 
@@ -851,11 +794,10 @@ def create_user():
 @bp.post("/users/<int:user_id>/delete")
 def delete_user(user_id: int):
     user = db.session.get(User, user_id) or abort(404)
-    if user.id == current_user.id:
-        return refuse("You cannot remove yourself; another admin can.", 400)
-    audit("user.delete", f"user:{user.username}")
-    db.session.delete(user)
-    db.session.commit()
+    try:
+        user_commands.delete(admin(), user, by=current_user)
+    except InputError as exc:
+        return refuse(str(exc), 400)
     flash(f"Removed user {user.username}.", "ok")
     return redirect(url_for("dashboard.users"))
 
@@ -899,17 +841,13 @@ def create_client_key():
     for name in clientkeys.LIMITS:  # an empty limit field means "unlimited"
         data.setdefault(name, None)
     if "expires_at" in data and len(data["expires_at"]) == 16:  # <input type=datetime-local>
-        with contextlib.suppress(keyring.KeyInputError):
+        with contextlib.suppress(InputError):
             data["expires_at"] = _form_time(data["expires_at"])  # in KEYRELAY_TIMEZONE
     try:
-        spec = clientkeys.parse(data, creating=True)
-        row, key = clientkeys.create(db.session, spec, current_user.username, utcnow())
-    except keyring.KeyInputError as exc:
+        row, key = client_key_commands.create(admin(), clientkeys.parse(data, creating=True))
+    except InputError as exc:
         db.session.rollback()
         return _client_keys_page({exc.field: str(exc)}, values, status=422)
-    audit("client_key.create", f"client_key:{row.id}", name=row.name, profile=row.profile.name)
-    db.session.commit()
-    gateway().callers.forget()
     return _client_keys_page(created={"row": row, "key": key})
 
 
@@ -917,17 +855,10 @@ def create_client_key():
 def top_up_client_key(key_id: int):
     row = db.session.get(ClientKey, key_id) or abort(404)
     try:
-        amount = budgets.parse_usd("amount", request.form.get("amount"))
-    except ValueError as exc:
+        amount = client_key_commands.top_up(admin(), row, request.form.get("amount"))
+    except InputError as exc:
+        db.session.rollback()
         return refuse(str(exc), 422)
-    if not amount:
-        return refuse("Give a positive amount, for a key that has a budget.", 422)
-    reference = credits.top_up(db.session, row.id, amount, utcnow(), current_user.username)
-    if reference is None:
-        return refuse(f"Client key #{row.id} has no budget to top up; give it one first.", 422)
-    audit("client_key.topup", f"client_key:{row.id}", amount=_usd(amount), reference=reference)
-    db.session.commit()
-    budgets_changed()
     flash(f"Added {_usd(amount)} to the budget of #{row.id} {row.name}.", "ok")
     return redirect(url_for("dashboard.client_keys"))
 
@@ -941,11 +872,7 @@ def confirm_revoke_client_key(key_id: int):
 @bp.post("/client-keys/<int:key_id>/revoke")
 def revoke_client_key(key_id: int):
     row = db.session.get(ClientKey, key_id) or abort(404)
-    clientkeys.revoke(row, utcnow())
-    audit("client_key.revoke", f"client_key:{row.id}", name=row.name)
-    db.session.commit()
-    gateway().callers.forget()
-    gateway().forget_limits(f"ck:{row.id}")
+    client_key_commands.revoke(admin(), row)
     flash(f"Revoked client key #{row.id} {row.name}: it is refused from now on.", "ok")
     return redirect(url_for("dashboard.client_keys"))
 
@@ -990,15 +917,11 @@ def set_price():
     values = {f: (request.form.get(f) or "").strip() for f in ("model", *PRICE_FIELDS)}
     try:
         if not values["model"]:
-            raise ValueError("Give the model id, as clients send it.")
-        pricing.set_override(db.session, values["model"], values, current_user.username, utcnow())
-    except ValueError as exc:
-        db.session.rollback()
-        field = next((f for f in PRICE_FIELDS if f in str(exc)), "model")
+            raise InputError("model", "Give the model id, as clients send it.")
+        price_commands.set_price(admin(), values["model"], values)
+    except InputError as exc:
+        field = exc.field if exc.field in PRICE_FIELDS else "model"
         return _prices_page({field: str(exc)}, values, 422)
-    audit("price.set", f"model:{values['model']}", **{f: values[f] for f in PRICE_FIELDS})
-    db.session.commit()
-    gateway().prices.forget()
     flash(f"Price of {values['model']} set.", "ok")
     return redirect(url_for("dashboard.prices"))
 
@@ -1006,13 +929,8 @@ def set_price():
 @bp.post("/prices/delete")
 def delete_price():
     model = (request.form.get("model") or "").strip()
-    row = db.session.scalar(select(PriceOverride).where(PriceOverride.model == model))
-    if row is None:
+    if not price_commands.delete_price(admin(), model):
         abort(404)
-    audit("price.delete", f"model:{model}")
-    db.session.delete(row)
-    db.session.commit()
-    gateway().prices.forget()
     flash(f"{model} is priced from genai-prices again.", "ok")
     return redirect(url_for("dashboard.prices"))
 
@@ -1046,12 +964,10 @@ def create_route():
     values = {f: (request.form.get(f) or "").strip() for f in fields}
     data = {**values, "paid": request.form.get("paid") == "on"}
     try:
-        route = routes.save(db.session, routes.parse(data, creating=True), utcnow())
-    except routes.RouteInputError as exc:
+        route = route_commands.create_route(admin(), routes.parse(data, creating=True))
+    except InputError as exc:
         db.session.rollback()
         return _routes_page({exc.field: str(exc)}, {**values, "kind": "models"}, 422)
-    audit("route.create", f"route:{route.name}", route=route.to_dict())
-    commit_keys()
     flash(f"Route {route.name} added.", "ok")
     return redirect(url_for("dashboard.routes_page"))
 
@@ -1059,9 +975,7 @@ def create_route():
 @bp.post("/routes/<int:route_id>/delete")
 def delete_route(route_id: int):
     route = db.session.get(Route, route_id) or abort(404)
-    db.session.delete(route)
-    audit("route.delete", f"route:{route.name}")
-    commit_keys()
+    route_commands.delete_route(admin(), route)
     flash(f"Route {route.name} deleted.", "ok")
     return redirect(url_for("dashboard.routes_page"))
 
@@ -1087,16 +1001,12 @@ def import_config():
         values["text"] = upload.read().decode("utf-8", "replace")
     dry_run = request.form.get("action") == "check"
     try:
-        if values["kind"] not in configfiles.KINDS:
-            raise configfiles.ConfigFileError("kind", "pick models.yaml or limits.yaml")
-        report = configfiles.import_text(
-            db.session, values["kind"], values["text"], utcnow(), values["replace"]
+        report = config_commands.import_file(
+            admin(), values["kind"], values["text"], values["replace"], dry_run
         )
     except configfiles.ConfigFileError as exc:
-        db.session.rollback()
         return _routes_page({"text": str(exc)}, values, 422)
     if dry_run:
-        db.session.rollback()
         flash(f"{values['kind']}.yaml is valid; it would apply: {report.summary()}.", "ok")
         rows = db.session.scalars(select(Route).order_by(Route.name)).all()
         return render_template(
@@ -1107,7 +1017,5 @@ def import_config():
             kinds=configfiles.KINDS,
             report=report,
         )
-    audit(f"config.import.{values['kind']}", None, summary=report.summary())
-    commit_keys()
     flash(f"Imported {values['kind']}.yaml: {report.summary()}.", "ok")
     return redirect(url_for("dashboard.routes_page"))

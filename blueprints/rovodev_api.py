@@ -8,17 +8,19 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
 from blueprints import admin_api
-from blueprints.common import commit_keys, gateway, utcnow
-from blueprints.web import audit
+from blueprints.common import gateway, utcnow
+from blueprints.web import admin
 from extensions import db
-from gateway import keyring, periods, rovodev_accounts, usage_sync
+from gateway import keyring, periods, rovodev_accounts
+from gateway.admin import provider_keys, rovodev
+from gateway.admin.errors import InputError
 from gateway.errors import GatewayError
 from gateway.providers import wording
 from models import Profile, ProviderKey
 
 bp = Blueprint("rovodev_api", __name__)
 bp.before_request(admin_api.authenticate)
-bp.register_error_handler(keyring.KeyInputError, admin_api.bad_input)
+bp.register_error_handler(InputError, admin_api.bad_input)
 PROVIDER = rovodev_accounts.PROVIDER
 
 
@@ -65,12 +67,7 @@ def create_account():
     status saying why."""
     data = rovodev_accounts.account_input(admin_api._json())
     admin_api.contract()
-    try:
-        key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
-    except keyring.KeyInputError as exc:
-        raise rovodev_accounts.camel_error(exc) from None
-    audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
-    commit_keys()
+    key = rovodev.create_account(admin(), data)
     if not keyring.wants_test(admin_api._json()):
         return jsonify(_account(key.id)), 201
     key_id = key.id
@@ -87,15 +84,8 @@ def update_account(key_id: int):
     body = admin_api._json()
     data = rovodev_accounts.account_input(body, key)
     admin_api.contract()
-    before = keyring.upstream_of(key)
-    try:
-        keyring.update_key(db.session, gateway().secrets, key, data, utcnow())
-    except keyring.KeyInputError as exc:
-        raise rovodev_accounts.camel_error(exc) from None
     fields = sorted(f for f in body if f != "apiToken")
-    audit("key.update", f"key:{key.id}", fields=fields, secret_replaced=data.secret is not None)
-    moved = keyring.upstream_of(key) != before
-    commit_keys()
+    moved = rovodev.update_account(admin(), key, data, fields)
     if moved and keyring.wants_test(body):  # another account or gateway: tested again
         db.session.remove()
         gateway().tester.test(key_id)
@@ -105,11 +95,7 @@ def update_account(key_id: int):
 @bp.delete("/rovodev-keys/<int:key_id>")
 def delete_account(key_id: int):
     """Remove an account; its log rows and usage stay."""
-    key = _account_or_404(key_id)
-    audit("key.delete", f"key:{key.id}", name=key.name)
-    db.session.delete(key)
-    commit_keys()
-    gateway().forget_limits(f"pk:{key_id}")
+    provider_keys.delete(admin(), _account_or_404(key_id))
     return "", 204
 
 
@@ -117,10 +103,7 @@ def delete_account(key_id: int):
 def test_account(key_id: int):
     """Test the account with RovoDev's credits check; the result sets its status."""
     _account_or_404(key_id)
-    audit("key.test", f"key:{key_id}")
-    db.session.commit()
-    db.session.remove()
-    result = gateway().tester.test(key_id)
+    result = rovodev.test_account(admin(), key_id)
     return jsonify({**_test_answer(result), "key": _account(key_id)})
 
 
@@ -145,10 +128,7 @@ def sync_accounts():
     if profile is not None and not isinstance(profile, str):
         raise GatewayError(400, "'profile' must be a string.", param="profile")
     admin_api.contract()
-    audit("keys.sync", f"profile:{profile or '*'}", provider=PROVIDER)
-    db.session.commit()
-    db.session.remove()
-    done = usage_sync.sync_credits(gateway(), utcnow(), profile, PROVIDER)
+    done = rovodev.sync(admin(), profile)
     keys = [
         {
             "id": entry["id"],

@@ -6,10 +6,12 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from blueprints.common import commit_keys, gateway, utcnow
-from blueprints.web import audit, guard, no_cache
+from blueprints.common import gateway, utcnow
+from blueprints.web import admin, guard, no_cache
 from extensions import db
-from gateway import keyring, periods, rovodev_accounts, usage_sync
+from gateway import keyring, periods, rovodev_accounts
+from gateway.admin import rovodev
+from gateway.admin.errors import InputError
 from gateway.providers import wording
 from gateway.providers.rovodev import RovodevAdapter
 from models import Profile, ProviderKey
@@ -66,15 +68,12 @@ def add_account():
     body.setdefault("email", "")
     body.setdefault("apiToken", "")
     try:
-        data = rovodev_accounts.account_input(body)
-        key = keyring.create_key(db.session, gateway().secrets, data, utcnow())
-    except keyring.KeyInputError as exc:
+        key = rovodev.create_account(admin(), rovodev_accounts.account_input(body))
+    except InputError as exc:
         db.session.rollback()
         error = rovodev_accounts.camel_error(exc)
         values.pop("apiToken")  # a token never goes back to the browser
         return _page(values, {error.field: str(error)}, 422)
-    audit("key.create", f"key:{key.id}", name=key.name, profile=key.profile.name)
-    commit_keys()
     label = f"#{key.id} {key.name} ({key.secret_masked})"
     _flash_test(f"Added RovoDev account {label}.", gateway().tester.test(key.id))
     return redirect(url_for("rovodev.accounts"))
@@ -95,9 +94,7 @@ def test_account(key_id: int):
     key = db.session.get(ProviderKey, key_id)
     if key is None or key.provider != PROVIDER:
         abort(404)
-    audit("key.test", f"key:{key_id}")
-    db.session.commit()  # no connection is held during the upstream call
-    _flash_test(f"Account #{key_id}.", gateway().tester.test(key_id))
+    _flash_test(f"Account #{key_id}.", rovodev.test_account(admin(), key_id))
     return redirect(url_for("rovodev.accounts"))
 
 
@@ -105,9 +102,7 @@ def test_account(key_id: int):
 def sync_accounts():
     """Ask RovoDev what is left on every account (of a profile, if one is chosen)."""
     profile = (request.form.get("profile") or "").strip() or None
-    audit("keys.sync", f"profile:{profile or '*'}", provider=PROVIDER)
-    db.session.commit()
-    done = usage_sync.sync_credits(gateway(), utcnow(), profile, PROVIDER)
+    done = rovodev.sync(admin(), profile)
     flash(f"Synced {done['synced']} of {len(done['keys'])} RovoDev account(s).", "ok")
     for entry in done["keys"]:
         if entry["result"] != "ok":

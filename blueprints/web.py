@@ -19,6 +19,7 @@ from htmx_flask.requests import HtmxHeaders
 from blueprints.common import gateway
 from extensions import csrf, db, login_manager
 from gateway import accounts
+from gateway.admin.context import Admin
 from models import User
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -95,6 +96,12 @@ def actor() -> str:
     if current_user.is_authenticated:
         return current_user.username
     return "master key" if request.path.startswith("/api/") else "anonymous"
+
+
+def admin(check=None) -> Admin:
+    """The context of an admin command run by this request: who, from where (`check`:
+    the front end's last check of the input, see Admin.check)."""
+    return Admin(db.session, gateway(), actor(), request.remote_addr, check)
 
 
 def audit(action: str, target: str | None = None, **detail) -> None:

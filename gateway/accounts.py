@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from gateway.admin.errors import InputError
 from models import AuditEntry, LoginThrottle, User
 from models.users import ADMIN, ROLES
 
@@ -20,30 +21,22 @@ MIN_PASSWORD = 8
 _DUMMY_HASH = generate_password_hash("keyrelay-not-a-password")
 
 
-class AccountError(ValueError):
-    """Input for a user that cannot be saved; `field` names the form field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
 def check_new_user(session: Session, username: str, password: str, role: str) -> None:
-    """Raise AccountError for a bad username, weak password, unknown role or taken name."""
+    """Raise InputError for a bad username, weak password, unknown role or taken name."""
     if not USERNAME.match(username or ""):
-        raise AccountError(
+        raise InputError(
             "username", "Use 1–64 letters, digits, '_', '.', '@' or '-', starting with one."
         )
     check_password(password)
     if role not in ROLES:
-        raise AccountError("role", f"Role must be one of: {', '.join(ROLES)}.")
+        raise InputError("role", f"Role must be one of: {', '.join(ROLES)}.")
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise AccountError("username", f"The username '{username}' is taken.")
+        raise InputError("username", f"The username '{username}' is taken.")
 
 
 def check_password(password: str) -> None:
     if len(password or "") < MIN_PASSWORD:
-        raise AccountError("password", f"The password needs at least {MIN_PASSWORD} characters.")
+        raise InputError("password", f"The password needs at least {MIN_PASSWORD} characters.")
 
 
 def create_user(session: Session, username: str, password: str, role: str, now) -> User:

@@ -19,8 +19,9 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from gateway import apischema, budgets, keyring
+from gateway.admin.errors import InputError
 from gateway.errors import GatewayError, database_down
-from gateway.keyring import KeyInputError, parse_models, parse_moment
+from gateway.keyring import parse_models, parse_moment
 from gateway.limiter import Limits
 from gateway.secrets import token_hash as fingerprint  # plain SHA-256: see the docstring
 from gateway.validation import MAX_SQL_INT, whole_number
@@ -83,26 +84,26 @@ def _limit(name: str, value) -> int | None:
     if isinstance(value, str) and whole_number(value) is not None:
         value = whole_number(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise KeyInputError(name, f"'{name}' must be a positive integer, or null for no limit.")
+        raise InputError(name, f"'{name}' must be a positive integer, or null for no limit.")
     if value > MAX_SQL_INT:
-        raise KeyInputError(name, f"'{name}' is too large: at most {MAX_SQL_INT}.")
+        raise InputError(name, f"'{name}' is too large: at most {MAX_SQL_INT}.")
     return value
 
 
 def parse(data: object, creating: bool) -> ClientKeyInput:
-    """Check admin input for a client key; KeyInputError names the bad field."""
+    """Check admin input for a client key; InputError names the bad field."""
     if not isinstance(data, dict):
-        raise KeyInputError("body", "The request body must be a JSON object.")
+        raise InputError("body", "The request body must be a JSON object.")
     for field in data:
         if field not in FIELDS:
-            raise KeyInputError(field, f"Unknown field '{field}'; known: {', '.join(FIELDS)}.")
+            raise InputError(field, f"Unknown field '{field}'; known: {', '.join(FIELDS)}.")
     spec = ClientKeyInput(has_models="models" in data, has_expiry="expires_at" in data)
     for field, limit in (("profile", 64), ("name", 128)):
         value = data.get(field)
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise KeyInputError(field, f"'{field}' must be a non-empty string.")
+            raise InputError(field, f"'{field}' must be a non-empty string.")
         if value is not None and len(value) > limit:
-            raise KeyInputError(field, f"'{field}' is longer than {limit} characters.")
+            raise InputError(field, f"'{field}' is longer than {limit} characters.")
         setattr(spec, field, value.strip() if value else None)
     models = data.get("models")
     if models not in (None, "*", ["*"]):
@@ -120,9 +121,9 @@ def parse(data: object, creating: bool) -> ClientKeyInput:
             spec.limits["budget_duration"] = budgets.parse_duration(data["budget_duration"])
     except ValueError as exc:
         field = "max_budget" if "max_budget" in str(exc) else "budget_duration"
-        raise KeyInputError(field, str(exc)) from None
+        raise InputError(field, str(exc)) from None
     if creating and spec.name is None:
-        raise KeyInputError("name", "Missing required field 'name'.")
+        raise InputError("name", "Missing required field 'name'.")
     return spec
 
 
@@ -136,11 +137,11 @@ def create(
     """A new client key; returns the row and the key itself (never stored, shown once).
     Limits not given take `defaults` (KEYRELAY_CLIENT_KEY_*)."""
     if data.expires_at is not None and data.expires_at <= now:
-        raise KeyInputError("expires_at", "'expires_at' is in the past.")
+        raise InputError("expires_at", "'expires_at' is in the past.")
     profile_name = data.profile or "default"
     profile = session.scalar(select(Profile).where(Profile.name == profile_name))
     if profile is None:
-        raise KeyInputError("profile", f"Profile '{profile_name}' does not exist.", 404)
+        raise InputError("profile", f"Profile '{profile_name}' does not exist.", 404)
     key = new_key()
     row = ClientKey(
         profile=profile,
@@ -163,7 +164,7 @@ def update(session: Session, row: ClientKey, data: ClientKeyInput, now: datetime
     if data.profile is not None:
         profile = session.scalar(select(Profile).where(Profile.name == data.profile))
         if profile is None:
-            raise KeyInputError("profile", f"Profile '{data.profile}' does not exist.", 404)
+            raise InputError("profile", f"Profile '{data.profile}' does not exist.", 404)
         row.profile = profile
     if data.name is not None:
         row.name = data.name

@@ -17,17 +17,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway import keyring, routes
+from gateway.admin.errors import InputError
 from gateway.validation import MAX_SQL_INT
 from models import Profile, ProviderKey, Route
 
 KINDS = ("models", "limits")
 
 
-class ConfigFileError(ValueError):
-    """A file that cannot be imported; `where` names the entry (`keys[2].rpm_limit`)."""
+class ConfigFileError(InputError):
+    """A file that cannot be imported: the admin InputError whose field, `where`, names the
+    entry (`keys[2].rpm_limit`); the message starts with it, as a file has no form fields."""
 
     def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(where, f"{where}: {message}" if where else message)
         self.where = where
 
 
@@ -142,7 +144,7 @@ def _import_models(session: Session, data: dict, now: datetime, replace: bool) -
         where = f"routes[{index}]"
         try:
             values = routes.parse(entry, creating=True)
-        except routes.RouteInputError as exc:
+        except InputError as exc:
             raise ConfigFileError(f"{where}.{exc.field}", str(exc)) from None
         if values["name"] in names:
             raise ConfigFileError(f"{where}.name", f"'{values['name']}' is in the file twice")
@@ -155,7 +157,7 @@ def _import_models(session: Session, data: dict, now: datetime, replace: bool) -
         route = existing.get(values["name"])
         try:
             routes.save(session, values, now, route)
-        except routes.RouteInputError as exc:
+        except InputError as exc:
             raise ConfigFileError(f"routes[{index}].{exc.field}", str(exc)) from None
         (report.updated if route else report.created).append(f"route {values['name']}")
     if replace:
@@ -182,7 +184,7 @@ def _import_limits(session: Session, data: dict, now: datetime) -> ImportReport:
             raise ConfigFileError(where, "not a valid profile name")
         try:
             profile_values[name] = keyring.parse_profile_settings(entry or {})
-        except keyring.KeyInputError as exc:
+        except InputError as exc:
             raise ConfigFileError(f"{where}.{exc.field}", str(exc)) from None
     key_values = []
     for index, entry in enumerate(keys):
@@ -207,7 +209,7 @@ def _import_limits(session: Session, data: dict, now: datetime) -> ImportReport:
             limits["expires_at"] = limits["expires_at"].isoformat()  # YAML reads timestamps
         try:
             parsed = keyring.parse_key_input(limits, creating=False)
-        except keyring.KeyInputError as exc:
+        except InputError as exc:
             raise ConfigFileError(f"{where}.{exc.field}", str(exc)) from None
         key_values.append((key, parsed))
     for name, values in profile_values.items():

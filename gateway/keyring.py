@@ -13,6 +13,7 @@ from sqlalchemy import Engine, case, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from gateway import apischema, budgets, catalog, periods, selection, states
+from gateway.admin.errors import InputError
 from gateway.providers import ADAPTERS, DEFAULT_BASE_URLS
 from gateway.secrets import (
     FINGERPRINT_PREFIX,
@@ -38,15 +39,6 @@ log = logging.getLogger(__name__)
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class KeyInputError(ValueError):
-    """Admin input that cannot be saved; `field` says which one."""
-
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status = status
-
-
 @dataclass
 class KeyInput:
     """Validated fields of a provider key; None means "not given" on update."""
@@ -70,9 +62,9 @@ def _text(data: dict, field: str, limit: int) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise KeyInputError(field, f"'{field}' must be a non-empty string.")
+        raise InputError(field, f"'{field}' must be a non-empty string.")
     if len(value) > limit:
-        raise KeyInputError(field, f"'{field}' is longer than {limit} characters.")
+        raise InputError(field, f"'{field}' is longer than {limit} characters.")
     return value.strip()
 
 
@@ -97,10 +89,10 @@ def parse_models(value) -> list[str] | None:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",")]
     if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
-        raise KeyInputError("models", "'models' must be a list of model ids, or \"*\" for any.")
+        raise InputError("models", "'models' must be a list of model ids, or \"*\" for any.")
     value = [m.strip() for m in value if m.strip()]
     if not value:
-        raise KeyInputError("models", "'models' is empty: give model ids, or \"*\" for any.")
+        raise InputError("models", "'models' is empty: give model ids, or \"*\" for any.")
     return ["*"] if "*" in value else sorted(set(value))
 
 
@@ -110,9 +102,9 @@ def _count(name: str, value) -> int | None:
     if isinstance(value, str) and whole_number(value) is not None:
         value = whole_number(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise KeyInputError(name, f"'{name}' must be a positive integer, or null for no limit.")
+        raise InputError(name, f"'{name}' must be a positive integer, or null for no limit.")
     if value > MAX_SQL_INT:
-        raise KeyInputError(name, f"'{name}' is too large: at most {MAX_SQL_INT}.")
+        raise InputError(name, f"'{name}' is too large: at most {MAX_SQL_INT}.")
     return value
 
 
@@ -121,7 +113,7 @@ def _flag(name: str, value) -> bool | None:
         return value
     if value in ("true", "on", "1", "false", "off", "0", ""):
         return value in ("true", "on", "1")
-    raise KeyInputError(name, f"'{name}' must be true or false.")
+    raise InputError(name, f"'{name}' must be true or false.")
 
 
 def _bounded(name: str, value, low: int, high: int) -> int | None:
@@ -130,7 +122,7 @@ def _bounded(name: str, value, low: int, high: int) -> int | None:
     if isinstance(value, str) and whole_number(value) is not None:
         value = whole_number(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise KeyInputError(name, f"'{name}' must be an integer from {low} to {high}.")
+        raise InputError(name, f"'{name}' must be an integer from {low} to {high}.")
     return value
 
 
@@ -138,14 +130,14 @@ def _usd(name: str, value) -> int | None:
     try:
         micros = budgets.parse_usd(name, value)
     except ValueError as exc:
-        raise KeyInputError(name, str(exc)) from None
+        raise InputError(name, str(exc)) from None
     if micros == 0:
-        raise KeyInputError(name, f"'{name}' must be more than 0 USD, or null for no limit.")
+        raise InputError(name, f"'{name}' must be more than 0 USD, or null for no limit.")
     return micros
 
 
 def parse_moment(name: str, value) -> datetime | None:
-    """An ISO 8601 time with a zone (stored in UTC), or None; KeyInputError otherwise."""
+    """An ISO 8601 time with a zone (stored in UTC), or None; InputError otherwise."""
     if value in (None, ""):
         return None
     try:
@@ -153,9 +145,9 @@ def parse_moment(name: str, value) -> datetime | None:
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:
-        raise KeyInputError(name, f"'{name}' must be an ISO 8601 time with a zone, or null.")
+        raise InputError(name, f"'{name}' must be an ISO 8601 time with a zone, or null.")
     if not FIRST_DAY <= moment.date() <= LAST_DAY:
-        raise KeyInputError(name, f"'{name}' must be between {FIRST_DAY} and {LAST_DAY}.")
+        raise InputError(name, f"'{name}' must be between {FIRST_DAY} and {LAST_DAY}.")
     return moment.astimezone(UTC)
 
 
@@ -165,17 +157,17 @@ def _model_limits(name: str, value) -> dict | None:
         return None
     problem = f'\'{name}\' must map model ids to {{"rpm": n, "tpm": n}}, or be null.'
     if not isinstance(value, dict):
-        raise KeyInputError(name, problem)
+        raise InputError(name, problem)
     result = {}
     for model, limits in value.items():
         if not isinstance(model, str) or not model.strip() or not isinstance(limits, dict):
-            raise KeyInputError(name, problem)
+            raise InputError(name, problem)
         if not limits or set(limits) - {"rpm", "tpm"}:
-            raise KeyInputError(name, problem)
+            raise InputError(name, problem)
         try:
             entry = {k: _count(f"{name}.{model}.{k}", v) for k, v in limits.items()}
-        except KeyInputError as exc:
-            raise KeyInputError(name, str(exc)) from None
+        except InputError as exc:
+            raise InputError(name, str(exc)) from None
         entry = {k: v for k, v in entry.items() if v is not None}
         if entry:
             result[model.strip()] = entry
@@ -315,10 +307,10 @@ def _check_secret(secret: str) -> None:
     """A secret that can go in a header: no spaces, line breaks or characters outside ASCII
     (a pasted `…` or curly quote would fail every request made with it)."""
     if any(ch.isspace() for ch in secret):
-        raise KeyInputError("secret", "'secret' must not contain spaces or line breaks.")
+        raise InputError("secret", "'secret' must not contain spaces or line breaks.")
     odd = next((ch for ch in secret if not "!" <= ch <= "~"), None)
     if odd is not None:
-        raise KeyInputError(
+        raise InputError(
             "secret",
             f"'secret' holds the character {odd!r} (U+{ord(odd):04X}); a key is plain ASCII "
             "letters, digits and punctuation. Copy it again from the provider's console.",
@@ -338,15 +330,15 @@ def _check_base_url(base_url: str, provider: str | None) -> None:
         parsed = urlparse(base_url)
         parsed.port  # noqa: B018 - a bad port ("http://host:99999") raises here
     except ValueError as exc:
-        raise KeyInputError("base_url", f"'base_url' is not a valid URL ({exc}).") from None
+        raise InputError("base_url", f"'base_url' is not a valid URL ({exc}).") from None
     if parsed.scheme not in schemes or not parsed.netloc:
-        raise KeyInputError("base_url", f"'base_url' must be {kind}.")
+        raise InputError("base_url", f"'base_url' must be {kind}.")
 
 
 def parse_key_input(data: object, creating: bool) -> KeyInput:
-    """Check admin JSON for a provider key; raise KeyInputError naming the bad field."""
+    """Check admin JSON for a provider key; raise InputError naming the bad field."""
     if not isinstance(data, dict):
-        raise KeyInputError("body", "The request body must be a JSON object.")
+        raise InputError("body", "The request body must be a JSON object.")
     key = KeyInput(
         **{name: _text(data, name, length) for name, length in TEXT_FIELDS.items()},
         models=parse_key_models(data.get("models")),
@@ -359,13 +351,13 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
     if "options" in data:
         options = data["options"]
         if options is not None and not isinstance(options, dict):
-            raise KeyInputError("options", "'options' must be a JSON object.")
+            raise InputError("options", "'options' must be a JSON object.")
         key.options = options or {}
     if key.profile is not None and not PROFILE_NAME.match(key.profile):
-        raise KeyInputError("profile", "'profile' may hold letters, digits, '_', '.', '-'.")
+        raise InputError("profile", "'profile' may hold letters, digits, '_', '.', '-'.")
     if key.provider is not None and key.provider not in ADAPTERS:
         known = ", ".join(sorted(ADAPTERS))
-        raise KeyInputError("provider", f"Unknown provider '{key.provider}'; known: {known}.")
+        raise InputError("provider", f"Unknown provider '{key.provider}'; known: {known}.")
     if key.secret is not None:
         _check_secret(key.secret)
     if key.base_url is not None:
@@ -373,7 +365,7 @@ def parse_key_input(data: object, creating: bool) -> KeyInput:
     if creating:
         for field in ("provider", "name", "secret"):
             if getattr(key, field) is None:
-                raise KeyInputError(field, f"Missing required field '{field}'.")
+                raise InputError(field, f"Missing required field '{field}'.")
     return key
 
 
@@ -391,12 +383,12 @@ def profile_settings_schema() -> dict:
 
 def parse_profile_settings(data: object) -> dict:
     """The given profile settings (strategy, wait_for_key_seconds, use_paid_models) as
-    column → value; KeyInputError naming a bad one."""
+    column → value; InputError naming a bad one."""
     if not isinstance(data, dict):
-        raise KeyInputError("body", "The request body must be a JSON object.")
+        raise InputError("body", "The request body must be a JSON object.")
     unknown = set(data) - set(profile_settings_schema()["properties"])
     if unknown:
-        raise KeyInputError(sorted(unknown)[0], f"Unknown profile field '{sorted(unknown)[0]}'.")
+        raise InputError(sorted(unknown)[0], f"Unknown profile field '{sorted(unknown)[0]}'.")
     values = {}
     if "strategy" in data:
         strategy = data["strategy"]
@@ -404,7 +396,7 @@ def parse_profile_settings(data: object) -> dict:
             strategy = None
         if strategy is not None and strategy not in selection.STRATEGIES:
             choices = ", ".join(selection.STRATEGIES)
-            raise KeyInputError("strategy", f"'strategy' must be one of: {choices}, or null.")
+            raise InputError("strategy", f"'strategy' must be one of: {choices}, or null.")
         values["strategy"] = strategy
     if "wait_for_key_seconds" in data:
         wait = data["wait_for_key_seconds"]
@@ -415,7 +407,7 @@ def parse_profile_settings(data: object) -> dict:
         elif (
             isinstance(wait, bool) or not isinstance(wait, int) or not 0 < wait <= MAX_WAIT_SECONDS
         ):
-            raise KeyInputError(
+            raise InputError(
                 "wait_for_key_seconds",
                 "'wait_for_key_seconds' must be whole seconds from 0 to "
                 f"{MAX_WAIT_SECONDS}, or null.",
@@ -424,7 +416,7 @@ def parse_profile_settings(data: object) -> dict:
     if "use_paid_models" in data:
         paid = data["use_paid_models"]
         if paid is not None and not isinstance(paid, bool):
-            raise KeyInputError(
+            raise InputError(
                 "use_paid_models", "'use_paid_models' must be true, false, or null (the default)."
             )
         values["use_paid_models"] = paid
@@ -449,9 +441,7 @@ def _refuse_duplicate(
         ProviderKey.secret_fingerprint == box.fingerprint(secret),
     )
     if session.scalar(query) not in (None, key_id):
-        raise KeyInputError(
-            "secret", f"This secret is already a key in profile {profile.name}.", 409
-        )
+        raise InputError("secret", f"This secret is already a key in profile {profile.name}.", 409)
 
 
 def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) -> ProviderKey:
@@ -460,7 +450,7 @@ def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) 
     _refuse_duplicate(session, box, profile, data.secret)
     base_url = data.base_url or DEFAULT_BASE_URLS.get(data.provider)
     if base_url is None:
-        raise KeyInputError("base_url", "Missing required field 'base_url' for this provider.")
+        raise InputError("base_url", "Missing required field 'base_url' for this provider.")
     key = ProviderKey(
         profile=profile,
         provider=data.provider,
@@ -486,12 +476,12 @@ def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) 
 
 
 def check_options(provider: str, options: dict) -> dict:
-    """The provider's settings as its adapter accepts them; KeyInputError naming the bad one."""
+    """The provider's settings as its adapter accepts them; InputError naming the bad one."""
     try:
         return ADAPTERS[provider].check_options(options)
     except ValueError as exc:
         field = exc.args[0] if len(exc.args) > 1 else "options"
-        raise KeyInputError(field, str(exc.args[-1])) from None
+        raise InputError(field, str(exc.args[-1])) from None
 
 
 def update_key(
@@ -516,17 +506,17 @@ def update_key(
     if data.provider is not None or data.base_url is not None:
         try:
             _check_base_url(key.base_url, key.provider)
-        except KeyInputError as exc:
-            raise KeyInputError("base_url", f"{exc} (provider '{key.provider}')", clash) from None
+        except InputError as exc:
+            raise InputError("base_url", f"{exc} (provider '{key.provider}')", clash) from None
     for column, value in data.limits.items():
         setattr(key, column, value)
     if data.options is not None or data.provider is not None:
         given = data.options if data.options is not None else key.options or {}
         try:
             key.options = check_options(key.provider, given) or None
-        except KeyInputError as exc:
+        except InputError as exc:
             both = None not in (data.options, data.provider)
-            raise KeyInputError(exc.field, str(exc), 400 if both else 409) from None
+            raise InputError(exc.field, str(exc), 400 if both else 409) from None
     if "expires_at" in data.limits and key.status == EXPIRED:
         key.status = ACTIVE  # a new (or no) expiry brings an expired key back
     if data.secret is not None:
@@ -776,7 +766,7 @@ def import_keys(
     """Add one key per line of `text`, all with the `shared` fields (provider, profile,
     base_url, models, limit). Blank lines and `#` comments are skipped; a secret already in
     the profile, or twice in the paste, is a duplicate; a line that is not a secret is
-    rejected with the reason. The shared fields are checked first (KeyInputError)."""
+    rejected with the reason. The shared fields are checked first (InputError)."""
     parse_key_input({**shared, "name": name_prefix or "imported", "secret": "x"}, creating=True)
     report = ImportReport([], [], [])
     seen: set[str] = set()
@@ -794,7 +784,7 @@ def import_keys(
             data = parse_key_input({**shared, "name": name, "secret": line}, creating=True)
             with session.begin_nested():
                 key = create_key(session, box, data, now)
-        except KeyInputError as exc:
+        except InputError as exc:
             entry = {"line": number, "secret": shown, "reason": str(exc)}
             (report.duplicates if exc.status == 409 else report.rejected).append(entry)
             continue

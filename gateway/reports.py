@@ -14,6 +14,7 @@ from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from gateway import catalog, keyring, periods, selection, states
+from gateway.admin.errors import InputError
 from gateway.validation import FIRST_DAY, LAST_DAY, MAX_SQL_INT, whole_number
 from models import ClientKey, Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import AUTH_FAILED, DISABLED, EXPIRED, SECRET_STATUSES
@@ -212,12 +213,6 @@ def recent_errors(session: Session, limit: int = 10, kind: str | None = None) ->
 # -- request log search ---------------------------------------------------------------
 
 
-class FilterError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
 @dataclass
 class LogFilter:
     """The request log's filters; empty strings mean "any"."""
@@ -261,22 +256,22 @@ class LogFilter:
         try:
             day = date.fromisoformat(raw)
         except ValueError:
-            raise FilterError(field, "Use a date like 2026-11-23.") from None
+            raise InputError(field, "Use a date like 2026-11-23.") from None
         if not FIRST_DAY <= day <= LAST_DAY:
-            raise FilterError(field, f"Use a date from {FIRST_DAY} to {LAST_DAY}.")
+            raise InputError(field, f"Use a date from {FIRST_DAY} to {LAST_DAY}.")
         return day
 
     def apply(self, session: Session, query):
-        """Add the filters to a RequestLog query; FilterError names a bad field."""
+        """Add the filters to a RequestLog query; InputError names a bad field."""
         if self.profile:
             profile_id = session.scalar(select(Profile.id).where(Profile.name == self.profile))
             if profile_id is None:
-                raise FilterError("profile", f"No profile named '{self.profile}'.")
+                raise InputError("profile", f"No profile named '{self.profile}'.")
             query = query.where(RequestLog.profile_id == profile_id)
         if self.key:
             key_id = whole_number(self.key)
             if key_id is None or key_id > MAX_SQL_INT:
-                raise FilterError("key", "Pick a key from the list.")
+                raise InputError("key", "Pick a key from the list.")
             query = query.where(RequestLog.provider_key_id == key_id)
         if self.model:
             query = query.where(
@@ -285,7 +280,7 @@ class LogFilter:
         if self.request:
             wanted = self.request.strip().lower()
             if not _REQUEST_ID.match(wanted):
-                raise FilterError("request", "Give a request id (letters, digits and '-').")
+                raise InputError("request", "Give a request id (letters, digits and '-').")
             match = (
                 RequestLog.request_id.endswith
                 if self.request_end
@@ -296,13 +291,13 @@ class LogFilter:
             query = query.where(_client_key_clause(self.client_key))
         if self.kind:
             if self.kind not in ERROR_KINDS:
-                raise FilterError("kind", "Pick client or provider errors.")
+                raise InputError("kind", "Pick client or provider errors.")
             query = query.where(ERROR_KINDS[self.kind])
         if self.status:
             query = query.where(*_status_clause(self.status))
         since, until = self._day("since"), self._day("until")
         if since and until and since > until:
-            raise FilterError("until", "'To' is before 'From'.")
+            raise InputError("until", "'To' is before 'From'.")
         if since:
             query = query.where(RequestLog.created_at >= _midnight(since))
         if until:
@@ -339,7 +334,7 @@ def _client_key_clause(value: str):
         return RequestLog.client_key_id.is_(None)
     key_id = whole_number(value)
     if key_id is None or key_id > MAX_SQL_INT:
-        raise FilterError("client_key", "Pick a client key from the list.")
+        raise InputError("client_key", "Pick a client key from the list.")
     return RequestLog.client_key_id == key_id
 
 
@@ -355,7 +350,7 @@ def _status_clause(status: str) -> list:
         return [RequestLog.status_code >= 400]
     if status.isdigit() and len(status) == 3:
         return [RequestLog.status_code == int(status)]
-    raise FilterError("status", "Use 'ok', 'error' or a status code such as 429.")
+    raise InputError("status", "Use 'ok', 'error' or a status code such as 429.")
 
 
 def search_logs(

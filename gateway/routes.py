@@ -22,6 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway import apischema
+from gateway.admin.errors import InputError
 from gateway.errors import GatewayError, database_down
 from gateway.selection import STRATEGIES
 from models import Route
@@ -98,15 +99,6 @@ def input_schema(creating: bool) -> dict:
 def _given(field: str, schema: dict) -> dict:
     """A form of the body: `field` is there and fits `schema`."""
     return {"properties": {field: schema}, "required": [field]}
-
-
-class RouteInputError(ValueError):
-    """Admin input for a route that cannot be saved; `field` names it."""
-
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -242,12 +234,12 @@ def _entry(route: Route) -> _Entry:
 
 def _name(field: str, value, pattern_ok: bool = True) -> str:
     if not isinstance(value, str) or not NAME.match(value.strip()):
-        raise RouteInputError(
+        raise InputError(
             field, f"'{field}' must be a model name (letters, digits, '/', ':', '.', '-', …)."
         )
     value = value.strip()
     if value.endswith("*") and not pattern_ok:
-        raise RouteInputError(field, f"'{field}' must be a model name, not a pattern.")
+        raise InputError(field, f"'{field}' must be a model name, not a pattern.")
     return value
 
 
@@ -255,30 +247,30 @@ def parse(data: object, creating: bool) -> dict:
     """The given fields of a route, checked: name, target, fallbacks, paid, strategy,
     on_context_overflow, context_window."""
     if not isinstance(data, dict):
-        raise RouteInputError("body", "The request body must be a JSON object.")
+        raise InputError("body", "The request body must be a JSON object.")
     unknown = sorted(set(data) - FIELDS - {"id"})
     if unknown:
-        raise RouteInputError(unknown[0], f"Unknown route field '{unknown[0]}'.")
+        raise InputError(unknown[0], f"Unknown route field '{unknown[0]}'.")
     values: dict = {}
     if "name" in data or creating:
         values["name"] = _name("name", data.get("name"))
     if data.get("target") not in (None, ""):
         target = data["target"]
         if not isinstance(target, str) or target.count("*") > 1:
-            raise RouteInputError("target", "'target' must be a model name with at most one '*'.")
+            raise InputError("target", "'target' must be a model name with at most one '*'.")
         _name("target", target.replace("*", "x"), pattern_ok=False)  # `*` stands for a name
         values["target"] = target.strip()
     elif "target" in data:
         values["target"] = None
     target = values.get("target") or ""
     if "*" in target and "name" in values and not values["name"].endswith("*"):
-        raise RouteInputError("target", STAR_RULE)
+        raise InputError("target", STAR_RULE)
     if "fallbacks" in data:
         fallbacks = data["fallbacks"] or []
         if isinstance(fallbacks, str):
             fallbacks = [part.strip() for part in fallbacks.split(",") if part.strip()]
         if not isinstance(fallbacks, list) or len(fallbacks) > MAX_FALLBACKS:
-            raise RouteInputError(
+            raise InputError(
                 "fallbacks", f"'fallbacks' must be a list of at most {MAX_FALLBACKS} model names."
             )
         values["fallbacks"] = [_name("fallbacks", f, pattern_ok=False) for f in fallbacks]
@@ -286,7 +278,7 @@ def parse(data: object, creating: bool) -> dict:
         values["fallbacks"] = []
     if "paid" in data:
         if not isinstance(data["paid"], bool):
-            raise RouteInputError("paid", "'paid' must be true or false.")
+            raise InputError("paid", "'paid' must be true or false.")
         values["paid"] = data["paid"]
     elif creating:
         values["paid"] = False
@@ -299,7 +291,7 @@ def _pool_fields(data: dict, creating: bool) -> dict:
     values: dict = {}
     if data.get("strategy") not in (None, ""):
         if data["strategy"] not in STRATEGIES:
-            raise RouteInputError(
+            raise InputError(
                 "strategy", f"'strategy' must be one of {', '.join(STRATEGIES)} (or null: the "
                 "profile's)."
             )  # fmt: skip
@@ -308,7 +300,7 @@ def _pool_fields(data: dict, creating: bool) -> dict:
         values["strategy"] = None
     if data.get("on_context_overflow") not in (None, ""):
         if data["on_context_overflow"] not in OVERFLOW_MODES:
-            raise RouteInputError(
+            raise InputError(
                 "on_context_overflow",
                 f"'on_context_overflow' must be one of {', '.join(OVERFLOW_MODES)}.",
             )
@@ -320,9 +312,9 @@ def _pool_fields(data: dict, creating: bool) -> dict:
         window = int(window.strip())
     if window not in (None, ""):
         if isinstance(window, bool) or not isinstance(window, int):
-            raise RouteInputError("context_window", "'context_window' must be a whole number.")
+            raise InputError("context_window", "'context_window' must be a whole number.")
         if not 1 <= window <= MAX_CONTEXT_WINDOW:
-            raise RouteInputError(
+            raise InputError(
                 "context_window",
                 f"'context_window' must be between 1 and {MAX_CONTEXT_WINDOW:,} tokens.",
             )
@@ -338,7 +330,7 @@ def save(session: Session, values: dict, now: datetime, route: Route | None = No
     if name is not None:
         taken = session.scalar(select(Route.id).where(Route.name == name))
         if taken is not None and (route is None or taken != route.id):
-            raise RouteInputError("name", f"A route named '{name}' exists.", 409)
+            raise InputError("name", f"A route named '{name}' exists.", 409)
     if route is None:
         route = Route(name=name, fallbacks=[], paid=False)
         session.add(route)
@@ -351,10 +343,10 @@ def save(session: Session, values: dict, now: datetime, route: Route | None = No
     saved = 409 if route.id is not None else 400
     if route.on_context_overflow == FALLBACK and not route.fallbacks:
         given = {"on_context_overflow", "fallbacks"} <= set(values)
-        raise RouteInputError("on_context_overflow", FALLBACK_RULE, 400 if given else saved)
+        raise InputError("on_context_overflow", FALLBACK_RULE, 400 if given else saved)
     if "*" in (route.target or "") and not route.name.endswith("*"):
         given = {"target", "name"} <= set(values)
-        raise RouteInputError("target", STAR_RULE, 400 if given else saved)
+        raise InputError("target", STAR_RULE, 400 if given else saved)
     route.updated_at = now
     session.flush()
     return route

@@ -5,13 +5,15 @@ its options. The JSON API and the dashboard's RovoDev page both go through here.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import apischema, catalog, keyring, periods, selection
-from gateway.keyring import KeyInput, KeyInputError, KeyUsage
+from gateway.admin.errors import InputError
+from gateway.keyring import KeyInput, KeyUsage
 from gateway.providers.rovodev import AUTH_SCHEMES, RovodevAdapter, is_internal
 from models import ProviderKey, UsageDaily
 
@@ -29,9 +31,18 @@ FIELDS = {
     "models": "models",
 }
 _CAMEL = {inner: outer for outer, inner in FIELDS.items()}
+# An Atlassian cloud id is the site's UUID (https://<site>.atlassian.net/_edge/tenant_info
+# answers it as "cloudId"); RovoDev refuses any other X-Cloud-ID, so a typo is caught at save.
+CLOUD_ID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_CLOUD_ID_PATTERN = (
+    rf"^{apischema.SPACE}(?:[0-9a-fA-F]{{8}}-(?:[0-9a-fA-F]{{4}}-){{3}}[0-9a-fA-F]{{12}})?"
+    rf"{apischema.SPACE}$"
+)
 _OPTIONS = {
     "options.email": {"type": "string", "maxLength": 254, "pattern": apischema.EMAIL},
-    "options.cloud_id": apischema.nullable({"type": "string", "maxLength": 128}),
+    "options.cloud_id": apischema.nullable(
+        {"type": "string", "maxLength": 128, "pattern": _CLOUD_ID_PATTERN}
+    ),
     "options.auth_scheme": apischema.nullable({"type": "string", "enum": list(AUTH_SCHEMES)}),
 }
 
@@ -53,14 +64,14 @@ def input_schema(creating: bool) -> dict:
 
 
 def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
-    """A create (key None) or update of an account, checked; KeyInputError names the
+    """A create (key None) or update of an account, checked; InputError names the
     camelCase field."""
     if not isinstance(body, dict):
-        raise KeyInputError("body", "The request body must be a JSON object.")
+        raise InputError("body", "The request body must be a JSON object.")
     unknown = sorted(set(body) - set(FIELDS) - {"test"})
     if unknown:
         known = ", ".join(FIELDS)
-        raise KeyInputError(unknown[0], f"Unknown field '{unknown[0]}'; known: {known}.")
+        raise InputError(unknown[0], f"Unknown field '{unknown[0]}'; known: {known}.")
     data = {"provider": PROVIDER} if key is None else {}
     options = dict(key.options or {}) if key is not None else {}
     for outer, inner in FIELDS.items():
@@ -83,9 +94,20 @@ def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
         # The account's email first: without it nothing else of the account makes sense.
         if "options" in data:
             keyring.check_options(PROVIDER, data["options"])
+            check_cloud_id(data["options"].get("cloud_id"))
         return keyring.parse_key_input(data, creating=key is None)
-    except KeyInputError as exc:
+    except InputError as exc:
         raise camel_error(exc) from None
+
+
+def check_cloud_id(cloud_id: object) -> None:
+    """An Atlassian cloud id, when given, is the site's UUID."""
+    if isinstance(cloud_id, str) and cloud_id.strip() and not CLOUD_ID.match(cloud_id.strip()):
+        raise InputError(
+            "options.cloud_id",
+            "'cloud_id' must be your Atlassian cloud id, a UUID like "
+            "a436116f-02ce-4520-8fbb-7301462a1674 (your site's /_edge/tenant_info shows it).",
+        )
 
 
 def _name_of(email: object) -> object:
@@ -95,12 +117,12 @@ def _name_of(email: object) -> object:
     return email.strip()[: keyring.TEXT_FIELDS["name"]]
 
 
-def camel_error(exc: KeyInputError) -> KeyInputError:
+def camel_error(exc: InputError) -> InputError:
     """The same error with the field (and its name in the message) as the API spells it."""
     field = _CAMEL.get(exc.field, exc.field)
     inner = exc.field.removeprefix("options.")
     message = str(exc).replace(f"'{inner}'", f"'{field}'")
-    return KeyInputError(field, message, exc.status)
+    return InputError(field, message, exc.status)
 
 
 def requests_today(session: Session, today) -> dict[int, int]:

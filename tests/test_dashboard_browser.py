@@ -326,7 +326,8 @@ def test_rovodev_page_adds_an_account_masked_and_sync_shows_what_is_left(page):
     from tests.fake_rovodev import Account, FakeRovoDev
 
     token = "ATATT3xFfGF0browser-rovodev-aaaa"
-    with FakeRovoDev({token: Account("dev@atlassian.com", "cloud-1")}) as rovo:
+    cloud = "a436116f-02ce-4520-8fbb-7301462a1674"  # an Atlassian cloud id: the site's UUID
+    with FakeRovoDev({token: Account("dev@atlassian.com", cloud)}) as rovo:
         login(page)
         page.get_by_role("link", name="RovoDev").click()
         page.get_by_label("Email").fill("not an email")
@@ -336,7 +337,7 @@ def test_rovodev_page_adds_an_account_masked_and_sync_shows_what_is_left(page):
         expect(page.get_by_label("API token")).to_have_value("")  # never sent back
         page.get_by_label("Email").fill("dev@atlassian.com")
         page.get_by_label("API token").fill(token)
-        page.get_by_label("Cloud ID (optional)").fill("cloud-1")
+        page.get_by_label("Cloud ID (optional)").fill(cloud)
         page.get_by_label("Base URL (optional)").fill(rovo.base_url)
         page.get_by_role("button", name="Add account").click()
         expect(page.locator(".flash.ok")).to_contain_text("Test passed")
