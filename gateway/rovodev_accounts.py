@@ -5,7 +5,6 @@ its options. The JSON API and the dashboard's RovoDev page both go through here.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -14,7 +13,14 @@ from sqlalchemy.orm import Session
 from gateway import apischema, catalog, keyring, periods, selection
 from gateway.admin.errors import InputError
 from gateway.keyring import KeyInput, KeyUsage
-from gateway.providers.rovodev import AUTH_SCHEMES, RovodevAdapter, is_internal
+from gateway.providers.rovodev import (
+    AUTH_SCHEMES,
+    CLOUD_ID,
+    CLOUD_ID_MESSAGE,
+    CLOUD_ID_PATTERN,
+    RovodevAdapter,
+    is_internal,
+)
 from models import ProviderKey, UsageDaily
 
 PROVIDER = "rovodev"
@@ -31,17 +37,10 @@ FIELDS = {
     "models": "models",
 }
 _CAMEL = {inner: outer for outer, inner in FIELDS.items()}
-# An Atlassian cloud id is the site's UUID (https://<site>.atlassian.net/_edge/tenant_info
-# answers it as "cloudId"); RovoDev refuses any other X-Cloud-ID, so a typo is caught at save.
-CLOUD_ID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_CLOUD_ID_PATTERN = (
-    rf"^{apischema.SPACE}(?:[0-9a-fA-F]{{8}}-(?:[0-9a-fA-F]{{4}}-){{3}}[0-9a-fA-F]{{12}})?"
-    rf"{apischema.SPACE}$"
-)
 _OPTIONS = {
     "options.email": {"type": "string", "maxLength": 254, "pattern": apischema.EMAIL},
     "options.cloud_id": apischema.nullable(
-        {"type": "string", "maxLength": 128, "pattern": _CLOUD_ID_PATTERN}
+        {"type": "string", "maxLength": 128, "pattern": CLOUD_ID_PATTERN}
     ),
     "options.auth_scheme": apischema.nullable({"type": "string", "enum": list(AUTH_SCHEMES)}),
 }
@@ -103,11 +102,7 @@ def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
 def check_cloud_id(cloud_id: object) -> None:
     """An Atlassian cloud id, when given, is the site's UUID."""
     if isinstance(cloud_id, str) and cloud_id.strip() and not CLOUD_ID.match(cloud_id.strip()):
-        raise InputError(
-            "options.cloud_id",
-            "'cloud_id' must be your Atlassian cloud id, a UUID like "
-            "a436116f-02ce-4520-8fbb-7301462a1674 (your site's /_edge/tenant_info shows it).",
-        )
+        raise InputError("options.cloud_id", CLOUD_ID_MESSAGE)
 
 
 def _name_of(email: object) -> object:

@@ -15,8 +15,10 @@ import anthropic
 import openai
 import pytest
 
+from extensions import db
 from gateway import scheduler
 from gateway.secrets import mask
+from models import ProviderKey
 from tests.conftest import MASTER_KEY, chat, make_viewer
 from tests.fake_rovodev import Account, FakeRovoDev
 
@@ -519,15 +521,22 @@ def test_the_general_key_form_says_where_rovodev_accounts_are_added(web):
     assert 'href="/rovodev"' in refused.text and TOKEN not in refused.text
 
 
-def test_a_setting_that_cannot_be_sent_is_a_502_that_leaves_the_key_alone(admin, rovo, client):
+def test_a_setting_that_cannot_be_sent_is_a_502_that_leaves_the_key_alone(admin, rovo, client, app):
     """A header of the key's settings (here the cloud id, outside Latin-1) that cannot be
-    sent is not the secret's fault: the key is not marked, and the client gets a 502. (The
-    RovoDev API refuses such a cloud id at save; a key saved through the general keys API
-    before that, or with another setting, can still hold one.)"""
-    options = {"email": EMAIL, "cloud_id": "cloud-\u20ac"}
+    sent is not the secret's fault: the key is not marked, and the client gets a 502. (Every
+    front end refuses such a cloud id at save; a key saved before that rule can hold one.)"""
+    bad = {"email": EMAIL, "cloud_id": "cloud-\u20ac"}
     body = {"provider": "rovodev", "name": EMAIL, "secret": TOKEN, "base_url": rovo.base_url,
-            "options": options, "test": False}  # fmt: skip
+            "options": bad, "test": False}  # fmt: skip
+    refused_at_save = admin.call("POST", "/keys", body)
+    assert refused_at_save.status == 400
+    assert error_of(refused_at_save)["param"] == "options.cloud_id"
+    body["options"] = {"email": EMAIL, "cloud_id": CLOUD}
     account = admin.call("POST", "/keys", body).json()
+    with app.app_context():  # the setting as a key saved before the rule holds it
+        db.session.get(ProviderKey, account["id"]).options = bad
+        db.session.commit()
+    app.extensions["keyrelay"].keys.forget()
     with pytest.raises(openai.APIStatusError) as refused:
         client.chat.completions.create(**chat(model=SONNET))
     assert refused.value.status_code == 502

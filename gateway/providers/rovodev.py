@@ -21,6 +21,17 @@ from gateway.providers.openai import OpenAIAdapter, error_reply, json_object
 
 AUTH_SCHEMES = ("bearer", "basic")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# An Atlassian cloud id is the site's UUID (https://<site>.atlassian.net/_edge/tenant_info
+# answers it as "cloudId"); RovoDev refuses any other X-Cloud-ID, so a typo is caught at save.
+CLOUD_ID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+CLOUD_ID_PATTERN = (
+    rf"^{apischema.SPACE}(?:[0-9a-fA-F]{{8}}-(?:[0-9a-fA-F]{{4}}-){{3}}[0-9a-fA-F]{{12}})?"
+    rf"{apischema.SPACE}$"
+)
+CLOUD_ID_MESSAGE = (
+    "'cloud_id' must be your Atlassian cloud id, a UUID like "
+    "a436116f-02ce-4520-8fbb-7301462a1674 (your site's /_edge/tenant_info shows it)."
+)
 INTERNAL_DOMAIN = "@atlassian.com"
 # The Claude Sonnet models the integration guide names.
 MODELS = (
@@ -64,7 +75,12 @@ class RovodevAdapter(OpenAIAdapter):
             "type": "object",
             "properties": {
                 "email": {"type": "string", "maxLength": 254, "pattern": apischema.EMAIL},
-                "cloud_id": {"type": "string", "maxLength": 128, "nullable": True},
+                "cloud_id": {
+                    "type": "string",
+                    "maxLength": 128,
+                    "pattern": CLOUD_ID_PATTERN,
+                    "nullable": True,
+                },
                 "auth_scheme": apischema.nullable({"type": "string", "enum": list(AUTH_SCHEMES)}),
             },
             "required": ["email"],
@@ -82,12 +98,12 @@ class RovodevAdapter(OpenAIAdapter):
             raise ValueError("options.email", "'email' must be the account's email address.")
         checked = {"email": email.strip().lower()}
         cloud_id = options.get("cloud_id")
+        if isinstance(cloud_id, str):
+            cloud_id = cloud_id.strip()  # blank: none
         if cloud_id not in (None, ""):
-            if not isinstance(cloud_id, str) or len(cloud_id.strip()) > 128:
-                raise ValueError(
-                    "options.cloud_id", "'cloud_id' must be text of at most 128 characters."
-                )
-            checked["cloud_id"] = cloud_id.strip()
+            if not isinstance(cloud_id, str) or not CLOUD_ID.match(cloud_id):
+                raise ValueError("options.cloud_id", CLOUD_ID_MESSAGE)
+            checked["cloud_id"] = cloud_id
         scheme = options.get("auth_scheme") or "bearer"
         if scheme not in AUTH_SCHEMES:
             raise ValueError("options.auth_scheme", "'auth_scheme' must be 'bearer' or 'basic'.")
