@@ -206,6 +206,37 @@ SETTINGS: tuple[Setting, ...] = (
         "Micro-dollars of budget credited per unit of a payment's `amount` (10000: amounts in US cents).",
     ),
     Setting(
+        "PAYSTACK_API_BASE",
+        "https://api.paystack.co",
+        str,
+        "Paystack's API, where payments are started and verified.",
+    ),
+    Setting(
+        "OIDC_ISSUER",
+        None,
+        str,
+        'Single sign-on: the OpenID Connect provider\'s issuer URL (its discovery document is at `<issuer>/.well-known/openid-configuration`). Set: the login page offers "Sign in with SSO". Unset: no SSO.',
+    ),
+    Setting("OIDC_CLIENT_ID", None, str, "KeyRelay's client id at the SSO provider."),
+    Setting(
+        "OIDC_CLIENT_SECRET",
+        None,
+        str,
+        "KeyRelay's client secret at the SSO provider. Register `<KeyRelay URL>/login/oidc/callback` there as the redirect URI.",
+    ),
+    Setting(
+        "OIDC_ADMIN_EMAILS",
+        None,
+        str,
+        "Comma-separated emails that sign in with SSO as admins (the account is made at the first sign-in).",
+    ),
+    Setting(
+        "OIDC_ALLOWED_DOMAINS",
+        None,
+        str,
+        "Comma-separated email domains (`example.com`) whose people may sign in with SSO as members. Member accounts are not available yet: such a sign-in is refused with a message that says so.",
+    ),
+    Setting(
         "ALERT_WEBHOOK_URL",
         None,
         str,

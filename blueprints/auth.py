@@ -1,4 +1,5 @@
-"""Logging in and out of the dashboard, with login throttling (F50)."""
+"""Logging in and out of the dashboard (a password, or single sign-on with OpenID Connect
+through gateway/sso.py), with login throttling (F50)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from flask_login import current_user, login_user, logout_user
 from blueprints.common import gateway
 from blueprints.web import audit, no_cache, register_csrf_error
 from extensions import csrf, db
-from gateway import accounts
+from gateway import accounts, sso
 
 bp = Blueprint("auth", __name__)
 bp.after_request(no_cache)
@@ -38,6 +39,43 @@ def _safe_next(target: str | None) -> str:
     return url_for("dashboard.overview")
 
 
+def _page(username: str = "", error: str | None = None, status: int = 200):
+    """The login page; it offers SSO when an issuer is set."""
+    sso_on = sso.SsoSettings.from_config(current_app.config) is not None
+    page = render_template("login.html", username=username, error=error, sso=sso_on)
+    return page, status
+
+
+def _lock_message(scopes: list[str], now) -> str | None:
+    """The refusal while one of the scopes is locked out, else None."""
+    until = accounts.locked_until(db.session, scopes, now)
+    if until is None:
+        return None
+    minutes = max(1, math.ceil((until - now).total_seconds() / 60))
+    return f"Too many failed logins. Try again in {minutes} minute{'s' * (minutes > 1)}."
+
+
+def _failed(scopes: list[str], now, target: str | None, **detail) -> None:
+    """Count a failed login on the scopes, audit it, and slow the answer down as due."""
+    delay = accounts.record_failure(db.session, scopes, now, _policy())
+    audit("login.failed", target=target, **detail)
+    db.session.commit()
+    if delay:
+        gateway().clock.sleep(delay)
+
+
+def _signed_in(user, scopes: list[str], now, next_page: str | None, **detail):
+    """Start a fresh session for the user and go where the login was asked from."""
+    accounts.clear_failures(db.session, scopes)
+    user.last_login_at = now
+    session.clear()  # a fresh session (and CSRF token) on login
+    login_user(user)
+    session.permanent = True
+    audit("login", target=f"user:{user.username}", **detail)
+    db.session.commit()
+    return redirect(_safe_next(next_page))
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """The login form; repeated failures slow down, then lock the address or username."""
@@ -46,35 +84,61 @@ def login():
     if request.method != "POST":
         if current_user.is_authenticated:
             return redirect(_safe_next(request.args.get("next")))
-        return render_template("login.html", username="", error=None)
+        return _page()
     csrf.protect()
     username = (request.form.get("username") or "").strip()[:64]
     password = request.form.get("password") or ""
     now = gateway().clock.now()
     scopes = accounts.scopes(request.remote_addr or "unknown", username)
-    until = accounts.locked_until(db.session, scopes, now)
-    if until is not None:
-        minutes = max(1, math.ceil((until - now).total_seconds() / 60))
-        error = f"Too many failed logins. Try again in {minutes} minute{'s' * (minutes > 1)}."
-        return render_template("login.html", username=username, error=error), 429
+    locked = _lock_message(scopes, now)
+    if locked:
+        return _page(username, locked, 429)
     user = accounts.verify(db.session, username, password) if username and password else None
     if user is None:
-        delay = accounts.record_failure(db.session, scopes, now, _policy())
-        audit("login.failed", target=f"user:{username}" if username else None)
-        db.session.commit()
-        if delay:
-            gateway().clock.sleep(delay)
-        return render_template(
-            "login.html", username=username, error="Wrong username or password."
-        ), 401
-    accounts.clear_failures(db.session, scopes)
-    user.last_login_at = now
-    session.clear()  # a fresh session (and CSRF token) on login
-    login_user(user)
-    session.permanent = True
-    audit("login", target=f"user:{user.username}")
-    db.session.commit()
-    return redirect(_safe_next(request.args.get("next")))
+        _failed(scopes, now, f"user:{username}" if username else None)
+        return _page(username, "Wrong username or password.", 401)
+    return _signed_in(user, scopes, now, request.args.get("next"))
+
+
+@bp.get("/login/oidc")
+def oidc_start():
+    """Send the browser to the SSO provider, remembering what its answer must match."""
+    settings = sso.SsoSettings.from_config(current_app.config)
+    if settings is None:
+        return _page(error="Single sign-on is not set up on this server.", status=404)
+    callback = url_for("auth.oidc_callback", _external=True)
+    try:
+        url, pending = sso.start(settings, callback)
+    except sso.SsoError as exc:
+        return _page(error=str(exc), status=exc.status)
+    session["oidc"] = pending.to_dict()
+    session["oidc_next"] = request.args.get("next")
+    return redirect(url)
+
+
+@bp.get("/login/oidc/callback")
+def oidc_callback():
+    """The provider's answer: check it, then sign in whom the verified email names."""
+    settings = sso.SsoSettings.from_config(current_app.config)
+    if settings is None:
+        return _page(error="Single sign-on is not set up on this server.", status=404)
+    # Each sign-in answers once: a replayed callback finds nothing to match.
+    pending, next_page = session.pop("oidc", None), session.pop("oidc_next", None)
+    now = gateway().clock.now()
+    address = request.remote_addr or "unknown"
+    locked = _lock_message(accounts.scopes(address, "")[:1], now)
+    if locked:
+        return _page(error=locked, status=429)
+    email = None
+    try:
+        email = sso.finish(settings, pending, request.args)
+        user = sso.user_for(db.session, settings, email, now)
+    except sso.SsoError as exc:
+        db.session.rollback()
+        scopes = accounts.scopes(address, email or "")[: 2 if email else 1]
+        _failed(scopes, now, f"user:{email}" if email else None, method="sso")
+        return _page(error=str(exc), status=exc.status)
+    return _signed_in(user, accounts.scopes(address, email), now, next_page, method="sso")
 
 
 @bp.post("/logout")

@@ -120,6 +120,17 @@ def _quiet_request_logs():
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+@pytest.fixture(scope="session")
+def oidc(tmp_path_factory):
+    """A real OpenID Connect provider (npm `oidc-provider`) on a free port for the run, with
+    one client; `oidc.client` holds the issuer, client id and secret (tests/oidc_provider.py)."""
+    from tests.oidc_provider import CALLBACK_PATH, OidcProvider
+
+    provider = OidcProvider(tmp_path_factory.mktemp("oidc"), [f"http://127.0.0.1{CALLBACK_PATH}"])
+    yield provider
+    provider.close()
+
+
 @pytest.fixture
 def fake():
     with FakeUpstream(models=MODELS) as upstream:

@@ -1,7 +1,8 @@
-"""The coding-agent CLIs the tests run for real, installed from the npm registry when
-missing: `@anthropic-ai/claude-code` and `@openai/codex` (native binaries shipped inside
-registry packages). Installed once per machine under ~/.cache/keyrelay-tests/, pinned, so a run is
-repeatable and a second run costs nothing."""
+"""The npm packages the tests run for real, installed from the npm registry when missing:
+the coding-agent CLIs `@anthropic-ai/claude-code` and `@openai/codex` (native binaries shipped
+inside registry packages) and the OpenID Connect provider `oidc-provider` (a library, run by
+tests/oidc/provider.mjs). Installed once per machine under ~/.cache/keyrelay-tests/, pinned,
+so a run is repeatable and a second run costs nothing."""
 
 from __future__ import annotations
 
@@ -13,13 +14,23 @@ from pathlib import Path
 CACHE = Path.home() / ".cache" / "keyrelay-tests"
 CLAUDE_CODE = ("@anthropic-ai/claude-code", "2.1.332", "claude")
 CODEX = ("@openai/codex", "0.171.0", "codex")
+OIDC_PROVIDER = ("oidc-provider", "9.13.3", "lib/index.js")
 
 
 def ensure(package: str, version: str, binary: str) -> Path:
     """The path of the package's binary, installing the package first if it is not there."""
     prefix = CACHE / f"{package.replace('/', '+')}@{version}"
-    path = prefix / "node_modules" / ".bin" / binary
-    if os.access(path, os.X_OK):
+    return _installed(package, version, prefix, prefix / "node_modules" / ".bin" / binary, os.X_OK)
+
+
+def ensure_module(package: str, version: str, entry: str) -> Path:
+    """The path of a file in a library package (its entry), installing it if it is not there."""
+    prefix = CACHE / f"{package.replace('/', '+')}@{version}"
+    return _installed(package, version, prefix, prefix / "node_modules" / package / entry, os.R_OK)
+
+
+def _installed(package: str, version: str, prefix: Path, path: Path, mode: int) -> Path:
+    if os.access(path, mode):
         return path
     npm = shutil.which("npm")
     if npm is None:
@@ -29,7 +40,7 @@ def ensure(package: str, version: str, binary: str) -> Path:
     done = subprocess.run(
         [*command, f"{package}@{version}"], capture_output=True, text=True, timeout=600
     )
-    if done.returncode != 0 or not os.access(path, os.X_OK):
+    if done.returncode != 0 or not os.access(path, mode):
         raise RuntimeError(f"npm install {package}@{version} failed:\n{done.stderr[-2000:]}")
     return path
 
@@ -40,3 +51,7 @@ def claude_code() -> Path:
 
 def codex() -> Path:
     return ensure(*CODEX)
+
+
+def oidc_provider() -> Path:
+    return ensure_module(*OIDC_PROVIDER)
