@@ -166,3 +166,30 @@ def test_an_rpm_of_5_counts_both_keys_together(app, admin, server, priced, clock
     assert f"until {until.strftime('%Y-%m-%dT%H:%M:%SZ')} (UTC)" in body["message"]
     clock.advance(seconds=61)
     sdk(server, keys[1]).chat.completions.create(**chat(), max_tokens=5)  # a new minute
+
+
+def test_a_journal_replayed_after_a_kill_takes_the_cost_off_the_balance_once(app, admin):
+    """A process killed before its writer committed: the journal line another process
+    replays charges the member, and a second replay charges nothing more."""
+    from gateway import journal
+    from gateway.accounting import RequestRecord, Usage
+
+    gateway = app.extensions["keyrelay"]
+    made = new_member(admin)
+    set_money(app, made["id"], balance_micros=1_000_000)
+    key = member_key(app, made["id"])
+    rec = RequestRecord(gateway.clock.now(), "chat.completions", "gpt-4o-mini", False, 1)
+    rec.client_key_id, rec.status_code, rec.usage = key_id_of(app, key), 200, Usage(3, 4)
+    rec.request_id, rec.cost_micros = "req_killed", 7_000
+    entry = gateway.books.entry(rec.log_row(), [], rec.usage_row(), None)
+    gateway.books.journal_dir.mkdir(parents=True, exist_ok=True)
+    (gateway.books.journal_dir / "4242-deadbeef.journal").write_bytes(journal.encode(entry))
+    assert gateway.books.recover() == 1
+    assert balance(app, made["id"]) == 1_000_000 - 7_000
+    (gateway.books.journal_dir / "4243-deadbeef.journal").write_bytes(journal.encode(entry))
+    assert gateway.books.recover() == 0  # already in the log: not charged twice
+    assert balance(app, made["id"]) == 1_000_000 - 7_000
+
+
+def key_id_of(app, key: str) -> int:
+    return app.extensions["keyrelay"].callers.resolve(key).client_key_id
