@@ -329,6 +329,7 @@ def register_blueprints(app: Flask) -> None:
         dashboard,
         dashboard_members,
         errors,
+        member_credits,
         metrics,
         openapi_docs,
         partials,
@@ -352,6 +353,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(rovodev_pages.bp)
     app.register_blueprint(dashboard_members.bp)
     app.register_blueprint(portal.bp)
+    app.register_blueprint(member_credits.bp)
     app.register_blueprint(partials.bp, url_prefix="/partials")
     app.register_blueprint(csrf.exempt(webhooks.bp), url_prefix="/api/webhooks")
     errors.register(app)
