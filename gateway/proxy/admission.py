@@ -230,16 +230,14 @@ class Admission:
             return
         priced_as = self._priced_as(request.model)
         now = self.clock.now()
-        ask = self._ask(request, priced_as, account.balance_scope, now, None, int)
+        ask = self._ask(request, priced_as, account.balance_scope, now, None)
         ask.period_id = account.funded_micros  # new credits: a new "period" (wallet.py)
         ask.load_spent = lambda: self._member_spend(member_id, None, None)
         asks = [(ask, account.funded_micros)]
         if account.budget_micros is not None:
             start, end = budgets.period(account.created_at, account.budget_period, now)
-            ask = self._ask(
-                request, priced_as, account.budget_scope, start, end,
-                lambda: self._member_spend(member_id, start, end), now,
-            )  # fmt: skip
+            ask = self._ask(request, priced_as, account.budget_scope, start, end, now)
+            ask.load_spent = lambda: self._member_spend(member_id, start, end)
             asks.append((ask, account.budget_micros))
         request.limit_answer(ask.answer)
         for ask, budget in asks:
@@ -327,14 +325,16 @@ class Admission:
             with self.engine.connect() as conn:
                 return store.client_key_spend(conn, caller.client_key_id, start, end)
 
-        scope = f"ck:{caller.client_key_id}:budget"
-        return self._ask(request, priced_as, scope, start, end, spent_so_far, now)
+        ask = self._ask(request, priced_as, f"ck:{caller.client_key_id}:budget", start, end, now)
+        ask.load_spent = spent_so_far
+        return ask
 
     def _ask(
         self, request: ProxyRequest, priced_as: tuple, scope: str, start: datetime,
-        end: datetime | None, spent_so_far: Callable[[], int], now: datetime | None = None,
+        end: datetime | None, now: datetime | None = None,
     ) -> _Ask:  # fmt: skip
-        """What the request asks of one budget (`scope`) in its period [start, end)."""
+        """What the request asks of one budget (`scope`) in its period [start, end); its
+        spend so far is read by the `load_spent` the caller sets."""
         now = start if now is None else now
         asked = request.answer_tokens  # the dialect made it a positive integer, or None
         answer = (asked or budgets.DEFAULT_ANSWER_TOKENS) if request.answers else 0
@@ -355,7 +355,7 @@ class Admission:
         # The least worth holding: the prompt and one answer token per choice.
         minimum = self._cost(request, prompt, 1, priced_as) if request.answers else estimate
         return _Ask(
-            scope, int(start.timestamp()), estimate, spent_so_far, now, end, basis,
+            scope, int(start.timestamp()), estimate, int, now, end, basis,
             answer, prompt, minimum, priced_as,
         )  # fmt: skip
 
