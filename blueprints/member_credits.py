@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, request, url_for
 from flask_login import current_user
-from sqlalchemy.exc import IntegrityError
 
 from blueprints.common import utcnow
 from blueprints.web import guard_member, no_cache, register_csrf_error
 from extensions import db
-from gateway import credits, member_credits
+from gateway import member_credits
 from gateway.paystack import Paystack
 
 bp = Blueprint("member_credits", __name__)
@@ -66,11 +65,7 @@ def came_back():
             db.session, paystack, current_user.id, reference, per_unit, utcnow(),
             request.remote_addr,
         )  # fmt: skip
-        db.session.commit()
     except member_credits.PurchaseError as exc:
         db.session.rollback()
         return _to_dashboard(str(exc))
-    except IntegrityError:  # the webhook credited the same payment at this moment
-        db.session.rollback()
-        result = member_credits.credited_message(credits.Outcome("duplicate"))
     return _to_dashboard(result.message, "success" if result.credited else "info")

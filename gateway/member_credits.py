@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import credits
@@ -76,7 +77,7 @@ def finish(
     micros_per_unit: int, now: datetime, address=None,
 ) -> Result:  # fmt: skip
     """Verify the payment the member came back with and credit it (once per reference),
-    in the session's transaction (the caller commits)."""
+    committed; nothing is written when it raises PurchaseError."""
     reference = (reference or "").strip()
     if not reference or len(reference) > 128:
         raise PurchaseError("Paystack sent you back without a payment reference.")
@@ -95,7 +96,15 @@ def finish(
     charge = credits.Charge(
         CHECKOUT_EVENT, paid.reference, paid.amount, paid.currency, None, member_id
     )
-    outcome = credits.credit_member(session, charge, micros_per_unit, now, address)
+    try:
+        outcome = credits.credit_member(session, charge, micros_per_unit, now, address)
+        session.commit()
+    except IntegrityError:  # the webhook credited the same payment at this moment
+        session.rollback()
+        outcome = credits.Outcome("duplicate", paid.reference, member_id=member_id)
+    except credits.PayloadError as exc:  # an amount no real payment has
+        session.rollback()
+        raise PurchaseError(f"The payment could not be added: {exc}") from None
     return credited_message(outcome)
 
 
