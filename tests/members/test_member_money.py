@@ -193,3 +193,17 @@ def test_a_journal_replayed_after_a_kill_takes_the_cost_off_the_balance_once(app
 
 def key_id_of(app, key: str) -> int:
     return app.extensions["keyrelay"].callers.resolve(key).client_key_id
+
+
+def test_a_tpm_limit_counts_the_tokens_of_both_keys(app, admin, server, priced, clock):
+    made = new_member(admin)
+    set_money(app, made["id"], balance_micros=10**9, rpm_limit=None, tpm_limit=20,
+              budget_micros=None)  # fmt: skip
+    keys = [member_key(app, made["id"], "one"), member_key(app, made["id"], "two")]
+    first = sdk(server, keys[0]).chat.completions.create(**chat(), max_tokens=15)
+    assert first.usage.total_tokens > 20  # the window is full after one request
+    with pytest.raises(openai.RateLimitError) as refused:
+        sdk(server, keys[1]).chat.completions.create(**chat(), max_tokens=5)
+    assert "20 tokens per minute over all your API keys" in refused.value.body["message"]
+    clock.advance(seconds=61)
+    sdk(server, keys[1]).chat.completions.create(**chat(), max_tokens=5)
