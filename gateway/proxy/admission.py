@@ -284,7 +284,8 @@ class Admission:
         metrics.sink.rejected("client_key", "budget")
         raise GatewayError(
             400,
-            f"The model '{model}' has no known price, and this API key has a budget: its "
+            f"The model '{model}' has no known price, and this API key spends a budget or "
+            "a prepaid balance: its "
             "requests cannot be counted against it. An admin can set a price for the model "
             "(per million tokens or per request) on the dashboard's Prices page or with "
             f"PUT /api/admin/prices/{model}.",

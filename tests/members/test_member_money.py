@@ -207,3 +207,13 @@ def test_a_tpm_limit_counts_the_tokens_of_both_keys(app, admin, server, priced, 
     assert "20 tokens per minute over all your API keys" in refused.value.body["message"]
     clock.advance(seconds=61)
     sdk(server, keys[1]).chat.completions.create(**chat(), max_tokens=5)
+
+
+def test_a_model_without_a_price_is_refused_to_a_member(app, admin, server, priced, fake):
+    made = new_member(admin)
+    key = member_key(app, made["id"])
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk(server, key).chat.completions.create(**chat(model="house-model-x"), max_tokens=5)
+    assert refused.value.body["code"] == "model_price_unknown"
+    assert "prepaid balance" in refused.value.body["message"]
+    assert fake.requests_for(SECRET) == []
