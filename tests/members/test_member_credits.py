@@ -214,3 +214,19 @@ def test_only_a_signed_in_member_buys(server, admin, paystack):
     anonymous = requests.post(f"{server.url}/analytics/credits", data={"amount": "5"},
                               allow_redirects=False, timeout=10)  # fmt: skip
     assert anonymous.status_code in (302, 401) and paystack.requests == []
+
+
+def test_a_charge_for_a_member_who_is_gone_is_kept_unmatched(app, server, paystack, member):
+    member_id, _ = member
+    gone = paystack.initialize(
+        {"email": "old@example.com", "amount": 300, "metadata": {"member_id": member_id + 50}}
+    )
+    paystack.pay(gone.reference)
+    [answer] = paystack.send_webhook(f"{server.url}/api/webhooks/paystack", gone.reference)
+    assert answer.status == 200 and answer.json()["status"] == "unmatched"  # not retried
+    with app.app_context():
+        row = db.session.scalar(
+            select(CreditTransaction).where(CreditTransaction.reference == gone.reference)
+        )
+        assert (row.status, row.member_id, row.amount_micros) == ("unmatched", None, 3_000_000)
+    assert balance(app, member_id) == 30_000
