@@ -22,7 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
 from extensions import csrf, db, login_manager
-from gateway import backup, periods, scheduler, schema, tokens
+from gateway import backup, members, periods, scheduler, schema, tokens
 from gateway.accounting import new_request_id
 from gateway.admin.errors import InputError
 from gateway.alerts import BudgetAlerts
@@ -109,6 +109,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     settings = config.from_environment()
     settings.update(test_config or {})
     periods.configure(settings["TIMEZONE"])
+    members.check_settings(settings)
     set_busy_timeout(settings["DB_BUSY_TIMEOUT"])
     instance = Path(settings.get("INSTANCE_PATH") or ROOT / "instance")
     app = Flask(__name__, instance_path=str(instance))
@@ -326,10 +327,13 @@ def register_blueprints(app: Flask) -> None:
         admin_api,
         auth,
         dashboard,
+        dashboard_members,
         errors,
+        member_credits,
         metrics,
         openapi_docs,
         partials,
+        portal,
         proxy,
         rovodev_api,
         rovodev_pages,
@@ -347,6 +351,9 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(rovodev_pages.bp)
+    app.register_blueprint(dashboard_members.bp)
+    app.register_blueprint(portal.bp)
+    app.register_blueprint(member_credits.bp)
     app.register_blueprint(partials.bp, url_prefix="/partials")
     app.register_blueprint(csrf.exempt(webhooks.bp), url_prefix="/api/webhooks")
     errors.register(app)

@@ -56,6 +56,13 @@ def authenticate() -> None:
     """The master key, or a dashboard session (changes: an admin, with the CSRF token).
     Every call sees every request this process has booked."""
     if bearer_token() is None and current_user.is_authenticated:
+        if current_user.is_member:
+            raise GatewayError(
+                403,
+                "The admin API is for KeyRelay's admins; members use /api/keys/manage.",
+                type="permission_error",
+                code="forbidden",
+            )
         if request.method not in SAFE_METHODS:
             if not current_user.is_admin:
                 raise GatewayError(
@@ -633,3 +640,7 @@ def list_jobs():
     """The scheduled jobs (F33): schedule, last run and its summary, next run, and the pid
     of the worker that runs them."""
     return jsonify(scheduler.describe(current_app))
+
+
+# The members' routes (/members, /invites) are on this blueprint too.
+from blueprints import admin_api_members  # noqa: E402, F401

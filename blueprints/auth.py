@@ -13,7 +13,10 @@ from flask_login import current_user, login_user, logout_user
 from blueprints.common import gateway
 from blueprints.web import audit, no_cache, register_csrf_error
 from extensions import csrf, db
-from gateway import accounts, sso
+from gateway import accounts, members, sso
+from gateway.admin import members as member_commands
+from gateway.admin.context import Admin
+from gateway.admin.errors import InputError
 
 bp = Blueprint("auth", __name__)
 bp.after_request(no_cache)
@@ -30,8 +33,12 @@ def _policy() -> accounts.ThrottlePolicy:
     )
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a path on this site (no `//evil`, no scheme) may follow the login."""
+def _safe_next(target: str | None, user=None) -> str:
+    """Only a path on this site (no `//evil`, no scheme) may follow the login; a member
+    goes to their own dashboard (/analytics) whatever the link asked."""
+    if user is not None and user.is_member:
+        home = url_for("portal.analytics")
+        return target if target and target.split("?")[0] == home else home
     if target and target.startswith("/") and not target.startswith("//"):
         parsed = urlparse(target)
         if not parsed.scheme and not parsed.netloc and not target.startswith("/login"):
@@ -42,7 +49,8 @@ def _safe_next(target: str | None) -> str:
 def _page(username: str = "", error: str | None = None, status: int = 200):
     """The login page; it offers SSO when an issuer is set."""
     sso_on = sso.SsoSettings.from_config(current_app.config) is not None
-    page = render_template("login.html", username=username, error=error, sso=sso_on)
+    signup = members.signup_mode(current_app.config) == members.OPEN
+    page = render_template("login.html", username=username, error=error, sso=sso_on, signup=signup)
     return page, status
 
 
@@ -73,7 +81,7 @@ def _signed_in(user, scopes: list[str], now, next_page: str | None, **detail):
     session.permanent = True
     audit("login", target=f"user:{user.username}", **detail)
     db.session.commit()
-    return redirect(_safe_next(next_page))
+    return redirect(_safe_next(next_page, user))
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -83,7 +91,7 @@ def login():
     # run and follows to here; monitors do `curl -I`) is answered like GET and counts nothing.
     if request.method != "POST":
         if current_user.is_authenticated:
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(_safe_next(request.args.get("next"), current_user))
         return _page()
     csrf.protect()
     username = (request.form.get("username") or "").strip()[:64]
@@ -151,3 +159,52 @@ def logout():
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+# -- sign-up (members) -------------------------------------------------------------------
+
+
+def _signup_page(error: str | None = None, status: int = 200, **values):
+    """The sign-up form (in invite mode it carries the invite's token)."""
+    mode = members.signup_mode(current_app.config)
+    page = render_template("signup.html", error=error, mode=mode, **values)
+    return page, status
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def signup():
+    """A new member signs up with email and password: anyone (KEYRELAY_SIGNUP=open), or
+    whoever holds a one-time invite link (invite, the default); off: no sign-up."""
+    mode = members.signup_mode(current_app.config)
+    if mode == members.OFF:
+        return _signup_page("Sign-up is off on this server. Ask an admin for an account.", 404)
+    token = (request.values.get("invite") or "").strip()
+    now = gateway().clock.now()
+    if mode == members.INVITE:
+        try:
+            invite = members.find_invite(db.session, token, now)
+        except InputError as exc:
+            status = 403 if exc.status == 400 else exc.status
+            return _signup_page(str(exc), status, invite=None)
+        if request.method != "POST":
+            return _signup_page(invite=token, email=invite.email or "")
+    elif request.method != "POST":
+        return _signup_page(invite="", email="")
+    csrf.protect()
+    email = (request.form.get("email") or "").strip()[:254]
+    address = request.remote_addr or "unknown"
+    locked = _lock_message(accounts.scopes(address, "")[:1], now)
+    if locked:
+        return _signup_page(locked, 429, invite=token, email=email)
+    command = Admin(db.session, gateway(), "signup", address)
+    via = "invite" if mode == members.INVITE else "signup"
+    defaults = members.Defaults.from_config(current_app.config)
+    try:
+        member = member_commands.create(
+            command, email, request.form.get("password") or "", defaults, via, token or None
+        )
+    except InputError as exc:
+        db.session.rollback()
+        status = 409 if exc.status == 409 else 422 if exc.status == 400 else exc.status
+        return _signup_page(str(exc), status, invite=token, email=email, field=exc.field)
+    return _signed_in(member.user, accounts.scopes(address, email), now, None, method="signup")

@@ -23,6 +23,7 @@ from gateway.admin.context import Admin
 from models import User
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+MEMBERS_ELSEWHERE = "This page is for KeyRelay's admins. Your own dashboard is at /analytics."
 
 
 def htmx() -> HtmxHeaders:
@@ -67,13 +68,25 @@ def _next_url() -> str:
 
 
 def guard() -> Response | None:
-    """Every dashboard request: logged in; changes need an admin and a CSRF token."""
+    """Every dashboard request: logged in, not a member; changes need an admin and a
+    CSRF token."""
     if not current_user.is_authenticated:
         return login_manager.unauthorized()
+    if current_user.is_member:
+        return refuse(MEMBERS_ELSEWHERE, 403)
     if request.method not in SAFE_METHODS:
         csrf.protect()
         if not current_user.is_admin:
             return refuse("Viewers can look but not change anything; ask an admin.", 403)
+    return None
+
+
+def guard_member() -> Response | None:
+    """Every request to a member's page: logged in; changes need the CSRF token."""
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    if request.method not in SAFE_METHODS:
+        csrf.protect()
     return None
 
 

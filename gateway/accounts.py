@@ -62,8 +62,11 @@ def set_password(user: User, password: str) -> None:
 
 
 def verify(session: Session, username: str, password: str) -> User | None:
-    """The user if the password matches; the same hashing work either way."""
+    """The user if the password matches; the same hashing work either way. A name with
+    an `@` may also be a member's email (any case)."""
     user = session.scalar(select(User).where(User.username == username))
+    if user is None and "@" in username:
+        user = session.scalar(select(User).where(User.email == username.strip().lower()))
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
         return None

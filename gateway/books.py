@@ -96,11 +96,18 @@ MARK_SUCCESS = (
     "cooldown_until = CASE WHEN status = 'cooling_down' THEN NULL ELSE cooldown_until END "
     "WHERE id = :key_id"
 )
+# A member's key: its request's cost comes off the member's prepaid balance, in the same
+# transaction as the request's row (wallet.py relies on the two moving together).
+CHARGE_MEMBER = (
+    "UPDATE members SET balance_micros = balance_micros - :cost "
+    "WHERE user_id = (SELECT member_id FROM client_keys WHERE id = :client_key_id)"
+)
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _STATEMENTS = {
     "attempt": INSERT_ATTEMPT,
     "usage": UPSERT_USAGE,
     "success": MARK_SUCCESS,
+    "member": CHARGE_MEMBER,
 }
 
 
@@ -401,7 +408,10 @@ class Books:
     def _commit(self, conn, entries: list[dict]) -> None:
         usage: dict[tuple, dict] = {}
         used_at: dict[int, datetime] = {}
+        charges: dict[int, int] = defaultdict(int)  # client key → cost (members' balances)
         for entry in entries:
+            if entry["log"].get("client_key_id") and entry["log"].get("cost_micros"):
+                charges[entry["log"]["client_key_id"]] += entry["log"]["cost_micros"]
             if entry["usage"]["profile_id"] is None:
                 continue  # a request for a profile that does not exist: logged, not rolled up
             key = tuple(entry["usage"][c] for c in _USAGE_KEY)
@@ -431,6 +441,11 @@ class Books:
                 cursor.executemany(
                     self._sql["success"],
                     [{"key_id": k, "now": t} for k, t in used_at.items()],
+                )
+            if charges:
+                cursor.executemany(
+                    self._sql["member"],
+                    [{"cost": c, "client_key_id": k} for k, c in sorted(charges.items())],
                 )
             conn.commit()
             self.commits += 1

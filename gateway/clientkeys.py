@@ -25,7 +25,7 @@ from gateway.keyring import parse_models, parse_moment
 from gateway.limiter import Limits
 from gateway.secrets import token_hash as fingerprint  # plain SHA-256: see the docstring
 from gateway.validation import MAX_SQL_INT, whole_number
-from models import ClientKey, ConversationPin, Profile, StoredResponse
+from models import ClientKey, ConversationPin, Member, Profile, StoredResponse
 
 PREFIX = "kr-"
 # Accepted by the API but not enforced yet (limits and budgets come next): refused
@@ -212,6 +212,7 @@ class Caller:
     models: frozenset[str] | None  # None: any model
     limits: Limits | None = None  # None: no rate limits
     budget: Budget | None = None  # None: no budget
+    member_id: int | None = None  # the member who owns the key; None: an admin's key
 
     @property
     def scope(self) -> str:
@@ -235,6 +236,8 @@ class _Entry:
     revoked: bool
     limits: Limits | None
     budget: Budget | None
+    member_id: int | None = None
+    suspended: bool = False  # the owning member is suspended
 
 
 class Callers:
@@ -263,7 +266,16 @@ class Callers:
             raise _unauthorized("This API key was revoked.", "api_key_revoked")
         if entry.expires_at is not None and entry.expires_at <= self.clock.now():
             raise _unauthorized("This API key has expired.", "api_key_expired")
-        return Caller(entry.id, entry.profile, entry.models, entry.limits, entry.budget)
+        if entry.suspended:
+            raise GatewayError(
+                403,
+                "The account that owns this API key is suspended. Ask an admin to resume it.",
+                type="permission_error",
+                code="member_suspended",
+            )
+        return Caller(
+            entry.id, entry.profile, entry.models, entry.limits, entry.budget, entry.member_id
+        )
 
     def _lookup(self, digest: str) -> _Entry | None:
         hit = self._entries.get(digest)
@@ -282,8 +294,11 @@ class Callers:
                 ClientKey.max_budget_micros,
                 ClientKey.budget_duration,
                 ClientKey.created_at,
+                ClientKey.member_id,
+                Member.suspended_at,
             )
             .join(Profile, Profile.id == ClientKey.profile_id)
+            .outerjoin(Member, Member.user_id == ClientKey.member_id)
             .where(ClientKey.key_hash == digest)
         )
         try:
@@ -309,6 +324,8 @@ class Callers:
                 None
                 if row.max_budget_micros is None
                 else Budget(row.max_budget_micros, row.budget_duration, row.created_at),
+                row.member_id,
+                row.suspended_at is not None,
             )
         if len(self._entries) > 10_000:  # unknown tokens must not grow the cache forever
             self._entries.clear()

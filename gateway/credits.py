@@ -13,6 +13,11 @@ for an admin to settle, rather than retried for 72 hours). The transaction's ref
 unique in `credit_transactions`, written in the same transaction as the budget, so a
 retried or replayed delivery credits once.
 
+A charge whose metadata names a member (`member_id`, a purchase started on the member's
+dashboard, member_credits.py) credits that member's prepaid balance instead, by the same
+once-per-reference rule (`credit_member`), whether the webhook or the member's return
+from Paystack arrives first.
+
 An admin's top-up (the JSON API or the dashboard) goes the same way, `add_to_budget`: one
 UPDATE that adds to the budget in SQL (never read, add, write back), and a
 `credit_transactions` row (source `admin`, the actor, reference `admin-<uuid>`). Twenty
@@ -33,7 +38,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from gateway import accounts
-from models import ClientKey, CreditTransaction
+from models import ClientKey, CreditTransaction, Member
 from models.credits import ADMIN, CREDITED, PAYSTACK, UNMATCHED
 from models.types import usd
 
@@ -57,6 +62,7 @@ class Charge:
     amount: int  # the currency's smallest unit
     currency: str
     client_key_id: int | None  # None: the charge is not for a client key
+    member_id: int | None = None  # a member's purchase of credits
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class Outcome:
     reference: str | None = None
     client_key_id: int | None = None
     credit_micros: int = 0
+    member_id: int | None = None
 
     def body(self) -> dict:
         body = {"status": self.status}
@@ -74,6 +81,8 @@ class Outcome:
             body["reference"] = self.reference
         if self.client_key_id is not None:
             body["client_key_id"] = self.client_key_id
+        if self.member_id is not None:
+            body["member_id"] = self.member_id
         if self.status == CREDITED:
             body["credited"] = usd(self.credit_micros)
         return body
@@ -110,26 +119,40 @@ def parse(body: bytes) -> Charge | str:
         raise PayloadError("'data.amount' must be a positive integer (smallest unit).")
     if not isinstance(currency, str) or not 0 < len(currency) <= 8:
         raise PayloadError("'data.currency' must be a currency code.")
-    return Charge(event["event"], reference.strip(), amount, currency, _client_key_id(data))
+    metadata = _metadata(data.get("metadata"))
+    return Charge(
+        event["event"],
+        reference.strip(),
+        amount,
+        currency,
+        _id_in(metadata, "client_key_id", "client_key", "a client key's id"),
+        _id_in(metadata, "member_id", "member_id", "a member's id"),
+    )
 
 
-def _client_key_id(data: dict) -> int | None:
-    """`metadata.client_key_id` (or `client_key`): an id, as a number or digits."""
-    metadata = data.get("metadata")
+def _metadata(metadata: object) -> dict:
     if isinstance(metadata, str):  # Paystack passes metadata given as a string through
         try:
             metadata = json.loads(metadata) if metadata.strip() else {}
         except ValueError:
             metadata = {}
-    if not isinstance(metadata, dict):
-        return None
-    value = metadata.get("client_key_id", metadata.get("client_key"))
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def member_of(metadata: object) -> int | None:
+    """The member a transaction's metadata names (`member_id`), or None."""
+    return _id_in(_metadata(metadata), "member_id", "member_id", "a member's id")
+
+
+def _id_in(metadata: dict, name: str, alias: str, what: str) -> int | None:
+    """`metadata[name]` (or `alias`): an id, as a number or digits."""
+    value = metadata.get(name, metadata.get(alias))
     if value is None or value == "":
         return None
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PayloadError("'data.metadata.client_key_id' must be a client key's id.")
+        raise PayloadError(f"'data.metadata.{name}' must be {what}.")
     return value
 
 
@@ -140,6 +163,8 @@ def receive(
     charge = parse(body)
     if isinstance(charge, str):
         return Outcome("ignored")
+    if charge.member_id is not None and charge.client_key_id is None:
+        return credit_member(session, charge, micros_per_unit, now, address)
     if charge.client_key_id is None:
         return Outcome("ignored", charge.reference)
     return credit(session, charge, micros_per_unit, now, address)
@@ -280,3 +305,64 @@ def top_up(
         require_budget=True,
     )
     return reference if added else None
+
+
+def credit_member(
+    session: Session, charge: Charge, micros_per_unit: int, now: datetime, address=None
+) -> Outcome:
+    """Record a member's paid purchase and add it to their balance, in the session's
+    transaction (the caller commits; an IntegrityError then means a concurrent delivery
+    of the same reference won). A reference seen before changes nothing: 'duplicate'."""
+    known = select(CreditTransaction.id).where(CreditTransaction.reference == charge.reference)
+    if session.scalar(known) is not None:
+        return Outcome("duplicate", charge.reference, member_id=charge.member_id)
+    micros = charge.amount * micros_per_unit
+    if micros > MAX_CREDIT_MICROS:
+        raise PayloadError(
+            f"'data.amount' credits more than ${MAX_CREDIT_MICROS // 1_000_000:,} at once."
+        )
+    found = session.scalar(select(Member.user_id).where(Member.user_id == charge.member_id))
+    status = CREDITED if found is not None else UNMATCHED
+    session.add(
+        CreditTransaction(
+            reference=charge.reference,
+            member_id=found,
+            status=status,
+            amount=charge.amount,
+            currency=charge.currency,
+            amount_micros=micros,
+            event=charge.event,
+            created_at=now,
+            source=PAYSTACK,
+            actor=ACTOR,
+        )
+    )
+    session.flush()  # the unique reference first: a second delivery stops here
+    if found is not None:
+        session.execute(
+            update(Member)
+            .where(Member.user_id == found)
+            .values(balance_micros=Member.balance_micros + micros)
+            .execution_options(synchronize_session=False)
+        )  # added in SQL, never read and written back: concurrent credits all count
+    accounts.audit(
+        session,
+        ACTOR,
+        "member.credit" if found is not None else "credit.unmatched",
+        now,
+        target=f"member:{charge.member_id}",
+        detail={
+            "reference": charge.reference,
+            "paid": charge.amount,
+            "currency": charge.currency,
+            "amount": usd(micros),
+        },
+        address=address,
+    )
+    if found is None:
+        log.warning(
+            "paystack charge %s names member #%s, who does not exist: kept as unmatched",
+            charge.reference,
+            charge.member_id,
+        )
+    return Outcome(status, charge.reference, None, micros, charge.member_id)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 
 from gateway import apischema as s
-from gateway import clientkeys, keyring, reports, routes, rovodev_accounts
+from gateway import budgets, clientkeys, keyring, reports, routes, rovodev_accounts
 from gateway.validation import MAX_SQL_INT
 
 STR, INT, NUM, BOOL, ANY = (
@@ -104,12 +104,34 @@ CLIENT_KEY = _closed(
         "revoked_at": N_STR,
         "status": STR,
         "created_by": N_STR,
+        "member_id": {**N_INT, "description": "the member who owns the key; null: an admin's"},
         "created_at": STR,
         "updated_at": STR,
         "key": {**STR, "description": "the key itself: only in the answer that creates it"},
     },
     optional=("key",),
 )
+MEMBER = _closed(
+    {
+        "id": INT,
+        "email": N_STR,
+        "username": STR,
+        "balance": MONEY,
+        "budget": N_MONEY,
+        "budget_period": N_STR,
+        "rpm_limit": N_INT,
+        "tpm_limit": N_INT,
+        "max_keys": INT,
+        "profile": STR,
+        "status": {"type": "string", "enum": ["active", "suspended"]},
+        "suspended_at": N_STR,
+        "created_at": STR,
+        "last_login_at": N_STR,
+        "spend": {**MONEY, "description": "what the member's keys have spent in all"},
+        "keys": {**INT, "description": "the member's keys not revoked"},
+    }
+)
+INVITE = _closed({"url": STR, "email": N_STR, "expires_at": STR})
 ROUTE = _closed({"id": INT, **routes.SCHEMA, "target": N_STR, "on_context_overflow": STR})
 PROFILE = _closed({"id": INT, "name": STR, **keyring.profile_settings_schema()["properties"]})
 PRICE = _closed(
@@ -288,6 +310,34 @@ _PRICE_BODY = {
     "anyOf": [{"required": ["input_per_mtok", "output_per_mtok"]}, {"required": ["per_request"]}],
 }
 _TOPUP = s.obj({"amount": s.POSITIVE_USD}, ("amount",))
+_EMAIL = {"type": "string", "maxLength": 254, "pattern": s.EMAIL}
+_PROFILE_NAME = s.text(64, pattern=keyring.PROFILE_NAME.pattern)
+_NEW_MEMBER = s.obj({"email": _EMAIL, "password": s.text(1024) | {"minLength": 8}}, ("email",))
+_MEMBER_CHANGES = s.obj(
+    {
+        "budget": s.nullable(s.USD),
+        "budget_period": s.nullable({"type": "string", "enum": list(budgets.DURATIONS)}),
+        "rpm_limit": s.nullable(s.integer(1, 10**9)),
+        "tpm_limit": s.nullable(s.integer(1, 10**9)),
+        "max_keys": s.integer(0, 10**9),
+        "profile": _PROFILE_NAME,
+        "suspended": BOOL,
+    }
+)
+_SIGNED_USD = {
+    "anyOf": [
+        {
+            "type": "string",
+            "pattern": "^-?" + s.POSITIVE_USD["anyOf"][0]["pattern"][1:],
+            "x-expected": 'be a non-zero amount in USD such as "5.00" or "-2.50"',
+        },
+        {"type": "integer", "minimum": 1, "maximum": 10**9},
+        {"type": "integer", "minimum": -(10**9), "maximum": -1},
+    ],
+    "x-rule": 'must be a non-zero amount in USD such as "5.00" or "-2.50"',
+}
+_BALANCE = s.obj({"amount": _SIGNED_USD, "reason": s.text(500)}, ("amount", "reason"))
+_INVITE_BODY = s.obj({"email": _EMAIL})
 
 # -- query parameters ------------------------------------------------------------------
 
@@ -364,6 +414,15 @@ OPERATIONS: dict[str, tuple] = {
         (_query("profile", s.text(64)), _query("model", s.text(128))),
     ),
     "admin_api.list_jobs": (None, (200, JOBS), (), ()),
+    "admin_api.list_members": (None, (200, _list(MEMBER)), (), ()),
+    # 409: an account for that email exists.
+    "admin_api.create_member": (_NEW_MEMBER, (201, MEMBER), (409,), ()),
+    "admin_api.get_member": (None, (200, MEMBER), (), ()),
+    "admin_api.update_member": (_MEMBER_CHANGES, (200, MEMBER), (), ()),
+    # 409: the balance would go below 0 or above 1000000000 USD.
+    "admin_api.adjust_balance": (_BALANCE, (200, MEMBER), (409,), ()),
+    "admin_api.delete_member": (None, (204, None), (), ()),
+    "admin_api.create_invite": (_INVITE_BODY, (201, INVITE), (), ()),
     "rovodev_api.list_accounts": (None, (200, _list(ACCOUNT)), (), (_PROFILE_Q,)),
     "rovodev_api.create_account": (
         rovodev_accounts.input_schema(True),
@@ -387,7 +446,12 @@ OPERATIONS: dict[str, tuple] = {
 PUBLIC = {"openapi.document", "openapi.docs_page"}
 # Bodies that may be left out (a toggle flips, a sync covers everything); every other
 # operation with a body needs one.
-OPTIONAL_BODY = {"admin_api.toggle_key", "admin_api.sync_keys", "rovodev_api.sync_accounts"}
+OPTIONAL_BODY = {
+    "admin_api.toggle_key",
+    "admin_api.sync_keys",
+    "rovodev_api.sync_accounts",
+    "admin_api.create_invite",
+}
 _CONVERTER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 _PATH_TYPES = {"int": s.integer(0, MAX_SQL_INT), "path": {"type": "string", "minLength": 1}}
 # Path parameters by name where the view takes less than any text.

@@ -25,11 +25,13 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from gateway import accounts
+from gateway import accounts, members
+from gateway.admin.errors import InputError
 from models import User
+from models.types import usd
 from models.users import ADMIN
 
 SCOPE = "openid email"
@@ -61,6 +63,8 @@ class SsoSettings:
     client_secret: str
     allowed_domains: frozenset[str] = frozenset()
     admin_emails: frozenset[str] = frozenset()
+    # What a member made at their first sign-in starts with (KEYRELAY_MEMBER_*).
+    member_defaults: members.Defaults | None = None
 
     @classmethod
     def from_config(cls, config: Mapping) -> SsoSettings | None:
@@ -74,6 +78,7 @@ class SsoSettings:
             client_secret=config.get("OIDC_CLIENT_SECRET") or "",
             allowed_domains=_words(config.get("OIDC_ALLOWED_DOMAINS")),
             admin_emails=_words(config.get("OIDC_ADMIN_EMAILS")),
+            member_defaults=members.Defaults.from_config(config),
         )
 
 
@@ -235,7 +240,9 @@ def _email(claims: dict) -> str:
 def user_for(session: Session, settings: SsoSettings, email: str, now) -> User:
     """Who a verified email signs in as: an admin email as an admin (created on first
     sign-in), an existing user of that name as themselves, an allowed domain as a member."""
-    user = session.scalar(select(User).where(func.lower(User.username) == email))
+    user = session.scalar(
+        select(User).where(or_(func.lower(User.username) == email, User.email == email))
+    )
     if user is not None:
         return user
     if email in settings.admin_emails:
@@ -245,13 +252,28 @@ def user_for(session: Session, settings: SsoSettings, email: str, now) -> User:
         except accounts.AccountError as exc:
             raise SsoError(f"No account can be made for {email}: {exc}") from None
     if email.rsplit("@", 1)[1] in settings.allowed_domains:
-        return member_for(session, email, now)
+        return member_for(session, settings, email, now)
     raise SsoError(f"The email {email} may not sign in here. Ask an admin for access.", 403)
 
 
-def member_for(session: Session, email: str, now) -> User:
-    """The member account of an email whose domain is allowed.
-
-    Members are not built yet: this is the one place that will find or create them.
-    """
-    raise SsoError(f"Member accounts are not available yet, so {email} cannot sign in here.", 403)
+def member_for(session: Session, settings: SsoSettings, email: str, now) -> User:
+    """The member account of an email whose domain is allowed: found, or made with the
+    new-member defaults (audited; the sign-in commits it)."""
+    user = session.scalar(select(User).where(User.email == email))
+    if user is not None:
+        return user
+    if settings.member_defaults is None:
+        raise SsoError(f"Member accounts are not set up, so {email} cannot sign in here.", 403)
+    try:
+        member = members.create(session, email, None, settings.member_defaults, now)
+    except InputError as exc:
+        raise SsoError(f"No account can be made for {email}: {exc}") from None
+    accounts.audit(
+        session,
+        "sso",
+        "member.create",
+        now,
+        target=f"member:{member.user_id}",
+        detail={"email": email, "via": "sso", "balance": usd(member.balance_micros)},
+    )
+    return member.user

@@ -4,6 +4,7 @@ from models.alerts import BudgetAlert
 from models.client_keys import ClientKey
 from models.credits import CreditTransaction
 from models.jobs import JobRun
+from models.members import Invite, Member, MemberToken
 from models.meta import DATABASE_ID, InstanceMeta
 from models.pins import ConversationPin
 from models.pricing import PriceOverride
@@ -25,8 +26,11 @@ __all__ = [
     "ConversationPin",
     "CreditTransaction",
     "InstanceMeta",
+    "Invite",
     "JobRun",
     "LoginThrottle",
+    "Member",
+    "MemberToken",
     "PriceOverride",
     "Profile",
     "ProviderKey",

@@ -38,6 +38,9 @@ class ClientKey(db.Model):
     budget_duration: Mapped[str | None] = mapped_column(String(8))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(80))
+    # The member who owns the key (None: an admin's key). Their suspension, balance,
+    # budget and limits apply to it too; deleting the member deletes their keys.
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -67,6 +70,7 @@ class ClientKey(db.Model):
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "status": self.status(now),
             "created_by": self.created_by,
+            "member_id": self.member_id,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }

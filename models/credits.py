@@ -29,6 +29,9 @@ class CreditTransaction(db.Model):
     client_key_id: Mapped[int | None] = mapped_column(
         ForeignKey("client_keys.id", ondelete="SET NULL"), index=True
     )
+    # A member's balance credit (Paystack or an admin's adjustment) names the member;
+    # deleting the member unlinks it (the payment stays on record).
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     status: Mapped[str] = mapped_column(String(16))
     # The payment in the currency's smallest unit (cents, kobo) as the provider sent it,
     # and the budget it bought in micro-dollars.

@@ -13,11 +13,16 @@ from models.types import UTCDateTime
 
 ADMIN = "admin"
 VIEWER = "viewer"
+# A member spends their own keys and credits (models/members.py); never a dashboard user.
+MEMBER = "member"
+# The roles the dashboard's Users page hands out; members come in through sign-up,
+# invites and SSO (gateway/admin/members.py).
 ROLES = (ADMIN, VIEWER)
 
 
 class User(UserMixin, db.Model):
-    """Someone who logs in to the dashboard: `admin` changes things, `viewer` only reads."""
+    """Someone who logs in: `admin` changes things, `viewer` only reads the dashboard,
+    `member` sees only their own page (/analytics) and keys."""
 
     __tablename__ = "users"
     # Ids are never handed out twice (SQLite reuses max(id) + 1 otherwise): a new row must
@@ -28,6 +33,8 @@ class User(UserMixin, db.Model):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(16), default=VIEWER)
+    # Lower-cased; members sign in with it (their username is the email too when it fits).
+    email: Mapped[str | None] = mapped_column(String(254), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Bumped when the password changes or the user is removed: old sessions stop working.
@@ -36,6 +43,10 @@ class User(UserMixin, db.Model):
     @property
     def is_admin(self) -> bool:
         return self.role == ADMIN
+
+    @property
+    def is_member(self) -> bool:
+        return self.role == MEMBER
 
     def get_id(self) -> str:
         """flask-login's session value: id and version, so a password change logs out."""

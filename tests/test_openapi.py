@@ -94,13 +94,17 @@ def _seed(url: str) -> dict:
     post("/prices/gpt-4o", {"input_per_mtok": "2.5", "output_per_mtok": "10"}, "PUT")
     account = post("/rovodev-keys", {"email": "a@example.com", "apiToken": "tok-seed-1",
                                      "baseUrl": DEAD_UPSTREAM})  # fmt: skip
-    return {"key": key["id"], "client": client["id"], "route": route["id"], "acct": account["id"]}
+    member = post("/members", {"email": "member@example.com", "password": "member-pass-1"})
+    return {"key": key["id"], "client": client["id"], "route": route["id"], "acct": account["id"],
+            "member": member["id"]}  # fmt: skip
 
 
 def _pinned(path: str, ids: dict) -> dict:
     """Path parameters naming the seeded objects, so answers have bodies to check."""
     if path.startswith("/api/admin/client-keys/"):
         return {"key_id": ids["client"]}
+    if path.startswith("/api/admin/members/"):
+        return {"member_id": ids["member"]}
     if path.startswith("/api/admin/rovodev-keys/"):
         return {"key_id": ids["acct"], "profile": "default"}
     return {"key_id": ids["key"], "route_id": ids["route"], "model": "gpt-4o", "name": "default"}
@@ -109,7 +113,7 @@ def _pinned(path: str, ids: dict) -> dict:
 def _rank(operation) -> tuple:
     """Reads first, then calls that test and sync, then changes, deletes last."""
     method, path = operation.method.upper(), operation.path
-    order = {"GET": 0, "POST": 2, "PUT": 3, "DELETE": 4}[method]
+    order = {"GET": 0, "POST": 2, "PUT": 3, "PATCH": 3, "DELETE": 4}[method]
     if path.endswith(("/test", "/sync")) or "/test/" in path:
         order = 1
     return order, path

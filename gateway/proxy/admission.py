@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from gateway import budgets, metrics, store
+from gateway import budgets, metrics, store, wallet
 from gateway.books import Books
 from gateway.clientkeys import Caller
 from gateway.dialects.base import ProxyRequest
@@ -56,6 +56,10 @@ class Ticket:
     # The answer tokens (all choices) the budget reservation pays for: a stream that
     # passes them is ended with the length stop (None: no budget).
     answer_cap: int | None = None
+    # The member's reservations (scope, period id, reserved micro-dollars) of their
+    # balance and budget, and their rate window's scope: booked with the key's.
+    member_holds: list[tuple[str, int, int]] = field(default_factory=list)
+    member_scope: str | None = None
     # The x-ratelimit-* headers the admission produced (F7).
     headers: dict[str, str] = field(default_factory=dict)
     # The provider key's windows the serving attempt was admitted to (F30).
@@ -115,6 +119,11 @@ class Ticket:
             scope, period_id, estimate = self.reservation
             self.reservation = None
             items.append(("b", scope, period_id, estimate, cost_micros))
+        holds, self.member_holds = self.member_holds, []
+        items += [("b", scope, period, held, cost_micros) for scope, period, held in holds]
+        if self.member_scope is not None:
+            items.append(("w", self.member_scope, now, total_tokens, False))
+            self.member_scope = None
         if self.scope is not None:
             scope, parallel = self.scope
             self.scope = None
@@ -154,6 +163,8 @@ class Admission:
         `ticket.admitted()`, which puts what was taken on the ticket."""
         if caller.models is not None and request.model not in caller.models:
             raise _model_not_allowed(request.model, caller)
+        if caller.member_id is not None:
+            self._admit_member(caller.member_id, request, ticket)
         if caller.budget is None:
             if caller.limits is not None:
                 now = int(self.clock.now().timestamp())
@@ -206,7 +217,52 @@ class Admission:
                     high = middle - 1
             answer = low
             request.limit_answer(answer)
-        ticket.answer_cap = answer * request.choices
+        cap = answer * request.choices
+        ticket.answer_cap = cap if ticket.answer_cap is None else min(cap, ticket.answer_cap)
+
+    def _admit_member(self, member_id: int, request: ProxyRequest, ticket: Ticket) -> None:
+        """A member's key: reserve against the member's balance, then their budget, then
+        take a place in their rate window (all their keys together). Each is on the ticket
+        as soon as it is taken, so a refusal further on gives the earlier ones back."""
+        with self.engine.connect() as conn:
+            account = wallet.load(conn, member_id)
+        if account is None:
+            return
+        priced_as = self._priced_as(request.model)
+        now = self.clock.now()
+        ask = self._ask(request, priced_as, account.balance_scope, now, None)
+        ask.period_id = account.funded_micros  # new credits: a new "period" (wallet.py)
+        ask.load_spent = lambda: self._member_spend(member_id, None, None)
+        asks = [(ask, account.funded_micros)]
+        if account.budget_micros is not None:
+            start, end = budgets.period(account.created_at, account.budget_period, now)
+            ask = self._ask(request, priced_as, account.budget_scope, start, end, now)
+            ask.load_spent = lambda: self._member_spend(member_id, start, end)
+            asks.append((ask, account.budget_micros))
+        request.limit_answer(ask.answer)
+        for ask, budget in asks:
+            spent, reserved, admitted = self.limiter.reserve(
+                ask.scope, ask.period_id, budget, ask.estimate, ask.load_spent, ask.minimum
+            )
+            if not admitted:
+                metrics.sink.rejected("client_key", "budget")
+                if ask.scope == account.balance_scope:
+                    raise wallet.balance_used_up(account, spent, reserved, ask.minimum)
+                raise wallet.budget_used_up(account, spent, reserved, ask.minimum, ask.end, now)
+            held = granted(budget, ask.estimate, spent, reserved)
+            ticket.member_holds.append((ask.scope, ask.period_id, held))
+            self._cap(request, ticket, ask, held)
+        if account.limits is not None:
+            _, refusal = self.limiter.admit(account.scope, account.limits, int(now.timestamp()))
+            if refusal is not None:
+                metrics.sink.rejected("client_key", refusal.reason)
+                raise wallet.rate_limited(account, refusal, now)
+            ticket.member_scope = account.scope
+
+    def _member_spend(self, member_id: int, start, end) -> int:
+        self.books.flush(timeout=1.0)
+        with self.engine.connect() as conn:
+            return wallet.spend(conn, member_id, start, end)
 
     def _cost(self, request: ProxyRequest, prompt: int, answer: int, priced_as: tuple) -> int:
         usage = Usage(prompt, answer * request.choices)
@@ -228,7 +284,8 @@ class Admission:
         metrics.sink.rejected("client_key", "budget")
         raise GatewayError(
             400,
-            f"The model '{model}' has no known price, and this API key has a budget: its "
+            f"The model '{model}' has no known price, and this API key spends a budget or "
+            "a prepaid balance: its "
             "requests cannot be counted against it. An admin can set a price for the model "
             "(per million tokens or per request) on the dashboard's Prices page or with "
             f"PUT /api/admin/prices/{model}.",
@@ -263,18 +320,29 @@ class Admission:
         budget = caller.budget
         now = self.clock.now()
         start, end = budgets.period(budget.anchor, budget.duration, now)
-        asked = request.answer_tokens  # the dialect made it a positive integer, or None
-        answer = (asked or budgets.DEFAULT_ANSWER_TOKENS) if request.answers else 0
-        choices = request.choices
-        prompt = request.count_prompt() + request.prompt_tokens
-        usage = Usage(prompt, answer * choices)
-        estimate = max(0, self.prices.cost_micros(*priced_as, usage))
 
         def spent_so_far() -> int:
             self.books.flush(timeout=1.0)
             with self.engine.connect() as conn:
                 return store.client_key_spend(conn, caller.client_key_id, start, end)
 
+        ask = self._ask(request, priced_as, f"ck:{caller.client_key_id}:budget", start, end, now)
+        ask.load_spent = spent_so_far
+        return ask
+
+    def _ask(
+        self, request: ProxyRequest, priced_as: tuple, scope: str, start: datetime,
+        end: datetime | None, now: datetime | None = None,
+    ) -> _Ask:  # fmt: skip
+        """What the request asks of one budget (`scope`) in its period [start, end); its
+        spend so far is read by the `load_spent` the caller sets."""
+        now = start if now is None else now
+        asked = request.answer_tokens  # the dialect made it a positive integer, or None
+        answer = (asked or budgets.DEFAULT_ANSWER_TOKENS) if request.answers else 0
+        choices = request.choices
+        prompt = request.count_prompt() + request.prompt_tokens
+        usage = Usage(prompt, answer * choices)
+        estimate = max(0, self.prices.cost_micros(*priced_as, usage))
         basis = (
             f"{prompt} prompt tokens + {answer:,} answer tokens"
             + (f" x {choices} choices" if choices > 1 else "")
@@ -285,11 +353,10 @@ class Admission:
                 "a smaller max_tokens needs less)"
             )
         )
-        scope = f"ck:{caller.client_key_id}:budget"
         # The least worth holding: the prompt and one answer token per choice.
         minimum = self._cost(request, prompt, 1, priced_as) if request.answers else estimate
         return _Ask(
-            scope, int(start.timestamp()), estimate, spent_so_far, now, end, basis,
+            scope, int(start.timestamp()), estimate, int, now, end, basis,
             answer, prompt, minimum, priced_as,
         )  # fmt: skip
 
