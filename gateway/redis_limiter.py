@@ -415,6 +415,9 @@ class _Grant:
     limits: Limits
     window: Window
     admitted: int = 0
+    # Tokens this process booked in the scope since (a grant holds only while far from
+    # the TPM limit: past half of it, requests go to Redis again, request by request).
+    tokens: int = 0
 
 
 class _Sent:
@@ -753,20 +756,33 @@ class RedisLimiter:
             grant = self._grants.get(scope)
             if grant is None or self._pid != os.getpid():  # none, or a forked child's parent's
                 return None
-            if grant.left <= 0 or grant.limits != limits or time.monotonic() >= grant.until:
+            seen = grant.window
+            near_tpm = limits.tpm is not None and (seen.tokens + grant.tokens) * 2 > limits.tpm
+            if (
+                grant.left <= 0
+                or grant.limits != limits
+                or near_tpm
+                or time.monotonic() >= grant.until
+            ):
                 del self._grants[scope]
                 self._give_back_grant(scope, grant, now)
                 return None
             grant.left -= 1
             grant.admitted += 1
             self._pending.append((self._keys(scope, "wg"), ["g", now, 1, 0]))
-            seen = grant.window
             window = Window(
-                seen.requests + grant.admitted, seen.tokens, 0,
+                seen.requests + grant.admitted, seen.tokens + grant.tokens, 0,
                 seen.requests_reset, seen.tokens_reset,
             )  # fmt: skip
         self._wake.set()
         return window
+
+    def _count_granted_tokens(self, scope: str, tokens: int) -> None:
+        """Tokens booked in a scope this process holds a grant for: the grant sees them."""
+        with self._lock:
+            grant = self._grants.get(scope)
+            if grant is not None:
+                grant.tokens += tokens
 
     def _keep_grant(self, scope: str, limits: Limits, window: Window, count: int, now) -> None:
         with self._lock:
@@ -804,6 +820,8 @@ class RedisLimiter:
         for kind, scope, first, second, third in items:
             if kind == "w" and second <= 0 and not third:
                 continue  # nothing to book
+            if kind == "w" and second > 0 and self._grants:
+                self._count_granted_tokens(scope, second)
             keys += self._keys(scope, "wf" if kind == "w" else "bm")
             if kind == "w":
                 args += ["w", first, max(0, second), 1 if third else 0]
