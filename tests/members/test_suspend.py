@@ -19,6 +19,7 @@ def member(admin, fake):
     return new_member(admin)
 
 
+@pytest.mark.both_databases
 def test_a_suspended_members_key_is_refused_at_once_and_works_after_resume(
     app, admin, server, member
 ):
