@@ -94,10 +94,11 @@ def delete_member(member_id: int):
 @bp.post("/invites")
 def create_invite():
     """A one-time sign-up link (KEYRELAY_INVITE_HOURS); with `email`, only for that
-    person. The link is in the answer, once."""
+    person. The link is in the answer, once. With sign-up off: a 409."""
     body = _json() if isinstance(_json(), dict) else {}
+    config = current_app.config
     row, token = member_commands.invite(
-        admin(contract), current_app.config["INVITE_HOURS"], body.get("email")
+        admin(contract), config["INVITE_HOURS"], body.get("email"), members.signup_mode(config)
     )
     url = url_for("auth.signup", invite=token, _external=True)
     return jsonify({"url": url, "email": row.email, "expires_at": row.expires_at.isoformat()}), 201

@@ -62,7 +62,7 @@ from models import (
     UsageDaily,
     User,
 )
-from models.users import ROLES
+from models.users import MEMBER, ROLES
 
 bp = Blueprint("dashboard", __name__)
 
@@ -773,7 +773,9 @@ def users():
 
 
 def _users_page(errors: dict, values: dict, status: int = 200):
-    listing = db.session.scalars(select(User).order_by(User.username)).all()
+    # Members are on the Members page.
+    query = select(User).where(User.role != MEMBER).order_by(User.username)
+    listing = db.session.scalars(query).all()
     page = render_template("users.html", users=listing, errors=errors, values=values, roles=ROLES)
     return page, status
 

@@ -55,7 +55,9 @@ def invite():
     """A one-time invite link, shown once on the page that answers."""
     email = (request.form.get("email") or "").strip() or None
     try:
-        _row, token = member_commands.invite(admin(), current_app.config["INVITE_HOURS"], email)
+        config = current_app.config
+        mode = member_rules.signup_mode(config)
+        _row, token = member_commands.invite(admin(), config["INVITE_HOURS"], email, mode)
     except InputError as exc:
         db.session.rollback()
         return _page(errors={"invite." + exc.field: str(exc)}, status=422)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
@@ -191,7 +191,9 @@ def create(
     """A new member with the defaults. Without a password (SSO) a random one nobody is
     told: they sign in with SSO only. The caller audits and commits."""
     email = normal_email(email)
-    if session.scalar(select(User.id).where(User.email == email)) is not None:
+    # An account whose username is the email (an SSO admin, say) is that person too.
+    same = or_(User.email == email, func.lower(User.username) == email)
+    if session.scalar(select(User.id).where(same)) is not None:
         raise InputError("email", f"There is already an account for {email}.", 409)
     if password is None:
         password = secrets.token_urlsafe(32)

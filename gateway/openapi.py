@@ -422,7 +422,8 @@ OPERATIONS: dict[str, tuple] = {
     # 409: the balance would go below 0 or above 1000000000 USD.
     "admin_api.adjust_balance": (_BALANCE, (200, MEMBER), (409,), ()),
     "admin_api.delete_member": (None, (204, None), (), ()),
-    "admin_api.create_invite": (_INVITE_BODY, (201, INVITE), (), ()),
+    # 409: sign-up is off (KEYRELAY_SIGNUP=off).
+    "admin_api.create_invite": (_INVITE_BODY, (201, INVITE), (409,), ()),
     "rovodev_api.list_accounts": (None, (200, _list(ACCOUNT)), (), (_PROFILE_Q,)),
     "rovodev_api.create_account": (
         rovodev_accounts.input_schema(True),

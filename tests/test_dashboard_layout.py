@@ -130,6 +130,12 @@ def _seed_config(admin: Admin) -> list[str]:
         assert response.status == 201, response.data
         keys.append(response.json()["key"])
     assert admin.call("POST", "/client-keys/4/revoke").status == 200
+    # Members: one with a long address, one suspended (the Members page's rows).
+    for email in ("a.rather.long.name.of.a.person@engineering.example.com", "kim@example.com"):
+        made = admin.call("POST", "/members", {"email": email, "password": "member-pass-1"})
+        assert made.status == 201
+    suspended = admin.call("PATCH", f"/members/{made.json()['id']}", {"suspended": True})
+    assert suspended.status == 200
     return keys
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from extensions import db
 from gateway import accounts, sso
-from models import AuditEntry, User
+from models import AuditEntry, Member, User
 from tests.oidc_provider import CALLBACK_PATH, sign_in, stop_before_callback
 
 ADMIN_EMAIL = "boss@example.com"
@@ -136,11 +136,11 @@ def test_an_existing_user_signs_in_as_themselves(app, server, browser_session, c
 @pytest.mark.parametrize(
     ("email", "words"),
     [
-        ("dev@example.com", "Member accounts are not available yet"),
         ("eve@elsewhere.test", "eve@elsewhere.test may not sign in here"),
-        ("unverified:boss@example.com", "boss@example.com is not verified"),
+        ("eve@sub.example.com", "eve@sub.example.com may not sign in here"),
+        ("unverified:dev@example.com", "dev@example.com is not verified"),
     ],
-    ids=["allowed domain", "unknown domain", "unverified email"],
+    ids=["unknown domain", "a subdomain of an allowed one", "unverified email"],
 )
 def test_who_may_not_come_in_reads_why(app, server, browser_session, email, words):
     before = users(app)
@@ -150,6 +150,29 @@ def test_who_may_not_come_in_reads_why(app, server, browser_session, email, word
     assert users(app) == before
     assert not signed_in(server, browser_session)
     assert audit_entries(app)[-1][0] == "login.failed"
+
+
+def test_an_allowed_domain_signs_in_as_a_new_member_with_the_defaults(app, server, browser_session):
+    answer = sign_in(browser_session, f"{start(server)}?next=/keys", "Dev@Example.com")
+    assert answer.status_code == 200
+    assert answer.url == f"{server.url}/analytics"  # a member's home, whatever `next` said
+    assert "Your dashboard" in answer.text
+    assert users(app)["dev@example.com"] == "member"
+    with app.app_context():
+        member = db.session.scalar(select(Member))
+        assert member.user.email == "dev@example.com"
+        assert (member.balance_micros, member.budget_micros) == (5_000_000, 10_000_000)
+        assert (member.budget_period, member.rpm_limit, member.tpm_limit) == ("30d", 100, 10000)
+        assert (member.max_keys, member.profile.name) == (5, "default")
+    created = [e for e in audit_entries(app) if e[0] == "member.create"]
+    detail = {"email": "dev@example.com", "via": "sso", "balance": "5.000000"}
+    assert created == [("member.create", f"member:{member.user_id}", detail)]
+    # The next sign-in is the same member; the admin pages stay closed to them.
+    browser_session.cookies.clear()
+    again = sign_in(browser_session, start(server), "dev@example.com")
+    assert again.url == f"{server.url}/analytics"
+    assert list(users(app)).count("dev@example.com") == 1
+    assert browser_session.get(f"{server.url}/keys", timeout=10).status_code == 403
 
 
 def test_a_tampered_state_is_refused(app, server, browser_session):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from gateway import clientkeys, members
-from gateway.admin.context import CALLERS, Admin
+from gateway.admin.context import CALLERS, KEYS, Admin
 from gateway.admin.errors import InputError
 from gateway.members import Defaults
 from models import ClientKey, CreditTransaction, Member, User
@@ -41,12 +41,15 @@ def create(
         via=via,
         balance=usd(member.balance_micros),
     )
-    admin.commit(CALLERS)
+    admin.commit(KEYS)  # the member profile may have been made just now
     return member
 
 
-def invite(admin: Admin, hours: float, email: object = None):
-    """A one-time sign-up invite: (row, token). The link holds the token."""
+def invite(admin: Admin, hours: float, email: object = None, signup: str = members.INVITE):
+    """A one-time sign-up invite: (row, token). The link holds the token. With sign-up
+    off (`signup`, KEYRELAY_SIGNUP) no link could be used: a 409."""
+    if signup == members.OFF:
+        raise InputError("signup", "Sign-up is off on this server (KEYRELAY_SIGNUP=off).", 409)
     row, token = members.new_invite(admin.session, admin.actor, admin.now(), hours, email)
     admin.checked()
     admin.audit(

@@ -20,6 +20,11 @@ def delete(admin: Admin, user: User, by: User | None = None) -> None:
     """Remove a user; no one removes themselves (another admin can)."""
     if by is not None and user.id == by.id:
         raise InputError("user", "You cannot remove yourself; another admin can.")
+    if user.is_member:  # their keys and payments need the member's own removal
+        from gateway.admin import members
+
+        members.delete(admin, members.get(admin, user.id))
+        return
     admin.audit("user.delete", f"user:{user.username}")
     admin.session.delete(user)
     admin.commit()

@@ -47,6 +47,13 @@ class Browser:
 
 
 @pytest.fixture
+def settings(settings):
+    """No test here is about upstream timeouts: a loaded machine must not fail them."""
+    settings.update(READ_TIMEOUT=10.0, CONNECT_TIMEOUT=5.0, REQUEST_DEADLINE=30.0)
+    return settings
+
+
+@pytest.fixture
 def browser(server):
     opened = Browser(server.url)
     yield opened

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import urllib3
 from sqlalchemy import select
 
@@ -23,6 +24,7 @@ def audit_of(app, action: str) -> list[tuple[str | None, dict | None]]:
         return [(row.target, row.detail) for row in rows]
 
 
+@pytest.mark.both_databases
 def test_list_get_change_and_delete_through_the_api(app, admin):
     made = new_member(admin, "ann@example.com")
     listed = admin.call("GET", "/members").json()["data"]
@@ -70,6 +72,7 @@ def test_a_new_profile_moves_the_members_keys(app, admin, server, fake):
         assert db.session.scalar(select(ClientKey)).profile.name == "team-b"
 
 
+@pytest.mark.both_databases
 def test_balance_adjustments_are_exact_audited_and_need_a_reason(app, admin):
     made = new_member(admin)
     path = f"/members/{made['id']}/balance"
@@ -102,6 +105,7 @@ def test_balance_adjustments_are_exact_audited_and_need_a_reason(app, admin):
         ]
 
 
+@pytest.mark.both_databases
 def test_balance_adjustments_at_once_add_up_exactly(app, admin, server):
     made = new_member(admin)
     http = urllib3.PoolManager(maxsize=8, retries=False)
@@ -140,6 +144,7 @@ def audit_actions(app) -> list[tuple[str, str | None]]:
         return [(row.action, row.target) for row in rows]
 
 
+@pytest.mark.both_databases
 def test_deleting_a_member_removes_their_keys_and_keeps_their_payments(app, admin, server):
     made = new_member(admin)
     key = member_key(app, made["id"])
@@ -207,3 +212,29 @@ def test_an_admin_session_uses_the_members_api_with_its_csrf_header(app, admin):
     )  # fmt: skip
     assert done.status_code == 200 and done.json["max_keys"] == 2
     assert PASSWORD not in str(admin.call("GET", "/members").json())
+
+
+@pytest.mark.both_databases
+def test_the_users_page_leaves_members_to_the_members_page(app, admin, server, web):
+    made = new_member(admin, "u@example.com")
+    key = member_key(app, made["id"])
+    assert "u@example.com" not in web.get("/users").text
+    # Removing the member's user (as the CLI or an old link would) removes them whole.
+    assert web.post(f"/users/{made['id']}/delete").status_code == 302
+    assert admin.call("GET", "/members").json()["data"] == []
+    http = urllib3.PoolManager(retries=False)
+    answer = http.request(
+        "POST", f"{server.url}/v1/chat/completions", json=chat(),
+        headers={"Authorization": f"Bearer {key}"},
+    )  # fmt: skip
+    assert answer.status == 401
+
+
+def test_an_email_that_names_an_account_already_is_taken(app, admin, clock):
+    from gateway import accounts
+
+    with app.app_context():  # an admin whose username is their email (as SSO makes them)
+        accounts.create_user(db.session, "boss@example.com", "boss-pass-12", "admin", clock.now())
+        db.session.commit()
+    taken = admin.call("POST", "/members", {"email": "Boss@Example.com", "password": PASSWORD})
+    assert taken.status == 409 and taken.json()["error"]["param"] == "email"

@@ -97,12 +97,15 @@ def test_open_sign_up_needs_no_invite(app, server, browser):
 
 
 def test_sign_up_off_is_a_readable_404(app, admin, browser):
+    url = invite_url(admin)
     app.config["SIGNUP"] = "off"
-    url = invite_url(admin)  # even an invite does not open it
-    answer = browser.get(path_of(url))
+    answer = browser.get(path_of(url))  # an invite made before does not open it
     assert answer.status_code == 404
     assert "Sign-up is off on this server" in error_text(answer)
     assert 'href="/signup"' not in browser.get("/login").text
+    # No new invites either: their links could not be used.
+    refused = admin.call("POST", "/invites")
+    assert refused.status == 409 and "Sign-up is off" in refused.json()["error"]["message"]
 
 
 def test_the_sign_up_form_needs_its_csrf_token(app, browser):
