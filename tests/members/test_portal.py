@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from extensions import db
 from models import AuditEntry, ClientKey, MemberToken, RequestLog
-from tests.conftest import chat
+from tests.conftest import Admin, chat, live_app
 from tests.members.conftest import Browser, new_member
 
 SECRET = "sk-portal-aaaaaaaaaaaa1111"
@@ -269,3 +269,20 @@ def test_an_admin_session_has_no_member_keys(web):
     web.get("/analytics")
     answer = web.get("/api/keys/manage")
     assert answer.status_code == 403 and answer.json["error"]["code"] == "not_a_member"
+
+
+def test_buy_credits_shows_only_when_payments_are_set_up(server, admin, settings):
+    person, _ = signed_in(server, admin)
+    assert 'id="buy-credits"' not in person.get("/analytics").text
+    person.close()
+
+
+def test_buy_credits_form_posts_an_amount_with_the_csrf_token(settings):
+    with live_app(settings, PAYSTACK_SECRET="sk_test_portal") as (_, live):
+        http = urllib3.PoolManager(retries=False)
+        person, _ = signed_in(live, Admin(live.url, http))
+        page = person.get("/analytics").text
+        person.close()
+    form = re.search(r'<form[^>]*id="buy-credits".*?</form>', page, re.S)
+    assert form and 'action="/analytics/credits"' in form.group(0)
+    assert 'name="amount"' in form.group(0) and 'name="csrf_token"' in form.group(0)
