@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from gateway import budgets, clientkeys, members
 from gateway.admin.context import BUDGETS, CALLERS, Admin
@@ -47,6 +47,14 @@ def create_key(admin: Admin, member: Member, name: object) -> tuple[ClientKey, s
     name = _name(name, "key")
     if member.suspended_at is not None:
         raise Refused("member", "Your account is suspended: you cannot create keys.", 403)
+    # Take the member's row first (a no-op write): two creates at once count one after
+    # the other, so together they never pass max_keys.
+    admin.session.execute(
+        update(Member)
+        .where(Member.user_id == member.user_id)
+        .values(max_keys=Member.max_keys)
+        .execution_options(synchronize_session=False)
+    )
     if members.live_keys(admin.session, member.user_id) >= member.max_keys:
         raise Refused(
             "max_keys",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import openai
@@ -286,3 +287,19 @@ def test_buy_credits_form_posts_an_amount_with_the_csrf_token(settings):
     form = re.search(r'<form[^>]*id="buy-credits".*?</form>', page, re.S)
     assert form and 'action="/analytics/credits"' in form.group(0)
     assert 'name="amount"' in form.group(0) and 'name="csrf_token"' in form.group(0)
+
+
+def test_keys_created_at_once_never_pass_the_allowance(app, server, admin, person):
+    admin.call("PATCH", f"/members/{person.member['id']}", {"max_keys": 2})
+    token = NEW_SECRET.search(person.post("/analytics/tokens", {"name": "t"}).text).group(1)
+    http = urllib3.PoolManager(retries=False, maxsize=12)
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def create(i: int) -> int:
+        url = f"{server.url}/api/keys/manage"
+        return http.request("POST", url, json={"name": f"k{i}"}, headers=auth).status
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = sorted(pool.map(create, range(12)))
+    assert statuses == [201, 201] + [409] * 10
+    assert key_count(app, person.member["id"]) == 2
