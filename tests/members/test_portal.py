@@ -303,3 +303,28 @@ def test_keys_created_at_once_never_pass_the_allowance(app, server, admin, perso
         statuses = sorted(pool.map(create, range(12)))
     assert statuses == [201, 201] + [409] * 10
     assert key_count(app, person.member["id"]) == 2
+
+
+def test_bad_input_to_the_api_is_a_clear_4xx(server, person):
+    token = NEW_SECRET.search(person.post("/analytics/tokens", {"name": "t"}).text).group(1)
+    http = urllib3.PoolManager(retries=False)
+    url = f"{server.url}/api/keys/manage"
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    cases = [
+        (b"not json", auth, 400, "body"),
+        (b"[1, 2]", auth, 400, "body"),
+        (b'{"name": 5}', auth, 400, "name"),
+        (b'{"name": "' + b"x" * 129 + b'"}', auth, 400, "name"),
+        (b'{"name": "ok"}', {"Authorization": "Basic abc"}, 401, None),
+        (b'{"name": "ok"}', {"Authorization": "Bearer " + "krp-" + "x" * 5000}, 401, None),
+    ]
+    for body, headers, status, param in cases:
+        answer = http.request("POST", url, body=body, headers=headers)
+        error = answer.json()["error"]
+        assert (answer.status, error["param"]) == (status, param), (body[:20], answer.data)
+        assert error["message"] and "Traceback" not in answer.data.decode()
+    long_id = person.get("/analytics/requests/" + "r" * 3000)
+    assert long_id.status_code == 404
+    too_long = person.post("/analytics/tokens", {"name": "t" * 129})
+    assert flash_errors(too_long) == ["Keep the name under 128 characters."]
+    assert NEW_SECRET.search(too_long.text) is None
