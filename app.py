@@ -354,6 +354,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(dashboard_members.bp)
     app.register_blueprint(portal.bp)
     app.register_blueprint(member_credits.bp)
+    app.register_blueprint(portal.api)
     app.register_blueprint(partials.bp, url_prefix="/partials")
     app.register_blueprint(csrf.exempt(webhooks.bp), url_prefix="/api/webhooks")
     errors.register(app)
