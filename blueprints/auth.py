@@ -196,6 +196,14 @@ def signup():
     locked = _lock_message(accounts.scopes(address, "")[:1], now)
     if locked:
         return _signup_page(locked, 429, invite=token, email=email)
+    # Accounts made from one address are counted like failed logins: open sign-up cannot
+    # be used to make accounts without end.
+    made = [accounts.signup_scope(address)]
+    until = accounts.locked_until(db.session, made, now)
+    if until is not None:
+        minutes = max(1, math.ceil((until - now).total_seconds() / 60))
+        message = f"Too many sign-ups from your address. Try again in {minutes} minutes."
+        return _signup_page(message, 429, invite=token, email=email)
     command = Admin(db.session, gateway(), "signup", address)
     via = "invite" if mode == members.INVITE else "signup"
     defaults = members.Defaults.from_config(current_app.config)
@@ -207,4 +215,5 @@ def signup():
         db.session.rollback()
         status = 409 if exc.status == 409 else 422 if exc.status == 400 else exc.status
         return _signup_page(str(exc), status, invite=token, email=email, field=exc.field)
+    accounts.record_failure(db.session, made, now, _policy())
     return _signed_in(member.user, accounts.scopes(address, email), now, None, method="signup")

@@ -109,6 +109,11 @@ def scopes(address: str, username: str) -> list[str]:
     return [f"ip:{address}"[:160], f"user:{username.lower()}"[:160]]
 
 
+def signup_scope(address: str) -> str:
+    """The throttle scope counting the accounts signed up from one address."""
+    return f"signup:{address}"[:160]
+
+
 def locked_until(session: Session, keys: list[str], now: datetime) -> datetime | None:
     """When the latest lock on any of the scopes ends, if one is on now."""
     rows = session.scalars(select(LoginThrottle).where(LoginThrottle.scope.in_(keys)))

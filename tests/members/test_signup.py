@@ -96,6 +96,18 @@ def test_open_sign_up_needs_no_invite(app, server, browser):
     other.close()
 
 
+def test_open_sign_up_makes_only_so_many_accounts_from_one_address(app, server):
+    app.config.update(SIGNUP="open", LOGIN_LOCK_AFTER=3)
+    made = []
+    for number in range(4):
+        browser = Browser(server.url)
+        made.append(sign_up(browser, "/signup", f"many{number}@example.com"))
+        browser.close()
+    assert [answer.url.endswith("/analytics") for answer in made] == [True, True, True, False]
+    assert made[3].status_code == 429
+    assert "Too many sign-ups from your address" in error_text(made[3])
+
+
 def test_sign_up_off_is_a_readable_404(app, admin, browser):
     url = invite_url(admin)
     app.config["SIGNUP"] = "off"
