@@ -34,7 +34,9 @@ def check_new_user(session: Session, username: str, password: str, role: str) ->
         raise InputError("username", f"The username '{username}' is taken.")
 
 
-def check_password(password: str) -> None:
+def check_password(password: object) -> None:
+    if not isinstance(password, str) and password is not None:
+        raise InputError("password", "The password must be text.")
     if len(password or "") < MIN_PASSWORD:
         raise InputError("password", f"The password needs at least {MIN_PASSWORD} characters.")
 

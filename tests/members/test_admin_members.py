@@ -238,3 +238,10 @@ def test_an_email_that_names_an_account_already_is_taken(app, admin, clock):
         db.session.commit()
     taken = admin.call("POST", "/members", {"email": "Boss@Example.com", "password": PASSWORD})
     assert taken.status == 409 and taken.json()["error"]["param"] == "email"
+
+
+@pytest.mark.parametrize("password", [12345678, ["abcdefghij"], {"a": 1}, True])
+def test_a_password_that_is_not_text_is_a_400_naming_it(admin, password):
+    made = admin.call("POST", "/members", {"email": "typed@example.com", "password": password})
+    assert made.status == 400
+    assert made.json()["error"]["param"] == "password"
