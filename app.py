@@ -22,14 +22,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
 from extensions import csrf, db, login_manager
-from gateway import backup, members, periods, scheduler, schema, tokens
-from gateway.accounting import new_request_id
+from gateway import members, periods, schema, tokens
 from gateway.admin.errors import InputError
-from gateway.alerts import BudgetAlerts
-from gateway.journal import DatabaseIdentity
-from gateway.keyring import check_stored_secrets
+from gateway.jobs import backup, scheduler
+from gateway.keys.provider_keys import check_stored_secrets
+from gateway.keys.secrets import SecretBox, load_or_create, load_or_create_key_file
+from gateway.ledger.accounting import new_request_id
+from gateway.ledger.alerts import BudgetAlerts
+from gateway.ledger.journal import DatabaseIdentity
 from gateway.proxy.attempts import RetrySettings
-from gateway.secrets import SecretBox, load_or_create, load_or_create_key_file
 from gateway.service import Gateway, GatewaySettings
 from gateway.store import configure_postgresql, configure_sqlite, set_busy_timeout
 
@@ -228,7 +229,7 @@ def _gateway_settings(settings: dict) -> GatewaySettings:
 
 def _fallback_key(settings: dict) -> tuple[str, str, str] | None:
     """KEYRELAY_FALLBACK_* as (provider, secret, base_url), or None when no key is set."""
-    from gateway.keyring import DEFAULT_BASE_URLS
+    from gateway.keys.provider_keys import DEFAULT_BASE_URLS
     from gateway.providers import ADAPTERS
 
     secret = settings["FALLBACK_KEY"]
@@ -248,7 +249,7 @@ MASTER_PREFIX = "kr-master-"
 
 def _instance_master_key(instance: Path) -> str:
     """The generated master key in instance/master_key (0600), created on first start;
-    atomically, so every worker reads the same whole key (gateway.secrets.load_or_create)."""
+    atomically, so every worker reads the same whole key (gateway.keys.secrets.load_or_create)."""
     return load_or_create(
         instance / "master_key",
         lambda: MASTER_PREFIX + pysecrets.token_urlsafe(32),
@@ -273,7 +274,7 @@ def _initialise_database(instance: Path, settings: dict) -> DatabaseIdentity:
     """Migrate the schema (Alembic), create the `default` profile, the database's identity
     and the first admin once, even with several workers (or hosts) starting. A generated
     admin password is printed here, once. Returns the database's identity."""
-    from gateway import accounts
+    from gateway.admin import accounts
     from models import DEFAULT_PROFILE, Profile
 
     now = datetime.now(UTC)

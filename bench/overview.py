@@ -69,7 +69,7 @@ def create(instance: Path):
 def seed(app, rows: int) -> float:
     """Insert the keys through the app, then the log rows and roll-ups with raw SQL."""
     from extensions import db
-    from gateway import keyring
+    from gateway.keys import provider_keys as keyring
 
     started = time.perf_counter()
     now = datetime.now(UTC)

@@ -1,4 +1,4 @@
-"""Cost of scrubbing a key's secret from upstream answers (gateway/scrub.py), one thread.
+"""Cost of scrubbing a key's secret from upstream answers (gateway/keys/scrub.py), one thread.
 
 Run from the repo root: `PYTHONPATH=$PWD .venv/bin/python bench/scrub.py`. Prints µs per
 whole answer body and per streamed chunk (a typical SSE event, and a 64 KiB read), with
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from gateway.scrub import scrubber
+from gateway.keys.scrub import scrubber
 
 SECRET = "sk-proj-" + "a1B2c3D4e5F6g7H8" * 3
 EVENT = (

@@ -19,24 +19,17 @@ from blueprints.common import (
 )
 from blueprints.web import SAFE_METHODS, admin
 from extensions import csrf, db
-from gateway import (
-    apischema,
-    clientkeys,
-    keyring,
-    openapi,
-    periods,
-    pricing,
-    reports,
-    routes,
-    scheduler,
-    selection,
-    validation,
-)
-from gateway.admin import client_keys, provider_keys
+from gateway import periods, routes, validation
+from gateway.admin import apischema, client_keys, openapi, provider_keys
 from gateway.admin import prices as price_commands
 from gateway.admin import profiles as route_commands
 from gateway.admin.errors import InputError
 from gateway.errors import GatewayError
+from gateway.jobs import scheduler
+from gateway.keys import client_keys as clientkeys
+from gateway.keys import provider_keys as keyring
+from gateway.keys import selection
+from gateway.ledger import pricing, reports
 from models import (
     ClientKey,
     PriceOverride,
@@ -92,7 +85,7 @@ def contract() -> None:
 
 
 def _on_document(check) -> None:
-    """Run a check of gateway.openapi; what it refuses is a 400 naming the field."""
+    """Run a check of gateway.admin.openapi; what it refuses is a 400 naming the field."""
     try:
         check()
     except apischema.SchemaError as exc:

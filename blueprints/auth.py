@@ -13,7 +13,8 @@ from flask_login import current_user, login_user, logout_user
 from blueprints.common import gateway
 from blueprints.web import audit, no_cache, register_csrf_error
 from extensions import csrf, db
-from gateway import accounts, members, sso
+from gateway import members, sso
+from gateway.admin import accounts
 from gateway.admin import members as member_commands
 from gateway.admin.context import Admin
 from gateway.admin.errors import InputError

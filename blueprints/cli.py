@@ -11,11 +11,13 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from extensions import db
-from gateway import backup, configfiles, keyring, periods, scheduler
-from gateway.admin import client_keys, provider_keys, users
+from gateway import periods
+from gateway.admin import client_keys, configfiles, provider_keys, users
 from gateway.admin import config as config_commands
 from gateway.admin.context import Admin
 from gateway.admin.errors import InputError
+from gateway.jobs import backup, scheduler
+from gateway.keys import provider_keys as keyring
 from models import ClientKey, ProviderKey
 
 keys_cli = AppGroup("keys", help="Manage provider keys.")
@@ -225,7 +227,7 @@ def list_client_keys(profile: str | None) -> None:
 def create_client_key(name, profile, models, **limits) -> None:
     """Create a client key; the key is printed this once (only its hash is stored)."""
     from blueprints.common import client_key_defaults
-    from gateway import clientkeys
+    from gateway.keys import client_keys as clientkeys
 
     data = {"name": name, "profile": profile, "models": models}
     data |= {field: value for field, value in limits.items() if value is not None}

@@ -84,7 +84,8 @@ def key_health(now, profile: str | None = None) -> list:
     unlabelled: the page names the zone), every limit (RPM/TPM windows from the shared
     limiter), failures."""
     from extensions import db
-    from gateway import reports, states
+    from gateway.keys import states
+    from gateway.ledger import reports
 
     second = int(now.timestamp())
     return reports.key_health(

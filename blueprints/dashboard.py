@@ -29,27 +29,20 @@ from blueprints.common import (
 )
 from blueprints.web import admin, guard, htmx, no_cache, refuse, register_csrf_error
 from extensions import db
-from gateway import (
-    budgets,
-    catalog,
-    clientkeys,
-    configfiles,
-    keyring,
-    periods,
-    pricing,
-    reports,
-    routes,
-    selection,
-    validation,
-)
+from gateway import periods, routes, validation
 from gateway.admin import client_keys as client_key_commands
 from gateway.admin import config as config_commands
+from gateway.admin import configfiles, provider_keys
 from gateway.admin import prices as price_commands
 from gateway.admin import profiles as route_commands
-from gateway.admin import provider_keys
 from gateway.admin import users as user_commands
 from gateway.admin.errors import InputError
-from gateway.messages import upstream_message
+from gateway.keys import catalog, selection
+from gateway.keys import client_keys as clientkeys
+from gateway.keys import provider_keys as keyring
+from gateway.keys.messages import upstream_message
+from gateway.ledger import pricing, reports
+from gateway.limits import budgets
 from gateway.providers import ADAPTERS
 from models import (
     AuditEntry,

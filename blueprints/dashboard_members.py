@@ -10,10 +10,10 @@ from sqlalchemy import select
 from blueprints import formatting
 from blueprints.web import admin, guard, no_cache, refuse, register_csrf_error
 from extensions import db
-from gateway import budgets
 from gateway import members as member_rules
 from gateway.admin import members as member_commands
 from gateway.admin.errors import InputError
+from gateway.limits import budgets
 from models import Member, Profile
 
 bp = Blueprint("dashboard_members", __name__)

@@ -10,8 +10,9 @@ from decimal import Decimal
 from markupsafe import Markup, escape
 
 from blueprints.common import utcnow
-from gateway import periods, states
-from gateway.messages import upstream_message
+from gateway import periods
+from gateway.keys import states
+from gateway.keys.messages import upstream_message
 
 
 def usd(micros) -> str:

@@ -1,7 +1,7 @@
 """A member buys credits: `POST /analytics/credits` (form field `amount` in USD) sends
 them to Paystack's payment page; Paystack sends them back to
 `/analytics/credits/return?reference=…` (also `/callback`), where the payment is verified
-and added to their balance. The rules are in gateway/member_credits.py."""
+and added to their balance. The rules are in gateway/ledger/member_credits.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from flask_login import current_user
 from blueprints.common import utcnow
 from blueprints.web import guard_member, no_cache, register_csrf_error
 from extensions import db
-from gateway import member_credits
-from gateway.paystack import Paystack
+from gateway.ledger import member_credits
+from gateway.ledger.paystack import Paystack
 
 bp = Blueprint("member_credits", __name__)
 bp.before_request(guard_member)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template
 
-from gateway import openapi
+from gateway.admin import openapi
 
 bp = Blueprint("openapi", __name__)
 PREFIX = "/api/admin"

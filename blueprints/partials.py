@@ -7,7 +7,8 @@ from flask import Blueprint, render_template
 from blueprints.common import gateway, key_health
 from blueprints.web import guard, no_cache
 from extensions import db
-from gateway import periods, reports
+from gateway import periods
+from gateway.ledger import reports
 from models import ProviderKey
 
 bp = Blueprint("partials", __name__)

@@ -32,7 +32,7 @@ from gateway import portal
 from gateway.admin.context import Admin
 from gateway.admin.errors import InputError
 from gateway.errors import GatewayError
-from gateway.secrets import SecretBox, SecretUnreadable
+from gateway.keys.secrets import SecretBox, SecretUnreadable
 from models import Member
 
 bp = Blueprint("portal", __name__)

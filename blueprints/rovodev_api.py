@@ -11,10 +11,12 @@ from blueprints import admin_api
 from blueprints.common import gateway, utcnow
 from blueprints.web import admin
 from extensions import db
-from gateway import keyring, periods, rovodev_accounts
+from gateway import periods
 from gateway.admin import provider_keys, rovodev
 from gateway.admin.errors import InputError
 from gateway.errors import GatewayError
+from gateway.keys import provider_keys as keyring
+from gateway.keys import rovodev_accounts
 from gateway.providers import wording
 from models import Profile, ProviderKey
 

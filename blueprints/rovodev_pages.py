@@ -9,9 +9,11 @@ from sqlalchemy import select
 from blueprints.common import gateway, utcnow
 from blueprints.web import admin, guard, no_cache
 from extensions import db
-from gateway import keyring, periods, rovodev_accounts
+from gateway import periods
 from gateway.admin import rovodev
 from gateway.admin.errors import InputError
+from gateway.keys import provider_keys as keyring
+from gateway.keys import rovodev_accounts
 from gateway.providers import wording
 from gateway.providers.rovodev import RovodevAdapter
 from models import Profile, ProviderKey

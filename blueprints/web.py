@@ -18,7 +18,7 @@ from htmx_flask.requests import HtmxHeaders
 
 from blueprints.common import gateway
 from extensions import csrf, db, login_manager
-from gateway import accounts
+from gateway.admin import accounts
 from gateway.admin.context import Admin
 from models import User
 

@@ -1,7 +1,7 @@
 """Payment webhooks (F35): `POST /api/webhooks/paystack`.
 
 No login and no CSRF token: the caller is Paystack's server, and the signature over the
-raw body (gateway/credits.py) is the authentication.
+raw body (gateway/ledger/credits.py) is the authentication.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from blueprints.common import budgets_changed, utcnow
 from extensions import db
-from gateway import credits
 from gateway.errors import GatewayError
+from gateway.ledger import credits
 
 bp = Blueprint("webhooks", __name__)
 

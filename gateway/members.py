@@ -22,8 +22,10 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
-from gateway import accounts, apischema, budgets, keyring
+from gateway.admin import accounts, apischema
 from gateway.admin.errors import InputError
+from gateway.keys import provider_keys as keyring
+from gateway.limits import budgets
 from models import ClientKey, CreditTransaction, Invite, Member, Profile, RequestLog, User
 from models.credits import ADMIN, CREDITED
 from models.profiles import DEFAULT_PROFILE

@@ -13,10 +13,12 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
-from gateway import budgets, clientkeys, members
+from gateway import members
 from gateway.admin.context import BUDGETS, CALLERS, Admin
 from gateway.admin.errors import InputError
-from gateway.secrets import token_hash
+from gateway.keys import client_keys as clientkeys
+from gateway.keys.secrets import token_hash
+from gateway.limits import budgets
 from models import ClientKey, Member, MemberToken, RequestLog, User
 
 TOKEN_PREFIX = "krp-"

@@ -24,7 +24,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import select
 
-from gateway import journal, periods, scheduler, selection, store
+from gateway import periods, store
+from gateway.jobs import scheduler
+from gateway.keys import selection
+from gateway.ledger import journal
 from gateway.metrics import Sink
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import redis
 
-from gateway.redis_limiter import process_name
+from gateway.limits.redis import process_name
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from gateway import apischema
+from gateway.admin import apischema
 from gateway.admin.errors import InputError
 from gateway.errors import GatewayError, database_down
-from gateway.selection import STRATEGIES
+from gateway.keys.selection import STRATEGIES
 from models import Route
 
 CACHE_SECONDS = 5.0

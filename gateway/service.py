@@ -4,7 +4,7 @@ ticket; for each model the chain walks, candidates give the keys and for each ke
 asks its upstream, attempts judging each outcome; relay answers in the client's dialect
 and booking writes it down. The stages take data and return data or decisions; none calls
 back here. The model list is
-gateway/catalog.py's, the key test gateway/keytest.py's."""
+gateway/keys/catalog.py's, the key test gateway/keys/keytest.py's."""
 
 from __future__ import annotations
 
@@ -15,11 +15,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from gateway import selection
-from gateway.accounting import RequestRecord
-from gateway.books import Books
-from gateway.catalog import ModelList
-from gateway.clientkeys import MASTER, Caller, Callers
 from gateway.clock import Clock
 from gateway.dialects.anthropic_messages import AnthropicMessages
 from gateway.dialects.base import Dialect
@@ -27,11 +22,18 @@ from gateway.dialects.openai_chat import OpenAIChat
 from gateway.dialects.openai_other import OpenAICompletions, OpenAIEmbeddings
 from gateway.dialects.openai_responses import OpenAIResponses
 from gateway.errors import GatewayError, database_down, database_unavailable, journal_full
-from gateway.journal import DatabaseIdentity
-from gateway.keycache import KeyCache
-from gateway.keytest import KeyTester
-from gateway.limiter import SharedLimiter
-from gateway.pricing import Prices
+from gateway.keys import selection
+from gateway.keys.cache import KeyCache
+from gateway.keys.catalog import ModelList
+from gateway.keys.client_keys import MASTER, Caller, Callers
+from gateway.keys.keytest import KeyTester
+from gateway.keys.secrets import SecretBox, SecretUnreadable
+from gateway.ledger.accounting import RequestRecord
+from gateway.ledger.books import Books
+from gateway.ledger.journal import DatabaseIdentity
+from gateway.ledger.pricing import Prices
+from gateway.limits import Limiter
+from gateway.limits.local import SharedLimiter
 from gateway.providers import ADAPTERS
 from gateway.providers.base import Timeouts, TransportError
 from gateway.providers.carry import Unsupported
@@ -48,7 +50,6 @@ from gateway.proxy.pins import Pins
 from gateway.proxy.relay import ProxyResponse, Relay, Served, trace_headers
 from gateway.responses_store import ResponseStore
 from gateway.routes import Routes
-from gateway.secrets import SecretBox, SecretUnreadable
 from gateway.store import KeyRow
 
 __all__ = ["FALLBACK_KEY_ID", "Gateway", "GatewaySettings", "ProxyResponse"]
@@ -136,11 +137,12 @@ class Gateway:
             )
         }
 
-    def _limiter(self, settings: GatewaySettings, journal_dir: Path, database_id: str):
+    def _limiter(self, settings: GatewaySettings, journal_dir: Path, database_id: str) -> Limiter:
         """This host's limits file, or counters in Redis shared by every host."""
         if not settings.redis_url:
             return SharedLimiter(Path(journal_dir).parent / "limits.bin", database_id)
-        from gateway import redis_limiter, redis_shared  # imported only when configured
+        from gateway import redis_shared
+        from gateway.limits import redis as redis_limiter  # imported only when configured
 
         client = redis_limiter.connect(settings.redis_url)
         namespace = f"kr:{database_id[:16]}:"

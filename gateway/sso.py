@@ -28,7 +28,8 @@ from joserfc.jws import JWSRegistry
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from gateway import accounts, members
+from gateway import members
+from gateway.admin import accounts
 from gateway.admin.errors import InputError
 from models import User
 from models.types import usd

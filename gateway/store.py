@@ -9,8 +9,8 @@ from typing import NamedTuple
 from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway import catalog
-from gateway.messages import SYSTEM, upstream_message
+from gateway.keys import catalog
+from gateway.keys.messages import SYSTEM, upstream_message
 from models import Attempt, AuditEntry, Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import (
     ACTIVE,
@@ -87,7 +87,7 @@ class KeyRow:
     usage_day: date | None = None  # the local day of used_today (set by load_keys)
 
     def serves(self, model: str) -> bool:
-        """Whether this key serves the model (gateway/catalog.py)."""
+        """Whether this key serves the model (gateway/keys/catalog.py)."""
         return catalog.serves(self, model)
 
     @property

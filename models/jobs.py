@@ -12,7 +12,7 @@ from models.types import UTCDateTime
 
 
 class JobRun(db.Model):
-    """The last run of one scheduled job (gateway/scheduler.py), kept in the database so
+    """The last run of one scheduled job (gateway/jobs/scheduler.py), kept in the database so
     that it outlives the process and is the same for every worker."""
 
     __tablename__ = "job_runs"

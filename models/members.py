@@ -25,7 +25,7 @@ class Member(db.Model):
     # Prepaid credits in micro-dollars; their keys' spend comes off it.
     balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     # Spend allowed per budget period (micro-dollars; None: no budget). Periods run from
-    # `created_at` as client-key budgets do (gateway/budgets.py: 1h, 1d, 7d, 30d, 1mo).
+    # `created_at` as client-key budgets do (gateway/limits/budgets.py: 1h, 1d, 7d, 30d, 1mo).
     budget_micros: Mapped[int | None] = mapped_column(BigInteger)
     budget_period: Mapped[str | None] = mapped_column(String(8))
     # Requests and tokens per minute over all their keys together; None: unlimited.

@@ -59,7 +59,7 @@ class ProviderKey(db.Model):
     base_url: Mapped[str] = mapped_column(String(512))
     # The models the admin declared: ["*"] serves any model, otherwise the exact ids;
     # [] when none were declared (the key serves what its test discovered, or its
-    # provider's list: gateway/catalog.py).
+    # provider's list: gateway/keys/catalog.py).
     models: Mapped[list] = mapped_column(JSON)
     # Models the last successful key test discovered (the upstream's model list).
     discovered_models: Mapped[list | None] = mapped_column(JSON)
@@ -124,7 +124,7 @@ class ProviderKey(db.Model):
     usage_day = None  # the local day of used_today
 
     def serves(self, model: str) -> bool:
-        """Whether this key serves the model (gateway/catalog.py)."""
-        from gateway import catalog  # the domain decides; models/ stays below it
+        """Whether this key serves the model (gateway/keys/catalog.py)."""
+        from gateway.keys import catalog  # the domain decides; models/ stays below it
 
         return catalog.serves(self, model)

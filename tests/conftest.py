@@ -297,7 +297,7 @@ def web(app):
 
 def make_viewer(app, username: str = "vera", password: str = "viewer-pass-1") -> Web:
     """A viewer user, logged in."""
-    from gateway import accounts
+    from gateway.admin import accounts
 
     with app.app_context():
         accounts.create_user(db.session, username, password, "viewer", datetime.now(UTC))

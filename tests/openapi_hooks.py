@@ -8,7 +8,7 @@ operation is let through: same operation, status 400, the rule's field and words
 Rules between body fields are in the document itself (anyOf forms), not here; a clash
 with the saved object is a 409, which schemathesis already accepts for valid data.
 
-Imported by tests/test_openapi.py (which registers the hook); for the CLI, from the
+Imported by tests/admin/test_openapi.py (which registers the hook); for the CLI, from the
 repository's root: `SCHEMATHESIS_HOOKS=tests.openapi_hooks st run …`.
 """
 

@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import chat
 from tests.fake_upstream import Behaviour
+from tests.limits.test_budgets import SECRET, budget_key, sdk, spend
 from tests.overspend import PATIENT, RESERVATION, native, priced_claude, priced_key, streams_at_once
-from tests.test_budgets import SECRET, budget_key, sdk, spend
 
 WORDS = " ".join(["word"] * 2000)  # 2,000 tokens whatever max_tokens says
 CLAUDE = "sk-ant-api03-dddddddddddddddddddddddd"

@@ -14,7 +14,7 @@ import openai
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from gateway.secrets import mask
+from gateway.keys.secrets import mask
 from tests.browser import FLAGS, ensure_chromium, screenshot
 from tests.conftest import ADMIN_PASSWORD, chat, make_viewer
 from tests.fake_upstream import Behaviour

@@ -150,7 +150,7 @@ def test_auth_failure_from_traffic_is_explained_and_audited_as_system(admin, fak
 
 
 def test_upstream_messages_are_taken_out_of_their_json():
-    from gateway.messages import upstream_message
+    from gateway.keys.messages import upstream_message
 
     whole = 'HTTP 429: {"error": {"message": "Slow down", "type": "requests"}}'
     assert upstream_message(whole) == "HTTP 429: Slow down"

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from app import create_app
 from extensions import db
-from gateway import journal
-from gateway.accounting import AttemptRecord, RequestRecord, Usage
+from gateway.ledger import journal
+from gateway.ledger.accounting import AttemptRecord, RequestRecord, Usage
 from gateway.policy import Outcome
 from models import DATABASE_ID, InstanceMeta, RequestLog
 from tests.conftest import Admin, LiveServer
@@ -78,7 +78,7 @@ def test_a_journal_is_replayed_only_into_its_own_database(build, caplog):
     dead = folder / f"{old_id}.4242-deadbeef.journal"  # a worker of the old database died
     dead.write_bytes(_entry(old.extensions["keyrelay"], "req_old_db"))
 
-    with caplog.at_level(logging.WARNING, logger="gateway.journal"):
+    with caplog.at_level(logging.WARNING, logger="gateway.ledger.journal"):
         new = build("new.db")  # a new database, the same instance folder
     assert _logged(new, "req_old_db") == 0
     assert not dead.exists()
@@ -102,7 +102,7 @@ def test_an_old_unnamed_journal_older_than_the_database_is_not_replayed(build, c
     fresh = folder / "4243-0123456789ab.journal"  # written after: this database's
     fresh.write_bytes(_entry(first.extensions["keyrelay"], "req_fresh"))
 
-    with caplog.at_level(logging.WARNING, logger="gateway.journal"):
+    with caplog.at_level(logging.WARNING, logger="gateway.ledger.journal"):
         second = build("first.db")
     assert _logged(second, "req_stale") == 0
     assert _logged(second, "req_fresh") == 1

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from gateway import credits
+from gateway.ledger import credits
 from tests.fake_paystack import SECRET_KEY, FakePaystack, sign
-from tests.test_budgets import budget_key
+from tests.limits.test_budgets import budget_key
 
 AUTH = {"Authorization": f"Bearer {SECRET_KEY}"}
 

@@ -358,7 +358,7 @@ def test_dates_and_query_strings_out_of_range_never_fail(world, admin, web):
     problems = Problems()
     api_names = query_names("blueprints/admin_api.py")
     page_names = query_names(
-        "blueprints/dashboard.py", "blueprints/partials.py", "gateway/reports.py"
+        "blueprints/dashboard.py", "blueprints/partials.py", "gateway/ledger/reports.py"
     )
     page_names = sorted({*page_names, "since", "until", "key", "status", "before", "by"})
     for rule, _ in rules(world, "/", {"GET"}, exclude=("/v1", "/api/v1", "/static")):

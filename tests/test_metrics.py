@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from extensions import db
-from gateway import scheduler
+from gateway.jobs import scheduler
 from models import RequestLog
 from tests.conftest import MASTER_KEY, chat, live_app
 from tests.fake_upstream import Behaviour

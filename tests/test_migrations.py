@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from app import create_app
 from extensions import db
-from gateway import clientkeys, schema
+from gateway import schema
+from gateway.keys import client_keys as clientkeys
 from tests.conftest import MASTER_KEY
 
 ROOT = Path(__file__).resolve().parent.parent

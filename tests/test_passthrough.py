@@ -15,8 +15,8 @@ from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 from sqlalchemy import func, select
 
-from gateway import scheduler
 from gateway.dialects.base import ProxyRequest
+from gateway.jobs import scheduler
 from gateway.providers.base import UpstreamReply
 from gateway.providers.openai import ResponsesEvents
 from gateway.proxy import pins

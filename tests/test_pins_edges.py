@@ -9,7 +9,7 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
-from gateway import scheduler
+from gateway.jobs import scheduler
 from models import ConversationPin
 from tests.conftest import MASTER_KEY, live_app
 

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from extensions import db
-from gateway.accounting import AttemptRecord, RequestRecord, Usage, record
+from gateway.ledger.accounting import AttemptRecord, RequestRecord, Usage, record
 from gateway.policy import Outcome
 from models import RequestLog
 from tests.conftest import MASTER_KEY

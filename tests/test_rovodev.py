@@ -16,8 +16,8 @@ import openai
 import pytest
 
 from extensions import db
-from gateway import scheduler
-from gateway.secrets import mask
+from gateway.jobs import scheduler
+from gateway.keys.secrets import mask
 from models import ProviderKey
 from tests.conftest import MASTER_KEY, chat, make_viewer
 from tests.fake_rovodev import Account, FakeRovoDev

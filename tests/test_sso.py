@@ -13,7 +13,8 @@ import requests
 from sqlalchemy import select
 
 from extensions import db
-from gateway import accounts, sso
+from gateway import sso
+from gateway.admin import accounts
 from models import AuditEntry, Member, User
 from tests.oidc_provider import CALLBACK_PATH, sign_in, stop_before_callback
 

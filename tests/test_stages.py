@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.accounting import RequestRecord
 from gateway.dialects.base import ProxyRequest
 from gateway.dialects.openai_chat import OpenAIChat
 from gateway.errors import GatewayError
-from gateway.limiter import SharedLimiter
+from gateway.ledger.accounting import RequestRecord
+from gateway.ledger.usage import Usage
+from gateway.limits.local import SharedLimiter
 from gateway.policy import Outcome
 from gateway.providers.base import (
     ContextOverflow,
@@ -35,7 +36,6 @@ from gateway.proxy.infer import infer
 from gateway.proxy.relay import COST_HEADER, Relay, Served
 from gateway.routes import ERROR, FALLBACK, NO_ROUTE, PRUNE, RoutePolicy
 from gateway.store import KeyRow, ProfileRow
-from gateway.usage import Usage
 from tests.conftest import ManualClock
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,10 +3,12 @@ each audits once and makes the proxy see the change."""
 
 from __future__ import annotations
 
-from gateway import budgets, clientkeys, credits
 from gateway.admin.context import BUDGETS, CALLERS, Admin
 from gateway.admin.errors import InputError
-from gateway.clientkeys import ClientKeyInput
+from gateway.keys import client_keys as clientkeys
+from gateway.keys.client_keys import ClientKeyInput
+from gateway.ledger import credits
+from gateway.limits import budgets
 from models import ClientKey
 from models.types import usd
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway import configfiles
+from gateway.admin import configfiles
 from gateway.admin.context import CALLERS, KEYS, Admin
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from gateway import accounts
+from gateway.admin import accounts
 
 # Cache topics a command may change; `Admin.commit` makes this process re-read them
 # (other workers see the change within their one-second cache).

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from gateway import clientkeys, members
+from gateway import members
 from gateway.admin.context import CALLERS, KEYS, Admin
 from gateway.admin.errors import InputError
+from gateway.keys import client_keys as clientkeys
 from gateway.members import Defaults
 from models import ClientKey, CreditTransaction, Member, User
 from models.types import usd

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from gateway import pricing
 from gateway.admin.context import PRICES, Admin
 from gateway.admin.errors import InputError
+from gateway.ledger import pricing
 from models import PriceOverride
 
 FIELDS = ("input_per_mtok", "output_per_mtok", "per_request")

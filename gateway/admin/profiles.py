@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from gateway import keyring, routes
+from gateway import routes
 from gateway.admin.context import KEYS, Admin
 from gateway.admin.errors import InputError
+from gateway.keys import provider_keys as keyring
 from models import Profile, Route
 
 

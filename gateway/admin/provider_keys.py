@@ -3,10 +3,11 @@ reset and sync; each audits once and makes the proxy see the change."""
 
 from __future__ import annotations
 
-from gateway import keyring, usage_sync
 from gateway.admin.context import KEYS, Admin
-from gateway.keyring import KeyInput
-from gateway.messages import SYSTEM
+from gateway.jobs import usage_sync
+from gateway.keys import provider_keys as keyring
+from gateway.keys.messages import SYSTEM
+from gateway.keys.provider_keys import KeyInput
 from models import ProviderKey
 from models.provider_keys import AUTH_FAILED, COOLING_DOWN, DISABLED
 
@@ -135,7 +136,7 @@ def sync(admin: Admin, profile: str | None, provider: str | None) -> dict:
 def restore(admin: Admin, config) -> dict:
     """Re-test auth-failed and automatically disabled keys; those that answer come back
     (each audited by housekeeping as it restores it)."""
-    from gateway import housekeeping
+    from gateway.jobs import housekeeping
 
     admin.session.commit()  # no connection held during the tests
     return housekeeping.revalidate_keys(admin.gateway, admin.now(), config, actor=admin.actor)

@@ -3,11 +3,12 @@ named by the integration guide's camelCase fields."""
 
 from __future__ import annotations
 
-from gateway import rovodev_accounts, usage_sync
 from gateway.admin import provider_keys
 from gateway.admin.context import Admin
 from gateway.admin.errors import InputError
-from gateway.keyring import KeyInput
+from gateway.jobs import usage_sync
+from gateway.keys import rovodev_accounts
+from gateway.keys.provider_keys import KeyInput
 from models import ProviderKey
 
 PROVIDER = rovodev_accounts.PROVIDER

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway import accounts
+from gateway.admin import accounts
 from gateway.admin.context import Admin
 from gateway.admin.errors import InputError
 from models import User

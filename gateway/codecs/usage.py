@@ -1,9 +1,9 @@
-"""The internal usage beside the gateway's booking `Usage` (gateway/usage.py)."""
+"""The internal usage beside the gateway's booking `Usage` (gateway/ledger/usage.py)."""
 
 from __future__ import annotations
 
 from gateway.codecs.reply import Usage
-from gateway.usage import Usage as Booked
+from gateway.ledger.usage import Usage as Booked
 
 
 def of_booked(usage: Booked | None) -> Usage | None:

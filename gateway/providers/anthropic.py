@@ -23,6 +23,7 @@ from gateway.codecs.openai_chat import request as openai_chat_request
 from gateway.codecs.openai_chat.stream import Encoder as ChatEncoder
 from gateway.codecs.request import Request
 from gateway.codecs.wire import INTERNAL, Encoded
+from gateway.ledger.usage import Usage
 from gateway.policy import Outcome
 from gateway.providers.base import (
     ProviderAdapter,
@@ -42,7 +43,6 @@ from gateway.providers.carry import (
     as_function_call,
     legacy_functions,
 )
-from gateway.usage import Usage
 
 VERSION = "2023-06-01"
 FORMAT = "anthropic"

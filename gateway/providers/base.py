@@ -18,10 +18,10 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from gateway.errors import GatewayError
+from gateway.ledger.usage import Usage
 from gateway.providers import carry
 from gateway.providers.http import UpstreamClient
 from gateway.providers.transport import Target, Timeouts, TransportError
-from gateway.usage import Usage
 
 __all__ = [
     "ContextOverflow",
@@ -213,7 +213,7 @@ class ProviderAdapter(ABC):
     url_schemes: tuple[str, ...] = ("http", "https")  # what its keys' base_url may be
     owned_by: str = ""  # the models' `owned_by` in /v1/models (empty: the kind's name)
     # The models a key of this kind serves when the admin declared none and its test
-    # discovered none (gateway/catalog.py; empty: none known, ("*",): any model), and
+    # discovered none (gateway/keys/catalog.py; empty: none known, ("*",): any model), and
     # what it may use a day when the admin says nothing (None: no limit).
     default_models: tuple[str, ...] = ()
     default_daily_token_limit: int | None = None

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import orjson
 
-from gateway.apischema import NOT_BLANK, SPACE, url_pattern
+from gateway.admin.apischema import NOT_BLANK, SPACE, url_pattern
 from gateway.codecs import events as ev
 from gateway.codecs.openai_chat import request as chat_request
 from gateway.codecs.reply import Choice, Reply, Text
@@ -31,6 +31,7 @@ from gateway.codecs.transcript import FIXED, Line, lines, text_of
 from gateway.codecs.usage import of_booked
 from gateway.codecs.wire import INTERNAL, InternalStream, framed
 from gateway.errors import GatewayError
+from gateway.ledger.usage import Usage
 from gateway.policy import Outcome
 from gateway.providers.anthropic import usage_of as anthropic_usage
 from gateway.providers.base import (
@@ -42,7 +43,6 @@ from gateway.providers.base import (
 )
 from gateway.providers.carry import IGNORED
 from gateway.providers.cli_run import CliRun
-from gateway.usage import Usage
 
 DEFAULT_CONCURRENCY = 2
 DEFAULT_TIMEOUT = 300

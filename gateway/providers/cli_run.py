@@ -113,9 +113,9 @@ class CliRun:
         )
 
     def scrub(self, text: str) -> str:
-        """The text without the secret (in any of its forms: gateway/scrub.py) or anything
+        """The text without the secret (in any of its forms: gateway/keys/scrub.py) or anything
         shaped like a key."""
-        from gateway.scrub import scrubber  # the one scrubber of every provider kind
+        from gateway.keys.scrub import scrubber  # the one scrubber of every provider kind
 
         if self.secret:
             text = scrubber(self.secret).text(text)

@@ -13,9 +13,9 @@ from gateway.codecs import events as ev
 from gateway.codecs.gemini import reply as codec
 from gateway.codecs.parts import Parts
 from gateway.codecs.reply import stop_with_calls
+from gateway.ledger.usage import Usage
 from gateway.policy import Outcome
 from gateway.providers.transport import TransportError
-from gateway.usage import Usage
 
 
 class Signatures:

@@ -21,6 +21,7 @@ import orjson
 from gateway.codecs.openai_chat import request as chat_request
 from gateway.codecs.openai_responses import request as responses_request
 from gateway.codecs.request import Reasoning, Request, ToolChoice
+from gateway.ledger.usage import Usage
 from gateway.policy import Outcome
 from gateway.providers.base import (
     ProviderAdapter,
@@ -33,7 +34,6 @@ from gateway.providers.base import (
 )
 from gateway.providers.carry import BY_NAME, TYPED, legacy_functions, refused
 from gateway.providers.openai_sse import SSEFilter, cached_of, strip_cost, usage_of
-from gateway.usage import Usage
 
 
 class OpenAIAdapter(ProviderAdapter):

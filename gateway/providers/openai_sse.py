@@ -8,7 +8,7 @@ import re
 
 import orjson
 
-from gateway.usage import Usage
+from gateway.ledger.usage import Usage
 
 DONE = b"data: [DONE]"
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import re
 
-from gateway import apischema
+from gateway.admin import apischema
 from gateway.providers.base import Credits, Target, Timeouts, UpstreamReply
 from gateway.providers.openai import OpenAIAdapter, error_reply, json_object
 

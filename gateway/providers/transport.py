@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.keys.scrub import Scrubber, scrubber
 from gateway.policy import Outcome
-from gateway.scrub import Scrubber, scrubber
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Target:
 
     @property
     def scrub(self) -> Scrubber:
-        """What takes this key's secret out of what its upstream says (gateway/scrub.py)."""
+        """What takes this key's secret out of what its upstream says (gateway/keys/scrub.py)."""
         email = self.options.get("email")
         return scrubber(self.secret, email if isinstance(email, str) else "")
 

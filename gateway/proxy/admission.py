@@ -21,16 +21,18 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from gateway import budgets, metrics, store, wallet
-from gateway.books import Books
-from gateway.clientkeys import Caller
+from gateway import metrics, store
 from gateway.dialects.base import ProxyRequest
 from gateway.errors import GatewayError
-from gateway.limiter import Limits, SharedLimiter, Window, granted
-from gateway.pricing import Prices
+from gateway.keys.client_keys import Caller
+from gateway.ledger import wallet
+from gateway.ledger.books import Books
+from gateway.ledger.pricing import Prices
+from gateway.ledger.usage import Usage
+from gateway.limits import budgets
+from gateway.limits.local import Limits, SharedLimiter, Window, granted
 from gateway.providers import ADAPTERS
 from gateway.store import KeyRow
-from gateway.usage import Usage
 from models.types import usd
 
 

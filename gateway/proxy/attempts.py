@@ -13,15 +13,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from gateway import metrics, store
-from gateway.accounting import AttemptRecord, RequestRecord
 from gateway.clock import Clock
 from gateway.errors import GatewayError, database_down
-from gateway.keycache import KeyCache
+from gateway.keys.cache import KeyCache
+from gateway.keys.selection import unavailable_summary
+from gateway.ledger.accounting import AttemptRecord, RequestRecord
 from gateway.policy import Decision, KeyAction, Outcome, decide
 from gateway.providers import wording
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply, retry_after_seconds
 from gateway.providers.carry import Unsupported
-from gateway.selection import unavailable_summary
 from gateway.store import KeyRow
 from models.provider_keys import SECRET_UNREADABLE
 

@@ -4,11 +4,12 @@ cache told; budget alerts look at it afterwards."""
 
 from __future__ import annotations
 
-from gateway import accounting, metrics
-from gateway.accounting import RequestRecord
-from gateway.books import Books
-from gateway.keycache import KeyCache, apply_booking, needs_touch
-from gateway.pricing import Prices
+from gateway import metrics
+from gateway.keys.cache import KeyCache, apply_booking, needs_touch
+from gateway.ledger import accounting
+from gateway.ledger.accounting import RequestRecord
+from gateway.ledger.books import Books
+from gateway.ledger.pricing import Prices
 from gateway.providers import PRICE_PROVIDERS
 from gateway.proxy.admission import Ticket
 from gateway.store import KeyRow

@@ -11,13 +11,14 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from gateway import catalog, periods, selection, store
+from gateway import periods, store
 from gateway.errors import GatewayError, database_down
-from gateway.keycache import KeyCache
+from gateway.keys import catalog, selection
+from gateway.keys.cache import KeyCache
+from gateway.keys.secrets import SecretBox, SecretUnreadable
 from gateway.providers import DEFAULT_MODEL_KINDS, wording
 from gateway.providers.transport import Target
 from gateway.proxy.admission import busy_scope
-from gateway.secrets import SecretBox, SecretUnreadable
 from gateway.store import KeyRow
 from models.provider_keys import SECRET_UNREADABLE, STATUS_SENTENCES
 
@@ -175,7 +176,7 @@ class Candidates:
 
 
 def _not_served(profile: str, model: str, pool: list[KeyRow]) -> GatewayError:
-    """404: no key of the profile serves the model (its catalog: gateway/catalog.py)."""
+    """404: no key of the profile serves the model (its catalog: gateway/keys/catalog.py)."""
     kind = DEFAULT_MODEL_KINDS.get(model)
     head = f"{wording([kind], 'no_keys')}: t" if kind else "T"
     untested = sum(1 for k in pool if catalog.source(k) == catalog.UNKNOWN)

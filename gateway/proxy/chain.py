@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass
 
 from gateway import pruning
-from gateway.accounting import RequestRecord
 from gateway.dialects.base import ProxyRequest
 from gateway.errors import GatewayError
+from gateway.ledger.accounting import RequestRecord
 from gateway.providers.base import ContextOverflow, UpstreamReply
 from gateway.routes import FALLBACK, NO_ROUTE, PRUNE, RoutePolicy, Routes
 from gateway.store import KeyRow, ProfileRow

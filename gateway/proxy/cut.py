@@ -14,8 +14,8 @@ from gateway import tokens
 from gateway.codecs import events as ev
 from gateway.codecs.usage import of_booked
 from gateway.dialects.base import Dialect, ProxyRequest
+from gateway.ledger.usage import Usage
 from gateway.providers.base import StreamReader
-from gateway.usage import Usage
 
 
 class AnswerMeter:

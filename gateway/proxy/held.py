@@ -9,11 +9,11 @@ from sqlalchemy import Engine
 
 from gateway import periods, store
 from gateway.errors import GatewayError
+from gateway.keys.secrets import SecretUnreadable
 from gateway.providers.base import Timeouts, TransportError
 from gateway.proxy.candidates import Candidates
 from gateway.proxy.pins import Pins
 from gateway.responses_store import ResponseStore
-from gateway.secrets import SecretUnreadable
 
 
 class HeldResponses:

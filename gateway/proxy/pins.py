@@ -21,9 +21,9 @@ import orjson
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.catalog import OUT_OF_SERVICE
 from gateway.dialects.base import ProxyRequest, sse_data
 from gateway.errors import GatewayError, database_down
+from gateway.keys.catalog import OUT_OF_SERVICE
 from gateway.providers.base import UpstreamReply
 from gateway.proxy.client_headers import SESSION_HEADERS
 from gateway.responses_store import ResponseStore

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gateway import tokens
-from gateway.accounting import RequestRecord
 from gateway.codecs.wire import translator, unrendered
 from gateway.dialects.base import Dialect, ProxyRequest
 from gateway.errors import journal_full
-from gateway.journal import JournalFull
+from gateway.ledger.accounting import RequestRecord
+from gateway.ledger.journal import JournalFull
+from gateway.ledger.usage import Usage
 from gateway.policy import Outcome
 from gateway.providers import PRICE_PROVIDERS
 from gateway.providers.base import TransportError, UpstreamReply
@@ -22,7 +23,6 @@ from gateway.proxy.admission import Ticket
 from gateway.proxy.booking import Booking
 from gateway.proxy.cut import AnswerMeter, length_stop
 from gateway.store import KeyRow
-from gateway.usage import Usage
 from models.types import usd
 
 # The request's cost in USD: booked, or for a stream estimated (`-estimated: true`).

@@ -1,6 +1,6 @@
 """Provider keys remember the models their upstream said it does not have.
 
-A key's catalog (gateway/catalog.py) is its declared models, else what its test
+A key's catalog (gateway/keys/catalog.py) is its declared models, else what its test
 discovered, else its provider's list. Keys saved before this revision keep the models
 they were stored with: a key added without models was stored as ["*"] (any model), and
 that cannot be told apart from a `*` the admin chose, so those keys go on serving any

@@ -7,8 +7,9 @@ import pytest
 from sqlalchemy import select
 
 from extensions import db
-from gateway import clientkeys, routes
+from gateway import routes
 from gateway.admin.context import Admin
+from gateway.keys import client_keys as clientkeys
 from gateway.proxy import candidates
 from models import AuditEntry
 

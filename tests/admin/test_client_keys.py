@@ -6,9 +6,10 @@ from __future__ import annotations
 import openai
 import pytest
 
-from gateway import clientkeys, keyring
 from gateway.admin import client_keys, provider_keys
 from gateway.admin.errors import InputError
+from gateway.keys import client_keys as clientkeys
+from gateway.keys import provider_keys as keyring
 from tests.admin.conftest import audits
 from tests.conftest import chat
 

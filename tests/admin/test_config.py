@@ -6,8 +6,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from gateway import configfiles, keyring
-from gateway.admin import config, provider_keys
+from gateway.admin import config, configfiles, provider_keys
+from gateway.keys import provider_keys as keyring
 from tests.admin.conftest import audits
 from tests.conftest import chat
 

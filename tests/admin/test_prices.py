@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from gateway import keyring
 from gateway.admin import prices, provider_keys
 from gateway.admin.errors import InputError
+from gateway.keys import provider_keys as keyring
 from tests.admin.conftest import audits
 from tests.conftest import chat
 

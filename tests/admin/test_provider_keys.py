@@ -6,9 +6,9 @@ from __future__ import annotations
 import openai
 import pytest
 
-from gateway import keyring
 from gateway.admin import provider_keys
 from gateway.admin.errors import InputError
+from gateway.keys import provider_keys as keyring
 from models import ProviderKey
 from tests.admin.conftest import audits
 from tests.conftest import chat

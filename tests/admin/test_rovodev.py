@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import rovodev_accounts
 from gateway.admin import rovodev
 from gateway.admin.errors import InputError
+from gateway.keys import rovodev_accounts
 from tests.admin.conftest import audits
 from tests.fake_rovodev import Account, FakeRovoDev
 

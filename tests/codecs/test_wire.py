@@ -6,9 +6,9 @@ from __future__ import annotations
 from gateway.codecs import events as ev
 from gateway.codecs.reply import Usage
 from gateway.codecs.wire import INTERNAL, InternalStream, decoded, framed
+from gateway.ledger.usage import Usage as Booked
 from gateway.providers.base import UpstreamReply
 from gateway.providers.openai_sse import SSEFilter
-from gateway.usage import Usage as Booked
 
 EVENTS = [
     ev.Start("r1", "m"),

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from extensions import db
-from gateway import clientkeys
+from gateway.keys import client_keys as clientkeys
 from models import ClientKey
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

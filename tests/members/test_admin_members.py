@@ -231,7 +231,7 @@ def test_the_users_page_leaves_members_to_the_members_page(app, admin, server, w
 
 
 def test_an_email_that_names_an_account_already_is_taken(app, admin, clock):
-    from gateway import accounts
+    from gateway.admin import accounts
 
     with app.app_context():  # an admin whose username is their email (as SSO makes them)
         accounts.create_user(db.session, "boss@example.com", "boss-pass-12", "admin", clock.now())

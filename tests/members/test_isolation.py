@@ -35,7 +35,7 @@ def _routes(app) -> list[tuple[str, str, str]]:
 def _admin_routes(app, anonymous: Browser) -> list[tuple[str, str, str]]:
     """The routes that are the admins': under /api/admin (but the public API document),
     and every page an anonymous visitor is sent to the login page from."""
-    from gateway.openapi import PUBLIC
+    from gateway.admin.openapi import PUBLIC
 
     chosen = []
     for method, path, endpoint in _routes(app):

@@ -171,8 +171,8 @@ def test_an_rpm_of_5_counts_both_keys_together(app, admin, server, priced, clock
 def test_a_journal_replayed_after_a_kill_takes_the_cost_off_the_balance_once(app, admin):
     """A process killed before its writer committed: the journal line another process
     replays charges the member, and a second replay charges nothing more."""
-    from gateway import journal
-    from gateway.accounting import RequestRecord, Usage
+    from gateway.ledger import journal
+    from gateway.ledger.accounting import RequestRecord, Usage
 
     gateway = app.extensions["keyrelay"]
     made = new_member(admin)

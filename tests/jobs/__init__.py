@@ -1,0 +1,1 @@
+"""Tests of gateway/jobs/: the scheduler and backups."""

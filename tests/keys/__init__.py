@@ -1,0 +1,1 @@
+"""Tests of gateway/keys/: key selection, catalog, client keys, secrets."""

@@ -1,0 +1,1 @@
+"""Tests of gateway/ledger/: books, accounting, pricing, credits, reports."""

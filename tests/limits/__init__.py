@@ -1,0 +1,1 @@
+"""Tests of gateway/limits/: the rate limiters, budgets and reservations."""
