@@ -11,10 +11,10 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from flask_login import current_user, login_user, logout_user
 
 from blueprints.common import gateway
-from blueprints.web import audit, no_cache, register_csrf_error
+from blueprints.web import admin, no_cache, register_csrf_error
 from extensions import csrf, db
 from gateway import members, sso
-from gateway.admin import accounts
+from gateway.admin import accounts, sessions
 from gateway.admin import members as member_commands
 from gateway.admin.context import Admin
 from gateway.admin.errors import InputError
@@ -66,22 +66,17 @@ def _lock_message(scopes: list[str], now) -> str | None:
 
 def _failed(scopes: list[str], now, target: str | None, **detail) -> None:
     """Count a failed login on the scopes, audit it, and slow the answer down as due."""
-    delay = accounts.record_failure(db.session, scopes, now, _policy())
-    audit("login.failed", target=target, **detail)
-    db.session.commit()
+    delay = sessions.login_failed(admin(), scopes, _policy(), target, **detail)
     if delay:
         gateway().clock.sleep(delay)
 
 
 def _signed_in(user, scopes: list[str], now, next_page: str | None, **detail):
     """Start a fresh session for the user and go where the login was asked from."""
-    accounts.clear_failures(db.session, scopes)
-    user.last_login_at = now
     session.clear()  # a fresh session (and CSRF token) on login
     login_user(user)
     session.permanent = True
-    audit("login", target=f"user:{user.username}", **detail)
-    db.session.commit()
+    sessions.logged_in(admin(), user, scopes, **detail)  # its actor: the user now signed in
     return redirect(_safe_next(next_page, user))
 
 
@@ -155,8 +150,7 @@ def logout():
     """End the session (a POST with the CSRF token, so no page can log you out)."""
     csrf.protect()
     if current_user.is_authenticated:
-        audit("logout", target=f"user:{current_user.username}")
-        db.session.commit()
+        sessions.logged_out(admin(), current_user)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))

@@ -1,4 +1,5 @@
-"""What the dashboard's blueprints share: who is logged in, the guard, audit, errors."""
+"""What the dashboard's blueprints share: who is logged in, the guard, the command context,
+errors."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from htmx_flask.requests import HtmxHeaders
 
 from blueprints.common import gateway
 from extensions import csrf, db, login_manager
-from gateway.admin import accounts
 from gateway.admin.context import Admin
 from models import User
 
@@ -115,19 +115,6 @@ def admin(check=None) -> Admin:
     """The context of an admin command run by this request: who, from where (`check`:
     the front end's last check of the input, see Admin.check)."""
     return Admin(db.session, gateway(), actor(), request.remote_addr, check)
-
-
-def audit(action: str, target: str | None = None, **detail) -> None:
-    """Record an admin action in the current transaction."""
-    accounts.audit(
-        db.session,
-        actor(),
-        action,
-        gateway().clock.now(),
-        target=target,
-        detail=detail or None,
-        address=request.remote_addr,
-    )
 
 
 def register_csrf_error(bp: Blueprint) -> None:

@@ -7,10 +7,11 @@ raw body (gateway/ledger/credits.py) is the authentication.
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy.exc import IntegrityError
 
-from blueprints.common import budgets_changed, utcnow
+from blueprints.common import gateway
 from extensions import db
+from gateway.admin import payments
+from gateway.admin.context import Admin
 from gateway.errors import GatewayError
 from gateway.ledger import credits
 
@@ -37,15 +38,9 @@ def paystack():
             code="invalid_signature",
         )
     micros_per_unit = current_app.config["PAYSTACK_MICROS_PER_UNIT"]
+    command = Admin(db.session, gateway(), "paystack", request.remote_addr)
     try:
-        outcome = credits.receive(db.session, body, micros_per_unit, utcnow(), request.remote_addr)
-        db.session.commit()
+        outcome = payments.receive(command, body, micros_per_unit)
     except credits.PayloadError as exc:
-        db.session.rollback()
         raise GatewayError(400, str(exc), code="invalid_payload") from None
-    except IntegrityError:  # the same reference, delivered twice at once: the other won
-        db.session.rollback()
-        outcome = credits.Outcome("duplicate", credits.parse(body).reference)
-    if outcome.status == credits.CREDITED:
-        budgets_changed()  # the proxy sees the new budget now (elsewhere: 1 s)
     return jsonify(outcome.body())
