@@ -182,7 +182,7 @@ def test_the_success_path_sql_is_the_answered_rule(engine):
 
 # -- the guard: no status write on a provider key outside lifecycle.py ---------------------
 
-GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
+ROOT = Path(__file__).resolve().parents[2]
 _STATES = (
     r"(?:ACTIVE|COOLING_DOWN|AUTH_FAILED|DISABLED|EXPIRED|LIMIT_REACHED|SECRET_\w+|case\("
     r"|[\"'](?:active|cooling_down|auth_failed|disabled|expired|secret_\w+)[\"'])"
@@ -218,8 +218,9 @@ def status_writes(root: Path) -> list[str]:
     return found
 
 
-def test_no_module_but_lifecycle_writes_a_key_status():
-    assert status_writes(GATEWAY) == []
+@pytest.mark.parametrize("folder", ["gateway", "blueprints", "scripts"])
+def test_no_module_but_lifecycle_writes_a_key_status(folder):
+    assert status_writes(ROOT / folder) == []
 
 
 @pytest.mark.parametrize(
