@@ -9,15 +9,11 @@ from typing import NamedTuple
 from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.keys import catalog
+from gateway.keys import catalog, lifecycle
 from gateway.keys.messages import SYSTEM, upstream_message
 from models import Attempt, AuditEntry, Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import (
-    ACTIVE,
     AUTH_FAILED,
-    COOLING_DOWN,
-    DISABLED,
-    SECRET_INSECURE,
     SECRET_UNREADABLE,
     STATUS_SENTENCES,
 )
@@ -261,26 +257,28 @@ def mark_unserved(conn: Connection, key_id: int, model: str, now: datetime) -> N
 def cool_down(conn: Connection, key_id: int, until: datetime, error: str) -> None:
     """Take a rate-limited key out of the pool until `until` (unless an admin disabled it)."""
     conn.execute(
-        update(keys_t)
-        .where(keys_t.c.id == key_id, keys_t.c.status.in_((ACTIVE, COOLING_DOWN)))
-        .values(status=COOLING_DOWN, cooldown_until=until, last_error=error, updated_at=until)
+        lifecycle.update_for(
+            lifecycle.RATE_LIMITED,
+            keys_t.c.id == key_id,
+            cooldown_until=until,
+            last_error=error,
+            updated_at=until,
+        )
     )
 
 
 def mark_auth_failed(conn: Connection, key_id: int, error: str, now: datetime) -> bool:
     """Take a key the upstream rejected out of the pool until it is re-validated; the change
     (not a repeat of it) is audited with actor `system`. True if the key changed status."""
-    changed = conn.execute(
-        update(keys_t)
-        .where(keys_t.c.id == key_id, keys_t.c.status.not_in((DISABLED, AUTH_FAILED)))
-        .values(
-            status=AUTH_FAILED,
-            last_error=error,
-            disabled_by=SYSTEM,
-            disabled_at=now,
-            updated_at=now,
-        )
-    ).rowcount
+    refused = lifecycle.update_for(
+        lifecycle.REFUSED,
+        keys_t.c.id == key_id,
+        last_error=error,
+        disabled_by=SYSTEM,
+        disabled_at=now,
+        updated_at=now,
+    )
+    changed = conn.execute(refused).rowcount
     if changed:
         _audit(conn, "key.auth_failed", key_id, now, {"error": upstream_message(error)})
     else:
@@ -306,14 +304,12 @@ def mark_secret_unreadable(conn: Connection, key_id: int, ciphertext: bytes, now
     it; only while it still holds that ciphertext (not if the secret was just replaced), and
     not over `disabled` or `secret_insecure`. True if the row changed."""
     result = conn.execute(
-        update(keys_t)
-        .where(
+        lifecycle.update_for(
+            lifecycle.SECRET_LOST,
             keys_t.c.id == key_id,
             keys_t.c.secret_encrypted == ciphertext,
-            keys_t.c.status.not_in((DISABLED, SECRET_UNREADABLE, SECRET_INSECURE)),
-        )
-        .values(
-            status=SECRET_UNREADABLE, last_error=STATUS_SENTENCES[SECRET_UNREADABLE], updated_at=now
+            last_error=STATUS_SENTENCES[SECRET_UNREADABLE],
+            updated_at=now,
         )
     )
     return result.rowcount > 0
@@ -331,15 +327,14 @@ def count_failure(conn: Connection, key_id: int, threshold: int, error: str, now
             updated_at=now,
         )
     )
-    disabled = conn.execute(
-        update(keys_t)
-        .where(
-            keys_t.c.id == key_id,
-            keys_t.c.consecutive_failures >= threshold,
-            keys_t.c.status != DISABLED,
-        )
-        .values(status=DISABLED, disabled_by=SYSTEM, disabled_at=now)
-    ).rowcount
+    streak = lifecycle.update_for(
+        lifecycle.FAILURE_STREAK,
+        keys_t.c.id == key_id,
+        keys_t.c.consecutive_failures >= threshold,
+        disabled_by=SYSTEM,
+        disabled_at=now,
+    )
+    disabled = conn.execute(streak).rowcount
     if disabled:
         detail = {"failures_in_a_row": threshold, "last_error": upstream_message(error)}
         _audit(conn, "key.auto_disable", key_id, now, detail)
@@ -358,8 +353,7 @@ _MARK_SUCCESS = (
         last_used_at=bindparam("now"),
         consecutive_failures=0,
         last_error=None,  # an answer clears a stale error
-        status=case((keys_t.c.status == COOLING_DOWN, ACTIVE), else_=keys_t.c.status),
-        cooldown_until=case((keys_t.c.status == COOLING_DOWN, None), else_=keys_t.c.cooldown_until),
+        **lifecycle.ANSWERED_VALUES,  # back from an ended cooldown
     )
 )
 

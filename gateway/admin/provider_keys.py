@@ -5,14 +5,10 @@ from __future__ import annotations
 
 from gateway.admin.context import KEYS, Admin
 from gateway.jobs import usage_sync
+from gateway.keys import lifecycle
 from gateway.keys import provider_keys as keyring
-from gateway.keys.messages import SYSTEM
 from gateway.keys.provider_keys import KeyInput
 from models import ProviderKey
-from models.provider_keys import AUTH_FAILED, COOLING_DOWN, DISABLED
-
-# What a reset brings back: states the gateway put a key in, never an admin's disable.
-_RESETTABLE = (COOLING_DOWN, AUTH_FAILED)
 
 
 def create(admin: Admin, data: KeyInput) -> ProviderKey:
@@ -114,10 +110,7 @@ def reset(admin: Admin, keys: list[ProviderKey]) -> list:
     now, changed = admin.now(), []
     for key in keys:
         was = key.status
-        if was in _RESETTABLE or (was == DISABLED and key.disabled_by == SYSTEM):
-            keyring.set_enabled(key, True, now, admin.actor)
-        else:
-            key.cooldown_until, key.consecutive_failures, key.updated_at = None, 0, now
+        lifecycle.reset(key, now, admin.actor)
         admin.audit("key.reset", f"key:{key.id}", was=was, now=key.status)
         changed.append((key, was))
     admin.commit(KEYS)

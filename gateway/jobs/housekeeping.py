@@ -19,12 +19,12 @@ import time
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy import Engine, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from gateway import periods
 from gateway.admin import accounts
-from gateway.keys import catalog
+from gateway.keys import catalog, lifecycle
 from gateway.keys.messages import SYSTEM
 from gateway.limits import budgets
 from models import Attempt, ClientKey, ProviderKey, RequestLog, UsageDaily
@@ -111,14 +111,9 @@ def clear_ended_cooldowns(gateway, now: datetime) -> int:
     """Store keys whose cooldown is over as active (the selector already treats them so;
     this keeps the stored status, which reports and filters read, truthful)."""
     with gateway.engine.begin() as conn:
-        cleared = conn.execute(
-            update(keys_t)
-            .where(
-                keys_t.c.status == COOLING_DOWN,
-                or_(keys_t.c.cooldown_until.is_(None), keys_t.c.cooldown_until <= now),
-            )
-            .values(status=ACTIVE, cooldown_until=None, updated_at=now)
-        ).rowcount
+        ended = or_(keys_t.c.cooldown_until.is_(None), keys_t.c.cooldown_until <= now)
+        over = lifecycle.update_for(lifecycle.COOLDOWN_OVER, ended, updated_at=now)
+        cleared = conn.execute(over).rowcount
     if cleared:
         gateway.keys.forget()
     return cleared
@@ -137,13 +132,10 @@ def expire_keys(gateway, now: datetime, config: Mapping) -> dict:
     with Session(gateway.engine) as session, session.begin():
         for key in session.execute(query).all():
             # Conditions again: an admin may have moved the expiry since the select.
-            changed = session.execute(
-                update(keys_t)
-                .where(
-                    keys_t.c.id == key.id, keys_t.c.expires_at <= now, keys_t.c.status != EXPIRED
-                )
-                .values(status=EXPIRED, updated_at=now)
-            ).rowcount
+            expire = lifecycle.update_for(
+                lifecycle.EXPIRE, keys_t.c.id == key.id, keys_t.c.expires_at <= now, updated_at=now
+            )
+            changed = session.execute(expire).rowcount
             if changed:
                 expired.append(key.id)
                 detail = {"name": key.name, "was": key.status, "expired_at": _iso(key.expires_at)}
@@ -245,19 +237,10 @@ def _restore(gateway, key_id: int, was: str, now: datetime, actor: str = ACTOR) 
     one) and audit it. False when the key changed meanwhile."""
     with Session(gateway.engine) as session, session.begin():
         if was == DISABLED:
-            changed = session.execute(
-                update(keys_t)
-                .where(keys_t.c.id == key_id, keys_t.c.status == DISABLED)
-                .values(
-                    status=ACTIVE,
-                    consecutive_failures=0,
-                    cooldown_until=None,
-                    disabled_by=None,
-                    disabled_at=None,
-                    last_error=None,
-                    updated_at=now,
-                )
-            ).rowcount
+            back = lifecycle.update_for(
+                lifecycle.REVALIDATED, keys_t.c.id == key_id, updated_at=now
+            )
+            changed = session.execute(back).rowcount
         else:
             status = session.execute(select(keys_t.c.status).where(keys_t.c.id == key_id))
             changed = status.scalar_one_or_none() == ACTIVE

@@ -14,8 +14,9 @@ from sqlalchemy import Engine
 
 from gateway import store
 from gateway.errors import database_down
+from gateway.keys import lifecycle
 from gateway.store import KeyRow
-from models.provider_keys import ACTIVE, COOLING_DOWN
+from models.provider_keys import ACTIVE
 
 # A key's last_used_at is rewritten at most this often: it orders keys, nothing finer.
 TOUCH_INTERVAL = timedelta(seconds=1)
@@ -97,5 +98,5 @@ def apply_booking(key: KeyRow, tokens: int, cost: int, touched: bool, now: datet
     if touched:
         key.last_used_at = now
         key.consecutive_failures = 0
-        if key.status == COOLING_DOWN:
-            key.status, key.cooldown_until = ACTIVE, None
+        if key.status in lifecycle.ANSWERED_FROM:  # the cached row follows the stored one
+            lifecycle.apply(lifecycle.ANSWERED, key)

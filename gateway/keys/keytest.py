@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from gateway import periods, store
 from gateway.errors import GatewayError
+from gateway.keys import lifecycle
 from gateway.keys.messages import SYSTEM, upstream_message
 from gateway.keys.secrets import SecretUnreadable
 from gateway.policy import Outcome
@@ -75,19 +76,16 @@ class KeyTester:
             models = adapter.model_ids(reply)
             values = {"discovered_models": models, "consecutive_failures": 0, "last_error": None}
             values["unserved_models"] = None  # the upstream's list is the word on its models
-            if key.status in ("auth_failed", "cooling_down", SECRET_UNREADABLE):
-                values.update(status="active", cooldown_until=None)
-                values.update(disabled_by=None, disabled_at=None)
-            return self._result(key, "ok", reply.status, None, values, ms, models)
+            passed = (lifecycle.TEST_PASSED, {})
+            return self._result(key, "ok", reply.status, None, values, ms, models, passed)
         error = f"HTTP {reply.status}: {reply.body[:200].decode('utf-8', 'replace')}"
         if 400 <= reply.status < 500 and reply.status not in _TEST_SAYS_NOTHING_OF_THE_KEY:
             # A trivial request refused (LiteLLM answers a bad key with 400 "No connected
             # db."): the key is not trusted until a test passes (re-validation retries it).
-            values = {"last_error": error}
-            if key.status not in ("disabled", "auth_failed"):
-                values.update(status="auth_failed", disabled_by=SYSTEM, disabled_at=now)
             result = "auth_failed" if reply.status in (401, 403) else "error"
-            return self._result(key, result, reply.status, error, values, ms)
+            refused = (lifecycle.REFUSED, {"disabled_by": SYSTEM, "disabled_at": now})
+            values = {"last_error": error}
+            return self._result(key, result, reply.status, error, values, ms, None, refused)
         result = "rate_limited" if reply.status == 429 else "error"
         return self._result(key, result, reply.status, error, {"last_error": error}, ms)
 
@@ -98,11 +96,16 @@ class KeyTester:
         with ThreadPoolExecutor(min(PARALLEL_TESTS, len(key_ids)), "key-tests") as pool:
             return dict(zip(key_ids, pool.map(self.test, key_ids), strict=True))
 
-    def _result(self, key, result, status, error, values, ms, models=None) -> dict:
-        """Store what the test found; the answer names the upstream's message and the time
-        the call took (`latency_ms`)."""
+    def _result(self, key, result, status, error, values, ms, models=None, moved=None) -> dict:
+        """Store what the test found (and `moved`, the (event, fields) of the key's change of
+        state, guarded by gateway/keys/lifecycle.py); the answer names the upstream's
+        message and the time the call took (`latency_ms`)."""
+        now = self.clock.now()
         with self.engine.begin() as conn:
-            store.record_test(conn, key.id, {**values, "updated_at": self.clock.now()})
+            store.record_test(conn, key.id, {**values, "updated_at": now})
+            if moved is not None:
+                event, fields = moved
+                conn.execute(lifecycle.update_for(event, lifecycle.keys_t.c.id == key.id, **fields))
         self.keys.forget()
         return {
             "result": result,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from gateway import periods
 from gateway.admin import apischema
 from gateway.admin.errors import InputError
-from gateway.keys import catalog, selection, states
+from gateway.keys import catalog, lifecycle, selection, states
 from gateway.keys.secrets import (
     FINGERPRINT_PREFIX,
     SecretBox,
@@ -28,11 +28,7 @@ from gateway.providers import ADAPTERS, DEFAULT_BASE_URLS
 from gateway.validation import FIRST_DAY, LAST_DAY, MAX_SQL_INT, whole_number
 from models import Profile, ProviderKey, UsageDaily
 from models.provider_keys import (
-    ACTIVE,
-    DISABLED,
-    EXPIRED,
     SECRET_INSECURE,
-    SECRET_STATUSES,
     SECRET_UNREADABLE,
     STATUS_SENTENCES,
 )
@@ -463,7 +459,7 @@ def create_key(session: Session, box: SecretBox, data: KeyInput, now: datetime) 
         secret_fingerprint=box.fingerprint(data.secret),
         base_url=base_url.rstrip("/"),
         models=data.models or [],  # none declared: gateway/keys/catalog.py says what it serves
-        status=ACTIVE,
+        status=lifecycle.INITIAL,
         consecutive_failures=0,
         created_at=now,
         updated_at=now,
@@ -520,16 +516,14 @@ def update_key(
         except InputError as exc:
             both = None not in (data.options, data.provider)
             raise InputError(exc.field, str(exc), 400 if both else 409) from None
-    if "expires_at" in data.limits and key.status == EXPIRED:
-        key.status = ACTIVE  # a new (or no) expiry brings an expired key back
+    if "expires_at" in data.limits:
+        lifecycle.apply(lifecycle.NEW_EXPIRY, key)  # a new (or no) expiry brings it back
     if data.secret is not None:
         _refuse_duplicate(session, box, key.profile, data.secret, key.id)
         key.secret_encrypted = box.encrypt(data.secret)
         key.secret_masked = mask(data.secret)
         key.secret_fingerprint = box.fingerprint(data.secret)
-        if key.status in SECRET_STATUSES:  # re-entered: readable again
-            key.status, key.last_error, key.consecutive_failures = ACTIVE, None, 0
-            key.disabled_by = key.disabled_at = None
+        lifecycle.apply(lifecycle.SECRET_REENTERED, key)  # re-entered: readable again
     if upstream_of(key) != before:  # another upstream, or account: its own models
         key.discovered_models = key.unserved_models = None
     key.updated_at = now
@@ -570,14 +564,15 @@ def check_stored_secrets(engine: Engine, box: SecretBox, now: datetime) -> dict[
             secret, status = _insecure_secret(row.secret_encrypted), SECRET_UNREADABLE
             if secret is not None:
                 status = SECRET_INSECURE
-        if status is None and row.status == SECRET_UNREADABLE:
-            values.update(status=ACTIVE, last_error=None, updated_at=now)
+        if status is None and lifecycle.allows(lifecycle.SECRET_READABLE, row.status):
+            values.update(lifecycle.changes(lifecycle.SECRET_READABLE, updated_at=now))
         if status is not None:
             found[row.id] = status
             log.warning("provider key #%s (%s): %s", row.id, row.name, STATUS_SENTENCES[status])
-            overrides = row.status != DISABLED or status == SECRET_INSECURE
-            if row.status != status and row.status != SECRET_INSECURE and overrides:
-                values.update(status=status, last_error=STATUS_SENTENCES[status], updated_at=now)
+            event = lifecycle.SECRET_EXPOSED if status == SECRET_INSECURE else lifecycle.SECRET_LOST
+            if lifecycle.allows(event, row.status):
+                sentence = STATUS_SENTENCES[status]
+                values.update(lifecycle.changes(event, last_error=sentence, updated_at=now))
         if secret is not None:
             digest = box.fingerprint(secret)
         elif row.secret_fingerprint.startswith(FINGERPRINT_PREFIX):
@@ -620,13 +615,7 @@ def _widen_status_column(engine: Engine) -> None:
 def set_enabled(key: ProviderKey, enabled: bool, now: datetime, actor: str | None = None) -> None:
     """Enable (a clean slate: no cooldown, no failure streak, no stale error) or disable a
     key, remembering who disabled it and when."""
-    key.status = ACTIVE if enabled else DISABLED
-    key.cooldown_until = None
-    key.consecutive_failures = 0
-    key.disabled_by, key.disabled_at = (None, None) if enabled else (actor, now)
-    if enabled:
-        key.last_error = None
-    key.updated_at = now
+    lifecycle.set_enabled(key, enabled, now, actor)
 
 
 @dataclass(frozen=True)

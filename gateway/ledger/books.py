@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import Engine, String
 
 from gateway.errors import database_down
+from gateway.keys import lifecycle
 from gateway.ledger import journal
 from gateway.store import USAGE_COUNTERS, attempts_t, logs_t, usage_t
 
@@ -92,9 +93,8 @@ UPSERT_USAGE = (
 )
 MARK_SUCCESS = (
     "UPDATE provider_keys SET last_used_at = :now, consecutive_failures = 0, last_error = NULL, "
-    "status = CASE WHEN status = 'cooling_down' THEN 'active' ELSE status END, "
-    "cooldown_until = CASE WHEN status = 'cooling_down' THEN NULL ELSE cooldown_until END "
-    "WHERE id = :key_id"
+    + lifecycle.ANSWERED_SQL  # back from an ended cooldown
+    + " WHERE id = :key_id"
 )
 # A member's key: its request's cost comes off the member's prepaid balance, in the same
 # transaction as the request's row (wallet.py relies on the two moving together).
