@@ -4,11 +4,13 @@ reset and sync; each audits once and makes the proxy see the change."""
 from __future__ import annotations
 
 from gateway.admin.context import KEYS, Admin
+from gateway.admin.errors import InputError
 from gateway.jobs import usage_sync
 from gateway.keys import lifecycle
 from gateway.keys import provider_keys as keyring
 from gateway.keys.provider_keys import KeyInput
 from models import ProviderKey
+from models.provider_keys import EXPIRED
 
 
 def create(admin: Admin, data: KeyInput) -> ProviderKey:
@@ -54,13 +56,25 @@ def set_enabled(admin: Admin, key: ProviderKey, active: bool) -> None:
 
 
 def set_enabled_many(admin: Admin, keys: list[ProviderKey], active: bool, batch=True) -> None:
-    """Enable or disable keys in one transaction, one audit entry each."""
+    """Enable or disable keys in one transaction, one audit entry each. A key its state
+    keeps from being enabled is left as it is: in a batch passed over, alone a 409 that
+    says what brings it back."""
     now = admin.now()
     for key in keys:
-        keyring.set_enabled(key, active, now, admin.actor)
+        if not keyring.set_enabled(key, active, now, admin.actor):
+            if not batch:
+                admin.session.rollback()
+                raise InputError("active", _not_enabled(key), status=409)
+            continue
         extra = {"batch": True} if batch else {}
         admin.audit("key.enable" if active else "key.disable", f"key:{key.id}", **extra)
     admin.commit(KEYS)
+
+
+def _not_enabled(key: ProviderKey) -> str:
+    if key.status == EXPIRED:
+        return f"Key #{key.id} has expired: give it a later expires_at (or none) to bring it back."
+    return f"Key #{key.id} cannot serve until its secret is entered again ({key.status})."
 
 
 def set_default(admin: Admin, key: ProviderKey) -> None:

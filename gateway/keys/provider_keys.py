@@ -612,10 +612,11 @@ def _widen_status_column(engine: Engine) -> None:
             conn.exec_driver_sql("ALTER TABLE provider_keys ALTER COLUMN status TYPE VARCHAR(32)")
 
 
-def set_enabled(key: ProviderKey, enabled: bool, now: datetime, actor: str | None = None) -> None:
+def set_enabled(key: ProviderKey, enabled: bool, now: datetime, actor: str | None = None) -> bool:
     """Enable (a clean slate: no cooldown, no failure streak, no stale error) or disable a
-    key, remembering who disabled it and when."""
-    lifecycle.set_enabled(key, enabled, now, actor)
+    key, remembering who disabled it and when; False when the key's state refuses it (an
+    expired key, or one whose secret must be entered again, is not enabled)."""
+    return lifecycle.set_enabled(key, enabled, now, actor)
 
 
 @dataclass(frozen=True)

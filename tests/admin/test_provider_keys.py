@@ -55,6 +55,21 @@ def test_disable_takes_the_key_out_of_the_next_request(admin_ctx, fake, client):
     assert len(audits(admin_ctx, "key.enable")) == 1
 
 
+@pytest.mark.parametrize("status", ["expired", "secret_unreadable"])
+def test_enable_refuses_a_key_its_state_keeps_out_naming_what_brings_it_back(
+    admin_ctx, fake, status
+):
+    key = provider_keys.create(admin_ctx, _data(fake))
+    key.status = status  # as the expiry job or the start-up secret check leave it
+    admin_ctx.session.commit()
+    with pytest.raises(InputError) as refused:
+        provider_keys.set_enabled(admin_ctx, admin_ctx.session.get(ProviderKey, key.id), True)
+    assert (refused.value.field, refused.value.status) == ("active", 409)
+    assert ("expires_at" if status == "expired" else "secret") in str(refused.value)
+    assert admin_ctx.session.get(ProviderKey, key.id).status == status
+    assert audits(admin_ctx, "key.enable") == []
+
+
 def test_delete_takes_the_key_out_of_the_next_request(admin_ctx, fake, client):
     key = provider_keys.create(admin_ctx, _data(fake))
     assert client.chat.completions.create(**chat()).choices
