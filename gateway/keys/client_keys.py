@@ -19,14 +19,14 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from gateway.admin import apischema
-from gateway.admin.errors import InputError
+from gateway.admin.errors import InputError, limit_or_none
 from gateway.errors import GatewayError, database_down
 from gateway.keys import provider_keys as keyring
 from gateway.keys.provider_keys import parse_models, parse_moment
 from gateway.keys.secrets import token_hash as fingerprint  # plain SHA-256: see the docstring
 from gateway.limits import budgets
 from gateway.limits.local import Limits
-from gateway.validation import MAX_SQL_INT, whole_number
+from gateway.validation import MAX_SQL_INT
 from models import ClientKey, ConversationPin, Member, Profile, StoredResponse
 
 PREFIX = "kr-"
@@ -80,18 +80,6 @@ def _expiry(value) -> datetime | None:
     return parse_moment("expires_at", value)
 
 
-def _limit(name: str, value) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str) and whole_number(value) is not None:
-        value = whole_number(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(name, f"'{name}' must be a positive integer, or null for no limit.")
-    if value > MAX_SQL_INT:
-        raise InputError(name, f"'{name}' is too large: at most {MAX_SQL_INT}.")
-    return value
-
-
 def parse(data: object, creating: bool) -> ClientKeyInput:
     """Check admin input for a client key; InputError names the bad field."""
     if not isinstance(data, dict):
@@ -115,7 +103,7 @@ def parse(data: object, creating: bool) -> ClientKeyInput:
     spec.expires_at = _expiry(data.get("expires_at"))
     for name in LIMITS:
         if name in data:
-            spec.limits[name] = _limit(name, data[name])
+            spec.limits[name] = limit_or_none(name, data[name])
     try:
         if "max_budget" in data:
             spec.limits["max_budget_micros"] = budgets.parse_usd("max_budget", data["max_budget"])

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from gateway import periods
 from gateway.admin import apischema
-from gateway.admin.errors import InputError
+from gateway.admin.errors import InputError, limit_or_none
 from gateway.keys import catalog, lifecycle, selection, states
 from gateway.keys.secrets import (
     FINGERPRINT_PREFIX,
@@ -95,18 +95,6 @@ def parse_models(value) -> list[str] | None:
     return ["*"] if "*" in value else sorted(set(value))
 
 
-def _count(name: str, value) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str) and whole_number(value) is not None:
-        value = whole_number(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(name, f"'{name}' must be a positive integer, or null for no limit.")
-    if value > MAX_SQL_INT:
-        raise InputError(name, f"'{name}' is too large: at most {MAX_SQL_INT}.")
-    return value
-
-
 def _flag(name: str, value) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
@@ -164,7 +152,7 @@ def _model_limits(name: str, value) -> dict | None:
         if not limits or set(limits) - {"rpm", "tpm"}:
             raise InputError(name, problem)
         try:
-            entry = {k: _count(f"{name}.{model}.{k}", v) for k, v in limits.items()}
+            entry = {k: limit_or_none(f"{name}.{model}.{k}", v) for k, v in limits.items()}
         except InputError as exc:
             raise InputError(name, str(exc)) from None
         entry = {k: v for k, v in entry.items() if v is not None}
@@ -179,10 +167,10 @@ MAX_WAIT_SECONDS = 600
 
 # API field → (column, parser). Costs are USD in the API, micro-dollars in the database.
 LIMIT_FIELDS = {
-    "daily_token_limit": ("daily_token_limit", _count),
-    "monthly_token_limit": ("monthly_token_limit", _count),
-    "rpm_limit": ("rpm_limit", _count),
-    "tpm_limit": ("tpm_limit", _count),
+    "daily_token_limit": ("daily_token_limit", limit_or_none),
+    "monthly_token_limit": ("monthly_token_limit", limit_or_none),
+    "rpm_limit": ("rpm_limit", limit_or_none),
+    "tpm_limit": ("tpm_limit", limit_or_none),
     "model_limits": ("model_limits", _model_limits),
     "daily_cost_limit": ("daily_cost_limit_micros", _usd),
     "monthly_cost_limit": ("monthly_cost_limit_micros", _usd),
