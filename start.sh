@@ -32,4 +32,6 @@ if [ -n "$host$port" ]; then
   export KEYRELAY_BIND="${host:-${bind%:*}}:${port:-${bind##*:}}"
 fi
 ./kr init-db
+# This checkout's code first, whatever the venv was installed from (as ./kr does).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec .venv/bin/gunicorn -c gunicorn.conf.py 'app:create_app()'
