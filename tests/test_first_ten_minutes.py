@@ -191,14 +191,14 @@ def test_the_readme_points_claude_code_and_codex_where_their_tests_do():
     assert "KEYRELAY_KEY=kr-your-client-key codex" in readme
 
 
-def test_start_sh_port_flag_wins_over_env_file(tmp_path):
+def test_start_sh_host_and_port_flags_win_over_env_file(tmp_path):
     checkout = _checkout(tmp_path)
     env = _fresh_shell(tmp_path / "home")
     in_file, asked = _free_port(), _free_port()
     (checkout / ".env").write_text(f"KEYRELAY_BIND=127.0.0.1:{in_file}\nKEYRELAY_WORKERS=1\n")
-    command = ["./start.sh", "--port", str(asked)]
+    command = ["./start.sh", "--host", "localhost", "--port", str(asked)]
     with _serving(command, checkout, env, asked, tmp_path / "start.log") as banner:
-        assert f"URL:          http://127.0.0.1:{asked}" in banner
+        assert f"URL:          http://localhost:{asked}" in banner
     bad = subprocess.run(
         ["./start.sh", "--port", "eighty"], cwd=checkout, env=env, capture_output=True, text=True
     )
