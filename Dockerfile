@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     KEYRELAY_BIND=0.0.0.0:8080
 
-# pg_dump / pg_restore for `flask backup` on PostgreSQL (system packages, not Python's).
+# pg_dump / pg_restore for `./kr backup` on PostgreSQL (system packages, not Python's).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends postgresql-client \
     && rm -rf /var/lib/apt/lists/*

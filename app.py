@@ -13,7 +13,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dotenv import load_dotenv
 from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import event, func, select
@@ -106,7 +105,6 @@ def _security_headers(response):
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from KEYRELAY_* (and .env), then test overrides."""
-    load_dotenv(ROOT / ".env")
     settings = config.from_environment()
     settings.update(test_config or {})
     periods.configure(settings["TIMEZONE"])
@@ -122,6 +120,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         f"sqlite:///{instance / 'keyrelay.db'}"
     )
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
+    # Whether this run makes the master key: the start banner shows it in full only then.
+    app.config["MASTER_KEY_CREATED"] = not (
+        settings["MASTER_KEY"] or (instance / "master_key").exists()
+    )
     app.config["MASTER_KEY"] = settings["MASTER_KEY"] or _instance_master_key(instance)
     app.config["MASTER_KEY_SOURCE"] = "env" if settings["MASTER_KEY"] else "instance"
     secret_material = settings["SECRET_KEY"]
@@ -151,7 +153,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     with app.app_context():
-        database = _initialise_database(instance, settings)
+        database, generated = _initialise_database(instance, settings)
+        app.config["ADMIN_PASSWORD_GENERATED"] = generated
         box = SecretBox(secret_material)
         # Keys whose secret this key cannot decrypt, or that an empty key encrypted.
         check_stored_secrets(db.engine, box, datetime.now(UTC))
@@ -177,7 +180,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     tokens.warm_up()
     gateway.prices.warm_up()
     if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
-        # Serving from this instance: `flask backup restore` refuses while this is held.
+        # Serving from this instance: `./kr backup restore` refuses while this is held.
         app.extensions["serving_lock"] = backup.hold_serving_lock(instance)
     # Last: the elected worker may start jobs at once (catch-up after downtime).
     scheduler.init_app(app)
@@ -270,10 +273,11 @@ def _master_key_problem(text: str) -> str | None:
     return None
 
 
-def _initialise_database(instance: Path, settings: dict) -> DatabaseIdentity:
+def _initialise_database(instance: Path, settings: dict) -> tuple[DatabaseIdentity, bool]:
     """Migrate the schema (Alembic), create the `default` profile, the database's identity
     and the first admin once, even with several workers (or hosts) starting. A generated
-    admin password is printed here, once. Returns the database's identity."""
+    admin password is printed here, once. Returns the database's identity and whether
+    this run generated the password."""
     from gateway.admin import accounts
     from models import DEFAULT_PROFILE, Profile
 
@@ -300,11 +304,11 @@ def _initialise_database(instance: Path, settings: dict) -> DatabaseIdentity:
             f"\n  KeyRelay dashboard: first admin '{username}' created with password\n"
             f"      {generated}\n"
             "  It is shown this once (only its hash is stored). Change it with\n"
-            f"  `flask --app app users set-password {username}`.\n",
+            f"  `./kr users set-password {username}`.\n",
             file=sys.stderr,
             flush=True,
         )
-    return identity
+    return identity, bool(generated)
 
 
 def _database_identity(now: datetime) -> DatabaseIdentity:
@@ -362,7 +366,7 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    """`flask keys …`, `flask users …`, `flask jobs …` and `flask init-db`."""
+    """`./kr keys …`, `users …`, `jobs …`, `init-db`, `master-key` and the rest."""
     from blueprints.cli import (
         backup_cli,
         client_keys_cli,
@@ -370,9 +374,11 @@ def register_commands(app: Flask) -> None:
         init_db_command,
         jobs_cli,
         keys_cli,
+        master_key_command,
         users_cli,
     )
 
+    app.cli.add_command(master_key_command)
     app.cli.add_command(keys_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(init_db_command)

@@ -1,11 +1,19 @@
-"""Settings: every KEYRELAY_* environment variable in one place, with its default."""
+"""Settings: every KEYRELAY_* environment variable in one place, with its default.
+
+Read from the process environment and from `.env` beside this file, the process
+environment winning; the app, gunicorn.conf.py, the CLI and start.sh all read them here.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
 
 MIB = 1024 * 1024
+ENV_FILE = Path(__file__).resolve().parent / ".env"
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ SETTINGS: tuple[Setting, ...] = (
         "ADMIN_PASSWORD",
         None,
         str,
-        "Password of the first dashboard admin. Unset: one is generated and printed once at first start (`flask users create-admin` makes others).",
+        "Password of the first dashboard admin. Unset: one is generated and printed once at first start (`./kr users create-admin` makes others).",
     ),
     Setting("SESSION_HOURS", 12.0, float, "Dashboard login lasts this long."),
     Setting(
@@ -308,13 +316,13 @@ SETTINGS: tuple[Setting, ...] = (
         "BACKUP_KEEP",
         0,
         int,
-        "Daily backups (the `backup` job, 02:30) to keep; older ones are deleted. 0: no scheduled backup (`flask backup create` still works).",
+        "Daily backups (the `backup` job, 02:30) to keep; older ones are deleted. 0: no scheduled backup (`./kr backup create` still works).",
     ),
     Setting(
         "BACKUP_DIR",
         None,
         str,
-        "Folder of the scheduled backups and of `flask backup create` without a path. Default: `<instance>/backups`.",
+        "Folder of the scheduled backups and of `./kr backup create` without a path. Default: `<instance>/backups`.",
     ),
     Setting(
         "METRICS",
@@ -374,9 +382,18 @@ def _convert(setting: Setting, raw: str) -> object:
         ) from None
 
 
+def load_env_file(path: Path = ENV_FILE) -> None:
+    """Put the variables of `.env` into the process environment, never over one the
+    process already has (the environment wins), so what it starts inherits them too."""
+    load_dotenv(path, override=False)
+
+
 def from_environment(environ: dict[str, str] | None = None) -> dict[str, object]:
-    """Return {NAME: value} for every setting, read from KEYRELAY_* variables."""
-    environ = os.environ if environ is None else environ
+    """Return {NAME: value} for every setting, read from KEYRELAY_* variables (the
+    process environment's, with `.env` filling in what it leaves unset)."""
+    if environ is None:
+        load_env_file()
+        environ = os.environ
     values = {}
     for setting in SETTINGS:
         raw = environ.get(f"KEYRELAY_{setting.name}")

@@ -1,8 +1,10 @@
-"""CLI commands: `flask init-db`, `flask keys …`, `flask client-keys …`, `flask users …`,
-`flask jobs list|run`, `flask config …`, `flask backup create|restore`."""
+"""CLI commands (`./kr …`, or `keyrelay …` when installed): `init-db`, `master-key`,
+`keys …`, `client-keys …`, `users …`, `jobs list|run`, `config …`, `backup create|restore`."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -18,36 +20,99 @@ from gateway.admin.context import Admin
 from gateway.admin.errors import InputError
 from gateway.jobs import backup, scheduler
 from gateway.keys import provider_keys as keyring
+from gateway.keys.secrets import mask
 from models import ClientKey, ProviderKey
 
 keys_cli = AppGroup("keys", help="Manage provider keys.")
 
 
+CLI_HELP = """KeyRelay's command line (run from any folder as ./kr, or `keyrelay` when installed).
+
+Settings come from KEYRELAY_* variables and the .env file beside app.py."""
+
+
+def main() -> None:
+    """`./kr …` / `keyrelay …`: the app's commands, no FLASK_APP or active venv needed."""
+    from flask.cli import FlaskGroup
+
+    verbose = click.Option(
+        ["-v", "--verbose"],
+        is_flag=True,
+        is_eager=True,
+        expose_value=False,
+        callback=_verbose,
+        help="Debug logging, the database migrations' own lines included.",
+    )
+    group = FlaskGroup(
+        help=CLI_HELP,
+        create_app=_create_app,
+        add_default_commands=False,
+        load_dotenv=False,  # config.py reads the .env beside app.py, not the shell's folder's
+        set_debug_flag=False,
+        add_version_option=False,
+        params=[verbose],
+    )
+    # Flask's --app/--env-file/--debug mean nothing here: the app and its .env are fixed.
+    group.params = [p for p in group.params if p.name not in ("app", "env_file", "debug")]
+    called = Path(sys.argv[0]).name  # `keyrelay` installed; `-c` from the ./kr wrapper
+    group.main(prog_name="kr" if called in ("-c", "") else called)
+
+
+def _verbose(_context, _param, value: bool) -> None:
+    if value:
+        os.environ["KEYRELAY_LOG_LEVEL"] = "DEBUG"
+
+
+def _create_app():
+    from app import create_app
+
+    return create_app()
+
+
 @click.command("init-db")
 @with_appcontext
 def init_db_command() -> None:
-    """Create the database (create_app does) and tell a new user where everything is."""
+    """Create or upgrade the database, then say where everything is (start.sh runs it)."""
     config = current_app.config
     url = f"http://{config['BIND']}"
-    if config.get("MASTER_KEY_SOURCE") == "env":
-        source = "from KEYRELAY_MASTER_KEY"
-    else:
-        source = f"generated in {current_app.instance_path}/master_key: {config['MASTER_KEY']}"
-    password = (
-        "KEYRELAY_ADMIN_PASSWORD"
-        if config.get("ADMIN_PASSWORD")
-        else "printed above when the database was first created"
-    )
     click.echo(
         f"KeyRelay\n"
-        f"  URL:          {url}   (OpenAI/SDK base_url: {url}/v1)\n"
-        f"  Dashboard:    {url}/   user '{config['ADMIN_USERNAME']}', password: {password}\n"
-        f"  Master key:   {source}\n"
+        f"  URL:          {url}   (OpenAI SDK base_url: {url}/v1; Anthropic SDK: {url})\n"
+        f"  Dashboard:    {url}/   user '{config['ADMIN_USERNAME']}', password: "
+        f"{_password_line(config)}\n"
+        f"  Master key:   {_master_key_line(config)}\n"
         f"  Database:     {config['SQLALCHEMY_DATABASE_URI']}\n"
-        f"  Add a key:    curl -X POST {url}/api/admin/keys -H 'Authorization: Bearer <master key>'"
-        f' -H \'Content-Type: application/json\' -d \'{{"name": "main", "provider": '
-        f'"openai", "secret": "sk-…", "base_url": "https://api.openai.com/v1"}}\''
+        f"  Add a key:    ./kr keys add --name main --base-url https://api.openai.com/v1\n"
+        f"  Client key:   ./kr client-keys create --name my-app   (what your apps send)\n"
+        f"  Help:         ./kr --help"
     )
+
+
+def _master_key_line(config) -> str:
+    """The master key in full only when this run created it; else masked, with where it is."""
+    if config.get("MASTER_KEY_SOURCE") == "env":
+        return f"{mask(config['MASTER_KEY'])} (from KEYRELAY_MASTER_KEY)"
+    path = Path(current_app.instance_path) / "master_key"
+    if config.get("MASTER_KEY_CREATED"):
+        return f"{config['MASTER_KEY']}\n                (new; kept in {path})"
+    return f"{mask(config['MASTER_KEY'])} (in {path}; print it: ./kr master-key)"
+
+
+def _password_line(config) -> str:
+    """Where the first admin's password comes from, true on every start."""
+    if config.get("ADMIN_PASSWORD_GENERATED"):
+        return "printed above (shown this once)"
+    if config.get("ADMIN_PASSWORD"):
+        return "KEYRELAY_ADMIN_PASSWORD"
+    username = config["ADMIN_USERNAME"]
+    return f"the one shown at the first start (forgot it? ./kr users set-password {username})"
+
+
+@click.command("master-key")
+@with_appcontext
+def master_key_command() -> None:
+    """Print the master key (the admin bearer key for /v1 and /api/admin)."""
+    click.echo(current_app.config["MASTER_KEY"])
 
 
 MODELS_HELP = (
@@ -77,6 +142,8 @@ def _admin() -> Admin:
 @click.option("--test/--no-test", default=True, show_default=True, help=TEST_HELP)
 def add_key(profile, provider, name, secret, base_url, models, daily_token_limit, test) -> None:
     """Add a provider key, then test it."""
+    if not base_url:
+        _default_upstream(provider)
     data = {
         "profile": profile,
         "provider": provider,
@@ -94,6 +161,18 @@ def add_key(profile, provider, name, secret, base_url, models, daily_token_limit
     click.echo(f"Added key #{key.id} {key.name} ({key.secret_masked}) to profile {profile}.")
     if test:
         _test_new_keys([key.id])
+
+
+def _default_upstream(provider: str) -> dict:
+    """Say which upstream keys added without --base-url will call (no surprise later)."""
+    default = keyring.DEFAULT_BASE_URLS.get(provider) or ""
+    if default.startswith("http"):
+        click.echo(
+            f"No --base-url: these keys will call {default} ({provider}'s default). "
+            "For another OpenAI-compatible API, give --base-url URL.",
+            err=True,
+        )
+    return {}
 
 
 def _test_new_keys(key_ids: list[int]) -> None:
@@ -149,7 +228,7 @@ def import_keys(
     import; duplicates and bad lines are reported, the rest added, then tested."""
     shared = {"profile": profile, "provider": provider}
     shared |= {"models": models} if models is not None else {}
-    shared |= {"base_url": base_url} if base_url else {}
+    shared |= {"base_url": base_url} if base_url else _default_upstream(provider)
     shared |= {"daily_token_limit": daily_token_limit} if daily_token_limit else {}
     if not keyring.PROFILE_NAME.match(prefix):
         raise click.UsageError("--prefix: use letters, digits, '_', '.', '-'.")

@@ -1,4 +1,4 @@
-"""`flask --app app db …`: the schema's Alembic revisions (gateway/schema.py)."""
+"""`./kr db …`: the schema's Alembic revisions (gateway/schema.py)."""
 
 from __future__ import annotations
 

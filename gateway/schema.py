@@ -7,6 +7,7 @@ revision's shape (the old start-up step), then it is stamped with that revision.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 INITIAL = "0001"
 # pg_advisory_lock's key: every KeyRelay host sharing the database takes the same one.
 LOCK_KEY = zlib.crc32(b"keyrelay.schema")
+log = logging.getLogger("keyrelay.schema")
 
 
 def config(connection: Connection | None = None, url: str | None = None) -> Config:
@@ -77,12 +79,24 @@ def locked(engine: Engine) -> Iterator[None]:
 def upgrade(engine: Engine) -> str:
     """Bring the database to head (adopting a pre-Alembic one first); returns the revision.
     The caller holds the lock (locked() and, for SQLite, its flock)."""
+    _quiet_alembic()
     with engine.connect() as conn:
-        if current(conn) is None and _has_tables(conn):
+        before = current(conn)
+        if before is None and _has_tables(conn):
             _adopt(conn)
         command.upgrade(config(conn), "head")
         conn.commit()
-        return current(conn)
+        after = current(conn)
+    if after != before:
+        log.info("database upgraded from %s to %s", before or "empty", after)
+    return after
+
+
+def _quiet_alembic() -> None:
+    """Alembic says six INFO lines on every start and CLI call, migration or not: keep
+    them for debug logging (`./kr -v`); upgrade() says in one line what changed."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def initial_snapshot() -> MetaData:

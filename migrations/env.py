@@ -56,5 +56,5 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("KeyRelay's migrations run online only (flask --app app db upgrade)")
+    raise SystemExit("KeyRelay's migrations run online only (./kr db upgrade)")
 run_migrations_online()
