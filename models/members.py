@@ -24,6 +24,10 @@ class Member(db.Model):
     )
     # Prepaid credits in micro-dollars; their keys' spend comes off it.
     balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Everything their keys' requests ever cost, booked in the same statement that takes
+    # the cost off the balance: balance + spent is what they were funded with, read in
+    # one row on every request (gateway/ledger/wallet.py) instead of summed from the log.
+    spent_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Spend allowed per budget period (micro-dollars; None: no budget). Periods run from
     # `created_at` as client-key budgets do (gateway/limits/budgets.py: 1h, 1d, 7d, 30d, 1mo).
     budget_micros: Mapped[int | None] = mapped_column(BigInteger)

@@ -250,3 +250,72 @@ def test_a_database_at_0001_gets_ids_that_are_never_reused(settings):
         app.extensions["keyrelay"].close()
         with app.app_context():
             db.engine.dispose()
+
+
+def _database_at_0006(url: str) -> None:
+    """A database at 0006 with a member whose two keys served three requests (one of them
+    priced at nothing), and another key's request beside them."""
+    engine = create_engine(url)
+    at = datetime(2026, 12, 1)
+    try:
+        with engine.connect() as conn:
+            schema.command.upgrade(schema.config(conn), "0006")
+            conn.commit()
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO profiles (name, created_at) VALUES ('default', :at)"), {"at": at}
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO users (username, password_hash, role, created_at,"
+                    " session_version) VALUES ('mia', 'x', 'member', :at, 1)"
+                ),
+                {"at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO members (user_id, balance_micros, max_keys, profile_id,"
+                    " created_at) VALUES (1, 5000, 5, 1, :at)"
+                ),
+                {"at": at},
+            )
+            for n, member in ((1, 1), (2, 1), (3, None)):
+                conn.execute(
+                    text(
+                        "INSERT INTO client_keys (profile_id, name, key_hash, key_hint,"
+                        " created_by, created_at, updated_at, member_id) VALUES"
+                        " (1, :name, :hash, 'kr-…', 'admin', :at, :at, :member)"
+                    ),
+                    {"name": f"k{n}", "hash": f"{n:064d}", "at": at, "member": member},
+                )
+            for n, (key, cost) in enumerate(((1, 1200), (2, 34), (2, 0), (3, 99_000))):
+                conn.execute(
+                    text(
+                        "INSERT INTO request_logs (request_id, created_at, client_key_id,"
+                        " endpoint, status_code, streamed, input_tokens, output_tokens,"
+                        " total_tokens, usage_estimated, cost_micros, latency_ms,"
+                        " attempt_count) VALUES (:id, :at, :key, 'chat.completions', 200,"
+                        " false, 1, 2, 3, false, :cost, 10, 1)"
+                    ),
+                    {"id": f"req_{n}", "at": at, "key": key, "cost": cost},
+                )
+    finally:
+        engine.dispose()
+
+
+def test_a_member_at_0006_starts_their_running_spend_from_the_request_log(settings):
+    url = settings["DATABASE_URL"] or f"sqlite:///{Path(settings['INSTANCE_PATH'])}/keyrelay.db"
+    Path(settings["INSTANCE_PATH"]).mkdir(parents=True)
+    _database_at_0006(url)
+    app = create_app({**settings, "DATABASE_URL": url})
+    try:
+        assert _revisions(url) == [schema.head()]
+        with app.app_context(), db.engine.connect() as conn:
+            row = conn.execute(text("SELECT balance_micros, spent_micros FROM members")).one()
+            assert tuple(row) == (5000, 1234)  # the member's keys' requests, not key 3's
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, db.metadata) == []
+    finally:
+        app.extensions["keyrelay"].close()
+        with app.app_context():
+            db.engine.dispose()

@@ -96,10 +96,12 @@ MARK_SUCCESS = (
     + lifecycle.ANSWERED_SQL  # back from an ended cooldown
     + " WHERE id = :key_id"
 )
-# A member's key: its request's cost comes off the member's prepaid balance, in the same
-# transaction as the request's row (wallet.py relies on the two moving together).
+# A member's key: its request's cost comes off the member's prepaid balance and onto their
+# running total, in the same transaction as the request's row (wallet.py relies on the
+# three moving together).
 CHARGE_MEMBER = (
-    "UPDATE members SET balance_micros = balance_micros - :cost "
+    "UPDATE members SET balance_micros = balance_micros - :cost, "
+    "spent_micros = spent_micros + :cost "
     "WHERE user_id = (SELECT member_id FROM client_keys WHERE id = :client_key_id)"
 )
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")

@@ -5,10 +5,12 @@ The balance is kept exact under concurrency the way client-key budgets are (budg
 a request reserves its estimated cost in the shared limiter before the upstream call and
 settles its real cost after. The balance is held there as a lifetime budget whose size
 is what the member was ever funded with: `balance + everything their keys' requests cost`.
-That sum does not move when a request is booked (the booking writes the request's cost
-and takes it off the balance in one transaction, books.py), only when credits are added
-or taken away, so it also names the limiter's "period": new credits start a new one,
-whose spend is read again from the request log.
+That sum does not move when a request is booked (the booking writes the request's cost,
+takes it off the balance and adds it to the member's running total `spent_micros` in one
+transaction, books.py), only when credits are added or taken away, so it also names the
+limiter's "period": new credits start a new one, whose spend is read again from that
+total. Both are one row's columns: admitting a request costs the same whatever the
+member's history (the total was once summed from the request log on every request).
 
 The budget is a client-key budget over the member's keys, its periods counted from the
 member's creation (budgets.period).
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from gateway.errors import GatewayError
 from gateway.limits.local import Limits, Refusal
@@ -53,6 +55,13 @@ class Account:
         return f"mb:{self.member_id}"
 
 
+_M = Member.__table__.c
+_LOAD = select(
+    _M.balance_micros, _M.spent_micros, _M.budget_micros, _M.budget_period, _M.created_at,
+    _M.rpm_limit, _M.tpm_limit,
+).where(_M.user_id == bindparam("member_id"))  # fmt: skip
+
+
 def _spend_query(member_id: int):
     log, key = RequestLog.__table__.c, ClientKey.__table__.c
     return (
@@ -63,7 +72,11 @@ def _spend_query(member_id: int):
 
 
 def spend(conn: Connection, member_id: int, start=None, end=None) -> int:
-    """Micro-dollars the member's keys' requests cost in [start, end) (None: open)."""
+    """Micro-dollars the member's keys' requests cost in [start, end) (None: open); all
+    of it (both open) is the running total, not a sum over the log."""
+    if start is None and end is None:
+        total = conn.execute(select(_M.spent_micros).where(_M.user_id == member_id)).scalar()
+        return int(total or 0)
     query = _spend_query(member_id)
     log = RequestLog.__table__.c
     if start is not None:
@@ -74,23 +87,16 @@ def spend(conn: Connection, member_id: int, start=None, end=None) -> int:
 
 
 def load(conn: Connection, member_id: int) -> Account | None:
-    """The member's money and limits, read in one statement (so the balance and the spend
+    """The member's money and limits, read from their row (so the balance and the spend
     it is the rest of come from the same snapshot); None when the member is gone."""
-    m = Member.__table__.c
-    spent = _spend_query(member_id).scalar_subquery()
-    row = conn.execute(
-        select(
-            m.balance_micros, m.budget_micros, m.budget_period, m.created_at,
-            m.rpm_limit, m.tpm_limit, spent.label("spent"),
-        ).where(m.user_id == member_id)
-    ).first()  # fmt: skip
+    row = conn.execute(_LOAD, {"member_id": member_id}).first()
     if row is None:
         return None
     limits = Limits(row.rpm_limit, row.tpm_limit)
     return Account(
         member_id,
         int(row.balance_micros),
-        int(row.balance_micros) + int(row.spent),
+        int(row.balance_micros) + int(row.spent_micros),
         row.budget_micros,
         row.budget_period,
         row.created_at,

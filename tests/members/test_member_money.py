@@ -10,6 +10,7 @@ from datetime import timedelta
 import anthropic
 import openai
 import pytest
+from sqlalchemy import event
 
 from extensions import db
 from models import Member
@@ -186,9 +187,48 @@ def test_a_journal_replayed_after_a_kill_takes_the_cost_off_the_balance_once(app
     (gateway.books.journal_dir / "4242-deadbeef.journal").write_bytes(journal.encode(entry))
     assert gateway.books.recover() == 1
     assert balance(app, made["id"]) == 1_000_000 - 7_000
+    assert spent(app, made["id"]) == 7_000
     (gateway.books.journal_dir / "4243-deadbeef.journal").write_bytes(journal.encode(entry))
     assert gateway.books.recover() == 0  # already in the log: not charged twice
     assert balance(app, made["id"]) == 1_000_000 - 7_000
+    assert spent(app, made["id"]) == 7_000
+
+
+def spent(app, member_id: int) -> int:
+    with app.app_context():
+        return db.session.get(Member, member_id).spent_micros
+
+
+@pytest.mark.both_databases
+def test_admitting_a_member_reads_their_row_not_a_sum_over_their_request_log(
+    app, admin, server, priced
+):
+    """The member's running total moves with their balance as requests are booked, and
+    admission reads the two from the member's row: its cost does not grow with their
+    history (it once summed every request their keys ever made, on every request)."""
+    made = new_member(admin)
+    set_money(app, made["id"], balance_micros=10**9, budget_micros=None, rpm_limit=None,
+              tpm_limit=None)  # fmt: skip
+    keys = [member_key(app, made["id"], "one"), member_key(app, made["id"], "two")]
+    statements: list[str] = []
+    engine = server.app.extensions["keyrelay"].engine
+
+    def seen(conn, cursor, statement, *args) -> None:
+        statements.append(statement.lower())
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for n in range(4):
+            sdk(server, keys[n % 2]).chat.completions.create(**chat(), max_tokens=5)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    server.app.extensions["keyrelay"].books.flush()
+    cost = spend(admin, {key_id(server, key) for key in keys})
+    assert cost > 0
+    assert spent(app, made["id"]) == cost
+    assert balance(app, made["id"]) == 10**9 - cost
+    assert any("from members" in sql for sql in statements)  # the listener saw admission
+    assert not [sql for sql in statements if "request_logs" in sql]
 
 
 def key_id_of(app, key: str) -> int:
