@@ -405,7 +405,8 @@ def _flash_test(prefix: str, result: dict) -> None:
     outcome = result["result"]
     if outcome == "ok":
         models = result.get("models") or []
-        flash(f"{prefix} Test passed: the provider answered ({len(models)} models).", "ok")
+        passed = f"{prefix} Test passed: the provider answered ({len(models)} models)."
+        flash(f"{passed} {result['note']}" if result.get("note") else passed, "ok")
     else:
         flash(f"{prefix} Test: {outcome.replace('_', ' ')} — {result['message']}", "error")
 
