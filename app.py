@@ -338,6 +338,7 @@ def register_blueprints(app: Flask) -> None:
         metrics,
         openapi_docs,
         partials,
+        playground,
         portal,
         proxy,
         rovodev_api,
@@ -357,6 +358,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(rovodev_pages.bp)
     app.register_blueprint(dashboard_members.bp)
+    app.register_blueprint(playground.bp)
     app.register_blueprint(portal.bp)
     app.register_blueprint(member_credits.bp)
     app.register_blueprint(portal.api)

@@ -407,12 +407,15 @@ def list_prices():
     prices = gateway().prices
     overrides = list(db.session.scalars(select(PriceOverride.model)))
     models = sorted(set(_models_seen()) | set(overrides))
-    return jsonify({"data": [pricing.describe(m, prices.price(None, m)) for m in models]})
+    served = pricing.served_by(db.session)
+    data = [pricing.describe(m, prices.effective(m, served.get(m, ()))) for m in models]
+    return jsonify({"data": data})
 
 
 @bp.get("/prices/<path:model>")
 def get_price(model: str):
-    return jsonify(pricing.describe(model, gateway().prices.price(None, model)))
+    served = pricing.served_by(db.session).get(model, ())
+    return jsonify(pricing.describe(model, gateway().prices.effective(model, served)))
 
 
 @bp.put("/prices/<path:model>")

@@ -84,6 +84,7 @@ def key_health(now, profile: str | None = None) -> list:
     unlabelled: the page names the zone), every limit (RPM/TPM windows from the shared
     limiter), failures."""
     from extensions import db
+    from gateway.jobs import scheduler
     from gateway.keys import states
     from gateway.ledger import reports
 
@@ -95,4 +96,5 @@ def key_health(now, profile: str | None = None) -> list:
         windows=lambda scope: gateway().limiter.window(scope, second),
         threshold=current_app.config.get("FAILURE_THRESHOLD"),
         when=states.local_time,
+        retest_at=scheduler.next_run_at(current_app, "key-revalidation"),
     )

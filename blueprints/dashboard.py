@@ -405,7 +405,8 @@ def _flash_test(prefix: str, result: dict) -> None:
     outcome = result["result"]
     if outcome == "ok":
         models = result.get("models") or []
-        flash(f"{prefix} Test passed: the provider answered ({len(models)} models).", "ok")
+        passed = f"{prefix} Test passed: the provider answered ({len(models)} models)."
+        flash(f"{passed} {result['note']}" if result.get("note") else passed, "ok")
     else:
         flash(f"{prefix} Test: {outcome.replace('_', ' ')} — {result['message']}", "error")
 
@@ -882,9 +883,10 @@ def _prices_page(errors=None, values=None, status=200):
     overrides = set(db.session.scalars(select(PriceOverride.model)))
     routes_by_name = {r.name: r for r in db.session.scalars(select(Route))}
     models = sorted((seen | overrides) - {""})
+    served = pricing.served_by(db.session)
     rows = []
     for model in models:
-        row = pricing.describe(model, prices.price(None, model))
+        row = pricing.describe(model, prices.effective(model, served.get(model, ())))
         route = routes_by_name.get(model)
         if route is not None and model not in overrides:
             # A route alias is priced as the model that serves it, never "unknown".

@@ -13,6 +13,7 @@ from gateway.keys import catalog, lifecycle
 from gateway.keys.messages import SYSTEM, upstream_message
 from models import Attempt, AuditEntry, Profile, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import (
+    ACTIVE,
     AUTH_FAILED,
     SECRET_UNREADABLE,
     STATUS_SENTENCES,
@@ -254,9 +255,15 @@ def mark_unserved(conn: Connection, key_id: int, model: str, now: datetime) -> N
     )
 
 
-def cool_down(conn: Connection, key_id: int, until: datetime, error: str) -> None:
-    """Take a rate-limited key out of the pool until `until` (unless an admin disabled it)."""
-    conn.execute(
+def cool_down(
+    conn: Connection, key_id: int, until: datetime, error: str, now: datetime | None = None
+) -> bool:
+    """Take a rate-limited key out of the pool until `until` (unless an admin disabled it).
+    A new cooldown (not one made longer) is audited with actor `system`. True if it is new."""
+    before = conn.execute(
+        select(keys_t.c.status, keys_t.c.cooldown_until).where(keys_t.c.id == key_id)
+    ).first()
+    changed = conn.execute(
         lifecycle.update_for(
             lifecycle.RATE_LIMITED,
             keys_t.c.id == key_id,
@@ -264,7 +271,14 @@ def cool_down(conn: Connection, key_id: int, until: datetime, error: str) -> Non
             last_error=error,
             updated_at=until,
         )
-    )
+    ).rowcount
+    now = now or until
+    ended = before is not None and (before.cooldown_until is None or before.cooldown_until <= now)
+    new = bool(changed) and (before.status == ACTIVE or ended)
+    if new:
+        detail = {"until": until.isoformat(), "error": upstream_message(error)}
+        _audit(conn, "key.cooldown", key_id, now, detail)
+    return new
 
 
 def mark_auth_failed(conn: Connection, key_id: int, error: str, now: datetime) -> bool:
@@ -295,6 +309,24 @@ def _audit(conn: Connection, action: str, key_id: int, now: datetime, detail: di
     conn.execute(
         audit_t.insert().values(
             at=now, actor=SYSTEM, action=action, target=f"key:{key_id}", detail=detail
+        )
+    )
+
+
+def audit_circuit(
+    conn: Connection, key: KeyRow, upstream: str, change: str, now: datetime, state
+) -> None:
+    """An audit entry (actor `system`) for the circuit of a key's upstream opened or closed."""
+    detail = {"key": key.id, "key_name": key.name}
+    if state is not None:
+        detail["until"] = state["until"]
+    conn.execute(
+        audit_t.insert().values(
+            at=now,
+            actor=SYSTEM,
+            action=f"circuit.{change}",
+            target=f"upstream:{upstream}",
+            detail=detail,
         )
     )
 

@@ -5,7 +5,10 @@ probe closes it again or reopens it."""
 from __future__ import annotations
 
 import openai
+from sqlalchemy import select
 
+from extensions import db
+from models import AuditEntry
 from tests.conftest import MASTER_KEY, Admin, Web, chat, live_app
 from tests.fake_upstream import Behaviour, FakeUpstream
 
@@ -49,6 +52,9 @@ def test_a_failing_upstream_is_passed_over_until_a_probe_finds_it_back(settings,
         assert 'data-circuit="open"' in keys_page and "Upstream failing" in keys_page
         clock.advance(seconds=31)  # half-open: one probe, which fails again
         assert admin.key(first["id"])["upstream_circuit"]["state"] == "half_open"
+        half = Web(app).get("/keys").text  # no "until" in the past: it waits for a request
+        assert "circuit half-open since" in half and "the next request to it tests it" in half
+        assert "circuit half-open until" not in half
         ask()
         ask()
         assert len(a.requests) == tried_a + 1
@@ -61,6 +67,20 @@ def test_a_failing_upstream_is_passed_over_until_a_probe_finds_it_back(settings,
         assert admin.key(first["id"])["upstream_circuit"] is None
         assert len(a.requests) > tried_a + 2  # A serves its share again
         sdk.close()
+        # Opened once and closed once in the audit log (the failed probe is no news).
+        upstream = "/".join(a.base_url.split("/")[:3])
+        with app.app_context():
+            rows = db.session.execute(
+                select(AuditEntry.action, AuditEntry.actor, AuditEntry.target)
+                .where(AuditEntry.action.like("circuit.%"))
+                .order_by(AuditEntry.id)
+            ).all()
+        assert [tuple(r) for r in rows] == [
+            ("circuit.opened", "system", f"upstream:{upstream}"),
+            ("circuit.closed", "system", f"upstream:{upstream}"),
+        ]
+        audit_page = Web(app).get("/audit").text
+        assert "circuit.opened" in audit_page and "circuit.closed" in audit_page
 
 
 def test_only_failing_upstreams_give_a_503_that_says_so(settings, clock, http):

@@ -222,3 +222,20 @@ def test_chromium_shows_the_limit_and_its_reset_in_the_zone(admin, fake, client,
             expect(page.locator(".zone-note")).to_have_text("Times in Europe/Berlin.")
         screenshot(page, "overview-limit-reached")
         browser.close()
+
+
+def test_a_key_the_gateway_took_out_says_when_it_is_re_tested(admin, fake, client, web):
+    from gateway.jobs import scheduler
+
+    admin.add_key(SECRET, fake.base_url)
+    fake.set_behaviour(SECRET, Behaviour.unauthorized())
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(**chat())
+    row = _row(web.get("/keys").text, 1)
+    assert "No automatic re-test: the scheduler or its re-validation is off." in row
+    app = web.client.application
+    app.config.update(SCHEDULER=True, REVALIDATE_MINUTES=15)  # what the page reads
+    outcome = scheduler.run_job(app, "key-revalidation")  # still refused: stays out
+    assert outcome["result"]["still_failing"]
+    row = _row(web.get("/keys").text, 1)
+    assert "Next automatic re-test: 13:15." in row

@@ -93,3 +93,28 @@ def test_search_and_state_filter_and_failure_counts(web, fake, admin, client):
     page = web.get("/keys").text
     failures = re.findall(r'<tbody id="key-(\d+)".*?data-failures="(\d+)"', page, re.S)
     assert failures == [("1", "1"), ("2", "0"), ("3", "1")]  # both tried keys failed once
+
+
+def test_a_passing_test_never_ends_a_cooldown_the_upstream_asked_for(web, fake, admin, client):
+    """A quota-exhausted key answers its model list; its test passes, and it stays cooling
+    down (with the upstream's reason) until the time the upstream gave."""
+    admin.add_key(GOOD, fake.base_url, name="quota")
+    fake.script(GOOD, [Behaviour.rate_limited(retry_after=3600)])
+    with pytest.raises(openai.RateLimitError):
+        client.with_options(max_retries=0).chat.completions.create(**chat())
+    before = admin.key(1)
+    assert before["status"] == "cooling_down" and before["cooldown_until"]
+    page = html.unescape(web.post("/keys/test-all").text)
+    assert _results(page)[1][0] == "ok"
+    assert "stays cooling down until" in page
+    after = admin.key(1)
+    assert after["status"] == "cooling_down"
+    assert after["cooldown_until"] == before["cooldown_until"]
+    assert after["last_error"] == before["last_error"] and "429" in after["last_error"]
+    tested = admin.call("POST", "/keys/1/test").json()
+    assert tested["result"] == "ok" and "cooling down" in tested["note"]
+    assert tested["key"]["status"] == "cooling_down"
+    served = len(fake.requests)
+    with pytest.raises(openai.APIStatusError):  # still out of the pool: the upstream not asked
+        client.with_options(max_retries=0).chat.completions.create(**chat())
+    assert len(fake.requests) == served

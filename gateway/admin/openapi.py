@@ -220,6 +220,8 @@ KEY_TEST = s.obj(
         "status_code": N_INT,
         "latency_ms": N_INT,
         "message": N_STR,
+        # A passing test of a cooling key: the cooldown it leaves as the upstream set it.
+        "note": N_STR,
         "key": PROVIDER_KEY,
     },
     required=("result", "status_code", "latency_ms", "key"),

@@ -27,7 +27,7 @@ from gateway.admin import accounts
 from gateway.keys import catalog, lifecycle
 from gateway.keys.messages import SYSTEM
 from gateway.limits import budgets
-from models import Attempt, ClientKey, ProviderKey, RequestLog, UsageDaily
+from models import Attempt, AuditEntry, ClientKey, ProviderKey, RequestLog, UsageDaily
 from models.provider_keys import ACTIVE, AUTH_FAILED, COOLING_DOWN, DISABLED, EXPIRED
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ keys_t = ProviderKey.__table__
 usage_t = UsageDaily.__table__
 logs_t = RequestLog.__table__
 attempts_t = Attempt.__table__
+audit_t = AuditEntry.__table__
 
 
 # -- daily and monthly reset ------------------------------------------------------------
@@ -56,6 +57,7 @@ def daily_reset(gateway, now: datetime, config: Mapping) -> dict:
         gateway.engine, yesterday, today, "daily_token_limit", "daily_cost_limit_micros"
     )
     cleared = clear_ended_cooldowns(gateway, now)
+    _audit_once(gateway, back, "key.day_limit_ended", periods.day_start(today), now, actor=ACTOR)
     log.info(
         "daily reset (%s %s): %d provider key(s) back from limit_reached, %d cooldown(s) ended",
         today,
@@ -73,6 +75,8 @@ def monthly_reset(gateway, now: datetime, config: Mapping) -> dict:
     back = _keys_at_limit(
         gateway.engine, last_month, month, "monthly_token_limit", "monthly_cost_limit_micros"
     )
+    since = periods.day_start(month)
+    _audit_once(gateway, back, "key.month_limit_ended", since, now, actor=ACTOR)
     name = month.strftime("%Y-%m")
     log.info("monthly reset (%s %s): %d provider key(s) back", name, periods.zone_name(), len(back))
     return {"month": name, "back_from_limit": back}
@@ -110,10 +114,20 @@ def _keys_at_limit(engine: Engine, first: date, end: date, tokens: str, cost: st
 def clear_ended_cooldowns(gateway, now: datetime) -> int:
     """Store keys whose cooldown is over as active (the selector already treats them so;
     this keeps the stored status, which reports and filters read, truthful)."""
-    with gateway.engine.begin() as conn:
-        ended = or_(keys_t.c.cooldown_until.is_(None), keys_t.c.cooldown_until <= now)
-        over = lifecycle.update_for(lifecycle.COOLDOWN_OVER, ended, updated_at=now)
-        cleared = conn.execute(over).rowcount
+    ended = or_(keys_t.c.cooldown_until.is_(None), keys_t.c.cooldown_until <= now)
+    with Session(gateway.engine) as session, session.begin():
+        cooling = select(keys_t.c.id, keys_t.c.cooldown_until).where(
+            keys_t.c.status == COOLING_DOWN, ended
+        )
+        cleared = 0
+        for key_id, until in session.execute(cooling).all():
+            over = lifecycle.update_for(
+                lifecycle.COOLDOWN_OVER, keys_t.c.id == key_id, ended, updated_at=now
+            )
+            if session.execute(over).rowcount:  # not if an answer ended it meanwhile
+                cleared += 1
+                detail = {"until": _iso(until)} if until else None
+                accounts.audit(session, ACTOR, "key.cooldown_ended", now, f"key:{key_id}", detail)
     if cleared:
         gateway.keys.forget()
     return cleared
@@ -335,11 +349,52 @@ def _delete_batches(engine: Engine, where) -> int:
 
 def budget_alerts(gateway, now: datetime, config: Mapping) -> dict:
     """Check every client key's budget against the alert thresholds (gateway/ledger/alerts.py),
-    when alerts are set up (KEYRELAY_ALERT_WEBHOOK_URL)."""
+    when alerts are set up (KEYRELAY_ALERT_WEBHOOK_URL); and note in the audit log each
+    provider key that reached its daily or monthly limit since the last run."""
+    reached = audit_limits_reached(gateway, now)
     alerts = getattr(gateway, "alerts", None)
     if alerts is None:
-        return {"sent": 0, "skipped": "budget alerts are not set up"}
-    return {"sent": alerts.check_all(now)}
+        return {"sent": 0, "skipped": "budget alerts are not set up", "limits_reached": reached}
+    return {"sent": alerts.check_all(now), "limits_reached": reached}
+
+
+# A provider key's limits by period: (its word in the audit, token column, cost column).
+_LIMITS = (
+    ("day", "daily_token_limit", "daily_cost_limit_micros"),
+    ("month", "monthly_token_limit", "monthly_cost_limit_micros"),
+)
+
+
+def audit_limits_reached(gateway, now: datetime) -> list[int]:
+    """An audit entry (actor `system`) for each provider key at its daily or monthly limit
+    whose reaching it this period is not noted yet; ids of the keys noted. The limit is
+    derived when keys are chosen (never stored), so this is where it becomes history."""
+    today = periods.local_day(now)
+    noted = []
+    for period, tokens, cost in _LIMITS:
+        first = today if period == "day" else periods.month_start(today)
+        end = today + timedelta(days=1) if period == "day" else periods.next_month(today)
+        at_limit = _keys_at_limit(gateway.engine, first, end, tokens, cost)
+        until = {"until": periods.day_start(end).isoformat()}
+        action = f"key.{period}_limit_reached"
+        noted += _audit_once(gateway, at_limit, action, periods.day_start(first), now, until)
+    return noted
+
+
+def _audit_once(gateway, key_ids, action, since, now, detail=None, actor=SYSTEM) -> list[int]:
+    """An audit entry `action` for each key that has none since `since` (a job may run twice
+    or late: the log says each change once); the ids noted."""
+    if not key_ids:
+        return []
+    noted = []
+    with Session(gateway.engine) as session, session.begin():
+        known = select(audit_t.c.target).where(audit_t.c.action == action, audit_t.c.at >= since)
+        seen = set(session.scalars(known))
+        for key_id in key_ids:
+            if f"key:{key_id}" not in seen:
+                accounts.audit(session, actor, action, now, f"key:{key_id}", detail)
+                noted.append(key_id)
+    return noted
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -184,6 +184,19 @@ def last_runs(engine: Engine) -> dict[str, JobRun]:
         return {row.name: row for row in session.scalars(select(JobRun))}
 
 
+def next_run_at(app, name: str):
+    """When the named job runs next (UTC), or False when it does not (scheduler or job off)."""
+    job = BY_NAME[name]
+    trigger = job.trigger(app.config)
+    if not app.config["SCHEDULER"] or trigger is None:
+        return False
+    gateway = app.extensions["keyrelay"]
+    with Session(gateway.engine) as session:
+        run = session.get(JobRun, name)
+        last_ok = run.last_ok_at if run is not None else None
+    return job.next_run(trigger, last_ok, gateway.clock.now())
+
+
 def describe(app) -> dict:
     """Every job with its schedule, last run and next run; and which process leads."""
     gateway = app.extensions["keyrelay"]

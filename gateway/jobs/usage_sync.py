@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import periods, store
+from gateway.admin import accounts
+from gateway.keys.messages import SYSTEM, upstream_message
 from gateway.keys.secrets import SecretUnreadable
 from gateway.providers import ADAPTERS
 from gateway.providers.base import Credits, Timeouts, TransportError
-from models import Profile, ProviderKey
+from models import AuditEntry, Profile, ProviderKey
 from models.provider_keys import DISABLED, SECRET_INSECURE
 from models.types import usd
 
 log = logging.getLogger(__name__)
 SYNC_TIMEOUTS = Timeouts(connect=5.0, read=15.0)
+audit_t = AuditEntry.__table__
 REPORTING = tuple(sorted(name for name, cls in ADAPTERS.items() if cls.reports_credits))
 
 
@@ -73,15 +76,16 @@ def _sync_one(gateway, now: datetime, key_id: int, name: str, provider: str, pro
     try:
         answer = gateway.adapters[provider].check_credits(target, SYNC_TIMEOUTS)
     except TransportError as exc:
-        return {**result, "result": "unreachable", "error": str(target.scrub.error(exc))}
+        failed = {**result, "result": "unreachable", "error": str(target.scrub.error(exc))}
+        return _note_failure(gateway, key, failed, now)
     if not isinstance(answer, Credits):
         answer = target.scrub.reply(answer)  # the upstream's words, without the key's secret
         error = f"HTTP {answer.status}: {answer.body[:200].decode('utf-8', 'replace')}"
-        if answer.status in (401, 403):
+        if answer.status in (401, 403):  # audited as the key's change of state
             with gateway.engine.begin() as conn:
                 store.mark_auth_failed(conn, key_id, error, now)
             return {**result, "result": "auth_failed", "error": error}
-        return {**result, "result": "error", "error": error}
+        return _note_failure(gateway, key, {**result, "result": "error", "error": error}, now)
     used = key.used_today + gateway.books.unapplied_tokens(key_id, today)
     values = {
         "remaining_tokens": answer.remaining_tokens,
@@ -100,6 +104,21 @@ def _sync_one(gateway, now: datetime, key_id: int, name: str, provider: str, pro
         "remaining_credit": None if credit is None else usd(credit),
         "synced_at": now.isoformat(),
     }
+
+
+def _note_failure(gateway, key, result: dict, now: datetime) -> dict:
+    """An audit entry (actor `system`) for a failed sync, once since the key's last good one
+    (a provider down for a day is one entry, not one per run); the result, as it was."""
+    since = key.synced_at or datetime.min.replace(tzinfo=UTC)
+    target = f"key:{key.id}"
+    with Session(gateway.engine) as session, session.begin():
+        seen = select(func.count()).where(
+            audit_t.c.action == "key.sync_failed", audit_t.c.target == target, audit_t.c.at > since
+        )
+        if not session.scalar(seen):
+            detail = {"result": result["result"], "error": upstream_message(result["error"])}
+            accounts.audit(session, SYSTEM, "key.sync_failed", now, target, detail)
+    return result
 
 
 def credits_sync(gateway, now: datetime, config: Mapping) -> dict:

@@ -19,7 +19,12 @@ from gateway.keys.messages import SYSTEM, upstream_message
 from gateway.keys.secrets import SecretUnreadable
 from gateway.policy import Outcome
 from gateway.providers.base import Timeouts, TransportError
-from models.provider_keys import SECRET_INSECURE, SECRET_UNREADABLE, STATUS_SENTENCES
+from models.provider_keys import (
+    COOLING_DOWN,
+    SECRET_INSECURE,
+    SECRET_UNREADABLE,
+    STATUS_SENTENCES,
+)
 
 # At most: the proxy's own timeouts (KEYRELAY_CONNECT_TIMEOUT / _READ_TIMEOUT) apply when
 # shorter. The whole test (every page of a model list) takes at most connect + read: an
@@ -74,10 +79,13 @@ class KeyTester:
             return self._result(key, "unreachable", None, error, {"last_error": error}, ms)
         if 200 <= reply.status < 300:
             models = adapter.model_ids(reply)
-            values = {"discovered_models": models, "consecutive_failures": 0, "last_error": None}
+            values = {"discovered_models": models, "consecutive_failures": 0}
+            if cooling_note(key, now) is None:  # a cooling key keeps the upstream's reason
+                values["last_error"] = None
             values["unserved_models"] = None  # the upstream's list is the word on its models
             passed = (lifecycle.TEST_PASSED, {})
-            return self._result(key, "ok", reply.status, None, values, ms, models, passed)
+            result = self._result(key, "ok", reply.status, None, values, ms, models, passed)
+            return {**result, "note": cooling_note(key, now)}
         error = f"HTTP {reply.status}: {reply.body[:200].decode('utf-8', 'replace')}"
         if 400 <= reply.status < 500 and reply.status not in _TEST_SAYS_NOTHING_OF_THE_KEY:
             # A trivial request refused (LiteLLM answers a bad key with 400 "No connected
@@ -115,6 +123,19 @@ class KeyTester:
             "latency_ms": ms,
             "models": models,
         }
+
+
+def cooling_note(key, now) -> str | None:
+    """What a passing test leaves as it was: the cooldown the upstream asked for (a rate
+    limit or an exhausted quota, which a model list cannot check). None when not cooling."""
+    until = key.cooldown_until
+    if key.status != COOLING_DOWN or until is None or until <= now:
+        return None
+    when = until.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"The key answers, but stays cooling down until {when} as its upstream asked "
+        "(a test cannot tell whether a rate limit or quota is over)."
+    )
 
 
 def _secret_result(status: str) -> dict:

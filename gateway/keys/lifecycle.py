@@ -1,7 +1,7 @@
 """The one state machine of a provider key: every change of its stored `status` is made here.
 
     (created) ──> active ──rate_limited──> cooling_down ──answered / cooldown_over /
-                    │  ▲                        │             test_passed / reset──> active
+                    │  ▲                        │                         reset──> active
                     │  └────────────────────────┘
                     ├──refused──────────> auth_failed ──test_passed / reset / enable──> active
                     ├──failure_streak───> disabled (by system) ──revalidated / reset──> active
@@ -145,10 +145,13 @@ TRANSITIONS: dict[str, Transition] = {
         frozenset((COOLING_DOWN,)), ACTIVE, clears=("cooldown_until",), by="scheduler"
     ),
     EXPIRE: Transition(_all_but(EXPIRED), EXPIRED, by="scheduler: expires_at passed"),
+    # A test checks the credential (a model list answered with it), so it ends the states
+    # a refused credential made. It never ends a cooldown: the upstream's 429 (a rate limit,
+    # an exhausted quota) is about what a model list cannot check, and lasts as it said.
     TEST_PASSED: Transition(
-        frozenset((AUTH_FAILED, COOLING_DOWN, SECRET_UNREADABLE)),
+        frozenset((AUTH_FAILED, SECRET_UNREADABLE)),
         ACTIVE,
-        clears=("cooldown_until", "disabled_by", "disabled_at"),
+        clears=("disabled_by", "disabled_at"),
         by="key test (Test, re-validation, model discovery)",
     ),
     REVALIDATED: Transition(

@@ -49,9 +49,13 @@ class KeyState:
     message: str | None = None  # the upstream's last message, readable
 
 
-def key_state(key, now: datetime, threshold: int | None = None, when: Callable = None) -> KeyState:
+def key_state(
+    key, now: datetime, threshold: int | None = None, when: Callable = None, retest_at=None
+) -> KeyState:
     """Why the key (usage attached) is in its status now; `when(moment, now)` writes times
-    (zoned_time by default). Active keys have no sentence unless failures are piling up."""
+    (zoned_time by default). Active keys have no sentence unless failures are piling up.
+    `retest_at`: when the scheduler next re-tests keys taken out by the gateway (False: it
+    does not; None: not said)."""
     when = when or zoned_time
     status = selection.effective_status(key, now)
     message = upstream_message(key.last_error)
@@ -65,13 +69,15 @@ def key_state(key, now: datetime, threshold: int | None = None, when: Callable =
         state.sentence += said
     elif status == DISABLED:
         state.sentence = _disabled_sentence(key, by, since, message, threshold, now, when)
+        if by == SYSTEM or (by is None and key.consecutive_failures):
+            state.sentence += _retest(retest_at, now, when)
     elif status == AUTH_FAILED:
         at = f" at {when(since, now)}" if since else ""
         said = f": {message}" if message else ""
         state.sentence = (
             f"The upstream refused the key{at}{said}. Out of the pool until a test passes "
             "(Test, or Restore invalid keys) or the secret is re-entered."
-        )
+        ) + _retest(retest_at, now, when)
     elif status == EXPIRED:
         at = f" at {when(key.expires_at, now)}" if key.expires_at else ""
         state.sentence = f"Expired{at}; give it a new expiry date to bring it back."
@@ -81,6 +87,15 @@ def key_state(key, now: datetime, threshold: int | None = None, when: Callable =
         noun = "failure" if key.consecutive_failures == 1 else "failures"
         state.sentence = f"{key.consecutive_failures} {noun} in a row; last: {message}"
     return state
+
+
+def _retest(retest_at, now: datetime, when) -> str:
+    """The sentence's tail saying when the scheduler re-tests the key by itself."""
+    if retest_at is None:
+        return ""
+    if retest_at is False:
+        return " No automatic re-test: the scheduler or its re-validation is off."
+    return f" Next automatic re-test: {when(max(retest_at, now), now)}."
 
 
 def _disabled_sentence(key, by, since, message, threshold, now, when) -> str:

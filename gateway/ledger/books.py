@@ -26,6 +26,7 @@ from sqlalchemy import Engine, String
 
 from gateway.errors import database_down
 from gateway.keys import lifecycle
+from gateway.keys.messages import SYSTEM
 from gateway.ledger import journal
 from gateway.store import USAGE_COUNTERS, attempts_t, logs_t, usage_t
 
@@ -96,6 +97,13 @@ MARK_SUCCESS = (
     + lifecycle.ANSWERED_SQL  # back from an ended cooldown
     + " WHERE id = :key_id"
 )
+# A key whose cooldown an answer ended: audited (actor `system`) just before MARK_SUCCESS
+# makes it active; a key not cooling down adds no row. Only keys due a touch come here.
+COOLDOWN_ENDED = (
+    "INSERT INTO audit_log (at, actor, action, target) "
+    f"SELECT :now, '{SYSTEM}', 'key.cooldown_ended', 'key:' || id FROM provider_keys "
+    "WHERE id = :key_id AND status = 'cooling_down'"
+)
 # A member's key: its request's cost comes off the member's prepaid balance and onto their
 # running total, in the same transaction as the request's row (wallet.py relies on the
 # three moving together).
@@ -108,6 +116,7 @@ _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _STATEMENTS = {
     "attempt": INSERT_ATTEMPT,
     "usage": UPSERT_USAGE,
+    "ended": COOLDOWN_ENDED,
     "success": MARK_SUCCESS,
     "member": CHARGE_MEMBER,
 }
@@ -440,10 +449,9 @@ class Books:
             if rows:
                 cursor.executemany(self._sql["usage"], rows)
             if used_at:
-                cursor.executemany(
-                    self._sql["success"],
-                    [{"key_id": k, "now": t} for k, t in used_at.items()],
-                )
+                touched = [{"key_id": k, "now": t} for k, t in used_at.items()]
+                cursor.executemany(self._sql["ended"], touched)
+                cursor.executemany(self._sql["success"], touched)
             if charges:
                 cursor.executemany(
                     self._sql["member"],

@@ -22,7 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from sqlalchemy import Engine, func, select
 
 from gateway.errors import database_down
-from models import PriceOverride, UsageDaily
+from models import PriceOverride, ProviderKey, UsageDaily
 
 log = logging.getLogger(__name__)
 REFRESH_SECONDS = 60.0
@@ -201,6 +201,16 @@ class Prices:
                 return provider
         return None
 
+    def effective(self, model: str, providers=()) -> Price | None:
+        """The price the model's requests get: without a provider, else under the providers
+        whose keys served it (as each request was priced), else the first that knows it."""
+        for provider in (None, *providers):
+            found = self.price(provider, model)
+            if found is not None:
+                return found
+        pricer = self.pricer(model)
+        return None if pricer is None else self.price(pricer or None, model)
+
     def known(self, model: str) -> bool:
         """Whether the model has a price (an override, genai-prices' or a flat one)."""
         return self.pricer(model) is not None
@@ -231,6 +241,24 @@ def unpriced_asked(session, prices: Prices, aliases: set[str]) -> list[dict]:
         if model not in aliases and not prices.known(model)
     ]
     return sorted(found, key=lambda row: (-row["asked"], row["model"]))
+
+
+def served_by(session) -> dict[str, list[str]]:
+    """model → the price providers of the keys that served it (from the daily roll-up)."""
+    from gateway.providers import PRICE_PROVIDERS  # the providers import this module
+
+    rows = session.execute(
+        select(UsageDaily.model, ProviderKey.provider)
+        .join(ProviderKey, ProviderKey.id == UsageDaily.provider_key_id)
+        .where(UsageDaily.model != "")
+        .distinct()
+    ).all()
+    served: dict[str, list[str]] = {}
+    for model, kind in rows:
+        priced_as = PRICE_PROVIDERS.get(kind, kind)
+        if priced_as and priced_as not in served.setdefault(model, []):
+            served[model].append(priced_as)
+    return {model: sorted(kinds) for model, kinds in served.items()}
 
 
 def describe(model: str, price: Price | None) -> dict:

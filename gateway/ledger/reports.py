@@ -110,6 +110,7 @@ def key_health(
     windows=None,
     threshold: int | None = None,
     when=None,
+    retest_at=None,
 ) -> list[KeyHealth]:
     """Every provider key with today's usage, its limits (RPM/TPM too given `windows(scope)`
     → the limiter's Window), and its status now with the reason (times written by `when`)."""
@@ -124,7 +125,7 @@ def key_health(
         tokens, count, failed = used.get(key.id, (0, 0, 0))
         keyring.attach_usage(key, usage.get(key.id))
         status = selection.effective_status(key, now)
-        state = states.key_state(key, now, threshold, when)
+        state = states.key_state(key, now, threshold, when, retest_at)
         result.append(
             KeyHealth(
                 id=key.id,

@@ -22,6 +22,7 @@ from gateway.policy import Decision, KeyAction, Outcome, decide
 from gateway.providers import wording
 from gateway.providers.base import Timeouts, TransportError, UpstreamReply, retry_after_seconds
 from gateway.providers.carry import Unsupported
+from gateway.proxy.breaker import upstream_of
 from gateway.store import KeyRow
 from models.provider_keys import SECRET_UNREADABLE
 
@@ -67,7 +68,9 @@ class KeyHealth:
     ):
         """Count the outcome in the key's circuit; a failure also in the key (`apply`)."""
         if self.breaker is not None:
-            self.breaker.record(key.base_url, decision.outcome)
+            change = self.breaker.record(key.base_url, decision.outcome)
+            if change is not None:  # once per opening or closing, whichever worker saw it
+                self._audit_circuit(key, change)
         if decision.fail_over:
             self.apply(key, decision, reply, error, model)
 
@@ -93,6 +96,18 @@ class KeyHealth:
             return
         self.keys.forget()
 
+    def _audit_circuit(self, key: KeyRow, change: str) -> None:
+        """An audit entry for a circuit opened or closed (the upstream's, named by host)."""
+        now = self.clock.now()
+        try:
+            with self.engine.begin() as conn:
+                state = self.breaker.state(key.base_url)
+                store.audit_circuit(conn, key, upstream_of(key.base_url), change, now, state)
+        except Exception as exc:
+            if not database_down(exc):
+                raise
+            log.warning("circuit %s of key #%s's upstream not audited: %s", change, key.id, exc)
+
     def _write(self, key: KeyRow, decision: Decision, reply, error: str, now, model) -> None:
         if decision.key_action is KeyAction.NOT_SERVED and (not key.id or model is None):
             return  # the environment fallback key has no row to note it in
@@ -102,7 +117,7 @@ class KeyHealth:
             if decision.key_action is KeyAction.COOL_DOWN:
                 wait = retry_after_seconds(reply.headers if reply else {}, now)
                 wait = self.settings.cooldown_seconds if wait is None else wait
-                store.cool_down(conn, key.id, now + timedelta(seconds=wait), error)
+                store.cool_down(conn, key.id, now + timedelta(seconds=wait), error, now)
             elif decision.key_action is KeyAction.AUTH_FAILED:
                 store.mark_auth_failed(conn, key.id, error, now)
             elif decision.key_action is KeyAction.COUNT_FAILURE:
@@ -224,8 +239,6 @@ def _keys_unreadable(rec: RequestRecord, keys: list[KeyRow], now) -> GatewayErro
 
 def _circuits_open(rec: RequestRecord, keys: list[KeyRow], breaker) -> GatewayError:
     """Every key's upstream is failing: 503 naming them and when they are tried again."""
-    from gateway.proxy.breaker import upstream_of
-
     states = {upstream_of(k.base_url): breaker.state(k.base_url) for k in keys}
     until = min((s["until"] for s in states.values() if s), default=None)
     names = ", ".join(sorted(states))

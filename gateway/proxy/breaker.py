@@ -28,6 +28,7 @@ from gateway.policy import Outcome
 FAILURES = {Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.BAD_RESPONSE}
 # Failure times kept per upstream: KEYRELAY_BREAKER_FAILURES above this counts as this.
 RING = 64
+OPENED, CLOSED = "opened", "closed"  # what `Breaker.record` reports, for the audit
 ENTRIES = 1024  # upstream hosts; a full table leaves a new host's circuit closed
 
 _MAGIC, _VERSION = b"KRCIRC", 1
@@ -199,21 +200,23 @@ class Breaker:
                 entry[2], entry[3] = 0, 0.0
                 table.write(at, entry)
 
-    def record(self, base_url: str, outcome: Outcome) -> None:
-        """An attempt's outcome: failures open the circuit; any answer closes it."""
+    def record(self, base_url: str, outcome: Outcome) -> str | None:
+        """An attempt's outcome: failures open the circuit; any answer closes it. Says
+        OPENED when this failure opened a closed circuit, CLOSED when this answer closed an
+        open one (each once, whichever worker saw it), else None."""
         if self._table is None:
-            return
+            return None
         key = self._host_key(base_url)
         if outcome not in FAILURES:
-            self._close(key)
-            return
+            return CLOSED if self._close(key) else None
         now = self._now()
+        opened = None
         with self._table as table:
             at = table.offset(key, claim=True)
             if at is None:
-                return  # no room: this host goes without a breaker
+                return None  # no room: this host goes without a breaker
             entry = table.read(at)
-            if entry[2]:  # the probe failed: open again
+            if entry[2]:  # the probe failed: open again (still failing, not news)
                 self._open(entry, now)
             else:
                 ring = entry[6:]
@@ -223,25 +226,30 @@ class Breaker:
                 recent = [t for t in ring if t > now - self.window]
                 entry[4] = len(recent)
                 if len(recent) >= self.threshold:
+                    opened = None if entry[1] else OPENED
                     self._open(entry, now)
             table.write(at, entry)
+        return opened
 
     def _open(self, entry: list, now: float) -> None:
         entry[1], entry[2], entry[3], entry[4], entry[5] = now + self.cooldown, 0, 0.0, 0, 0
         entry[6:] = [0.0] * RING
 
-    def _close(self, key: bytes) -> None:
-        """The upstream answered: forget its failures (the lock only if there were any)."""
+    def _close(self, key: bytes) -> bool:
+        """The upstream answered: forget its failures (the lock only if there were any).
+        True when the circuit was open (or half-open) and this closed it."""
         table = self._table
         table._attach()
         at = table.offset(key, claim=False)
         if at is None:
-            return
+            return False
         entry = _HEAD_FIELDS.unpack_from(table._map, at)
         if entry[0] != key or not (entry[1] or entry[4]):
-            return
+            return False
         with table:
+            was_open = bool(table.read(at)[1])  # again under the lock: one worker says so
             table.write(at, [key, 0.0, 0, 0.0, 0, 0] + [0.0] * RING)
+        return was_open
 
     def state(self, base_url: str) -> dict | None:
         """`{"state": "open" | "half_open", "until": ISO time}` of the key's upstream, or

@@ -131,6 +131,13 @@ class Pins:
             self._remember(scope, row.provider_key_id)
         return row.provider_key_id if row is not None else None
 
+    def prefer(self, session: str, client_key_id, key_id: int) -> None:
+        """Pin a session to a key before its first request (the dashboard's playground:
+        the key the admin chose is tried first; others follow if it cannot serve)."""
+        scope = _session_scope(session, client_key_id)
+        self._write(scope, key_id, client_key_id)
+        self._remember(scope, key_id)
+
     # -- after the attempts ------------------------------------------------------------
 
     def served(self, request: ProxyRequest, key: KeyRow, reply: UpstreamReply, client_key_id):
@@ -245,8 +252,10 @@ def session_id(request: ProxyRequest) -> str | None:
 def session_scope(request: ProxyRequest, client_key_id) -> str | None:
     """The pin's name of the request's session, per client key (None: no session)."""
     session = session_id(request)
-    if session is None:
-        return None
+    return None if session is None else _session_scope(session, client_key_id)
+
+
+def _session_scope(session: str, client_key_id) -> str:
     digest = hashlib.sha256(f"{client_key_id}\x00{session}".encode()).hexdigest()
     return SESSION + digest
 

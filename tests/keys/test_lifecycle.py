@@ -45,8 +45,9 @@ EXPECTED = {
     lc.SECRET_READABLE: (None, None, None, None, None, A, None),
     lc.COOLDOWN_OVER: (None, A, None, None, None, None, None),
     lc.EXPIRE: (E, E, E, E, None, E, E),
-    # A passing test never clears what an admin or the expiry set, nor an insecure secret.
-    lc.TEST_PASSED: (None, A, A, None, None, A, None),
+    # A passing test never clears what an admin or the expiry set, nor an insecure secret,
+    # nor a cooldown the upstream asked for.
+    lc.TEST_PASSED: (None, None, A, None, None, A, None),
     lc.REVALIDATED: (None, None, None, A, None, None, None),
     # Enable does not resurrect an expired key, nor one whose secret must be re-entered.
     lc.ENABLE: (A, A, A, A, None, None, None),

@@ -194,3 +194,22 @@ def test_a_cost_limited_provider_key_does_not_serve_an_unpriced_model(admin, cli
     admin.call("PUT", "/prices/my-local-llama", {"input_per_mtok": "1", "output_per_mtok": "1"})
     client.chat.completions.create(**chat(model="my-local-llama", content="again"))
     assert len(fake.requests) == 2
+
+
+def test_a_model_priced_only_under_its_keys_provider_is_not_listed_as_unknown(
+    admin, client, fake, web
+):
+    """genai-prices knows llama-3.1-8b-instant under Groq only: a Groq key's requests are
+    priced, and the prices page and API say so (not "unknown: costs $0")."""
+    model = "llama-3.1-8b-instant"
+    assert from_table(None, model) is None and from_table("groq", model) is not None
+    admin.add_key(SECRET, fake.base_url, name="groq", provider="groq", models=[model])
+    client.chat.completions.create(**chat(model=model, content="price me " * 50))
+    [log] = admin.logs(limit=1)
+    assert log["cost_usd"] != usd(0)
+    listed = {p["model"]: p for p in admin.call("GET", "/prices").json()["data"]}
+    assert listed[model]["source"] == "genai-prices" and listed[model]["input_per_mtok"]
+    assert admin.call("GET", f"/prices/{model}").json()["source"] == "genai-prices"
+    page = web.get("/prices").text
+    row = page[page.index(f'data-model="{model}"') :].split("</tr>")[0]
+    assert "unknown" not in row and "genai-prices" in row
