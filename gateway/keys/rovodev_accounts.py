@@ -117,10 +117,15 @@ def _name_of(email: object) -> object:
 
 def camel_error(exc: InputError) -> InputError:
     """The same error with the field (and its name in the message) as the API spells it."""
-    field = _CAMEL.get(exc.field, exc.field)
-    inner = exc.field.removeprefix("options.")
-    message = str(exc).replace(f"'{inner}'", f"'{field}'")
-    return InputError(field, message, exc.status)
+    pairs = [_camel(field, message) for field, message in exc.errors]
+    error = InputError(*pairs[0], exc.status)
+    error.errors = pairs  # every bad field, each as the API spells it
+    return error
+
+
+def _camel(field: str, message: str) -> tuple[str, str]:
+    camel = _CAMEL.get(field, field)
+    return camel, message.replace(f"'{field.removeprefix('options.')}'", f"'{camel}'")
 
 
 def requests_today(session: Session, today) -> dict[int, int]:
