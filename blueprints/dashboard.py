@@ -637,7 +637,7 @@ def update_profile(profile_id: int):
     try:
         settings = _profile_settings(request.form)
     except InputError as exc:
-        return refuse(str(exc), 422)
+        return refuse(exc.sentence(), 422)
     route_commands.update_profile(admin(), profile, settings)
     wait = (
         f", waits up to {profile.wait_for_key_seconds} s for a key"
@@ -1075,7 +1075,7 @@ def delete_price():
 # -- routes and configuration files (F20, F58) ---------------------------------------------
 
 
-def _routes_page(errors: dict | None = None, values: dict | None = None, status: int = 200):
+def _routes_page(errors: dict | None = None, values: dict | None = None, status=200, report=None):
     rows = db.session.scalars(select(Route).order_by(Route.name)).all()
     page = render_template(
         "routes.html",
@@ -1083,7 +1083,7 @@ def _routes_page(errors: dict | None = None, values: dict | None = None, status:
         errors=errors or {},
         values=values or {"kind": "models"},
         kinds=configfiles.KINDS,
-        report=None,
+        report=report,
         strategies=selection.STRATEGIES,
         overflow_modes=routes.OVERFLOW_MODES,
     )
@@ -1189,16 +1189,8 @@ def import_config():
         )
     except configfiles.ConfigFileError as exc:
         return _routes_page({"text": str(exc)}, values, 422)
-    if dry_run:
+    if dry_run:  # a page, not a redirect: a check changes nothing, so sending it again is safe
         flash(f"{values['kind']}.yaml is valid; it would apply: {report.summary()}.", "ok")
-        rows = db.session.scalars(select(Route).order_by(Route.name)).all()
-        return render_template(
-            "routes.html",
-            routes=rows,
-            errors={},
-            values=values,
-            kinds=configfiles.KINDS,
-            report=report,
-        )
+        return _routes_page(values=values, report=report)
     flash(f"Imported {values['kind']}.yaml: {report.summary()}.", "ok")
     return redirect(url_for("dashboard.routes_page"))

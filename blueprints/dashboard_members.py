@@ -99,7 +99,7 @@ def set_limits(member_id: int):
         member_commands.update_member(admin(), member, data)
     except InputError as exc:
         db.session.rollback()
-        return refuse(f"{member.user.email}: {exc}", 422)
+        return refuse(f"{member.user.email}: {exc.sentence()}", 422)
     flash(f"Saved the limits of {member.user.email}.", "ok")
     return redirect(url_for("dashboard_members.members"))
 
@@ -114,7 +114,7 @@ def adjust_balance(member_id: int):
         )
     except InputError as exc:
         db.session.rollback()
-        return refuse(f"{member.user.email}: {exc}", 422)
+        return refuse(f"{member.user.email}: {exc.sentence()}", 422)
     change = formatting.usd(abs(micros))
     verb = "Added" if micros > 0 else "Took away"
     flash(f"{verb} {change} {'to' if micros > 0 else 'from'} {member.user.email}.", "ok")

@@ -20,6 +20,10 @@ class InputError(ValueError):
         # itself; Problems.check() raises one that carries all it found.
         self.errors: list[tuple[str, str]] = [(field, message)]
 
+    def sentence(self) -> str:
+        """Every message, for a place that shows one line."""
+        return " ".join(message for _field, message in self.errors)
+
     def by_field(self) -> dict[str, str]:
         """{field: message} of every bad field (a field's first message), for a form."""
         found: dict[str, str] = {}
