@@ -165,3 +165,14 @@ def test_every_successful_post_answers_with_a_redirect(app, admin, fake):
                 answer.text[:2000],
             )
             assert answer.headers["Location"], endpoint
+
+
+def test_an_import_sent_again_adds_nothing(app, web, fake):
+    form = {"provider": "openai", "profile": "default", "base_url": fake.base_url,
+            "prefix": "bulk", "skip_test": "on",
+            "secrets": "sk-prg-import-aaaaaaaa1111\nsk-prg-import-bbbbbbbb2222"}  # fmt: skip
+    assert web.post("/keys/import", form).status_code == 200
+    again = web.post("/keys/import", form)  # what a reload of the report page sends
+    assert again.status_code == 200 and "duplicate" in again.text.lower()
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ProviderKey)) == 2
