@@ -894,16 +894,7 @@ def _client_key_form(creating: bool) -> tuple[dict, clientkeys.ClientKeyInput | 
     parsed = None
     with problems.field():
         parsed = clientkeys.parse(data, creating=creating)
-    return values, (None if problems.found else parsed), _all_of(problems)
-
-
-def _all_of(problems: Problems) -> dict[str, str]:
-    """{field: message} of every error found."""
-    try:
-        problems.check()
-    except InputError as exc:
-        return exc.by_field()
-    return {}
+    return values, (None if problems.found else parsed), problems.by_field()
 
 
 @bp.post("/client-keys")

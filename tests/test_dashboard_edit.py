@@ -201,3 +201,26 @@ def test_the_admin_api_lists_every_bad_field_too(admin):
     client = admin.call("POST", "/client-keys", {"name": "c", "rpm_limit": 0, "max_budget": "-3"})
     assert client.status == 400
     assert {e["param"] for e in client.json()["error"]["errors"]} == {"rpm_limit", "max_budget"}
+
+
+def test_the_rovodev_form_names_every_bad_field(web):
+    form = {"profile": "default", "email": "nobody", "apiToken": "ATATT3xFfGF0edit-token-aaaa",
+            "cloudId": "my-site", "dailyTokenLimit": "-3", "authScheme": "bearer",
+            "baseUrl": "ftp://example.com"}  # fmt: skip
+    refused = web.post("/rovodev", form)
+    assert refused.status_code == 422
+    assert set(_errors(_text(refused))) == {"email", "cloudId", "dailyTokenLimit", "baseUrl"}
+    assert form["apiToken"] not in refused.text
+
+
+def test_a_members_limits_form_says_every_bad_field(web, admin):
+    from tests.members.conftest import new_member
+
+    member = new_member(admin, "lim@example.com")
+    refused = web.post(
+        f"/members/{member['id']}/limits",
+        {"budget": "-3", "budget_period": "fortnight", "rpm_limit": "0", "profile": "default"},
+    )
+    assert refused.status_code == 422
+    text = _text(refused)
+    assert "'budget'" in text and "'budget_period'" in text and "'rpm_limit'" in text

@@ -59,6 +59,14 @@ class Problems:
         """Keep an error raised elsewhere."""
         self.found.append(error)
 
+    def by_field(self) -> dict[str, str]:
+        """{field: message} of every error found (a field's first message)."""
+        found: dict[str, str] = {}
+        for error in self.found:
+            for field, message in error.errors:
+                found.setdefault(field, message)
+        return found
+
     def check(self) -> None:
         """Raise the first error found, carrying every error found in `errors`."""
         if not self.found:
