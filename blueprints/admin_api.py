@@ -97,6 +97,8 @@ def bad_input(error: InputError):
     """A field that cannot be saved: its name and what to fix."""
     db.session.rollback()
     body = GatewayError(error.status, str(error), param=error.field).body()
+    if len(error.errors) > 1:  # every bad field, the first one also as the error itself
+        body["error"]["errors"] = [{"param": f, "message": m} for f, m in error.errors]
     return jsonify(body), error.status
 
 

@@ -3,7 +3,6 @@ audit log and users. Server-rendered; htmx only swaps parts of them."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime, timedelta
 
 from flask import (
@@ -27,7 +26,16 @@ from blueprints.common import (
     key_health,
     utcnow,
 )
-from blueprints.web import admin, guard, htmx, no_cache, refuse, register_csrf_error
+from blueprints.web import (
+    admin,
+    carried,
+    carry,
+    guard,
+    htmx,
+    no_cache,
+    refuse,
+    register_csrf_error,
+)
 from extensions import db
 from gateway import periods, routes, validation
 from gateway.admin import client_keys as client_key_commands
@@ -36,7 +44,7 @@ from gateway.admin import configfiles, provider_keys
 from gateway.admin import prices as price_commands
 from gateway.admin import profiles as route_commands
 from gateway.admin import users as user_commands
-from gateway.admin.errors import InputError
+from gateway.admin.errors import InputError, Problems
 from gateway.keys import catalog, selection
 from gateway.keys import client_keys as clientkeys
 from gateway.keys import provider_keys as keyring
@@ -55,6 +63,7 @@ from models import (
     UsageDaily,
     User,
 )
+from models.types import usd
 from models.users import MEMBER, ROLES
 
 bp = Blueprint("dashboard", __name__)
@@ -364,18 +373,30 @@ def _form_time(text: str) -> str | None:
 
 
 def _key_input(values: dict, creating: bool) -> keyring.KeyInput:
+    """The form's key, checked; InputError carries every bad field (the form's own
+    fields and the parser's)."""
+    problems = Problems()
     data = {k: v for k, v in values.items() if v != "" and k not in LIMIT_FORM_FIELDS}
     for field in LIMIT_FORM_FIELDS:
         data[field] = values[field] or None
     lines = [line for line in values["model_limits"].splitlines() if line.strip()]
-    data["model_limits"] = _form_model_limits("\n".join(lines))
-    data["expires_at"] = _form_time(values["expires_at"])
+    with problems.field():
+        data["model_limits"] = _form_model_limits("\n".join(lines))
+    with problems.field():
+        data["expires_at"] = _form_time(values["expires_at"])
     data["responses_api"] = values.get("responses_api") == "on"
     if not creating and "models" in request.form and not values["models"]:
         data["models"] = []  # emptied: none declared, it serves what its test discovers
     if not creating and not values["secret"]:
         data.pop("secret", None)
-    return keyring.parse_key_input(data, creating=creating)
+    bad = {error.field for error in problems.found}
+    try:
+        parsed = keyring.parse_key_input({k: v for k, v in data.items() if k not in bad}, creating)
+    except InputError as exc:
+        for field, message in exc.errors:
+            problems.add(InputError(field, message, exc.status))
+    problems.check()
+    return parsed
 
 
 @bp.get("/keys/new")
@@ -392,7 +413,7 @@ def create_key():
         key = provider_keys.create(admin(), _key_input(values, creating=True))
     except InputError as exc:
         db.session.rollback()
-        return _key_form(values=values, errors={exc.field: str(exc)}, status=422)
+        return _key_form(values=values, errors=exc.by_field(), status=422)
     key_id, label = key.id, f"#{key.id} {key.name} ({key.secret_masked})"
     if values["skip_test"]:
         flash(f"Added key {label} (not tested).", "ok")
@@ -427,9 +448,7 @@ def update_key(key_id: int):
         moved = provider_keys.update(admin(), key, data, changed)
     except InputError as exc:
         db.session.rollback()
-        return _key_form(
-            key=_key_or_404(key_id), values=values, errors={exc.field: str(exc)}, status=422
-        )
+        return _key_form(key=_key_or_404(key_id), values=values, errors=exc.by_field(), status=422)
     label = f"#{key_id} {key.name}"
     if moved and values["skip_test"]:
         flash(f"Saved key {label} (not tested).", "ok")
@@ -471,6 +490,16 @@ def toggle_key(key_id: int):
     enable = key.status == "disabled"
     provider_keys.set_enabled(admin(), key, enable)
     return _key_row(key_id, ("ok", f"Key #{key_id} {'enabled' if enable else 'disabled'}."))
+
+
+@bp.post("/keys/<int:key_id>/default")
+def set_default_key(key_id: int):
+    """Make the key its profile's default: tried first, whatever the strategy, while usable."""
+    key = _key_or_404(key_id)
+    provider_keys.set_default(admin(), key)
+    # The whole page again (not the row): the profile's former default loses its mark.
+    flash(f"Key #{key_id} {key.name} is now the default key of profile {key.profile.name}.", "ok")
+    return redirect(url_for("dashboard.keys"))
 
 
 @bp.post("/keys/<int:key_id>/test")
@@ -560,11 +589,18 @@ _PAID_CHOICES = {"default": None, "yes": True, "no": False}
 def _profile_settings(form) -> dict:
     """The profile form's settings, checked like the JSON API's."""
     raw = {f: (form.get(f) or "").strip() for f in PROFILE_FORM_FIELDS if f in form}
+    problems = Problems()
     if "use_paid_models" in raw:
         if raw["use_paid_models"] not in _PAID_CHOICES:
-            raise InputError("use_paid_models", "Pick default, yes or no.")
-        raw["use_paid_models"] = _PAID_CHOICES[raw["use_paid_models"]]
-    return keyring.parse_profile_settings(raw)
+            problems.add(InputError("use_paid_models", "Pick default, yes or no."))
+            del raw["use_paid_models"]  # said; the other settings are still checked
+        else:
+            raw["use_paid_models"] = _PAID_CHOICES[raw["use_paid_models"]]
+    settings = {}
+    with problems.field():
+        settings = keyring.parse_profile_settings(raw)
+    problems.check()
+    return settings
 
 
 def _profiles_page(values: dict, errors: dict, status: int = 200):
@@ -581,11 +617,17 @@ def _profiles_page(values: dict, errors: dict, status: int = 200):
 @bp.post("/profiles")
 def create_profile():
     values = {f: (request.form.get(f) or "").strip() for f in ("name", *PROFILE_FORM_FIELDS)}
+    problems, settings = Problems(), {}
+    with problems.field():
+        route_commands.check_new_name(admin(), values["name"])
+    with problems.field():
+        settings = _profile_settings(request.form)
     try:
-        route_commands.create_profile(admin(), values["name"], _profile_settings(request.form))
+        problems.check()  # every bad field at once
+        route_commands.create_profile(admin(), values["name"], settings)
     except InputError as exc:
         db.session.rollback()
-        return _profiles_page(values, {exc.field: str(exc)}, 422)
+        return _profiles_page(values, exc.by_field(), 422)
     flash(f"Created profile {values['name']}.", "ok")
     return redirect(url_for("dashboard.profiles"))
 
@@ -596,7 +638,7 @@ def update_profile(profile_id: int):
     try:
         settings = _profile_settings(request.form)
     except InputError as exc:
-        return refuse(str(exc), 422)
+        return refuse(exc.sentence(), 422)
     route_commands.update_profile(admin(), profile, settings)
     wait = (
         f", waits up to {profile.wait_for_key_seconds} s for a key"
@@ -782,7 +824,7 @@ def create_user():
         user = user_commands.create(admin(), values["username"], password, values["role"])
     except InputError as exc:
         db.session.rollback()
-        return _users_page({exc.field: str(exc)}, values, 422)
+        return _users_page(exc.by_field(), values, 422)
     flash(f"Created {user.role} {user.username}.", "ok")
     return redirect(url_for("dashboard.users"))
 
@@ -801,7 +843,12 @@ def delete_user(user_id: int):
 # -- client keys (F53) ----------------------------------------------------------------
 
 
-def _client_keys_page(errors=None, values=None, created=None, status=200):
+CREATED_CLIENT_KEY = "dashboard_new_client_key"
+CLIENT_KEY_FORM = ("name", "profile", "models", "expires_at", *clientkeys.LIMITS)
+CLIENT_KEY_FORM += clientkeys.BUDGET
+
+
+def _client_keys_page(errors=None, values=None, status=200):
     gateway().books.flush()
     now = utcnow()
     rows = db.session.scalars(select(ClientKey).order_by(ClientKey.id.desc())).all()
@@ -813,7 +860,7 @@ def _client_keys_page(errors=None, values=None, created=None, status=200):
         now=now,
         errors=errors or {},
         values=values or {"profile": "default", "models": "*", **_limit_defaults()},
-        created=created,
+        created=carried(CREATED_CLIENT_KEY),  # the new key, on the page after its form, once
         profile_names=_profile_names(),
     )
     return page, status
@@ -828,23 +875,107 @@ def client_keys():
     return _client_keys_page()
 
 
-@bp.post("/client-keys")
-def create_client_key():
-    """Create a key; the page that answers is the only time it is ever shown."""
-    fields = ("name", "profile", "models", "expires_at", *clientkeys.LIMITS, *clientkeys.BUDGET)
-    values = {f: (request.form.get(f) or "").strip() for f in fields}
+def _client_key_form(creating: bool) -> tuple[dict, clientkeys.ClientKeyInput | None, dict]:
+    """The client-key form as typed, its parsed input, and {field: message} of every bad
+    field (create and edit check alike)."""
+    values = {f: (request.form.get(f) or "").strip() for f in CLIENT_KEY_FORM}
     data = {k: v for k, v in values.items() if v}
     for name in clientkeys.LIMITS:  # an empty limit field means "unlimited"
         data.setdefault(name, None)
-    if "expires_at" in data and len(data["expires_at"]) == 16:  # <input type=datetime-local>
-        with contextlib.suppress(InputError):
+    if not creating:  # every field of the edit form is given: empty clears it
+        data.setdefault("models", "*")
+        for name in ("expires_at", *clientkeys.BUDGET):
+            data.setdefault(name, None)
+    problems = Problems()
+    if data.get("expires_at") and len(data["expires_at"]) == 16:  # <input type=datetime-local>
+        with problems.field():
             data["expires_at"] = _form_time(data["expires_at"])  # in KEYRELAY_TIMEZONE
-    try:
-        row, key = client_key_commands.create(admin(), clientkeys.parse(data, creating=True))
-    except InputError as exc:
+        if problems.found:
+            del data["expires_at"]  # its error is kept; the other fields are still checked
+    parsed = None
+    with problems.field():
+        parsed = clientkeys.parse(data, creating=creating)
+    return values, (None if problems.found else parsed), problems.by_field()
+
+
+@bp.post("/client-keys")
+def create_client_key():
+    """Create a key; it is shown once on the page the redirect leads to (a reload of that
+    page shows nothing and creates nothing)."""
+    values, data, errors = _client_key_form(creating=True)
+    if data is not None:
+        try:
+            row, key = client_key_commands.create(admin(), data)
+        except InputError as exc:
+            errors = exc.by_field()
+    if errors:
+        # The form again with every bad field (a 422, not a redirect): sending it again
+        # changes nothing while it is bad, so a reload is harmless.
         db.session.rollback()
-        return _client_keys_page({exc.field: str(exc)}, values, status=422)
-    return _client_keys_page(created={"row": row, "key": key})
+        return _client_keys_page(errors, values, status=422)
+    carry(CREATED_CLIENT_KEY, {"id": row.id, "name": row.name, "key": key})
+    return redirect(url_for("dashboard.client_keys"))
+
+
+def _client_key_or_404(key_id: int) -> ClientKey:
+    return db.session.get(ClientKey, key_id) or abort(404)
+
+
+def _client_key_values(row: ClientKey) -> dict[str, str]:
+    """A key's settings as its edit form shows them (never the key itself)."""
+    budget = ""
+    if row.max_budget_micros is not None:
+        budget = usd(row.max_budget_micros).rstrip("0").rstrip(".")
+    expires = ""
+    if row.expires_at is not None:
+        expires = row.expires_at.astimezone(periods.zone()).strftime("%Y-%m-%dT%H:%M")
+    limits = {n: "" if getattr(row, n) is None else str(getattr(row, n)) for n in clientkeys.LIMITS}
+    return {
+        "name": row.name,
+        "profile": row.profile.name,
+        "models": ", ".join(row.models) if row.models else "*",
+        "expires_at": expires,
+        "max_budget": budget,
+        "budget_duration": row.budget_duration or "",
+        **limits,
+    }
+
+
+def _client_key_edit_page(row: ClientKey, values=None, errors=None, status=200):
+    page = render_template(
+        "client_key_edit.html",
+        row=row,
+        values=values or _client_key_values(row),
+        errors=errors or {},
+        durations=budgets.DURATIONS,
+        profile_names=_profile_names(),
+    )
+    return page, status
+
+
+@bp.get("/client-keys/<int:key_id>/edit")
+def edit_client_key(key_id: int):
+    """The key's settings in a form: name, profile, models, limits, budget, expiry."""
+    return _client_key_edit_page(_client_key_or_404(key_id))
+
+
+@bp.post("/client-keys/<int:key_id>/edit")
+def update_client_key(key_id: int):
+    """Save the key's settings (the key itself never changes), checked as on create."""
+    row = _client_key_or_404(key_id)
+    values, data, errors = _client_key_form(creating=False)
+    if data is not None:
+        before = _client_key_values(row)
+        changed = sorted(f for f in CLIENT_KEY_FORM if values.get(f, "") != before.get(f, ""))
+        try:
+            client_key_commands.update(admin(), row, data, changed)
+        except InputError as exc:
+            errors = exc.by_field()
+    if errors:  # the form again, as typed (a 422: a reload changes nothing)
+        db.session.rollback()
+        return _client_key_edit_page(_client_key_or_404(key_id), values, errors, 422)
+    flash(f"Saved client key #{row.id} {row.name}.", "ok")
+    return redirect(url_for("dashboard.client_keys"))
 
 
 @bp.post("/client-keys/<int:key_id>/topup")
@@ -917,8 +1048,10 @@ def set_price():
             raise InputError("model", "Give the model id, as clients send it.")
         price_commands.set_price(admin(), values["model"], values)
     except InputError as exc:
-        field = exc.field if exc.field in PRICE_FIELDS else "model"
-        return _prices_page({field: str(exc)}, values, 422)
+        errors: dict[str, str] = {}
+        for field, message in exc.errors:  # every bad field; one the form lacks: by the model
+            errors.setdefault(field if field in PRICE_FIELDS else "model", message)
+        return _prices_page(errors, values, 422)
     flash(f"Price of {values['model']} set.", "ok")
     return redirect(url_for("dashboard.prices"))
 
@@ -935,7 +1068,7 @@ def delete_price():
 # -- routes and configuration files (F20, F58) ---------------------------------------------
 
 
-def _routes_page(errors: dict | None = None, values: dict | None = None, status: int = 200):
+def _routes_page(errors: dict | None = None, values: dict | None = None, status=200, report=None):
     rows = db.session.scalars(select(Route).order_by(Route.name)).all()
     page = render_template(
         "routes.html",
@@ -943,7 +1076,7 @@ def _routes_page(errors: dict | None = None, values: dict | None = None, status:
         errors=errors or {},
         values=values or {"kind": "models"},
         kinds=configfiles.KINDS,
-        report=None,
+        report=report,
         strategies=selection.STRATEGIES,
         overflow_modes=routes.OVERFLOW_MODES,
     )
@@ -955,17 +1088,63 @@ def routes_page():
     return _routes_page()
 
 
+ROUTE_FORM = ("name", "target", "fallbacks", "strategy", "on_context_overflow", "context_window")
+
+
+def _route_form() -> tuple[dict, dict]:
+    """The route form as typed, and as routes.parse reads it (every field given)."""
+    values = {f: (request.form.get(f) or "").strip() for f in ROUTE_FORM}
+    return values, {**values, "paid": request.form.get("paid") == "on"}
+
+
 @bp.post("/routes")
 def create_route():
-    fields = ("name", "target", "fallbacks", "strategy", "on_context_overflow", "context_window")
-    values = {f: (request.form.get(f) or "").strip() for f in fields}
-    data = {**values, "paid": request.form.get("paid") == "on"}
+    values, data = _route_form()
     try:
         route = route_commands.create_route(admin(), routes.parse(data, creating=True))
-    except InputError as exc:
+    except InputError as exc:  # the form again with every bad field (a reload changes nothing)
         db.session.rollback()
-        return _routes_page({exc.field: str(exc)}, {**values, "kind": "models"}, 422)
+        return _routes_page(exc.by_field(), {**data, "kind": "models"}, 422)
     flash(f"Route {route.name} added.", "ok")
+    return redirect(url_for("dashboard.routes_page"))
+
+
+def _route_edit_page(route: Route, values: dict | None = None, errors=None, status=200):
+    if values is None:  # the route as saved
+        values = {
+            **{f: "" if getattr(route, f) is None else str(getattr(route, f)) for f in ROUTE_FORM},
+            "fallbacks": ", ".join(route.fallbacks or []),
+            "paid": route.paid,
+        }
+    page = render_template(
+        "route_edit.html",
+        route=route,
+        values=values,
+        errors=errors or {},
+        strategies=selection.STRATEGIES,
+        overflow_modes=routes.OVERFLOW_MODES,
+    )
+    return page, status
+
+
+@bp.get("/routes/<int:route_id>/edit")
+def edit_route(route_id: int):
+    """The route in a form: name, target, fallbacks, paid, strategy, what a long prompt does."""
+    return _route_edit_page(db.session.get(Route, route_id) or abort(404))
+
+
+@bp.post("/routes/<int:route_id>/edit")
+def update_route(route_id: int):
+    """Save the route, checked as on create."""
+    route = db.session.get(Route, route_id) or abort(404)
+    values, data = _route_form()
+    try:
+        route_commands.update_route(admin(), route, routes.parse(data, creating=True))
+    except InputError as exc:  # the form again, as typed (a reload changes nothing)
+        db.session.rollback()
+        route = db.session.get(Route, route_id) or abort(404)
+        return _route_edit_page(route, data, exc.by_field(), 422)
+    flash(f"Route {route.name} saved.", "ok")
     return redirect(url_for("dashboard.routes_page"))
 
 
@@ -1003,16 +1182,8 @@ def import_config():
         )
     except configfiles.ConfigFileError as exc:
         return _routes_page({"text": str(exc)}, values, 422)
-    if dry_run:
+    if dry_run:  # a page, not a redirect: a check changes nothing, so sending it again is safe
         flash(f"{values['kind']}.yaml is valid; it would apply: {report.summary()}.", "ok")
-        rows = db.session.scalars(select(Route).order_by(Route.name)).all()
-        return render_template(
-            "routes.html",
-            routes=rows,
-            errors={},
-            values=values,
-            kinds=configfiles.KINDS,
-            report=report,
-        )
+        return _routes_page(values=values, report=report)
     flash(f"Imported {values['kind']}.yaml: {report.summary()}.", "ok")
     return redirect(url_for("dashboard.routes_page"))

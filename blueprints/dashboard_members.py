@@ -8,7 +8,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from sqlalchemy import select
 
 from blueprints import formatting
-from blueprints.web import admin, guard, no_cache, refuse, register_csrf_error
+from blueprints.web import admin, carried, carry, guard, no_cache, refuse, register_csrf_error
 from extensions import db
 from gateway import members as member_rules
 from gateway.admin import members as member_commands
@@ -20,6 +20,7 @@ bp = Blueprint("dashboard_members", __name__)
 bp.before_request(guard)
 bp.after_request(no_cache)
 register_csrf_error(bp)
+NEW_INVITE = "dashboard_new_invite"
 LIMIT_FIELDS = ("budget", "budget_period", "rpm_limit", "tpm_limit", "max_keys", "profile")
 
 
@@ -47,7 +48,8 @@ def _member_or_404(member_id: int) -> Member:
 @bp.get("/members")
 def members():
     """Every member with their spend, balance, budget and status."""
-    return _page()
+    invite = carried(NEW_INVITE)  # the link of the invite just made, shown once
+    return _page(invite_url=invite["url"] if invite else None)
 
 
 @bp.post("/members/invites")
@@ -60,8 +62,11 @@ def invite():
         _row, token = member_commands.invite(admin(), config["INVITE_HOURS"], email, mode)
     except InputError as exc:
         db.session.rollback()
-        return _page(errors={"invite." + exc.field: str(exc)}, status=422)
-    return _page(invite_url=url_for("auth.signup", invite=token, _external=True))
+        errors = {"invite." + field: message for field, message in exc.by_field().items()}
+        return _page(errors=errors, status=422)  # nothing made: a reload changes nothing
+    # A redirect: reloading the page that shows the link makes no second invite.
+    carry(NEW_INVITE, {"url": url_for("auth.signup", invite=token, _external=True)})
+    return redirect(url_for("dashboard_members.members"))
 
 
 @bp.post("/members/<int:member_id>/suspend")
@@ -94,7 +99,7 @@ def set_limits(member_id: int):
         member_commands.update_member(admin(), member, data)
     except InputError as exc:
         db.session.rollback()
-        return refuse(f"{member.user.email}: {exc}", 422)
+        return refuse(f"{member.user.email}: {exc.sentence()}", 422)
     flash(f"Saved the limits of {member.user.email}.", "ok")
     return redirect(url_for("dashboard_members.members"))
 
@@ -109,7 +114,7 @@ def adjust_balance(member_id: int):
         )
     except InputError as exc:
         db.session.rollback()
-        return refuse(f"{member.user.email}: {exc}", 422)
+        return refuse(f"{member.user.email}: {exc.sentence()}", 422)
     change = formatting.usd(abs(micros))
     verb = "Added" if micros > 0 else "Took away"
     flash(f"{verb} {change} {'to' if micros > 0 else 'from'} {member.user.email}.", "ok")

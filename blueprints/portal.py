@@ -8,8 +8,6 @@ page once, encrypted in the session, so reloading the page never creates a secon
 
 from __future__ import annotations
 
-import json
-
 from flask import (
     Blueprint,
     current_app,
@@ -18,7 +16,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask_login import current_user
@@ -26,13 +23,12 @@ from flask_login import current_user
 from blueprints import charts
 from blueprints.common import error_response, gateway
 from blueprints.formatting import usd as usd_text
-from blueprints.web import guard_member, no_cache, refuse, register_csrf_error
+from blueprints.web import carried, carry, guard_member, no_cache, refuse, register_csrf_error
 from extensions import csrf, db
 from gateway import portal
 from gateway.admin.context import Admin
 from gateway.admin.errors import InputError
 from gateway.errors import GatewayError
-from gateway.keys.secrets import SecretBox, SecretUnreadable
 from models import Member
 
 bp = Blueprint("portal", __name__)
@@ -59,29 +55,14 @@ def _command(member: Member) -> Admin:
     return Admin(db.session, gateway(), member.user.username, request.remote_addr)
 
 
-def _box() -> SecretBox:
-    """Encrypts the secret carried to the next page (the session is only signed)."""
-    box = current_app.extensions.get("portal_box")
-    if box is None:
-        box = current_app.extensions["portal_box"] = SecretBox(current_app.config["SECRET_KEY"])
-    return box
-
-
 def _carry(kind: str, name: str, secret: str) -> None:
     """Show this secret on the next page, once."""
-    plain = json.dumps({"kind": kind, "name": name, "secret": secret})
-    session[NEW_SECRET] = _box().encrypt(plain).decode()
+    carry(NEW_SECRET, {"kind": kind, "name": name, "secret": secret})
 
 
 def _carried() -> dict | None:
     """The secret carried from the last form, taken out of the session (shown once)."""
-    sealed = session.pop(NEW_SECRET, None)
-    if not sealed:
-        return None
-    try:
-        return json.loads(_box().decrypt(sealed.encode()))
-    except (SecretUnreadable, ValueError):
-        return None
+    return carried(NEW_SECRET)
 
 
 def _to_page():

@@ -75,7 +75,7 @@ def add_account():
         db.session.rollback()
         error = rovodev_accounts.camel_error(exc)
         values.pop("apiToken")  # a token never goes back to the browser
-        return _page(values, {error.field: str(error)}, 422)
+        return _page(values, error.by_field(), 422)  # as typed; a reload changes nothing
     label = f"#{key.id} {key.name} ({key.secret_masked})"
     _flash_test(f"Added RovoDev account {label}.", gateway().tester.test(key.id))
     return redirect(url_for("rovodev.accounts"))

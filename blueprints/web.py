@@ -3,6 +3,8 @@ errors."""
 
 from __future__ import annotations
 
+import json
+
 from flask import (
     Blueprint,
     Response,
@@ -11,6 +13,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_login import current_user
@@ -20,6 +23,7 @@ from htmx_flask.requests import HtmxHeaders
 from blueprints.common import gateway
 from extensions import csrf, db, login_manager
 from gateway.admin.context import Admin
+from gateway.keys.secrets import SecretBox, SecretUnreadable
 from models import User
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -140,3 +144,32 @@ def flash_error(message: str) -> None:
 
 def back(default: str = "dashboard.overview"):
     return redirect(request.referrer or url_for(default))
+
+
+# -- post/redirect/get ------------------------------------------------------------------
+# Every form answers with a redirect, so reloading the page it leads to repeats nothing.
+# What the next page must show once (a new key's secret) is carried in the session,
+# encrypted (the session cookie is only signed), and taken out when shown.
+
+
+def _box() -> SecretBox:
+    box = current_app.extensions.get("carry_box")
+    if box is None:
+        box = current_app.extensions["carry_box"] = SecretBox(current_app.config["SECRET_KEY"])
+    return box
+
+
+def carry(slot: str, data: dict) -> None:
+    """Show `data` on the next page that reads `slot`, once."""
+    session[slot] = _box().encrypt(json.dumps(data)).decode()
+
+
+def carried(slot: str) -> dict | None:
+    """What was carried in `slot`, taken out of the session (None: nothing, or a reload)."""
+    sealed = session.pop(slot, None)
+    if not sealed:
+        return None
+    try:
+        return json.loads(_box().decrypt(sealed.encode()))
+    except (SecretUnreadable, ValueError):
+        return None

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import generate_password_hash
 
 from gateway.admin import accounts, apischema
-from gateway.admin.errors import InputError
+from gateway.admin.errors import InputError, Problems
 from gateway.keys import provider_keys as keyring
 from gateway.limits import budgets
 from models import ClientKey, CreditTransaction, Invite, Member, Profile, RequestLog, User
@@ -125,49 +125,49 @@ def _limit(field: str, value: object) -> int | None:
 
 def parse_changes(data: object) -> dict:
     """An admin's changes to a member (budget, budget_period, rpm_limit, tpm_limit,
-    max_keys, profile) as column values; InputError naming the first bad field."""
+    max_keys, profile) as column values; InputError naming the first bad field (and
+    carrying every bad one)."""
     if not isinstance(data, dict):
         raise InputError("body", "Send a JSON object of the fields to change.")
-    known = (
-        "budget",
-        "budget_period",
-        "rpm_limit",
-        "tpm_limit",
-        "max_keys",
-        "profile",
-        "suspended",
-    )
+    problems = Problems()
     for field in data:
-        if field not in known:
-            raise InputError(field, f"Unknown field '{field}'; one of: {', '.join(known)}.")
+        if field not in _CHANGES:
+            known = ", ".join(_CHANGES)
+            problems.add(InputError(field, f"Unknown field '{field}'; one of: {known}."))
     changes: dict = {}
-    if "budget" in data:
-        try:
-            changes["budget_micros"] = budgets.parse_usd("budget", data["budget"])
-        except ValueError as exc:
-            raise InputError("budget", str(exc)) from None
-    if "budget_period" in data:
-        try:
-            changes["budget_period"] = budgets.parse_duration(data["budget_period"])
-        except ValueError:
-            choices = ", ".join(budgets.DURATIONS)
-            raise InputError(
-                "budget_period", f"'budget_period' must be one of: {choices}, or null."
-            ) from None
-    for field in ("rpm_limit", "tpm_limit"):
+    for field, (column, parse) in _CHANGES.items():
         if field in data:
-            changes[field] = _limit(field, data[field])
-    if "max_keys" in data:
-        changes["max_keys"] = _count("max_keys", data["max_keys"])
-    if "profile" in data:
-        if not isinstance(data["profile"], str) or not keyring.PROFILE_NAME.match(data["profile"]):
-            raise InputError("profile", "'profile' must be the name of a profile.")
-        changes["profile"] = data["profile"]
-    if "suspended" in data:
-        if not isinstance(data["suspended"], bool):
-            raise InputError("suspended", "'suspended' must be true or false.")
-        changes["suspended"] = data["suspended"]
+            with problems.field():
+                changes[column] = parse(field, data[field])
+    problems.check()
     return changes
+
+
+def _budget(field: str, value) -> int | None:
+    try:
+        return budgets.parse_usd(field, value)
+    except ValueError as exc:
+        raise InputError(field, str(exc)) from None
+
+
+def _period(field: str, value) -> str | None:
+    try:
+        return budgets.parse_duration(value)
+    except ValueError:
+        choices = ", ".join(budgets.DURATIONS)
+        raise InputError(field, f"'{field}' must be one of: {choices}, or null.") from None
+
+
+def _profile(field: str, value) -> str:
+    if not isinstance(value, str) or not keyring.PROFILE_NAME.match(value):
+        raise InputError(field, f"'{field}' must be the name of a profile.")
+    return value
+
+
+def _flag(field: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(field, f"'{field}' must be true or false.")
+    return value
 
 
 def find_profile(session: Session, name: str) -> Profile:
@@ -386,3 +386,15 @@ def use_invite(session: Session, invite: Invite, member: Member, now: datetime) 
         raise InputError(
             "invite", "This invite link was already used. Ask an admin for a new one.", 410
         )
+
+
+# A change an admin may make → (its column, its check).
+_CHANGES = {
+    "budget": ("budget_micros", _budget),
+    "budget_period": ("budget_period", _period),
+    "rpm_limit": ("rpm_limit", _limit),
+    "tpm_limit": ("tpm_limit", _limit),
+    "max_keys": ("max_keys", _count),
+    "profile": ("profile", _profile),
+    "suspended": ("suspended", _flag),
+}

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from gateway.admin import apischema
-from gateway.admin.errors import InputError
+from gateway.admin.errors import InputError, Problems
 from gateway.errors import GatewayError, database_down
 from gateway.keys.selection import STRATEGIES
 from models import Route
@@ -245,26 +245,46 @@ def _name(field: str, value, pattern_ok: bool = True) -> str:
 
 def parse(data: object, creating: bool) -> dict:
     """The given fields of a route, checked: name, target, fallbacks, paid, strategy,
-    on_context_overflow, context_window."""
+    on_context_overflow, context_window. InputError names the first bad field and carries
+    every bad one in its `errors`."""
     if not isinstance(data, dict):
         raise InputError("body", "The request body must be a JSON object.")
-    unknown = sorted(set(data) - FIELDS - {"id"})
-    if unknown:
-        raise InputError(unknown[0], f"Unknown route field '{unknown[0]}'.")
+    problems = Problems()
+    for field in sorted(set(data) - FIELDS - {"id"}):
+        problems.add(InputError(field, f"Unknown route field '{field}'."))
     values: dict = {}
     if "name" in data or creating:
-        values["name"] = _name("name", data.get("name"))
+        with problems.field():
+            values["name"] = _name("name", data.get("name"))
+    with problems.field():
+        values.update(_target(data, values.get("name")))
+    with problems.field():
+        values.update(_fallbacks(data, creating))
+    with problems.field():
+        if "paid" in data:
+            if not isinstance(data["paid"], bool):
+                raise InputError("paid", "'paid' must be true or false.")
+            values["paid"] = data["paid"]
+        elif creating:
+            values["paid"] = False
+    values.update(_pool_fields(data, creating, problems))
+    problems.check()
+    return values
+
+
+def _target(data: dict, name: str | None) -> dict:
     if data.get("target") not in (None, ""):
         target = data["target"]
         if not isinstance(target, str) or target.count("*") > 1:
             raise InputError("target", "'target' must be a model name with at most one '*'.")
         _name("target", target.replace("*", "x"), pattern_ok=False)  # `*` stands for a name
-        values["target"] = target.strip()
-    elif "target" in data:
-        values["target"] = None
-    target = values.get("target") or ""
-    if "*" in target and "name" in values and not values["name"].endswith("*"):
-        raise InputError("target", STAR_RULE)
+        if "*" in target and name is not None and not name.endswith("*"):
+            raise InputError("target", STAR_RULE)
+        return {"target": target.strip()}
+    return {"target": None} if "target" in data else {}
+
+
+def _fallbacks(data: dict, creating: bool) -> dict:
     if "fallbacks" in data:
         fallbacks = data["fallbacks"] or []
         if isinstance(fallbacks, str):
@@ -273,40 +293,39 @@ def parse(data: object, creating: bool) -> dict:
             raise InputError(
                 "fallbacks", f"'fallbacks' must be a list of at most {MAX_FALLBACKS} model names."
             )
-        values["fallbacks"] = [_name("fallbacks", f, pattern_ok=False) for f in fallbacks]
-    elif creating:
-        values["fallbacks"] = []
-    if "paid" in data:
-        if not isinstance(data["paid"], bool):
-            raise InputError("paid", "'paid' must be true or false.")
-        values["paid"] = data["paid"]
-    elif creating:
-        values["paid"] = False
-    values.update(_pool_fields(data, creating))
+        return {"fallbacks": [_name("fallbacks", f, pattern_ok=False) for f in fallbacks]}
+    return {"fallbacks": []} if creating else {}
+
+
+def _pool_fields(data: dict, creating: bool, problems: Problems) -> dict:
+    """strategy, on_context_overflow and context_window, checked ("" or null: unset)."""
+    values: dict = {}
+    with problems.field():
+        if data.get("strategy") not in (None, ""):
+            if data["strategy"] not in STRATEGIES:
+                raise InputError(
+                    "strategy", f"'strategy' must be one of {', '.join(STRATEGIES)} (or null: "
+                    "the profile's)."
+                )  # fmt: skip
+            values["strategy"] = data["strategy"]
+        elif "strategy" in data or creating:
+            values["strategy"] = None
+    with problems.field():
+        if data.get("on_context_overflow") not in (None, ""):
+            if data["on_context_overflow"] not in OVERFLOW_MODES:
+                raise InputError(
+                    "on_context_overflow",
+                    f"'on_context_overflow' must be one of {', '.join(OVERFLOW_MODES)}.",
+                )
+            values["on_context_overflow"] = data["on_context_overflow"]
+        elif "on_context_overflow" in data or creating:
+            values["on_context_overflow"] = ERROR
+    with problems.field():
+        values.update(_context_window(data, creating))
     return values
 
 
-def _pool_fields(data: dict, creating: bool) -> dict:
-    """strategy, on_context_overflow and context_window, checked ("" or null: unset)."""
-    values: dict = {}
-    if data.get("strategy") not in (None, ""):
-        if data["strategy"] not in STRATEGIES:
-            raise InputError(
-                "strategy", f"'strategy' must be one of {', '.join(STRATEGIES)} (or null: the "
-                "profile's)."
-            )  # fmt: skip
-        values["strategy"] = data["strategy"]
-    elif "strategy" in data or creating:
-        values["strategy"] = None
-    if data.get("on_context_overflow") not in (None, ""):
-        if data["on_context_overflow"] not in OVERFLOW_MODES:
-            raise InputError(
-                "on_context_overflow",
-                f"'on_context_overflow' must be one of {', '.join(OVERFLOW_MODES)}.",
-            )
-        values["on_context_overflow"] = data["on_context_overflow"]
-    elif "on_context_overflow" in data or creating:
-        values["on_context_overflow"] = ERROR
+def _context_window(data: dict, creating: bool) -> dict:
     window = data.get("context_window")
     if isinstance(window, str) and re.fullmatch(r"[0-9]{1,12}", window.strip()):  # a form field
         window = int(window.strip())
@@ -318,10 +337,8 @@ def _pool_fields(data: dict, creating: bool) -> dict:
                 "context_window",
                 f"'context_window' must be between 1 and {MAX_CONTEXT_WINDOW:,} tokens.",
             )
-        values["context_window"] = window
-    elif "context_window" in data or creating:
-        values["context_window"] = None
-    return values
+        return {"context_window": window}
+    return {"context_window": None} if "context_window" in data or creating else {}
 
 
 def save(session: Session, values: dict, now: datetime, route: Route | None = None) -> Route:

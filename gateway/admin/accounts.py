@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from gateway.admin.errors import InputError
+from gateway.admin.errors import InputError, Problems
 from models import AuditEntry, LoginThrottle, User
 from models.users import ADMIN, ROLES
 
@@ -23,15 +23,20 @@ _DUMMY_HASH = generate_password_hash("keyrelay-not-a-password")
 
 def check_new_user(session: Session, username: str, password: str, role: str) -> None:
     """Raise InputError for a bad username, weak password, unknown role or taken name."""
+    problems = Problems()  # every bad field at once
     if not USERNAME.match(username or ""):
-        raise InputError(
-            "username", "Use 1–64 letters, digits, '_', '.', '@' or '-', starting with one."
+        problems.add(
+            InputError(
+                "username", "Use 1–64 letters, digits, '_', '.', '@' or '-', starting with one."
+            )
         )
-    check_password(password)
+    elif session.scalar(select(User.id).where(User.username == username)) is not None:
+        problems.add(InputError("username", f"The username '{username}' is taken."))
+    with problems.field():
+        check_password(password)
     if role not in ROLES:
-        raise InputError("role", f"Role must be one of: {', '.join(ROLES)}.")
-    if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise InputError("username", f"The username '{username}' is taken.")
+        problems.add(InputError("role", f"Role must be one of: {', '.join(ROLES)}."))
+    problems.check()
 
 
 def check_password(password: object) -> None:

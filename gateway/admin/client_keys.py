@@ -24,11 +24,15 @@ def create(admin: Admin, data: ClientKeyInput, defaults: dict | None = None):
     return row, key
 
 
+BUDGET_COLUMNS = {"max_budget_micros", "budget_duration"}
+
+
 def update(admin: Admin, row: ClientKey, data: ClientKeyInput, fields: list[str]) -> None:
     """Change name, profile, models, expiry or limits (the key itself never changes)."""
     clientkeys.update(admin.session, row, data, admin.now())
     admin.audit("client_key.update", f"client_key:{row.id}", fields=fields)
-    admin.commit(CALLERS)
+    # BUDGETS: the proxy's callers and the budget alerts read the new budget at once.
+    admin.commit(BUDGETS if data.limits.keys() & BUDGET_COLUMNS else CALLERS)
 
 
 def revoke(admin: Admin, row: ClientKey) -> None:

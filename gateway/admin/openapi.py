@@ -37,7 +37,22 @@ def _list(item: dict, **extra: dict) -> dict:
     return _closed({"data": {"type": "array", "items": item}, **extra})
 
 
-ERROR = _closed({"error": _closed({"message": STR, "type": STR, "code": N_STR, "param": N_STR})})
+_FIELD_ERROR = _closed({"param": STR, "message": STR})
+ERROR = _closed(
+    {
+        "error": _closed(
+            {
+                "message": STR,
+                "type": STR,
+                "code": N_STR,
+                "param": N_STR,
+                # Several bad fields: each of them (the first is also the error's own).
+                "errors": {"type": "array", "items": _FIELD_ERROR},
+            },
+            optional=("errors",),
+        )
+    }
+)
 _CIRCUIT = s.nullable(
     _closed({"state": {"type": "string", "enum": ["open", "half_open"]}, "until": STR})
 )
@@ -563,7 +578,8 @@ def document(rules: list[tuple[str, str, list[str], str]], version: str) -> dict
             "description": "Provider keys, client keys, routes, profiles, prices, the "
             "request log and statistics. Authenticate with the master key: "
             "`Authorization: Bearer <KEYRELAY_MASTER_KEY>`. Errors are "
-            '`{"error": {"message", "type", "code", "param"}}`.',
+            '`{"error": {"message", "type", "code", "param"}}`, with `errors` (each bad field\'s '
+            "`param` and `message`) when several fields are bad.",
         },
         "servers": [{"url": "/"}],
         "security": [{"masterKey": []}],

@@ -14,15 +14,20 @@ from models import Profile, Route
 
 def create_profile(admin: Admin, name: str, settings: dict) -> Profile:
     """A new profile; a name in use is refused."""
-    if not keyring.PROFILE_NAME.match(name):
-        raise InputError("name", "Use 1–64 letters, digits, '_', '.', '-'.")
-    if admin.session.scalar(select(Profile.id).where(Profile.name == name)):
-        raise InputError("name", f"A profile named '{name}' exists.")
+    check_new_name(admin, name)
     profile = Profile(name=name, created_at=admin.now(), **settings)
     admin.session.add(profile)
     admin.audit("profile.create", f"profile:{name}", **settings)
     admin.commit(KEYS)
     return profile
+
+
+def check_new_name(admin: Admin, name: str) -> None:
+    """A name a new profile may take: well formed and not in use."""
+    if not keyring.PROFILE_NAME.match(name):
+        raise InputError("name", "Use 1–64 letters, digits, '_', '.', '-'.")
+    if admin.session.scalar(select(Profile.id).where(Profile.name == name)):
+        raise InputError("name", f"A profile named '{name}' exists.")
 
 
 def put_profile(admin: Admin, name: str, settings: dict) -> Profile:

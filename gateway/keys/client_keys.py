@@ -19,7 +19,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from gateway.admin import apischema
-from gateway.admin.errors import InputError, limit_or_none
+from gateway.admin.errors import InputError, Problems, limit_or_none
 from gateway.errors import GatewayError, database_down
 from gateway.keys import provider_keys as keyring
 from gateway.keys.provider_keys import parse_models, parse_moment
@@ -81,40 +81,73 @@ def _expiry(value) -> datetime | None:
 
 
 def parse(data: object, creating: bool) -> ClientKeyInput:
-    """Check admin input for a client key; InputError names the bad field."""
+    """Check admin input for a client key; InputError names the bad field (and carries
+    every bad field in its `errors`)."""
     if not isinstance(data, dict):
         raise InputError("body", "The request body must be a JSON object.")
+    problems = Problems()
     for field in data:
         if field not in FIELDS:
-            raise InputError(field, f"Unknown field '{field}'; known: {', '.join(FIELDS)}.")
+            problems.add(InputError(field, f"Unknown field '{field}'; known: {', '.join(FIELDS)}."))
     spec = ClientKeyInput(has_models="models" in data, has_expiry="expires_at" in data)
     for field, limit in (("profile", 64), ("name", 128)):
-        value = data.get(field)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise InputError(field, f"'{field}' must be a non-empty string.")
-        if value is not None and len(value) > limit:
-            raise InputError(field, f"'{field}' is longer than {limit} characters.")
-        setattr(spec, field, value.strip() if value else None)
-    models = data.get("models")
-    if models not in (None, "*", ["*"]):
-        spec.models = parse_models(models)
-        if spec.models == ["*"]:
-            spec.models = None
-    spec.expires_at = _expiry(data.get("expires_at"))
+        with problems.field():
+            setattr(spec, field, _text(data, field, limit))
+    with problems.field():
+        spec.models = _models(data.get("models"))
+    with problems.field():
+        spec.expires_at = _expiry(data.get("expires_at"))
     for name in LIMITS:
         if name in data:
-            spec.limits[name] = limit_or_none(name, data[name])
-    try:
-        if "max_budget" in data:
-            spec.limits["max_budget_micros"] = budgets.parse_usd("max_budget", data["max_budget"])
-        if "budget_duration" in data:
-            spec.limits["budget_duration"] = budgets.parse_duration(data["budget_duration"])
-    except ValueError as exc:
-        field = "max_budget" if "max_budget" in str(exc) else "budget_duration"
-        raise InputError(field, str(exc)) from None
-    if creating and spec.name is None:
-        raise InputError("name", "Missing required field 'name'.")
+            with problems.field():
+                spec.limits[name] = limit_or_none(name, data[name])
+    with problems.field():
+        _budget(data, spec)
+    if creating and spec.name is None and "name" not in {e.field for e in problems.found}:
+        problems.add(InputError("name", "Missing required field 'name'."))
+    problems.check()
     return spec
+
+
+def _text(data: dict, field: str, limit: int) -> str | None:
+    value = data.get(field)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise InputError(field, f"'{field}' must be a non-empty string.")
+    if value is not None and len(value) > limit:
+        raise InputError(field, f"'{field}' is longer than {limit} characters.")
+    return value.strip() if value else None
+
+
+def _models(models) -> list[str] | None:
+    if models in (None, "*", ["*"]):
+        return None
+    parsed = parse_models(models)
+    return None if parsed == ["*"] else parsed
+
+
+def _budget(data: dict, spec: ClientKeyInput) -> None:
+    """max_budget and budget_duration, each checked (both reported when both are bad)."""
+    problems = Problems()
+    if "max_budget" in data:
+        with problems.field():
+            spec.limits["max_budget_micros"] = _checked(
+                "max_budget", budgets.parse_usd, data["max_budget"]
+            )
+    if "budget_duration" in data:
+        with problems.field():
+            spec.limits["budget_duration"] = _checked(
+                "budget_duration", lambda _name, value: budgets.parse_duration(value),
+                data["budget_duration"],
+            )  # fmt: skip
+    problems.check()
+
+
+def _checked(field: str, parse, value):
+    """parse(field, value); its ValueError as an InputError naming the field."""
+    try:
+        return parse(field, value)
+    except ValueError as exc:
+        raise InputError(field, str(exc)) from None
 
 
 def create(

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from gateway import periods
 from gateway.admin import apischema
-from gateway.admin.errors import InputError, limit_or_none
+from gateway.admin.errors import InputError, Problems, limit_or_none
 from gateway.keys import catalog, lifecycle, selection, states
 from gateway.keys.secrets import (
     FINGERPRINT_PREFIX,
@@ -323,37 +323,55 @@ def _check_base_url(base_url: str, provider: str | None) -> None:
 
 
 def parse_key_input(data: object, creating: bool) -> KeyInput:
-    """Check admin JSON for a provider key; raise InputError naming the bad field."""
+    """Check admin JSON for a provider key; raise InputError naming the bad field (and
+    carrying every bad field in its `errors`)."""
     if not isinstance(data, dict):
         raise InputError("body", "The request body must be a JSON object.")
-    key = KeyInput(
-        **{name: _text(data, name, length) for name, length in TEXT_FIELDS.items()},
-        models=parse_key_models(data.get("models")),
-        limits={
-            column: parse(name, data[name])
-            for name, (column, parse) in LIMIT_FIELDS.items()
-            if name in data
-        },
-    )
+    problems = Problems()
+    key = KeyInput()
+    for name, length in TEXT_FIELDS.items():
+        with problems.field():
+            setattr(key, name, _text(data, name, length))
+    with problems.field():
+        key.models = parse_key_models(data.get("models"))
+    for name, (column, parse) in LIMIT_FIELDS.items():
+        if name in data:
+            with problems.field():
+                key.limits[column] = parse(name, data[name])
     if "options" in data:
         options = data["options"]
-        if options is not None and not isinstance(options, dict):
-            raise InputError("options", "'options' must be a JSON object.")
-        key.options = options or {}
-    if key.profile is not None and not PROFILE_NAME.match(key.profile):
-        raise InputError("profile", "'profile' may hold letters, digits, '_', '.', '-'.")
-    if key.provider is not None and key.provider not in ADAPTERS:
-        known = ", ".join(sorted(ADAPTERS))
-        raise InputError("provider", f"Unknown provider '{key.provider}'; known: {known}.")
+        with problems.field():
+            if options is not None and not isinstance(options, dict):
+                raise InputError("options", "'options' must be a JSON object.")
+            key.options = options or {}
+    with problems.field():
+        _check_profile_name(key.profile)
+    with problems.field():
+        _check_provider(key.provider)
     if key.secret is not None:
-        _check_secret(key.secret)
+        with problems.field():
+            _check_secret(key.secret)
     if key.base_url is not None:
-        _check_base_url(key.base_url, key.provider)
+        with problems.field():
+            _check_base_url(key.base_url, key.provider)
     if creating:
-        for field in ("provider", "name", "secret"):
-            if getattr(key, field) is None:
-                raise InputError(field, f"Missing required field '{field}'.")
+        bad = {error.field for error in problems.found}
+        for field_name in ("provider", "name", "secret"):
+            if getattr(key, field_name) is None and field_name not in bad:
+                problems.add(InputError(field_name, f"Missing required field '{field_name}'."))
+    problems.check()
     return key
+
+
+def _check_profile_name(profile: str | None) -> None:
+    if profile is not None and not PROFILE_NAME.match(profile):
+        raise InputError("profile", "'profile' may hold letters, digits, '_', '.', '-'.")
+
+
+def _check_provider(provider: str | None) -> None:
+    if provider is not None and provider not in ADAPTERS:
+        known = ", ".join(sorted(ADAPTERS))
+        raise InputError("provider", f"Unknown provider '{provider}'; known: {known}.")
 
 
 def profile_settings_schema() -> dict:
@@ -370,44 +388,52 @@ def profile_settings_schema() -> dict:
 
 def parse_profile_settings(data: object) -> dict:
     """The given profile settings (strategy, wait_for_key_seconds, use_paid_models) as
-    column → value; InputError naming a bad one."""
+    column → value; InputError naming a bad one (and carrying every bad one)."""
     if not isinstance(data, dict):
         raise InputError("body", "The request body must be a JSON object.")
-    unknown = set(data) - set(profile_settings_schema()["properties"])
-    if unknown:
-        raise InputError(sorted(unknown)[0], f"Unknown profile field '{sorted(unknown)[0]}'.")
+    problems = Problems()
+    for field_name in sorted(set(data) - set(profile_settings_schema()["properties"])):
+        problems.add(InputError(field_name, f"Unknown profile field '{field_name}'."))
     values = {}
-    if "strategy" in data:
-        strategy = data["strategy"]
-        if strategy in ("", "default"):
-            strategy = None
-        if strategy is not None and strategy not in selection.STRATEGIES:
-            choices = ", ".join(selection.STRATEGIES)
-            raise InputError("strategy", f"'strategy' must be one of: {choices}, or null.")
-        values["strategy"] = strategy
-    if "wait_for_key_seconds" in data:
-        wait = data["wait_for_key_seconds"]
-        if isinstance(wait, str) and whole_number(wait) is not None:
-            wait = whole_number(wait)
-        if wait in (None, "", 0):
-            wait = None
-        elif (
-            isinstance(wait, bool) or not isinstance(wait, int) or not 0 < wait <= MAX_WAIT_SECONDS
-        ):
-            raise InputError(
-                "wait_for_key_seconds",
-                "'wait_for_key_seconds' must be whole seconds from 0 to "
-                f"{MAX_WAIT_SECONDS}, or null.",
-            )
-        values["wait_for_key_seconds"] = wait
-    if "use_paid_models" in data:
-        paid = data["use_paid_models"]
-        if paid is not None and not isinstance(paid, bool):
-            raise InputError(
-                "use_paid_models", "'use_paid_models' must be true, false, or null (the default)."
-            )
-        values["use_paid_models"] = paid
+    for name, parse in _PROFILE_SETTINGS.items():
+        if name in data:
+            with problems.field():
+                values[name] = parse(data[name])
+    problems.check()
     return values
+
+
+def _strategy(strategy):
+    if strategy in ("", "default"):
+        return None
+    if strategy is not None and strategy not in selection.STRATEGIES:
+        choices = ", ".join(selection.STRATEGIES)
+        raise InputError("strategy", f"'strategy' must be one of: {choices}, or null.")
+    return strategy
+
+
+def _wait(wait):
+    if isinstance(wait, str) and whole_number(wait) is not None:
+        wait = whole_number(wait)
+    if wait in (None, "", 0):
+        return None
+    if isinstance(wait, bool) or not isinstance(wait, int) or not 0 < wait <= MAX_WAIT_SECONDS:
+        raise InputError(
+            "wait_for_key_seconds",
+            f"'wait_for_key_seconds' must be whole seconds from 0 to {MAX_WAIT_SECONDS}, or null.",
+        )
+    return wait
+
+
+def _paid(paid):
+    if paid is not None and not isinstance(paid, bool):
+        raise InputError(
+            "use_paid_models", "'use_paid_models' must be true, false, or null (the default)."
+        )
+    return paid
+
+
+_PROFILE_SETTINGS = {"strategy": _strategy, "wait_for_key_seconds": _wait, "use_paid_models": _paid}
 
 
 def get_or_create_profile(session: Session, name: str, now: datetime) -> Profile:

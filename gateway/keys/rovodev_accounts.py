@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from gateway import periods
 from gateway.admin import apischema
-from gateway.admin.errors import InputError
+from gateway.admin.errors import InputError, Problems
 from gateway.keys import catalog, selection
 from gateway.keys import provider_keys as keyring
 from gateway.keys.provider_keys import KeyInput, KeyUsage
@@ -92,14 +92,22 @@ def account_input(body: object, key: ProviderKey | None = None) -> KeyInput:
         data.setdefault("secret", None)
     if key is None or any(FIELDS.get(f, "").startswith("options.") for f in body):
         data["options"] = options
-    try:
-        # The account's email first: without it nothing else of the account makes sense.
-        if "options" in data:
+    # The account's email first: without it nothing else of the account makes sense. Then
+    # every other bad field, all at once.
+    problems = Problems()
+    if "options" in data:
+        with problems.field():
             keyring.check_options(PROVIDER, data["options"])
+        with problems.field():
             check_cloud_id(data["options"].get("cloud_id"))
-        return keyring.parse_key_input(data, creating=key is None)
+    parsed = None
+    with problems.field():
+        parsed = keyring.parse_key_input(data, creating=key is None)
+    try:
+        problems.check()
     except InputError as exc:
         raise camel_error(exc) from None
+    return parsed
 
 
 def check_cloud_id(cloud_id: object) -> None:
@@ -117,10 +125,15 @@ def _name_of(email: object) -> object:
 
 def camel_error(exc: InputError) -> InputError:
     """The same error with the field (and its name in the message) as the API spells it."""
-    field = _CAMEL.get(exc.field, exc.field)
-    inner = exc.field.removeprefix("options.")
-    message = str(exc).replace(f"'{inner}'", f"'{field}'")
-    return InputError(field, message, exc.status)
+    pairs = [_camel(field, message) for field, message in exc.errors]
+    error = InputError(*pairs[0], exc.status)
+    error.errors = pairs  # every bad field, each as the API spells it
+    return error
+
+
+def _camel(field: str, message: str) -> tuple[str, str]:
+    camel = _CAMEL.get(field, field)
+    return camel, message.replace(f"'{field.removeprefix('options.')}'", f"'{camel}'")
 
 
 def requests_today(session: Session, today) -> dict[int, int]:

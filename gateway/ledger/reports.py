@@ -96,6 +96,7 @@ class KeyHealth:
     failures_in_a_row: int = 0
     failures_today: int = 0
     expires_at: datetime | None = None
+    is_default: bool = False  # its profile's default key: tried first while usable
 
     @property
     def tightest(self):
@@ -148,6 +149,7 @@ def key_health(
                 failures_in_a_row=key.consecutive_failures,
                 failures_today=failed,
                 expires_at=key.expires_at,
+                is_default=bool(key.is_default),
             )
         )
     return result

@@ -170,7 +170,8 @@ def test_revocation_reaches_other_processes_within_the_cache_time(app, monkeypat
 @pytest.mark.both_databases
 def test_dashboard_creates_shows_once_and_revokes(app, web, server, pool):
     page = web.post("/client-keys", {"name": "web-app", "profile": "team-a", "models": "*"})
-    text = html.unescape(page.text)
+    assert page.status_code == 302  # the key is shown on the page it leads to
+    text = html.unescape(web.get(page.headers["Location"]).text)
     key = re.search(r'id="new-key-value" value="(kr-[^"]+)"', text).group(1)
     assert "it is shown this once" in text
     sdk(server, key).chat.completions.create(**chat())

@@ -232,6 +232,7 @@ def test_dashboard_form_sets_limits(web):
     created = web.post(
         "/client-keys",
         {"name": "lim", "profile": "default", "models": "*", "rpm_limit": "7", "tpm_limit": ""},
+        follow_redirects=True,
     ).text
     assert "7 rpm · ∞ tpm · ∞ at a time" in created
     bad = web.post("/client-keys", {"name": "x", "max_parallel_requests": "many"})
