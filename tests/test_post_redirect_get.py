@@ -18,7 +18,9 @@ from tests.conftest import ADMIN_PASSWORD, CSRF_FIELD
 from tests.fake_rovodev import Account, FakeRovoDev
 from tests.members.conftest import PASSWORD, new_member
 
-BLUEPRINTS = ("dashboard", "dashboard_members", "rovodev", "portal", "member_credits")
+BLUEPRINTS = (
+    "dashboard", "dashboard_members", "rovodev", "portal", "member_credits", "playground",
+)  # fmt: skip
 ROVO_TOKEN = "ATATT3xFfGF0prg-rovodev-token-aaaaaaaa"
 CLOUD = "a436116f-02ce-4520-8fbb-7301462a1674"
 
@@ -27,6 +29,7 @@ IDEMPOTENT = {
     "dashboard.test_all_keys": "a key test measures the upstream again; it creates nothing",
     "dashboard.restore_keys": "re-tests failing keys again; a key already back stays back",
     "dashboard.import_keys": "the same secrets sent again are reported as duplicates, not added",
+    "playground.send": "not a form: the page's script sends it and stays; a reload sends nothing",
 }
 
 # endpoint → (path, form, who): in this order, each on what the ones before made. `{x}`
