@@ -68,20 +68,35 @@ def raise_file_limit() -> int:
 # --- the slow upstream (its own process) ---------------------------------------------
 
 
-class _Release:
-    """The held streams end once the bench says so (`GET /release`), not on a timer: on a
-    busy machine opening them all may take longer than any fixed hold."""
+class _Held:
+    """The streams held now. One ticker sends each its event a second (timers per stream
+    would make the upstream the bottleneck); they end once the bench says so
+    (`GET /release`), not on a timer: on a busy machine opening them all may take longer
+    than any fixed hold."""
 
-    event: asyncio.Event | None = None
+    writers: set = set()
+    released: asyncio.Event | None = None
 
     @classmethod
-    def get(cls) -> asyncio.Event:
-        if cls.event is None:
-            cls.event = asyncio.Event()
-        return cls.event
+    def event(cls) -> asyncio.Event:
+        if cls.released is None:
+            cls.released = asyncio.Event()
+        return cls.released
+
+    @classmethod
+    async def tick(cls, interval: float) -> None:
+        """Every `interval`, an event to each held stream, in ten slices spread over it."""
+        while True:
+            writers = list(cls.writers)
+            step = max(1, len(writers) // 10)
+            for start in range(0, max(len(writers), 1), step):
+                for writer in writers[start : start + step]:
+                    if not writer.is_closing():
+                        writer.write(_chunked(PIECE))
+                await asyncio.sleep(interval / 10)
 
 
-async def _upstream_connection(reader, writer, interval: float) -> None:
+async def _upstream_connection(reader, writer) -> None:
     """Answer requests on one keep-alive connection: slow streams, or the quick probe."""
     try:
         while True:
@@ -94,8 +109,8 @@ async def _upstream_connection(reader, writer, interval: float) -> None:
                 await reader.readexactly(length)
             line = head.split(b"\r\n", 1)[0]
             if line.startswith(b"GET /release"):  # end the held streams; new ones are held
-                _Release.get().set()
-                _Release.event = None
+                _Held.event().set()
+                _Held.released = None
                 writer.write(MODELS)
                 continue
             if line.startswith(b"GET "):  # the key check's model list
@@ -103,12 +118,12 @@ async def _upstream_connection(reader, writer, interval: float) -> None:
                 continue
             writer.write(SSE_HEAD + _chunked(ROLE))
             if b" /stream/" not in line:
-                released = _Release.get()
-                while not released.is_set():
-                    try:
-                        await asyncio.wait_for(released.wait(), interval)
-                    except TimeoutError:
-                        writer.write(_chunked(PIECE))
+                released = _Held.event()
+                _Held.writers.add(writer)
+                try:
+                    await released.wait()
+                finally:
+                    _Held.writers.discard(writer)
             writer.write(_chunked(PIECE + END) + b"0\r\n\r\n")
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
@@ -125,14 +140,11 @@ def release(port: int) -> None:
 
 
 async def _serve_upstream(port: int, interval: float) -> None:
-    server = await asyncio.start_server(
-        lambda r, w: _upstream_connection(r, w, interval),
-        "127.0.0.1",
-        port,
-        backlog=4096,
-    )
+    server = await asyncio.start_server(_upstream_connection, "127.0.0.1", port, backlog=4096)
+    ticker = asyncio.create_task(_Held.tick(interval))
     async with server:
         await server.serve_forever()
+    ticker.cancel()
 
 
 def start_upstream(interval: float):

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from gevent import monkey
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.mmap_dict import mmap_key
+from prometheus_client.mmap_dict import _read_all_values, mmap_key
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import select
 
@@ -99,9 +99,11 @@ class ValueFile:
         self._file = open(path, "a+b")  # noqa: SIM115 - mapped for the process's life
         if os.fstat(self._file.fileno()).st_size < _INITIAL_SIZE:
             self._file.truncate(_INITIAL_SIZE)
-        self._slots: dict[str, int] = {}
-        self._used = 8
         self._map(os.fstat(self._file.fileno()).st_size)
+        # A file already there is a dead process's whose pid this one got: its values stay
+        # (they are in the sum) and this process adds to them.
+        self._used = _header.unpack_from(self._mmap, 0)[0] or 8
+        self._slots = {key: pos // 8 for key, _, _, pos in _read_all_values(self._mmap, self._used)}
         _header.pack_into(self._mmap, 0, self._used)
 
     def _map(self, size: int) -> None:
@@ -124,6 +126,13 @@ class ValueFile:
         _header.pack_into(self._mmap, 0, self._used)  # after the entry: readers trust it
         found = self._slots[key] = (self._used - 16) // 8
         return found
+
+    def close(self) -> None:
+        """Unmap and close the file (its values stay in it)."""
+        self.values.release()
+        self._bytes.release()
+        self._mmap.close()
+        self._file.close()
 
     def _grow(self, needed: int) -> None:
         size = len(self._mmap)

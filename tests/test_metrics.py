@@ -288,3 +288,30 @@ def _until_both_workers_served(base: str, folder: Path) -> int:
 def _served(folder: Path) -> list[int]:
     """The worker processes that have counted something (their counter files)."""
     return [int(path.stem.split("_")[-1]) for path in folder.glob("counter_*.db")]
+
+
+def test_a_worker_with_a_dead_workers_pid_adds_to_its_counts(tmp_path):
+    """A new worker that got the pid of a dead one opens that one's file: the dead
+    worker's counts stay in the sum and the new worker's add to them."""
+    from prometheus_client.mmap_dict import mmap_key
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from gateway.prometheus import ValueFile
+
+    path = str(tmp_path / "counter_4242.db")
+    names = ("job", "result")
+    runs = mmap_key("keyrelay_job_runs", "keyrelay_job_runs_total", names, ("a", "ok"), "Runs.")
+    fails = mmap_key("keyrelay_job_runs", "keyrelay_job_runs_total", names, ("a", "error"), "Runs.")
+    dead = ValueFile(path)
+    dead.values[dead.slot(runs)] += 2
+    dead.close()
+    new = ValueFile(path)
+    new.values[new.slot(runs)] += 1
+    new.values[new.slot(fails)] += 5
+    new.close()
+    merged = {
+        sample.labels["result"]: sample.value
+        for metric in MultiProcessCollector.merge([path])
+        for sample in metric.samples
+    }
+    assert merged == {"ok": 3, "error": 5}
