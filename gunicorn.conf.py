@@ -50,7 +50,27 @@ def on_starting(server) -> None:
     from gateway import sandbox
 
     sandbox.close_proc_files()
+    _raise_file_limit(server)
     _metrics_folder()
+
+
+def _raise_file_limit(server) -> None:
+    """An open stream holds two files (the client's socket and the upstream's), and the
+    system's usual soft limit (1024) would cap a worker at ~500 streams: raise it to the
+    hard limit, which the workers inherit, and say when even that is short."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < 2 * worker_connections:
+        server.log.warning(
+            "the open-file limit (%d) lets a worker hold about %d open streams, not the %d "
+            "of KEYRELAY_WORKER_CONNECTIONS: raise it (ulimit -Hn) or lower the setting",
+            hard,
+            hard // 2,
+            worker_connections,
+        )
 
 
 def _metrics_folder() -> None:

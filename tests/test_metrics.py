@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from extensions import db
 from gateway.jobs import scheduler
 from models import RequestLog
-from tests.conftest import MASTER_KEY, chat, live_app
+from tests.conftest import MASTER_KEY, Admin, chat, live_app
 from tests.fake_upstream import Behaviour
 from tests.test_durability import Gunicorn
 
@@ -195,6 +195,22 @@ def test_metrics_need_the_metrics_token_or_the_master_key(server, http, header, 
         assert b"# TYPE keyrelay_provider_keys gauge" in response.data
 
 
+def test_metrics_are_on_by_default(settings, fake, monkeypatch):
+    """No KEYRELAY_METRICS anywhere: /metrics answers, and a request served is counted."""
+    monkeypatch.delenv("KEYRELAY_METRICS", raising=False)
+    defaults = {k: v for k, v in settings.items() if k not in ("METRICS", "METRICS_TOKEN")}
+    http = urllib3.PoolManager(retries=False)
+    with live_app(defaults) as (_, live):
+        Admin(live.url, http).add_key(A, fake.base_url)
+        before = scrape(http, live.url)
+        sdk = openai.OpenAI(base_url=f"{live.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        sdk.chat.completions.create(**chat())
+        sdk.close()
+        after = scrape(http, live.url)
+    assert delta(before, after, "keyrelay_requests_total", **CHAT, status="200") == 1
+    assert delta(before, after, "keyrelay_tokens_total", **CHAT, kind="input") > 0
+
+
 def test_metrics_off(settings):
     """KEYRELAY_METRICS=false: /metrics is not there, even with the master key."""
     with live_app(settings, METRICS=False) as (_, live):
@@ -203,9 +219,10 @@ def test_metrics_off(settings):
 
 
 def test_gunicorn_workers_are_summed_in_one_scrape(tmp_path, fake):
-    """The real server with 2 workers: requests served by both are in every scrape."""
+    """The real server with 2 workers and metrics as by default: requests served by both
+    are in every scrape, exactly."""
     instance = tmp_path / "instance"
-    server = Gunicorn(instance, Fernet.generate_key().decode(), WORKERS="2", METRICS="true")
+    server = Gunicorn(instance, Fernet.generate_key().decode(), WORKERS="2", METRICS=None)
     http = urllib3.PoolManager(retries=False)
     try:
         headers = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -216,6 +233,15 @@ def test_gunicorn_workers_are_summed_in_one_scrape(tmp_path, fake):
         for _ in range(4):  # whichever worker answers the scrape, it sums both
             samples = scrape(http, server.url)
             assert value(samples, "keyrelay_requests_total", **CHAT, status="200") == sent
+        # A worker killed outright keeps its counts in the sum; the rest go on counting.
+        os.kill(min(_served(instance / "metrics")), signal.SIGKILL)
+        http = urllib3.PoolManager(retries=False)  # no connection to the killed worker
+        for _ in range(3):
+            response = http.request("POST", f"{server.url}/v1/chat/completions", json=chat(),
+                                    headers=headers, timeout=30)  # fmt: skip
+            assert response.status == 200
+        samples = scrape(http, server.url)
+        assert value(samples, "keyrelay_requests_total", **CHAT, status="200") == sent + 3
     finally:
         server.kill()
 
@@ -239,11 +265,8 @@ def _until_both_workers_served(base: str, folder: Path) -> int:
         )
         statuses.append(response.status)
 
-    def served() -> list[int]:
-        return [int(path.stem.split("_")[-1]) for path in folder.glob("counter_*.db")]
-
     for round_ in range(4):
-        stopped = served() if round_ else []
+        stopped = _served(folder) if round_ else []
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
         try:
@@ -257,6 +280,38 @@ def _until_both_workers_served(base: str, folder: Path) -> int:
                 os.kill(pid, signal.SIGCONT)
         sent += len(threads)
         assert statuses == [200] * sent
-        if len(served()) >= 2:
+        if len(_served(folder)) >= 2:
             return sent
     raise AssertionError(f"one worker served all {sent} requests")
+
+
+def _served(folder: Path) -> list[int]:
+    """The worker processes that have counted something (their counter files)."""
+    return [int(path.stem.split("_")[-1]) for path in folder.glob("counter_*.db")]
+
+
+def test_a_worker_with_a_dead_workers_pid_adds_to_its_counts(tmp_path):
+    """A new worker that got the pid of a dead one opens that one's file: the dead
+    worker's counts stay in the sum and the new worker's add to them."""
+    from prometheus_client.mmap_dict import mmap_key
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from gateway.prometheus import ValueFile
+
+    path = str(tmp_path / "counter_4242.db")
+    names = ("job", "result")
+    runs = mmap_key("keyrelay_job_runs", "keyrelay_job_runs_total", names, ("a", "ok"), "Runs.")
+    fails = mmap_key("keyrelay_job_runs", "keyrelay_job_runs_total", names, ("a", "error"), "Runs.")
+    dead = ValueFile(path)
+    dead.values[dead.slot(runs)] += 2
+    dead.close()
+    new = ValueFile(path)
+    new.values[new.slot(runs)] += 1
+    new.values[new.slot(fails)] += 5
+    new.close()
+    merged = {
+        sample.labels["result"]: sample.value
+        for metric in MultiProcessCollector.merge([path])
+        for sample in metric.samples
+    }
+    assert merged == {"ok": 3, "error": 5}
