@@ -54,23 +54,26 @@ class _App(Flask):
     `inspect.iscoroutinefunction` of each one it calls on every request (≈ 1 µs a hook,
     six of them on a /v1 call); whether a function is a coroutine function never changes."""
 
-    _SYNCED_MAX = 4096  # per-request closures (after_this_request) are not kept forever
+    _PLAIN_MAX = 4096  # per-request closures (after_this_request) are not kept forever
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._synced: dict = {}
+        self._plain: dict = {}  # function (a method's own) -> whether it is not async
 
     def ensure_sync(self, func):
-        """Flask's ensure_sync, once per function."""
+        """Flask's ensure_sync, asking each function once."""
+        # A bound method is asked by its function: a view class's per-request instance
+        # does not fill the table.
+        key = getattr(func, "__func__", func)
         try:
-            return self._synced[func]
+            plain = self._plain[key]
         except KeyError:
-            synced = super().ensure_sync(func)
-            if len(self._synced) < self._SYNCED_MAX:
-                self._synced[func] = synced
-            return synced
+            plain = super().ensure_sync(func) is func
+            if len(self._plain) < self._PLAIN_MAX:
+                self._plain[key] = plain
         except TypeError:  # an unhashable callable
             return super().ensure_sync(func)
+        return func if plain else super().ensure_sync(func)
 
 
 class _Sessions(SecureCookieSessionInterface):
