@@ -30,6 +30,7 @@ from gateway.ledger.accounting import new_request_id
 from gateway.ledger.alerts import BudgetAlerts
 from gateway.ledger.journal import DatabaseIdentity
 from gateway.proxy.attempts import RetrySettings
+from gateway.proxy.relay import COST_HEADER
 from gateway.service import Gateway, GatewaySettings
 from gateway.store import configure_postgresql, configure_sqlite, set_busy_timeout
 
@@ -45,6 +46,33 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         configure_sqlite(dbapi_connection)
     elif type(dbapi_connection).__module__.startswith("psycopg"):
         configure_postgresql(dbapi_connection)
+
+
+class _App(Flask):
+    """Flask, remembering which hooks and views are plain functions: it asks
+    `inspect.iscoroutinefunction` of each one it calls on every request (≈ 1 µs a hook,
+    six of them on a /v1 call); whether a function is a coroutine function never changes."""
+
+    _PLAIN_MAX = 4096  # per-request closures (after_this_request) are not kept forever
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain: dict = {}  # function (a method's own) -> whether it is not async
+
+    def ensure_sync(self, func):
+        """Flask's ensure_sync, asking each function once."""
+        # A bound method is asked by its function: a view class's per-request instance
+        # does not fill the table.
+        key = getattr(func, "__func__", func)
+        try:
+            plain = self._plain[key]
+        except KeyError:
+            plain = super().ensure_sync(func) is func
+            if len(self._plain) < self._PLAIN_MAX:
+                self._plain[key] = plain
+        except TypeError:  # an unhashable callable
+            return super().ensure_sync(func)
+        return func if plain else super().ensure_sync(func)
 
 
 class _Sessions(SecureCookieSessionInterface):
@@ -74,33 +102,39 @@ SECURITY_HEADERS = {
 }
 
 
-def _trace_headers(response):
-    """Every answer on the proxy paths carries the trace headers the README promises,
-    also those given before a request reached the gateway (401, unknown path): a
-    request id (for the server log), no attempts, no provider."""
+def _answer_headers(response):
+    """The headers an answer carries by its path, in one hook (Flask pays a call per hook
+    on every request): the proxy's trace and cost headers, or the pages' security headers."""
     if request.path.startswith(API_PREFIXES):
-        headers = response.headers
-        if "x-keyrelay-request-id" not in headers:
-            request_id = new_request_id()
-            headers["x-keyrelay-request-id"] = request_id
-            headers["x-keyrelay-attempts"] = "0"
-            headers["x-keyrelay-provider"] = "none"
-            if response.status_code == 401:
-                logging.getLogger("keyrelay.auth").info(
-                    "401 on %s %s from %s (%s)",
-                    request.method,
-                    request.path,
-                    request.remote_addr,
-                    request_id,
-                )
-    return response
-
-
-def _security_headers(response):
-    if not request.path.startswith(API_PREFIXES):
+        _trace_headers(response)
+        # What it cost; one that booked nothing (refused before its body was read, a model
+        # list, an unknown path) cost nothing.
+        if COST_HEADER not in response.headers:
+            response.headers[COST_HEADER] = "0.000000"
+    else:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
     return response
+
+
+def _trace_headers(response) -> None:
+    """Every answer on the proxy paths carries the trace headers the README promises,
+    also those given before a request reached the gateway (401, unknown path): a
+    request id (for the server log), no attempts, no provider."""
+    headers = response.headers
+    if "x-keyrelay-request-id" not in headers:
+        request_id = new_request_id()
+        headers["x-keyrelay-request-id"] = request_id
+        headers["x-keyrelay-attempts"] = "0"
+        headers["x-keyrelay-provider"] = "none"
+        if response.status_code == 401:
+            logging.getLogger("keyrelay.auth").info(
+                "401 on %s %s from %s (%s)",
+                request.method,
+                request.path,
+                request.remote_addr,
+                request_id,
+            )
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -111,7 +145,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     members.check_settings(settings)
     set_busy_timeout(settings["DB_BUSY_TIMEOUT"])
     instance = Path(settings.get("INSTANCE_PATH") or ROOT / "instance")
-    app = Flask(__name__, instance_path=str(instance))
+    app = _App(__name__, instance_path=str(instance))
     app.session_interface = _Sessions()
     instance.mkdir(parents=True, exist_ok=True)
     app.config.from_mapping(settings)
@@ -175,8 +209,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     _install_metrics(settings)
     register_blueprints(app)
     register_commands(app)
-    app.after_request(_security_headers)
-    app.after_request(_trace_headers)
+    app.after_request(_answer_headers)
     tokens.warm_up()
     gateway.prices.warm_up()
     if os.environ.get("FLASK_RUN_FROM_CLI") != "true":

@@ -153,7 +153,7 @@ def describe(settings: dict[str, str]) -> str:
 def start_gunicorn(conf: Path, app: str, env: dict[str, str], port: int, tag: str):
     """Start gunicorn with the production config and wait for /healthz."""
     cmd = [str(VENV_BIN / "gunicorn"), "-c", str(conf), app]
-    if app.startswith("floor_app"):
+    if app.startswith("floor_"):
         cmd[1:1] = ["--pythonpath", str(up.BENCH_DIR)]
     proc = up.spawn(cmd, up.OUT_DIR / f"{tag}.log", env=env)
     up.wait_ready(f"http://127.0.0.1:{port}/healthz", proc, timeout=60)

@@ -10,19 +10,10 @@ from blueprints.common import bearer_token, gateway
 from gateway import validation
 from gateway.errors import GatewayError, invalid_request
 from gateway.proxy import client_headers
-from gateway.proxy.relay import COST_HEADER, ProxyResponse
+from gateway.proxy.relay import ProxyResponse
 from models import DEFAULT_PROFILE
 
 bp = Blueprint("proxy", __name__)
-
-
-@bp.after_app_request
-def cost_header(response: Response) -> Response:
-    """Every answer on /v1 says what it cost; one that booked nothing (refused before its
-    body was read, a model list, an unknown path) cost nothing."""
-    if COST_HEADER not in response.headers and request.path.startswith(("/v1/", "/api/v1/")):
-        response.headers[COST_HEADER] = "0.000000"
-    return response
 
 
 @bp.before_request
@@ -71,6 +62,21 @@ def _to_flask(result: ProxyResponse) -> Response:
     return Response(result.body, result.status, result.headers)
 
 
+class _EnvironHeaders:
+    """The request's headers by name, looked up in the WSGI environ: werkzeug's
+    `request.headers.getlist` walks every header of the request for each name asked."""
+
+    __slots__ = ("environ",)
+
+    def __init__(self, environ: dict) -> None:
+        self.environ = environ
+
+    def getlist(self, name: str) -> list[str]:
+        """The header's value as a list (a WSGI server joins a repeated header in one)."""
+        value = self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+        return [] if value is None else [value]
+
+
 def _read(endpoint: str) -> tuple[str, object]:
     """The profile and the parsed body of a call that spends tokens. A call refused here
     (a profile it may not use, a body too large or not JSON) is booked like any other,
@@ -78,7 +84,8 @@ def _read(endpoint: str) -> tuple[str, object]:
     profile = None
     try:
         profile = _profile()
-        g.client_headers = client_headers.read(request.headers)  # a bad one is booked
+        # a bad one is booked
+        g.client_headers = client_headers.read(_EnvironHeaders(request.environ))
         return profile, _json_body()
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
