@@ -255,3 +255,101 @@ def test_any_other_header_that_cannot_be_sent_is_a_502_not_the_keys(value):
     assert refused.value.status == 502 and refused.value.code == "upstream_header_unsendable"
     assert "'X-Cloud-ID'" in refused.value.message and value not in refused.value.message
     server.close()
+
+
+class RecordingServer(RawServer):
+    """A RawServer that keeps each request it read (head and body, as bytes)."""
+
+    def __init__(self, answers_per_connection: list[bytes], close_after: bool) -> None:
+        self.requests: list[bytes] = []
+        super().__init__(answers_per_connection, close_after)
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            for answer in self.answers:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head = data.split(b"\r\n\r\n", 1)[0].lower()
+                if b"content-length: 2" in head:
+                    while not data.endswith(b"{}"):
+                        data += conn.recv(65536)
+                self.requests.append(data)
+                conn.sendall(answer)
+            while conn.recv(65536):
+                pass
+
+
+def test_the_request_is_written_as_http_client_wrote_it():
+    server = RecordingServer([OK, OK], close_after=False)
+    client = UpstreamClient()
+    headers = {"Authorization": "Bearer sk-1", "Content-Type": "application/json"}
+    client.request("POST", server.url("/v1/chat/completions?x=1"), headers, TIMEOUTS, b"{}").read()
+    client.request("GET", server.url("/v1/models"), headers, TIMEOUTS).read()
+    sent = b"".join(server.requests)
+    assert sent.startswith(
+        b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+        b"Accept-Encoding: identity\r\nContent-Length: 2\r\nAuthorization: Bearer sk-1\r\n"
+        b"Content-Type: application/json\r\n\r\n{}GET /v1/models HTTP/1.1\r\n" % server.port
+    )
+    assert b"Content-Length" not in sent.split(b"GET ", 1)[1]  # a GET without a body
+    client.clear()
+    server.close()
+
+
+def test_answers_framed_every_way_are_read_whole():
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    continued = b"HTTP/1.1 100 Continue\r\n\r\n" + OK
+    folded = b"HTTP/1.1 200 OK\r\nX-Long: one\r\n two\r\nContent-Length: 2\r\n\r\n{}"
+    server = RawServer([chunked, continued, folded, OK], close_after=False)
+    client = UpstreamClient()
+    assert client.request("GET", server.url(), {}, TIMEOUTS).read() == b"abcde"
+    assert client.request("GET", server.url(), {}, TIMEOUTS).read() == b"{}"
+    answer = client.request("GET", server.url(), {}, TIMEOUTS)
+    assert (answer.headers["x-long"], answer.read()) == ("one two", b"{}")
+    assert client.request("GET", server.url(), {}, TIMEOUTS).read() == b"{}"
+    assert server.connections == 1  # each answer ended where its framing said
+    client.clear()
+    server.close()
+
+
+def test_an_answer_read_to_the_connections_end_is_not_reused():
+    old = b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"a": 1}'
+    server = RawServer([old], close_after=True)
+    client = UpstreamClient()
+    for _ in range(2):
+        assert client.request("GET", server.url(), {}, TIMEOUTS).read() == b'{"a": 1}'
+    assert server.connections == 2
+    client.clear()
+    server.close()
+
+
+def test_bytes_past_an_answers_end_close_its_connection():
+    server = RawServer([OK + b"HTTP/1.1 200 OK\r\n", OK], close_after=False)
+    client = UpstreamClient()
+    for _ in range(2):
+        response = client.request("GET", server.url(), {}, TIMEOUTS)
+        assert response.read() == b"{}"
+    assert server.connections == 2  # the first connection held bytes nobody asked for
+    client.clear()
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    ],
+    ids=["bad-chunk-size", "cut-mid-chunk"],
+)
+def test_a_broken_chunked_body_is_a_connection_error(answer):
+    server = RawServer([answer], close_after=True)
+    response = UpstreamClient().request("GET", server.url(), {}, TIMEOUTS)
+    with pytest.raises(TransportError) as broken:
+        response.read()
+    assert broken.value.outcome is Outcome.CONNECTION_ERROR
+    server.close()

@@ -261,6 +261,7 @@ class _Entry:
     budget: Budget | None
     member_id: int | None = None
     suspended: bool = False  # the owning member is suspended
+    caller: Caller | None = None  # what resolve() answers: made once per cache entry
 
 
 class Callers:
@@ -296,9 +297,7 @@ class Callers:
                 type="permission_error",
                 code="member_suspended",
             )
-        return Caller(
-            entry.id, entry.profile, entry.models, entry.limits, entry.budget, entry.member_id
-        )
+        return entry.caller
 
     def _lookup(self, digest: str) -> _Entry | None:
         hit = self._entries.get(digest)
@@ -337,18 +336,24 @@ class Callers:
         if row is not None:
             models = frozenset(row.models) if row.models else None
             limits = Limits(row.rpm_limit, row.tpm_limit, row.max_parallel_requests)
+            limits = limits if limits.any() else None
+            budget = (
+                None
+                if row.max_budget_micros is None
+                else Budget(row.max_budget_micros, row.budget_duration, row.created_at)
+            )
             entry = _Entry(
                 row.id,
                 row.name,
                 models,
                 row.expires_at,
                 row.revoked_at is not None,
-                limits if limits.any() else None,
-                None
-                if row.max_budget_micros is None
-                else Budget(row.max_budget_micros, row.budget_duration, row.created_at),
+                limits,
+                budget,
                 row.member_id,
                 row.suspended_at is not None,
+                # One Caller per entry, not one per request (it is immutable).
+                Caller(row.id, row.name, models, limits, budget, row.member_id),
             )
         if len(self._entries) > 10_000:  # unknown tokens must not grow the cache forever
             self._entries.clear()

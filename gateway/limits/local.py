@@ -54,6 +54,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import process
+
 log = logging.getLogger(__name__)
 
 WINDOW = 60
@@ -308,7 +310,7 @@ class SharedLimiter:
         self._spath = os.fspath(self.path)
         self.database_id = database_id
         self._pid = None
-        self._mutex, self._mutex_pid, self._depth = threading.RLock(), os.getpid(), 0
+        self._mutex, self._mutex_pid, self._depth = threading.RLock(), process.pid(), 0
         self._map: mmap.mmap | None = None
         self._fd = -1
         self._ident = (0, 0)
@@ -415,7 +417,7 @@ class SharedLimiter:
             except BaseException:
                 os.close(fd)
                 raise
-            self._fd, self._pid, self._ident = fd, os.getpid(), (st.st_dev, st.st_ino)
+            self._fd, self._pid, self._ident = fd, process.pid(), (st.st_dev, st.st_ino)
             self._where.clear()
             return
         raise OSError(f"cannot open the limits file {self.path}: it keeps being replaced")
@@ -471,7 +473,7 @@ class SharedLimiter:
 
         def __enter__(self) -> mmap.mmap:
             limiter = self.limiter
-            pid = os.getpid()
+            pid = process.pid()
             if limiter._mutex_pid != pid:  # forked: the parent's lock state is moot
                 limiter._mutex, limiter._mutex_pid, limiter._depth = threading.RLock(), pid, 0
             limiter._mutex.acquire()
@@ -852,26 +854,30 @@ class SharedLimiter:
     ) -> tuple[int, int, bool, Window | None, Refusal | None]:  # fmt: skip
         """`reserve`, then `admit`; nothing stays taken unless both admit (the shared
         Redis limiter does both in one round trip). Returns (spent, reserved, budget
-        admitted, window, refusal); no window when the budget refused."""
-        spent, reserved, admitted = self.reserve(
-            budget_scope, period, budget, estimate, load_spent, minimum
-        )
-        if not admitted:
-            return spent, reserved, False, None, None
-        window, refusal = self.admit(scope, limits, now)
-        if refusal is not None:
-            take = granted(budget, estimate, spent, reserved)
-            self.settle_budget(budget_scope, period, take, 0)
+        admitted, window, refusal); no window when the budget refused. One hold of the
+        file's lock for both (each lock is three system calls)."""
+        with self._lock:
+            spent, reserved, admitted = self.reserve(
+                budget_scope, period, budget, estimate, load_spent, minimum
+            )
+            if not admitted:
+                return spent, reserved, False, None, None
+            window, refusal = self.admit(scope, limits, now)
+            if refusal is not None:
+                take = granted(budget, estimate, spent, reserved)
+                self.settle_budget(budget_scope, period, take, 0)
         return spent, reserved, True, window, refusal
 
     def settle_many(self, items: list[tuple]) -> None:
         """Several settlements: ("w", scope, now, tokens, parallel) for a window, ("b",
-        scope, period, estimate, cost) for a budget (one round trip in Redis)."""
-        for kind, scope, first, second, third in items:
-            if kind == "w":
-                self.settle(scope, second, first, third)
-            else:
-                self.settle_budget(scope, first, second, third)
+        scope, period, estimate, cost) for a budget (one round trip in Redis; one hold of
+        the file's lock here)."""
+        with self._lock:
+            for kind, scope, first, second, third in items:
+                if kind == "w":
+                    self.settle(scope, second, first, third)
+                else:
+                    self.settle_budget(scope, first, second, third)
 
     def spent(self, scope: str, period: int) -> int | None:
         """The scope's spend in the period, if this host has counted it."""

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway import process
 from gateway.policy import Outcome
 
 FAILURES = {Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.BAD_RESPONSE}
@@ -79,7 +80,7 @@ class _Table:
 
     def _attach(self) -> None:
         """Open (after a fork, again) and map the file, rebuilding one that is not ours."""
-        if self._fd >= 0 and self._pid == os.getpid():
+        if self._fd >= 0 and self._pid == process.pid():
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -91,7 +92,7 @@ class _Table:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
         self._map = mmap.mmap(fd, self.size)
-        self._fd, self._pid = fd, os.getpid()
+        self._fd, self._pid = fd, process.pid()
         self._where.clear()
 
     def offset(self, key: bytes, claim: bool) -> int | None:
@@ -185,7 +186,7 @@ class Breaker:
                 return False
             if probe_pid and _pid_alive(probe_pid) and now - probe_at < max(self.cooldown, 60):
                 return False  # another attempt (this worker's or another's) is probing
-            entry[2], entry[3] = os.getpid(), now
+            entry[2], entry[3] = process.pid(), now
             table.write(at, entry)
             return True
 
