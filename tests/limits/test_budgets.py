@@ -183,6 +183,7 @@ def test_dashboard_budget_bar_and_top_up(web, admin, server, priced):
             "rpm_limit": "",
             "tpm_limit": "",
         },
+        follow_redirects=True,  # the new key is shown once, after the redirect
     ).text
     key = re.search(r'id="new-key-value" value="(kr-[^"]+)"', page).group(1)
     sdk(server, key).chat.completions.create(**chat(), max_tokens=5)
