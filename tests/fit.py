@@ -66,6 +66,19 @@ CUT_OFF = """(allowed) => {
         + ` (overflow-x: ${style.overflowX})`);
     }
   }
+  // Text that runs out of its box (white-space: nowrap in a narrow cell) is no element.
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const box = range.getBoundingClientRect();
+    const owner = node.parentElement;
+    if (box.width === 0 || hidden(owner) || ellipsis(owner) || owner.closest(allowed.join(', '))) continue;
+    if (box.right > width + 0.5 || box.left < -0.5) {
+      found.push(`text "${node.textContent.trim().slice(0, 40)}" of ${name(owner).split(' ')[0]}`
+        + ` spans ${Math.round(box.left)}–${Math.round(box.right)}px of a ${width}px viewport`);
+    }
+  }
   // The main menu: every link in view, none scrolled away.
   for (const nav of document.querySelectorAll('nav[aria-label="Main"]')) {
     const edge = nav.getBoundingClientRect();
