@@ -73,7 +73,8 @@ CUT_OFF = """(allowed) => {
     range.selectNodeContents(node);
     const box = range.getBoundingClientRect();
     const owner = node.parentElement;
-    if (box.width === 0 || hidden(owner) || ellipsis(owner) || owner.closest(allowed.join(', '))) continue;
+    if (box.width === 0 || hidden(owner) || ellipsis(owner)) continue;
+    if (owner.closest(allowed.join(', '))) continue;
     if (box.right > width + 0.5 || box.left < -0.5) {
       found.push(`text "${node.textContent.trim().slice(0, 40)}" of ${name(owner).split(' ')[0]}`
         + ` spans ${Math.round(box.left)}–${Math.round(box.right)}px of a ${width}px viewport`);
