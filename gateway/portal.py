@@ -153,7 +153,7 @@ class Budget:
 
     @property
     def percent(self) -> int:
-        return min(100, self.spent_micros * 100 // self.limit_micros) if self.limit_micros else 100
+        return self.spent_micros * 100 // self.limit_micros if self.limit_micros else 100
 
 
 def _their_requests(member: Member):

@@ -39,9 +39,6 @@
       label(button, stored());
       button.hidden = false;
     }
-    // On a phone the menu scrolls sideways: bring the current page's link into view.
-    var current = document.querySelector(".top nav [aria-current]");
-    if (current) current.parentElement.scrollLeft = current.offsetLeft - current.parentElement.offsetLeft - 16;
     // A chart that scrolls sideways (phone) starts at its right end: the latest days.
     document.querySelectorAll(".chart .plot").forEach(function (plot) {
       plot.scrollLeft = plot.scrollWidth;
@@ -76,3 +73,29 @@ document.addEventListener("click", function (event) {
     done();
   }
 });
+
+// A table stacked into cards (a narrow screen) hides its header row, so each cell says what
+// it is: its column's header, copied to data-label (CSS shows it). Cells that name
+// themselves (the template set data-label, or the header is empty) are left as they are.
+// Run again after htmx brings rows in (a key's test, a request's attempts, the live overview).
+function labelCells(root) {
+  root.querySelectorAll(".table-wrap > table").forEach(function (table) {
+    if (table.classList.contains("stack") || !table.tHead || !table.tHead.rows.length) return;
+    var heads = [];
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
+      for (var i = 0; i < th.colSpan; i++) heads.push(th.textContent.trim());
+    });
+    Array.prototype.forEach.call(table.tBodies, function (body) {
+      Array.prototype.forEach.call(body.rows, function (row) {
+        var column = 0;
+        Array.prototype.forEach.call(row.cells, function (cell) {
+          var head = cell.colSpan === 1 ? heads[column] : "";
+          if (head && !cell.hasAttribute("data-label")) cell.setAttribute("data-label", head);
+          column += cell.colSpan;
+        });
+      });
+    });
+  });
+}
+document.addEventListener("DOMContentLoaded", function () { labelCells(document); });
+document.addEventListener("htmx:afterSettle", function () { labelCells(document); });

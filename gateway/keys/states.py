@@ -143,7 +143,8 @@ class Limit:
 
     @property
     def percent(self) -> float:
-        return min(100.0, round(100.0 * self.used / self.limit, 1)) if self.limit else 100.0
+        """How much of the limit is used: above 100 when the usage went past it."""
+        return round(100.0 * self.used / self.limit, 1) if self.limit else 100.0
 
     @property
     def used_text(self) -> str:

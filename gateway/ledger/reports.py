@@ -67,7 +67,7 @@ def _used_today(session: Session, today: date) -> dict[int, tuple[int, int, int]
 
 
 def _percent(used: int, limit: int | None) -> float | None:
-    return None if not limit else min(100.0, round(100.0 * used / limit, 1))
+    return None if not limit else round(100.0 * used / limit, 1)  # over 100 when over the limit
 
 
 @dataclass
@@ -613,7 +613,7 @@ def client_budgets(session: Session, limiter, now: datetime, active_only: bool =
                 profile=row.profile.name,
                 spent=spent,
                 limit=limit,
-                percent=min(100.0, round(100 * spent / limit, 1)) if limit else 100.0,
+                percent=round(100 * spent / limit, 1) if limit else 100.0,
                 duration=row.budget_duration,
                 end=end,
                 status=status,

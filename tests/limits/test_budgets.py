@@ -189,7 +189,7 @@ def test_dashboard_budget_bar_and_top_up(web, admin, server, priced):
     sdk(server, key).chat.completions.create(**chat(), max_tokens=5)
     listing = web.get("/client-keys").text
     assert 'data-spent="8000"' in listing and "$0.008 / $0.05" in listing
-    assert "per 1d, resets 2026-11-24 12:00:00" in listing
+    assert "per 1d, resets Tue 24 Nov 12:00" in listing
     assert web.post("/client-keys/1/topup", {"amount": "0.5"}).status_code == 302
     assert admin.call("GET", "/client-keys/1").json()["max_budget"] == "0.550000"
     assert web.post("/client-keys/1/topup", {"amount": "lots"}).status_code == 422
