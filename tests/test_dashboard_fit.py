@@ -51,6 +51,7 @@ NOT_PAGES = {
     "system.healthz": "a probe",
     "system.readyz": "a probe",
     "openapi.docs": "the vendored API explorer (Swagger UI), not the dashboard's markup",
+    "playground.attempts": "a fragment: loaded into the playground after a send",
 }
 FRAGMENTS = "partials."  # live parts of the overview: checked on the overview
 WHO = {"portal.": "member", "auth.": "anonymous"}  # the rest: the admin
@@ -121,7 +122,8 @@ def data(tmp_path_factory):
         assert len(logs) >= 300, len(logs)
         failed = next(r for r in logs if r["status_code"] >= 400 and len(r["attempts"]) > 1)
         ids = {
-            "key_id": 5,  # the long-named key
+            "key_id": 5,  # the long-named key (and a client key's id too)
+            "route_id": 1,
             "member_id": member["id"],
             "request_id": failed["request_id"],
             "portal.request_detail": {"request_id": _member_request(app, member["id"])},

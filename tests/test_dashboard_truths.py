@@ -66,8 +66,10 @@ def test_every_page_says_the_zone_its_times_are_in(app, server, admin, fake, cli
     mine = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
     mine.chat.completions.create(**chat())
     request_id = admin.logs()[0]["request_id"]
+    route = admin.call("POST", "/routes", {"name": "smart", "target": "gpt-4o-mini"}).json()
     ids = {
         "key_id": 1,
+        "route_id": route["id"],
         "member_id": member["id"],
         "request_id": request_id,
         "portal.request_detail": {"request_id": request_id},
