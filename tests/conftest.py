@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -119,6 +120,26 @@ def live_app(settings: dict, **overrides) -> Iterator[tuple]:
 def _quiet_request_logs():
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashes():
+    """Dashboard passwords hashed in this process with scrypt at n=2**10 instead of
+    werkzeug's 2**15: still salted scrypt, but ~3 ms of CPU instead of ~100 ms for every app
+    (its first admin) and every login, which was minutes of the suite's CPU. The hash's cost
+    is not under test; a hash's own parameters are what checking it uses."""
+    from werkzeug.security import generate_password_hash
+
+    from gateway import members
+    from gateway.admin import accounts
+
+    cheap = functools.partial(generate_password_hash, method="scrypt:1024:8:1")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(accounts, "generate_password_hash", cheap)
+    patch.setattr(members, "generate_password_hash", cheap)
+    patch.setattr(accounts, "_DUMMY_HASH", cheap("keyrelay-not-a-password"))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
