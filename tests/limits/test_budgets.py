@@ -105,8 +105,16 @@ def test_budget_refuses_before_it_is_passed_and_top_up_reopens(admin, server, pr
         client.chat.completions.create(**chat(), max_tokens=5)
 
 
+@pytest.fixture
+def patient(settings):
+    """A read timeout that an answer held at the fake (hold()) stays within, on any load."""
+    settings.update(READ_TIMEOUT=60.0, REQUEST_DEADLINE=120.0)
+
+
 @pytest.mark.both_databases
-def test_twenty_parallel_requests_with_one_requests_budget_left(admin, server, priced, fake):
+def test_twenty_parallel_requests_with_one_requests_budget_left(
+    patient, admin, server, priced, fake
+):
     """F34: reservations stop the other 19; the spend stays within the budget."""
     # The admitted request is held at the upstream until the other 19 are answered: with a
     # fixed delay, a loaded machine could finish it before the last ones were admitted.
