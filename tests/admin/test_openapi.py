@@ -49,11 +49,6 @@ UPSTREAM_CALLS = r"/(test|sync)(/|$)"
 DEAD_UPSTREAM = "http://127.0.0.1:9/v1"
 
 
-# One worker runs this module under pytest-xdist (./test.sh): the seeded app
-# are built once, not once per worker.
-pytestmark = pytest.mark.xdist_group("openapi")
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """One app for the module, with a key, a client key, a route, a price, an account."""
