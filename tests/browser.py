@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests import installing
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--headless",
@@ -26,7 +28,13 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "scree
 
 
 def ensure_chromium() -> str:
-    """The path of Debian's Chromium, installing the package first if it is not there."""
+    """The path of Debian's Chromium, installing the package first if it is not there (one
+    installer at a time)."""
+    with installing.exclusive("apt"):
+        return _ensure_chromium()
+
+
+def _ensure_chromium() -> str:
     if os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
     apt = shutil.which("apt-get")
@@ -36,7 +44,7 @@ def ensure_chromium() -> str:
             "run `apt-get install -y chromium`."
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "chromium"]
+    install = [apt, *installing.APT_WAIT, "install", "-y", "chromium"]
     if subprocess.run(install, env=env, capture_output=True).returncode != 0:
         subprocess.run([apt, "update"], env=env, check=True, capture_output=True)
         subprocess.run(install, env=env, check=True, capture_output=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import anthropic
 import openai
@@ -121,6 +124,26 @@ def _quiet_request_logs():
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashes():
+    """Dashboard passwords hashed in this process with scrypt at n=2**10 instead of
+    werkzeug's 2**15: still salted scrypt, but ~3 ms of CPU instead of ~100 ms for every app
+    (its first admin) and every login, which was minutes of the suite's CPU. The hash's cost
+    is not under test; a hash's own parameters are what checking it uses."""
+    from werkzeug.security import generate_password_hash
+
+    from gateway import members
+    from gateway.admin import accounts
+
+    cheap = functools.partial(generate_password_hash, method="scrypt:1024:8:1")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(accounts, "generate_password_hash", cheap)
+    patch.setattr(members, "generate_password_hash", cheap)
+    patch.setattr(accounts, "_DUMMY_HASH", cheap("keyrelay-not-a-password"))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def oidc(tmp_path_factory):
     """A real OpenID Connect provider (npm `oidc-provider`) on a free port for the run, with
@@ -207,8 +230,39 @@ def settings(tmp_path, clock, database_url):
     }
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """An empty SQLite database at the schema's head, migrated once per test process."""
+    from sqlalchemy import create_engine
+
+    from gateway import schema
+
+    path = tmp_path_factory.mktemp("migrated") / "keyrelay.db"
+    engine = create_engine(f"sqlite:///{path}")
+    schema.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+def _from_migrated(request, settings: dict) -> None:
+    """Start the test's SQLite database as a copy of `migrated_sqlite`: every migration
+    run again for every app was ~65 ms of CPU each, minutes of the suite. The app's own
+    start-up (profile, identity, first admin) still runs. Not for a database already there,
+    PostgreSQL, or tests marked `own_migrations`."""
+    instance = settings.get("INSTANCE_PATH")
+    if not instance or settings.get("DATABASE_URL"):
+        return
+    if request.node.get_closest_marker("own_migrations"):
+        return
+    database = Path(instance) / "keyrelay.db"
+    if not database.exists():
+        database.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), database)
+
+
 @pytest.fixture
-def app(settings):
+def app(request, settings):
+    _from_migrated(request, settings)
     app = create_app(settings)
     yield app
     app.extensions["keyrelay"].close()

@@ -809,7 +809,11 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _pause(self, delay: float) -> bool:
-        """Sleep unless the fake is closing; False means stop now."""
+        """Wait while the test holds the fake (FakeUpstream.hold), then sleep; either ends
+        when the fake is closing. False means stop now."""
+        while not self.server.upstream.going.wait(0.05):
+            if self.server.released.is_set():
+                return False
         return not self.server.released.wait(delay)
 
     def _abort(self) -> None:
@@ -1028,6 +1032,9 @@ class FakeUpstream:
         # Models served through /v1/responses only: their chat completions answer 404 as
         # OpenAI's do ("only supported in v1/responses").
         self.responses_only: set[str] = set()
+        # Cleared by hold(): `slow` answers wait for it (set again by let_go()).
+        self.going = threading.Event()
+        self.going.set()
         # OpenRouter's key info per secret: (credit limit in USD or None, usage in USD).
         self.key_info: dict[str | None, tuple[float | None, float]] = {}
         self._lock = threading.Lock()
@@ -1073,6 +1080,14 @@ class FakeUpstream:
     def requests_for(self, secret: str | None) -> list[RecordedRequest]:
         """Requests that carried this bearer secret."""
         return [r for r in self.requests if r.secret == secret]
+
+    def hold(self) -> None:
+        """Keep `slow` answers waiting, however long the test takes, until let_go()."""
+        self.going.clear()
+
+    def let_go(self) -> None:
+        """Let the answers hold() kept waiting go on."""
+        self.going.set()
 
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
         """Block until at least count requests arrived; raise TimeoutError otherwise."""

@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests import installing
+
 CACHE = Path.home() / ".cache" / "keyrelay-tests"
 CLAUDE_CODE = ("@anthropic-ai/claude-code", "2.1.332", "claude")
 CODEX = ("@openai/codex", "0.171.0", "codex")
@@ -30,6 +32,13 @@ def ensure_module(package: str, version: str, entry: str) -> Path:
 
 
 def _installed(package: str, version: str, prefix: Path, path: Path, mode: int) -> Path:
+    # Under the lock: a second test process waits for the first one's install to finish
+    # rather than finding a half-installed package (or installing it again beside it).
+    with installing.exclusive(prefix.name):
+        return _install(package, version, prefix, path, mode)
+
+
+def _install(package: str, version: str, prefix: Path, path: Path, mode: int) -> Path:
     if os.access(path, mode):
         return path
     npm = shutil.which("npm")

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
+from tests import installing
+
 PG_GLOB = "/usr/lib/postgresql/*/bin"
 USER = "postgres"
 
@@ -30,14 +32,23 @@ def _bin_dir() -> Path | None:
 
 
 def ensure_installed() -> Path:
-    """The directory of initdb/pg_ctl, installing Debian's `postgresql` if needed."""
+    """The directory of initdb/pg_ctl, installing Debian's `postgresql` if needed (one
+    installer at a time: pytest-xdist workers start their servers together)."""
+    with installing.exclusive("apt"):
+        return _ensure_installed()
+
+
+def _ensure_installed() -> Path:
     found = _bin_dir()
     if found is not None:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise Unavailable("PostgreSQL is not installed and apt-get is not usable as this user")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql"]):
+    for command in (
+        ["apt-get", "update"],
+        ["apt-get", *installing.APT_WAIT, "install", "-y", "postgresql"],
+    ):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise Unavailable(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests import installing
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -19,14 +21,19 @@ def _free_port() -> int:
 
 
 def redis_binary() -> str:
-    """The path of redis-server, installed with apt-get if missing; skips (saying why)
-    where it cannot be installed."""
+    """The path of redis-server, installed with apt-get if missing (one installer at a
+    time); skips (saying why) where it cannot be installed."""
+    with installing.exclusive("apt"):
+        return _redis_binary()
+
+
+def _redis_binary() -> str:
     found = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
     )
     if found:
         return found
-    apt = ["apt-get", "install", "-y", "-q", "redis-server"]
+    apt = ["apt-get", *installing.APT_WAIT, "install", "-y", "-q", "redis-server"]
     if shutil.which("apt-get") is None:
         pytest.skip("redis-server is not installed and there is no apt-get to install it")
     if shutil.which("sudo") and subprocess.run(["id", "-u"], capture_output=True).stdout != b"0\n":

@@ -171,6 +171,11 @@ def _send(sdk: openai.OpenAI, body: dict, profile: str | None = None, stream=Fal
         pass  # failed requests are part of the picture
 
 
+# One worker runs this module under pytest-xdist (./test.sh): the seeded site and its browser tab
+# are built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("dashboard_layout")
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """A dashboard full of realistic data, seeded through the admin API and real traffic."""

@@ -44,6 +44,11 @@ PATHS = {
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
 
 
+# One worker runs this module under pytest-xdist (./test.sh): the seeded gateway and its
+# three fake upstreams are built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("hostile_input")
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     """KeyRelay with an OpenAI, an Anthropic and a Gemini key, each serving its own model,

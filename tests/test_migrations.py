@@ -24,7 +24,8 @@ from gateway.keys import client_keys as clientkeys
 from tests.conftest import MASTER_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.both_databases
+# own_migrations: the `app` fixture's database is migrated by the app, as a new one is.
+pytestmark = [pytest.mark.both_databases, pytest.mark.own_migrations]
 
 
 def _url(app) -> str:

@@ -90,6 +90,11 @@ class Host:
             self.process.wait(10)
 
 
+# One worker runs this module under pytest-xdist (./test.sh): two gunicorn hosts, Redis and
+# a database are built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("redis_hosts")
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, pg_server):
     """(redis, fake upstream, [host A, host B], provider key ids)."""

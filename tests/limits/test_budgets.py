@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -104,10 +105,20 @@ def test_budget_refuses_before_it_is_passed_and_top_up_reopens(admin, server, pr
         client.chat.completions.create(**chat(), max_tokens=5)
 
 
+@pytest.fixture
+def patient(settings):
+    """A read timeout that an answer held at the fake (hold()) stays within, on any load."""
+    settings.update(READ_TIMEOUT=60.0, REQUEST_DEADLINE=120.0)
+
+
 @pytest.mark.both_databases
-def test_twenty_parallel_requests_with_one_requests_budget_left(admin, server, priced, fake):
+def test_twenty_parallel_requests_with_one_requests_budget_left(
+    patient, admin, server, priced, fake
+):
     """F34: reservations stop the other 19; the spend stays within the budget."""
-    fake.set_behaviour(SECRET, Behaviour.slow(0.5))
+    # The admitted request is held at the upstream until the other 19 are answered: with a
+    # fixed delay, a loaded machine could finish it before the last ones were admitted.
+    fake.set_behaviour(SECRET, Behaviour.slow(0.0))
     # A request costs 8k, reserves 13k and needs at least 9k (its prompt and one answer
     # token): after the first, 21k are left: one reservation of 13k, not one more of 9k.
     created = budget_key(admin, max_budget="0.029")
@@ -124,8 +135,13 @@ def test_twenty_parallel_requests_with_one_requests_budget_left(admin, server, p
             outcomes.append(exc.body["code"])
 
     threads = [threading.Thread(target=one) for _ in range(20)]
+    fake.hold()
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + 60
+    while len(outcomes) < 19 and time.monotonic() < deadline:
+        time.sleep(0.01)  # polls the other threads' answers, not a wait for time to pass
+    fake.let_go()
     for thread in threads:
         thread.join(30)
     assert outcomes.count("ok") == 1 and outcomes.count("budget_exceeded") == 19
