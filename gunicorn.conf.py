@@ -23,6 +23,10 @@ timeout = 120
 graceful_timeout = 30
 keepalive = 30
 accesslog = None
+# gunicorn's control socket lives at one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn):
+# a second KeyRelay (or a test run) on the machine would take the first one's. KeyRelay
+# does not use it; signals (HUP, TERM) still work.
+control_socket_disable = True
 
 
 def post_worker_init(worker) -> None:
