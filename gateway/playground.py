@@ -5,6 +5,7 @@ costs what any request costs; its attempts are read back from the request log.""
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 
 from gateway.keys.client_keys import MASTER
 from gateway.proxy.relay import ProxyResponse
+from gateway.validation import MAX_SQL_INT
 from models import Profile, ProviderKey
 
 MAX_MESSAGE_CHARS = 32_000
@@ -19,6 +21,7 @@ MAX_MODEL_CHARS = 200
 MAX_TOKENS = 8192
 # The session header the pin is read from (gateway/proxy/client_headers.py).
 SESSION_HEADER = "session-id"
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass
@@ -66,7 +69,8 @@ def _key(session, raw, profile_id, errors: dict) -> int | None:
     raw = (raw or "").strip()
     if not raw:
         return None
-    key_id = int(raw) if raw.isdigit() else None
+    # ASCII digits only ("²".isdigit() is true), and an id a row can have.
+    key_id = int(raw) if _DIGITS.fullmatch(raw) and int(raw) <= MAX_SQL_INT else None
     found = session.get(ProviderKey, key_id) if key_id is not None else None
     if found is None:
         errors["key"] = "Choose one of the provider keys, or any key."
@@ -79,7 +83,7 @@ def _max_tokens(raw, errors: dict) -> int | None:
     raw = (raw or "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_TOKENS:
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_TOKENS:
         errors["max_tokens"] = f"A whole number from 1 to {MAX_TOKENS}, or empty."
         return None
     return int(raw)

@@ -195,6 +195,11 @@ class _Files:
         self.attempts: dict[tuple, int] = {}
         self.counts: dict[tuple, int] = {}
 
+    def close(self) -> None:
+        """Close both files (this process's copies of them; their values stay)."""
+        self.counters.close()
+        self.histograms.close()
+
     def counter(self, name: str, *labels: str) -> int:
         """The slot of a counter's label set."""
         help_text, names = COUNTERS[name]
@@ -214,8 +219,12 @@ def _here() -> _Files:
 
 
 def _forget() -> None:
+    """After a fork: the child counts into files of its own; its copies of the parent's
+    are closed here (left to the garbage collector, each was an unclosed-file warning)."""
     global _files
-    _files = None
+    inherited, _files = _files, None
+    if inherited is not None:
+        inherited.close()
 
 
 os.register_at_fork(after_in_child=_forget)

@@ -123,3 +123,12 @@ def test_the_playground_streams_an_answer_in_chromium(browser, server, admin, fa
     expect(page.locator("[data-error='message']")).to_be_visible()
     context.close()
     assert [p for p in problems if not p.startswith("Failed to load resource")] == []
+
+
+@pytest.mark.parametrize("field", ["key", "max_tokens"])
+@pytest.mark.parametrize("value", ["²", "9223372036854775808", "-1", "1e3"])
+def test_odd_numbers_are_named_not_a_500(admin, fake, web, field, value):
+    admin.add_key(FIRST, fake.base_url, name="first")
+    answer = web.post("/playground/send", _form(**{field: value}))
+    assert answer.status_code == 400 and set(answer.json["errors"]) == {field}
+    assert fake.requests == []

@@ -208,8 +208,8 @@ class _Framing:
         return self._unchunk(conn)
 
     def _unchunk(self, conn: _Conn) -> bytes:
-        """The chunks' data `conn.pending` holds whole or in part, framing removed; what
-        is left (a chunk's size line not yet whole) stays pending."""
+        """The data of the next chunk `conn.pending` holds, whole or in part, framing
+        removed; what is left (later chunks, a size line not yet whole) stays pending."""
         buf, at, parts = conn.pending, 0, []
         try:
             while not self.ended:
@@ -223,6 +223,10 @@ class _Framing:
                     if self.chunk_left:
                         break
                     self.crlf_due = True
+                    # One chunk at a time, as http.client's read1 gave them: a stream's
+                    # reader (the budget's cut among them) sees each event as it was sent,
+                    # not a run of them that arrived in one read.
+                    break
                 if self.crlf_due:
                     if len(buf) - at < 2:
                         break
