@@ -161,6 +161,20 @@ def fake():
         yield upstream
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright (tests/browser.py), one per module."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import FLAGS, ensure_chromium
+
+    path = ensure_chromium()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=path, args=FLAGS)
+        yield launched
+        launched.close()
+
+
 @pytest.fixture
 def clock():
     return ManualClock()

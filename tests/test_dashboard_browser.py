@@ -12,24 +12,15 @@ from pathlib import Path
 
 import openai
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from gateway.keys.secrets import mask
-from tests.browser import FLAGS, ensure_chromium, screenshot
+from tests.browser import screenshot
 from tests.conftest import ADMIN_PASSWORD, chat, make_viewer
 from tests.fake_upstream import Behaviour
 from tests.test_durability import ROOT, Gunicorn
 
 SECRET = "sk-browser-aaaaaaaaaaaa1111"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = ensure_chromium()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=path, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -8,21 +8,12 @@ import re
 
 import openai
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.browser import FLAGS, ensure_chromium, screenshot
+from tests.browser import screenshot
 from tests.conftest import ADMIN_PASSWORD, chat
 
 SECRET = "sk-edit-browser-aaaaaaaa1111"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = ensure_chromium()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=path, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import openai
 import pytest
 import urllib3
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.browser import FLAGS, ensure_chromium, screenshot
+from tests.browser import screenshot
 from tests.conftest import ADMIN_PASSWORD, MASTER_KEY, MODELS, Admin, ManualClock, chat, live_app
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_rovodev import Account, FakeRovoDev
@@ -168,17 +168,8 @@ def pages(app, ids: dict) -> dict[str, list[str]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    path = ensure_chromium()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=path, args=FLAGS)
-        yield launched
-        launched.close()
-
-
-def _tab(chromium, data: Data, username: str | None, password: str):
-    context = chromium.new_context(base_url=data.url, viewport={"width": 1440, "height": 900})
+def _tab(browser, data: Data, username: str | None, password: str):
+    context = browser.new_context(base_url=data.url, viewport={"width": 1440, "height": 900})
     tab = context.new_page()
     tab.set_default_timeout(15_000)
     tab.problems = []
@@ -193,12 +184,12 @@ def _tab(chromium, data: Data, username: str | None, password: str):
 
 
 @pytest.fixture(scope="module")
-def tabs(chromium, data):
+def tabs(browser, data):
     """A logged-in tab per reader: the admin, the member, and no one."""
     opened = {
-        "admin": _tab(chromium, data, "admin", ADMIN_PASSWORD),
-        "member": _tab(chromium, data, MEMBER, PASSWORD),
-        "anonymous": _tab(chromium, data, None, ""),
+        "admin": _tab(browser, data, "admin", ADMIN_PASSWORD),
+        "member": _tab(browser, data, MEMBER, PASSWORD),
+        "anonymous": _tab(browser, data, None, ""),
     }
     yield {who: tab for who, (_, tab) in opened.items()}
     for context, _ in opened.values():

@@ -15,9 +15,9 @@ import openai
 import pytest
 import urllib3
 from cryptography.fernet import Fernet
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.browser import FLAGS, ensure_chromium, screenshot
+from tests.browser import screenshot
 from tests.conftest import (
     ADMIN_PASSWORD,
     MASTER_KEY,
@@ -194,15 +194,6 @@ def site(tmp_path_factory):
         assert admin.call("POST", "/keys/9/test").status == 200  # its long error is stored
         yield site
     http.clear()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = ensure_chromium()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=path, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

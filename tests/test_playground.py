@@ -8,9 +8,9 @@ import html
 import re
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.browser import FLAGS, ensure_chromium, screenshot
+from tests.browser import screenshot
 from tests.conftest import ADMIN_PASSWORD, make_viewer
 from tests.fake_upstream import DEFAULT_CONTENT, Behaviour
 
@@ -81,15 +81,6 @@ def test_viewers_see_the_page_but_cannot_send(app, admin, fake):
     assert page.status_code == 200 and "sending needs an admin" in page.text
     assert viewer.post("/playground/send", _form()).status_code == 403
     assert fake.requests == []
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = ensure_chromium()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=path, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 def test_the_playground_streams_an_answer_in_chromium(browser, server, admin, fake):
