@@ -298,8 +298,16 @@ def test_a_run_past_its_timeout_is_killed_and_fails_over(binaries, upstream, adm
     asking = threading.Thread(target=ask)
     try:
         asking.start()
-        assert wait_until(lambda: upstream.messages_requests), result
-        running = cli_processes()
+        running: dict[int, str] = {}
+
+        def asked() -> bool:
+            # The CLI's processes, gathered while waiting: the 2 s timeout runs from its
+            # start, so under load it may be killed soon after its request reaches the
+            # upstream, and one look afterwards could find nothing left.
+            running.update(cli_processes())
+            return bool(upstream.messages_requests)
+
+        assert wait_until(asked), result
         assert running
         asking.join(20)
     finally:
